@@ -1,0 +1,106 @@
+"""Whole volumes → :class:`QualityResult`: per-slice scores, volume score, heatmap in input geometry.
+
+The per-slice work is done by a *slice scorer* that sees, for one slice position, the co-registered
+versions of that slice from every input of a series (one input alone is a series of one). The teacher
+is such a scorer; so is the student.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .backgrounds import Background, make_background
+from .errors import InputError
+from .io import Volume
+from .preprocess import body_mask, estimate_psf_sigma, from_canonical, normalise, to_canonical
+from .signals import InsertionConfig, saliency_mask
+
+SliceVerdictLike = tuple[float, np.ndarray, bool]  # score, canonical heatmap, assessable
+SliceScorer = Callable[[list[Background], int], list[SliceVerdictLike]]
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class QualityResult:
+    """The verdict on one volume.
+
+    Attributes:
+        name: input name.
+        score: mean of the assessable slices' scores (NaN when none is assessable); higher is better.
+        slice_scores: per slice, ``None`` where not assessable.
+        assessable: per slice.
+        heatmap: local quality ``(slices, rows, cols)`` on the input grid, NaN where undefined.
+        method: ``"mD2IQA"`` (teacher) or ``"EDIQA"`` (student).
+        model: name and sha256 of the weights used.
+        seconds: wall time of the assessment.
+        shape, spacing: of the input, as the reference image has them (x, y[, z]).
+        details: method-specific extras (settings, PSF estimates, repeat scores).
+    """
+
+    name: str
+    score: float
+    slice_scores: list[float | None]
+    assessable: list[bool]
+    heatmap: np.ndarray
+    method: str
+    model: dict
+    seconds: float
+    shape: tuple[int, ...]
+    spacing: tuple[float, ...]
+    details: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        """The ``result.json`` content (the heatmap goes to its own file)."""
+        return {"name": self.name, "method": self.method,
+                "score": None if not np.isfinite(self.score) else round(self.score, 6),
+                "slice_scores": [None if s is None else round(s, 6) for s in self.slice_scores],
+                "assessable": self.assessable, "model": self.model, "seconds": round(self.seconds, 3),
+                "shape": list(self.shape), "spacing": list(self.spacing), **self.details}
+
+
+def slice_background(canonical_slice: np.ndarray, modality: str, config: InsertionConfig) -> Background:
+    """A canonical slice of a volume as a :class:`Background` (normalised, masks, PSF estimate)."""
+    if modality == "ct":
+        return make_background(canonical_slice, config)
+    image01 = normalise(canonical_slice, modality)
+    body = body_mask(image01)
+    return Background(image01, body, saliency_mask(image01, body, config), estimate_psf_sigma(canonical_slice, body))
+
+
+def assess_series(volumes: list[Volume], scorer: SliceScorer, method: str, model: dict,
+                  config: InsertionConfig, progress: Progress | None = None) -> list[QualityResult]:
+    """Assess co-registered volumes slice by slice with a shared scorer call per slice position.
+
+    Raises:
+        InputError: when the volumes of one series do not share their geometry.
+    """
+    start = time.perf_counter()
+    canon = [to_canonical(v) for v in volumes]
+    shapes = {c[0].shape for c in canon}
+    if len(shapes) != 1:
+        raise InputError("inputs of one series must share their size and spacing: "
+                         + ", ".join(f"{v.name} {v.shape}" for v in volumes))
+    n_slices = canon[0][0].shape[0]
+    heat = [np.full(c[0].shape, np.nan, np.float32) for c in canon]
+    scores: list[list[float | None]] = [[] for _ in volumes]
+    flags: list[list[bool]] = [[] for _ in volumes]
+    for k in range(n_slices):
+        backgrounds = [slice_background(c[0][k], v.modality, config) for c, v in zip(canon, volumes)]
+        for i, (score, hmap, ok) in enumerate(scorer(backgrounds, k)):
+            scores[i].append(float(score) if ok else None)
+            flags[i].append(bool(ok))
+            heat[i][k] = hmap
+        if progress:
+            progress("slices", k + 1, n_slices)
+    seconds = time.perf_counter() - start
+    results = []
+    for i, (v, (_, grid)) in enumerate(zip(volumes, canon)):
+        valid = [s for s in scores[i] if s is not None]
+        results.append(QualityResult(
+            name=v.name, score=float(np.mean(valid)) if valid else float("nan"), slice_scores=scores[i],
+            assessable=flags[i], heatmap=from_canonical(heat[i], grid, v), method=method, model=model,
+            seconds=seconds / len(volumes), shape=v.shape, spacing=v.spacing))
+    return results

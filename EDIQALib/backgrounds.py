@@ -1,0 +1,132 @@
+"""Degraded, normalised CT backgrounds: the detector's training bank and the evaluation series.
+
+Each :class:`Background` is one canonical-spacing slice after a simulated acquisition, with what the
+teacher and the detector need: normalised image, body and saliency masks, and the estimated PSF.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .preprocess import body_mask, estimate_psf_sigma, window_ct
+from .signals import InsertionConfig, saliency_mask
+from .simulate import FILTERS, Acquisition, correlated_noise, phantom, simulate_series
+
+
+@dataclass
+class Background:
+    """A normalised slice ready for insertion."""
+
+    image01: np.ndarray
+    body: np.ndarray
+    salient: np.ndarray
+    psf_sigma_px: float
+
+
+def make_background(hu: np.ndarray, config: InsertionConfig = InsertionConfig()) -> Background:
+    """Normalise a canonical-spacing HU slice and derive its masks and PSF estimate."""
+    image01 = window_ct(hu)
+    body = body_mask(image01)
+    return Background(image01=image01, body=body, salient=saliency_mask(image01, body, config),
+                      psf_sigma_px=estimate_psf_sigma(hu, body))
+
+
+@dataclass
+class Degradation:
+    """How one training background was made (recorded in the bank for the model card)."""
+
+    base: str
+    preblur_px: float
+    views: int
+    filter: str
+    doses: tuple[float, ...]
+    i0: float
+    noise_sd_hu: float
+    noise_length_px: float
+
+
+def _draw_degradation(base: str, rng: np.random.Generator) -> Degradation:
+    doses = tuple(sorted(np.exp(rng.uniform(np.log(0.03), 0.0, size=3)).round(3), reverse=True))
+    textured = rng.random() < 0.4
+    return Degradation(
+        base=base, preblur_px=float(rng.choice([0, 0, 0.5, 1, 1.5, 2, 3])),
+        views=int(rng.choice([720, 360, 360, 180, 90, 60])), filter=str(rng.choice(FILTERS)), doses=doses,
+        i0=float(np.exp(rng.uniform(np.log(5e4), np.log(4e5)))),
+        noise_sd_hu=float(rng.uniform(5, 40)) if textured else 0.0,
+        noise_length_px=float(rng.uniform(0.5, 4)) if textured else 0.0)
+
+
+def _degrade(args: tuple[np.ndarray, Degradation, int]) -> list[tuple[np.ndarray, float]]:
+    hu, deg, seed = args
+    rng = np.random.default_rng(seed)
+    src = ndi.gaussian_filter(hu, deg.preblur_px) if deg.preblur_px > 0 else hu
+    recs = simulate_series(src, 0.7, [Acquisition(d, deg.views, deg.filter) for d in deg.doses], i0=deg.i0, seed=seed)
+    out = []
+    for rec in recs:
+        if deg.noise_sd_hu > 0:
+            rec = rec + correlated_noise(rec.shape, deg.noise_sd_hu, deg.noise_length_px, rng)
+        bg = make_background(rec)
+        out.append((bg.image01, bg.psf_sigma_px))
+    return out
+
+
+def build_bank(bases: dict[str, np.ndarray], n_projections: int, seed: int = 0, workers: int = 2,
+               progress=None) -> dict[str, np.ndarray]:
+    """Simulate ``n_projections`` degradations (3 nested doses each) of the given canonical HU slices.
+
+    Returns arrays ready for ``np.savez``: ``images`` (n, H, W) padded with air, ``shapes``, ``psf``,
+    and ``meta`` (one JSON line per image).
+    """
+    import json
+
+    rng = np.random.default_rng(seed)
+    names = sorted(bases)
+    jobs = []
+    for j in range(n_projections):
+        name = names[j % len(names)]
+        jobs.append((bases[name], _draw_degradation(name, rng), seed * 100003 + j))
+    images, psf, meta = [], [], []
+    with ProcessPoolExecutor(workers) as pool:
+        for j, result in enumerate(pool.map(_degrade, jobs)):
+            for (image01, sigma), dose in zip(result, jobs[j][1].doses):
+                images.append(image01)
+                psf.append(sigma)
+                meta.append(json.dumps({**asdict(jobs[j][1]), "dose": float(dose)}))
+            if progress:
+                progress("bank", j + 1, n_projections)
+    size = max(max(im.shape) for im in images)
+    stack = np.zeros((len(images), size, size), np.float32)
+    for i, im in enumerate(images):
+        stack[i, :im.shape[0], :im.shape[1]] = im
+    return {"images": stack, "shapes": np.array([im.shape for im in images]), "psf": np.array(psf, np.float32),
+            "meta": np.array(meta)}
+
+
+def load_bank(path: str | Path, config: InsertionConfig = InsertionConfig()) -> list[Background]:
+    """Backgrounds from a bank file written by :func:`build_bank` (masks recomputed)."""
+    data = np.load(path)
+    out = []
+    for im, (h, w), sigma in zip(data["images"], data["shapes"], data["psf"]):
+        image01 = im[:h, :w]
+        body = body_mask(image01)
+        out.append(Background(image01, body, saliency_mask(image01, body, config), float(sigma)))
+    return out
+
+
+def training_bases(n_phantoms: int, first_seed: int = 1000) -> dict[str, np.ndarray]:
+    """Canonical HU slices for detector training: seeded phantoms (seeds never used for evaluation)
+    and the pydicom head CT slice ``693_J2KI.dcm`` (the two other real CT slices are held out)."""
+    from pydicom.data import get_testdata_file
+
+    from .io import read_volume
+    from .preprocess import to_canonical
+
+    bases = {f"phantom-{s}": phantom(s) for s in range(first_seed, first_seed + n_phantoms)}
+    real = read_volume(get_testdata_file("693_J2KI.dcm"))
+    canon, _ = to_canonical(real)
+    bases["pydicom-693_J2KI"] = np.maximum(canon[0], -1000.0)
+    return bases

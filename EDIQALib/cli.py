@@ -1,0 +1,237 @@
+"""The ``ediqa`` command line (also ``python -m EDIQALib``). See README for the contract.
+
+Exit codes: 0 success; 2 bad input or usage, with one line on stderr and no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import InputError
+
+DEMO_SAMPLE = Path(__file__).resolve().parent.parent / "Resources" / "SampleData" / "head-ct-slice.nrrd"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        sys.stderr.write(f"ediqa: error: {message}\n")
+        raise SystemExit(2)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for but no CUDA device is available")
+    return name
+
+
+def _progress(args: argparse.Namespace):
+    from .progress import ProgressReporter
+
+    return ProgressReporter(args.progress)
+
+
+def cmd_simulate(args: argparse.Namespace) -> None:
+    from .io import image_like, read_volume, write_image
+    from .simulate import Acquisition, simulate_series
+
+    vol = read_volume(args.input, args.modality)
+    if vol.modality != "ct":
+        raise InputError(f"{vol.name}: simulate needs a CT image (HU); got {vol.modality.upper()}")
+    sx, sy = vol.spacing_xy
+    if abs(sx - sy) > 1e-3 * sx:
+        raise InputError(f"{vol.name}: simulate needs square pixels (spacing {sx} x {sy} mm)")
+    acqs = [Acquisition(dose=d, views=args.views, filter=args.filter) for d in args.doses]
+    progress = _progress(args)
+    out_slices = [[] for _ in acqs]
+    for k, hu in enumerate(vol.array):
+        for i, rec in enumerate(simulate_series(hu, sx, acqs, i0=args.i0, seed=args.seed + k)):
+            out_slices[i].append(rec)
+        progress("simulate", k + 1, len(vol.array))
+    out = Path(args.out)
+    written = []
+    for acq, slices in zip(acqs, out_slices):
+        path = out / f"{vol.name}_dose{acq.dose:g}_views{acq.views}_{acq.filter}.nrrd"
+        write_image(image_like(slices, vol.reference), path)
+        written.append(str(path))
+    print(json.dumps({"outputs": written}, indent=2))
+
+
+def cmd_teacher(args: argparse.Namespace) -> None:
+    from .assess import assess_series
+    from .io import read_volume
+    from .models import load_detector
+    from .report import write_outputs, write_series_summary
+    from .teacher import TeacherConfig, teacher_scorer
+
+    volumes = [read_volume(p, args.modality) for p in args.inputs]
+    names = [v.name for v in volumes]
+    if len(set(names)) != len(names):
+        volumes = [v if names.count(v.name) == 1 else _renamed(v, i) for i, v in enumerate(volumes)]
+    device = _device(args.device)
+    model, entry = load_detector(args.model, device)
+    config = TeacherConfig(realizations=args.realizations, repeats=args.repeats, seed=args.seed,
+                           readout=args.readout, psf_aware=not args.no_psf)
+    scorer = teacher_scorer(model, config, device, _progress(args))
+    settings = {"method": "mD2IQA", "realizations": config.realizations, "repeats": config.repeats,
+                "seed": config.seed, "readout": config.readout, "psf_aware": config.psf_aware,
+                "contrasts": list(config.insertion.contrasts)}
+    results = assess_series(volumes, scorer, "mD2IQA", {"name": entry.name, "sha256": entry.sha256},
+                            config.insertion)
+    out = Path(args.out)
+    summary = []
+    for vol, res in zip(volumes, results):
+        res.details.update(settings)
+        target = out if len(volumes) == 1 else out / vol.name
+        write_outputs(res, vol, target)
+        summary.append({"name": res.name, "score": res.to_json()["score"], "out": str(target)})
+    if len(volumes) > 1:
+        write_series_summary(results, out, settings)
+    print(json.dumps(summary if len(summary) > 1 else summary[0], indent=2))
+
+
+def _renamed(volume, index: int):
+    from dataclasses import replace
+
+    return replace(volume, name=f"{volume.name}-{index + 1}")
+
+
+def cmd_train_detector(args: argparse.Namespace) -> None:
+    import numpy as np
+    import torch
+
+    from .backgrounds import build_bank, load_bank, training_bases
+    from .detector import DetectorTraining, build_detector, train_detector
+    from .teacher import TeacherConfig
+    from .validation import default_validation_series, validity_metric
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    progress = _progress(args)
+    bank_path = out / "bank.npz"
+    if not bank_path.exists():
+        bank = build_bank(training_bases(args.phantoms), args.bank_projections, seed=args.seed,
+                          workers=args.workers, progress=progress)
+        np.savez_compressed(out / "bank.tmp.npz", **bank)
+        (out / "bank.tmp.npz").replace(bank_path)
+    bank = load_bank(bank_path)
+    device = _device(args.device)
+    schedule = DetectorTraining(iterations=args.iterations, batch_size=args.batch_size, crop_px=args.crop,
+                                lr=args.lr, snapshot_every=args.snapshot_every, seed=args.seed)
+    validate = None
+    if args.validate:
+        validate = validity_metric(default_validation_series(),
+                                   TeacherConfig(realizations=args.val_realizations, repeats=1), device)
+    torch.manual_seed(args.seed)
+    best = train_detector(build_detector(args.preset), bank, out, schedule, validate=validate,
+                          progress=progress, device=device)
+    print(json.dumps({"best": str(best), "log": str(out / "log.jsonl")}))
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    args.inputs = [str(DEMO_SAMPLE)]
+    args.realizations, args.repeats = 20, 1
+    args.model, args.seed, args.readout, args.no_psf, args.device, args.modality = (
+        "detector-lite", 0, "agnostic", False, "auto", None)
+    args.out = str(out)
+    cmd_teacher(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every ``ediqa`` subcommand."""
+    from .detector import PRESETS
+    from .simulate import FILTERS
+    from .teacher import READOUTS
+
+    parser = _Parser(prog="ediqa", description="Task-based, no-reference image quality for CT and MR.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--progress", choices=("bar", "jsonl", "none"), default="bar",
+                       help="terminal bar on stderr (default) or one JSON object per line on stdout")
+
+    p = sub.add_parser("simulate", help="simulate a CT dose / sparse-view / filter series of an image")
+    p.add_argument("input")
+    p.add_argument("--doses", type=_float_list, default=[1.0, 0.5, 0.25, 0.1, 0.05])
+    p.add_argument("--views", type=_positive_int, default=360)
+    p.add_argument("--filter", choices=FILTERS, default="ramp")
+    p.add_argument("--i0", type=float, default=2.0e5, help="photons per ray at dose 1")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--modality", choices=("ct", "mr"))
+    p.add_argument("--out", default="simulated")
+    common(p)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("teacher", help="score images with the task-based teacher (mD2IQA)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("--model", default="detector-lite", help="bundled detector name or .safetensors path")
+    p.add_argument("--realizations", type=_positive_int, default=100)
+    p.add_argument("--repeats", type=_positive_int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--readout", choices=READOUTS, default="agnostic")
+    p.add_argument("--no-psf", action="store_true", help="blur inserted objects by 1 px only (the paper)")
+    p.add_argument("--modality", choices=("ct", "mr"))
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--out", default="out")
+    common(p)
+    p.set_defaults(func=cmd_teacher)
+
+    p = sub.add_parser("train-detector", help="train the teacher's detector on inserted lesions")
+    p.add_argument("--out", required=True, help="run folder (resumes when it holds a run)")
+    p.add_argument("--preset", choices=PRESETS, default="lite")
+    p.add_argument("--iterations", type=_positive_int, default=4000)
+    p.add_argument("--batch-size", type=_positive_int, default=8)
+    p.add_argument("--crop", type=_positive_int, default=160)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--snapshot-every", type=_positive_int, default=250)
+    p.add_argument("--phantoms", type=_positive_int, default=40, help="training phantoms in the bank")
+    p.add_argument("--bank-projections", type=_positive_int, default=200,
+                   help="simulated acquisitions in the bank (3 doses each)")
+    p.add_argument("--workers", type=_positive_int, default=2)
+    p.add_argument("--no-validate", dest="validate", action="store_false",
+                   help="keep the last checkpoint instead of the most valid one")
+    p.add_argument("--val-realizations", type=_positive_int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    common(p)
+    p.set_defaults(func=cmd_train_detector)
+
+    p = sub.add_parser("demo", help="run the teacher on the bundled sample")
+    p.add_argument("--out", default="out/demo")
+    common(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except InputError as exc:
+        sys.stderr.write(f"ediqa: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("ediqa: interrupted\n")
+        return 130
+    return 0

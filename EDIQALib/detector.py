@@ -1,0 +1,247 @@
+"""The teacher's detector: torchvision detection models, trained self-supervised on inserted lesions.
+
+Presets:
+    ``lite``: Faster R-CNN on a ResNet-18 trunk cut after its second stage (strides 4 and 8: the objects
+    are 14–20 px) with a 64-channel FPN and a small box head. Trains from scratch on a 2-core CPU.
+    ``paper``: Mask R-CNN with a Swin-T FPN backbone (the authors used Cascade Mask R-CNN, which
+    torchvision does not provide), for GPUs.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from torch import nn
+from torchvision.models import resnet18, swin_t
+from torchvision.models.detection import FasterRCNN, MaskRCNN
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.rpn import AnchorGenerator
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+from .backgrounds import Background
+from .signals import SHAPES, InsertionConfig, object_blur, plan_insertion, render
+
+PRESETS = ("lite", "paper")
+LITE_FPN_CHANNELS = 64
+IMAGE_MEAN, IMAGE_STD = 0.5, 0.25
+
+
+class NativeSizeTransform(GeneralizedRCNNTransform):
+    """Normalises and batches images without resizing them: pixel size is physical (canonical spacing)."""
+
+    def resize(self, image, target=None):  # noqa: D102 - torchvision hook
+        return image, target
+
+
+class SwinFPN(nn.Module):
+    """Swin-T stages (strides 4–32) → FPN; the backbone of the ``paper`` preset."""
+
+    def __init__(self, out_channels: int = 256) -> None:
+        super().__init__()
+        self.body = swin_t(weights=None).features
+        self.stage_ends = (1, 3, 5, 7)
+        self.fpn = FeaturePyramidNetwork([96, 192, 384, 768], out_channels, extra_blocks=LastLevelMaxPool())
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        feats = OrderedDict()
+        for i, block in enumerate(self.body):
+            x = block(x)
+            if i in self.stage_ends:
+                feats[str(len(feats))] = x.permute(0, 3, 1, 2).contiguous()
+        return self.fpn(feats)
+
+
+def build_detector(preset: str = "lite", num_classes: int = len(SHAPES) + 1) -> nn.Module:
+    """A detector for the inserted objects (``num_classes`` includes the background)."""
+    if preset == "lite":
+        trunk = resnet18(weights=None)
+        backbone = BackboneWithFPN(trunk, {"layer1": "0", "layer2": "1"}, [64, 128], LITE_FPN_CHANNELS,
+                                   extra_blocks=LastLevelMaxPool())
+        anchors = AnchorGenerator(((12, 20), (28, 40), (56, 80)), ((0.7, 1.0, 1.4),) * 3)
+        model = FasterRCNN(
+            backbone, num_classes=None, rpn_anchor_generator=anchors,
+            box_roi_pool=MultiScaleRoIAlign(["0", "1"], 7, 2),
+            box_head=TwoMLPHead(LITE_FPN_CHANNELS * 7 * 7, 256), box_predictor=FastRCNNPredictor(256, num_classes),
+            rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=150,
+            rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100,
+            rpn_batch_size_per_image=128, box_batch_size_per_image=64, box_detections_per_img=20)
+    elif preset == "paper":
+        anchors = AnchorGenerator(((16,), (32,), (64,), (128,), (256,)), ((0.5, 1.0, 2.0),) * 5)
+        model = MaskRCNN(SwinFPN(), num_classes=num_classes, rpn_anchor_generator=anchors)
+    else:
+        raise ValueError(f"unknown detector preset {preset!r}; choose from {', '.join(PRESETS)}")
+    model.transform = NativeSizeTransform(1, 1, [IMAGE_MEAN] * 3, [IMAGE_STD] * 3)
+    return model
+
+
+def to_tensor(image01: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """A normalised 2-D slice as the 3-channel tensor the detectors take (grey copied to 3 channels)."""
+    t = torch.as_tensor(np.ascontiguousarray(image01), dtype=torch.float32, device=device)
+    return t.unsqueeze(0).expand(3, -1, -1)
+
+
+@torch.inference_mode()
+def detect(model: nn.Module, images01: list[np.ndarray], batch_size: int = 8,
+           device: torch.device | str = "cpu") -> list[dict[str, np.ndarray]]:
+    """Run the detector on normalised slices; returns boxes (x0, y0, x1, y1), scores, labels per image."""
+    model.eval()
+    out = []
+    for start in range(0, len(images01), batch_size):
+        batch = [to_tensor(im, device) for im in images01[start:start + batch_size]]
+        for det in model(batch):
+            out.append({k: det[k].float().cpu().numpy() if k != "labels" else det[k].cpu().numpy()
+                        for k in ("boxes", "scores", "labels")})
+    return out
+
+
+@dataclass(frozen=True)
+class DetectorTraining:
+    """Training schedule of the detector (self-supervised: the labels are the inserted objects).
+
+    Attributes:
+        iterations: optimiser steps.
+        batch_size: crops per step.
+        crop_px: square crop around the insertions (the objects need little context).
+        lr: peak AdamW learning rate (linear warm-up, cosine decay).
+        snapshot_every: steps between checkpoints (and validations).
+        contrasts: contrast magnitudes drawn during training (wider than the teacher's read-out
+            contrasts, so that the detector sees faint and conspicuous objects).
+        seed: all sampling derives from (seed, step): a resumed run continues identically.
+    """
+
+    iterations: int = 4000
+    batch_size: int = 8
+    crop_px: int = 160
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    snapshot_every: int = 250
+    contrasts: tuple[float, ...] = (0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.10)
+    seed: int = 0
+
+
+def training_sample(bg: Background, schedule: DetectorTraining, config: InsertionConfig,
+                    rng: np.random.Generator) -> tuple[np.ndarray, dict[str, torch.Tensor]]:
+    """One training crop with inserted objects and its targets (boxes, labels, masks)."""
+    cfg = replace(config, contrasts=schedule.contrasts)
+    plan = plan_insertion(bg.body, bg.salient, cfg, rng)
+    h, w = bg.image01.shape
+    ch, cw = min(schedule.crop_px, h), min(schedule.crop_px, w)
+    if len(plan):
+        cy, cx = plan.centres[rng.integers(len(plan))]
+        top = int(np.clip(cy - rng.uniform(20, ch - 20), 0, h - ch))
+        left = int(np.clip(cx - rng.uniform(20, cw - 20), 0, w - cw))
+    else:
+        top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    local = plan.shifted(top, left)
+    reach = local.radii + 2
+    inside = ((local.centres[:, 0] - reach >= 0) & (local.centres[:, 1] - reach >= 0)
+              & (local.centres[:, 0] + reach < ch) & (local.centres[:, 1] + reach < cw))
+    local = local.subset(inside)
+    signal, masks, boxes = render(local, (ch, cw), object_blur(config, bg.psf_sigma_px))
+    image = bg.image01[top:top + ch, left:left + cw] + signal
+    k = int(rng.integers(4))
+    flip = bool(rng.integers(2))
+    image, masks = np.rot90(image, k), np.rot90(masks, k, axes=(1, 2))
+    if flip:
+        image, masks = image[:, ::-1], masks[:, :, ::-1]
+    boxes = np.array([_mask_box(m) for m in masks], np.float32).reshape(-1, 4)
+    target = {"boxes": torch.from_numpy(boxes), "labels": torch.as_tensor(local.labels + 1, dtype=torch.int64),
+              "masks": torch.from_numpy(np.ascontiguousarray(masks).astype(np.uint8))}
+    return np.ascontiguousarray(image, dtype=np.float32), target
+
+
+def _mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    rows, cols = np.nonzero(mask)
+    return cols.min(), rows.min(), cols.max() + 1, rows.max() + 1
+
+
+def _lr_factor(step: int, total: int, warmup: int = 200) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def train_detector(model: nn.Module, bank: list[Background], out_dir: str | Path,
+                   schedule: DetectorTraining = DetectorTraining(), config: InsertionConfig = InsertionConfig(),
+                   validate: Callable[[nn.Module], float] | None = None,
+                   progress: Callable[[str, int, int], None] | None = None,
+                   device: torch.device | str = "cpu") -> Path:
+    """Train on insertions into bank images; resumable from ``out_dir/state.pt``.
+
+    Every ``snapshot_every`` steps: ``state.pt`` (resume), ``last.safetensors``, and — when ``validate``
+    returns a higher validity than before — ``best.safetensors``. Returns the path of the best weights
+    (the last ones when there is no validation). A JSON line per snapshot goes to ``log.jsonl``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=schedule.lr, weight_decay=schedule.weight_decay)
+    step, best = 0, -math.inf
+    state_path = out / "state.pt"
+    if state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, best = int(state["step"]), float(state["best"])
+    with_masks = isinstance(model, MaskRCNN)
+    running: dict[str, float] = {}
+    while step < schedule.iterations:
+        rng = np.random.default_rng([schedule.seed, step])
+        images, targets = [], []
+        for _ in range(schedule.batch_size):
+            image, target = training_sample(bank[int(rng.integers(len(bank)))], schedule, config, rng)
+            if not with_masks:
+                target.pop("masks")
+            images.append(to_tensor(image, device))
+            targets.append({k: v.to(device) for k, v in target.items()})
+        for group in opt.param_groups:
+            group["lr"] = schedule.lr * _lr_factor(step, schedule.iterations)
+        losses = model(images, targets)
+        loss = sum(losses.values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        step += 1
+        for k, v in losses.items():
+            running[k] = running.get(k, 0.0) + float(v.detach())
+        if progress:
+            progress("train-detector", step, schedule.iterations)
+        if step % schedule.snapshot_every == 0 or step == schedule.iterations:
+            entry = {"step": step, **{k: v / schedule.snapshot_every for k, v in running.items()}}
+            running = {}
+            save_weights(model, out / "last.safetensors")
+            if validate is not None:
+                validity = float(validate(model))
+                model.train()
+                entry["validity"] = validity
+                if validity > best:
+                    best = validity
+                    save_weights(model, out / "best.safetensors")
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best},
+                       out / "state.tmp")
+            os.replace(out / "state.tmp", state_path)
+            with open(out / "log.jsonl", "a") as f:
+                f.write(json.dumps(entry) + "\n")
+    best_path = out / "best.safetensors"
+    return best_path if best_path.exists() else out / "last.safetensors"
+
+
+def save_weights(model: nn.Module, path: str | Path) -> None:
+    """Save a model's state as safetensors, atomically."""
+    path = Path(path)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    os.replace(tmp, path)

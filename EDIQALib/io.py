@@ -1,0 +1,187 @@
+"""Read and write medical volumes with SimpleITK, keeping geometry exactly.
+
+Every reader returns a :class:`Volume`: a float32 array indexed ``[slice, row, column]`` (always 3-D; a
+2-D image is one slice), the original SimpleITK image (geometry reference, never modified), and the
+modality (``"ct"`` in Hounsfield units or ``"mr"``).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+
+MODALITIES = ("ct", "mr")
+MIN_SIZE = 64
+_DICOM_MODALITY = {"CT": "ct", "MR": "mr"}
+
+
+@dataclass
+class Volume:
+    """An image volume with its geometry.
+
+    Attributes:
+        array: float32 ``(slices, rows, columns)``; CT in HU.
+        reference: the image as read; carries origin, spacing and direction for writers.
+        modality: ``"ct"`` or ``"mr"``.
+        name: a short name for reports (file stem).
+    """
+
+    array: np.ndarray
+    reference: sitk.Image
+    modality: str
+    name: str
+
+    @property
+    def spacing_xy(self) -> tuple[float, float]:
+        """In-plane spacing (column, row) in mm."""
+        s = self.reference.GetSpacing()
+        return float(s[0]), float(s[1])
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        return tuple(float(s) for s in self.reference.GetSpacing())
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape as the reference image has it (x, y[, z])."""
+        return tuple(int(s) for s in self.reference.GetSize())
+
+
+def _is_dicom_file(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return path.suffix.lower() in (".dcm", ".dicom", ".ima") or head[128:132] == b"DICM"
+
+
+def _read_dicom_series(folder: Path) -> tuple[sitk.Image, str | None]:
+    reader = sitk.ImageSeriesReader()
+    ids = reader.GetGDCMSeriesIDs(str(folder))
+    if not ids:
+        raise InputError(f"no DICOM series found in folder {folder}")
+    if len(ids) > 1:
+        raise InputError(f"folder {folder} holds {len(ids)} DICOM series; point to one series folder")
+    files = reader.GetGDCMSeriesFileNames(str(folder), ids[0])
+    reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()
+    image = reader.Execute()
+    modality = reader.GetMetaData(0, "0008|0060").strip() if reader.HasMetaDataKey(0, "0008|0060") else None
+    return image, modality
+
+
+def _read_file(path: Path) -> tuple[sitk.Image, str | None]:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    if _is_dicom_file(path):
+        reader.SetImageIO("GDCMImageIO")
+    image = reader.Execute()
+    modality = None
+    if reader.HasMetaDataKey("0008|0060"):
+        modality = reader.GetMetaData("0008|0060").strip()
+    return image, modality
+
+
+def _resolve_modality(raw: str | None, requested: str | None, array: np.ndarray, path: Path) -> str:
+    if requested is not None:
+        if requested not in MODALITIES:
+            raise InputError(f"unknown modality {requested!r}; use one of {', '.join(MODALITIES)}")
+        return requested
+    if raw is not None:
+        if raw.upper() not in _DICOM_MODALITY:
+            raise InputError(f"{path.name}: modality {raw!r} is not supported (CT or MR only)")
+        return _DICOM_MODALITY[raw.upper()]
+    if float(np.percentile(array, 1)) <= -900.0:
+        return "ct"  # air at about -1000: Hounsfield units
+    raise InputError(f"{path.name}: cannot tell the modality; pass --modality ct or --modality mr")
+
+
+def read_volume(path: str | os.PathLike, modality: str | None = None) -> Volume:
+    """Read NRRD, NIfTI, MHA/MHD, one DICOM file or a DICOM series folder.
+
+    Args:
+        path: file or DICOM series folder.
+        modality: ``"ct"`` or ``"mr"``; by default taken from the DICOM tag or, for CT, inferred
+            from Hounsfield units.
+
+    Raises:
+        InputError: missing, unreadable, 4-D, multi-component, too small, empty/constant or non-finite.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"input not found: {p}")
+    try:
+        image, raw_modality = _read_dicom_series(p) if p.is_dir() else _read_file(p)
+    except InputError:
+        raise
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = next((ln for ln in first if "ERROR" in ln or "rror" in ln), first[0] if first else "")
+        raise InputError(f"cannot read {p.name}: not a readable image ({detail.strip()[:120]})") from None
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{p.name}: {image.GetNumberOfComponentsPerPixel()}-component pixels; expected a greyscale image")
+    dim = image.GetDimension()
+    if dim == 4 or (dim == 3 and image.GetSize()[2] < 1) or dim not in (2, 3):
+        raise InputError(f"{p.name}: {dim}-D image; expected a 2-D slice or a 3-D volume")
+    if min(image.GetSize()[:2]) < MIN_SIZE:
+        raise InputError(f"{p.name}: in-plane size {image.GetSize()[:2]} is under {MIN_SIZE} pixels")
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    if array.ndim == 2:
+        array = array[None]
+    if not np.all(np.isfinite(array)):
+        raise InputError(f"{p.name}: image contains NaN or infinite values")
+    if float(array.max() - array.min()) == 0.0:
+        raise InputError(f"{p.name}: image is constant (empty); nothing to assess")
+    mod = _resolve_modality(raw_modality, modality, array, p)
+    name = p.name
+    for ext in (".nii.gz", ".nrrd", ".nii", ".mha", ".mhd", ".dcm"):
+        if name.lower().endswith(ext):
+            name = name[: -len(ext)]
+            break
+    return Volume(array=array, reference=image, modality=mod, name=name)
+
+
+def image_like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    """A float32 SimpleITK image with ``reference``'s exact geometry; ``array`` is ``(slices, rows, cols)``."""
+    arr = np.asarray(array, dtype=np.float32)
+    if reference.GetDimension() == 2:
+        arr = arr.reshape(arr.shape[-2:])
+    out = sitk.GetImageFromArray(arr)
+    if out.GetSize() != reference.GetSize():
+        raise ValueError(f"array size {out.GetSize()} does not match reference {reference.GetSize()}")
+    out.CopyInformation(reference)
+    return out
+
+
+def write_image(image: sitk.Image, path: str | os.PathLike) -> None:
+    """Write ``image`` atomically: into a temporary folder beside ``path``, then renamed into place.
+
+    Formats with a separate data file (``.mhd`` + ``.raw``) move both.
+    """
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".tmp-", dir=dest.parent) as tmp:
+        sitk.WriteImage(image, str(Path(tmp) / dest.name), True)
+        for written in Path(tmp).iterdir():
+            os.replace(written, dest.parent / written.name)
+
+
+def write_text(text: str, path: str | os.PathLike) -> None:
+    """Write a text file atomically."""
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,0 +1,78 @@
+"""Model registry: weights in ``Resources/Models/<name>.safetensors`` with a JSON model card.
+
+A card holds at least ``name``, ``kind`` (``"detector"``), ``preset``, ``sha256`` of the weights, the
+training data and command, and metrics. Weights load only when their sha256 matches the card.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from .errors import InputError
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
+DEFAULT_DETECTOR = "detector-lite"
+
+
+@dataclass
+class ModelCard:
+    """A model's card and where its weights are."""
+
+    name: str
+    weights: Path
+    card: dict
+
+    @property
+    def sha256(self) -> str:
+        return self.card["sha256"]
+
+
+def sha256_of(path: str | Path) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def find_model(name_or_path: str, models_dir: Path = MODELS_DIR) -> ModelCard:
+    """Resolve a bundled model name or a path to a ``.safetensors`` file (its card beside it, same stem)."""
+    p = Path(name_or_path)
+    weights = p if p.suffix == ".safetensors" else models_dir / f"{name_or_path}.safetensors"
+    card_path = weights.with_suffix(".json")
+    if not weights.exists():
+        raise InputError(f"model not found: {name_or_path}")
+    if not card_path.exists():
+        raise InputError(f"model card missing for {weights.name} (expected {card_path.name})")
+    try:
+        card = json.loads(card_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"model card {card_path.name} is not valid JSON ({exc.msg})") from None
+    return ModelCard(name=card.get("name", weights.stem), weights=weights, card=card)
+
+
+def load_detector(name_or_path: str = DEFAULT_DETECTOR, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelCard]:
+    """Build the card's detector preset and load its weights (sha256-checked)."""
+    from .detector import build_detector
+
+    entry = find_model(name_or_path)
+    if entry.card.get("kind") != "detector":
+        raise InputError(f"{entry.name} is not a detector model (kind={entry.card.get('kind')!r})")
+    digest = sha256_of(entry.weights)
+    if digest != entry.sha256:
+        raise InputError(f"{entry.weights.name}: sha256 mismatch with its model card (corrupt or replaced weights)")
+    model = build_detector(entry.card.get("preset", "lite"))
+    try:
+        state = load_file(str(entry.weights))
+        model.load_state_dict({k: v.float() for k, v in state.items()})
+    except (RuntimeError, OSError) as exc:
+        raise InputError(f"{entry.weights.name}: weights do not fit preset {entry.card.get('preset')!r} "
+                         f"({str(exc).splitlines()[0][:100]})") from None
+    return model.to(device).eval(), entry

@@ -1,0 +1,98 @@
+"""Writers: ``result.json``, ``heatmap.nrrd`` and ``overlay.png`` per input; series summaries.
+
+Every output set is written into a temporary folder and moved into place only when complete.
+"""
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .assess import QualityResult  # noqa: E402
+from .io import Volume, image_like, write_image  # noqa: E402
+from .preprocess import normalise  # noqa: E402
+
+HEATMAP_CMAP = "RdYlGn"
+
+
+def worst_slice(result: QualityResult) -> int:
+    """Index of the lowest-scoring assessable slice (the middle slice when none is assessable)."""
+    scored = [(s, k) for k, s in enumerate(result.slice_scores) if s is not None]
+    return min(scored)[1] if scored else len(result.slice_scores) // 2
+
+
+def overlay_figure(volume: Volume, result: QualityResult, k: int | None = None) -> plt.Figure:
+    """The image slice with the local-quality heatmap over it and a colour legend."""
+    k = worst_slice(result) if k is None else k
+    image = normalise(volume.array[k], volume.modality)
+    heat = np.ma.masked_invalid(result.heatmap[k])
+    sx, sy = volume.spacing_xy
+    extent = (0, image.shape[1] * sx, image.shape[0] * sy, 0)
+    fig, ax = plt.subplots(figsize=(6, 6 * image.shape[0] * sy / (image.shape[1] * sx) + 0.6))
+    ax.imshow(image, cmap="gray", vmin=0, vmax=1, extent=extent)
+    im = ax.imshow(heat, cmap=HEATMAP_CMAP, vmin=0, vmax=1, alpha=0.45, extent=extent)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="local detectability (0 = lesions missed)")
+    score = result.slice_scores[k]
+    slice_text = "not assessable" if score is None else f"{score:.3f}"
+    volume_text = f"{result.score:.3f}" if np.isfinite(result.score) else "not assessable"
+    ax.set_title(f"{result.name}, slice {k}: {result.method} {slice_text}\nvolume score {volume_text}")
+    ax.set_xlabel("mm")
+    ax.set_ylabel("mm")
+    fig.tight_layout()
+    return fig
+
+
+def _png_bytes(fig: plt.Figure) -> bytes:
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_outputs(result: QualityResult, volume: Volume, out_dir: str | Path) -> Path:
+    """Write ``result.json``, ``heatmap.nrrd`` (float32, the input's geometry) and ``overlay.png``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    png = _png_bytes(overlay_figure(volume, result))
+    with tempfile.TemporaryDirectory(prefix=".tmp-", dir=out) as tmp:
+        t = Path(tmp)
+        (t / "result.json").write_text(json.dumps(result.to_json(), indent=2))
+        write_image(image_like(result.heatmap, volume.reference), t / "heatmap.nrrd")
+        (t / "overlay.png").write_bytes(png)
+        for name in ("result.json", "heatmap.nrrd", "overlay.png"):
+            os.replace(t / name, out / name)
+    return out
+
+
+def write_series_summary(results: list[QualityResult], out_dir: str | Path, settings: dict) -> None:
+    """``series.json``, ``series.csv`` and ``series.png`` (scores side by side) for several inputs."""
+    out = Path(out_dir)
+    rows = [{"name": r.name, "score": r.to_json()["score"], "assessable_slices": int(sum(r.assessable)),
+             "slices": len(r.assessable)} for r in results]
+    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(results)), 3.5))
+    ax.bar(range(len(results)), [r.score for r in results], color="tab:blue")
+    ax.set_xticks(range(len(results)), [r.name for r in results], rotation=30, ha="right")
+    ax.set_ylabel(f"{results[0].method} score")
+    ax.set_title("Series comparison (shared insertion maps)" if results[0].method == "mD2IQA" else "Comparison")
+    fig.tight_layout()
+    png = _png_bytes(fig)
+    csv_buf = _io.StringIO()
+    writer = csv.DictWriter(csv_buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    with tempfile.TemporaryDirectory(prefix=".tmp-", dir=out) as tmp:
+        t = Path(tmp)
+        (t / "series.json").write_text(json.dumps({**settings, "inputs": rows}, indent=2))
+        (t / "series.csv").write_text(csv_buf.getvalue())
+        (t / "series.png").write_bytes(png)
+        for name in ("series.json", "series.csv", "series.png"):
+            os.replace(t / name, out / name)

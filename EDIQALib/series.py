@@ -1,0 +1,59 @@
+"""Evaluation series of one HU slice, each ordered from best to worst image quality.
+
+- dose: simulated acquisitions at falling dose (nested counts);
+- views: sparse-view acquisitions at falling view counts;
+- texture: equal noise SD, growing noise correlation length;
+- blur: growing blur before the (equal, white) noise.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .simulate import Acquisition, correlated_noise, simulate_series
+
+DOSES = (1.0, 0.5, 0.25, 0.1, 0.05)
+VIEWS = (720, 360, 180, 90, 45)
+NOISE_LENGTHS_PX = (0.0, 1.0, 2.0, 3.0)
+BLURS_PX = (0.0, 1.0, 2.0, 3.0)
+EQUAL_NOISE_SD_HU = 25.0
+KINDS = ("dose", "views", "texture", "blur")
+
+
+@dataclass
+class Series:
+    """Images of one slice in decreasing quality; ``levels`` are the varied parameter's values."""
+
+    name: str
+    kind: str
+    levels: tuple[float, ...]
+    images_hu: list[np.ndarray]
+
+
+def make_series(kind: str, name: str, hu: np.ndarray, spacing_mm: float = 0.7, seed: int = 0) -> Series:
+    """Build one series of ``kind`` (see module doc) from a canonical-spacing HU slice."""
+    rng = np.random.default_rng(seed)
+    if kind == "dose":
+        levels = DOSES
+        images = simulate_series(hu, spacing_mm, [Acquisition(dose=d) for d in levels], seed=seed)
+    elif kind == "views":
+        levels = VIEWS
+        images = simulate_series(hu, spacing_mm, [Acquisition(views=v) for v in levels], seed=seed)
+    elif kind == "texture":
+        levels = NOISE_LENGTHS_PX
+        white = rng.standard_normal(hu.shape)
+        images = [hu + _scaled(ndi.gaussian_filter(white, ln) if ln else white) for ln in levels]
+    elif kind == "blur":
+        levels = BLURS_PX
+        noise = correlated_noise(hu.shape, EQUAL_NOISE_SD_HU, 0.0, rng)
+        images = [(ndi.gaussian_filter(hu, b) if b else hu) + noise for b in levels]
+    else:
+        raise ValueError(f"unknown series kind {kind!r}; choose from {', '.join(KINDS)}")
+    return Series(name=name, kind=kind, levels=tuple(float(x) for x in levels),
+                  images_hu=[np.asarray(im, np.float32) for im in images])
+
+
+def _scaled(field: np.ndarray) -> np.ndarray:
+    return (field / field.std() * EQUAL_NOISE_SD_HU).astype(np.float32)
