@@ -125,11 +125,11 @@ def read_volume(path: str | os.PathLike, modality: str | None = None) -> Volume:
         first = str(exc).strip().splitlines()
         detail = next((ln for ln in first if "ERROR" in ln or "rror" in ln), first[0] if first else "")
         raise InputError(f"cannot read {p.name}: not a readable image ({detail.strip()[:120]})") from None
+    dim = image.GetDimension()
+    if dim not in (2, 3):
+        raise InputError(f"{p.name}: {dim}-D image; expected a 2-D slice or a 3-D volume")
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"{p.name}: {image.GetNumberOfComponentsPerPixel()}-component pixels; expected a greyscale image")
-    dim = image.GetDimension()
-    if dim == 4 or (dim == 3 and image.GetSize()[2] < 1) or dim not in (2, 3):
-        raise InputError(f"{p.name}: {dim}-D image; expected a 2-D slice or a 3-D volume")
     if min(image.GetSize()[:2]) < MIN_SIZE:
         raise InputError(f"{p.name}: in-plane size {image.GetSize()[:2]} is under {MIN_SIZE} pixels")
     array = sitk.GetArrayFromImage(image).astype(np.float32)

@@ -1,0 +1,135 @@
+"""IO round trips with geometry for every format, DICOM HU rescale, atomic writes, bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+from pydicom.data import get_testdata_file
+
+from EDIQALib.errors import InputError
+from EDIQALib.io import image_like, read_volume, write_image
+from conftest import ct_image
+
+
+def assert_same_geometry(a: sitk.Image, b: sitk.Image) -> None:
+    assert a.GetSize() == b.GetSize()
+    np.testing.assert_allclose(a.GetSpacing(), b.GetSpacing(), rtol=1e-6)
+    np.testing.assert_allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(a.GetDirection(), b.GetDirection(), atol=1e-6)
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".nii", ".nii.gz", ".mha", ".mhd"])
+def test_round_trip_keeps_values_and_geometry(tmp_path, suffix):
+    original = ct_image()
+    src = tmp_path / f"in{suffix}"
+    sitk.WriteImage(original, str(src))
+    vol = read_volume(src)
+    assert vol.modality == "ct"  # inferred from HU
+    np.testing.assert_allclose(vol.array, sitk.GetArrayFromImage(original), atol=1e-3)
+    out = tmp_path / "out" / f"copy{suffix}"
+    write_image(image_like(vol.array * 2, vol.reference), out)
+    back = sitk.ReadImage(str(out))
+    assert_same_geometry(back, original)
+    np.testing.assert_allclose(sitk.GetArrayFromImage(back), 2 * sitk.GetArrayFromImage(original), atol=2e-3)
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_two_dimensional_image_round_trip(tmp_path):
+    arr = ct_image(slices=1)[:, :, 0]
+    src = tmp_path / "slice.nrrd"
+    sitk.WriteImage(arr, str(src))
+    vol = read_volume(src)
+    assert vol.array.shape == (1, 96, 96)
+    write_image(image_like(vol.array, vol.reference), tmp_path / "back.nrrd")
+    back = sitk.ReadImage(str(tmp_path / "back.nrrd"))
+    assert back.GetDimension() == 2
+    assert_same_geometry(back, arr)
+
+
+def test_dicom_file_is_read_in_hounsfield_units():
+    vol = read_volume(get_testdata_file("CT_small.dcm"))
+    assert vol.modality == "ct"
+    assert vol.array.shape == (1, 128, 128)
+    # CT_small stores raw values with RescaleIntercept -1024: air must come out near -1000 HU
+    assert vol.array.min() < -800
+    np.testing.assert_allclose(vol.spacing_xy, (0.661468, 0.661468), rtol=1e-5)
+
+
+def _write_dicom_series(folder, image: sitk.Image) -> None:
+    folder.mkdir()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    direction = image.GetDirection()
+    arr = np.round(sitk.GetArrayFromImage(image)).astype(np.int16)
+    series_uid = "1.2.826.0.1.3680043.2.1125.1.42"
+    for k in range(image.GetDepth()):
+        sl = sitk.GetImageFromArray(arr[k:k + 1])
+        sl.SetSpacing(image.GetSpacing())
+        sl.SetDirection(direction)
+        sl.SetOrigin(image.TransformIndexToPhysicalPoint((0, 0, k)))
+        tags = {"0008|0060": "CT", "0020|000e": series_uid, "0020|0013": str(k + 1),
+                "0020|0032": "\\".join(f"{x:.6f}" for x in sl.GetOrigin()),
+                "0020|0037": "\\".join(f"{x:.7f}" for x in direction[0:9:3] + direction[1:9:3]),
+                "0018|0050": str(image.GetSpacing()[2]), "0028|1052": "0", "0028|1053": "1"}
+        for key, value in tags.items():
+            sl.SetMetaData(key, value)
+        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
+        writer.Execute(sl)
+
+
+def test_dicom_series_folder_keeps_geometry(tmp_path):
+    original = ct_image(slices=3)
+    _write_dicom_series(tmp_path / "series", original)
+    vol = read_volume(tmp_path / "series")
+    assert vol.modality == "ct"
+    assert_same_geometry(vol.reference, original)
+    np.testing.assert_allclose(vol.array, np.round(sitk.GetArrayFromImage(original)), atol=1.0)
+
+
+def _write_bytes(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+def _save_image(tmp_path, image, name="bad.nrrd"):
+    path = tmp_path / name
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def _save(tmp_path, arr, name="bad.nrrd"):
+    path = tmp_path / name
+    sitk.WriteImage(sitk.GetImageFromArray(arr), str(path))
+    return path
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda t: t / "missing.nrrd", "not found"),
+    (lambda t: _write_bytes(t / "corrupt.dcm", b"\0" * 128 + b"DICM" + b"garbage" * 50), "cannot read"),
+    (lambda t: _write_bytes(t / "truncated.nrrd", b"NRRD0004\ntype: float\ndimension: 3\n"), "cannot read"),
+    (lambda t: _save(t, np.zeros((2, 80, 80), np.float32)), "constant"),
+    (lambda t: _save(t, np.where(np.eye(80, dtype=bool), np.nan, -1000.0).astype(np.float32)[None]), "NaN"),
+    (lambda t: _save(t, np.full((2, 80, 80), np.inf, np.float32)), "NaN or infinite"),
+    (lambda t: _save_image(t, sitk.JoinSeries([ct_image(), ct_image()])), "4-D"),
+    (lambda t: _save_image(t, sitk.GetImageFromArray(np.ones((80, 80, 3), np.float32), isVector=True)), "component"),
+    (lambda t: _save(t, np.random.default_rng(0).normal(-500, 300, size=(2, 40, 40)).astype(np.float32)), "under 64"),
+    (lambda t: _save(t, np.random.default_rng(0).normal(100, 10, size=(1, 80, 80)).astype(np.float32)), "modality"),
+])
+def test_bad_input_raises_one_clear_error(tmp_path, make, message):
+    with pytest.raises(InputError, match=message):
+        read_volume(make(tmp_path))
+
+
+def test_unsupported_dicom_modality_is_rejected(tmp_path):
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.Modality = "US"
+    ds.save_as(tmp_path / "us.dcm")
+    with pytest.raises(InputError, match="not supported"):
+        read_volume(tmp_path / "us.dcm")
+
+
+def test_modality_override_is_validated(ct_volume_file):
+    assert read_volume(ct_volume_file, "mr").modality == "mr"
+    with pytest.raises(InputError, match="unknown modality"):
+        read_volume(ct_volume_file, "pet")

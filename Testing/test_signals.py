@@ -1,0 +1,94 @@
+"""Insertion geometry: count, spacing, inside the body, contrast, shapes, boxes, seeding, series sharing."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from EDIQALib.backgrounds import make_background
+from EDIQALib.signals import InsertionConfig, object_blur, plan_insertion, render
+from EDIQALib.simulate import phantom
+
+CONFIG = InsertionConfig()
+
+
+@pytest.fixture(scope="module")
+def background():
+    return make_background(phantom(7, kind="body"))
+
+
+def plans(bg, n=40, config=CONFIG):
+    return [plan_insertion(bg.body, bg.salient, config, np.random.default_rng([1, i])) for i in range(n)]
+
+
+def test_count_spacing_and_placement(background):
+    for plan in plans(background):
+        assert 2 <= len(plan) <= 5
+        c = plan.centres
+        d = np.hypot(*(c[:, None, :] - c[None, :, :]).transpose(2, 0, 1))
+        assert np.all(d[np.triu_indices(len(plan), 1)] >= CONFIG.min_distance_px)
+        for (row, col), r in zip(c.astype(int), plan.radii):
+            assert background.salient[row, col]
+            m = int(np.ceil(r + CONFIG.margin_px))
+            for dr in (-m, m):
+                for dc in (-m, m):
+                    assert background.body[row + dr, col + dc]
+        assert np.all((plan.radii >= 7) & (plan.radii <= 10))
+        assert set(np.round(np.abs(plan.contrasts), 3)) <= set(CONFIG.contrasts)
+
+
+def test_signs_and_shapes_vary(background):
+    ps = plans(background)
+    signs = np.concatenate([np.sign(p.contrasts) for p in ps])
+    labels = np.concatenate([p.labels for p in ps])
+    assert {-1.0, 1.0} <= set(signs)
+    assert set(labels) == {0, 1, 2, 3}
+
+
+def test_render_contrast_boxes_and_masks(background):
+    plan = plans(background, 1)[0]
+    signal, masks, boxes = render(plan, background.image01.shape, blur_sigma_px=1.0)
+    for i in range(len(plan)):
+        row, col = plan.centres[i].astype(int)
+        peak = signal[row - 2:row + 3, col - 2:col + 3]
+        # the blurred object reaches its full contrast at its centre (circle/square) or close to it (star)
+        assert np.sign(peak.mean()) == np.sign(plan.contrasts[i])
+        assert np.abs(peak).max() <= abs(plan.contrasts[i]) + 1e-6
+        assert np.abs(peak).max() >= 0.5 * abs(plan.contrasts[i])
+        x0, y0, x1, y1 = boxes[i]
+        assert x0 <= col < x1 and y0 <= row < y1
+        assert max(x1 - x0, y1 - y0) <= 2 * plan.radii[i] + 2
+        assert masks[i].sum() > 0.25 * np.pi * plan.radii[i] ** 2 * 0.5
+    assert np.count_nonzero(signal) > 0
+    outside = ~np.any(masks, axis=0)
+    far = outside & (np.abs(signal) > 0)
+    assert np.abs(signal[far]).max() < max(np.abs(plan.contrasts))  # only the blur's tails outside the objects
+
+
+def test_paper_contrasts_and_blur_are_configurable(background):
+    config = InsertionConfig(contrasts=(0.08, 0.09, 0.10), count=(3, 3), blur_sigma_px=2.0)
+    for plan in plans(background, 10, config):
+        assert len(plan) == 3
+        assert set(np.round(np.abs(plan.contrasts), 3)) <= {0.08, 0.09, 0.10}
+    assert object_blur(config, 1.2) == 2.0
+    assert object_blur(config, 3.1) == 3.1
+    assert object_blur(config, float("nan")) == 2.0
+
+
+def test_seeded_and_shared_across_a_series(background):
+    a = plan_insertion(background.body, background.salient, CONFIG, np.random.default_rng(5))
+    b = plan_insertion(background.body, background.salient, CONFIG, np.random.default_rng(5))
+    np.testing.assert_array_equal(a.centres, b.centres)
+    np.testing.assert_array_equal(a.contrasts, b.contrasts)
+    sig_a, _, boxes_a = render(a, background.image01.shape)
+    noisy = background.image01 + np.random.default_rng(0).normal(0, 0.05, background.image01.shape)
+    # the same plan renders the same signal into any image of the same geometry
+    sig_b, _, boxes_b = render(a, noisy.shape)
+    np.testing.assert_array_equal(sig_a, sig_b)
+    np.testing.assert_array_equal(boxes_a, boxes_b)
+
+
+def test_no_room_means_no_objects():
+    body = np.zeros((128, 128), bool)
+    body[40:80, 40:80] = True  # too small for the diagonal points at r + 25
+    plan = plan_insertion(body, body, CONFIG, np.random.default_rng(0))
+    assert len(plan) == 0
