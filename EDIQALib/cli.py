@@ -91,12 +91,13 @@ def cmd_teacher(args: argparse.Namespace) -> None:
     model, entry = load_detector(args.model, device)
     config = TeacherConfig(realizations=args.realizations, repeats=args.repeats, seed=args.seed,
                            readout=args.readout, psf_aware=not args.no_psf)
-    scorer = teacher_scorer(model, config, device, _progress(args))
+    progress = _progress(args)
+    scorer = teacher_scorer(model, config, device, progress)
     settings = {"method": "mD2IQA", "realizations": config.realizations, "repeats": config.repeats,
                 "seed": config.seed, "readout": config.readout, "psf_aware": config.psf_aware,
                 "contrasts": list(config.insertion.contrasts)}
     results = assess_series(volumes, scorer, "mD2IQA", {"name": entry.name, "sha256": entry.sha256},
-                            config.insertion)
+                            config.insertion, progress)
     out = Path(args.out)
     summary = []
     for vol, res in zip(volumes, results):
@@ -145,6 +146,28 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
     best = train_detector(build_detector(args.preset), bank, out, schedule, validate=validate,
                           progress=progress, device=device)
     print(json.dumps({"best": str(best), "log": str(out / "log.jsonl")}))
+
+
+def cmd_validate(args: argparse.Namespace) -> None:
+    import time
+
+    from .models import load_detector
+    from .report import write_validity
+    from .teacher import TeacherConfig
+    from .validation import validity_report
+
+    device = _device(args.device)
+    model, entry = load_detector(args.model, device)
+    config = TeacherConfig(realizations=args.realizations, repeats=args.repeats, seed=args.seed,
+                           readout=args.readout, psf_aware=not args.no_psf)
+    start = time.perf_counter()
+    report = validity_report(model, config, tuple(args.kinds), device=device, progress=_progress(args))
+    settings = {"model": {"name": entry.name, "sha256": entry.sha256}, "realizations": config.realizations,
+                "repeats": config.repeats, "seed": config.seed, "readout": config.readout,
+                "psf_aware": config.psf_aware, "contrasts": list(config.insertion.contrasts),
+                "seconds": round(time.perf_counter() - start, 1)}
+    write_validity(report, args.out, settings)
+    print(json.dumps(report["summary"], indent=2))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -215,6 +238,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     common(p)
     p.set_defaults(func=cmd_train_detector)
+
+    p = sub.add_parser("validate", help="teacher validity on dose / views / texture / blur series")
+    p.add_argument("--model", default="detector-lite")
+    p.add_argument("--realizations", type=_positive_int, default=20)
+    p.add_argument("--repeats", type=_positive_int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--readout", choices=READOUTS, default="agnostic")
+    p.add_argument("--no-psf", action="store_true")
+    p.add_argument("--kinds", type=lambda t: t.split(","), default=["dose", "views", "texture", "blur"])
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--out", default="out/validity")
+    common(p)
+    p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("demo", help="run the teacher on the bundled sample")
     p.add_argument("--out", default="out/demo")

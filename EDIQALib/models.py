@@ -76,3 +76,21 @@ def load_detector(name_or_path: str = DEFAULT_DETECTOR, device: torch.device | s
         raise InputError(f"{entry.weights.name}: weights do not fit preset {entry.card.get('preset')!r} "
                          f"({str(exc).splitlines()[0][:100]})") from None
     return model.to(device).eval(), entry
+
+
+def package_model(weights: str | Path, name: str, kind: str, preset: str, card: dict,
+                  models_dir: Path = MODELS_DIR) -> Path:
+    """Copy trained weights into the registry as ``<name>.safetensors`` with a card (sha256 filled in)."""
+    import shutil
+
+    models_dir.mkdir(parents=True, exist_ok=True)
+    dest = models_dir / f"{name}.safetensors"
+    tmp = dest.with_suffix(".tmp")
+    shutil.copyfile(weights, tmp)
+    tmp.replace(dest)
+    full = {"name": name, "kind": kind, "preset": preset, **card, "sha256": sha256_of(dest),
+            "size_bytes": dest.stat().st_size}
+    card_tmp = dest.with_suffix(".json.tmp")
+    card_tmp.write_text(json.dumps(full, indent=2) + "\n")
+    card_tmp.replace(dest.with_suffix(".json"))
+    return dest

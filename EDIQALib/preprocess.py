@@ -1,10 +1,12 @@
 """Intensity normalisation, body mask, in-plane resampling and in-plane PSF estimation."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
-from scipy.optimize import curve_fit
+from scipy.optimize import OptimizeWarning, curve_fit
 from scipy.special import erf
 from skimage.filters import threshold_otsu
 
@@ -113,7 +115,9 @@ def estimate_psf_sigma(image: np.ndarray, mask: np.ndarray, outside: float = 6.0
     d, v = np.array(centres), np.array(values)
     p0 = (v[0], v[-1] - v[0], 0.0, 1.0)
     try:
-        (low, step, centre, sigma), _ = curve_fit(_esf, d, v, p0=p0, maxfev=4000)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OptimizeWarning)
+            (low, step, centre, sigma), _ = curve_fit(_esf, d, v, p0=p0, maxfev=4000)
     except (RuntimeError, ValueError):
         return float("nan")
     sigma = abs(float(sigma))

@@ -96,3 +96,34 @@ def write_series_summary(results: list[QualityResult], out_dir: str | Path, sett
         (t / "series.png").write_bytes(png)
         for name in ("series.json", "series.csv", "series.png"):
             os.replace(t / name, out / name)
+
+
+def write_validity(report: dict, out_dir: str | Path, settings: dict) -> None:
+    """``validity.json``, ``validity.csv`` and ``validity.png`` (score vs level, one panel per series kind)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    kinds = list(report["summary"])
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 3.6), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        for e in (e for e in report["series"] if e["kind"] == kind):
+            ax.plot(range(len(e["levels"])), e["scores"], marker="o", label=f"{e['base']} (ρ={e['rho']:.2f})")
+            ax.set_xticks(range(len(e["levels"])), [f"{x:g}" for x in e["levels"]])
+        s = report["summary"][kind]
+        ax.set_title(f"{kind}: mean ρ {s['mean_rho']:.2f} (noise-SD ρ {s['mean_rho_noise_sd']:.2f})", fontsize=9)
+        ax.set_xlabel({"dose": "relative dose", "views": "views", "texture": "noise correlation length (px)",
+                       "blur": "blur before noise (px)"}.get(kind, kind))
+        ax.set_ylabel("teacher score")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    png = _png_bytes(fig)
+    lines = ["base,kind,level,score,noise_sd_hu"]
+    for e in report["series"]:
+        for lv, sc, ns in zip(e["levels"], e["scores"], e["noise_sd_hu"]):
+            lines.append(f"{e['base']},{e['kind']},{lv:g},{sc:.6f},{ns:.3f}")
+    with tempfile.TemporaryDirectory(prefix=".tmp-", dir=out) as tmp:
+        t = Path(tmp)
+        (t / "validity.json").write_text(json.dumps({**settings, **report}, indent=2))
+        (t / "validity.csv").write_text("\n".join(lines) + "\n")
+        (t / "validity.png").write_bytes(png)
+        for name in ("validity.json", "validity.csv", "validity.png"):
+            os.replace(t / name, out / name)

@@ -61,3 +61,55 @@ def default_validation_series() -> list[Series]:
         s.levels = tuple(s.levels[i] for i in keep)
         s.images_hu = [s.images_hu[i] for i in keep]
     return dose + [make_series("texture", "phantom-502", phantom(502, kind="body"), seed=502)]
+
+
+def acceptance_bases() -> dict[str, np.ndarray]:
+    """The slices of the validity figures: the two real CT slices of the pydicom wheel
+    (``J2K_pixelrep_mismatch.dcm`` head, ``CT_small.dcm`` spine) and three phantoms (seeds 1–3),
+    none used to train the shipped detector; canonical spacing, HU."""
+    from pydicom.data import get_testdata_file
+
+    from .io import read_volume
+    from .preprocess import to_canonical
+    from .simulate import phantom
+
+    bases = {}
+    for label, fname in (("ct-head", "J2K_pixelrep_mismatch.dcm"), ("ct-spine", "CT_small.dcm")):
+        canon, _ = to_canonical(read_volume(get_testdata_file(fname)))
+        bases[label] = np.maximum(canon[0], -1000.0)
+    bases.update({"phantom-1-body": phantom(1, kind="body"), "phantom-2-body": phantom(2, kind="body"),
+                  "phantom-3-head": phantom(3, kind="head")})
+    return bases
+
+
+def validity_report(model: nn.Module, config: TeacherConfig, kinds: tuple[str, ...] = ("dose", "views", "texture", "blur"),
+                    bases: dict[str, np.ndarray] | None = None, device: str = "cpu",
+                    progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """Teacher scores, Spearman ρ and the noise-SD baseline for every (base slice, series kind).
+
+    Returns ``{"series": [...], "summary": {kind: {...}}}``; each series entry has the levels, scores,
+    ``rho`` (score vs quality order), ``ratio`` (worst / best score), and the noise-SD estimates with
+    their ``rho_noise_sd`` (how a noise-SD metric, lower = better, ranks the same images).
+    """
+    from .series import make_series
+
+    bases = acceptance_bases() if bases is None else bases
+    entries = []
+    jobs = [(name, kind) for kind in kinds for name in bases]
+    for j, (name, kind) in enumerate(jobs):
+        s = make_series(kind, name, bases[name], seed=7)
+        scores = series_scores(model, s, config, device)
+        noise = noise_sd_baseline(s)
+        entries.append({"base": name, "kind": kind, "levels": list(s.levels), "scores": scores,
+                        "rho": rank_agreement(scores), "ratio": scores[-1] / scores[0] if scores[0] > 0 else None,
+                        "noise_sd_hu": noise, "rho_noise_sd": rank_agreement([-x for x in noise])})
+        if progress:
+            progress("validate", j + 1, len(jobs))
+    summary = {}
+    for kind in kinds:
+        rows = [e for e in entries if e["kind"] == kind]
+        summary[kind] = {"mean_rho": float(np.mean([e["rho"] for e in rows])),
+                         "min_rho": float(np.min([e["rho"] for e in rows])),
+                         "max_ratio": float(np.max([e["ratio"] if e["ratio"] is not None else np.inf for e in rows])),
+                         "mean_rho_noise_sd": float(np.mean([e["rho_noise_sd"] for e in rows]))}
+    return {"series": entries, "summary": summary}

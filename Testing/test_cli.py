@@ -1,0 +1,131 @@
+"""The CLI end to end: outputs and geometry, progress events, series, and bad input (exit 2, one line)."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import ct_image
+
+TINY = ["--realizations", "2", "--repeats", "1"]
+
+
+def ediqa(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "EDIQALib", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=600)
+
+
+def assert_one_line_error(proc):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ediqa: error:"), proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_teacher_writes_results_in_input_geometry(tmp_path):
+    src = tmp_path / "ct.nrrd"
+    image = ct_image(slices=2, size=200, spacing=(0.7, 0.7, 2.5))
+    sitk.WriteImage(image, str(src))
+    before = src.read_bytes()
+    out = tmp_path / "out"
+    proc = ediqa("teacher", src, *TINY, "--out", out, "--progress", "jsonl")
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"stage"')]
+    done = [e["done"] for e in events if e["stage"] == "slices"]
+    assert done == [1, 2]
+    result = json.loads((out / "result.json").read_text())
+    assert result["method"] == "mD2IQA" and 0.0 <= result["score"] <= 1.0
+    assert len(result["slice_scores"]) == 2 and result["assessable"] == [True, True]
+    assert result["shape"] == [200, 200, 2]
+    assert len(result["model"]["sha256"]) == 64
+    heat = sitk.ReadImage(str(out / "heatmap.nrrd"))
+    assert heat.GetSize() == image.GetSize()
+    np.testing.assert_allclose(heat.GetSpacing(), image.GetSpacing())
+    np.testing.assert_allclose(heat.GetOrigin(), image.GetOrigin(), atol=1e-5)
+    np.testing.assert_allclose(heat.GetDirection(), image.GetDirection(), atol=1e-6)
+    assert heat.GetPixelID() == sitk.sitkFloat32
+    assert (out / "overlay.png").stat().st_size > 10_000
+    assert src.read_bytes() == before  # the input is never modified
+
+
+def test_teacher_series_shares_maps_and_summarises(tmp_path):
+    a = tmp_path / "a.nrrd"
+    sitk.WriteImage(ct_image(slices=1, size=200, spacing=(0.7, 0.7, 1.0)), str(a))
+    b = tmp_path / "b.nrrd"
+    shutil.copy(a, b)
+    proc = ediqa("teacher", a, b, *TINY, "--out", tmp_path / "out", "--progress", "none")
+    assert proc.returncode == 0, proc.stderr
+    ra = json.loads((tmp_path / "out" / "a" / "result.json").read_text())
+    rb = json.loads((tmp_path / "out" / "b" / "result.json").read_text())
+    assert ra["score"] == rb["score"]  # identical images, identical insertion maps
+    summary = json.loads((tmp_path / "out" / "series.json").read_text())
+    assert [r["name"] for r in summary["inputs"]] == ["a", "b"]
+    assert (tmp_path / "out" / "series.png").exists() and (tmp_path / "out" / "series.csv").exists()
+
+
+def test_simulate_writes_a_dose_series_in_input_geometry(tmp_path):
+    src = tmp_path / "ct.nrrd"
+    image = ct_image(slices=1, size=96, spacing=(0.7, 0.7, 1.0))
+    sitk.WriteImage(image, str(src))
+    proc = ediqa("simulate", src, "--doses", "1,0.1", "--views", "90", "--out", tmp_path / "sim", "--progress", "none")
+    assert proc.returncode == 0, proc.stderr
+    files = json.loads(proc.stdout)["outputs"]
+    assert len(files) == 2
+    imgs = [sitk.ReadImage(f) for f in files]
+    for im in imgs:
+        assert im.GetSize() == image.GetSize()
+        np.testing.assert_allclose(im.GetDirection(), image.GetDirection(), atol=1e-6)
+    truth = sitk.GetArrayFromImage(image)
+    err = [np.std(sitk.GetArrayFromImage(im) - truth) for im in imgs]
+    assert err[1] > err[0]
+
+
+def _write(path, arr):
+    sitk.WriteImage(sitk.GetImageFromArray(arr), str(path))
+    return path
+
+
+@pytest.mark.parametrize("make", [
+    lambda t: t / "missing.nrrd",
+    lambda t: (t / "corrupt.dcm").write_bytes(b"\0" * 128 + b"DICMgarbage") and t / "corrupt.dcm",
+    lambda t: _write(t / "constant.nrrd", np.full((1, 80, 80), 40.0, np.float32)),
+    lambda t: _write(t / "nan.nrrd", np.where(np.eye(80, dtype=bool)[None], np.nan, -900.0).astype(np.float32)),
+    lambda t: _write(t / "small.nrrd", np.random.default_rng(0).normal(-500, 400, (1, 32, 32)).astype(np.float32)),
+    lambda t: _write(t / "unknown.nrrd", np.random.default_rng(0).normal(300, 30, (1, 80, 80)).astype(np.float32)),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, make):
+    src = make(tmp_path)
+    out = tmp_path / "out"
+    proc = ediqa("teacher", src, *TINY, "--out", out)
+    assert_one_line_error(proc)
+    assert not out.exists() or not any(out.rglob("*"))
+
+
+def test_four_d_input_is_rejected(tmp_path):
+    src = tmp_path / "four.nrrd"
+    sitk.WriteImage(sitk.JoinSeries([ct_image(), ct_image()]), str(src))
+    assert_one_line_error(ediqa("teacher", src, *TINY, "--out", tmp_path / "out"))
+
+
+def test_usage_errors_and_bad_weights(tmp_path, ct_volume_file):
+    assert_one_line_error(ediqa("teacher", ct_volume_file, "--realizations", "0"))
+    assert_one_line_error(ediqa("frobnicate"))
+    fake = tmp_path / "fake.safetensors"
+    from safetensors.numpy import save_file
+    save_file({"w": np.zeros(3, np.float32)}, str(fake))
+    (tmp_path / "fake.json").write_text(json.dumps({"name": "fake", "kind": "detector", "preset": "lite",
+                                                     "sha256": "0" * 64}))
+    proc = ediqa("teacher", ct_volume_file, *TINY, "--model", fake, "--out", tmp_path / "o")
+    assert_one_line_error(proc)
+    assert "sha256" in proc.stderr
+    from EDIQALib.models import sha256_of
+    (tmp_path / "fake.json").write_text(json.dumps({"name": "fake", "kind": "detector", "preset": "lite",
+                                                     "sha256": sha256_of(fake)}))
+    proc = ediqa("teacher", ct_volume_file, *TINY, "--model", fake, "--out", tmp_path / "o")
+    assert_one_line_error(proc)
+    assert "do not fit" in proc.stderr
