@@ -81,7 +81,7 @@ def cmd_teacher(args: argparse.Namespace) -> None:
     from .io import read_volume
     from .models import load_detector
     from .report import write_outputs, write_series_summary
-    from .teacher import TeacherConfig, teacher_scorer
+    from .teacher import teacher_scorer
 
     volumes = [read_volume(p, args.modality) for p in args.inputs]
     names = [v.name for v in volumes]
@@ -89,8 +89,7 @@ def cmd_teacher(args: argparse.Namespace) -> None:
         volumes = [v if names.count(v.name) == 1 else _renamed(v, i) for i, v in enumerate(volumes)]
     device = _device(args.device)
     model, entry = load_detector(args.model, device)
-    config = TeacherConfig(realizations=args.realizations, repeats=args.repeats, seed=args.seed,
-                           readout=args.readout, psf_aware=not args.no_psf)
+    config = _teacher_config(args)
     progress = _progress(args)
     scorer = teacher_scorer(model, config, device, progress)
     settings = {"method": "mD2IQA", "realizations": config.realizations, "repeats": config.repeats,
@@ -108,6 +107,17 @@ def cmd_teacher(args: argparse.Namespace) -> None:
     if len(volumes) > 1:
         write_series_summary(results, out, settings)
     print(json.dumps(summary if len(summary) > 1 else summary[0], indent=2))
+
+
+def _teacher_config(args: argparse.Namespace):
+    from .signals import InsertionConfig
+    from .teacher import TeacherConfig
+
+    insertion = InsertionConfig(contrasts=tuple(args.contrasts)) if args.contrasts else InsertionConfig()
+    if any(not 0 < c < 1 for c in insertion.contrasts):
+        raise InputError(f"--contrasts must lie in (0, 1) (window-normalised units); got {args.contrasts}")
+    return TeacherConfig(realizations=args.realizations, repeats=args.repeats, seed=args.seed,
+                         readout=args.readout, psf_aware=not args.no_psf, insertion=insertion)
 
 
 def _renamed(volume, index: int):
@@ -153,13 +163,11 @@ def cmd_validate(args: argparse.Namespace) -> None:
 
     from .models import load_detector
     from .report import write_validity
-    from .teacher import TeacherConfig
     from .validation import validity_report
 
     device = _device(args.device)
     model, entry = load_detector(args.model, device)
-    config = TeacherConfig(realizations=args.realizations, repeats=args.repeats, seed=args.seed,
-                           readout=args.readout, psf_aware=not args.no_psf)
+    config = _teacher_config(args)
     start = time.perf_counter()
     report = validity_report(model, config, tuple(args.kinds), device=device, progress=_progress(args))
     settings = {"model": {"name": entry.name, "sha256": entry.sha256}, "realizations": config.realizations,
@@ -173,9 +181,9 @@ def cmd_validate(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     out = Path(args.out)
     args.inputs = [str(DEMO_SAMPLE)]
-    args.realizations, args.repeats = 20, 1
-    args.model, args.seed, args.readout, args.no_psf, args.device, args.modality = (
-        "detector-lite", 0, "agnostic", False, "auto", None)
+    args.realizations, args.repeats = 50, 2
+    args.model, args.seed, args.readout, args.no_psf, args.device, args.modality, args.contrasts = (
+        "detector-lite", 0, "agnostic", False, "auto", None, None)
     args.out = str(out)
     cmd_teacher(args)
 
@@ -213,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--readout", choices=READOUTS, default="agnostic")
     p.add_argument("--no-psf", action="store_true", help="blur inserted objects by 1 px only (the paper)")
+    p.add_argument("--contrasts", type=_float_list,
+                   help="object contrasts, window-normalised (default 0.04,0.05,0.06; the paper: 0.08,0.09,0.1)")
     p.add_argument("--modality", choices=("ct", "mr"))
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--out", default="out")
@@ -246,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--readout", choices=READOUTS, default="agnostic")
     p.add_argument("--no-psf", action="store_true")
+    p.add_argument("--contrasts", type=_float_list)
     p.add_argument("--kinds", type=lambda t: t.split(","), default=["dose", "views", "texture", "blur"])
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--out", default="out/validity")

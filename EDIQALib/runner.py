@@ -1,0 +1,142 @@
+"""Run ``ediqa`` commands in a child process with progress events and cancel (used by the Slicer module).
+
+The child runs ``python -m EDIQALib <command> ... --progress jsonl`` in its own process group, so that
+cancelling ends it *and* its children (e.g. simulation workers). A reader thread turns the child's
+JSON-lines progress into events on a queue; the caller drains them from its own thread (a GUI timer).
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass
+class Progress:
+    """One progress event of the child."""
+
+    stage: str
+    done: int
+    total: int
+
+
+@dataclass
+class RunResult:
+    """How the child ended: exit code, its JSON result (``None`` when it printed none), its error line."""
+
+    returncode: int
+    result: object | None
+    error: str | None
+    cancelled: bool = False
+
+
+class Runner:
+    """A background ``ediqa`` command.
+
+    Example::
+
+        runner = Runner(["teacher", "ct.nrrd", "--out", "out"])
+        runner.start()
+        while runner.running:
+            for event in runner.events(): ...
+        outcome = runner.wait()
+    """
+
+    def __init__(self, args: Sequence[str], python: str = sys.executable, env: dict | None = None) -> None:
+        self.args = [python, "-m", "EDIQALib", *map(str, args), "--progress", "jsonl"]
+        self.env = env
+        self._proc: subprocess.Popen | None = None
+        self._events: queue.Queue[Progress] = queue.Queue()
+        self._output: list[str] = []
+        self._stderr = ""
+        self._cancelled = False
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        """Start the child in a new process group (session on POSIX)."""
+        kwargs: dict = {"start_new_session": True} if os.name == "posix" else {
+            "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+        self._proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      env=self.env, bufsize=1, **kwargs)
+        self._threads = [threading.Thread(target=self._read_stdout, daemon=True),
+                         threading.Thread(target=self._read_stderr, daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def _read_stdout(self) -> None:
+        assert self._proc and self._proc.stdout
+        for line in self._proc.stdout:
+            if line.startswith('{"stage"'):
+                try:
+                    e = json.loads(line)
+                    self._events.put(Progress(e["stage"], int(e["done"]), int(e["total"])))
+                    continue
+                except (ValueError, KeyError):
+                    pass
+            self._output.append(line)
+
+    def _read_stderr(self) -> None:
+        assert self._proc and self._proc.stderr
+        self._stderr = self._proc.stderr.read()
+
+    def events(self) -> list[Progress]:
+        """Progress events received since the last call, in order."""
+        out = []
+        while True:
+            try:
+                out.append(self._events.get_nowait())
+            except queue.Empty:
+                return out
+
+    def wait(self, timeout: float | None = None) -> RunResult:
+        """Wait for the child to end and collect its result."""
+        assert self._proc is not None, "start() first"
+        code = self._proc.wait(timeout)
+        for t in self._threads:
+            t.join()
+        text = "".join(self._output).strip()
+        try:
+            result = json.loads(text) if text else None
+        except json.JSONDecodeError:
+            result = None
+        lines = [ln for ln in self._stderr.strip().splitlines() if ln.strip()]
+        error = lines[-1] if code != 0 and lines else None
+        return RunResult(code, result, error, self._cancelled)
+
+    def cancel(self, grace: float = 3.0) -> None:
+        """End the child and its whole process group: a polite signal first, then a kill."""
+        if not self.running:
+            return
+        self._cancelled = True
+        assert self._proc is not None
+        if os.name == "posix":
+            _signal_group(self._proc.pid, signal.SIGTERM)
+            try:
+                self._proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                pass
+            _signal_group(self._proc.pid, signal.SIGKILL)  # leftovers of the group, if any
+        else:
+            subprocess.run(["taskkill", "/F", "/T", "/PID", str(self._proc.pid)], capture_output=True)
+        self._proc.wait()
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,76 @@
+"""The runner with real child processes: ordered progress, result, one-line errors, cancel of the tree."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from EDIQALib.runner import Runner
+from conftest import ct_image
+
+
+def test_progress_in_order_and_result(tmp_path):
+    src = tmp_path / "ct.nrrd"
+    sitk.WriteImage(ct_image(slices=3, size=80, spacing=(0.7, 0.7, 2.0)), str(src))
+    runner = Runner(["simulate", src, "--doses", "1,0.5", "--views", "60", "--out", tmp_path / "sim"])
+    runner.start()
+    outcome = runner.wait(timeout=300)
+    events = runner.events()
+    assert outcome.returncode == 0 and outcome.error is None
+    assert [(e.stage, e.done, e.total) for e in events] == [("simulate", k, 3) for k in (1, 2, 3)]
+    assert all(Path(p).exists() for p in outcome.result["outputs"])
+
+
+def test_failing_child_surfaces_its_one_line_error(tmp_path):
+    runner = Runner(["teacher", tmp_path / "missing.nrrd", "--out", tmp_path / "o"])
+    runner.start()
+    outcome = runner.wait(timeout=120)
+    assert outcome.returncode == 2
+    assert outcome.error.startswith("ediqa: error: input not found")
+
+
+def _descendants(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        for k in map(int, kids):
+            found.add(k)
+            todo.append(k)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_cancel_ends_the_child_and_its_children_within_5_s(tmp_path):
+    # building the training bank runs worker processes: a child with children of its own
+    runner = Runner(["train-detector", "--out", tmp_path / "run", "--phantoms", "2", "--bank-projections", "40",
+                     "--workers", "2"])
+    runner.start()
+    deadline = time.monotonic() + 120
+    kids: set[int] = set()
+    while time.monotonic() < deadline and len(kids) < 2:
+        time.sleep(0.5)
+        kids = _descendants(runner.pid)
+    assert len(kids) >= 2, "the bank workers did not start"
+    pid = runner.pid
+    start = time.monotonic()
+    runner.cancel()
+    outcome = runner.wait(timeout=10)
+    while any(_alive(k) for k in kids | {pid}) and time.monotonic() - start < 5:
+        time.sleep(0.1)
+    assert time.monotonic() - start < 5
+    assert not any(_alive(k) for k in kids | {pid})
+    assert outcome.cancelled and outcome.returncode != 0
+    assert not (tmp_path / "run" / "bank.npz").exists()  # nothing half-written
