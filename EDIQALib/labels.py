@@ -1,0 +1,117 @@
+"""Teacher labels for student training: series → one CSV row and one local map per slice, resumable.
+
+A *series* is a folder of co-registered images of one slice position (e.g. a dose series); its images
+are scored on shared insertion maps. A single image file is a series of one. Each label unit (one
+slice position of one series) is written completely or not at all: its maps first, then its CSV rows,
+flushed, so an interrupted run resumes with no duplicated or lost rows.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from .assess import slice_background
+from .errors import InputError
+from .io import read_volume
+from .preprocess import to_canonical
+from .teacher import TeacherConfig, score_series
+
+FIELDS = ["series", "file", "slice", "score", "assessable", "map"]
+IMAGE_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha", ".mhd")
+MAP_STRIDE = 4
+
+
+def discover_series(paths: list[str | Path]) -> list[tuple[str, list[Path]]]:
+    """``(series name, image files)`` for every input: a folder of images is a series, a file (or a DICOM
+    series folder) a series of one."""
+    out = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise InputError(f"input not found: {p}")
+        files = sorted(f for f in p.iterdir() if f.name.lower().endswith(IMAGE_SUFFIXES)) if p.is_dir() else []
+        out.append((p.name, files) if files else (p.name, [p]))
+    names = [n for n, _ in out]
+    if len(set(names)) != len(names):
+        raise InputError("series names must be unique (two inputs share a folder or file name)")
+    return out
+
+
+def pool_map(heatmap: np.ndarray, stride: int = MAP_STRIDE) -> np.ndarray:
+    """Average a map over ``stride`` × ``stride`` blocks, ignoring NaN (NaN where a block has no value)."""
+    h, w = (heatmap.shape[0] // stride) * stride, (heatmap.shape[1] // stride) * stride
+    blocks = heatmap[:h, :w].reshape(h // stride, stride, w // stride, stride)
+    valid = np.isfinite(blocks)
+    total = np.where(valid, blocks, 0).sum(axis=(1, 3))
+    count = valid.sum(axis=(1, 3))
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float16)
+
+
+def _read_done(csv_path: Path) -> list[dict]:
+    """Complete rows of an earlier run (an interrupted last line is dropped)."""
+    rows = []
+    with open(csv_path, newline="") as f:
+        for row in csv.DictReader(f):
+            if all(row.get(k) not in (None, "") for k in ("series", "file", "slice", "assessable")):
+                rows.append(row)
+    return rows
+
+
+def label_series(inputs: list[tuple[str, list[Path]]], model: nn.Module, config: TeacherConfig, out_csv: str | Path,
+                 resume: bool = False, device: str = "cpu",
+                 progress: Callable[[str, int, int], None] | None = None) -> int:
+    """Label every slice of every series; returns the number of rows written by this call."""
+    out_csv = Path(out_csv)
+    maps_dir = out_csv.parent / (out_csv.stem + "_maps")
+    done_rows: list[dict] = []
+    if out_csv.exists():
+        if not resume:
+            raise InputError(f"{out_csv} exists; pass --resume to continue it or choose another --out")
+        done_rows = _read_done(out_csv)
+    done = {(r["series"], r["file"], int(r["slice"])) for r in done_rows}
+    maps_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_csv.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:  # rewrite the complete rows, then append
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows({k: r[k] for k in FIELDS} for r in done_rows)
+    os.replace(tmp, out_csv)
+    volumes_of = {name: files for name, files in inputs}
+    units = []
+    for name, files in inputs:
+        vols = [read_volume(f) for f in files]
+        units.append((name, vols))
+    total = sum(v[0].array.shape[0] for _, v in units)
+    written, counter = 0, 0
+    with open(out_csv, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        for name, vols in units:
+            canon = [to_canonical(v)[0] for v in vols]
+            if len({c.shape for c in canon}) != 1:
+                raise InputError(f"series {name}: images do not share their geometry")
+            for k in range(canon[0].shape[0]):
+                counter += 1
+                keys = [(name, f.name, k) for f in volumes_of[name]]
+                if all(key in done for key in keys):
+                    continue
+                backgrounds = [slice_background(c[k], v.modality, config.insertion) for c, v in zip(canon, vols)]
+                verdicts = score_series(model, backgrounds, config, k, device)
+                rows = []
+                for (series, fname, sl), verdict in zip(keys, verdicts):
+                    map_name = f"{series}/{Path(fname).name.split('.')[0]}_s{sl:04d}.npy"
+                    (maps_dir / series).mkdir(parents=True, exist_ok=True)
+                    np.save(maps_dir / map_name, pool_map(verdict.heatmap))
+                    rows.append({"series": series, "file": fname, "slice": sl,
+                                 "score": f"{verdict.score:.6f}" if verdict.assessable else "",
+                                 "assessable": int(verdict.assessable), "map": map_name})
+                writer.writerows(rows)
+                f.flush()
+                os.fsync(f.fileno())
+                written += len(rows)
+                if progress:
+                    progress("label", counter, total)
+    return written
