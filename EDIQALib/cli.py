@@ -180,6 +180,26 @@ def cmd_validate(args: argparse.Namespace) -> None:
     print(json.dumps(report["summary"], indent=2))
 
 
+def cmd_select_detector(args: argparse.Namespace) -> None:
+    import shutil
+
+    from .teacher import TeacherConfig
+    from .validation import default_validation_series, select_checkpoint, validity_metric
+
+    run = Path(args.run)
+    snapshots = sorted((run / "snapshots").glob("step*.safetensors"))
+    if not snapshots:
+        raise InputError(f"no snapshots in {run / 'snapshots'}")
+    metric = validity_metric(default_validation_series(),
+                             TeacherConfig(realizations=args.realizations, repeats=1), _device(args.device))
+    rows = select_checkpoint(snapshots, metric, progress=_progress(args))
+    best = max(rows, key=lambda r: r["validity"])
+    shutil.copyfile(run / "snapshots" / best["snapshot"], run / "best.safetensors")
+    (run / "selection.json").write_text(json.dumps({"realizations": args.realizations, "snapshots": rows,
+                                                    "best": best}, indent=2))
+    print(json.dumps(best))
+
+
 def cmd_publish_detector(args: argparse.Namespace) -> None:
     from .models import package_model
 
@@ -199,6 +219,8 @@ def cmd_publish_detector(args: argparse.Namespace) -> None:
         "selection": "checkpoint with the highest validity (Spearman rho + relative score drop) on held-out "
                      "phantom series (seeds 500-502)",
     }
+    if (run / "selection.json").exists():
+        card["selection_figures"] = json.loads((run / "selection.json").read_text())
     if args.validity:
         card["metrics"] = json.loads(Path(args.validity).read_text())
     if args.notes:
@@ -348,6 +370,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     common(p)
     p.set_defaults(func=cmd_label)
+
+    p = sub.add_parser("select-detector", help="pick a run's most valid snapshot (validation series)")
+    p.add_argument("run", help="train-detector run folder")
+    p.add_argument("--realizations", type=_positive_int, default=20)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    common(p)
+    p.set_defaults(func=cmd_select_detector)
 
     p = sub.add_parser("publish-detector", help="copy a run's best detector into Resources/Models with its card")
     p.add_argument("run", help="train-detector run folder")

@@ -180,7 +180,8 @@ def train_detector(model: nn.Module, bank: list[Background], out_dir: str | Path
                    device: torch.device | str = "cpu") -> Path:
     """Train on insertions into bank images; resumable from ``out_dir/state.pt``.
 
-    Every ``snapshot_every`` steps: ``state.pt`` (resume), ``last.safetensors``, and — when ``validate``
+    Every ``snapshot_every`` steps: ``state.pt`` (resume), ``last.safetensors``, ``snapshots/stepN.safetensors``
+    (for a later selection with more realisations), and — when ``validate``
     returns a higher validity than before — ``best.safetensors``. Returns the path of the best weights
     (the last ones when there is no validation). A JSON line per snapshot goes to ``log.jsonl``.
     """
@@ -223,6 +224,8 @@ def train_detector(model: nn.Module, bank: list[Background], out_dir: str | Path
             entry = {"step": step, **{k: v / schedule.snapshot_every for k, v in running.items()}}
             running = {}
             save_weights(model, out / "last.safetensors")
+            (out / "snapshots").mkdir(exist_ok=True)
+            save_weights(model, out / "snapshots" / f"step{step:06d}.safetensors")
             if validate is not None:
                 validity = float(validate(model))
                 model.train()

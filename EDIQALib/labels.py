@@ -102,6 +102,8 @@ def label_series(inputs: list[tuple[str, list[Path]]], model: nn.Module, config:
                 verdicts = score_series(model, backgrounds, config, k, device)
                 rows = []
                 for (series, fname, sl), verdict in zip(keys, verdicts):
+                    if (series, fname, sl) in done:  # a unit cut short: its scores are recomputed identically
+                        continue
                     map_name = f"{series}/{Path(fname).name.split('.')[0]}_s{sl:04d}.npy"
                     (maps_dir / series).mkdir(parents=True, exist_ok=True)
                     np.save(maps_dir / map_name, pool_map(verdict.heatmap))

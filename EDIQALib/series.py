@@ -18,7 +18,7 @@ DOSES = (1.0, 0.5, 0.25, 0.1, 0.05)
 VIEWS = (720, 360, 180, 90, 45)
 NOISE_LENGTHS_PX = (0.0, 1.0, 2.0, 3.0)
 BLURS_PX = (0.0, 1.0, 2.0, 3.0)
-EQUAL_NOISE_SD_HU = 25.0
+EQUAL_NOISE_SD_HU = 40.0
 KINDS = ("dose", "views", "texture", "blur")
 
 

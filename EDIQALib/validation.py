@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -50,17 +51,30 @@ def validity_metric(series_list: list[Series], config: TeacherConfig, device: st
 
 
 def default_validation_series() -> list[Series]:
-    """Held-out series for checkpoint selection: phantom seeds used neither in training nor in the
-    acceptance figures (dose on two phantoms, texture on a third)."""
+    """Held-out series for checkpoint selection, on phantom seeds used neither in training nor in the
+    acceptance figures: dose on two phantoms, texture and blur on a third."""
     from .series import make_series
     from .simulate import phantom
 
-    dose = [make_series("dose", f"phantom-{s}", phantom(s, kind="body"), seed=s) for s in (500, 501)]
-    for s in dose:
-        keep = [0, 2, 4]  # 100 %, 25 %, 5 %
-        s.levels = tuple(s.levels[i] for i in keep)
-        s.images_hu = [s.images_hu[i] for i in keep]
-    return dose + [make_series("texture", "phantom-502", phantom(502, kind="body"), seed=502)]
+    return [make_series("dose", f"phantom-{s}", phantom(s, kind="body"), seed=s) for s in (500, 501)] + [
+        make_series(kind, "phantom-502", phantom(502, kind="body"), seed=502) for kind in ("texture", "blur")]
+
+
+def select_checkpoint(snapshots: list[Path], metric: Callable[[nn.Module], float], preset: str = "lite",
+                      progress: Callable[[str, int, int], None] | None = None) -> list[dict]:
+    """Evaluate every snapshot with ``metric``; returns ``[{"snapshot", "validity"}]`` in input order."""
+    from safetensors.torch import load_file
+
+    from .detector import build_detector
+
+    rows = []
+    for i, path in enumerate(snapshots):
+        model = build_detector(preset)
+        model.load_state_dict(load_file(str(path)))
+        rows.append({"snapshot": path.name, "validity": metric(model.eval())})
+        if progress:
+            progress("select", i + 1, len(snapshots))
+    return rows
 
 
 def acceptance_bases() -> dict[str, np.ndarray]:

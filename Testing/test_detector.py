@@ -40,6 +40,8 @@ def test_train_resume_and_detect(tmp_path):
     steps = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert steps == [2, 4]
     assert len(calls) == 2
+    assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == [
+        "step000002.safetensors", "step000004.safetensors"]
     dets = detect(model, [bank[0].image01])
     assert set(dets[0]) == {"boxes", "scores", "labels"}
 
