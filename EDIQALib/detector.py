@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 from torch import nn
-from torchvision.models import resnet18, swin_t
+from torchvision.models import resnet18
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
@@ -29,6 +29,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from .backbones import SwinTStages
 from .backgrounds import Background
 from .signals import SHAPES, InsertionConfig, object_blur, plan_insertion, render
 
@@ -49,18 +50,12 @@ class SwinFPN(nn.Module):
 
     def __init__(self, out_channels: int = 256) -> None:
         super().__init__()
-        self.body = swin_t(weights=None).features
-        self.stage_ends = (1, 3, 5, 7)
-        self.fpn = FeaturePyramidNetwork([96, 192, 384, 768], out_channels, extra_blocks=LastLevelMaxPool())
+        self.stages = SwinTStages()
+        self.fpn = FeaturePyramidNetwork(list(self.stages.channels), out_channels, extra_blocks=LastLevelMaxPool())
         self.out_channels = out_channels
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        feats = OrderedDict()
-        for i, block in enumerate(self.body):
-            x = block(x)
-            if i in self.stage_ends:
-                feats[str(len(feats))] = x.permute(0, 3, 1, 2).contiguous()
-        return self.fpn(feats)
+        return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(self.stages(x))))
 
 
 def build_detector(preset: str = "lite", num_classes: int = len(SHAPES) + 1) -> nn.Module:

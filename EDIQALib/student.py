@@ -1,0 +1,77 @@
+"""EDIQA student networks: one forward pass → quality score and local-quality heatmap.
+
+Architecture (DESIGN §2): backbones in parallel → one shared FPN (4 levels) → per-level concatenation
+of the backbones' FPN maps → CBAM-style channel and spatial attention per level → global average
+pooling per level → concatenation → Linear → GELU → Linear → score. A dense head fuses the attended
+levels at stride 4 into the heatmap.
+
+Presets:
+    ``paper``: Swin-T and ConvNeXt-T, 256-channel FPN (4 × 512 = 2048 → 1024 → 1), for GPUs.
+    ``lite`` (default): MobileNetV3-Small, 64-channel FPN (4 × 64 = 256 → 128 → 1), for a 2-core CPU.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import FeaturePyramidNetwork
+
+from .backbones import ConvNeXtTStages, MobileNetV3SmallStages, SwinTStages
+
+PRESETS = {
+    "paper": {"backbones": (SwinTStages, ConvNeXtTStages), "fpn": 256, "hidden": 1024},
+    "lite": {"backbones": (MobileNetV3SmallStages,), "fpn": 64, "hidden": 128},
+}
+IMAGE_MEAN, IMAGE_STD = 0.5, 0.25
+
+
+class CBAM(nn.Module):
+    """Channel attention (shared MLP on average- and max-pooled features) then spatial attention
+    (7×7 convolution on channel-wise average and max)."""
+
+    def __init__(self, channels: int, reduction: int = 8) -> None:
+        super().__init__()
+        hidden = max(channels // reduction, 4)
+        self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.GELU(), nn.Conv2d(hidden, channels, 1))
+        self.spatial = nn.Conv2d(2, 1, 7, padding=3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * torch.sigmoid(self.mlp(F.adaptive_avg_pool2d(x, 1)) + self.mlp(F.adaptive_max_pool2d(x, 1)))
+        pooled = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        return x * torch.sigmoid(self.spatial(pooled))
+
+
+class Student(nn.Module):
+    """The EDIQA student. ``forward(x)`` takes ``(B, 1, H, W)`` normalised slices and returns
+    ``(score (B,), heatmap logits (B, 1, H/4, W/4))``; apply a sigmoid to both for [0, 1] values."""
+
+    def __init__(self, preset: str = "lite") -> None:
+        super().__init__()
+        if preset not in PRESETS:
+            raise ValueError(f"unknown student preset {preset!r}; choose from {', '.join(PRESETS)}")
+        spec = PRESETS[preset]
+        self.preset = preset
+        self.backbones = nn.ModuleList(b() for b in spec["backbones"])
+        channels = self.backbones[0].channels
+        fused = spec["fpn"] * len(self.backbones)
+        self.fpn = FeaturePyramidNetwork(list(channels), spec["fpn"])
+        self.attention = nn.ModuleList(CBAM(fused) for _ in channels)
+        self.head = nn.Sequential(nn.Linear(fused * len(channels), spec["hidden"]), nn.GELU(),
+                                  nn.Linear(spec["hidden"], 1))
+        self.map_proj = nn.ModuleList(nn.Conv2d(fused, 32, 1) for _ in channels)
+        self.map_head = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.GELU(), nn.Conv2d(32, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h, w = x.shape[-2:]
+        x = F.pad(x, (0, -w % 32, 0, -h % 32), mode="replicate")  # every backbone sees whole stride-32 cells
+        x = ((x - IMAGE_MEAN) / IMAGE_STD).expand(-1, 3, -1, -1)
+        per_backbone = [self.fpn(OrderedDict((str(i), f) for i, f in enumerate(b(x)))) for b in self.backbones]
+        levels = [self.attention[i](torch.cat([p[str(i)] for p in per_backbone], dim=1))
+                  for i in range(len(self.attention))]
+        score = self.head(torch.cat([lv.mean(dim=(2, 3)) for lv in levels], dim=1)).squeeze(1)
+        size = levels[0].shape[-2:]
+        fused_map = sum(F.interpolate(proj(lv), size=size, mode="bilinear", align_corners=False)
+                        for proj, lv in zip(self.map_proj, levels))
+        return score, self.map_head(fused_map)[..., : -(-h // 4), : -(-w // 4)]
