@@ -264,6 +264,35 @@ def cmd_label(args: argparse.Namespace) -> None:
     print(json.dumps({"rows_written": written, "labels": args.out, "model": entry.name}))
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    import torch
+
+    from .backgrounds import load_bank
+    from .detector import DetectorTraining, train_detector
+    from .distill import (StudentTraining, load_samples, split_by_series, stage1_detectors, train_student,
+                          transfer_backbones)
+    from .student import Student
+
+    out = Path(args.out)
+    progress = _progress(args)
+    torch.manual_seed(args.seed)
+    student = Student(args.preset)
+    if args.stage1_iterations:
+        if not args.bank:
+            raise InputError("stage 1 needs --bank (a train-detector run's bank.npz), or --stage1-iterations 0")
+        bank = load_bank(args.bank)
+        detectors = stage1_detectors(args.preset)
+        for i, det in enumerate(detectors):
+            train_detector(det, bank, out / f"stage1-{i}", DetectorTraining(iterations=args.stage1_iterations,
+                                                                           seed=args.seed), progress=progress)
+        transfer_backbones(student, detectors)
+    train, val = split_by_series(load_samples(args.labels), args.held_out)
+    cfg = StudentTraining(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, rank_weight=args.rank_weight,
+                          map_weight=args.map_weight, seed=args.seed)
+    best = train_student(student, train, val, out / "stage2", cfg, progress)
+    print(json.dumps({"best": str(best), "train_slices": len(train), "held_out_slices": len(val)}))
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     out = Path(args.out)
     args.inputs = [str(DEMO_SAMPLE)]
@@ -377,6 +406,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     common(p)
     p.set_defaults(func=cmd_select_detector)
+
+    p = sub.add_parser("train", help="two-stage distillation of the teacher into the student")
+    p.add_argument("--labels", required=True, help="labels CSV from `ediqa label`")
+    p.add_argument("--out", required=True, help="run folder (resumes when it holds a run)")
+    p.add_argument("--preset", choices=("lite", "paper"), default="lite")
+    p.add_argument("--bank", help="bank.npz of a train-detector run, for stage 1")
+    p.add_argument("--stage1-iterations", type=int, default=1000, help="0 skips stage 1")
+    p.add_argument("--epochs", type=_positive_int, default=30)
+    p.add_argument("--batch-size", type=_positive_int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--rank-weight", type=float, default=0.5)
+    p.add_argument("--map-weight", type=float, default=1.0)
+    p.add_argument("--held-out", type=float, default=0.2, help="fraction of series held out for validation")
+    p.add_argument("--seed", type=int, default=0)
+    common(p)
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("publish-detector", help="copy a run's best detector into Resources/Models with its card")
     p.add_argument("run", help="train-detector run folder")

@@ -45,17 +45,31 @@ class NativeSizeTransform(GeneralizedRCNNTransform):
         return image, target
 
 
-class SwinFPN(nn.Module):
-    """Swin-T stages (strides 4–32) → FPN; the backbone of the ``paper`` preset."""
+class StagesFPN(nn.Module):
+    """Hierarchical stages (strides 4–32, see :mod:`EDIQALib.backbones`) → FPN with a max-pool level."""
 
-    def __init__(self, out_channels: int = 256) -> None:
+    def __init__(self, stages: nn.Module, out_channels: int) -> None:
         super().__init__()
-        self.stages = SwinTStages()
-        self.fpn = FeaturePyramidNetwork(list(self.stages.channels), out_channels, extra_blocks=LastLevelMaxPool())
+        self.stages = stages
+        self.fpn = FeaturePyramidNetwork(list(stages.channels), out_channels, extra_blocks=LastLevelMaxPool())
         self.out_channels = out_channels
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(self.stages(x))))
+
+
+def build_stage1_detector(stages: nn.Module, fpn_channels: int, num_classes: int = len(SHAPES) + 1) -> nn.Module:
+    """A Faster R-CNN on a student's backbone stages: trained on insertions, its stages seed the student."""
+    anchors = AnchorGenerator(((12, 20), (28, 40), (56, 80), (112, 160), (224, 320)), ((0.7, 1.0, 1.4),) * 5)
+    model = FasterRCNN(
+        StagesFPN(stages, fpn_channels), num_classes=None, rpn_anchor_generator=anchors,
+        box_roi_pool=MultiScaleRoIAlign(["0", "1"], 7, 2),
+        box_head=TwoMLPHead(fpn_channels * 7 * 7, 256), box_predictor=FastRCNNPredictor(256, num_classes),
+        rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=150, rpn_pre_nms_top_n_test=300,
+        rpn_post_nms_top_n_test=100, rpn_batch_size_per_image=128, box_batch_size_per_image=64,
+        box_detections_per_img=20)
+    model.transform = NativeSizeTransform(1, 1, [IMAGE_MEAN] * 3, [IMAGE_STD] * 3)
+    return model
 
 
 def build_detector(preset: str = "lite", num_classes: int = len(SHAPES) + 1) -> nn.Module:
@@ -74,7 +88,7 @@ def build_detector(preset: str = "lite", num_classes: int = len(SHAPES) + 1) -> 
             rpn_batch_size_per_image=128, box_batch_size_per_image=64, box_detections_per_img=20)
     elif preset == "paper":
         anchors = AnchorGenerator(((16,), (32,), (64,), (128,), (256,)), ((0.5, 1.0, 2.0),) * 5)
-        model = MaskRCNN(SwinFPN(), num_classes=num_classes, rpn_anchor_generator=anchors)
+        model = MaskRCNN(StagesFPN(SwinTStages(), 256), num_classes=num_classes, rpn_anchor_generator=anchors)
     else:
         raise ValueError(f"unknown detector preset {preset!r}; choose from {', '.join(PRESETS)}")
     model.transform = NativeSizeTransform(1, 1, [IMAGE_MEAN] * 3, [IMAGE_STD] * 3)

@@ -21,7 +21,7 @@ from .io import read_volume
 from .preprocess import to_canonical
 from .teacher import TeacherConfig, score_series
 
-FIELDS = ["series", "file", "slice", "score", "assessable", "map"]
+FIELDS = ["series", "file", "slice", "score", "assessable", "map", "path"]
 IMAGE_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha", ".mhd")
 MAP_STRIDE = 4
 
@@ -78,9 +78,10 @@ def label_series(inputs: list[tuple[str, list[Path]]], model: nn.Module, config:
     with open(tmp, "w", newline="") as f:  # rewrite the complete rows, then append
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         writer.writeheader()
-        writer.writerows({k: r[k] for k in FIELDS} for r in done_rows)
+        writer.writerows({k: r.get(k, "") for k in FIELDS} for r in done_rows)
     os.replace(tmp, out_csv)
     volumes_of = {name: files for name, files in inputs}
+    path_of = {(name, f.name): str(f) for name, files in inputs for f in files}
     units = []
     for name, files in inputs:
         vols = [read_volume(f) for f in files]
@@ -109,7 +110,8 @@ def label_series(inputs: list[tuple[str, list[Path]]], model: nn.Module, config:
                     np.save(maps_dir / map_name, pool_map(verdict.heatmap))
                     rows.append({"series": series, "file": fname, "slice": sl,
                                  "score": f"{verdict.score:.6f}" if verdict.assessable else "",
-                                 "assessable": int(verdict.assessable), "map": map_name})
+                                 "assessable": int(verdict.assessable), "map": map_name,
+                                 "path": path_of[(series, fname)]})
                 writer.writerows(rows)
                 f.flush()
                 os.fsync(f.fileno())

@@ -1,7 +1,6 @@
 """The runner with real child processes: ordered progress, result, one-line errors, cancel of the tree."""
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 

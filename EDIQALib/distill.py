@@ -1,0 +1,199 @@
+"""Two-stage distillation of the teacher into the student.
+
+Stage 1 (feature transfer): a detector built on each of the student's backbones is trained on the
+insertion task (:func:`EDIQALib.detector.train_detector`); its stage weights seed the student.
+Stage 2 (response distillation): the student regresses the teacher's score (MSE, plus an optional
+pairwise ranking term within a series) and its local map (MSE inside the body), from ``ediqa label``
+output. Checkpoints every epoch, resumable; the best epoch on held-out series is kept.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import pearsonr, spearmanr
+from torch import nn
+
+from .detector import build_stage1_detector, save_weights
+from .errors import InputError
+from .io import read_volume
+from .preprocess import normalise, to_canonical
+from .student import PRESETS, Student
+
+
+def stage1_detectors(preset: str) -> list[nn.Module]:
+    """One insertion-task detector per backbone of the student preset (fresh weights)."""
+    spec = PRESETS[preset]
+    return [build_stage1_detector(cls(), spec["fpn"]) for cls in spec["backbones"]]
+
+
+def transfer_backbones(student: Student, detectors: list[nn.Module]) -> None:
+    """Load each stage-1 detector's backbone stages into the student's matching backbone."""
+    if len(detectors) != len(student.backbones):
+        raise ValueError(f"{len(detectors)} detectors for {len(student.backbones)} student backbones")
+    for backbone, det in zip(student.backbones, detectors):
+        backbone.load_state_dict(det.backbone.stages.state_dict())
+
+
+@dataclass
+class Sample:
+    """One labelled slice: normalised canonical image, teacher score, pooled map, series key."""
+
+    image01: np.ndarray
+    score: float
+    heatmap: np.ndarray
+    group: str
+
+
+def load_samples(labels_csv: str | Path) -> list[Sample]:
+    """Assessable rows of a labels file, with their images and maps."""
+    labels_csv = Path(labels_csv)
+    maps_dir = labels_csv.parent / (labels_csv.stem + "_maps")
+    cache: dict[str, np.ndarray] = {}
+    samples = []
+    with open(labels_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            if row["assessable"] != "1":
+                continue
+            if row["path"] not in cache:
+                vol = read_volume(row["path"])
+                cache[row["path"]] = np.stack([normalise(s, vol.modality) for s in to_canonical(vol)[0]])
+            samples.append(Sample(cache[row["path"]][int(row["slice"])], float(row["score"]),
+                                  np.load(maps_dir / row["map"]).astype(np.float32),
+                                  f"{row['series']}/{row['slice']}"))
+    if not samples:
+        raise InputError(f"{labels_csv}: no assessable labelled slices")
+    return samples
+
+
+def split_by_series(samples: list[Sample], held_out_fraction: float = 0.2) -> tuple[list[Sample], list[Sample]]:
+    """Deterministic split by series (a hash of the series name): whole series are held out."""
+    def held(s: Sample) -> bool:
+        return (zlib.crc32(s.group.split("/")[0].encode()) % 1000) < held_out_fraction * 1000
+    return [s for s in samples if not held(s)], [s for s in samples if held(s)]
+
+
+@dataclass(frozen=True)
+class StudentTraining:
+    """Stage-2 schedule (the authors: Adam, lr 1e-5, batch 8, 100 epochs, cosine, flips)."""
+
+    epochs: int = 30
+    batch_size: int = 8
+    lr: float = 1e-3
+    rank_weight: float = 0.5
+    map_weight: float = 1.0
+    seed: int = 0
+
+
+def _batch(samples: list[Sample], rng: np.random.Generator | None) -> tuple[torch.Tensor, ...]:
+    h = max(s.image01.shape[0] for s in samples)
+    w = max(s.image01.shape[1] for s in samples)
+    images = np.zeros((len(samples), 1, h, w), np.float32)
+    maps = np.full((len(samples), 1, -(-h // 4), -(-w // 4)), np.nan, np.float32)
+    for i, s in enumerate(samples):
+        im, hm = s.image01, s.heatmap
+        if rng is not None and rng.random() < 0.5:
+            im, hm = im[:, ::-1], hm[:, ::-1]
+        images[i, 0, :im.shape[0], :im.shape[1]] = im
+        maps[i, 0, :hm.shape[0], :hm.shape[1]] = hm
+    return (torch.from_numpy(images), torch.tensor([s.score for s in samples], dtype=torch.float32),
+            torch.from_numpy(maps))
+
+
+def distillation_loss(score_logit: torch.Tensor, map_logit: torch.Tensor, score: torch.Tensor, heatmap: torch.Tensor,
+                      groups: list[str], cfg: StudentTraining) -> torch.Tensor:
+    """MSE on the score + ranking within a series slice + MSE on the map where the teacher defined it."""
+    pred = torch.sigmoid(score_logit)
+    loss = F.mse_loss(pred, score)
+    if cfg.rank_weight > 0:
+        same = torch.tensor([[a == b for b in groups] for a in groups])
+        order = torch.sign(score[:, None] - score[None, :])
+        pairs = same & (order != 0)
+        if pairs.any():
+            margin = (pred[:, None] - pred[None, :]) * order
+            loss = loss + cfg.rank_weight * F.softplus(-20 * margin[pairs]).mean() / 20
+    valid = torch.isfinite(heatmap)
+    if cfg.map_weight > 0 and valid.any():
+        m = torch.sigmoid(map_logit[..., : heatmap.shape[-2], : heatmap.shape[-1]])
+        loss = loss + cfg.map_weight * F.mse_loss(m[valid], heatmap[valid])
+    return loss
+
+
+@torch.inference_mode()
+def predict(student: Student, samples: list[Sample], batch_size: int = 8) -> np.ndarray:
+    """Student scores (sigmoid) of labelled samples."""
+    student.eval()
+    out = []
+    for i in range(0, len(samples), batch_size):
+        images, _, _ = _batch(samples[i:i + batch_size], None)
+        out.append(torch.sigmoid(student(images)[0]).numpy())
+    return np.concatenate(out)
+
+
+def fidelity(student: Student, samples: list[Sample]) -> dict[str, float]:
+    """PLCC and SROCC between student and teacher scores."""
+    pred = predict(student, samples)
+    truth = np.array([s.score for s in samples])
+    return {"plcc": float(pearsonr(pred, truth).statistic), "srocc": float(spearmanr(pred, truth).statistic)}
+
+
+def train_student(student: Student, train: list[Sample], val: list[Sample], out_dir: str | Path,
+                  cfg: StudentTraining = StudentTraining(),
+                  progress: Callable[[str, int, int], None] | None = None) -> Path:
+    """Stage 2; resumable from ``out_dir/state.pt``; keeps ``best.safetensors`` (highest validation SROCC
+    + PLCC) and one ``log.jsonl`` line per epoch. Returns the best weights' path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    epoch, best = 0, -math.inf
+    if (out / "state.pt").exists():
+        state = torch.load(out / "state.pt", weights_only=True)
+        student.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        epoch, best = int(state["epoch"]), float(state["best"])
+    steps = math.ceil(len(train) / cfg.batch_size)
+    while epoch < cfg.epochs:
+        rng = np.random.default_rng([cfg.seed, epoch])
+        order = rng.permutation(len(train))
+        student.train()
+        total = 0.0
+        for b in range(steps):
+            chunk = [train[i] for i in order[b * cfg.batch_size:(b + 1) * cfg.batch_size]]
+            images, score, heatmap = _batch(chunk, rng)
+            score_logit, map_logit = student(images)
+            loss = distillation_loss(score_logit, map_logit, score, heatmap, [s.group for s in chunk], cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach())
+            if progress:
+                progress("train", epoch * steps + b + 1, cfg.epochs * steps)
+        sched.step()
+        epoch += 1
+        entry = {"epoch": epoch, "loss": total / steps}
+        if val:
+            entry.update(fidelity(student, val))
+            quality = entry["plcc"] + entry["srocc"]
+        else:
+            quality = -entry["loss"]
+        if quality > best:
+            best = quality
+            save_weights(student, out / "best.safetensors")
+        save_weights(student, out / "last.safetensors")
+        torch.save({"model": student.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "epoch": epoch, "best": best}, out / "state.tmp")
+        os.replace(out / "state.tmp", out / "state.pt")
+        with open(out / "log.jsonl", "a") as f:
+            f.write(json.dumps(entry) + "\n")
+    return out / "best.safetensors"
