@@ -19,7 +19,8 @@ from .preprocess import body_mask, estimate_psf_sigma, from_canonical, normalise
 from .signals import InsertionConfig, saliency_mask
 
 SliceVerdictLike = tuple[float, np.ndarray, bool]  # score, canonical heatmap, assessable
-SliceScorer = Callable[[list[Background], int], list[SliceVerdictLike]]
+# scorer(positions, slice indices): for each slice position, the versions of that slice (one per input)
+SliceScorer = Callable[[list[list[Background]], list[int]], list[list[SliceVerdictLike]]]
 Progress = Callable[[str, int, int], None]
 
 
@@ -61,18 +62,21 @@ class QualityResult:
                 "shape": list(self.shape), "spacing": list(self.spacing), **self.details}
 
 
-def slice_background(canonical_slice: np.ndarray, modality: str, config: InsertionConfig) -> Background:
-    """A canonical slice of a volume as a :class:`Background` (normalised, masks, PSF estimate)."""
-    if modality == "ct":
+def slice_background(canonical_slice: np.ndarray, modality: str, config: InsertionConfig,
+                     with_psf: bool = True) -> Background:
+    """A canonical slice of a volume as a :class:`Background` (normalised, masks, PSF estimate or NaN)."""
+    if modality == "ct" and with_psf:
         return make_background(canonical_slice, config)
     image01 = normalise(canonical_slice, modality)
     body = body_mask(image01)
-    return Background(image01, body, saliency_mask(image01, body, config), estimate_psf_sigma(canonical_slice, body))
+    psf = estimate_psf_sigma(canonical_slice, body) if with_psf else float("nan")
+    return Background(image01, body, saliency_mask(image01, body, config), psf)
 
 
 def assess_series(volumes: list[Volume], scorer: SliceScorer, method: str, model: dict,
-                  config: InsertionConfig, progress: Progress | None = None) -> list[QualityResult]:
-    """Assess co-registered volumes slice by slice with a shared scorer call per slice position.
+                  config: InsertionConfig, progress: Progress | None = None, chunk: int = 1,
+                  with_psf: bool = True) -> list[QualityResult]:
+    """Assess co-registered volumes, ``chunk`` slice positions per scorer call.
 
     Raises:
         InputError: when the volumes of one series do not share their geometry.
@@ -87,14 +91,17 @@ def assess_series(volumes: list[Volume], scorer: SliceScorer, method: str, model
     heat = [np.full(c[0].shape, np.nan, np.float32) for c in canon]
     scores: list[list[float | None]] = [[] for _ in volumes]
     flags: list[list[bool]] = [[] for _ in volumes]
-    for k in range(n_slices):
-        backgrounds = [slice_background(c[0][k], v.modality, config) for c, v in zip(canon, volumes)]
-        for i, (score, hmap, ok) in enumerate(scorer(backgrounds, k)):
-            scores[i].append(float(score) if ok else None)
-            flags[i].append(bool(ok))
-            heat[i][k] = hmap
+    for first in range(0, n_slices, chunk):
+        indices = list(range(first, min(first + chunk, n_slices)))
+        positions = [[slice_background(c[0][k], v.modality, config, with_psf) for c, v in zip(canon, volumes)]
+                     for k in indices]
+        for k, verdicts in zip(indices, scorer(positions, indices)):
+            for i, (score, hmap, ok) in enumerate(verdicts):
+                scores[i].append(float(score) if ok else None)
+                flags[i].append(bool(ok))
+                heat[i][k] = hmap
         if progress:
-            progress("slices", k + 1, n_slices)
+            progress("slices", indices[-1] + 1, n_slices)
     seconds = time.perf_counter() - start
     results = []
     for i, (v, (_, grid)) in enumerate(zip(volumes, canon)):
@@ -104,3 +111,34 @@ def assess_series(volumes: list[Volume], scorer: SliceScorer, method: str, model
             assessable=flags[i], heatmap=from_canonical(heat[i], grid, v), method=method, model=model,
             seconds=seconds / len(volumes), shape=v.shape, spacing=v.spacing))
     return results
+
+
+def student_scorer(model, config: InsertionConfig, device: str = "cpu", batch_size: int = 8) -> SliceScorer:
+    """The student as a slice scorer: batched forward passes; its map upsampled to the slice, NaN outside
+    the body; a slice is assessable when the teacher could have inserted a lesion into it."""
+    import torch
+    import torch.nn.functional as F
+
+    from .signals import is_assessable
+
+    @torch.inference_mode()
+    def scorer(positions: list[list[Background]], indices: list[int]) -> list[list[SliceVerdictLike]]:
+        flat = [bg for pos in positions for bg in pos]
+        verdicts: list[SliceVerdictLike] = []
+        for start in range(0, len(flat), batch_size):
+            chunk = flat[start:start + batch_size]
+            h = max(b.image01.shape[0] for b in chunk)
+            w = max(b.image01.shape[1] for b in chunk)
+            x = torch.zeros(len(chunk), 1, h, w)
+            for i, b in enumerate(chunk):
+                x[i, 0, :b.image01.shape[0], :b.image01.shape[1]] = torch.from_numpy(b.image01)
+            score, heat = model(x.to(device))
+            heat = F.interpolate(torch.sigmoid(heat.float()), scale_factor=4, mode="bilinear", align_corners=False)
+            for i, b in enumerate(chunk):
+                hmap = heat[i, 0, :b.image01.shape[0], :b.image01.shape[1]].cpu().numpy()
+                verdicts.append((float(torch.sigmoid(score[i].float())), np.where(b.body, hmap, np.nan),
+                                 is_assessable(b.body, b.salient, config)))
+        n = len(positions[0]) if positions else 0
+        return [verdicts[j * n:(j + 1) * n] for j in range(len(positions))]
+
+    return scorer

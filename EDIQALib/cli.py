@@ -79,7 +79,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 def cmd_teacher(args: argparse.Namespace) -> None:
     from .assess import assess_series
     from .io import read_volume
-    from .models import load_detector
+    from .models import load_model
     from .report import write_outputs, write_series_summary
     from .teacher import teacher_scorer
 
@@ -88,7 +88,7 @@ def cmd_teacher(args: argparse.Namespace) -> None:
     if len(set(names)) != len(names):
         volumes = [v if names.count(v.name) == 1 else _renamed(v, i) for i, v in enumerate(volumes)]
     device = _device(args.device)
-    model, entry = load_detector(args.model, device)
+    model, entry = load_model(args.model, "detector", device)
     config = _teacher_config(args)
     progress = _progress(args)
     scorer = teacher_scorer(model, config, device, progress)
@@ -107,6 +107,43 @@ def cmd_teacher(args: argparse.Namespace) -> None:
     if len(volumes) > 1:
         write_series_summary(results, out, settings)
     print(json.dumps(summary if len(summary) > 1 else summary[0], indent=2))
+
+
+def _assess_with_student(args: argparse.Namespace):
+    from .assess import assess_series, student_scorer
+    from .io import read_volume
+    from .models import load_model
+    from .signals import InsertionConfig
+
+    volumes = [read_volume(p, args.modality) for p in args.inputs]
+    names = [v.name for v in volumes]
+    if len(set(names)) != len(names):
+        volumes = [v if names.count(v.name) == 1 else _renamed(v, i) for i, v in enumerate(volumes)]
+    device = _device(args.device)
+    model, entry = load_model(args.model, "student", device)
+    scorer = student_scorer(model, InsertionConfig(), device)
+    progress = _progress(args)
+    results = []
+    for vol in volumes:  # each volume on its own: no shared insertion maps are needed
+        results += assess_series([vol], scorer, "EDIQA", {"name": entry.name, "sha256": entry.sha256},
+                                 InsertionConfig(), progress, chunk=8, with_psf=False)
+    return volumes, results
+
+
+def cmd_assess(args: argparse.Namespace) -> None:
+    from .report import write_outputs
+
+    volumes, results = _assess_with_student(args)
+    write_outputs(results[0], volumes[0], args.out)
+    print(json.dumps({"name": results[0].name, "score": results[0].to_json()["score"], "out": args.out}, indent=2))
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from .report import write_comparison
+
+    volumes, results = _assess_with_student(args)
+    write_comparison(results, volumes, args.out)
+    print(json.dumps([{"name": r.name, "score": r.to_json()["score"]} for r in results], indent=2))
 
 
 def _teacher_config(args: argparse.Namespace):
@@ -163,12 +200,12 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
 def cmd_validate(args: argparse.Namespace) -> None:
     import time
 
-    from .models import load_detector
+    from .models import load_model
     from .report import write_validity
     from .validation import validity_report
 
     device = _device(args.device)
-    model, entry = load_detector(args.model, device)
+    model, entry = load_model(args.model, "detector", device)
     config = _teacher_config(args)
     start = time.perf_counter()
     report = validity_report(model, config, tuple(args.kinds), device=device, progress=_progress(args))
@@ -255,11 +292,11 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
 
 def cmd_label(args: argparse.Namespace) -> None:
     from .labels import discover_series, label_series
-    from .models import load_detector
+    from .models import load_model
 
     inputs = discover_series(args.data)
     device = _device(args.device)
-    model, entry = load_detector(args.model, device)
+    model, entry = load_model(args.model, "detector", device)
     written = label_series(inputs, model, _teacher_config(args), args.out, args.resume, device, _progress(args))
     print(json.dumps({"rows_written": written, "labels": args.out, "model": entry.name}))
 
@@ -343,6 +380,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out")
     common(p)
     p.set_defaults(func=cmd_teacher)
+
+    for name, helptext in (("assess", "assess image quality with the student (fast)"),
+                           ("compare", "assess several volumes side by side (JSON, CSV, PNG)")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("inputs", nargs=1 if name == "assess" else "+", metavar="INPUT")
+        p.add_argument("--model", default="student-lite", help="bundled student name or .safetensors path")
+        p.add_argument("--modality", choices=("ct", "mr"))
+        p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+        p.add_argument("--out", default="out")
+        common(p)
+        p.set_defaults(func=cmd_assess if name == "assess" else cmd_compare)
 
     p = sub.add_parser("train-detector", help="train the teacher's detector on inserted lesions")
     p.add_argument("--out", required=True, help="run folder (resumes when it holds a run)")

@@ -18,6 +18,7 @@ from .errors import InputError
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
 DEFAULT_DETECTOR = "detector-lite"
+DEFAULT_STUDENT = "student-lite"
 
 
 @dataclass
@@ -58,17 +59,20 @@ def find_model(name_or_path: str, models_dir: Path = MODELS_DIR) -> ModelCard:
     return ModelCard(name=card.get("name", weights.stem), weights=weights, card=card)
 
 
-def load_detector(name_or_path: str = DEFAULT_DETECTOR, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelCard]:
-    """Build the card's detector preset and load its weights (sha256-checked)."""
+def load_model(name_or_path: str, kind: str, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelCard]:
+    """Build the card's network (``kind`` ``"detector"`` or ``"student"``, its preset) and load its weights,
+    sha256-checked."""
     from .detector import build_detector
+    from .student import Student
 
+    builders = {"detector": build_detector, "student": Student}
     entry = find_model(name_or_path)
-    if entry.card.get("kind") != "detector":
-        raise InputError(f"{entry.name} is not a detector model (kind={entry.card.get('kind')!r})")
+    if entry.card.get("kind") != kind:
+        raise InputError(f"{entry.name} is not a {kind} model (kind={entry.card.get('kind')!r})")
     digest = sha256_of(entry.weights)
     if digest != entry.sha256:
         raise InputError(f"{entry.weights.name}: sha256 mismatch with its model card (corrupt or replaced weights)")
-    model = build_detector(entry.card.get("preset", "lite"))
+    model = builders[kind](entry.card.get("preset", "lite"))
     try:
         state = load_file(str(entry.weights))
         model.load_state_dict({k: v.float() for k, v in state.items()})

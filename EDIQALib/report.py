@@ -127,3 +127,41 @@ def write_validity(report: dict, out_dir: str | Path, settings: dict) -> None:
         (t / "validity.png").write_bytes(png)
         for name in ("validity.json", "validity.csv", "validity.png"):
             os.replace(t / name, out / name)
+
+
+def write_comparison(results: list[QualityResult], volumes: list[Volume], out_dir: str | Path) -> None:
+    """``compare.json``, ``compare.csv`` (per-slice scores side by side) and ``compare.png`` (score table,
+    per-slice curves in one chart, each input's worst slice with its heatmap)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    n = len(results)
+    fig = plt.figure(figsize=(4 * max(n, 2), 7.5))
+    grid = fig.add_gridspec(2, max(n, 2), height_ratios=(1, 1.4))
+    curves = fig.add_subplot(grid[0, :])
+    for r in results:
+        ys = [np.nan if s is None else s for s in r.slice_scores]
+        curves.plot(range(len(ys)), ys, marker="o" if len(ys) < 30 else None, label=f"{r.name}: {r.score:.3f}")
+    curves.set_xlabel("slice")
+    curves.set_ylabel(f"{results[0].method} score")
+    curves.legend(fontsize=8)
+    for i, (r, v) in enumerate(zip(results, volumes)):
+        ax = fig.add_subplot(grid[1, i])
+        k = worst_slice(r)
+        ax.imshow(normalise(v.array[k], v.modality), cmap="gray", vmin=0, vmax=1)
+        ax.imshow(np.ma.masked_invalid(r.heatmap[k]), cmap=HEATMAP_CMAP, vmin=0, vmax=1, alpha=0.45)
+        ax.set_title(f"{r.name}, slice {k}", fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    png = _png_bytes(fig)
+    depth = max(len(r.slice_scores) for r in results)
+    lines = ["slice," + ",".join(r.name for r in results)]
+    for k in range(depth):
+        cells = [r.slice_scores[k] if k < len(r.slice_scores) else None for r in results]
+        lines.append(f"{k}," + ",".join("" if c is None else f"{c:.6f}" for c in cells))
+    with tempfile.TemporaryDirectory(prefix=".tmp-", dir=out) as tmp:
+        t = Path(tmp)
+        (t / "compare.json").write_text(json.dumps([r.to_json() for r in results], indent=2))
+        (t / "compare.csv").write_text("\n".join(lines) + "\n")
+        (t / "compare.png").write_bytes(png)
+        for name in ("compare.json", "compare.csv", "compare.png"):
+            os.replace(t / name, out / name)

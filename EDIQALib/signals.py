@@ -96,6 +96,11 @@ def placement_mask(body: np.ndarray, salient: np.ndarray, radius: float, margin:
     return allowed
 
 
+def is_assessable(body: np.ndarray, salient: np.ndarray, config: InsertionConfig) -> bool:
+    """True when the slice has room for at least one object of the largest size."""
+    return bool(placement_mask(body, salient, config.radius_px[1], config.margin_px).any())
+
+
 def plan_insertion(body: np.ndarray, salient: np.ndarray, config: InsertionConfig,
                    rng: np.random.Generator, max_tries: int = 200) -> Insertion:
     """Draw one realisation: 2–5 objects (config) at allowed, mutually distant centres.

@@ -23,7 +23,7 @@ from torchvision.ops import box_iou
 
 from .backgrounds import Background
 from .detector import detect
-from .signals import Insertion, InsertionConfig, object_blur, placement_mask, plan_insertion, render
+from .signals import Insertion, InsertionConfig, is_assessable, object_blur, plan_insertion, render
 
 READOUTS = ("agnostic", "paper")
 Progress = Callable[[str, int, int], None]
@@ -132,11 +132,6 @@ def series_masks(backgrounds: list[Background]) -> tuple[np.ndarray, np.ndarray]
     return body, salient
 
 
-def is_assessable(body: np.ndarray, salient: np.ndarray, config: InsertionConfig) -> bool:
-    """True when the slice has room for at least one object of the largest size."""
-    return bool(placement_mask(body, salient, config.radius_px[1], config.margin_px).any())
-
-
 def score_series(model: nn.Module, backgrounds: list[Background], config: TeacherConfig, slice_index: int = 0,
                  device: torch.device | str = "cpu", progress: Progress | None = None) -> list[SliceVerdict]:
     """Score co-registered versions of one slice on shared insertion maps.
@@ -177,11 +172,11 @@ def score_series(model: nn.Module, backgrounds: list[Background], config: Teache
 
 
 def teacher_scorer(model: nn.Module, config: TeacherConfig, device: torch.device | str = "cpu",
-                   progress: Progress | None = None) -> Callable[[list[Background], int], list[tuple]]:
-    """The teacher as a slice scorer for :func:`EDIQALib.assess.assess_series`."""
+                   progress: Progress | None = None) -> Callable[[list[list[Background]], list[int]], list[list[tuple]]]:
+    """The teacher as a slice scorer for :func:`EDIQALib.assess.assess_series` (one slice position a call)."""
 
-    def scorer(backgrounds: list[Background], slice_index: int) -> list[tuple]:
-        verdicts = score_series(model, backgrounds, config, slice_index, device, progress)
-        return [(v.score, v.heatmap, v.assessable) for v in verdicts]
+    def scorer(positions: list[list[Background]], indices: list[int]) -> list[list[tuple]]:
+        return [[(v.score, v.heatmap, v.assessable) for v in score_series(model, bgs, config, k, device, progress)]
+                for bgs, k in zip(positions, indices)]
 
     return scorer

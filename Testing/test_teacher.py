@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from EDIQALib.backgrounds import make_background
-from EDIQALib.models import load_detector
+from EDIQALib.models import load_model
 from EDIQALib.series import make_series
 from EDIQALib.signals import Insertion, render
 from EDIQALib.simulate import phantom
@@ -14,7 +14,7 @@ from EDIQALib.teacher import TeacherConfig, coco_map, score_series
 
 @pytest.fixture(scope="module")
 def detector():
-    model, _ = load_detector("detector-lite")
+    model, _ = load_model("detector-lite", "detector")
     return model
 
 

@@ -1,0 +1,74 @@
+"""Student assessment plumbing: volume → per-slice scores, heatmap in input geometry, compare outputs.
+
+The network here is freshly initialised (the values mean nothing); what is checked is the volume
+handling, which is the same whatever the weights."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from EDIQALib.detector import save_weights
+from EDIQALib.models import package_model
+from EDIQALib.student import Student
+from conftest import ct_image
+
+
+@pytest.fixture(scope="module")
+def student_file(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    save_weights(Student("lite"), folder / "raw.safetensors")
+    return package_model(folder / "raw.safetensors", "student-test", "student", "lite", {}, folder)
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "EDIQALib", *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_assess_volume_outputs_in_input_geometry(tmp_path, student_file):
+    image = ct_image(slices=3, size=160, spacing=(0.6, 0.6, 3.0))
+    empty = sitk.GetArrayFromImage(image)
+    empty[1] = -1000.0  # an all-air slice: not assessable
+    src = sitk.GetImageFromArray(empty)
+    src.CopyInformation(image)
+    path = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(src, str(path))
+    proc = _run("assess", path, "--model", student_file, "--out", tmp_path / "out", "--progress", "none")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["method"] == "EDIQA"
+    assert result["assessable"] == [True, False, True]
+    assert result["slice_scores"][1] is None
+    assert result["score"] == pytest.approx(np.mean([result["slice_scores"][0], result["slice_scores"][2]]), abs=1e-5)
+    heat = sitk.ReadImage(str(tmp_path / "out" / "heatmap.nrrd"))
+    assert heat.GetSize() == src.GetSize()
+    np.testing.assert_allclose(heat.GetDirection(), src.GetDirection(), atol=1e-6)
+    np.testing.assert_allclose(heat.GetOrigin(), src.GetOrigin(), atol=1e-5)
+    arr = sitk.GetArrayFromImage(heat)
+    assert np.isnan(arr[1]).all() and np.isfinite(arr[0]).mean() > 0.2
+
+
+def test_compare_writes_side_by_side_outputs(tmp_path, student_file):
+    paths = []
+    for name, seed in (("recon-a", 3), ("recon-b", 5)):
+        p = tmp_path / f"{name}.nrrd"
+        sitk.WriteImage(ct_image(slices=2, size=128, seed=seed), str(p))
+        paths.append(p)
+    proc = _run("compare", *paths, "--model", student_file, "--out", tmp_path / "cmp", "--progress", "none")
+    assert proc.returncode == 0, proc.stderr
+    rows = (tmp_path / "cmp" / "compare.csv").read_text().splitlines()
+    assert rows[0] == "slice,recon-a,recon-b" and len(rows) == 3
+    assert [r["name"] for r in json.loads((tmp_path / "cmp" / "compare.json").read_text())] == ["recon-a", "recon-b"]
+    assert (tmp_path / "cmp" / "compare.png").stat().st_size > 10_000
+
+
+def test_assess_refuses_a_detector_as_student(tmp_path):
+    proc = _run("assess", "Resources/SampleData/head-ct-slice.nrrd", "--model", "detector-lite", "--out", tmp_path)
+    assert proc.returncode == 2 and "not a student model" in proc.stderr
