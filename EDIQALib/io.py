@@ -89,18 +89,18 @@ def _read_file(path: Path) -> tuple[sitk.Image, str | None]:
     return image, modality
 
 
-def _resolve_modality(raw: str | None, requested: str | None, array: np.ndarray, path: Path) -> str:
+def _resolve_modality(raw: str | None, requested: str | None, array: np.ndarray, name: str) -> str:
     if requested is not None:
         if requested not in MODALITIES:
             raise InputError(f"unknown modality {requested!r}; use one of {', '.join(MODALITIES)}")
         return requested
     if raw is not None:
         if raw.upper() not in _DICOM_MODALITY:
-            raise InputError(f"{path.name}: modality {raw!r} is not supported (CT or MR only)")
+            raise InputError(f"{name}: modality {raw!r} is not supported (CT or MR only)")
         return _DICOM_MODALITY[raw.upper()]
     if float(np.percentile(array, 1)) <= -900.0:
         return "ct"  # air at about -1000: Hounsfield units
-    raise InputError(f"{path.name}: cannot tell the modality; pass --modality ct or --modality mr")
+    raise InputError(f"{name}: cannot tell the modality; pass --modality ct or --modality mr")
 
 
 def read_volume(path: str | os.PathLike, modality: str | None = None) -> Volume:
@@ -125,27 +125,36 @@ def read_volume(path: str | os.PathLike, modality: str | None = None) -> Volume:
         first = str(exc).strip().splitlines()
         detail = next((ln for ln in first if "ERROR" in ln or "rror" in ln), first[0] if first else "")
         raise InputError(f"cannot read {p.name}: not a readable image ({detail.strip()[:120]})") from None
-    dim = image.GetDimension()
-    if dim not in (2, 3):
-        raise InputError(f"{p.name}: {dim}-D image; expected a 2-D slice or a 3-D volume")
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"{p.name}: {image.GetNumberOfComponentsPerPixel()}-component pixels; expected a greyscale image")
-    if min(image.GetSize()[:2]) < MIN_SIZE:
-        raise InputError(f"{p.name}: in-plane size {image.GetSize()[:2]} is under {MIN_SIZE} pixels")
-    array = sitk.GetArrayFromImage(image).astype(np.float32)
-    if array.ndim == 2:
-        array = array[None]
-    if not np.all(np.isfinite(array)):
-        raise InputError(f"{p.name}: image contains NaN or infinite values")
-    if float(array.max() - array.min()) == 0.0:
-        raise InputError(f"{p.name}: image is constant (empty); nothing to assess")
-    mod = _resolve_modality(raw_modality, modality, array, p)
     name = p.name
     for ext in (".nii.gz", ".nrrd", ".nii", ".mha", ".mhd", ".dcm"):
         if name.lower().endswith(ext):
             name = name[: -len(ext)]
             break
-    return Volume(array=array, reference=image, modality=mod, name=name)
+    return volume_from_image(image, name, raw_modality, modality)
+
+
+def volume_from_image(image: sitk.Image, name: str, raw_modality: str | None = None,
+                      modality: str | None = None) -> Volume:
+    """Check an image the engine is to assess and wrap it as a :class:`Volume` (see :func:`read_volume`).
+
+    ``raw_modality`` is a DICOM Modality value when known; ``modality`` an explicit ``"ct"``/``"mr"``.
+    """
+    dim = image.GetDimension()
+    if dim not in (2, 3):
+        raise InputError(f"{name}: {dim}-D image; expected a 2-D slice or a 3-D volume")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{name}: {image.GetNumberOfComponentsPerPixel()}-component pixels; expected a greyscale image")
+    if min(image.GetSize()[:2]) < MIN_SIZE:
+        raise InputError(f"{name}: in-plane size {image.GetSize()[:2]} is under {MIN_SIZE} pixels")
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    if array.ndim == 2:
+        array = array[None]
+    if not np.all(np.isfinite(array)):
+        raise InputError(f"{name}: image contains NaN or infinite values")
+    if float(array.max() - array.min()) == 0.0:
+        raise InputError(f"{name}: image is constant (empty); nothing to assess")
+    return Volume(array=array, reference=image, modality=_resolve_modality(raw_modality, modality, array, name),
+                  name=name)
 
 
 def image_like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:

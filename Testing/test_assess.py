@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,5 +71,6 @@ def test_compare_writes_side_by_side_outputs(tmp_path, student_file):
 
 
 def test_assess_refuses_a_detector_as_student(tmp_path):
-    proc = _run("assess", "Resources/SampleData/head-ct-slice.nrrd", "--model", "detector-lite", "--out", tmp_path)
+    sample = Path(__file__).resolve().parent.parent / "Resources" / "SampleData" / "head-ct-slice.nrrd"
+    proc = _run("assess", sample, "--model", "detector-lite", "--out", tmp_path)
     assert proc.returncode == 2 and "not a student model" in proc.stderr

@@ -1,0 +1,194 @@
+"""The MRML bridge: volume nodes ↔ engine volumes, heatmap/table/plot nodes, compare layout, rendering.
+
+Works against real MRML, inside 3D Slicer and with the ``slicer-core`` wheel (Qt-free MRML and
+logic), which is how it is tested. Every function takes the scene explicitly. Nodes are only added,
+never modified, except the display/composite settings this module owns.
+"""
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+import slicer
+import vtk
+from vtk.util import numpy_support
+
+from .assess import QualityResult
+from .io import Volume, volume_from_image
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+COLOR_NODE_NAME = "EDIQA local quality"
+HIDDEN = -1.0  # heatmap voxels without a value (outside the body) are stored as this and thresholded away
+
+
+def ijk_to_ras(node) -> np.ndarray:
+    """The node's 4×4 IJK→RAS matrix."""
+    m = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(m)
+    return np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def _set_ijk_to_ras(node, matrix: np.ndarray) -> None:
+    m = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            m.SetElement(r, c, float(matrix[r, c]))
+    node.SetIJKToRASMatrix(m)
+
+
+def array_from_node(node) -> np.ndarray:
+    """A copy of the node's voxels as ``(slices, rows, columns)``."""
+    image = node.GetImageData()
+    nx, ny, nz = image.GetDimensions()
+    return numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(nz, ny, nx).copy()
+
+
+def image_from_node(node) -> sitk.Image:
+    """The node as a 3-D SimpleITK image (LPS physical space, the same voxels)."""
+    matrix = ijk_to_ras(node)
+    spacing = np.linalg.norm(matrix[:3, :3], axis=0)
+    direction_lps = LPS_TO_RAS @ (matrix[:3, :3] / spacing)
+    image = sitk.GetImageFromArray(array_from_node(node).astype(np.float32))
+    image.SetSpacing(tuple(float(s) for s in spacing))
+    image.SetOrigin(tuple(float(v) for v in LPS_TO_RAS @ matrix[:3, 3]))
+    image.SetDirection(tuple(float(v) for v in direction_lps.ravel()))
+    return image
+
+
+def volume_from_node(node, modality: str | None = None) -> Volume:
+    """An engine :class:`Volume` of a scalar volume node (checked like a file; the node is not touched)."""
+    raw = node.GetAttribute("DICOM.Modality") if hasattr(node, "GetAttribute") else None
+    return volume_from_image(image_from_node(node), node.GetName() or "volume", raw, modality)
+
+
+def add_volume_node(scene, array: np.ndarray, like, name: str):
+    """A new scalar volume node holding ``array`` (``(slices, rows, cols)``) on ``like``'s exact grid."""
+    arr = np.ascontiguousarray(np.asarray(array, np.float32).reshape(array_from_node(like).shape))
+    image = vtk.vtkImageData()
+    image.SetDimensions(arr.shape[2], arr.shape[1], arr.shape[0])
+    image.AllocateScalars(vtk.VTK_FLOAT, 1)
+    numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = arr.ravel()
+    node = slicer.vtkMRMLScalarVolumeNode()
+    node.SetName(scene.GenerateUniqueName(name))
+    scene.AddNode(node)
+    node.SetAndObserveImageData(image)
+    _set_ijk_to_ras(node, ijk_to_ras(like))
+    return node
+
+
+def quality_color_node(scene):
+    """The heatmap's colour table (red = lesions missed → yellow → green = found), created once per scene."""
+    existing = scene.GetFirstNodeByName(COLOR_NODE_NAME)
+    if existing is not None:
+        return existing
+    node = slicer.vtkMRMLColorTableNode()
+    node.SetName(COLOR_NODE_NAME)
+    node.SetTypeToUser()
+    node.SetNumberOfColors(256)
+    node.SetNamesInitialised(True)
+    for i in range(256):
+        t = i / 255.0
+        r, g = (1.0, 2 * t) if t < 0.5 else (2 * (1 - t), 1.0)
+        node.SetColor(i, f"q{i}", r, g, 0.1, 1.0)
+    scene.AddNode(node)
+    return node
+
+
+def add_heatmap_node(scene, result: QualityResult, input_node):
+    """The result's heatmap as a new volume node on the input's grid, shown red→green over [0, 1];
+    voxels without a value are hidden."""
+    heat = np.where(np.isfinite(result.heatmap), result.heatmap, HIDDEN)
+    node = add_volume_node(scene, heat, input_node, f"{input_node.GetName()} quality")
+    display = slicer.vtkMRMLScalarVolumeDisplayNode()
+    scene.AddNode(display)
+    display.SetAndObserveColorNodeID(quality_color_node(scene).GetID())
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(0.0, 1.0)
+    display.AutoThresholdOff()
+    display.SetThreshold(0.0, 1.0)
+    display.ApplyThresholdOn()
+    node.SetAndObserveDisplayNodeID(display.GetID())
+    return node
+
+
+def show_overlay(composite_node, background_node, heatmap_node, opacity: float = 0.45) -> None:
+    """Background = the image, foreground = its heatmap at ``opacity``."""
+    composite_node.SetBackgroundVolumeID(background_node.GetID())
+    composite_node.SetForegroundVolumeID(heatmap_node.GetID())
+    composite_node.SetForegroundOpacity(float(opacity))
+
+
+def add_results_table(scene, result: QualityResult):
+    """A table node with one row per slice: slice index, score (NaN when not assessable), assessable."""
+    table = slicer.vtkMRMLTableNode()
+    table.SetName(scene.GenerateUniqueName(f"{result.name} slice scores"))
+    scene.AddNode(table)
+    columns = [("slice", vtk.vtkIntArray()), ("score", vtk.vtkDoubleArray()), ("assessable", vtk.vtkIntArray())]
+    for name, array in columns:
+        array.SetName(name)
+    for k, (score, ok) in enumerate(zip(result.slice_scores, result.assessable)):
+        columns[0][1].InsertNextValue(k)
+        columns[1][1].InsertNextValue(np.nan if score is None else float(score))
+        columns[2][1].InsertNextValue(int(ok))
+    for _, array in columns:
+        table.AddColumn(array)
+    return table
+
+
+def add_score_plot(scene, tables: list, names: list[str]):
+    """A plot chart with one line (score vs slice) per table; returns the chart node."""
+    chart = slicer.vtkMRMLPlotChartNode()
+    chart.SetName(scene.GenerateUniqueName("EDIQA slice scores"))
+    scene.AddNode(chart)
+    chart.SetXAxisTitle("slice")
+    chart.SetYAxisTitle("quality score")
+    for table, name in zip(tables, names):
+        series = slicer.vtkMRMLPlotSeriesNode()
+        series.SetName(scene.GenerateUniqueName(name))
+        scene.AddNode(series)
+        series.SetAndObserveTableNodeID(table.GetID())
+        series.SetXColumnName("slice")
+        series.SetYColumnName("score")
+        series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeScatter)
+        chart.AddAndObservePlotSeriesNodeID(series.GetID())
+    return chart
+
+
+def compare_layout_xml(view_names: list[str]) -> str:
+    """A Slicer layout description with one axial slice view per name, side by side."""
+    items = "".join(
+        f'<item><view class="vtkMRMLSliceNode" singletontag="{n}"><property name="orientation" action="default">'
+        f'Axial</property><property name="viewlabel" action="default">{i + 1}</property></view></item>'
+        for i, n in enumerate(view_names))
+    return f'<layout type="horizontal">{items}</layout>'
+
+
+def setup_compare(scene, layout_node, slice_logics: list, volumes: list, heatmaps: list,
+                  layout_id: int = 7501, opacity: float = 0.45) -> list:
+    """Register and select the side-by-side layout, and put each volume with its heatmap in its own view,
+    all views linked. ``slice_logics`` are the views' logics (Slicer's layout manager makes them in the
+    application; tests make them with ``vtkMRMLSliceLogic.AddSliceNode``). Returns the composite nodes."""
+    names = [logic.GetSliceNode().GetLayoutName() for logic in slice_logics]
+    if not layout_node.IsLayoutDescription(layout_id):
+        layout_node.AddLayoutDescription(layout_id, compare_layout_xml(names))
+    else:
+        layout_node.SetLayoutDescription(layout_id, compare_layout_xml(names))
+    layout_node.SetViewArrangement(layout_id)
+    composites = []
+    for logic, volume, heat in zip(slice_logics, volumes, heatmaps):
+        composite = logic.GetSliceCompositeNode()
+        show_overlay(composite, volume, heat, opacity)
+        composite.SetLinkedControl(True)
+        composites.append(composite)
+    return composites
+
+
+def render_slice(slice_logic, width: int, height: int) -> np.ndarray:
+    """Composite the view's layers offscreen, as Slicer does, into an RGBA array ``(height, width, 4)``
+    (row 0 at the top)."""
+    slice_logic.GetSliceNode().SetDimensions(width, height, 1)
+    slice_logic.FitSliceToAll()
+    producer = slice_logic.GetImageDataConnection().GetProducer()
+    producer.Update()
+    out = producer.GetOutput()
+    rgba = numpy_support.vtk_to_numpy(out.GetPointData().GetScalars()).reshape(height, width, -1)
+    return rgba[::-1].copy()

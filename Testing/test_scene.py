@@ -1,0 +1,141 @@
+"""The MRML bridge under the real slicer-core wheel: geometry round trips, heatmap node, table, plot,
+compare layout, and the overlay rendered offscreen by vtkMRMLSliceLogic."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+slicer = pytest.importorskip("slicer")
+
+from EDIQALib.assess import QualityResult  # noqa: E402
+from EDIQALib import scene as bridge  # noqa: E402
+from conftest import ct_image  # noqa: E402
+
+
+def _scene():
+    scene = slicer.vtkMRMLScene()
+    colors = slicer.vtkMRMLColorLogic()
+    colors.SetMRMLScene(scene)
+    return scene, colors
+
+
+def _node_from_image(scene, image: sitk.Image, name="ct"):
+    """A volume node made the way Slicer loads a file: voxels plus IJK→RAS from the image's LPS geometry."""
+    spacing = np.array(image.GetSpacing())
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    matrix = np.eye(4)
+    matrix[:3, :3] = bridge.LPS_TO_RAS @ direction * spacing
+    matrix[:3, 3] = bridge.LPS_TO_RAS @ np.array(image.GetOrigin())
+    blank = _blank(scene, image)
+    node = bridge.add_volume_node(scene, sitk.GetArrayFromImage(image), blank, name)
+    bridge._set_ijk_to_ras(node, matrix)
+    scene.RemoveNode(blank)
+    return node
+
+
+def _blank(scene, image):
+    import vtk
+    n = slicer.vtkMRMLScalarVolumeNode()
+    data = vtk.vtkImageData()
+    data.SetDimensions(*image.GetSize())
+    data.AllocateScalars(vtk.VTK_FLOAT, 1)
+    n.SetAndObserveImageData(data)
+    scene.AddNode(n)
+    return n
+
+
+def _result(name, heat, scores):
+    return QualityResult(name=name, score=float(np.nanmean([s for s in scores if s is not None])),
+                         slice_scores=scores, assessable=[s is not None for s in scores], heatmap=heat,
+                         method="EDIQA", model={}, seconds=0.0, shape=(), spacing=())
+
+
+def test_oblique_anisotropic_volume_round_trips():
+    scene, _ = _scene()
+    image = ct_image(slices=3, size=80, spacing=(0.6, 0.8, 2.5), origin=(-40.0, 12.5, 7.0))
+    node = _node_from_image(scene, image)
+    vol = bridge.volume_from_node(node)
+    assert vol.modality == "ct" and vol.name == "ct"
+    np.testing.assert_allclose(vol.array, sitk.GetArrayFromImage(image), atol=1e-4)
+    back = vol.reference
+    np.testing.assert_allclose(back.GetSpacing(), image.GetSpacing(), rtol=1e-6)
+    np.testing.assert_allclose(back.GetOrigin(), image.GetOrigin(), atol=1e-5)
+    np.testing.assert_allclose(back.GetDirection(), image.GetDirection(), atol=1e-6)
+    # one voxel, two routes to physical space: SimpleITK (LPS) and the node's IJK→RAS
+    ras = bridge.ijk_to_ras(node) @ np.array([5, 7, 2, 1.0])
+    lps = np.array(image.TransformIndexToPhysicalPoint((5, 7, 2)))
+    np.testing.assert_allclose(ras[:3], bridge.LPS_TO_RAS @ lps, atol=1e-5)
+
+
+def test_heatmap_node_table_and_plot():
+    scene, _ = _scene()
+    node = _node_from_image(scene, ct_image(slices=3, size=80))
+    heat = np.full((3, 80, 80), np.nan, np.float32)
+    heat[:, 20:60, 20:60] = 0.7
+    result = _result("ct", heat, [0.4, None, 0.3])
+    heat_node = bridge.add_heatmap_node(scene, result, node)
+    np.testing.assert_allclose(bridge.ijk_to_ras(heat_node), bridge.ijk_to_ras(node))
+    stored = bridge.array_from_node(heat_node)
+    assert stored.shape == (3, 80, 80) and stored[0, 0, 0] == bridge.HIDDEN and stored[0, 30, 30] == pytest.approx(0.7)
+    display = heat_node.GetDisplayNode()
+    assert display.GetColorNode().GetName() == bridge.COLOR_NODE_NAME and display.GetApplyThreshold()
+    table = bridge.add_results_table(scene, result)
+    assert table.GetNumberOfRows() == 3
+    assert np.isnan(table.GetTable().GetColumnByName("score").GetValue(1))
+    chart = bridge.add_score_plot(scene, [table, table], ["a", "b"])
+    assert chart.GetNumberOfPlotSeriesNodes() == 2
+    series = chart.GetNthPlotSeriesNode(0)
+    assert series.GetTableNodeID() == table.GetID() and series.GetYColumnName() == "score"
+
+
+def test_compare_sets_one_composite_node_per_view():
+    scene, _ = _scene()
+    layout = slicer.vtkMRMLLayoutNode()
+    scene.AddNode(layout)
+    vols = [_node_from_image(scene, ct_image(slices=1, size=80, seed=s), f"v{s}") for s in (3, 4, 5)]
+    heats = [bridge.add_heatmap_node(scene, _result("v", np.full((1, 80, 80), 0.5, np.float32), [0.5]), v)
+             for v in vols]
+    logics = []
+    for name in ("EDIQA1", "EDIQA2", "EDIQA3"):
+        logic = slicer.vtkMRMLSliceLogic()
+        logic.SetMRMLScene(scene)
+        logic.AddSliceNode(name)
+        logics.append(logic)
+    composites = bridge.setup_compare(scene, layout, logics, vols, heats)
+    assert len({c.GetID() for c in composites}) == 3
+    for c, v, h in zip(composites, vols, heats):
+        assert c.GetBackgroundVolumeID() == v.GetID() and c.GetForegroundVolumeID() == h.GetID()
+        assert c.GetLinkedControl()
+    assert layout.GetViewArrangement() == 7501
+    assert "EDIQA3" in layout.GetLayoutDescription(7501)
+
+
+def test_overlay_renders_colours_where_the_map_is_high_and_grey_where_hidden(tmp_path):
+    scene, _ = _scene()
+    image = ct_image(slices=1, size=128, spacing=(0.7, 0.7, 1.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1))
+    node = _node_from_image(scene, image)
+    display = slicer.vtkMRMLScalarVolumeDisplayNode()
+    scene.AddNode(display)
+    display.SetAndObserveColorNodeID("vtkMRMLColorTableNodeGrey")
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(-1000, 400)
+    node.SetAndObserveDisplayNodeID(display.GetID())
+    heat = np.full((1, 128, 128), np.nan, np.float32)
+    heat[0, :, :64] = 0.95  # image columns 0..63 (patient right … ) carry a high value, the rest none
+    heat_node = bridge.add_heatmap_node(scene, _result("ct", heat, [0.9]), node)
+    logic = slicer.vtkMRMLSliceLogic()
+    logic.SetMRMLScene(scene)
+    logic.AddSliceNode("Red")
+    bridge.show_overlay(logic.GetSliceCompositeNode(), node, heat_node, opacity=0.5)
+    rgba = bridge.render_slice(logic, 256, 256).astype(int)
+    r, g, b = rgba[..., 0], rgba[..., 1], rgba[..., 2]
+    coloured = (g - b > 40)  # green-tinted: the heatmap's high end
+    grey = (np.abs(r - g) <= 2) & (np.abs(g - b) <= 2)
+    # columns 0..63 carry the map: in RAS the image's +i axis points left, so they land on the view's right
+    left, right = coloured[:, :128].mean(), coloured[:, 128:].mean()
+    assert max(left, right) > 0.4 and min(left, right) < 0.02
+    hidden_half = slice(0, 128) if left < right else slice(128, 256)
+    assert grey[:, hidden_half].mean() > 0.95
+    import matplotlib.pyplot as plt
+    plt.imsave(tmp_path / "overlay-slicer.png", rgba[..., :3].astype(np.uint8))  # what a user would see
