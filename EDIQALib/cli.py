@@ -139,9 +139,11 @@ def cmd_assess(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from .report import write_comparison
+    from .report import write_comparison, write_outputs
 
     volumes, results = _assess_with_student(args)
+    for vol, res in zip(volumes, results):
+        write_outputs(res, vol, Path(args.out) / vol.name)
     write_comparison(results, volumes, args.out)
     print(json.dumps([{"name": r.name, "score": r.to_json()["score"]} for r in results], indent=2))
 

@@ -165,3 +165,18 @@ def write_comparison(results: list[QualityResult], volumes: list[Volume], out_di
         (t / "compare.png").write_bytes(png)
         for name in ("compare.json", "compare.csv", "compare.png"):
             os.replace(t / name, out / name)
+
+
+def read_outputs(out_dir: str | Path) -> QualityResult:
+    """The :class:`QualityResult` that :func:`write_outputs` wrote (heatmap in the input's array order)."""
+    import SimpleITK as sitk
+
+    out = Path(out_dir)
+    data = json.loads((out / "result.json").read_text())
+    heat = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "heatmap.nrrd"))).astype(np.float32)
+    core = ("name", "score", "slice_scores", "assessable", "method", "model", "seconds", "shape", "spacing")
+    return QualityResult(name=data["name"], score=np.nan if data["score"] is None else float(data["score"]),
+                         slice_scores=data["slice_scores"], assessable=data["assessable"],
+                         heatmap=heat.reshape((-1,) + heat.shape[-2:]), method=data["method"], model=data["model"],
+                         seconds=data["seconds"], shape=tuple(data["shape"]), spacing=tuple(data["spacing"]),
+                         details={k: v for k, v in data.items() if k not in core})

@@ -68,6 +68,8 @@ def test_compare_writes_side_by_side_outputs(tmp_path, student_file):
     assert rows[0] == "slice,recon-a,recon-b" and len(rows) == 3
     assert [r["name"] for r in json.loads((tmp_path / "cmp" / "compare.json").read_text())] == ["recon-a", "recon-b"]
     assert (tmp_path / "cmp" / "compare.png").stat().st_size > 10_000
+    for name in ("recon-a", "recon-b"):  # each input's own outputs, for viewers that show them side by side
+        assert (tmp_path / "cmp" / name / "heatmap.nrrd").exists()
 
 
 def test_assess_refuses_a_detector_as_student(tmp_path):

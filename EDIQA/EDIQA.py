@@ -1,0 +1,454 @@
+"""EDIQA: task-based, no-reference image quality in 3D Slicer (thin Qt layer over EDIQALib)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import qt
+import slicer
+import vtk
+from slicer import vtkMRMLScalarVolumeNode
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.util import VTKObservationMixin
+
+# EDIQALib sits beside this module's folder (source tree) or beside this file (installed extension)
+for _candidate in (Path(__file__).resolve().parent, Path(__file__).resolve().parent.parent):
+    if (_candidate / "EDIQALib").is_dir() and str(_candidate) not in sys.path:
+        sys.path.insert(0, str(_candidate))
+        break
+
+TEACHER_CHOICE = "Teacher (mD2IQA, slow)"
+USER_MODELS = Path(qt.QStandardPaths.writableLocation(qt.QStandardPaths.AppDataLocation) or tempfile.gettempdir()) / "EDIQA" / "Models"
+PACKAGES = ("SimpleITK", "scikit-image", "PyWavelets", "pycocotools", "safetensors", "matplotlib", "pydicom", "scipy")
+
+
+class EDIQA(ScriptedLoadableModule):
+    """Module description (the Slicer module template)."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "EDIQA"
+        self.parent.categories = ["Quantification"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["EDIQA developers"]
+        self.parent.helpText = (
+            "Task-based, no-reference image quality for CT and MR: a score per volume and per slice and a "
+            "local detectability heatmap. <b>Assess quality</b> runs the fast student; the teacher "
+            "(mD2IQA) inserts synthetic lesions and measures how well a trained detector finds them. "
+            "Scores: 0 (lesions missed) to 1 (all found); compare within a series.")
+        self.parent.acknowledgementText = (
+            "After W. Lee, G. E. Gold, J.-H. Choi, \"Efficient Deep-Detector Image Quality Assessment Based on "
+            "Knowledge Distillation\", IEEE Trans. Instrum. Meas. 73 (2024) 4501715, doi:10.1109/TIM.2023.3346519. "
+            "Sample data: pydicom test files (MIT licence).")
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData():
+    """The bundled head CT slice in the Sample Data module."""
+    import SampleData
+
+    root = Path(__file__).resolve().parent
+    sample = next(p for p in (root / "Resources" / "SampleData" / "head-ct-slice.nrrd",
+                              root.parent / "Resources" / "SampleData" / "head-ct-slice.nrrd") if p.exists())
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category="EDIQA", sampleName="EDIQAHeadCT", thumbnailFileName=str(root / "Resources" / "Icons" / "EDIQA.png"),
+        uris=sample.as_uri(), fileNames="head-ct-slice.nrrd", nodeNames="EDIQAHeadCT", loadFileType="VolumeFile")
+
+
+@parameterNodeWrapper
+class EDIQAParameterNode:
+    """The module's settings, saved with the scene."""
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.45
+    realizations: Annotated[int, WithinRange(1, 1000)] = 100
+    repeats: Annotated[int, WithinRange(1, 50)] = 5
+    seed: int = 0
+    epochs: Annotated[int, WithinRange(1, 1000)] = 30
+    learningRate: float = 1e-3
+
+
+class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The panel: assess, compare, relabel, retrain — each a background ``ediqa`` process with cancel."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._runner = None
+        self._running_button = None
+        self._on_done = None
+        self._workdir = None
+        self._timer = qt.QTimer()
+        self._timer.setInterval(200)
+        self._timer.timeout.connect(self._poll)
+        self._heatmap = None
+        self._result = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/EDIQA.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = EDIQALogic()
+        self.ui.deviceSelector.addItems(["auto", "cpu", "cuda"])
+        self.ui.stageSelector.addItems(["stage 2 (distillation)", "stages 1 and 2"])
+        self._fill_models()
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.assessButton.connect("clicked(bool)", self.onAssess)
+        self.ui.compareButton.connect("clicked(bool)", self.onCompare)
+        self.ui.relabelButton.connect("clicked(bool)", self.onRelabel)
+        self.ui.retrainButton.connect("clicked(bool)", self.onRetrain)
+        self.ui.worstSliceButton.connect("clicked(bool)", self.onWorstSlice)
+        self.ui.opacitySlider.connect("valueChanged(double)", self.onOpacity)
+        self.ui.compareSelector.connect("checkedNodesChanged()", self._update_buttons)
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self._cancel()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._update_buttons)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self._cancel()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if first:
+                self._parameterNode.inputVolume = first
+
+    def setParameterNode(self, node) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._update_buttons)
+        self._parameterNode = node
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._update_buttons)
+            self._update_buttons()
+
+    def _fill_models(self) -> None:
+        self.ui.modelSelector.clear()
+        for name, path in self.logic.available_students():
+            self.ui.modelSelector.addItem(name, path)
+        self.ui.modelSelector.addItem(TEACHER_CHOICE, "")
+
+    def _update_buttons(self, *args) -> None:
+        busy = self._runner is not None
+        has_input = bool(self._parameterNode and self._parameterNode.inputVolume)
+        self.ui.assessButton.enabled = has_input and (not busy or self._running_button is self.ui.assessButton)
+        self.ui.compareButton.enabled = len(self.ui.compareSelector.checkedNodes()) >= 2 and not busy
+        self.ui.worstSliceButton.enabled = self._result is not None
+
+    # --- background work -------------------------------------------------------------------------
+    def _start(self, button, args: list[str], on_done) -> None:
+        """Run ``ediqa args`` in the background; ``button`` turns into Cancel while it runs."""
+        if self._runner is not None:
+            if button is self._running_button:
+                self._cancel()
+            return
+        if not self.logic.ensure_dependencies():
+            return
+        from EDIQALib.runner import Runner
+
+        self._runner = Runner(args, python=self.logic.python_executable(), env=self.logic.child_environment())
+        self._running_button, self._on_done = button, on_done
+        self._label = button.text
+        button.text = "Cancel"
+        self.ui.progressBar.visible = True
+        self.ui.progressBar.value = 0
+        self.ui.statusLabel.text = "Starting…"
+        self._runner.start()
+        self._timer.start()
+        self._update_buttons()
+
+    def _poll(self) -> None:
+        for event in self._runner.events():
+            self.ui.progressBar.maximum = max(event.total, 1)
+            self.ui.progressBar.value = event.done
+            self.ui.statusLabel.text = f"{event.stage}: {event.done}/{event.total}"
+        if self._runner.running:
+            return
+        outcome = self._runner.wait()
+        self._finish()
+        if outcome.cancelled:
+            self.ui.statusLabel.text = "Cancelled."
+        elif outcome.returncode != 0:
+            self.ui.statusLabel.text = outcome.error or f"Failed (exit code {outcome.returncode})."
+            slicer.util.errorDisplay(self.ui.statusLabel.text)
+        else:
+            self.ui.statusLabel.text = "Done."
+            with slicer.util.tryWithErrorDisplay("Could not load the results.", waitCursor=True):
+                self._on_done(outcome.result)
+
+    def _finish(self) -> None:
+        self._timer.stop()
+        if self._running_button is not None:
+            self._running_button.text = self._label
+        self._runner, self._running_button = None, None
+        self.ui.progressBar.visible = False
+        self._update_buttons()
+
+    def _cancel(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            self._finish()
+            self.ui.statusLabel.text = "Cancelled."
+
+    # --- actions ---------------------------------------------------------------------------------
+    def onAssess(self) -> None:
+        node = self._parameterNode.inputVolume
+        self._workdir = Path(tempfile.mkdtemp(prefix="EDIQA-"))
+        src = self.logic.export_volume(node, self._workdir)
+        model = self.ui.modelSelector.currentData
+        p = self._parameterNode
+        if model:
+            args = ["assess", src, "--model", model]
+        else:
+            args = ["teacher", src, "--realizations", str(p.realizations), "--repeats", str(p.repeats), "--seed", str(p.seed)]
+        args += ["--device", self.ui.deviceSelector.currentText, "--out", str(self._workdir / "out")]
+        self._start(self.ui.assessButton, args, lambda _: self._show_result(node, self._workdir / "out"))
+
+    def _show_result(self, node, out_dir: Path) -> None:
+        self._result, self._heatmap = self.logic.load_result(node, out_dir, self._parameterNode.opacity)
+        score = self._result.score
+        self.ui.scoreLabel.text = "not assessable" if score != score else f"{score:.3f} ({self._result.method})"
+        self._update_buttons()
+
+    def onOpacity(self, value: float) -> None:
+        for name in ("Red", "Yellow", "Green"):
+            composite = slicer.app.layoutManager().sliceWidget(name).mrmlSliceCompositeNode()
+            if self._heatmap is not None and composite.GetForegroundVolumeID() == self._heatmap.GetID():
+                composite.SetForegroundOpacity(value)
+
+    def onWorstSlice(self) -> None:
+        from EDIQALib.report import worst_slice
+
+        node = self._parameterNode.inputVolume
+        k = worst_slice(self._result)
+        ras = self.logic.slice_center_ras(node, k)
+        slicer.modules.markups.logic().JumpSlicesToLocation(*ras, True)
+
+    def onCompare(self) -> None:
+        nodes = list(self.ui.compareSelector.checkedNodes())
+        self._workdir = Path(tempfile.mkdtemp(prefix="EDIQA-compare-"))
+        sources = [self.logic.export_volume(n, self._workdir) for n in nodes]
+        model = self.ui.modelSelector.currentData
+        if not model:
+            slicer.util.errorDisplay("Compare needs a student model; choose one in the model list.")
+            return
+        args = ["compare", *sources, "--model", model, "--device", self.ui.deviceSelector.currentText,
+                "--out", str(self._workdir / "out")]
+        self._start(self.ui.compareButton, args, lambda _: self.logic.load_comparison(nodes, self._workdir / "out",
+                                                                                     self._parameterNode.opacity))
+
+    def onRelabel(self) -> None:
+        folder = self.ui.relabelFolderPathLineEdit.currentPath
+        if not folder:
+            slicer.util.errorDisplay("Choose a folder of series to relabel.")
+            return
+        p = self._parameterNode
+        labels = Path(folder) / "labels.csv"
+        args = ["label", *sorted(str(s) for s in Path(folder).iterdir() if s.is_dir()), "--out", str(labels),
+                "--resume", "--realizations", str(p.realizations), "--repeats", str(p.repeats), "--seed", str(p.seed)]
+        self._start(self.ui.relabelButton, args, lambda r: slicer.util.infoDisplay(f"Labels written: {labels}"))
+
+    def onRetrain(self) -> None:
+        folder = self.ui.relabelFolderPathLineEdit.currentPath
+        labels = Path(folder or ".") / "labels.csv"
+        if not labels.exists():
+            slicer.util.errorDisplay("Relabel a folder first: retraining reads its labels.csv.")
+            return
+        run = USER_MODELS / f"run-{qt.QDateTime.currentDateTime().toString('yyyyMMdd-hhmmss')}"
+        p = self._parameterNode
+        args = ["train", "--labels", str(labels), "--out", str(run), "--epochs", str(p.epochs), "--lr", str(p.learningRate),
+                "--stage1-iterations", "0" if self.ui.stageSelector.currentIndex == 0 else "1000"]
+        self._start(self.ui.retrainButton, args, lambda r: self._register_model(run))
+
+    def _register_model(self, run: Path) -> None:
+        self.logic.register_user_model(run)
+        self._fill_models()
+        slicer.util.infoDisplay(f"New model saved in {USER_MODELS} and added to the model list.")
+
+
+class EDIQALogic(ScriptedLoadableModuleLogic):
+    """Glue between Slicer and EDIQALib: dependencies, export, results into the scene."""
+
+    def getParameterNode(self):
+        return EDIQAParameterNode(super().getParameterNode())
+
+    def python_executable(self) -> str:
+        return shutil.which("PythonSlicer") or sys.executable
+
+    def child_environment(self) -> dict:
+        env = dict(os.environ)
+        lib_parent = str(Path(sys.modules["EDIQALib"].__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join([lib_parent, env.get("PYTHONPATH", "")])
+        return env
+
+    def ensure_dependencies(self) -> bool:
+        """PyTorch through Slicer's PyTorch extension, the rest with pip — each after the user agrees."""
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            try:
+                import PyTorchUtils
+            except ImportError:
+                slicer.util.errorDisplay("EDIQA needs the PyTorch extension: install it from the Extensions Manager.")
+                return False
+            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True) is None:
+                slicer.util.errorDisplay("PyTorch was not installed; EDIQA cannot run without it.")
+                return False
+        missing = [p for p, mod in zip(PACKAGES, ("SimpleITK", "skimage", "pywt", "pycocotools", "safetensors",
+                                                  "matplotlib", "pydicom", "scipy")) if not _importable(mod)]
+        if missing:
+            if not slicer.util.confirmOkCancelDisplay(f"EDIQA needs these Python packages: {', '.join(missing)}. Install them now?"):
+                return False
+            try:
+                slicer.util.pip_install(" ".join(missing))
+            except Exception as exc:  # pip failures come in many types; show the user one clear line
+                slicer.util.errorDisplay(f"Installing {', '.join(missing)} failed: {exc}")
+                return False
+        return True
+
+    def available_students(self) -> list[tuple[str, str]]:
+        """(label, weights path) of bundled and user student models."""
+        from EDIQALib.models import MODELS_DIR
+
+        out = []
+        for folder in (MODELS_DIR, USER_MODELS):
+            for card in sorted(Path(folder).glob("*.json")) if Path(folder).exists() else []:
+                info = json.loads(card.read_text())
+                if info.get("kind") == "student":
+                    out.append((info.get("name", card.stem), str(card.with_suffix(".safetensors"))))
+        return out
+
+    def export_volume(self, node, folder: Path) -> str:
+        """Write the node (unchanged) to a NRRD file the child process reads."""
+        import SimpleITK as sitk
+
+        from EDIQALib.scene import image_from_node
+
+        path = folder / f"{node.GetName() or 'volume'}.nrrd"
+        sitk.WriteImage(image_from_node(node), str(path), True)
+        return str(path)
+
+    def load_result(self, node, out_dir: Path, opacity: float):
+        """Heatmap, table and plot nodes for one result; the heatmap shown over the input in every view."""
+        from EDIQALib import scene as bridge
+        from EDIQALib.report import read_outputs
+
+        result = read_outputs(out_dir)
+        heat = bridge.add_heatmap_node(slicer.mrmlScene, result, node)
+        table = bridge.add_results_table(slicer.mrmlScene, result)
+        chart = bridge.add_score_plot(slicer.mrmlScene, [table], [result.name])
+        for name in ("Red", "Yellow", "Green"):
+            bridge.show_overlay(slicer.app.layoutManager().sliceWidget(name).mrmlSliceCompositeNode(), node, heat, opacity)
+        self._show_color_legend(heat)
+        slicer.modules.plots.logic().ShowChartInLayout(chart)
+        return result, heat
+
+    def load_comparison(self, nodes: list, out_dir: Path, opacity: float) -> None:
+        """Each volume with its heatmap side by side (linked views), curves in one chart."""
+        from EDIQALib import scene as bridge
+        from EDIQALib.report import read_outputs
+
+        tables, heats = [], []
+        for node in nodes:
+            result = read_outputs(Path(out_dir) / node.GetName())
+            heats.append(bridge.add_heatmap_node(slicer.mrmlScene, result, node))
+            tables.append(bridge.add_results_table(slicer.mrmlScene, result))
+        layout_node = slicer.app.layoutManager().layoutLogic().GetLayoutNode()
+        names = [f"EDIQA{i + 1}" for i in range(len(nodes))]
+        layout_node.AddLayoutDescription(7501, bridge.compare_layout_xml(names))
+        layout_node.SetViewArrangement(7501)
+        logics = [slicer.app.layoutManager().sliceWidget(n).sliceLogic() for n in names]
+        bridge.setup_compare(slicer.mrmlScene, layout_node, logics, nodes, heats, opacity=opacity)
+        slicer.modules.plots.logic().ShowChartInLayout(bridge.add_score_plot(slicer.mrmlScene, tables,
+                                                                             [n.GetName() for n in nodes]))
+
+    def register_user_model(self, run: Path) -> None:
+        from EDIQALib.models import package_model
+
+        package_model(run / "stage2" / "best.safetensors", run.name, "student", "lite",
+                      {"training": {"run": str(run)}}, USER_MODELS)
+
+    def slice_center_ras(self, node, k: int) -> tuple[float, float, float]:
+        from EDIQALib.scene import array_from_node, ijk_to_ras
+
+        nz, ny, nx = array_from_node(node).shape
+        ras = ijk_to_ras(node) @ [(nx - 1) / 2, (ny - 1) / 2, k, 1.0]
+        return float(ras[0]), float(ras[1]), float(ras[2])
+
+    def _show_color_legend(self, heat) -> None:
+        legend = slicer.modules.colors.logic().AddDefaultColorLegendDisplayNode(heat)
+        legend.SetTitleText("Local detectability")
+        legend.SetLabelFormat("%.1f")
+
+
+def _importable(module: str) -> bool:
+    try:
+        __import__(module)
+        return True
+    except ImportError:
+        return False
+
+
+class EDIQATest(ScriptedLoadableModuleTest):
+    """Self-test, headless: ``Slicer --no-main-window --python-code "import slicer.testing;
+    slicer.testing.runUnitTest(['EDIQA'], 'EDIQA')"`` (or the module's Reload and Test button)."""
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def runTest(self) -> None:
+        self.setUp()
+        self.test_teacher_overlay_on_sample()
+
+    def test_teacher_overlay_on_sample(self) -> None:
+        import SampleData
+
+        from EDIQALib import scene as bridge
+        from EDIQALib.runner import Runner
+
+        registerSampleData()
+        node = SampleData.downloadSample("EDIQAHeadCT")
+        logic = EDIQALogic()
+        self.assertTrue(logic.ensure_dependencies())
+        work = Path(tempfile.mkdtemp(prefix="EDIQA-test-"))
+        src = logic.export_volume(node, work)
+        runner = Runner(["teacher", src, "--realizations", "2", "--repeats", "1", "--out", str(work / "out")],
+                        python=logic.python_executable(), env=logic.child_environment())
+        runner.start()
+        outcome = runner.wait(timeout=600)
+        self.assertEqual(outcome.returncode, 0, outcome.error)
+        result, heat = logic.load_result(node, work / "out", 0.45)
+        self.assertTrue(0.0 <= result.score <= 1.0)
+        self.assertEqual(bridge.ijk_to_ras(heat).tolist(), bridge.ijk_to_ras(node).tolist())
+        self.delayDisplay("EDIQA self-test passed")

@@ -1,0 +1,61 @@
+"""The Slicer module without Slicer: it compiles, its code and .ui agree, CMake installs what exists."""
+from __future__ import annotations
+
+import ast
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MODULE = ROOT / "EDIQA" / "EDIQA.py"
+UI = ROOT / "EDIQA" / "Resources" / "UI" / "EDIQA.ui"
+
+
+def test_module_compiles_and_follows_the_template():
+    tree = ast.parse(MODULE.read_text(), filename=str(MODULE))
+    classes = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+    assert {"EDIQA", "EDIQAWidget", "EDIQALogic", "EDIQATest", "EDIQAParameterNode"} <= classes
+
+
+def test_every_widget_the_code_uses_exists_in_the_ui():
+    names = {w.get("name") for w in ET.parse(UI).iter("widget")}
+    used = set(re.findall(r"self\.ui\.(\w+)", MODULE.read_text()))
+    assert used, "the module uses no widgets?"
+    assert used <= names, f"missing in the .ui: {sorted(used - names)}"
+
+
+def test_parameter_names_in_the_ui_exist_in_the_parameter_node():
+    tree = ET.parse(UI)
+    bound = {p.findtext("string") for p in tree.iter("property") if p.get("name") == "SlicerParameterName"}
+    source = MODULE.read_text()
+    block = source[source.index("class EDIQAParameterNode"):source.index("class EDIQAWidget")]
+    declared = set(re.findall(r"^    (\w+):", block, re.M))
+    assert bound and bound <= declared
+
+
+def _cmake_listed(cmake: Path) -> list[Path]:
+    text = cmake.read_text()
+    module = re.search(r"set\(MODULE_NAME (\w+)\)", text)
+    entries = re.findall(r"^\s+([\w${}./-]+\.(?:py|ui|png|json|safetensors|nrrd|md))\s*$", text, re.M)
+    name = module.group(1) if module else ""
+    return [cmake.parent / e.replace("${MODULE_NAME}", name) for e in entries]
+
+
+def test_cmake_files_list_every_installed_file_that_exists():
+    top = _cmake_listed(ROOT / "CMakeLists.txt")
+    module = _cmake_listed(ROOT / "EDIQA" / "CMakeLists.txt")
+    for path in top + module:
+        assert path.exists(), f"CMake installs a missing file: {path.relative_to(ROOT)}"
+    engine = {p.relative_to(ROOT) for p in top if p.suffix == ".py"}
+    assert engine == {p.relative_to(ROOT) for p in (ROOT / "EDIQALib").glob("*.py")}, "EDIQALib files not all installed"
+    assert MODULE in module and UI in module
+    models = {p.relative_to(ROOT) for p in top if "Models" in p.parts}
+    assert models == {p.relative_to(ROOT) for p in (ROOT / "Resources" / "Models").iterdir()}
+
+
+def test_extension_metadata():
+    text = (ROOT / "CMakeLists.txt").read_text()
+    for key in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
+                "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
+        assert re.search(rf'set\({key} "[^"]+"\)', text), key
+    assert 'set(EXTENSION_DEPENDS "PyTorch")' in text
