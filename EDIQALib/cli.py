@@ -78,15 +78,11 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 
 def cmd_teacher(args: argparse.Namespace) -> None:
     from .assess import assess_series
-    from .io import read_volume
     from .models import load_model
     from .report import write_outputs, write_series_summary
     from .teacher import teacher_scorer
 
-    volumes = [read_volume(p, args.modality) for p in args.inputs]
-    names = [v.name for v in volumes]
-    if len(set(names)) != len(names):
-        volumes = [v if names.count(v.name) == 1 else _renamed(v, i) for i, v in enumerate(volumes)]
+    volumes = _read_inputs(args)
     device = _device(args.device)
     model, entry = load_model(args.model, "detector", device)
     config = _teacher_config(args)
@@ -111,14 +107,10 @@ def cmd_teacher(args: argparse.Namespace) -> None:
 
 def _assess_with_student(args: argparse.Namespace):
     from .assess import assess_series, student_scorer
-    from .io import read_volume
     from .models import load_model
     from .signals import InsertionConfig
 
-    volumes = [read_volume(p, args.modality) for p in args.inputs]
-    names = [v.name for v in volumes]
-    if len(set(names)) != len(names):
-        volumes = [v if names.count(v.name) == 1 else _renamed(v, i) for i, v in enumerate(volumes)]
+    volumes = _read_inputs(args)
     device = _device(args.device)
     model, entry = load_model(args.model, "student", device)
     scorer = student_scorer(model, InsertionConfig(), device)
@@ -159,10 +151,15 @@ def _teacher_config(args: argparse.Namespace):
                          readout=args.readout, psf_aware=not args.no_psf, insertion=insertion)
 
 
-def _renamed(volume, index: int):
+def _read_inputs(args: argparse.Namespace) -> list:
+    """The input volumes, renamed ``name-1``, ``name-2``… where two share a name (their output folders)."""
     from dataclasses import replace
 
-    return replace(volume, name=f"{volume.name}-{index + 1}")
+    from .io import read_volume
+
+    volumes = [read_volume(p, args.modality) for p in args.inputs]
+    names = [v.name for v in volumes]
+    return [v if names.count(v.name) == 1 else replace(v, name=f"{v.name}-{i + 1}") for i, v in enumerate(volumes)]
 
 
 def cmd_train_detector(args: argparse.Namespace) -> None:
@@ -351,6 +348,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ediqa", description="Task-based, no-reference image quality for CT and MR.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    def teacher_options(p: argparse.ArgumentParser, realizations: int, repeats: int) -> None:
+        p.add_argument("--model", default="detector-lite", help="bundled detector name or .safetensors path")
+        p.add_argument("--realizations", type=_positive_int, default=realizations)
+        p.add_argument("--repeats", type=_positive_int, default=repeats)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--readout", choices=READOUTS, default="agnostic",
+                       help="class-agnostic mAP (default) or the paper's 4-class mAP")
+        p.add_argument("--no-psf", action="store_true", help="blur inserted objects by 1 px only (the paper)")
+        p.add_argument("--contrasts", type=_float_list,
+                       help="object contrasts, window-normalised (default 0.04,0.05,0.06; the paper: 0.08,0.09,0.1)")
+        p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--progress", choices=("bar", "jsonl", "none"), default="bar",
                        help="terminal bar on stderr (default) or one JSON object per line on stdout")
@@ -369,16 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("teacher", help="score images with the task-based teacher (mD2IQA)")
     p.add_argument("inputs", nargs="+", metavar="INPUT")
-    p.add_argument("--model", default="detector-lite", help="bundled detector name or .safetensors path")
-    p.add_argument("--realizations", type=_positive_int, default=100)
-    p.add_argument("--repeats", type=_positive_int, default=5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--readout", choices=READOUTS, default="agnostic")
-    p.add_argument("--no-psf", action="store_true", help="blur inserted objects by 1 px only (the paper)")
-    p.add_argument("--contrasts", type=_float_list,
-                   help="object contrasts, window-normalised (default 0.04,0.05,0.06; the paper: 0.08,0.09,0.1)")
+    teacher_options(p, realizations=100, repeats=5)
     p.add_argument("--modality", choices=("ct", "mr"))
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--out", default="out")
     common(p)
     p.set_defaults(func=cmd_teacher)
@@ -415,15 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train_detector)
 
     p = sub.add_parser("validate", help="teacher validity on dose / views / texture / blur series")
-    p.add_argument("--model", default="detector-lite")
-    p.add_argument("--realizations", type=_positive_int, default=20)
-    p.add_argument("--repeats", type=_positive_int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--readout", choices=READOUTS, default="agnostic")
-    p.add_argument("--no-psf", action="store_true")
-    p.add_argument("--contrasts", type=_float_list)
+    teacher_options(p, realizations=20, repeats=2)
     p.add_argument("--kinds", type=lambda t: t.split(","), default=["dose", "views", "texture", "blur"])
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--out", default="out/validity")
     common(p)
     p.set_defaults(func=cmd_validate)
@@ -439,14 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", nargs="+", metavar="DATA", help="series folders or image files")
     p.add_argument("--out", required=True, help="labels CSV; maps go to <name>_maps/")
     p.add_argument("--resume", action="store_true")
-    p.add_argument("--model", default="detector-lite")
-    p.add_argument("--realizations", type=_positive_int, default=100)
-    p.add_argument("--repeats", type=_positive_int, default=5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--readout", choices=READOUTS, default="agnostic")
-    p.add_argument("--no-psf", action="store_true")
-    p.add_argument("--contrasts", type=_float_list)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    teacher_options(p, realizations=100, repeats=5)
     common(p)
     p.set_defaults(func=cmd_label)
 
