@@ -216,6 +216,29 @@ def cmd_validate(args: argparse.Namespace) -> None:
     print(json.dumps(report["summary"], indent=2))
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    from .bench import run_bench
+    from .io import write_text
+    from .models import load_model
+
+    device = _device(args.device)
+    student, entry = load_model(args.student, "student", device)
+    detector, _ = load_model(args.model, "detector", device)
+    config = _teacher_config(args)
+    shape = tuple(args.volume_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise InputError("--volume-shape takes three positive sizes: slices,rows,cols")
+    figures = run_bench(student, str(entry.weights), detector, config, shape, args.teacher_runs, device,
+                        _progress(args))
+    figures["model"] = {"name": entry.name, "sha256": entry.sha256}
+    write_text(json.dumps(figures, indent=2), Path(args.out) / "bench.json")
+    keys = ("student_ms_per_slice", "teacher_s_per_slice", "speedup", "volume_s", "peak_mem_gb")
+    table = "\n".join(f"{k:>22}  {figures[k]}" for k in keys)
+    rhos = "\n".join(f"{k:>22}  student rho {v['mean_rho']:.2f}   noise-SD rho {v['mean_rho_noise_sd']:.2f}"
+                      for k, v in figures["validity"]["summary"].items())
+    print(table + "\n" + rhos)
+
+
 def cmd_select_detector(args: argparse.Namespace) -> None:
     import shutil
 
@@ -394,6 +417,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", default="out")
         common(p)
         p.set_defaults(func=cmd_assess if name == "assess" else cmd_compare)
+
+    p = sub.add_parser("bench", help="student vs teacher speed, volume time, memory, validity → bench.json")
+    p.add_argument("--student", default="student-lite", help="student to benchmark")
+    teacher_options(p, realizations=100, repeats=5)
+    p.add_argument("--teacher-runs", type=_positive_int, default=1, help="teacher timings to take the median of")
+    p.add_argument("--volume-shape", type=lambda t: [int(x) for x in t.split(",")], default=[300, 512, 512])
+    p.add_argument("--out", default="out/bench")
+    common(p)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("train-detector", help="train the teacher's detector on inserted lesions")
     p.add_argument("--out", required=True, help="run folder (resumes when it holds a run)")

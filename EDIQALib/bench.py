@@ -1,0 +1,136 @@
+"""Speed and validity benchmark of the student against the teacher, measured in one run.
+
+Speed: student milliseconds per 512² slice (batched, median), teacher seconds per 512² slice at the
+paper's 100 realisations × 5 repeats, their ratio, and a whole volume assessed end to end by the CLI in
+a child process (wall time and peak resident memory). Validity: the student's Spearman ρ on the
+evaluation series, beside the noise-SD baseline.
+"""
+from __future__ import annotations
+
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from .backgrounds import make_background
+from .detector import detect
+from .simulate import phantom
+from .teacher import TeacherConfig, score_series
+from .validation import acceptance_bases, noise_sd_baseline, rank_agreement
+
+Progress = Callable[[str, int, int], None]
+
+
+def student_ms_per_slice(student: torch.nn.Module, size: int = 512, batch: int = 8, runs: int = 5,
+                         device: str = "cpu") -> float:
+    """Median over ``runs`` of the time per slice of a batched forward pass on ``size``² slices."""
+    x = torch.rand(batch, 1, size, size, device=device)
+    times = []
+    with torch.inference_mode():
+        student.eval()(x)  # warm-up
+        for _ in range(runs):
+            start = time.perf_counter()
+            student(x)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times.append((time.perf_counter() - start) / batch)
+    return 1000.0 * statistics.median(times)
+
+
+def teacher_s_per_slice(detector: torch.nn.Module, hu: np.ndarray, config: TeacherConfig, runs: int = 1,
+                        device: str = "cpu") -> float:
+    """Median over ``runs`` of the teacher's time for one slice (``config``'s realisations × repeats)."""
+    bg = make_background(hu)
+    detect(detector, [bg.image01], device=device)  # warm-up
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        score_series(detector, [bg], config, device=device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def volume_seconds(model: str, shape: tuple[int, int, int], workdir: Path, device: str = "cpu") -> tuple[float, float]:
+    """Assess a synthetic ``(slices, rows, cols)`` CT volume with ``ediqa assess`` in a child process:
+    (wall seconds, peak resident memory in GB)."""
+    slices, rows, cols = shape
+    base = phantom(7, size=max(rows, cols), kind="body")[:rows, :cols]
+    volume = np.repeat(base[None], slices, axis=0)
+    volume += np.random.default_rng(0).normal(0, 20, volume.shape).astype(np.float32)
+    image = sitk.GetImageFromArray(volume.astype(np.int16))
+    image.SetSpacing((0.7 * 320 / max(rows, cols), 0.7 * 320 / max(rows, cols), 1.0))
+    src = workdir / "volume.nrrd"
+    sitk.WriteImage(image, str(src), True)
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "EDIQALib", "assess", str(src), "--model", model, "--device", device,
+                           "--out", str(workdir / "out"), "--progress", "none"], capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "assess failed")
+    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 ** 2
+    return seconds, peak_gb
+
+
+def student_validity(student: torch.nn.Module, kinds: tuple[str, ...] = ("dose", "views", "texture", "blur"),
+                     device: str = "cpu", progress: Progress | None = None) -> dict:
+    """The student's Spearman ρ per evaluation series, beside the noise-SD baseline's."""
+    from .assess import slice_background
+    from .series import make_series
+    from .signals import InsertionConfig
+
+    rows = []
+    bases = acceptance_bases()
+    jobs = [(name, kind) for kind in kinds for name in bases]
+    for j, (name, kind) in enumerate(jobs):
+        s = make_series(kind, name, bases[name], seed=7)
+        x = [slice_background(im, "ct", InsertionConfig(), with_psf=False).image01 for im in s.images_hu]
+        h = max(a.shape[0] for a in x)
+        w = max(a.shape[1] for a in x)
+        batch = torch.zeros(len(x), 1, h, w)
+        for i, a in enumerate(x):
+            batch[i, 0, :a.shape[0], :a.shape[1]] = torch.from_numpy(a)
+        with torch.inference_mode():
+            scores = torch.sigmoid(student.eval()(batch.to(device))[0]).cpu().tolist()
+        noise = noise_sd_baseline(s)
+        rows.append({"base": name, "kind": kind, "scores": scores, "rho": rank_agreement(scores),
+                     "rho_noise_sd": rank_agreement([-n for n in noise])})
+        if progress:
+            progress("bench-validity", j + 1, len(jobs))
+    summary = {k: {"mean_rho": float(np.mean([r["rho"] for r in rows if r["kind"] == k])),
+                   "min_rho": float(np.min([r["rho"] for r in rows if r["kind"] == k])),
+                   "mean_rho_noise_sd": float(np.mean([r["rho_noise_sd"] for r in rows if r["kind"] == k]))}
+               for k in kinds}
+    return {"series": rows, "summary": summary}
+
+
+def run_bench(student: torch.nn.Module, student_name: str, detector: torch.nn.Module, config: TeacherConfig,
+              volume_shape: tuple[int, int, int], teacher_runs: int = 1, device: str = "cpu",
+              progress: Progress | None = None) -> dict:
+    """All figures, measured in this one run (see the module doc)."""
+    hu = phantom(7, size=512, kind="body")  # a 512² slice at 0.7 mm
+    student_ms = student_ms_per_slice(student, device=device)
+    if progress:
+        progress("bench", 1, 4)
+    teacher_s = teacher_s_per_slice(detector, hu, config, teacher_runs, device)
+    if progress:
+        progress("bench", 2, 4)
+    with tempfile.TemporaryDirectory() as tmp:
+        volume_s, peak_gb = volume_seconds(student_name, volume_shape, Path(tmp), device)
+    if progress:
+        progress("bench", 3, 4)
+    validity = student_validity(student, device=device)
+    if progress:
+        progress("bench", 4, 4)
+    return {"student_ms_per_slice": round(student_ms, 2), "teacher_s_per_slice": round(teacher_s, 2),
+            "teacher_realizations": config.realizations, "teacher_repeats": config.repeats,
+            "speedup": round(teacher_s / (student_ms / 1000.0), 1), "volume_shape": list(volume_shape),
+            "volume_s": round(volume_s, 2), "peak_mem_gb": round(peak_gb, 3), "device": device,
+            "threads": torch.get_num_threads(), "validity": validity}
