@@ -112,7 +112,8 @@ def student_validity(student: torch.nn.Module, kinds: tuple[str, ...] = ("dose",
 
 
 def run_bench(student: torch.nn.Module, student_name: str, detector: torch.nn.Module, config: TeacherConfig,
-              volume_shape: tuple[int, int, int], teacher_runs: int = 1, device: str = "cpu",
+              volume_shape: tuple[int, int, int], kinds: tuple[str, ...] = ("dose", "views", "texture", "blur"),
+              teacher_runs: int = 1, device: str = "cpu",
               progress: Progress | None = None) -> dict:
     """All figures, measured in this one run (see the module doc)."""
     hu = phantom(7, size=512, kind="body")  # a 512² slice at 0.7 mm
@@ -126,7 +127,7 @@ def run_bench(student: torch.nn.Module, student_name: str, detector: torch.nn.Mo
         volume_s, peak_gb = volume_seconds(student_name, volume_shape, Path(tmp), device)
     if progress:
         progress("bench", 3, 4)
-    validity = student_validity(student, device=device)
+    validity = student_validity(student, kinds, device=device)
     if progress:
         progress("bench", 4, 4)
     return {"student_ms_per_slice": round(student_ms, 2), "teacher_s_per_slice": round(teacher_s, 2),

@@ -228,8 +228,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     shape = tuple(args.volume_shape)
     if len(shape) != 3 or min(shape) < 1:
         raise InputError("--volume-shape takes three positive sizes: slices,rows,cols")
-    figures = run_bench(student, str(entry.weights), detector, config, shape, args.teacher_runs, device,
-                        _progress(args))
+    figures = run_bench(student, str(entry.weights), detector, config, shape, tuple(args.kinds),
+                        args.teacher_runs, device, _progress(args))
     figures["model"] = {"name": entry.name, "sha256": entry.sha256}
     write_text(json.dumps(figures, indent=2), Path(args.out) / "bench.json")
     keys = ("student_ms_per_slice", "teacher_s_per_slice", "speedup", "volume_s", "peak_mem_gb")
@@ -423,6 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     teacher_options(p, realizations=100, repeats=5)
     p.add_argument("--teacher-runs", type=_positive_int, default=1, help="teacher timings to take the median of")
     p.add_argument("--volume-shape", type=lambda t: [int(x) for x in t.split(",")], default=[300, 512, 512])
+    p.add_argument("--kinds", type=lambda t: t.split(","), default=["dose", "views", "texture", "blur"],
+                   help="evaluation series for the validity figures")
     p.add_argument("--out", default="out/bench")
     common(p)
     p.set_defaults(func=cmd_bench)
