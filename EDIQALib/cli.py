@@ -313,14 +313,22 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
 
 
 def cmd_label(args: argparse.Namespace) -> None:
-    from .labels import discover_series, label_series
+    from .distributed import distributed_context
+    from .labels import discover_series, label_series, merge_parts
     from .models import load_model
 
     inputs = discover_series(args.data)
     device = _device(args.device)
     model, entry = load_model(args.model, "detector", device)
-    written = label_series(inputs, model, _teacher_config(args), args.out, args.resume, device, _progress(args))
-    print(json.dumps({"rows_written": written, "labels": args.out, "model": entry.name}))
+    with distributed_context(device) as (rank, world, barrier):
+        progress = _progress(args) if rank == 0 else None
+        written = label_series(inputs, model, _teacher_config(args), args.out, args.resume, device, progress,
+                               rank, world)
+        barrier()
+        if world > 1 and rank == 0:
+            merge_parts(inputs, args.out, world)
+    if rank == 0:
+        print(json.dumps({"rows_written": written, "labels": args.out, "model": entry.name, "ranks": world}))
 
 
 def cmd_train(args: argparse.Namespace) -> None:

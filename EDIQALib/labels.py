@@ -61,43 +61,48 @@ def _read_done(csv_path: Path) -> list[dict]:
     return rows
 
 
+def _part_path(out_csv: Path, rank: int, world: int) -> Path:
+    return out_csv if world == 1 else out_csv.with_name(f"{out_csv.stem}.part{rank}.csv")
+
+
 def label_series(inputs: list[tuple[str, list[Path]]], model: nn.Module, config: TeacherConfig, out_csv: str | Path,
-                 resume: bool = False, device: str = "cpu",
-                 progress: Callable[[str, int, int], None] | None = None) -> int:
-    """Label every slice of every series; returns the number of rows written by this call."""
+                 resume: bool = False, device: str = "cpu", progress: Callable[[str, int, int], None] | None = None,
+                 rank: int = 0, world: int = 1) -> int:
+    """Label every slice of every series; returns the number of rows written by this call.
+
+    With ``world`` > 1 (``torchrun``), slice positions are dealt round-robin to ranks in a fixed order;
+    each rank appends to its own part file (``<stem>.part<rank>.csv``), which :func:`merge_parts` joins.
+    Scores depend only on the seed, the slice and the images, so any sharding gives the same rows.
+    """
     out_csv = Path(out_csv)
+    part = _part_path(out_csv, rank, world)
     maps_dir = out_csv.parent / (out_csv.stem + "_maps")
-    done_rows: list[dict] = []
-    if out_csv.exists():
-        if not resume:
-            raise InputError(f"{out_csv} exists; pass --resume to continue it or choose another --out")
-        done_rows = _read_done(out_csv)
-    done = {(r["series"], r["file"], int(r["slice"])) for r in done_rows}
+    if out_csv.exists() and not resume:
+        raise InputError(f"{out_csv} exists; pass --resume to continue it or choose another --out")
+    done_rows = _read_done(out_csv) if out_csv.exists() and world > 1 else []
+    own_rows = _read_done(part) if part.exists() and resume else []
+    done = {(r["series"], r["file"], int(r["slice"])) for r in done_rows + own_rows}
     maps_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_csv.with_suffix(".csv.tmp")
+    tmp = part.with_suffix(".csv.tmp")
     with open(tmp, "w", newline="") as f:  # rewrite the complete rows, then append
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         writer.writeheader()
-        writer.writerows({k: r.get(k, "") for k in FIELDS} for r in done_rows)
-    os.replace(tmp, out_csv)
-    volumes_of = {name: files for name, files in inputs}
+        writer.writerows({k: r.get(k, "") for k in FIELDS} for r in own_rows)
+    os.replace(tmp, part)
     path_of = {(name, f.name): str(f) for name, files in inputs for f in files}
-    units = []
-    for name, files in inputs:
-        vols = [read_volume(f) for f in files]
-        units.append((name, vols))
-    total = sum(v[0].array.shape[0] for _, v in units)
-    written, counter = 0, 0
-    with open(out_csv, "a", newline="") as f:
+    units = [(name, files, [read_volume(f) for f in files]) for name, files in inputs]
+    total = sum(v[0].array.shape[0] for _, _, v in units)
+    written, position = 0, -1
+    with open(part, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
-        for name, vols in units:
+        for name, files, vols in units:
             canon = [to_canonical(v)[0] for v in vols]
             if len({c.shape for c in canon}) != 1:
                 raise InputError(f"series {name}: images do not share their geometry")
             for k in range(canon[0].shape[0]):
-                counter += 1
-                keys = [(name, f.name, k) for f in volumes_of[name]]
-                if all(key in done for key in keys):
+                position += 1
+                keys = [(name, p.name, k) for p in files]
+                if position % world != rank or all(key in done for key in keys):
                     continue
                 backgrounds = [slice_background(c[k], v.modality, config.insertion) for c, v in zip(canon, vols)]
                 verdicts = score_series(model, backgrounds, config, k, device)
@@ -117,5 +122,29 @@ def label_series(inputs: list[tuple[str, list[Path]]], model: nn.Module, config:
                 os.fsync(f.fileno())
                 written += len(rows)
                 if progress:
-                    progress("label", counter, total)
+                    progress("label", position + 1, total)
     return written
+
+
+def merge_parts(inputs: list[tuple[str, list[Path]]], out_csv: str | Path, world: int) -> int:
+    """Join the ranks' part files (and an earlier merged file) into ``out_csv`` in single-process order,
+    atomically; the parts are removed. Returns the number of rows."""
+    out_csv = Path(out_csv)
+    parts = [_part_path(out_csv, r, world) for r in range(world)]
+    rows: dict[tuple, dict] = {}
+    for path in ([out_csv] if out_csv.exists() else []) + [p for p in parts if p.exists()]:
+        for r in _read_done(path):
+            rows[(r["series"], r["file"], int(r["slice"]))] = r
+    series_index = {name: i for i, (name, _) in enumerate(inputs)}
+    file_index = {(name, f.name): i for name, files in inputs for i, f in enumerate(files)}
+    ordered = sorted(rows.values(), key=lambda r: (series_index[r["series"]], int(r["slice"]),
+                                                   file_index[(r["series"], r["file"])]))
+    tmp = out_csv.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows({k: r.get(k, "") for k in FIELDS} for r in ordered)
+    os.replace(tmp, out_csv)
+    for p in parts:
+        p.unlink(missing_ok=True)
+    return len(ordered)
