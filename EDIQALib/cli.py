@@ -388,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="class-agnostic mAP (default) or the paper's 4-class mAP")
         p.add_argument("--no-psf", action="store_true", help="blur inserted objects by 1 px only (the paper)")
         p.add_argument("--contrasts", type=_float_list,
-                       help="object contrasts, window-normalised (default 0.04,0.05,0.06; the paper: 0.08,0.09,0.1)")
+                       help="object contrasts, window-normalised (default 0.03,0.04,0.05; the paper: 0.08,0.09,0.1)")
         p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
     def common(p: argparse.ArgumentParser) -> None:

@@ -46,10 +46,11 @@ def body_mask(image01: np.ndarray, min_fraction: float = 0.02) -> np.ndarray:
     smooth = ndi.gaussian_filter(image01, 1.5)
     if float(smooth.max() - smooth.min()) < 1e-6:
         return np.zeros(image01.shape, bool)
-    mask = smooth > threshold_otsu(smooth)
+    pad = 4  # morphology on an edge-replicated copy, so that a body cut by the field of view keeps its edge
+    mask = np.pad(smooth > threshold_otsu(smooth), pad, mode="edge")
     mask = ndi.binary_closing(mask, iterations=3)
     mask = ndi.binary_fill_holes(mask)
-    mask = ndi.binary_opening(mask, iterations=2)
+    mask = ndi.binary_opening(mask, iterations=2)[pad:-pad, pad:-pad]
     labels, n = ndi.label(mask)
     if n == 0:
         return np.zeros(image01.shape, bool)

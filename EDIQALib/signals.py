@@ -36,7 +36,7 @@ class InsertionConfig:
 
     count: tuple[int, int] = (2, 5)
     radius_px: tuple[float, float] = (7.0, 10.0)
-    contrasts: tuple[float, ...] = (0.04, 0.05, 0.06)
+    contrasts: tuple[float, ...] = (0.03, 0.04, 0.05)
     blur_sigma_px: float = 1.0
     margin_px: float = 25.0
     min_distance_px: float = 50.0
@@ -75,24 +75,20 @@ def saliency_mask(image01: np.ndarray, body: np.ndarray, config: InsertionConfig
     return body & (smooth > lo) & (smooth < hi)
 
 
-def _shift(mask: np.ndarray, drow: int, dcol: int) -> np.ndarray:
-    """``out[r, c] = mask[r + drow, c + dcol]`` (False outside)."""
-    out = np.zeros_like(mask)
-    h, w = mask.shape
-    rs, re = max(0, -drow), min(h, h - drow)
-    cs, ce = max(0, -dcol), min(w, w - dcol)
-    if rs < re and cs < ce:
-        out[rs:re, cs:ce] = mask[rs + drow:re + drow, cs + dcol:ce + dcol]
-    return out
-
-
 def placement_mask(body: np.ndarray, salient: np.ndarray, radius: float, margin: float) -> np.ndarray:
-    """Centres allowed for an object of ``radius``: salient, with the four diagonal points in the body."""
+    """Centres allowed for an object of ``radius``: salient, the object inside the image, and the four
+    diagonal points at ±(radius + margin) in the body. A body cut by the field of view is taken to go on
+    beyond the image edge (edge replication), so truncated small-FOV images keep their room."""
     d = int(np.ceil(radius + margin))
+    padded = np.pad(body, d, mode="edge")
+    h, w = body.shape
     allowed = salient.copy()
     for sr in (-d, d):
         for sc in (-d, d):
-            allowed &= _shift(body, sr, sc)
+            allowed &= padded[d + sr:d + sr + h, d + sc:d + sc + w]
+    edge = int(np.ceil(radius)) + 2
+    allowed[:edge] = allowed[-edge:] = False
+    allowed[:, :edge] = allowed[:, -edge:] = False
     return allowed
 
 
