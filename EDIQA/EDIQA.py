@@ -344,7 +344,7 @@ class EDIQALogic(ScriptedLoadableModuleLogic):
         out = []
         for folder in (MODELS_DIR, USER_MODELS):
             for card in sorted(Path(folder).glob("*.json")) if Path(folder).exists() else []:
-                info = json.loads(card.read_text())
+                info = json.loads(card.read_text(encoding="utf-8"))
                 if info.get("kind") == "student":
                     out.append((info.get("name", card.stem), str(card.with_suffix(".safetensors"))))
         return out

@@ -181,7 +181,7 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
         np.savez_compressed(out / "bank.tmp.npz", **bank)
         (out / "bank.tmp.npz").replace(bank_path)
     settings = {k: v for k, v in vars(args).items() if k not in ("func", "progress")}
-    (out / "run.json").write_text(json.dumps({"command": "ediqa train-detector", "args": settings}, indent=2))
+    (out / "run.json").write_text(json.dumps({"command": "ediqa train-detector", "args": settings}, indent=2), encoding="utf-8")
     bank = load_bank(bank_path)
     device = _device(args.device)
     schedule = DetectorTraining(iterations=args.iterations, batch_size=args.batch_size, crop_px=args.crop,
@@ -266,8 +266,8 @@ def cmd_publish_detector(args: argparse.Namespace) -> None:
     weights = run / "best.safetensors"
     if not weights.exists():
         raise InputError(f"no best.safetensors in {run}; train with validation first")
-    run_info = json.loads((run / "run.json").read_text()) if (run / "run.json").exists() else {}
-    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()] if (run / "log.jsonl").exists() else []
+    run_info = json.loads((run / "run.json").read_text(encoding="utf-8")) if (run / "run.json").exists() else {}
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text(encoding="utf-8").splitlines()] if (run / "log.jsonl").exists() else []
     card = {
         "description": "Teacher detector (mD2IQA, lite preset): Faster R-CNN, ResNet-18 trunk to stride 8, "
                        "64-channel FPN, trained from scratch on lesions inserted into simulated CT.",
@@ -279,11 +279,11 @@ def cmd_publish_detector(args: argparse.Namespace) -> None:
                      "phantom series (seeds 500-502)",
     }
     if (run / "selection.json").exists():
-        card["selection_figures"] = json.loads((run / "selection.json").read_text())
+        card["selection_figures"] = json.loads((run / "selection.json").read_text(encoding="utf-8"))
     if args.validity:
-        card["metrics"] = json.loads(Path(args.validity).read_text())
+        card["metrics"] = json.loads(Path(args.validity).read_text(encoding="utf-8"))
     if args.notes:
-        card["notes"] = json.loads(Path(args.notes).read_text())
+        card["notes"] = json.loads(Path(args.notes).read_text(encoding="utf-8"))
     dest = package_model(weights, args.name, "detector", run_info.get("args", {}).get("preset", "lite"), card)
     print(json.dumps({"weights": str(dest), "card": str(dest.with_suffix(".json"))}))
 

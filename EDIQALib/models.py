@@ -53,7 +53,7 @@ def find_model(name_or_path: str, models_dir: Path = MODELS_DIR) -> ModelCard:
     if not card_path.exists():
         raise InputError(f"model card missing for {weights.name} (expected {card_path.name})")
     try:
-        card = json.loads(card_path.read_text())
+        card = json.loads(card_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise InputError(f"model card {card_path.name} is not valid JSON ({exc.msg})") from None
     return ModelCard(name=card.get("name", weights.stem), weights=weights, card=card)
@@ -95,6 +95,6 @@ def package_model(weights: str | Path, name: str, kind: str, preset: str, card: 
     full = {"name": name, "kind": kind, "preset": preset, **card, "sha256": sha256_of(dest),
             "size_bytes": dest.stat().st_size}
     card_tmp = dest.with_suffix(".json.tmp")
-    card_tmp.write_text(json.dumps(full, indent=2) + "\n")
+    card_tmp.write_text(json.dumps(full, indent=2) + "\n", encoding="utf-8")
     card_tmp.replace(dest.with_suffix(".json"))
     return dest

@@ -91,8 +91,8 @@ def write_series_summary(results: list[QualityResult], out_dir: str | Path, sett
     writer.writerows(rows)
     with tempfile.TemporaryDirectory(prefix=".tmp-", dir=out) as tmp:
         t = Path(tmp)
-        (t / "series.json").write_text(json.dumps({**settings, "inputs": rows}, indent=2))
-        (t / "series.csv").write_text(csv_buf.getvalue())
+        (t / "series.json").write_text(json.dumps({**settings, "inputs": rows}, indent=2), encoding="utf-8")
+        (t / "series.csv").write_text(csv_buf.getvalue(), encoding="utf-8")
         (t / "series.png").write_bytes(png)
         for name in ("series.json", "series.csv", "series.png"):
             os.replace(t / name, out / name)
@@ -122,8 +122,8 @@ def write_validity(report: dict, out_dir: str | Path, settings: dict) -> None:
             lines.append(f"{e['base']},{e['kind']},{lv:g},{sc:.6f},{ns:.3f}")
     with tempfile.TemporaryDirectory(prefix=".tmp-", dir=out) as tmp:
         t = Path(tmp)
-        (t / "validity.json").write_text(json.dumps({**settings, **report}, indent=2))
-        (t / "validity.csv").write_text("\n".join(lines) + "\n")
+        (t / "validity.json").write_text(json.dumps({**settings, **report}, indent=2), encoding="utf-8")
+        (t / "validity.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
         (t / "validity.png").write_bytes(png)
         for name in ("validity.json", "validity.csv", "validity.png"):
             os.replace(t / name, out / name)
@@ -161,7 +161,7 @@ def write_comparison(results: list[QualityResult], volumes: list[Volume], out_di
     with tempfile.TemporaryDirectory(prefix=".tmp-", dir=out) as tmp:
         t = Path(tmp)
         (t / "compare.json").write_text(json.dumps([r.to_json() for r in results], indent=2))
-        (t / "compare.csv").write_text("\n".join(lines) + "\n")
+        (t / "compare.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
         (t / "compare.png").write_bytes(png)
         for name in ("compare.json", "compare.csv", "compare.png"):
             os.replace(t / name, out / name)
@@ -172,7 +172,7 @@ def read_outputs(out_dir: str | Path) -> QualityResult:
     import SimpleITK as sitk
 
     out = Path(out_dir)
-    data = json.loads((out / "result.json").read_text())
+    data = json.loads((out / "result.json").read_text(encoding="utf-8"))
     heat = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "heatmap.nrrd"))).astype(np.float32)
     core = ("name", "score", "slice_scores", "assessable", "method", "model", "seconds", "shape", "spacing")
     return QualityResult(name=data["name"], score=np.nan if data["score"] is None else float(data["score"]),

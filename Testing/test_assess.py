@@ -43,7 +43,7 @@ def test_assess_volume_outputs_in_input_geometry(tmp_path, student_file):
     sitk.WriteImage(src, str(path))
     proc = _run("assess", path, "--model", student_file, "--out", tmp_path / "out", "--progress", "none")
     assert proc.returncode == 0, proc.stderr
-    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    result = json.loads((tmp_path / "out" / "result.json").read_text(encoding="utf-8"))
     assert result["method"] == "EDIQA"
     assert result["assessable"] == [True, False, True]
     assert result["slice_scores"][1] is None
@@ -64,9 +64,9 @@ def test_compare_writes_side_by_side_outputs(tmp_path, student_file):
         paths.append(p)
     proc = _run("compare", *paths, "--model", student_file, "--out", tmp_path / "cmp", "--progress", "none")
     assert proc.returncode == 0, proc.stderr
-    rows = (tmp_path / "cmp" / "compare.csv").read_text().splitlines()
+    rows = (tmp_path / "cmp" / "compare.csv").read_text(encoding="utf-8").splitlines()
     assert rows[0] == "slice,recon-a,recon-b" and len(rows) == 3
-    assert [r["name"] for r in json.loads((tmp_path / "cmp" / "compare.json").read_text())] == ["recon-a", "recon-b"]
+    assert [r["name"] for r in json.loads((tmp_path / "cmp" / "compare.json").read_text(encoding="utf-8"))] == ["recon-a", "recon-b"]
     assert (tmp_path / "cmp" / "compare.png").stat().st_size > 10_000
     for name in ("recon-a", "recon-b"):  # each input's own outputs, for viewers that show them side by side
         assert (tmp_path / "cmp" / name / "heatmap.nrrd").exists()
@@ -82,7 +82,7 @@ def test_bench_measures_every_figure_in_one_run(tmp_path, student_file):
     proc = _run("bench", "--student", student_file, "--realizations", "2", "--repeats", "1",
                 "--volume-shape", "3,160,160", "--kinds", "texture,blur", "--out", tmp_path, "--progress", "none")
     assert proc.returncode == 0, proc.stderr
-    figures = json.loads((tmp_path / "bench.json").read_text())
+    figures = json.loads((tmp_path / "bench.json").read_text(encoding="utf-8"))
     for key in ("student_ms_per_slice", "teacher_s_per_slice", "speedup", "volume_s", "peak_mem_gb"):
         assert figures[key] > 0, key
     assert figures["speedup"] == pytest.approx(figures["teacher_s_per_slice"] / figures["student_ms_per_slice"] * 1000,

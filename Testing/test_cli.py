@@ -38,7 +38,7 @@ def test_teacher_writes_results_in_input_geometry(tmp_path):
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"stage"')]
     done = [e["done"] for e in events if e["stage"] == "slices"]
     assert done == [1, 2]
-    result = json.loads((out / "result.json").read_text())
+    result = json.loads((out / "result.json").read_text(encoding="utf-8"))
     assert result["method"] == "mD2IQA" and 0.0 <= result["score"] <= 1.0
     assert len(result["slice_scores"]) == 2 and result["assessable"] == [True, True]
     assert result["shape"] == [200, 200, 2]
@@ -60,10 +60,10 @@ def test_teacher_series_shares_maps_and_summarises(tmp_path):
     shutil.copy(a, b)
     proc = ediqa("teacher", a, b, *TINY, "--out", tmp_path / "out", "--progress", "none")
     assert proc.returncode == 0, proc.stderr
-    ra = json.loads((tmp_path / "out" / "a" / "result.json").read_text())
-    rb = json.loads((tmp_path / "out" / "b" / "result.json").read_text())
+    ra = json.loads((tmp_path / "out" / "a" / "result.json").read_text(encoding="utf-8"))
+    rb = json.loads((tmp_path / "out" / "b" / "result.json").read_text(encoding="utf-8"))
     assert ra["score"] == rb["score"]  # identical images, identical insertion maps
-    summary = json.loads((tmp_path / "out" / "series.json").read_text())
+    summary = json.loads((tmp_path / "out" / "series.json").read_text(encoding="utf-8"))
     assert [r["name"] for r in summary["inputs"]] == ["a", "b"]
     assert (tmp_path / "out" / "series.png").exists() and (tmp_path / "out" / "series.csv").exists()
 

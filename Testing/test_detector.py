@@ -37,7 +37,7 @@ def test_train_resume_and_detect(tmp_path):
     assert best.name == "best.safetensors" and best.exists()
     # a new process would build a fresh model and resume from state.pt at step 2
     train_detector(build_detector("lite"), bank, tmp_path, schedule, validate=lambda m: calls.append(1) or -len(calls))
-    steps = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    steps = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text(encoding="utf-8").splitlines()]
     assert steps == [2, 4]
     assert len(calls) == 2
     assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == [

@@ -53,7 +53,7 @@ def _rank_pids(root: int) -> dict[int, int]:
     while todo:
         p = todo.pop()
         try:
-            kids = [int(k) for k in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+            kids = [int(k) for k in Path(f"/proc/{p}/task/{p}/children").read_text(encoding="utf-8").split()]
         except OSError:
             continue
         for k in kids:
@@ -85,7 +85,7 @@ def test_two_ranks_give_the_single_process_rows_and_resume_after_a_killed_rank(t
     proc = subprocess.Popen(_torchrun_cmd(data, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     part1 = tmp_path / "killed.part1.csv"
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not (part1.exists() and len(part1.read_text().splitlines()) >= 3):
+    while time.monotonic() < deadline and not (part1.exists() and len(part1.read_text(encoding="utf-8").splitlines()) >= 3):
         time.sleep(0.2)
     ranks = _rank_pids(proc.pid)
     assert 1 in ranks, "rank 1 not found"

@@ -53,7 +53,7 @@ def test_label_then_resume_after_interruption(tmp_path):
     assert float(full[0]["score"]) >= float(full[1]["score"])
 
     # simulate an interruption: keep the first three rows and half of the fourth line
-    lines = out.read_text().splitlines(keepends=True)
+    lines = out.read_text(encoding="utf-8").splitlines(keepends=True)
     out.write_text("".join(lines[:4]) + lines[4][: len(lines[4]) // 2])
     assert _label(data, out).returncode == 2  # refuses to overwrite without --resume
     proc = _label(data, out, "--resume")

@@ -35,7 +35,7 @@ def _descendants(pid: int) -> set[int]:
     while todo:
         p = todo.pop()
         try:
-            kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+            kids = Path(f"/proc/{p}/task/{p}/children").read_text(encoding="utf-8").split()
         except OSError:
             continue
         for k in map(int, kids):
@@ -46,7 +46,7 @@ def _descendants(pid: int) -> set[int]:
 
 def _alive(pid: int) -> bool:
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        state = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").split(")")[-1].split()[0]
     except OSError:
         return False
     return state != "Z"

@@ -12,14 +12,14 @@ UI = ROOT / "EDIQA" / "Resources" / "UI" / "EDIQA.ui"
 
 
 def test_module_compiles_and_follows_the_template():
-    tree = ast.parse(MODULE.read_text(), filename=str(MODULE))
+    tree = ast.parse(MODULE.read_text(encoding="utf-8"), filename=str(MODULE))
     classes = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
     assert {"EDIQA", "EDIQAWidget", "EDIQALogic", "EDIQATest", "EDIQAParameterNode"} <= classes
 
 
 def test_every_widget_the_code_uses_exists_in_the_ui():
     names = {w.get("name") for w in ET.parse(UI).iter("widget")}
-    used = set(re.findall(r"self\.ui\.(\w+)", MODULE.read_text()))
+    used = set(re.findall(r"self\.ui\.(\w+)", MODULE.read_text(encoding="utf-8")))
     assert used, "the module uses no widgets?"
     assert used <= names, f"missing in the .ui: {sorted(used - names)}"
 
@@ -27,14 +27,14 @@ def test_every_widget_the_code_uses_exists_in_the_ui():
 def test_parameter_names_in_the_ui_exist_in_the_parameter_node():
     tree = ET.parse(UI)
     bound = {p.findtext("string") for p in tree.iter("property") if p.get("name") == "SlicerParameterName"}
-    source = MODULE.read_text()
+    source = MODULE.read_text(encoding="utf-8")
     block = source[source.index("class EDIQAParameterNode"):source.index("class EDIQAWidget")]
     declared = set(re.findall(r"^    (\w+):", block, re.M))
     assert bound and bound <= declared
 
 
 def _cmake_listed(cmake: Path) -> list[Path]:
-    text = cmake.read_text()
+    text = cmake.read_text(encoding="utf-8")
     module = re.search(r"set\(MODULE_NAME (\w+)\)", text)
     entries = re.findall(r"^\s+([\w${}./-]+\.(?:py|ui|png|json|safetensors|nrrd|md))\s*$", text, re.M)
     name = module.group(1) if module else ""
@@ -54,7 +54,7 @@ def test_cmake_files_list_every_installed_file_that_exists():
 
 
 def test_extension_metadata():
-    text = (ROOT / "CMakeLists.txt").read_text()
+    text = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
     for key in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
                 "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
         assert re.search(rf'set\({key} "[^"]+"\)', text), key
