@@ -62,6 +62,9 @@ class Student(nn.Module):
                                   nn.Linear(spec["hidden"], 1))
         self.map_proj = nn.ModuleList(nn.Conv2d(fused, 32, 1) for _ in channels)
         self.map_head = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.GELU(), nn.Conv2d(32, 1, 1))
+        for m in self.modules():  # MobileNetV3 ships momentum 0.01: too slow for short distillation runs
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = 0.1
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h, w = x.shape[-2:]

@@ -51,7 +51,7 @@ def test_two_stage_distillation_end_to_end(tmp_path):
     assert len(samples) == 4
     train, held = split_by_series(samples, held_out_fraction=0.0)
     assert len(train) == 4 and not held
-    train_student(student, train, [], tmp_path / "stage2", StudentTraining(epochs=25, batch_size=4, lr=2e-3))
+    train_student(student, train, [], tmp_path / "stage2", StudentTraining(epochs=40, batch_size=4, lr=2e-3, rank_weight=2.0))
     losses = [json.loads(line)["loss"] for line in (tmp_path / "stage2" / "log.jsonl").read_text(encoding="utf-8").splitlines()]
     assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3])
     teacher = np.array([s.score for s in samples])

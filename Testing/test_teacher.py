@@ -6,9 +6,8 @@ import pytest
 
 from EDIQALib.backgrounds import make_background
 from EDIQALib.models import load_model
-from EDIQALib.series import make_series
 from EDIQALib.signals import Insertion, render
-from EDIQALib.simulate import phantom
+from EDIQALib.simulate import Acquisition, phantom, simulate_series
 from EDIQALib.teacher import TeacherConfig, coco_map, score_series
 
 
@@ -39,13 +38,12 @@ def test_coco_map_readouts():
 
 @pytest.fixture(scope="module")
 def dose_series():
-    s = make_series("dose", "phantom-4", phantom(4, kind="body"), seed=4)
-    keep = [0, 2, 4]  # 100 %, 25 %, 5 %
-    return [make_background(s.images_hu[i]) for i in keep]
+    images = simulate_series(phantom(1, kind="body"), 0.7, [Acquisition(dose=d) for d in (1.0, 0.2, 0.04)], seed=4)
+    return [make_background(im) for im in images]
 
 
 def test_teacher_score_falls_with_dose(detector, dose_series):
-    config = TeacherConfig(realizations=12, repeats=1)
+    config = TeacherConfig(realizations=16, repeats=1)
     verdicts = score_series(detector, dose_series, config)
     scores = [v.score for v in verdicts]
     assert scores[0] > scores[1] > scores[2], scores
