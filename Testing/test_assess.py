@@ -85,7 +85,8 @@ def test_bench_measures_every_figure_in_one_run(tmp_path, student_file):
     figures = json.loads((tmp_path / "bench.json").read_text(encoding="utf-8"))
     for key in ("student_ms_per_slice", "teacher_s_per_slice", "speedup", "volume_s", "peak_mem_gb"):
         assert figures[key] > 0, key
+    # bench.json rounds each figure; the ratio is computed before rounding
     assert figures["speedup"] == pytest.approx(figures["teacher_s_per_slice"] / figures["student_ms_per_slice"] * 1000,
-                                               rel=0.01)
+                                               rel=0.05, abs=0.1)
     assert set(figures["validity"]["summary"]) == {"texture", "blur"}
     assert "noise-SD rho" in proc.stdout
