@@ -327,8 +327,18 @@ def cmd_label(args: argparse.Namespace) -> None:
         barrier()
         if world > 1 and rank == 0:
             merge_parts(inputs, args.out, world)
+        written = _sum_over_ranks(written) if world > 1 else written
     if rank == 0:
         print(json.dumps({"rows_written": written, "labels": args.out, "model": entry.name, "ranks": world}))
+
+
+def _sum_over_ranks(value: int) -> int:
+    import torch
+    import torch.distributed as dist
+
+    total = torch.tensor([value], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(total)
+    return int(total.item())
 
 
 def cmd_train(args: argparse.Namespace) -> None:

@@ -77,6 +77,7 @@ def test_two_ranks_give_the_single_process_rows_and_resume_after_a_killed_rank(t
 
     two = subprocess.run(_torchrun_cmd(data, tmp_path / "two.csv"), capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-2000:]
+    assert '"rows_written": 12' in two.stdout
     assert [r[:5] for r in _rows(tmp_path / "two.csv")] == [r[:5] for r in expected]
     assert not list(tmp_path.glob("two.part*.csv"))
 
