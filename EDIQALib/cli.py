@@ -371,13 +371,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    out = Path(args.out)
-    args.inputs = [str(DEMO_SAMPLE)]
-    args.realizations, args.repeats = 50, 2
-    args.model, args.seed, args.readout, args.no_psf, args.device, args.modality, args.contrasts = (
-        "detector-lite", 0, "agnostic", False, "auto", None, None)
-    args.out = str(out)
-    cmd_teacher(args)
+    """The teacher on the bundled sample, with fewer realisations so that it takes seconds."""
+    cmd_teacher(build_parser().parse_args(["teacher", str(DEMO_SAMPLE), "--realizations", "50", "--repeats", "2",
+                                           "--out", args.out, "--progress", args.progress]))
 
 
 def build_parser() -> argparse.ArgumentParser:

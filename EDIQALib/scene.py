@@ -56,7 +56,7 @@ def image_from_node(node) -> sitk.Image:
 
 def volume_from_node(node, modality: str | None = None) -> Volume:
     """An engine :class:`Volume` of a scalar volume node (checked like a file; the node is not touched)."""
-    raw = node.GetAttribute("DICOM.Modality") if hasattr(node, "GetAttribute") else None
+    raw = node.GetAttribute("DICOM.Modality")
     return volume_from_image(image_from_node(node), node.GetName() or "volume", raw, modality)
 
 
