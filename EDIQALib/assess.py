@@ -121,6 +121,8 @@ def student_scorer(model, config: InsertionConfig, device: str = "cpu", batch_si
 
     from .signals import is_assessable
 
+    model = model.for_inference()
+
     @torch.inference_mode()
     def scorer(positions: list[list[Background]], indices: list[int]) -> list[list[SliceVerdictLike]]:
         flat = [bg for pos in positions for bg in pos]

@@ -3,7 +3,8 @@
 Speed: student milliseconds per 512² slice (batched, median), teacher seconds per 512² slice at the
 paper's 100 realisations × 5 repeats, their ratio, and a whole volume assessed end to end by the CLI in
 a child process (wall time and peak resident memory). Validity: the student's Spearman ρ on the
-evaluation series, beside the noise-SD baseline.
+evaluation series, beside the noise-SD baseline; its heatmap on half-degraded slices; its fidelity to
+the teacher on held-out labels.
 """
 from __future__ import annotations
 
@@ -22,20 +23,23 @@ import torch
 
 from .backgrounds import make_background
 from .detector import detect
+from .distill import Sample, fidelity
 from .simulate import phantom
+from .student import Student
 from .teacher import TeacherConfig, score_series
 from .validation import acceptance_bases, noise_sd_baseline, rank_agreement
 
 Progress = Callable[[str, int, int], None]
 
 
-def student_ms_per_slice(student: torch.nn.Module, size: int = 512, batch: int = 8, runs: int = 5,
+def student_ms_per_slice(student: Student, size: int = 512, batch: int = 8, runs: int = 5,
                          device: str = "cpu") -> float:
     """Median over ``runs`` of the time per slice of a batched forward pass on ``size``² slices."""
     x = torch.rand(batch, 1, size, size, device=device)
     times = []
+    student = student.for_inference()
     with torch.inference_mode():
-        student.eval()(x)  # warm-up
+        student(x)  # warm-up
         for _ in range(runs):
             start = time.perf_counter()
             student(x)
@@ -111,11 +115,42 @@ def student_validity(student: torch.nn.Module, kinds: tuple[str, ...] = ("dose",
     return {"series": rows, "summary": summary}
 
 
+def heatmap_half_noise(student: Student, cases: int = 20, extra_sd_hu: float = 60.0, device: str = "cpu") -> dict:
+    """How often the student's map is lower where the image is worse: on ``cases`` unseen phantoms (seeds
+    3000+, never used in training) and the two real acceptance slices, white noise of ``extra_sd_hu`` is
+    added to one half of the slice (left, then right), and the mean map over the body is compared
+    between the halves. Returns the number of cases and the fraction lower in the degraded half."""
+    from .assess import slice_background
+    from .signals import InsertionConfig
+
+    real = acceptance_bases()
+    bases = [phantom(3000 + i) for i in range(cases)] + [real["ct-head"], real["ct-spine"]]
+    student = student.for_inference()
+    lower = []
+    for i, hu in enumerate(bases):
+        rng = np.random.default_rng(i)
+        for side in (0, 1):
+            noisy = hu + rng.normal(0, 10.0, hu.shape).astype(np.float32)
+            half = np.zeros(hu.shape, bool)
+            half[:, : hu.shape[1] // 2] = True
+            degraded = half if side == 0 else ~half
+            noisy[degraded] += rng.normal(0, extra_sd_hu, int(degraded.sum())).astype(np.float32)
+            bg = slice_background(noisy, "ct", InsertionConfig(), with_psf=False)
+            x = torch.from_numpy(bg.image01)[None, None].to(device)
+            with torch.inference_mode():
+                heat = torch.sigmoid(student(x)[1].float())
+            heat = torch.nn.functional.interpolate(heat, scale_factor=4, mode="bilinear", align_corners=False)
+            hmap = heat[0, 0, : hu.shape[0], : hu.shape[1]].cpu().numpy()
+            lower.append(hmap[degraded & bg.body].mean() < hmap[~degraded & bg.body].mean())
+    return {"cases": len(lower), "extra_sd_hu": extra_sd_hu, "lower_in_degraded": float(np.mean(lower))}
+
+
 def run_bench(student: torch.nn.Module, student_name: str, detector: torch.nn.Module, config: TeacherConfig,
               volume_shape: tuple[int, int, int], kinds: tuple[str, ...] = ("dose", "views", "texture", "blur"),
-              teacher_runs: int = 1, device: str = "cpu",
+              teacher_runs: int = 1, device: str = "cpu", held_out: list[Sample] | None = None,
               progress: Progress | None = None) -> dict:
-    """All figures, measured in this one run (see the module doc)."""
+    """All figures, measured in this one run (see the module doc); with ``held_out`` teacher labels,
+    also the student's fidelity to the teacher on them (PLCC, SROCC)."""
     hu = phantom(7, size=512, kind="body")  # a 512² slice at 0.7 mm
     student_ms = student_ms_per_slice(student, device=device)
     if progress:
@@ -128,10 +163,13 @@ def run_bench(student: torch.nn.Module, student_name: str, detector: torch.nn.Mo
     if progress:
         progress("bench", 3, 4)
     validity = student_validity(student, kinds, device=device)
+    half_noise = heatmap_half_noise(student, device=device)
+    agreement = {**fidelity(student, held_out), "slices": len(held_out)} if held_out else None
     if progress:
         progress("bench", 4, 4)
     return {"student_ms_per_slice": round(student_ms, 2), "teacher_s_per_slice": round(teacher_s, 2),
             "teacher_realizations": config.realizations, "teacher_repeats": config.repeats,
             "speedup": round(teacher_s / (student_ms / 1000.0), 1), "volume_shape": list(volume_shape),
             "volume_s": round(volume_s, 2), "peak_mem_gb": round(peak_gb, 3), "device": device,
-            "threads": torch.get_num_threads(), "validity": validity}
+            "threads": torch.get_num_threads(), "validity": validity, "heatmap_half_noise": half_noise,
+            "fidelity": agreement}

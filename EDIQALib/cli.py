@@ -218,6 +218,7 @@ def cmd_validate(args: argparse.Namespace) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> None:
     from .bench import run_bench
+    from .distill import load_samples
     from .io import write_text
     from .models import load_model
 
@@ -228,15 +229,22 @@ def cmd_bench(args: argparse.Namespace) -> None:
     shape = tuple(args.volume_shape)
     if len(shape) != 3 or min(shape) < 1:
         raise InputError("--volume-shape takes three positive sizes: slices,rows,cols")
+    held_out = load_samples(args.labels) if args.labels else None
     figures = run_bench(student, str(entry.weights), detector, config, shape, tuple(args.kinds),
-                        args.teacher_runs, device, _progress(args))
+                        args.teacher_runs, device, held_out, _progress(args))
     figures["model"] = {"name": entry.name, "sha256": entry.sha256}
     write_text(json.dumps(figures, indent=2), Path(args.out) / "bench.json")
     keys = ("student_ms_per_slice", "teacher_s_per_slice", "speedup", "volume_s", "peak_mem_gb")
     table = "\n".join(f"{k:>22}  {figures[k]}" for k in keys)
     rhos = "\n".join(f"{k:>22}  student rho {v['mean_rho']:.2f}   noise-SD rho {v['mean_rho_noise_sd']:.2f}"
                       for k, v in figures["validity"]["summary"].items())
-    print(table + "\n" + rhos)
+    half = figures["heatmap_half_noise"]
+    lines = [table, rhos, f"{'heatmap half-noise':>22}  lower in the degraded half in "
+                          f"{100 * half['lower_in_degraded']:.0f} % of {half['cases']} cases"]
+    if figures["fidelity"]:
+        lines.append(f"{'fidelity':>22}  PLCC {figures['fidelity']['plcc']:.3f}   SROCC {figures['fidelity']['srocc']:.3f}"
+                     f"   ({figures['fidelity']['slices']} held-out slices)")
+    print("\n".join(lines))
 
 
 def cmd_select_detector(args: argparse.Namespace) -> None:
@@ -439,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--volume-shape", type=lambda t: [int(x) for x in t.split(",")], default=[300, 512, 512])
     p.add_argument("--kinds", type=lambda t: t.split(","), default=["dose", "views", "texture", "blur"],
                    help="evaluation series for the validity figures")
+    p.add_argument("--labels", help="held-out teacher labels (`ediqa label` CSV) for the fidelity figures")
     p.add_argument("--out", default="out/bench")
     common(p)
     p.set_defaults(func=cmd_bench)

@@ -27,7 +27,7 @@ from .detector import build_stage1_detector, save_weights
 from .errors import InputError
 from .io import read_volume
 from .preprocess import normalise, to_canonical
-from .student import PRESETS, Student
+from .student import MAP_STRIDE, PRESETS, Student
 
 
 def stage1_detectors(preset: str) -> list[nn.Module]:
@@ -98,7 +98,7 @@ def _batch(samples: list[Sample], rng: np.random.Generator | None) -> tuple[torc
     h = max(s.image01.shape[0] for s in samples)
     w = max(s.image01.shape[1] for s in samples)
     images = np.zeros((len(samples), 1, h, w), np.float32)
-    maps = np.full((len(samples), 1, -(-h // 4), -(-w // 4)), np.nan, np.float32)
+    maps = np.full((len(samples), 1, -(-h // MAP_STRIDE), -(-w // MAP_STRIDE)), np.nan, np.float32)
     for i, s in enumerate(samples):
         im, hm = s.image01, s.heatmap
         if rng is not None and rng.random() < 0.5:

@@ -19,11 +19,11 @@ from .assess import slice_background
 from .errors import InputError
 from .io import read_volume
 from .preprocess import to_canonical
+from .student import MAP_STRIDE
 from .teacher import TeacherConfig, score_series
 
 FIELDS = ["series", "file", "slice", "score", "assessable", "map", "path"]
 IMAGE_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha", ".mhd")
-MAP_STRIDE = 4
 
 
 def discover_series(paths: list[str | Path]) -> list[tuple[str, list[Path]]]:

@@ -3,11 +3,12 @@
 Architecture (DESIGN §2): backbones in parallel → one shared FPN (4 levels) → per-level concatenation
 of the backbones' FPN maps → CBAM-style channel and spatial attention per level → global average
 pooling per level → concatenation → Linear → GELU → Linear → score. A dense head fuses the attended
-levels at stride 4 into the heatmap.
+levels at the finest level's stride into the heatmap, returned at stride 4 (the teacher's label maps).
 
 Presets:
     ``paper``: Swin-T and ConvNeXt-T, 256-channel FPN (4 × 512 = 2048 → 1024 → 1), for GPUs.
-    ``lite`` (default): MobileNetV3-Small, 64-channel FPN (4 × 64 = 256 → 128 → 1), for a 2-core CPU.
+    ``lite`` (default): :class:`~EDIQALib.backbones.CompactStages` (strides 8–64), 24-channel FPN
+    (4 × 24 = 96 → 64 → 1), for a 2-core CPU.
 """
 from __future__ import annotations
 
@@ -18,13 +19,14 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import FeaturePyramidNetwork
 
-from .backbones import ConvNeXtTStages, MobileNetV3SmallStages, SwinTStages
+from .backbones import CompactStages, ConvNeXtTStages, SwinTStages, fold_batchnorm
 
 PRESETS = {
-    "paper": {"backbones": (SwinTStages, ConvNeXtTStages), "fpn": 256, "hidden": 1024},
-    "lite": {"backbones": (MobileNetV3SmallStages,), "fpn": 64, "hidden": 128},
+    "paper": {"backbones": (SwinTStages, ConvNeXtTStages), "fpn": 256, "hidden": 1024, "map": 32},
+    "lite": {"backbones": (CompactStages,), "fpn": 24, "hidden": 64, "map": 8},
 }
 IMAGE_MEAN, IMAGE_STD = 0.5, 0.25
+MAP_STRIDE = 4  # of the heatmap the student returns, as of the teacher's label maps
 
 
 class CBAM(nn.Module):
@@ -45,7 +47,7 @@ class CBAM(nn.Module):
 
 class Student(nn.Module):
     """The EDIQA student. ``forward(x)`` takes ``(B, 1, H, W)`` normalised slices and returns
-    ``(score (B,), heatmap logits (B, 1, H/4, W/4))``; apply a sigmoid to both for [0, 1] values."""
+    ``(score (B,), heatmap logits (B, 1, ⌈H/4⌉, ⌈W/4⌉))``; apply a sigmoid to both for [0, 1] values."""
 
     def __init__(self, preset: str = "lite") -> None:
         super().__init__()
@@ -60,21 +62,32 @@ class Student(nn.Module):
         self.attention = nn.ModuleList(CBAM(fused) for _ in channels)
         self.head = nn.Sequential(nn.Linear(fused * len(channels), spec["hidden"]), nn.GELU(),
                                   nn.Linear(spec["hidden"], 1))
-        self.map_proj = nn.ModuleList(nn.Conv2d(fused, 32, 1) for _ in channels)
-        self.map_head = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.GELU(), nn.Conv2d(32, 1, 1))
-        for m in self.modules():  # MobileNetV3 ships momentum 0.01: too slow for short distillation runs
-            if isinstance(m, nn.BatchNorm2d):
-                m.momentum = 0.1
+        self.map_proj = nn.ModuleList(nn.Conv2d(fused, spec["map"], 1) for _ in channels)
+        self.map_head = nn.Sequential(nn.Conv2d(spec["map"], spec["map"], 3, padding=1), nn.GELU(),
+                                      nn.Conv2d(spec["map"], 1, 1))
+
+    def for_inference(self) -> Student:
+        """Eval mode with BatchNorm folded into the convolutions and channels-last memory: the fast path
+        for assessment (no further training on this instance)."""
+        fold_batchnorm(self.eval())
+        return self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h, w = x.shape[-2:]
-        x = F.pad(x, (0, -w % 32, 0, -h % 32), mode="replicate")  # every backbone sees whole stride-32 cells
-        x = ((x - IMAGE_MEAN) / IMAGE_STD).expand(-1, 3, -1, -1)
+        cell = max(b.strides[-1] for b in self.backbones)
+        if h % cell or w % cell:  # every backbone sees whole cells
+            x = F.pad(x, (0, -w % cell, 0, -h % cell), mode="replicate")
+        x = x.mul(1 / IMAGE_STD).sub_(IMAGE_MEAN / IMAGE_STD).expand(-1, 3, -1, -1)
         per_backbone = [self.fpn(OrderedDict((str(i), f) for i, f in enumerate(b(x)))) for b in self.backbones]
         levels = [self.attention[i](torch.cat([p[str(i)] for p in per_backbone], dim=1))
                   for i in range(len(self.attention))]
         score = self.head(torch.cat([lv.mean(dim=(2, 3)) for lv in levels], dim=1)).squeeze(1)
-        size = levels[0].shape[-2:]
-        fused_map = sum(F.interpolate(proj(lv), size=size, mode="bilinear", align_corners=False)
-                        for proj, lv in zip(self.map_proj, levels))
-        return score, self.map_head(fused_map)[..., : -(-h // 4), : -(-w // 4)]
+        fused_map = self.map_proj[0](levels[0])
+        for proj, lv in zip(self.map_proj[1:], levels[1:]):
+            fused_map = fused_map + F.interpolate(proj(lv), size=fused_map.shape[-2:], mode="bilinear",
+                                                  align_corners=False)
+        heatmap = self.map_head(fused_map)
+        scale = self.backbones[0].strides[0] // MAP_STRIDE
+        if scale > 1:
+            heatmap = F.interpolate(heatmap, scale_factor=scale, mode="bilinear", align_corners=False)
+        return score, heatmap[..., : -(-h // MAP_STRIDE), : -(-w // MAP_STRIDE)]

@@ -89,4 +89,7 @@ def test_bench_measures_every_figure_in_one_run(tmp_path, student_file):
     assert figures["speedup"] == pytest.approx(figures["teacher_s_per_slice"] / figures["student_ms_per_slice"] * 1000,
                                                rel=0.05, abs=0.1)
     assert set(figures["validity"]["summary"]) == {"texture", "blur"}
-    assert "noise-SD rho" in proc.stdout
+    assert figures["heatmap_half_noise"]["cases"] == 44  # 20 unseen phantoms + 2 real slices, each side
+    assert 0.0 <= figures["heatmap_half_noise"]["lower_in_degraded"] <= 1.0
+    assert figures["fidelity"] is None  # no held-out labels given
+    assert "noise-SD rho" in proc.stdout and "half-noise" in proc.stdout

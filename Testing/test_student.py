@@ -4,17 +4,30 @@ from __future__ import annotations
 import pytest
 import torch
 
-from EDIQALib.backbones import ConvNeXtTStages, MobileNetV3SmallStages, SwinTStages
+from EDIQALib.backbones import CompactStages, ConvNeXtTStages, SwinTStages, fold_batchnorm
 from EDIQALib.student import Student
 
 
-@pytest.mark.parametrize("stages", [SwinTStages, ConvNeXtTStages, MobileNetV3SmallStages])
-def test_backbones_give_four_levels_at_strides_4_to_32(stages):
+@pytest.mark.parametrize("stages", [SwinTStages, ConvNeXtTStages, CompactStages])
+def test_backbones_give_four_levels_at_their_strides(stages):
     net = stages().eval()
     with torch.inference_mode():
-        feats = net(torch.rand(1, 3, 128, 128))
+        feats = net(torch.rand(1, 3, 256, 256))
     assert [f.shape[1] for f in feats] == list(net.channels)
-    assert [f.shape[-1] for f in feats] == [32, 16, 8, 4]
+    assert [256 // f.shape[-1] for f in feats] == list(net.strides)
+
+
+def test_folding_batchnorm_keeps_the_outputs():
+    torch.manual_seed(0)
+    net = Student("lite")
+    net.train()(torch.rand(4, 1, 128, 128))  # move the running statistics off their defaults
+    x = torch.rand(2, 1, 128, 128)
+    with torch.inference_mode():
+        before = net.eval()(x)
+        after = fold_batchnorm(net)(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    for b, a in zip(before, after):
+        assert torch.allclose(b, a, atol=1e-4)
 
 
 @pytest.mark.parametrize("preset", ["lite", "paper"])
