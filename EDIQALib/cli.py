@@ -168,32 +168,39 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
 
     from .backgrounds import build_bank, load_bank, training_bases
     from .detector import DetectorTraining, build_detector, train_detector
+    from .distributed import barrier, distributed_context
     from .teacher import TeacherConfig
     from .validation import default_validation_series, validity_metric
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    progress = _progress(args)
-    bank_path = out / "bank.npz"
-    if not bank_path.exists():
-        bank = build_bank(training_bases(args.phantoms), args.bank_projections, seed=args.seed,
-                          workers=args.workers, progress=progress)
-        np.savez_compressed(out / "bank.tmp.npz", **bank)
-        (out / "bank.tmp.npz").replace(bank_path)
-    settings = {k: v for k, v in vars(args).items() if k not in ("func", "progress")}
-    (out / "run.json").write_text(json.dumps({"command": "ediqa train-detector", "args": settings}, indent=2), encoding="utf-8")
-    bank = load_bank(bank_path)
     device = _device(args.device)
-    schedule = DetectorTraining(iterations=args.iterations, batch_size=args.batch_size, crop_px=args.crop,
-                                lr=args.lr, snapshot_every=args.snapshot_every, seed=args.seed)
-    validate = None
-    if args.validate:
-        validate = validity_metric(default_validation_series(),
-                                   TeacherConfig(realizations=args.val_realizations, repeats=1), device)
-    torch.manual_seed(args.seed)
-    best = train_detector(build_detector(args.preset), bank, out, schedule, validate=validate,
-                          progress=progress, device=device)
-    print(json.dumps({"best": str(best), "log": str(out / "log.jsonl")}))
+    with distributed_context(device) as (rank, world):
+        progress = _progress(args) if rank == 0 else None
+        bank_path = out / "bank.npz"
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            if not bank_path.exists():
+                bank = build_bank(training_bases(args.phantoms), args.bank_projections, seed=args.seed,
+                                  workers=args.workers, progress=progress)
+                np.savez_compressed(out / "bank.tmp.npz", **bank)
+                (out / "bank.tmp.npz").replace(bank_path)
+            settings = {k: v for k, v in vars(args).items() if k not in ("func", "progress")}
+            (out / "run.json").write_text(json.dumps({"command": "ediqa train-detector", "args": settings,
+                                                      "ranks": world}, indent=2), encoding="utf-8")
+        barrier(world)
+        bank = load_bank(bank_path)
+        schedule = DetectorTraining(iterations=args.iterations, batch_size=args.batch_size, crop_px=args.crop,
+                                    lr=args.lr, snapshot_every=args.snapshot_every, accumulate=args.accumulate,
+                                    seed=args.seed)
+        validate = None
+        if args.validate and rank == 0:
+            validate = validity_metric(default_validation_series(),
+                                       TeacherConfig(realizations=args.val_realizations, repeats=1), device)
+        torch.manual_seed(args.seed)
+        best = train_detector(build_detector(args.preset), bank, out, schedule, validate=validate,
+                              progress=progress, device=device, rank=rank, world=world)
+    if rank == 0:
+        print(json.dumps({"best": str(best), "log": str(out / "log.jsonl")}))
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
@@ -321,18 +328,18 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
 
 
 def cmd_label(args: argparse.Namespace) -> None:
-    from .distributed import distributed_context
+    from .distributed import barrier, distributed_context
     from .labels import discover_series, label_series, merge_parts
     from .models import load_model
 
     inputs = discover_series(args.data)
     device = _device(args.device)
     model, entry = load_model(args.model, "detector", device)
-    with distributed_context(device) as (rank, world, barrier):
+    with distributed_context(device) as (rank, world):
         progress = _progress(args) if rank == 0 else None
         written = label_series(inputs, model, _teacher_config(args), args.out, args.resume, device, progress,
                                rank, world)
-        barrier()
+        barrier(world)
         if world > 1 and rank == 0:
             merge_parts(inputs, args.out, world)
         written = _sum_over_ranks(written) if world > 1 else written
@@ -356,26 +363,34 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .detector import DetectorTraining, train_detector
     from .distill import (StudentTraining, load_samples, split_by_series, stage1_detectors, train_student,
                           transfer_backbones)
+    from .distributed import distributed_context
     from .student import Student
 
     out = Path(args.out)
-    progress = _progress(args)
-    torch.manual_seed(args.seed)
-    student = Student(args.preset)
-    if args.stage1_iterations:
-        if not args.bank:
-            raise InputError("stage 1 needs --bank (a train-detector run's bank.npz), or --stage1-iterations 0")
-        bank = load_bank(args.bank)
-        detectors = stage1_detectors(args.preset)
-        for i, det in enumerate(detectors):
-            train_detector(det, bank, out / f"stage1-{i}", DetectorTraining(iterations=args.stage1_iterations,
-                                                                           seed=args.seed), progress=progress)
-        transfer_backbones(student, detectors)
+    device = _device(args.device)
+    if args.stage1_iterations and not args.bank:
+        raise InputError("stage 1 needs --bank (a train-detector run's bank.npz), or --stage1-iterations 0")
     train, val = split_by_series(load_samples(args.labels), args.held_out)
-    cfg = StudentTraining(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, rank_weight=args.rank_weight,
-                          map_weight=args.map_weight, seed=args.seed)
-    best = train_student(student, train, val, out / "stage2", cfg, progress)
-    print(json.dumps({"best": str(best), "train_slices": len(train), "held_out_slices": len(val)}))
+    with distributed_context(device) as (rank, world):
+        progress = _progress(args) if rank == 0 else None
+        torch.manual_seed(args.seed)
+        student = Student(args.preset)
+        if args.stage1_iterations:
+            bank = load_bank(args.bank)
+            detectors = stage1_detectors(args.preset)
+            for i, det in enumerate(detectors):
+                train_detector(det, bank, out / f"stage1-{i}",
+                               DetectorTraining(iterations=args.stage1_iterations, accumulate=args.accumulate,
+                                                seed=args.seed), progress=progress, device=device,
+                               rank=rank, world=world)
+            transfer_backbones(student, detectors)
+        cfg = StudentTraining(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                              rank_weight=args.rank_weight, map_weight=args.map_weight, accumulate=args.accumulate,
+                              seed=args.seed)
+        best = train_student(student.to(device), train, val, out / "stage2", cfg, progress, rank, world)
+    if rank == 0:
+        print(json.dumps({"best": str(best), "train_slices": len(train), "held_out_slices": len(val),
+                          "ranks": world}))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -404,6 +419,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--contrasts", type=_float_list,
                        help="object contrasts, window-normalised (default 0.03,0.04,0.05; the paper: 0.08,0.09,0.1)")
         p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+    def accumulate_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--accumulate", type=_positive_int, default=1,
+                       help="micro-batches per rank and step, gradients averaged (one process with N "
+                            "reproduces N torchrun ranks)")
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--progress", choices=("bar", "jsonl", "none"), default="bar",
@@ -467,6 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-validate", dest="validate", action="store_false",
                    help="keep the last checkpoint instead of the most valid one")
     p.add_argument("--val-realizations", type=_positive_int, default=10)
+    accumulate_option(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     common(p)
@@ -513,7 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rank-weight", type=float, default=0.5)
     p.add_argument("--map-weight", type=float, default=1.0)
     p.add_argument("--held-out", type=float, default=0.2, help="fraction of series held out for validation")
+    accumulate_option(p)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     common(p)
     p.set_defaults(func=cmd_train)
 

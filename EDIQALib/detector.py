@@ -31,6 +31,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from .backbones import SwinTStages
 from .backgrounds import Background
+from .distributed import barrier, data_parallel, mean_over_ranks, split_parts, step_gradients
 from .signals import SHAPES, InsertionConfig, object_blur, plan_insertion, render
 
 PRESETS = ("lite", "paper")
@@ -127,6 +128,7 @@ class DetectorTraining:
         snapshot_every: steps between checkpoints (and validations).
         contrasts: contrast magnitudes drawn during training (wider than the teacher's read-out
             contrasts, so that the detector sees faint and conspicuous objects).
+        accumulate: micro-batches per rank and step (see :func:`EDIQALib.distributed.split_parts`).
         seed: all sampling derives from (seed, step): a resumed run continues identically.
     """
 
@@ -137,6 +139,7 @@ class DetectorTraining:
     weight_decay: float = 1e-4
     snapshot_every: int = 250
     contrasts: tuple[float, ...] = (0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.10)
+    accumulate: int = 1
     seed: int = 0
 
 
@@ -186,14 +189,21 @@ def train_detector(model: nn.Module, bank: list[Background], out_dir: str | Path
                    schedule: DetectorTraining = DetectorTraining(), config: InsertionConfig = InsertionConfig(),
                    validate: Callable[[nn.Module], float] | None = None,
                    progress: Callable[[str, int, int], None] | None = None,
-                   device: torch.device | str = "cpu") -> Path:
+                   device: torch.device | str = "cpu", rank: int = 0, world: int = 1) -> Path:
     """Train on insertions into bank images; resumable from ``out_dir/state.pt``.
 
     Every ``snapshot_every`` steps: ``state.pt`` (resume), ``last.safetensors``, ``snapshots/stepN.safetensors``
     (for a later selection with more realisations), and — when ``validate``
     returns a higher validity than before — ``best.safetensors``. Returns the path of the best weights
     (the last ones when there is no validation). A JSON line per snapshot goes to ``log.jsonl``.
+
+    Under ``torchrun`` (``world`` > 1) every rank draws the same batch and trains on its share
+    (``batch[rank::world]``) with gradients averaged across ranks (DistributedDataParallel); rank 0
+    validates and writes. ``world`` ranks equal one process with ``accumulate = world``.
     """
+    parts_per_step = world * schedule.accumulate
+    if schedule.batch_size % parts_per_step:
+        raise ValueError(f"batch size {schedule.batch_size} must be a multiple of ranks × accumulate ({parts_per_step})")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.to(device).train()
@@ -205,50 +215,62 @@ def train_detector(model: nn.Module, bank: list[Background], out_dir: str | Path
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step, best = int(state["step"]), float(state["best"])
+    parallel = data_parallel(model, world)
     with_masks = isinstance(model, MaskRCNN)
     running: dict[str, float] = {}
+
+    def loss_of(numbered: tuple[int, list[tuple[np.ndarray, dict[str, torch.Tensor]]]]) -> torch.Tensor:
+        number, part = numbered  # the part's place in the whole batch seeds the detector's box sampling
+        torch.manual_seed(int(np.random.SeedSequence([schedule.seed, step, number]).generate_state(1)[0]))
+        losses = parallel([to_tensor(image, device) for image, _ in part],
+                          [{k: v.to(device) for k, v in target.items() if with_masks or k != "masks"}
+                           for _, target in part])
+        for k, v in losses.items():
+            running[k] = running.get(k, 0.0) + float(v.detach()) / schedule.accumulate
+        return sum(losses.values())
+
     while step < schedule.iterations:
         rng = np.random.default_rng([schedule.seed, step])
-        images, targets = [], []
-        for _ in range(schedule.batch_size):
-            image, target = training_sample(bank[int(rng.integers(len(bank)))], schedule, config, rng)
-            if not with_masks:
-                target.pop("masks")
-            images.append(to_tensor(image, device))
-            targets.append({k: v.to(device) for k, v in target.items()})
+        batch = [training_sample(bank[int(rng.integers(len(bank)))], schedule, config, rng)
+                 for _ in range(schedule.batch_size)]
         for group in opt.param_groups:
             group["lr"] = schedule.lr * _lr_factor(step, schedule.iterations)
-        losses = model(images, targets)
-        loss = sum(losses.values())
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        parts = split_parts(batch[rank::world], schedule.accumulate)
+        step_gradients(parallel, [(rank + world * i, part) for i, part in enumerate(parts)], loss_of)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         opt.step()
         step += 1
-        for k, v in losses.items():
-            running[k] = running.get(k, 0.0) + float(v.detach())
         if progress:
             progress("train-detector", step, schedule.iterations)
         if step % schedule.snapshot_every == 0 or step == schedule.iterations:
-            entry = {"step": step, **{k: v / schedule.snapshot_every for k, v in running.items()}}
+            entry = {"step": step, **{k: mean_over_ranks(v, world) / schedule.snapshot_every
+                                      for k, v in sorted(running.items())}}
             running = {}
-            save_weights(model, out / "last.safetensors")
-            (out / "snapshots").mkdir(exist_ok=True)
-            save_weights(model, out / "snapshots" / f"step{step:06d}.safetensors")
-            if validate is not None:
-                validity = float(validate(model))
-                model.train()
-                entry["validity"] = validity
-                if validity > best:
-                    best = validity
-                    save_weights(model, out / "best.safetensors")
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best},
-                       out / "state.tmp")
-            os.replace(out / "state.tmp", state_path)
-            with open(out / "log.jsonl", "a") as f:
-                f.write(json.dumps(entry) + "\n")
+            if rank == 0:
+                _snapshot(model, opt, out, step, entry, validate, best)
+                best = max(best, entry.get("validity", best))
+            barrier(world)
     best_path = out / "best.safetensors"
     return best_path if best_path.exists() else out / "last.safetensors"
+
+
+def _snapshot(model: nn.Module, opt: torch.optim.Optimizer, out: Path, step: int, entry: dict,
+              validate: Callable[[nn.Module], float] | None, best: float) -> None:
+    """Write the weights (last, snapshot, best when more valid), the resume state and the log line."""
+    save_weights(model, out / "last.safetensors")
+    (out / "snapshots").mkdir(exist_ok=True)
+    save_weights(model, out / "snapshots" / f"step{step:06d}.safetensors")
+    if validate is not None:
+        entry["validity"] = float(validate(model))
+        model.train()
+        if entry["validity"] > best:
+            save_weights(model, out / "best.safetensors")
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                "best": max(best, entry.get("validity", best))}, out / "state.tmp")
+    os.replace(out / "state.tmp", out / "state.pt")
+    with open(out / "log.jsonl", "a") as f:
+        f.write(json.dumps(entry) + "\n")
 
 
 def save_weights(model: nn.Module, path: str | Path) -> None:

@@ -22,8 +22,10 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import pearsonr, spearmanr
 from torch import nn
+from torch.utils.data import DistributedSampler
 
 from .detector import build_stage1_detector, save_weights
+from .distributed import barrier, data_parallel, mean_over_ranks, split_parts, step_gradients
 from .errors import InputError
 from .io import read_volume
 from .preprocess import normalise, to_canonical
@@ -84,24 +86,29 @@ def split_by_series(samples: list[Sample], held_out_fraction: float = 0.2) -> tu
 
 @dataclass(frozen=True)
 class StudentTraining:
-    """Stage-2 schedule (the authors: Adam, lr 1e-5, batch 8, 100 epochs, cosine, flips)."""
+    """Stage-2 schedule (the authors: Adam, lr 1e-5, batch 8, 100 epochs, cosine, flips).
+
+    ``batch_size`` is the whole step's, over all ranks; each rank cuts its share into ``accumulate``
+    micro-batches (see :func:`EDIQALib.distributed.split_parts`).
+    """
 
     epochs: int = 30
     batch_size: int = 8
     lr: float = 1e-3
     rank_weight: float = 0.5
     map_weight: float = 1.0
+    accumulate: int = 1
     seed: int = 0
 
 
-def _batch(samples: list[Sample], rng: np.random.Generator | None) -> tuple[torch.Tensor, ...]:
+def _batch(samples: list[Sample], flips: list[bool] | None = None) -> tuple[torch.Tensor, ...]:
     h = max(s.image01.shape[0] for s in samples)
     w = max(s.image01.shape[1] for s in samples)
     images = np.zeros((len(samples), 1, h, w), np.float32)
     maps = np.full((len(samples), 1, -(-h // MAP_STRIDE), -(-w // MAP_STRIDE)), np.nan, np.float32)
     for i, s in enumerate(samples):
         im, hm = s.image01, s.heatmap
-        if rng is not None and rng.random() < 0.5:
+        if flips is not None and flips[i]:
             im, hm = im[:, ::-1], hm[:, ::-1]
         images[i, 0, :im.shape[0], :im.shape[1]] = im
         maps[i, 0, :hm.shape[0], :hm.shape[1]] = hm
@@ -134,7 +141,7 @@ def predict(student: Student, samples: list[Sample], batch_size: int = 8) -> np.
     student.eval()
     out = []
     for i in range(0, len(samples), batch_size):
-        images, _, _ = _batch(samples[i:i + batch_size], None)
+        images, _, _ = _batch(samples[i:i + batch_size])
         out.append(torch.sigmoid(student(images)[0]).numpy())
     return np.concatenate(out)
 
@@ -148,11 +155,22 @@ def fidelity(student: Student, samples: list[Sample]) -> dict[str, float]:
 
 def train_student(student: Student, train: list[Sample], val: list[Sample], out_dir: str | Path,
                   cfg: StudentTraining = StudentTraining(),
-                  progress: Callable[[str, int, int], None] | None = None) -> Path:
+                  progress: Callable[[str, int, int], None] | None = None, rank: int = 0, world: int = 1) -> Path:
     """Stage 2; resumable from ``out_dir/state.pt``; keeps ``best.safetensors`` (highest validation SROCC
-    + PLCC) and one ``log.jsonl`` line per epoch. Returns the best weights' path."""
+    + PLCC) and one ``log.jsonl`` line per epoch. Returns the best weights' path.
+
+    Under ``torchrun`` (``world`` > 1) the student is trained data-parallel: a DistributedSampler deals
+    each rank its share of every epoch, gradients are averaged across ranks, and rank 0 validates and
+    writes the checkpoints. Flips are drawn per (seed, epoch, sample), so the run does not depend on how
+    the batch is spread: ``world`` ranks equal one process with ``accumulate = world``.
+    """
+    parts_per_step = world * cfg.accumulate
+    if cfg.batch_size % parts_per_step or len(train) < cfg.batch_size:
+        raise InputError(f"batch size {cfg.batch_size} must be a multiple of ranks × accumulate ({parts_per_step}) "
+                         f"and at most the {len(train)} training slices")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    model = data_parallel(student, world)
     opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     epoch, best = 0, -math.inf
@@ -162,38 +180,45 @@ def train_student(student: Student, train: list[Sample], val: list[Sample], out_
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         epoch, best = int(state["epoch"]), float(state["best"])
-    steps = math.ceil(len(train) / cfg.batch_size)
+    sampler = DistributedSampler(range(len(train)), num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
+    share = cfg.batch_size // world
+    steps = len(train) // cfg.batch_size
+
+    def loss_of(part: list[int]) -> torch.Tensor:
+        chunk = [train[i] for i in part]
+        flips = [bool(np.random.default_rng([cfg.seed, epoch, i]).random() < 0.5) for i in part]
+        images, score, heatmap = _batch(chunk, flips)
+        score_logit, map_logit = model(images)
+        return distillation_loss(score_logit, map_logit, score, heatmap, [s.group for s in chunk], cfg)
+
     while epoch < cfg.epochs:
-        rng = np.random.default_rng([cfg.seed, epoch])
-        order = rng.permutation(len(train))
+        sampler.set_epoch(epoch)
+        mine = list(sampler)
         student.train()
         total = 0.0
         for b in range(steps):
-            chunk = [train[i] for i in order[b * cfg.batch_size:(b + 1) * cfg.batch_size]]
-            images, score, heatmap = _batch(chunk, rng)
-            score_logit, map_logit = student(images)
-            loss = distillation_loss(score_logit, map_logit, score, heatmap, [s.group for s in chunk], cfg)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            total += step_gradients(model, split_parts(mine[b * share:(b + 1) * share], cfg.accumulate), loss_of)
             opt.step()
-            total += float(loss.detach())
             if progress:
                 progress("train", epoch * steps + b + 1, cfg.epochs * steps)
         sched.step()
         epoch += 1
-        entry = {"epoch": epoch, "loss": total / steps}
-        if val:
-            entry.update(fidelity(student, val))
-            quality = entry["plcc"] + entry["srocc"]
-        else:
-            quality = -entry["loss"]
-        if quality > best:
-            best = quality
-            save_weights(student, out / "best.safetensors")
-        save_weights(student, out / "last.safetensors")
-        torch.save({"model": student.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "epoch": epoch, "best": best}, out / "state.tmp")
-        os.replace(out / "state.tmp", out / "state.pt")
-        with open(out / "log.jsonl", "a") as f:
-            f.write(json.dumps(entry) + "\n")
+        entry = {"epoch": epoch, "loss": mean_over_ranks(total / steps, world)}
+        if rank == 0:
+            if val:
+                entry.update(fidelity(student, val))
+                quality = entry["plcc"] + entry["srocc"]
+            else:
+                quality = -entry["loss"]
+            if quality > best:
+                best = quality
+                save_weights(student, out / "best.safetensors")
+            save_weights(student, out / "last.safetensors")
+            torch.save({"model": student.state_dict(), "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(), "epoch": epoch, "best": best}, out / "state.tmp")
+            os.replace(out / "state.tmp", out / "state.pt")
+            with open(out / "log.jsonl", "a") as f:
+                f.write(json.dumps(entry) + "\n")
+        barrier(world)
     return out / "best.safetensors"

@@ -1,7 +1,9 @@
-"""ediqa label under torchrun: same rows and scores as one process; a killed rank resumes cleanly."""
+"""torchrun: `label` gives the rows and scores of one process and resumes after a killed rank; `train`
+on 2 ranks gives the weights of one process that accumulates the same two micro-batches."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -10,8 +12,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
+import torch
+from safetensors.torch import load_file
 
+from EDIQALib.backgrounds import build_bank
 from EDIQALib.simulate import phantom
 
 LABEL = ["label", "--realizations", "3", "--repeats", "1", "--progress", "none"]
@@ -32,14 +38,22 @@ def _dataset(tmp_path: Path) -> list[Path]:
     return inputs
 
 
-def _single(data, out):
-    return subprocess.run([sys.executable, "-m", "EDIQALib", *LABEL, *map(str, data), "--out", str(out)],
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory) -> tuple[list[Path], Path]:
+    """The tiny dataset and its labels from one process."""
+    tmp_path = tmp_path_factory.mktemp("labelled")
+    data = _dataset(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "EDIQALib", *LABEL, *map(str, data), "--out", str(tmp_path / "single.csv")],
                           capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return data, tmp_path / "single.csv"
+
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "EDIQALib"]
 
 
 def _torchrun_cmd(data, out, *extra):
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-            "-m", "EDIQALib", *LABEL, *map(str, data), "--out", str(out), *extra]
+    return [*TORCHRUN, *LABEL, *map(str, data), "--out", str(out), *extra]
 
 
 def _rows(path):
@@ -68,11 +82,9 @@ def _rank_pids(root: int) -> dict[int, int]:
     return found
 
 
-def test_two_ranks_give_the_single_process_rows_and_resume_after_a_killed_rank(tmp_path):
-    data = _dataset(tmp_path)
-    single = _single(data, tmp_path / "single.csv")
-    assert single.returncode == 0, single.stderr
-    expected = _rows(tmp_path / "single.csv")
+def test_two_ranks_give_the_single_process_rows_and_resume_after_a_killed_rank(tmp_path, labelled):
+    data, single = labelled
+    expected = _rows(single)
     assert len(expected) == 12
 
     two = subprocess.run(_torchrun_cmd(data, tmp_path / "two.csv"), capture_output=True, text=True, timeout=600)
@@ -98,3 +110,42 @@ def test_two_ranks_give_the_single_process_rows_and_resume_after_a_killed_rank(t
     rows = _rows(out)
     assert len(rows) == len(set(rows)) == 12
     assert [r[:5] for r in rows] == [r[:5] for r in expected]
+
+
+def _trained(folder: Path, part: str) -> dict[str, torch.Tensor]:
+    """What training changes (BatchNorm running statistics follow rank 0 under DistributedDataParallel)."""
+    weights = load_file(folder / part / "last.safetensors")
+    return {k: v for k, v in weights.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+
+
+def _losses(folder: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (folder / "stage2" / "log.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def test_two_rank_training_equals_one_process_accumulating_two_micro_batches(tmp_path, labelled):
+    _, labels = labelled
+    bank = tmp_path / "bank.npz"
+    np.savez(bank, **build_bank({"p": phantom(61, size=192, kind="body")}, 1, workers=1))
+    train = ["train", "--labels", str(labels), "--bank", str(bank), "--stage1-iterations", "2", "--epochs", "2",
+             "--batch-size", "4", "--held-out", "0", "--lr", "1e-4", "--device", "cpu", "--progress", "none"]
+    runs = {"one": [sys.executable, "-m", "EDIQALib", *train, "--accumulate", "2"], "two": [*TORCHRUN, *train],
+            "whole-batch": [sys.executable, "-m", "EDIQALib", *train]}
+    for name, cmd in runs.items():
+        proc = subprocess.run([*cmd, "--out", str(tmp_path / name)], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert f'"ranks": {2 if name == "two" else 1}' in proc.stdout
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    np.testing.assert_allclose(_losses(two), _losses(one), rtol=1e-6)
+    # the same steps: a step of Adam moves a weight by at most about lr, so gradients that differ only by
+    # rounding (summed in another order) can move a weight by up to lr per step; 6 steps of lr 1e-4 here
+    for part in ("stage1-0", "stage2"):
+        a, b = _trained(one, part), _trained(two, part)
+        assert a.keys() == b.keys()
+        for name in a:
+            torch.testing.assert_close(b[name], a[name], rtol=0, atol=3e-4, msg=f"{part}: {name}")
+    # a different cut of the batch (one micro-batch of 4) is a different run: the check above can fail
+    assert abs(_losses(tmp_path / "whole-batch")[-1] - _losses(one)[-1]) > 1e-4
+    # stage 2 started from the transferred stage-1 backbone and moved it
+    stage1, stage2 = _trained(one, "stage1-0"), _trained(one, "stage2")
+    assert not torch.allclose(stage2["backbones.0.stem.0.weight"], stage1["backbone.stages.stem.0.weight"])
