@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 
 demo: install
 	$(VENV)/bin/ediqa demo --out out/demo
-	@echo "Demo outputs in out/demo: result.json, heatmap.nrrd, overlay.png"
+	@echo "Demo outputs: out/demo/assess (result.json, heatmap.nrrd, overlay.png), out/demo/compare (compare.png, .csv, .json)"
 
 test: install
 	$(PY) -m pytest -q Testing

@@ -114,8 +114,9 @@ def assess_series(volumes: list[Volume], scorer: SliceScorer, method: str, model
 
 
 def student_scorer(model, config: InsertionConfig, device: str = "cpu", batch_size: int = 8) -> SliceScorer:
-    """The student as a slice scorer: batched forward passes; its map upsampled to the slice, NaN outside
-    the body; a slice is assessable when the teacher could have inserted a lesion into it."""
+    """The student as a slice scorer: batched forward passes (bfloat16 autocast on a GPU); its map upsampled
+    to the slice, NaN outside the body; a slice is assessable when the teacher could have inserted a
+    lesion into it."""
     import torch
     import torch.nn.functional as F
 
@@ -134,7 +135,8 @@ def student_scorer(model, config: InsertionConfig, device: str = "cpu", batch_si
             x = torch.zeros(len(chunk), 1, h, w)
             for i, b in enumerate(chunk):
                 x[i, 0, :b.image01.shape[0], :b.image01.shape[1]] = torch.from_numpy(b.image01)
-            score, heat = model(x.to(device))
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(device).type == "cuda"):
+                score, heat = model(x.to(device))
             heat = F.interpolate(torch.sigmoid(heat.float()), scale_factor=4, mode="bilinear", align_corners=False)
             for i, b in enumerate(chunk):
                 hmap = heat[i, 0, :b.image01.shape[0], :b.image01.shape[1]].cpu().numpy()

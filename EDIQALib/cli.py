@@ -51,6 +51,11 @@ def _progress(args: argparse.Namespace):
 
 
 def cmd_simulate(args: argparse.Namespace) -> None:
+    print(json.dumps({"outputs": _simulate(args)}, indent=2))
+
+
+def _simulate(args: argparse.Namespace) -> list[str]:
+    """Write the simulated series of ``args.input``; returns the written paths, best dose first."""
     from .io import image_like, read_volume, write_image
     from .simulate import Acquisition, simulate_series
 
@@ -73,7 +78,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         path = out / f"{vol.name}_dose{acq.dose:g}_views{acq.views}_{acq.filter}.nrrd"
         write_image(image_like(slices, vol.reference), path)
         written.append(str(path))
-    print(json.dumps({"outputs": written}, indent=2))
+    return written
 
 
 def cmd_teacher(args: argparse.Namespace) -> None:
@@ -394,9 +399,14 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    """The teacher on the bundled sample, with fewer realisations so that it takes seconds."""
-    cmd_teacher(build_parser().parse_args(["teacher", str(DEMO_SAMPLE), "--realizations", "50", "--repeats", "2",
-                                           "--out", args.out, "--progress", args.progress]))
+    """The student on the bundled sample (scores, heatmap, overlay), then on a dose series simulated from
+    it (side-by-side comparison)."""
+    out = Path(args.out)
+    parse = build_parser().parse_args
+    cmd_assess(parse(["assess", str(DEMO_SAMPLE), "--out", str(out / "assess"), "--progress", args.progress]))
+    series = _simulate(parse(["simulate", str(DEMO_SAMPLE), "--out", str(out / "dose-series"),
+                              "--progress", args.progress]))
+    cmd_compare(parse(["compare", *series, "--out", str(out / "compare"), "--progress", args.progress]))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -547,7 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--notes", help="JSON file of calibration evidence to record in the card")
     p.set_defaults(func=cmd_publish_detector)
 
-    p = sub.add_parser("demo", help="run the teacher on the bundled sample")
+    p = sub.add_parser("demo", help="the student on the bundled sample and on a dose series simulated from it")
     p.add_argument("--out", default="out/demo")
     common(p)
     p.set_defaults(func=cmd_demo)

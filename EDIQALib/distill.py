@@ -139,10 +139,11 @@ def distillation_loss(score_logit: torch.Tensor, map_logit: torch.Tensor, score:
 def predict(student: Student, samples: list[Sample], batch_size: int = 8) -> np.ndarray:
     """Student scores (sigmoid) of labelled samples."""
     student.eval()
+    device = next(student.parameters()).device
     out = []
     for i in range(0, len(samples), batch_size):
         images, _, _ = _batch(samples[i:i + batch_size])
-        out.append(torch.sigmoid(student(images)[0]).numpy())
+        out.append(torch.sigmoid(student(images.to(device))[0].float()).cpu().numpy())
     return np.concatenate(out)
 
 
@@ -159,7 +160,8 @@ def train_student(student: Student, train: list[Sample], val: list[Sample], out_
     """Stage 2; resumable from ``out_dir/state.pt``; keeps ``best.safetensors`` (highest validation SROCC
     + PLCC) and one ``log.jsonl`` line per epoch. Returns the best weights' path.
 
-    Under ``torchrun`` (``world`` > 1) the student is trained data-parallel: a DistributedSampler deals
+    The student trains on the device it is on (bfloat16 autocast on a GPU). Under ``torchrun``
+    (``world`` > 1) it is trained data-parallel: a DistributedSampler deals
     each rank its share of every epoch, gradients are averaged across ranks, and rank 0 validates and
     writes the checkpoints. Flips are drawn per (seed, epoch, sample), so the run does not depend on how
     the batch is spread: ``world`` ranks equal one process with ``accumulate = world``.
@@ -180,6 +182,7 @@ def train_student(student: Student, train: list[Sample], val: list[Sample], out_
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         epoch, best = int(state["epoch"]), float(state["best"])
+    device = next(student.parameters()).device
     sampler = DistributedSampler(range(len(train)), num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
     share = cfg.batch_size // world
     steps = len(train) // cfg.batch_size
@@ -187,9 +190,10 @@ def train_student(student: Student, train: list[Sample], val: list[Sample], out_
     def loss_of(part: list[int]) -> torch.Tensor:
         chunk = [train[i] for i in part]
         flips = [bool(np.random.default_rng([cfg.seed, epoch, i]).random() < 0.5) for i in part]
-        images, score, heatmap = _batch(chunk, flips)
-        score_logit, map_logit = model(images)
-        return distillation_loss(score_logit, map_logit, score, heatmap, [s.group for s in chunk], cfg)
+        images, score, heatmap = (t.to(device) for t in _batch(chunk, flips))
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            score_logit, map_logit = model(images)
+        return distillation_loss(score_logit.float(), map_logit.float(), score, heatmap, [s.group for s in chunk], cfg)
 
     while epoch < cfg.epochs:
         sampler.set_epoch(epoch)

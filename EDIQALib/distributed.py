@@ -74,7 +74,7 @@ def mean_over_ranks(value: float, world: int) -> float:
     """The mean of ``value`` over all ranks (itself for one process)."""
     if world == 1:
         return value
-    t = torch.tensor([value], dtype=torch.float64)
+    t = torch.tensor([value], dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
     dist.all_reduce(t)
     return float(t) / world
 
