@@ -286,8 +286,7 @@ def cmd_publish_detector(args: argparse.Namespace) -> None:
     weights = run / "best.safetensors"
     if not weights.exists():
         raise InputError(f"no best.safetensors in {run}; train with validation first")
-    run_info = json.loads((run / "run.json").read_text(encoding="utf-8")) if (run / "run.json").exists() else {}
-    log = [json.loads(line) for line in (run / "log.jsonl").read_text(encoding="utf-8").splitlines()] if (run / "log.jsonl").exists() else []
+    run_info, log = _read_run(run, run)
     card = {
         "description": "Teacher detector (mD2IQA, lite preset): Faster R-CNN, ResNet-18 trunk to stride 8, "
                        "64-channel FPN, trained from scratch on lesions inserted into simulated CT.",
@@ -305,6 +304,36 @@ def cmd_publish_detector(args: argparse.Namespace) -> None:
     if args.notes:
         card["notes"] = json.loads(Path(args.notes).read_text(encoding="utf-8"))
     dest = package_model(weights, args.name, "detector", run_info.get("args", {}).get("preset", "lite"), card)
+    print(json.dumps({"weights": str(dest), "card": str(dest.with_suffix(".json"))}))
+
+
+def _read_run(settings_dir: Path, log_dir: Path) -> tuple[dict, list[dict]]:
+    """A training run's ``run.json`` (command and arguments) and ``log.jsonl`` lines; empty where absent."""
+    run_info = json.loads((settings_dir / "run.json").read_text(encoding="utf-8")) if (settings_dir / "run.json").exists() else {}
+    log_path = log_dir / "log.jsonl"
+    log = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines()] if log_path.exists() else []
+    return run_info, log
+
+
+def cmd_publish_student(args: argparse.Namespace) -> None:
+    from .models import package_model
+
+    run = Path(args.run)
+    weights = run / "stage2" / "best.safetensors"
+    if not weights.exists():
+        raise InputError(f"no stage2/best.safetensors in {run}; run `ediqa train` first")
+    run_info, log = _read_run(run, run / "stage2")
+    preset = run_info.get("args", {}).get("preset", "lite")
+    card = {
+        "description": f"EDIQA student ({preset} preset): one forward pass → teacher score and local-quality "
+                       "heatmap; two-stage distillation (stage-1 insertion detector on the student's backbone, "
+                       "stage-2 regression of the teacher's scores and maps).",
+        "training": {**run_info, "epochs": log},
+        "selection": "epoch with the highest PLCC + SROCC against the teacher on held-out series",
+    }
+    if args.bench:
+        card["metrics"] = json.loads(Path(args.bench).read_text(encoding="utf-8"))
+    dest = package_model(weights, args.name, "student", preset, card)
     print(json.dumps({"weights": str(dest), "card": str(dest.with_suffix(".json"))}))
 
 
@@ -378,6 +407,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     train, val = split_by_series(load_samples(args.labels), args.held_out)
     with distributed_context(device) as (rank, world):
         progress = _progress(args) if rank == 0 else None
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            settings = {k: v for k, v in vars(args).items() if k not in ("func", "progress")}
+            (out / "run.json").write_text(json.dumps({"command": "ediqa train", "args": settings, "ranks": world,
+                                                      "train_slices": len(train), "held_out_slices": len(val)},
+                                                     indent=2), encoding="utf-8")
         torch.manual_seed(args.seed)
         student = Student(args.preset)
         if args.stage1_iterations:
@@ -549,6 +584,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     common(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("publish-student", help="copy a train run's best student into Resources/Models with its card")
+    p.add_argument("run", help="`ediqa train` run folder")
+    p.add_argument("--name", default="student-lite")
+    p.add_argument("--bench", help="bench.json from `ediqa bench` to record as the card's metrics")
+    common(p)
+    p.set_defaults(func=cmd_publish_student)
 
     p = sub.add_parser("publish-detector", help="copy a run's best detector into Resources/Models with its card")
     p.add_argument("run", help="train-detector run folder")

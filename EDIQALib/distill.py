@@ -175,14 +175,14 @@ def train_student(student: Student, train: list[Sample], val: list[Sample], out_
     model = data_parallel(student, world)
     opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    device = next(student.parameters()).device
     epoch, best = 0, -math.inf
     if (out / "state.pt").exists():
-        state = torch.load(out / "state.pt", weights_only=True)
+        state = torch.load(out / "state.pt", map_location=device, weights_only=True)
         student.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         epoch, best = int(state["epoch"]), float(state["best"])
-    device = next(student.parameters()).device
     sampler = DistributedSampler(range(len(train)), num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
     share = cfg.batch_size // world
     steps = len(train) // cfg.batch_size

@@ -129,3 +129,15 @@ def test_usage_errors_and_bad_weights(tmp_path, ct_volume_file):
     proc = ediqa("teacher", ct_volume_file, *TINY, "--model", fake, "--out", tmp_path / "o")
     assert_one_line_error(proc)
     assert "do not fit" in proc.stderr
+
+
+def test_demo_assesses_the_sample_and_compares_a_dose_series_with_the_shipped_student(tmp_path):
+    proc = ediqa("demo", "--out", tmp_path, "--progress", "none")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "assess" / "result.json").read_text(encoding="utf-8"))
+    assert result["method"] == "EDIQA" and result["model"]["name"] == "student-lite"
+    assert (tmp_path / "assess" / "overlay.png").stat().st_size > 10_000
+    rows = (tmp_path / "compare" / "compare.csv").read_text(encoding="utf-8").splitlines()
+    assert len(rows[0].split(",")) == 6  # slice + five doses, best first
+    scores = [r["score"] for r in json.loads((tmp_path / "compare" / "compare.json").read_text(encoding="utf-8"))]
+    assert scores[0] > scores[-1]  # full dose above 5 % dose
