@@ -27,6 +27,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a count (0 or more)")
+    return value
+
+
 def _float_list(text: str) -> list[float]:
     try:
         return [float(x) for x in text.split(",") if x.strip()]
@@ -333,27 +340,38 @@ def cmd_publish_student(args: argparse.Namespace) -> None:
     }
     if args.bench:
         card["metrics"] = json.loads(Path(args.bench).read_text(encoding="utf-8"))
+    if args.notes:
+        card["notes"] = json.loads(Path(args.notes).read_text(encoding="utf-8"))
     dest = package_model(weights, args.name, "student", preset, card)
     print(json.dumps({"weights": str(dest), "card": str(dest.with_suffix(".json"))}))
 
 
 def cmd_make_dataset(args: argparse.Namespace) -> None:
+    import numpy as np
     import SimpleITK as sitk
 
+    from .backgrounds import training_bases
     from .io import write_image
     from .series import KINDS, make_series
     from .simulate import phantom
 
     out = Path(args.out)
     progress = _progress(args)
-    seeds = range(args.first_seed, args.first_seed + args.phantoms)
-    jobs = [(seed, kind) for seed in seeds for kind in KINDS]
+    bases = [(f"phantom-{seed}", seed) for seed in range(args.first_seed, args.first_seed + args.phantoms)]
+    real = next(iter(training_bases(0).values())) if args.real_variants else None
+    bases += [(f"ct693-v{v}", v) for v in range(args.real_variants)]
+    jobs = [(name, seed, kind) for name, seed in bases for kind in KINDS]
     folders = []
-    for j, (seed, kind) in enumerate(jobs):
-        series = make_series(kind, f"phantom-{seed}", phantom(seed), seed=seed)
-        folder = out / f"phantom-{seed}-{kind}"
-        for i, (level, hu) in enumerate(zip(series.levels, series.images_hu)):
-            image = sitk.GetImageFromArray(hu)
+    for j, (name, seed, kind) in enumerate(jobs):
+        if name.startswith("phantom"):
+            hu = phantom(seed)
+        else:  # the real training slice, turned and mirrored: eight distinct orientations, own noise seeds
+            hu = np.rot90(real, seed % 4)
+            hu = np.ascontiguousarray(hu[:, ::-1] if (seed // 4) % 2 else hu)
+        series = make_series(kind, name, hu, seed=seed)
+        folder = out / f"{name}-{kind}"
+        for i, (level, image_hu) in enumerate(zip(series.levels, series.images_hu)):
+            image = sitk.GetImageFromArray(image_hu)
             image.SetSpacing((0.7, 0.7))
             write_image(image, folder / f"{i}-{kind}-{level:g}.nrrd")
         folders.append(str(folder))
@@ -404,7 +422,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     device = _device(args.device)
     if args.stage1_iterations and not args.bank:
         raise InputError("stage 1 needs --bank (a train-detector run's bank.npz), or --stage1-iterations 0")
-    train, val = split_by_series(load_samples(args.labels), args.held_out)
+    train, val = split_by_series([s for labels in args.labels for s in load_samples(labels)], args.held_out)
     with distributed_context(device) as (rank, world):
         progress = _progress(args) if rank == 0 else None
         if rank == 0:
@@ -545,10 +563,12 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("make-dataset", help="write simulated phantom series (dose, views, texture, blur) as NRRD")
+    p = sub.add_parser("make-dataset", help="write simulated series (dose, views, texture, blur) as NRRD")
     p.add_argument("--out", required=True)
-    p.add_argument("--phantoms", type=_positive_int, default=30)
-    p.add_argument("--first-seed", type=int, default=2000)
+    p.add_argument("--phantoms", type=_count, default=30)
+    p.add_argument("--first-seed", type=int, default=2000, help="seed of the first phantom")
+    p.add_argument("--real-variants", type=_count, default=8,
+                   help="orientations of the real training CT slice (pydicom 693_J2KI), each with its own noise")
     common(p)
     p.set_defaults(func=cmd_make_dataset)
 
@@ -568,7 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_select_detector)
 
     p = sub.add_parser("train", help="two-stage distillation of the teacher into the student")
-    p.add_argument("--labels", required=True, help="labels CSV from `ediqa label`")
+    p.add_argument("--labels", required=True, nargs="+", help="labels CSVs from `ediqa label`")
     p.add_argument("--out", required=True, help="run folder (resumes when it holds a run)")
     p.add_argument("--preset", choices=("lite", "paper"), default="lite")
     p.add_argument("--bank", help="bank.npz of a train-detector run, for stage 1")
@@ -589,6 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="`ediqa train` run folder")
     p.add_argument("--name", default="student-lite")
     p.add_argument("--bench", help="bench.json from `ediqa bench` to record as the card's metrics")
+    p.add_argument("--notes", help="JSON file of notes (training data, how it was made) to record in the card")
     common(p)
     p.set_defaults(func=cmd_publish_student)
 

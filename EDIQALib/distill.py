@@ -60,16 +60,17 @@ def load_samples(labels_csv: str | Path) -> list[Sample]:
     """Assessable rows of a labels file, with their images and maps."""
     labels_csv = Path(labels_csv)
     maps_dir = labels_csv.parent / (labels_csv.stem + "_maps")
-    cache: dict[str, np.ndarray] = {}
+    cache: dict[Path, np.ndarray] = {}
     samples = []
     with open(labels_csv, newline="") as f:
         for row in csv.DictReader(f):
             if row["assessable"] != "1":
                 continue
-            if row["path"] not in cache:
-                vol = read_volume(row["path"])
-                cache[row["path"]] = np.stack([normalise(s, vol.modality) for s in to_canonical(vol)[0]])
-            samples.append(Sample(cache[row["path"]][int(row["slice"])], float(row["score"]),
+            path = labels_csv.parent / row["path"]  # relative to the labels file, or absolute
+            if path not in cache:
+                vol = read_volume(path)
+                cache[path] = np.stack([normalise(s, vol.modality) for s in to_canonical(vol)[0]])
+            samples.append(Sample(cache[path][int(row["slice"])], float(row["score"]),
                                   np.load(maps_dir / row["map"]).astype(np.float32),
                                   f"{row['series']}/{row['slice']}"))
     if not samples:

@@ -89,7 +89,8 @@ def label_series(inputs: list[tuple[str, list[Path]]], model: nn.Module, config:
         writer.writeheader()
         writer.writerows({k: r.get(k, "") for k in FIELDS} for r in own_rows)
     os.replace(tmp, part)
-    path_of = {(name, f.name): str(f) for name, files in inputs for f in files}
+    home = Path(out_csv).resolve().parent  # image paths are written relative to the labels file
+    path_of = {(name, f.name): os.path.relpath(Path(f).resolve(), home) for name, files in inputs for f in files}
     units = [(name, files, [read_volume(f) for f in files]) for name, files in inputs]
     total = sum(v[0].array.shape[0] for _, _, v in units)
     written, position = 0, -1
