@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -146,3 +147,36 @@ def student_scorer(model, config: InsertionConfig, device: str = "cpu", batch_si
         return [verdicts[j * n:(j + 1) * n] for j in range(len(positions))]
 
     return scorer
+
+
+def assess_each(volumes: list[Volume], model: str = "student-lite", device: str = "auto",
+                progress: Progress | None = None) -> list[QualityResult]:
+    """Assess each volume on its own with a student model (bundled name or ``.safetensors`` path)."""
+    from .models import load_model, resolve_device
+
+    device = resolve_device(device)
+    net, entry = load_model(model, "student", device)
+    scorer = student_scorer(net, InsertionConfig(), device)
+    results = []
+    for volume in volumes:  # no shared insertion maps are needed: each volume on its own
+        results += assess_series([volume], scorer, "EDIQA", {"name": entry.name, "sha256": entry.sha256},
+                                 InsertionConfig(), progress, chunk=8, with_psf=False)
+    return results
+
+
+def assess(image: str | Path | Volume, model: str = "student-lite", device: str = "auto",
+           modality: str | None = None, progress: Progress | None = None) -> QualityResult:
+    """The Python API of ``ediqa assess``: one image (a path in any supported format, or a read
+    :class:`~EDIQALib.io.Volume`) → its :class:`QualityResult` (scores, per-slice scores, heatmap on the
+    input grid). ``modality`` (``"ct"`` or ``"mr"``) overrides what the file says.
+
+    Example::
+
+        import EDIQALib
+        result = EDIQALib.assess("scan.nrrd")
+        print(result.score, result.slice_scores)
+    """
+    from .io import read_volume
+
+    volume = image if isinstance(image, Volume) else read_volume(image, modality)
+    return assess_each([volume], model, device, progress)[0]

@@ -42,13 +42,9 @@ def _float_list(text: str) -> list[float]:
 
 
 def _device(name: str) -> str:
-    import torch
+    from .models import resolve_device
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for but no CUDA device is available")
-    return name
+    return resolve_device(name)
 
 
 def _progress(args: argparse.Namespace):
@@ -118,20 +114,10 @@ def cmd_teacher(args: argparse.Namespace) -> None:
 
 
 def _assess_with_student(args: argparse.Namespace):
-    from .assess import assess_series, student_scorer
-    from .models import load_model
-    from .signals import InsertionConfig
+    from .assess import assess_each
 
     volumes = _read_inputs(args)
-    device = _device(args.device)
-    model, entry = load_model(args.model, "student", device)
-    scorer = student_scorer(model, InsertionConfig(), device)
-    progress = _progress(args)
-    results = []
-    for vol in volumes:  # each volume on its own: no shared insertion maps are needed
-        results += assess_series([vol], scorer, "EDIQA", {"name": entry.name, "sha256": entry.sha256},
-                                 InsertionConfig(), progress, chunk=8, with_psf=False)
-    return volumes, results
+    return volumes, assess_each(volumes, args.model, args.device, _progress(args))
 
 
 def cmd_assess(args: argparse.Namespace) -> None:

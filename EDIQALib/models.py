@@ -43,6 +43,18 @@ def sha256_of(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def resolve_device(name: str = "auto") -> str:
+    """``"auto"`` → ``"cuda"`` when a CUDA device is present, else ``"cpu"``; ``"cuda"`` without one is an
+    input error."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for but no CUDA device is available")
+    if name not in ("cpu", "cuda"):
+        raise InputError(f"unknown device {name!r}; choose auto, cpu or cuda")
+    return name
+
+
 def find_model(name_or_path: str, models_dir: Path = MODELS_DIR) -> ModelCard:
     """Resolve a bundled model name or a path to a ``.safetensors`` file (its card beside it, same stem)."""
     p = Path(name_or_path)

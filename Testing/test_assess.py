@@ -93,3 +93,17 @@ def test_bench_measures_every_figure_in_one_run(tmp_path, student_file):
     assert 0.0 <= figures["heatmap_half_noise"]["lower_in_degraded"] <= 1.0
     assert figures["fidelity"] is None  # no held-out labels given
     assert "noise-SD rho" in proc.stdout and "half-noise" in proc.stdout
+
+
+def test_python_api_assesses_a_file_and_matches_the_cli(tmp_path, student_file):
+    import EDIQALib
+
+    path = tmp_path / "ct.nrrd"
+    sitk.WriteImage(ct_image(slices=2, size=128, seed=9), str(path))
+    result = EDIQALib.assess(path, model=str(student_file), device="cpu")
+    assert isinstance(result, EDIQALib.QualityResult) and result.method == "EDIQA"
+    assert len(result.slice_scores) == 2 and result.heatmap.shape == (2, 128, 128)
+    proc = _run("assess", path, "--model", student_file, "--out", tmp_path / "out", "--progress", "none")
+    assert proc.returncode == 0, proc.stderr
+    cli = json.loads((tmp_path / "out" / "result.json").read_text(encoding="utf-8"))
+    assert cli["slice_scores"] == pytest.approx(result.slice_scores, abs=1e-5)
