@@ -83,26 +83,21 @@ def volume_seconds(model: str, shape: tuple[int, int, int], workdir: Path, devic
     return seconds, peak_gb
 
 
-def student_validity(student: torch.nn.Module, kinds: tuple[str, ...] = ("dose", "views", "texture", "blur"),
+def student_validity(student: Student, kinds: tuple[str, ...] = ("dose", "views", "texture", "blur"),
                      device: str = "cpu", progress: Progress | None = None) -> dict:
     """The student's Spearman ρ per evaluation series, beside the noise-SD baseline's."""
-    from .assess import slice_background
+    from .assess import slice_background, student_scorer
     from .series import make_series
     from .signals import InsertionConfig
 
+    scorer = student_scorer(student, InsertionConfig(), device)
     rows = []
     bases = acceptance_bases()
     jobs = [(name, kind) for kind in kinds for name in bases]
     for j, (name, kind) in enumerate(jobs):
         s = make_series(kind, name, bases[name], seed=7)
-        x = [slice_background(im, "ct", InsertionConfig(), with_psf=False).image01 for im in s.images_hu]
-        h = max(a.shape[0] for a in x)
-        w = max(a.shape[1] for a in x)
-        batch = torch.zeros(len(x), 1, h, w)
-        for i, a in enumerate(x):
-            batch[i, 0, :a.shape[0], :a.shape[1]] = torch.from_numpy(a)
-        with torch.inference_mode():
-            scores = torch.sigmoid(student.eval()(batch.to(device))[0]).cpu().tolist()
+        positions = [[slice_background(im, "ct", InsertionConfig(), with_psf=False)] for im in s.images_hu]
+        scores = [verdicts[0][0] for verdicts in scorer(positions, list(range(len(positions))))]
         noise = noise_sd_baseline(s)
         rows.append({"base": name, "kind": kind, "scores": scores, "rho": rank_agreement(scores),
                      "rho_noise_sd": rank_agreement([-n for n in noise])})
@@ -120,12 +115,12 @@ def heatmap_half_noise(student: Student, cases: int = 20, extra_sd_hu: float = 6
     3000+, never used in training) and the two real acceptance slices, white noise of ``extra_sd_hu`` is
     added to one half of the slice (left, then right), and the mean map over the body is compared
     between the halves. Returns the number of cases and the fraction lower in the degraded half."""
-    from .assess import slice_background
+    from .assess import slice_background, student_scorer
     from .signals import InsertionConfig
 
+    scorer = student_scorer(student, InsertionConfig(), device)
     real = acceptance_bases()
     bases = [phantom(3000 + i) for i in range(cases)] + [real["ct-head"], real["ct-spine"]]
-    student = student.for_inference()
     lower = []
     for i, hu in enumerate(bases):
         rng = np.random.default_rng(i)
@@ -136,11 +131,7 @@ def heatmap_half_noise(student: Student, cases: int = 20, extra_sd_hu: float = 6
             degraded = half if side == 0 else ~half
             noisy[degraded] += rng.normal(0, extra_sd_hu, int(degraded.sum())).astype(np.float32)
             bg = slice_background(noisy, "ct", InsertionConfig(), with_psf=False)
-            x = torch.from_numpy(bg.image01)[None, None].to(device)
-            with torch.inference_mode():
-                heat = torch.sigmoid(student(x)[1].float())
-            heat = torch.nn.functional.interpolate(heat, scale_factor=4, mode="bilinear", align_corners=False)
-            hmap = heat[0, 0, : hu.shape[0], : hu.shape[1]].cpu().numpy()
+            hmap = scorer([[bg]], [0])[0][0][1]  # NaN outside the body
             lower.append(hmap[degraded & bg.body].mean() < hmap[~degraded & bg.body].mean())
     return {"cases": len(lower), "extra_sd_hu": extra_sd_hu, "lower_in_degraded": float(np.mean(lower))}
 
