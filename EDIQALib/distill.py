@@ -59,6 +59,8 @@ class Sample:
 def load_samples(labels_csv: str | Path) -> list[Sample]:
     """Assessable rows of a labels file, with their images and maps."""
     labels_csv = Path(labels_csv)
+    if not labels_csv.is_file():
+        raise InputError(f"labels file not found: {labels_csv}")
     maps_dir = labels_csv.parent / (labels_csv.stem + "_maps")
     cache: dict[Path, np.ndarray] = {}
     samples = []

@@ -141,3 +141,8 @@ def test_demo_assesses_the_sample_and_compares_a_dose_series_with_the_shipped_st
     assert len(rows[0].split(",")) == 6  # slice + five doses, best first
     scores = [r["score"] for r in json.loads((tmp_path / "compare" / "compare.json").read_text(encoding="utf-8"))]
     assert scores[0] > scores[-1]  # full dose above 5 % dose
+
+
+@pytest.mark.parametrize("command", [["train", "--stage1-iterations", "0", "--out", "run"], ["bench"]])
+def test_a_missing_labels_file_is_one_line_and_exit_2(tmp_path, command):
+    assert_one_line_error(ediqa(*command, "--labels", tmp_path / "missing.csv", cwd=tmp_path))
