@@ -6,8 +6,10 @@ is such a scorer; so is the student.
 """
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,17 +94,21 @@ def assess_series(volumes: list[Volume], scorer: SliceScorer, method: str, model
     heat = [np.full(c[0].shape, np.nan, np.float32) for c in canon]
     scores: list[list[float | None]] = [[] for _ in volumes]
     flags: list[list[bool]] = [[] for _ in volumes]
-    for first in range(0, n_slices, chunk):
-        indices = list(range(first, min(first + chunk, n_slices)))
-        positions = [[slice_background(c[0][k], v.modality, config, with_psf) for c, v in zip(canon, volumes)]
-                     for k in indices]
-        for k, verdicts in zip(indices, scorer(positions, indices)):
-            for i, (score, hmap, ok) in enumerate(verdicts):
-                scores[i].append(float(score) if ok else None)
-                flags[i].append(bool(ok))
-                heat[i][k] = hmap
-        if progress:
-            progress("slices", indices[-1] + 1, n_slices)
+    def position(k: int) -> list[Background]:
+        return [slice_background(c[0][k], v.modality, config, with_psf) for c, v in zip(canon, volumes)]
+
+    # masks and PSF fits are NumPy/SciPy work that releases the GIL: one thread per core
+    with ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:
+        for first in range(0, n_slices, chunk):
+            indices = list(range(first, min(first + chunk, n_slices)))
+            positions = list(pool.map(position, indices))
+            for k, verdicts in zip(indices, scorer(positions, indices)):
+                for i, (score, hmap, ok) in enumerate(verdicts):
+                    scores[i].append(float(score) if ok else None)
+                    flags[i].append(bool(ok))
+                    heat[i][k] = hmap
+            if progress:
+                progress("slices", indices[-1] + 1, n_slices)
     seconds = time.perf_counter() - start
     results = []
     for i, (v, (_, grid)) in enumerate(zip(volumes, canon)):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -625,3 +626,13 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("ediqa: interrupted\n")
         return 130
     return 0
+
+
+def run() -> None:
+    """The console entry (``ediqa``, ``python -m EDIQALib``): :func:`main`, then exit at once. With torch
+    loaded the interpreter's teardown takes about two seconds and does nothing useful: by the time
+    :func:`main` returns, every output has been written, closed and moved into place."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -98,7 +98,8 @@ def _resolve_modality(raw: str | None, requested: str | None, array: np.ndarray,
         if raw.upper() not in _DICOM_MODALITY:
             raise InputError(f"{name}: modality {raw!r} is not supported (CT or MR only)")
         return _DICOM_MODALITY[raw.upper()]
-    if float(np.percentile(array, 1)) <= -900.0:
+    sample = array.ravel()[:: max(1, array.size // 1_000_000)]  # a million voxels tell HU from MR units
+    if float(np.percentile(sample, 1)) <= -900.0:
         return "ct"  # air at about -1000: Hounsfield units
     raise InputError(f"{name}: cannot tell the modality; pass --modality ct or --modality mr")
 
@@ -146,7 +147,7 @@ def volume_from_image(image: sitk.Image, name: str, raw_modality: str | None = N
         raise InputError(f"{name}: {image.GetNumberOfComponentsPerPixel()}-component pixels; expected a greyscale image")
     if min(image.GetSize()[:2]) < MIN_SIZE:
         raise InputError(f"{name}: in-plane size {image.GetSize()[:2]} is under {MIN_SIZE} pixels")
-    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    array = sitk.GetArrayViewFromImage(image).astype(np.float32)  # one copy, in float32
     if array.ndim == 2:
         array = array[None]
     if not np.all(np.isfinite(array)):
@@ -177,7 +178,7 @@ def write_image(image: sitk.Image, path: str | os.PathLike) -> None:
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".tmp-", dir=dest.parent) as tmp:
-        sitk.WriteImage(image, str(Path(tmp) / dest.name), True)
+        sitk.WriteImage(image, str(Path(tmp) / dest.name), True, 1)  # fast gzip: volumes run to hundreds of MB
         for written in Path(tmp).iterdir():
             os.replace(written, dest.parent / written.name)
 

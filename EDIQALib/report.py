@@ -9,6 +9,7 @@ import io as _io
 import json
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import matplotlib
@@ -62,12 +63,13 @@ def write_outputs(result: QualityResult, volume: Volume, out_dir: str | Path) ->
     """Write ``result.json``, ``heatmap.nrrd`` (float32, the input's geometry) and ``overlay.png``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    png = _png_bytes(overlay_figure(volume, result))
-    with tempfile.TemporaryDirectory(prefix=".tmp-", dir=out) as tmp:
+    with tempfile.TemporaryDirectory(prefix=".tmp-", dir=out) as tmp, ThreadPoolExecutor(1) as pool:
         t = Path(tmp)
+        # SimpleITK compresses the heatmap without holding the GIL, while matplotlib draws the overlay
+        heatmap = pool.submit(write_image, image_like(result.heatmap, volume.reference), t / "heatmap.nrrd")
+        (t / "overlay.png").write_bytes(_png_bytes(overlay_figure(volume, result)))
         (t / "result.json").write_text(json.dumps(result.to_json(), indent=2))
-        write_image(image_like(result.heatmap, volume.reference), t / "heatmap.nrrd")
-        (t / "overlay.png").write_bytes(png)
+        heatmap.result()
         for name in ("result.json", "heatmap.nrrd", "overlay.png"):
             os.replace(t / name, out / name)
     return out

@@ -33,6 +33,21 @@ def test_body_mask_covers_the_body_and_not_the_air():
     assert body_mask(np.zeros((100, 100), np.float32)).sum() == 0
 
 
+def test_body_mask_hole_filling_equals_scipys():
+    from EDIQALib.preprocess import _fill_holes
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        mask = ndi.gaussian_filter(rng.random((60, 70)), rng.uniform(0.5, 3.0)) > rng.uniform(0.3, 0.7)
+        assert np.array_equal(_fill_holes(mask), ndi.binary_fill_holes(mask))
+    ring = np.zeros((20, 20), bool)
+    ring[5:15, 5:15] = True
+    ring[8:12, 8:12] = False
+    assert _fill_holes(ring)[10, 10] and not _fill_holes(ring)[0, 0]
+    for flat in (np.zeros((9, 9), bool), np.ones((9, 9), bool)):
+        assert np.array_equal(_fill_holes(flat), ndi.binary_fill_holes(flat))
+
+
 def test_canonical_resampling_round_trip(tmp_path):
     path = tmp_path / "ct.nrrd"
     sitk.WriteImage(ct_image(size=128, spacing=(0.45, 0.45, 3.0)), str(path))
