@@ -32,14 +32,15 @@ from .validation import acceptance_bases, noise_sd_baseline, rank_agreement
 Progress = Callable[[str, int, int], None]
 
 
-def student_ms_per_slice(student: Student, size: int = 512, batch: int = 8, runs: int = 5,
+def student_ms_per_slice(student: Student, size: int = 512, batch: int = 8, runs: int = 20,
                          device: str = "cpu") -> float:
     """Median over ``runs`` of the time per slice of a batched forward pass on ``size``² slices."""
     x = torch.rand(batch, 1, size, size, device=device)
     times = []
     student = student.for_inference()
     with torch.inference_mode():
-        student(x)  # warm-up
+        for _ in range(3):  # warm-up
+            student(x)
         for _ in range(runs):
             start = time.perf_counter()
             student(x)
@@ -62,9 +63,10 @@ def teacher_s_per_slice(detector: torch.nn.Module, hu: np.ndarray, config: Teach
     return statistics.median(times)
 
 
-def volume_seconds(model: str, shape: tuple[int, int, int], workdir: Path, device: str = "cpu") -> tuple[float, float]:
-    """Assess a synthetic ``(slices, rows, cols)`` CT volume with ``ediqa assess`` in a child process:
-    (wall seconds, peak resident memory in GB)."""
+def volume_seconds(model: str, shape: tuple[int, int, int], workdir: Path, device: str = "cpu",
+                   runs: int = 3) -> tuple[float, float]:
+    """Assess a synthetic ``(slices, rows, cols)`` CT volume with ``ediqa assess`` in a child process,
+    ``runs`` times: (median wall seconds, peak resident memory in GB)."""
     slices, rows, cols = shape
     base = phantom(7, size=max(rows, cols), kind="body")[:rows, :cols]
     volume = np.repeat(base[None], slices, axis=0)
@@ -73,14 +75,16 @@ def volume_seconds(model: str, shape: tuple[int, int, int], workdir: Path, devic
     image.SetSpacing((0.7 * 320 / max(rows, cols), 0.7 * 320 / max(rows, cols), 1.0))
     src = workdir / "volume.nrrd"
     sitk.WriteImage(image, str(src), True)
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "EDIQALib", "assess", str(src), "--model", model, "--device", device,
-                           "--out", str(workdir / "out"), "--progress", "none"], capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "assess failed")
+    seconds = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "EDIQALib", "assess", str(src), "--model", model, "--device",
+                               device, "--out", str(workdir / "out"), "--progress", "none"], capture_output=True, text=True)
+        seconds.append(time.perf_counter() - start)
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "assess failed")
     peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 ** 2
-    return seconds, peak_gb
+    return statistics.median(seconds), peak_gb
 
 
 def student_validity(student: Student, kinds: tuple[str, ...] = ("dose", "views", "texture", "blur"),

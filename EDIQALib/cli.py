@@ -430,7 +430,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                                rank=rank, world=world)
             transfer_backbones(student, detectors)
         cfg = StudentTraining(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                              rank_weight=args.rank_weight, map_weight=args.map_weight, accumulate=args.accumulate,
+                              rank_weight=args.rank_weight, map_weight=args.map_weight, mix=args.mix, accumulate=args.accumulate,
                               seed=args.seed)
         best = train_student(student.to(device), train, val, out / "stage2", cfg, progress, rank, world)
     if rank == 0:
@@ -585,6 +585,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--rank-weight", type=float, default=0.5)
     p.add_argument("--map-weight", type=float, default=1.0)
+    p.add_argument("--mix", type=float, default=0.0,
+                   help="chance per slice and epoch of training on a mixed-quality composite of two versions "
+                        "of the slice (map label only), so that the map follows quality within a slice")
     p.add_argument("--held-out", type=float, default=0.2, help="fraction of series held out for validation")
     accumulate_option(p)
     p.add_argument("--seed", type=int, default=0)

@@ -92,7 +92,8 @@ class StudentTraining:
     """Stage-2 schedule (the authors: Adam, lr 1e-5, batch 8, 100 epochs, cosine, flips).
 
     ``batch_size`` is the whole step's, over all ranks; each rank cuts its share into ``accumulate``
-    micro-batches (see :func:`EDIQALib.distributed.split_parts`).
+    micro-batches (see :func:`EDIQALib.distributed.split_parts`). ``mix`` is the chance that a training
+    slice is replaced, for one epoch, by a :func:`mixed_quality` composite with another version of itself.
     """
 
     epochs: int = 30
@@ -100,8 +101,26 @@ class StudentTraining:
     lr: float = 1e-3
     rank_weight: float = 0.5
     map_weight: float = 1.0
+    mix: float = 0.0
     accumulate: int = 1
     seed: int = 0
+
+
+def mixed_quality(a: Sample, b: Sample, rng: np.random.Generator) -> Sample:
+    """A slice whose quality changes across a straight cut: ``a`` on one side, ``b`` (another version of
+    the same slice, e.g. another dose) on the other. Its map label is the two teacher maps side by side
+    (the teacher's map is local: each inserted lesion is scored where it lies); it has no score label
+    (NaN). Teaches the map head that quality can change within one slice, which uniformly degraded
+    training slices never show."""
+    axis = int(rng.integers(2))
+    cut = int(round(rng.uniform(0.3, 0.7) * a.heatmap.shape[axis]))  # in map cells
+    image, heatmap = a.image01.copy(), a.heatmap.copy()
+    pixels = [slice(None), slice(None)]
+    cells = [slice(None), slice(None)]
+    pixels[axis], cells[axis] = slice(cut * MAP_STRIDE, None), slice(cut, None)
+    image[tuple(pixels)] = b.image01[tuple(pixels)]
+    heatmap[tuple(cells)] = b.heatmap[tuple(cells)]
+    return Sample(image, float("nan"), heatmap, a.group)
 
 
 def _batch(samples: list[Sample], flips: list[bool] | None = None) -> tuple[torch.Tensor, ...]:
@@ -121,13 +140,15 @@ def _batch(samples: list[Sample], flips: list[bool] | None = None) -> tuple[torc
 
 def distillation_loss(score_logit: torch.Tensor, map_logit: torch.Tensor, score: torch.Tensor, heatmap: torch.Tensor,
                       groups: list[str], cfg: StudentTraining) -> torch.Tensor:
-    """MSE on the score + ranking within a series slice + MSE on the map where the teacher defined it."""
+    """MSE on the score where there is one + ranking within a series slice + MSE on the map where the
+    teacher defined it."""
     pred = torch.sigmoid(score_logit)
-    loss = F.mse_loss(pred, score)
+    scored = torch.isfinite(score)  # mixed-quality composites have no score label
+    loss = F.mse_loss(pred[scored], score[scored]) if scored.any() else score_logit.sum() * 0.0
     if cfg.rank_weight > 0:
         same = torch.tensor([[a == b for b in groups] for a in groups])
         order = torch.sign(score[:, None] - score[None, :])
-        pairs = same & (order != 0)
+        pairs = same & (order != 0) & scored[:, None] & scored[None, :]
         if pairs.any():
             margin = (pred[:, None] - pred[None, :]) * order
             loss = loss + cfg.rank_weight * F.softplus(-20 * margin[pairs]).mean() / 20
@@ -190,9 +211,22 @@ def train_student(student: Student, train: list[Sample], val: list[Sample], out_
     share = cfg.batch_size // world
     steps = len(train) // cfg.batch_size
 
+    versions: dict[str, list[int]] = {}
+    for i, s in enumerate(train):
+        versions.setdefault(s.group, []).append(i)
+
+    def draw(i: int) -> tuple[Sample, bool]:
+        """Sample ``i`` this epoch, maybe mixed with another version of its slice, and its flip."""
+        rng = np.random.default_rng([cfg.seed, epoch, i])
+        flip = bool(rng.random() < 0.5)
+        others = [j for j in versions[train[i].group] if j != i]
+        if cfg.mix > 0 and others and rng.random() < cfg.mix:
+            return mixed_quality(train[i], train[int(rng.choice(others))], rng), flip
+        return train[i], flip
+
     def loss_of(part: list[int]) -> torch.Tensor:
-        chunk = [train[i] for i in part]
-        flips = [bool(np.random.default_rng([cfg.seed, epoch, i]).random() < 0.5) for i in part]
+        drawn = [draw(i) for i in part]
+        chunk, flips = [d[0] for d in drawn], [d[1] for d in drawn]
         images, score, heatmap = (t.to(device) for t in _batch(chunk, flips))
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             score_logit, map_logit = model(images)

@@ -11,8 +11,8 @@ import torch
 
 from EDIQALib.backgrounds import make_background
 from EDIQALib.detector import DetectorTraining, train_detector
-from EDIQALib.distill import (StudentTraining, load_samples, predict, split_by_series, stage1_detectors,
-                              train_student, transfer_backbones)
+from EDIQALib.distill import (Sample, StudentTraining, distillation_loss, load_samples, mixed_quality, predict,
+                              split_by_series, stage1_detectors, train_student, transfer_backbones)
 from EDIQALib.simulate import phantom
 from EDIQALib.student import Student
 
@@ -59,3 +59,28 @@ def test_two_stage_distillation_end_to_end(tmp_path):
     for i in (0, 2):  # each series: the clean slice above the noisy one, for teacher and student
         assert teacher[i] > teacher[i + 1]
         assert pred[i] > pred[i + 1]
+
+
+def test_mixed_quality_composite_joins_two_versions_along_one_cut():
+    rng = np.random.default_rng(0)
+    a = Sample(np.zeros((64, 48), np.float32), 0.4, np.zeros((16, 12), np.float32), "s/0")
+    b = Sample(np.ones((64, 48), np.float32), 0.1, np.ones((16, 12), np.float32), "s/0")
+    for _ in range(20):
+        mixed = mixed_quality(a, b, rng)
+        assert np.isnan(mixed.score) and mixed.group == "s/0"
+        assert 0.25 < mixed.image01.mean() < 0.75  # both versions present
+        # the image changes version exactly where its map label does (map cells are 4 × 4 pixels)
+        np.testing.assert_array_equal(mixed.heatmap, mixed.image01[::4, ::4])
+        assert np.all(np.diff(mixed.image01, axis=0) >= 0) and np.all(np.diff(mixed.image01, axis=1) >= 0)
+    assert a.image01.max() == 0 and b.heatmap.min() == 1  # inputs untouched
+
+    # without a score label, the loss is the map term alone and stays finite
+    cfg = StudentTraining(rank_weight=1.0)
+    logits = torch.zeros(2, requires_grad=True)
+    maps = torch.zeros(2, 1, 16, 12, requires_grad=True)
+    score = torch.tensor([float("nan"), 0.3])
+    loss = distillation_loss(logits, maps, score, torch.full((2, 1, 16, 12), 0.5), ["s/0", "s/0"], cfg)
+    assert torch.isfinite(loss)
+    np.testing.assert_allclose(loss.item(), (0.5 - 0.3) ** 2, atol=1e-6)  # map term 0 (sigmoid(0) = 0.5)
+    loss.backward()
+    assert logits.grad[0] == 0 and logits.grad[1] != 0
