@@ -224,7 +224,7 @@ def cmd_validate(args: argparse.Namespace) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> None:
     from .bench import run_bench
-    from .distill import load_samples
+    from .distill import load_samples, pool_labellings
     from .io import write_text
     from .models import load_model
 
@@ -235,7 +235,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     shape = tuple(args.volume_shape)
     if len(shape) != 3 or min(shape) < 1:
         raise InputError("--volume-shape takes three positive sizes: slices,rows,cols")
-    held_out = load_samples(args.labels) if args.labels else None
+    held_out = pool_labellings([load_samples(p) for p in args.labels]) if args.labels else None
     figures = run_bench(student, str(entry.weights), detector, config, shape, tuple(args.kinds),
                         args.teacher_runs, device, held_out, _progress(args))
     figures["model"] = {"name": entry.name, "sha256": entry.sha256}
@@ -517,7 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--volume-shape", type=lambda t: [int(x) for x in t.split(",")], default=[300, 512, 512])
     p.add_argument("--kinds", type=lambda t: t.split(","), default=["dose", "views", "texture", "blur"],
                    help="evaluation series for the validity figures")
-    p.add_argument("--labels", help="held-out teacher labels (`ediqa label` CSV) for the fidelity figures")
+    p.add_argument("--labels", nargs="+", help="held-out teacher labels (`ediqa label` CSV) for the fidelity "
+                   "figures; several labellings of the same slices (other --seed) are pooled")
     p.add_argument("--out", default="out/bench")
     common(p)
     p.set_defaults(func=cmd_bench)

@@ -48,12 +48,14 @@ def transfer_backbones(student: Student, detectors: list[nn.Module]) -> None:
 
 @dataclass
 class Sample:
-    """One labelled slice: normalised canonical image, teacher score, pooled map, series key."""
+    """One labelled slice: normalised canonical image, teacher score, pooled map, series key (the
+    versions of one slice position share it) and the slice's own key (series/file/slice)."""
 
     image01: np.ndarray
     score: float
     heatmap: np.ndarray
     group: str
+    key: str = ""
 
 
 def load_samples(labels_csv: str | Path) -> list[Sample]:
@@ -74,10 +76,26 @@ def load_samples(labels_csv: str | Path) -> list[Sample]:
                 cache[path] = np.stack([normalise(s, vol.modality) for s in to_canonical(vol)[0]])
             samples.append(Sample(cache[path][int(row["slice"])], float(row["score"]),
                                   np.load(maps_dir / row["map"]).astype(np.float32),
-                                  f"{row['series']}/{row['slice']}"))
+                                  f"{row['series']}/{row['slice']}", f"{row['series']}/{row['file']}/{row['slice']}"))
     if not samples:
         raise InputError(f"{labels_csv}: no assessable labelled slices")
     return samples
+
+
+def pool_labellings(labellings: list[list[Sample]]) -> list[Sample]:
+    """One label set from several labellings of the same slices (e.g. ``ediqa label --seed`` 0 and 1):
+    scores and maps averaged, as if the teacher had used all their realisations.
+
+    Raises:
+        InputError: when the labellings do not cover the same slices in the same order.
+    """
+    first = labellings[0]
+    keys = sorted(s.key for s in labellings[0])
+    if any(sorted(s.key for s in other) != keys for other in labellings[1:]):
+        raise InputError("labels files to pool must label the same slices (the same data, another --seed)")
+    by_key = [{s.key: s for s in labelling} for labelling in labellings]
+    return [Sample(s.image01, float(np.mean([b[s.key].score for b in by_key])),
+                   np.mean([b[s.key].heatmap for b in by_key], axis=0), s.group, s.key) for s in labellings[0]]
 
 
 def split_by_series(samples: list[Sample], held_out_fraction: float = 0.2) -> tuple[list[Sample], list[Sample]]:
@@ -120,7 +138,7 @@ def mixed_quality(a: Sample, b: Sample, rng: np.random.Generator) -> Sample:
     pixels[axis], cells[axis] = slice(cut * MAP_STRIDE, None), slice(cut, None)
     image[tuple(pixels)] = b.image01[tuple(pixels)]
     heatmap[tuple(cells)] = b.heatmap[tuple(cells)]
-    return Sample(image, float("nan"), heatmap, a.group)
+    return Sample(image, float("nan"), heatmap, a.group, a.key)
 
 
 def _batch(samples: list[Sample], flips: list[bool] | None = None) -> tuple[torch.Tensor, ...]:

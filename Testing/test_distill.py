@@ -6,13 +6,16 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 import torch
 
 from EDIQALib.backgrounds import make_background
 from EDIQALib.detector import DetectorTraining, train_detector
-from EDIQALib.distill import (Sample, StudentTraining, distillation_loss, load_samples, mixed_quality, predict,
-                              split_by_series, stage1_detectors, train_student, transfer_backbones)
+from EDIQALib.distill import (Sample, StudentTraining, distillation_loss, load_samples, mixed_quality,
+                              pool_labellings, predict, split_by_series, stage1_detectors, train_student,
+                              transfer_backbones)
+from EDIQALib.errors import InputError
 from EDIQALib.simulate import phantom
 from EDIQALib.student import Student
 
@@ -84,3 +87,19 @@ def test_mixed_quality_composite_joins_two_versions_along_one_cut():
     np.testing.assert_allclose(loss.item(), (0.5 - 0.3) ** 2, atol=1e-6)  # map term 0 (sigmoid(0) = 0.5)
     loss.backward()
     assert logits.grad[0] == 0 and logits.grad[1] != 0
+
+
+def test_pooled_labellings_average_each_slice_and_refuse_other_slices():
+    image = np.zeros((8, 8), np.float32)
+
+    def labelling(scores: dict[str, float]) -> list[Sample]:
+        return [Sample(image, v, np.full((2, 2), v, np.float32), "s/0", k) for k, v in scores.items()]
+
+    first = labelling({"s/a/0": 0.2, "s/b/0": 0.6})
+    second = labelling({"s/b/0": 0.4, "s/a/0": 0.4})  # another seed, rows in another order
+    pooled = pool_labellings([first, second])
+    assert [s.key for s in pooled] == ["s/a/0", "s/b/0"]
+    np.testing.assert_allclose([s.score for s in pooled], [0.3, 0.5])
+    np.testing.assert_allclose(pooled[1].heatmap, 0.5)
+    with pytest.raises(InputError, match="same slices"):
+        pool_labellings([first, labelling({"s/a/0": 0.2, "s/c/0": 0.1})])
