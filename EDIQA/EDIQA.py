@@ -102,7 +102,6 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = EDIQALogic()
         self.ui.deviceSelector.addItems(["auto", "cpu", "cuda"])
-        self.ui.stageSelector.addItems(["stage 2 (distillation)", "stages 1 and 2"])
         self._fill_models()
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -287,8 +286,11 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         run = USER_MODELS / f"run-{qt.QDateTime.currentDateTime().toString('yyyyMMdd-hhmmss')}"
         p = self._parameterNode
+        start = self.ui.modelSelector.currentData or "student-lite"  # the teacher entry: the bundled student
+        # fine-tune the chosen student on the new labels (stage 2); a student from scratch needs the
+        # detector's training bank and hours: `ediqa train` in a terminal
         args = ["train", "--labels", str(labels), "--out", str(run), "--epochs", str(p.epochs), "--lr", str(p.learningRate),
-                "--stage1-iterations", "0" if self.ui.stageSelector.currentIndex == 0 else "1000"]
+                "--init", start, "--stage1-iterations", "0"]
         self._start(self.ui.retrainButton, args, lambda r: self._register_model(run))
 
     def _register_model(self, run: Path) -> None:

@@ -395,6 +395,16 @@ def _sum_over_ranks(value: int) -> int:
     return int(total.item())
 
 
+def _initial_student(name_or_path: str, preset: str):
+    """A trained student (bundled name or ``.safetensors`` with its card) to fine-tune in stage 2."""
+    from .models import load_model
+
+    student, entry = load_model(name_or_path, "student")
+    if entry.card.get("preset", "lite") != preset:
+        raise InputError(f"--init {entry.name} is a {entry.card.get('preset')!r} student; this run trains {preset!r}")
+    return student
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     import torch
 
@@ -407,6 +417,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     device = _device(args.device)
+    if args.init and args.stage1_iterations:
+        raise InputError("--init starts stage 2 from a trained student; pass --stage1-iterations 0 with it")
     if args.stage1_iterations and not args.bank:
         raise InputError("stage 1 needs --bank (a train-detector run's bank.npz), or --stage1-iterations 0")
     train, val = split_by_series([s for labels in args.labels for s in load_samples(labels)], args.held_out)
@@ -419,7 +431,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                                                       "train_slices": len(train), "held_out_slices": len(val)},
                                                      indent=2), encoding="utf-8")
         torch.manual_seed(args.seed)
-        student = Student(args.preset)
+        student = _initial_student(args.init, args.preset) if args.init else Student(args.preset)
         if args.stage1_iterations:
             bank = load_bank(args.bank)
             detectors = stage1_detectors(args.preset)
@@ -581,6 +593,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=("lite", "paper"), default="lite")
     p.add_argument("--bank", help="bank.npz of a train-detector run, for stage 1")
     p.add_argument("--stage1-iterations", type=int, default=1000, help="0 skips stage 1")
+    p.add_argument("--init", help="start stage 2 from this trained student (bundled name or .safetensors): "
+                                  "fine-tuning on new labels, with --stage1-iterations 0")
     p.add_argument("--epochs", type=_positive_int, default=30)
     p.add_argument("--batch-size", type=_positive_int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)

@@ -103,3 +103,34 @@ def test_pooled_labellings_average_each_slice_and_refuse_other_slices():
     np.testing.assert_allclose(pooled[1].heatmap, 0.5)
     with pytest.raises(InputError, match="same slices"):
         pool_labellings([first, labelling({"s/a/0": 0.2, "s/c/0": 0.1})])
+
+
+def test_training_can_start_from_a_trained_student(tmp_path):
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    data = [_series(tmp_path, s) for s in (44, 45)]
+    labels = tmp_path / "labels.csv"
+    proc = subprocess.run([sys.executable, "-m", "EDIQALib", "label", *map(str, data), "--out", str(labels),
+                           "--realizations", "3", "--repeats", "1", "--progress", "none"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    train = [sys.executable, "-m", "EDIQALib", "train", "--labels", str(labels), "--stage1-iterations", "0",
+             "--epochs", "1", "--batch-size", "4", "--held-out", "0", "--lr", "1e-7", "--device", "cpu",
+             "--progress", "none"]
+    for name, extra in (("init", ["--init", "student-lite"]), ("fresh", [])):
+        proc = subprocess.run([*train, *extra, "--out", str(tmp_path / name)], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    shipped = load_file(str(Path(__file__).resolve().parent.parent / "Resources" / "Models" / "student-lite.safetensors"))
+    learnt = {run: load_file(str(tmp_path / run / "stage2" / "best.safetensors")) for run in ("init", "fresh")}
+    weights = [k for k in shipped if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    # one step of lr 1e-7 from the shipped student stays on it; a fresh student is elsewhere
+    assert all(torch.allclose(learnt["init"][k], shipped[k], atol=1e-5) for k in weights)
+    assert not all(torch.allclose(learnt["fresh"][k], shipped[k], atol=1e-2) for k in weights)
+
+    for extra, message in ((["--init", "student-lite", "--stage1-iterations", "5"], "--stage1-iterations 0"),
+                           (["--init", "detector-lite"], "not a student")):
+        proc = subprocess.run([*train, *extra, "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
