@@ -87,9 +87,8 @@ def pool_labellings(labellings: list[list[Sample]]) -> list[Sample]:
     scores and maps averaged, as if the teacher had used all their realisations.
 
     Raises:
-        InputError: when the labellings do not cover the same slices in the same order.
+        InputError: when the labellings do not cover the same slices (in any order).
     """
-    first = labellings[0]
     keys = sorted(s.key for s in labellings[0])
     if any(sorted(s.key for s in other) != keys for other in labellings[1:]):
         raise InputError("labels files to pool must label the same slices (the same data, another --seed)")

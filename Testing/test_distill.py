@@ -31,14 +31,18 @@ def _series(tmp_path, seed):
     return folder
 
 
+def _label(data, labels, realizations: int) -> None:
+    proc = subprocess.run([sys.executable, "-m", "EDIQALib", "label", *map(str, data), "--out", str(labels),
+                           "--realizations", str(realizations), "--repeats", "1", "--progress", "none"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_two_stage_distillation_end_to_end(tmp_path):
     torch.manual_seed(0)
     data = [_series(tmp_path, s) for s in (41, 42)]
     labels = tmp_path / "labels.csv"
-    proc = subprocess.run([sys.executable, "-m", "EDIQALib", "label", *map(str, data), "--out", str(labels),
-                           "--realizations", "8", "--repeats", "1", "--progress", "none"],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
+    _label(data, labels, 8)
 
     # stage 1: a detector on the student's backbone, trained on insertions; its stages seed the student
     student = Student("lite")
@@ -112,10 +116,7 @@ def test_training_can_start_from_a_trained_student(tmp_path):
 
     data = [_series(tmp_path, s) for s in (44, 45)]
     labels = tmp_path / "labels.csv"
-    proc = subprocess.run([sys.executable, "-m", "EDIQALib", "label", *map(str, data), "--out", str(labels),
-                           "--realizations", "3", "--repeats", "1", "--progress", "none"],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
+    _label(data, labels, 3)
     train = [sys.executable, "-m", "EDIQALib", "train", "--labels", str(labels), "--stage1-iterations", "0",
              "--epochs", "1", "--batch-size", "4", "--held-out", "0", "--lr", "1e-7", "--device", "cpu",
              "--progress", "none"]
