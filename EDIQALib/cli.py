@@ -422,6 +422,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.stage1_iterations and not args.bank:
         raise InputError("stage 1 needs --bank (a train-detector run's bank.npz), or --stage1-iterations 0")
     train, val = split_by_series([s for labels in args.labels for s in load_samples(labels)], args.held_out)
+    initial = _initial_student(args.init, args.preset) if args.init else None  # checked before any output
     with distributed_context(device) as (rank, world):
         progress = _progress(args) if rank == 0 else None
         if rank == 0:
@@ -431,7 +432,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                                                       "train_slices": len(train), "held_out_slices": len(val)},
                                                      indent=2), encoding="utf-8")
         torch.manual_seed(args.seed)
-        student = _initial_student(args.init, args.preset) if args.init else Student(args.preset)
+        student = initial if initial is not None else Student(args.preset)
         if args.stage1_iterations:
             bank = load_bank(args.bank)
             detectors = stage1_detectors(args.preset)

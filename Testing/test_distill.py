@@ -134,4 +134,4 @@ def test_training_can_start_from_a_trained_student(tmp_path):
                            (["--init", "detector-lite"], "not a student")):
         proc = subprocess.run([*train, *extra, "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=600)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
-        assert "Traceback" not in proc.stderr
+        assert "Traceback" not in proc.stderr and not (tmp_path / "bad").exists()
