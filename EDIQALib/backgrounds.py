@@ -46,18 +46,20 @@ class Degradation:
     doses: tuple[float, ...]
     i0: float
     noise_sd_hu: float
-    noise_length_px: float
+    noise_length_px: tuple[float, float]
 
 
 def _draw_degradation(base: str, rng: np.random.Generator) -> Degradation:
     doses = tuple(sorted(np.exp(rng.uniform(np.log(0.03), 0.0, size=3)).round(3), reverse=True))
     textured = rng.random() < 0.4
+    length = float(rng.uniform(0.5, 4))
+    lengths = (length, length * float(rng.uniform(0.2, 0.6))) if rng.random() < 0.5 else (length, length)
     return Degradation(
         base=base, preblur_px=float(rng.choice([0, 0, 0.5, 1, 1.5, 2, 3])),
         views=int(rng.choice([720, 360, 360, 180, 90, 60])), filter=str(rng.choice(FILTERS)), doses=doses,
         i0=float(np.exp(rng.uniform(np.log(5e4), np.log(4e5)))),
         noise_sd_hu=float(rng.uniform(5, 40)) if textured else 0.0,
-        noise_length_px=float(rng.uniform(0.5, 4)) if textured else 0.0)
+        noise_length_px=(lengths if rng.random() < 0.5 else lengths[::-1]) if textured else (0.0, 0.0))
 
 
 def _degrade(args: tuple[np.ndarray, Degradation, int]) -> list[tuple[np.ndarray, float]]:
@@ -117,15 +119,18 @@ def load_bank(path: str | Path, config: InsertionConfig = InsertionConfig()) -> 
     return out
 
 
-def training_bases(n_phantoms: int, first_seed: int = 1000) -> dict[str, np.ndarray]:
-    """Canonical HU slices for detector training: seeded phantoms (seeds never used for evaluation)
-    and the pydicom head CT slice ``693_J2KI.dcm`` (the two other real CT slices are held out)."""
+def training_bases(n_phantoms: int, n_backs: int, first_seed: int = 1000) -> dict[str, np.ndarray]:
+    """Canonical HU slices for detector training: seeded body and head phantoms, small-field back
+    phantoms (seeds never used for evaluation) and the pydicom head CT slice ``693_J2KI.dcm`` (the two
+    other real CT slices are held out)."""
     from pydicom.data import get_testdata_file
 
     from .io import read_volume
     from .preprocess import to_canonical
 
     bases = {f"phantom-{s}": phantom(s) for s in range(first_seed, first_seed + n_phantoms)}
+    bases.update({f"back-{s}": phantom(s, kind="back") for s in range(first_seed + n_phantoms,
+                                                                       first_seed + n_phantoms + n_backs)})
     real = read_volume(get_testdata_file("693_J2KI.dcm"))
     canon, _ = to_canonical(real)
     bases["pydicom-693_J2KI"] = np.maximum(canon[0], -1000.0)

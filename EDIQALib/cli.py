@@ -173,13 +173,14 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     device = _device(args.device)
+    initial = _initial_model(args.init, "detector", args.preset) if args.init else None  # checked before any output
     with distributed_context(device) as (rank, world):
         progress = _progress(args) if rank == 0 else None
         bank_path = out / "bank.npz"
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)
             if not bank_path.exists():
-                bank = build_bank(training_bases(args.phantoms), args.bank_projections, seed=args.seed,
+                bank = build_bank(training_bases(args.phantoms, args.back_phantoms), args.bank_projections, seed=args.seed,
                                   workers=args.workers, progress=progress)
                 np.savez_compressed(out / "bank.tmp.npz", **bank)
                 (out / "bank.tmp.npz").replace(bank_path)
@@ -196,7 +197,8 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
             validate = validity_metric(default_validation_series(),
                                        TeacherConfig(realizations=args.val_realizations, repeats=1), device)
         torch.manual_seed(args.seed)
-        best = train_detector(build_detector(args.preset), bank, out, schedule, validate=validate,
+        model = initial if initial is not None else build_detector(args.preset)
+        best = train_detector(model, bank, out, schedule, validate=validate,
                               progress=progress, device=device, rank=rank, world=world)
     if rank == 0:
         print(json.dumps({"best": str(best), "log": str(out / "log.jsonl")}))
@@ -345,7 +347,7 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
     out = Path(args.out)
     progress = _progress(args)
     bases = [(f"phantom-{seed}", seed) for seed in range(args.first_seed, args.first_seed + args.phantoms)]
-    real = next(iter(training_bases(0).values())) if args.real_variants else None
+    real = next(iter(training_bases(0, 0).values())) if args.real_variants else None
     bases += [(f"ct693-v{v}", v) for v in range(args.real_variants)]
     jobs = [(name, seed, kind) for name, seed in bases for kind in KINDS]
     folders = []
@@ -395,14 +397,14 @@ def _sum_over_ranks(value: int) -> int:
     return int(total.item())
 
 
-def _initial_student(name_or_path: str, preset: str):
-    """A trained student (bundled name or ``.safetensors`` with its card) to fine-tune in stage 2."""
+def _initial_model(name_or_path: str, kind: str, preset: str):
+    """A trained ``kind`` model (bundled name or ``.safetensors`` with its card) to fine-tune."""
     from .models import load_model
 
-    student, entry = load_model(name_or_path, "student")
+    model, entry = load_model(name_or_path, kind)
     if entry.card.get("preset", "lite") != preset:
-        raise InputError(f"--init {entry.name} is a {entry.card.get('preset')!r} student; this run trains {preset!r}")
-    return student
+        raise InputError(f"--init {entry.name} is a {entry.card.get('preset')!r} {kind}; this run trains {preset!r}")
+    return model
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -422,7 +424,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.stage1_iterations and not args.bank:
         raise InputError("stage 1 needs --bank (a train-detector run's bank.npz), or --stage1-iterations 0")
     train, val = split_by_series([s for labels in args.labels for s in load_samples(labels)], args.held_out)
-    initial = _initial_student(args.init, args.preset) if args.init else None  # checked before any output
+    initial = _initial_model(args.init, "student", args.preset) if args.init else None  # checked before any output
     with distributed_context(device) as (rank, world):
         progress = _progress(args) if rank == 0 else None
         if rank == 0:
@@ -544,7 +546,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", type=_positive_int, default=160)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--snapshot-every", type=_positive_int, default=250)
-    p.add_argument("--phantoms", type=_positive_int, default=40, help="training phantoms in the bank")
+    p.add_argument("--phantoms", type=_positive_int, default=40, help="training body and head phantoms in the bank")
+    p.add_argument("--back-phantoms", type=_count, default=20,
+                   help="training back phantoms (small field of view, thick fat) in the bank")
+    p.add_argument("--init", help="fine-tune this trained detector (bundled name or .safetensors) instead of "
+                                  "training from random weights")
     p.add_argument("--bank-projections", type=_positive_int, default=200,
                    help="simulated acquisitions in the bank (3 doses each)")
     p.add_argument("--workers", type=_positive_int, default=2)

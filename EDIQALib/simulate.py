@@ -70,10 +70,12 @@ def simulate_series(hu: np.ndarray, spacing_mm: float, acquisitions: list[Acquis
     return out  # type: ignore[return-value]
 
 
-def correlated_noise(shape: tuple[int, int], sd: float, length_px: float, rng: np.random.Generator) -> np.ndarray:
-    """Gaussian noise of standard deviation ``sd`` with Gaussian correlation length ``length_px``."""
+def correlated_noise(shape: tuple[int, int], sd: float, length_px: float | tuple[float, float],
+                     rng: np.random.Generator) -> np.ndarray:
+    """Gaussian noise of standard deviation ``sd`` with Gaussian correlation length ``length_px``: one
+    length, or (rows, columns) for streaky, anisotropic noise."""
     white = rng.standard_normal(shape)
-    field = ndi.gaussian_filter(white, length_px) if length_px > 0 else white
+    field = ndi.gaussian_filter(white, length_px) if np.any(np.asarray(length_px) > 0) else white
     return (field / field.std() * sd).astype(np.float32)
 
 
@@ -85,62 +87,122 @@ def _ellipse(shape: tuple[int, int], cy: float, cx: float, ry: float, rx: float,
     return u * u + v * v <= 1.0
 
 
+PHANTOM_KINDS = ("body", "head", "back")
+
+
 def phantom(seed: int, size: int = 320, kind: str | None = None) -> np.ndarray:
     """A seeded synthetic anatomical slice in HU at the canonical spacing (about 0.7 mm pixels).
 
-    ``kind`` is ``"body"`` (abdomen/chest: outline, fat, organs, spine, ribs, vessels, optional lungs)
-    or ``"head"`` (skull, brain, ventricles); by default drawn from the seed.
+    ``kind`` is ``"body"`` (abdomen/chest: outline, fat, organs, spine, ribs, vessels, optional lungs),
+    ``"head"`` (skull, brain, ventricles) — by default drawn from the seed — or ``"back"``: a small field
+    of view (a square of 110–200 px cut from a ``size``² canvas) filled by the back, as in a spine
+    study: paraspinal muscle bundles split by fat planes, thick subcutaneous fat, a vertebra.
     """
     rng = np.random.default_rng(seed)
     kind = kind or ("head" if rng.random() < 0.3 else "body")
-    shape = (size, size)
-    c = size / 2.0
-    img = np.full(shape, AIR_HU, np.float32)
-    if kind == "head":
-        ry, rx = size * rng.uniform(0.36, 0.44), size * rng.uniform(0.30, 0.37)
-        outer = _ellipse(shape, c, c, ry, rx, rng.uniform(-0.1, 0.1))
-        img[outer] = 30.0
-        skull = _ellipse(shape, c, c, ry - 4, rx - 4, 0.0)
-        img[skull] = rng.uniform(800, 1200)
-        brain = _ellipse(shape, c, c, ry - 4 - rng.uniform(7, 11), rx - 4 - rng.uniform(7, 11), 0.0)
-        img[brain] = rng.uniform(30, 40)
-        for side in (-1, 1):
-            img[_ellipse(shape, c + rng.uniform(-8, 8), c + side * rng.uniform(8, 14), rng.uniform(15, 30),
-                         rng.uniform(4, 8), side * rng.uniform(0.1, 0.4)) & brain] = 5.0
-        texture_sd, texture_len = rng.uniform(2, 6), rng.uniform(2, 6)
-        tissue = brain
-    else:
-        ry, rx = size * rng.uniform(0.28, 0.36), size * rng.uniform(0.38, 0.46)
-        outer = _ellipse(shape, c, c, ry, rx, rng.uniform(-0.05, 0.05))
-        img[outer] = -100.0  # subcutaneous fat
-        fat = rng.uniform(8, 18)
-        inner = _ellipse(shape, c, c, ry - fat, rx - fat, 0.0)
-        img[inner] = rng.uniform(35, 50)  # muscle / soft tissue
-        if rng.random() < 0.4:  # chest: two lungs
-            for side in (-1, 1):
-                img[_ellipse(shape, c - ry * 0.1, c + side * rx * 0.42, ry * 0.6, rx * 0.32, 0.0) & inner] = -850.0
-        else:  # abdomen: organs
-            organs = [(c - ry * 0.2, c - rx * 0.35, ry * 0.45, rx * 0.35, rng.uniform(55, 70)),  # liver
-                      (c - ry * 0.25, c + rx * 0.4, ry * 0.25, rx * 0.18, rng.uniform(45, 55)),  # spleen
-                      (c + ry * 0.35, c - rx * 0.28, ry * 0.18, rx * 0.1, rng.uniform(25, 35)),  # kidneys
-                      (c + ry * 0.35, c + rx * 0.28, ry * 0.18, rx * 0.1, rng.uniform(25, 35))]
-            for cy, cx, oy, ox, hu in organs:
-                img[_ellipse(shape, cy + rng.uniform(-6, 6), cx + rng.uniform(-6, 6), oy * rng.uniform(0.8, 1.2),
-                             ox * rng.uniform(0.8, 1.2), rng.uniform(-0.5, 0.5)) & inner] = hu
-            for _ in range(rng.integers(2, 6)):  # bowel gas / fat pockets
-                img[_ellipse(shape, c + rng.uniform(-ry, ry) * 0.4, c + rng.uniform(-rx, rx) * 0.3,
-                             rng.uniform(4, 10), rng.uniform(4, 10), 0.0) & inner] = rng.choice([-600.0, -90.0])
-        spine_y = c + ry * 0.62
-        img[_ellipse(shape, spine_y, c, ry * 0.16, rx * 0.11, 0.0)] = rng.uniform(600, 900)
-        img[_ellipse(shape, spine_y, c, ry * 0.07, rx * 0.05, 0.0)] = 40.0
-        for k in range(rng.integers(4, 9)):  # ribs
-            a = rng.uniform(0, 2 * np.pi)
-            img[_ellipse(shape, c + np.sin(a) * (ry - fat - 3), c + np.cos(a) * (rx - fat - 3), 4, 7, a)] = rng.uniform(500, 800)
-        for _ in range(rng.integers(3, 8)):  # vessels
-            img[_ellipse(shape, c + rng.uniform(-0.5, 0.5) * ry, c + rng.uniform(-0.5, 0.5) * rx,
-                         *(rng.uniform(3, 9),) * 2, 0.0) & inner] = rng.uniform(120, 200)
-        texture_sd, texture_len = rng.uniform(3, 10), rng.uniform(1.5, 5)
-        tissue = inner
+    draw = {"head": _head, "body": _body, "back": _back}.get(kind)
+    if draw is None:
+        raise ValueError(f"unknown phantom kind {kind!r}; choose from {', '.join(PHANTOM_KINDS)}")
+    img, tissue, texture_sd, texture_len = draw(rng, size)
     img = ndi.gaussian_filter(img, 0.6)
-    img[tissue] += correlated_noise(shape, texture_sd, texture_len, rng)[tissue]
+    img[tissue] += correlated_noise(img.shape, texture_sd, texture_len, rng)[tissue]
+    if kind == "back":
+        return _field_of_view(img, rng)
     return img.astype(np.float32)
+
+
+Drawn = tuple[np.ndarray, np.ndarray, float, float | tuple[float, float]]
+
+
+def _head(rng: np.random.Generator, size: int) -> Drawn:
+    shape, c = (size, size), size / 2.0
+    img = np.full(shape, AIR_HU, np.float32)
+    ry, rx = size * rng.uniform(0.36, 0.44), size * rng.uniform(0.30, 0.37)
+    outer = _ellipse(shape, c, c, ry, rx, rng.uniform(-0.1, 0.1))
+    img[outer] = 30.0
+    skull = _ellipse(shape, c, c, ry - 4, rx - 4, 0.0)
+    img[skull] = rng.uniform(800, 1200)
+    brain = _ellipse(shape, c, c, ry - 4 - rng.uniform(7, 11), rx - 4 - rng.uniform(7, 11), 0.0)
+    img[brain] = rng.uniform(30, 40)
+    for side in (-1, 1):
+        img[_ellipse(shape, c + rng.uniform(-8, 8), c + side * rng.uniform(8, 14), rng.uniform(15, 30),
+                     rng.uniform(4, 8), side * rng.uniform(0.1, 0.4)) & brain] = 5.0
+    return img, brain, rng.uniform(2, 6), rng.uniform(2, 6)
+
+
+def _body(rng: np.random.Generator, size: int) -> Drawn:
+    shape, c = (size, size), size / 2.0
+    img = np.full(shape, AIR_HU, np.float32)
+    ry, rx = size * rng.uniform(0.28, 0.36), size * rng.uniform(0.38, 0.46)
+    outer = _ellipse(shape, c, c, ry, rx, rng.uniform(-0.05, 0.05))
+    img[outer] = -100.0  # subcutaneous fat
+    fat = rng.uniform(8, 18)
+    inner = _ellipse(shape, c, c, ry - fat, rx - fat, 0.0)
+    img[inner] = rng.uniform(35, 50)  # muscle / soft tissue
+    if rng.random() < 0.4:  # chest: two lungs
+        for side in (-1, 1):
+            img[_ellipse(shape, c - ry * 0.1, c + side * rx * 0.42, ry * 0.6, rx * 0.32, 0.0) & inner] = -850.0
+    else:  # abdomen: organs
+        organs = [(c - ry * 0.2, c - rx * 0.35, ry * 0.45, rx * 0.35, rng.uniform(55, 70)),  # liver
+                  (c - ry * 0.25, c + rx * 0.4, ry * 0.25, rx * 0.18, rng.uniform(45, 55)),  # spleen
+                  (c + ry * 0.35, c - rx * 0.28, ry * 0.18, rx * 0.1, rng.uniform(25, 35)),  # kidneys
+                  (c + ry * 0.35, c + rx * 0.28, ry * 0.18, rx * 0.1, rng.uniform(25, 35))]
+        for cy, cx, oy, ox, hu in organs:
+            img[_ellipse(shape, cy + rng.uniform(-6, 6), cx + rng.uniform(-6, 6), oy * rng.uniform(0.8, 1.2),
+                         ox * rng.uniform(0.8, 1.2), rng.uniform(-0.5, 0.5)) & inner] = hu
+        for _ in range(rng.integers(2, 6)):  # bowel gas / fat pockets
+            img[_ellipse(shape, c + rng.uniform(-ry, ry) * 0.4, c + rng.uniform(-rx, rx) * 0.3,
+                         rng.uniform(4, 10), rng.uniform(4, 10), 0.0) & inner] = rng.choice([-600.0, -90.0])
+    spine_y = c + ry * 0.62
+    img[_ellipse(shape, spine_y, c, ry * 0.16, rx * 0.11, 0.0)] = rng.uniform(600, 900)
+    img[_ellipse(shape, spine_y, c, ry * 0.07, rx * 0.05, 0.0)] = 40.0
+    for k in range(rng.integers(4, 9)):  # ribs
+        a = rng.uniform(0, 2 * np.pi)
+        img[_ellipse(shape, c + np.sin(a) * (ry - fat - 3), c + np.cos(a) * (rx - fat - 3), 4, 7, a)] = rng.uniform(500, 800)
+    for _ in range(rng.integers(3, 8)):  # vessels
+        img[_ellipse(shape, c + rng.uniform(-0.5, 0.5) * ry, c + rng.uniform(-0.5, 0.5) * rx,
+                     *(rng.uniform(3, 9),) * 2, 0.0) & inner] = rng.uniform(120, 200)
+    return img, inner, rng.uniform(3, 10), rng.uniform(1.5, 5)
+
+
+def _back(rng: np.random.Generator, size: int) -> Drawn:
+    shape, c = (size, size), size / 2.0
+    yy, xx = np.mgrid[:size, :size]
+    img = np.full(shape, rng.uniform(35, 60), np.float32)  # muscle fills the field
+    n = int(rng.integers(12, 30))  # muscle bundles: cells of their own HU, fat planes between them
+    cells = np.c_[rng.uniform(0, size, n), rng.uniform(0, size, n)]
+    stretch = rng.uniform(0.6, 1.6)
+    dist = np.stack([np.hypot(yy - cy, (xx - cx) * stretch) for cy, cx in cells])
+    img += rng.normal(0, 10, n)[np.argmin(dist, axis=0)].astype(np.float32)
+    first, second = np.partition(dist, 1, axis=0)[:2]
+    img[second - first < rng.uniform(1.0, 3.0)] = rng.uniform(-120, -60)
+    fat_top = size - rng.uniform(25, 70)  # subcutaneous fat on the skin side, below two muscle humps
+    sy, sx = fat_top - rng.uniform(70, 130), c + rng.uniform(-30, 30)  # vertebra: body, canal, arch
+    humps = rng.uniform(5, 25) * np.abs(np.sin(np.pi * (xx - sx) / rng.uniform(120, 220)))
+    img[yy > fat_top + humps] = rng.uniform(-110, -80)
+    ry, rx = rng.uniform(22, 35), rng.uniform(25, 40)
+    img[_ellipse(shape, sy, sx, ry, rx, rng.uniform(-0.2, 0.2))] = rng.uniform(600, 900)
+    img[_ellipse(shape, sy, sx, ry - 3, rx - 3, 0.0)] = rng.uniform(150, 300)
+    canal_y = sy + ry + rng.uniform(8, 14)
+    img[_ellipse(shape, canal_y, sx, rng.uniform(8, 12), rng.uniform(9, 13), 0.0)] = rng.uniform(10, 40)
+    for side in (-1, 1):
+        img[_ellipse(shape, canal_y + 4, sx + side * rng.uniform(14, 20), 6, 4, side * 0.6)] = rng.uniform(500, 800)
+    img[_ellipse(shape, canal_y + rng.uniform(22, 30), sx, rng.uniform(10, 16), 4, 0.0)] = rng.uniform(500, 800)
+    if rng.random() < 0.6:  # lungs beside the vertebra
+        for side in (-1, 1):
+            img[_ellipse(shape, sy - rng.uniform(10, 40), sx + side * rng.uniform(70, 110), rng.uniform(40, 80),
+                         rng.uniform(30, 60), side * rng.uniform(0, 0.6))] = -850.0
+    if rng.random() < 0.5:  # aorta
+        img[_ellipse(shape, sy - ry - rng.uniform(10, 20), sx + rng.uniform(-25, 25),
+                     *(rng.uniform(8, 14),) * 2, 0.0)] = rng.uniform(150, 250)
+    fibres = (rng.uniform(0.5, 1.5), rng.uniform(1.5, 5.0))  # streaky muscle texture
+    return img, img > -500, rng.uniform(3, 10), fibres if rng.random() < 0.5 else fibres[::-1]
+
+
+def _field_of_view(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A square cut of 110–200 px, mostly at the skin side, as a small reconstruction field would be."""
+    size = img.shape[0]
+    fov = int(rng.integers(110, 201))
+    top = size - fov if rng.random() < 0.7 else int(rng.integers(0, size - fov + 1))
+    left = int(rng.integers(0, size - fov + 1))
+    return img[top:top + fov, left:left + fov].astype(np.float32)

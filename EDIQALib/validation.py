@@ -52,12 +52,15 @@ def validity_metric(series_list: list[Series], config: TeacherConfig, device: st
 
 def default_validation_series() -> list[Series]:
     """Held-out series for checkpoint selection, on phantom seeds used neither in training nor in the
-    acceptance figures: dose on two phantoms, texture and blur on a third."""
+    acceptance figures: dose on two body phantoms, texture and blur on a third, dose and texture on a
+    back phantom."""
     from .series import make_series
     from .simulate import phantom
 
+    back = phantom(503, kind="back")
     return [make_series("dose", f"phantom-{s}", phantom(s, kind="body"), seed=s) for s in (500, 501)] + [
-        make_series(kind, "phantom-502", phantom(502, kind="body"), seed=502) for kind in ("texture", "blur")]
+        make_series(kind, "phantom-502", phantom(502, kind="body"), seed=502) for kind in ("texture", "blur")] + [
+        make_series(kind, "back-503", back, seed=503) for kind in ("dose", "texture")]
 
 
 def select_checkpoint(snapshots: list[Path], metric: Callable[[nn.Module], float], preset: str = "lite",

@@ -51,3 +51,29 @@ def test_paper_preset_builds_a_mask_rcnn_with_swin_fpn():
     with torch.inference_mode():
         out = model([torch.rand(3, 128, 128)])
     assert "masks" in out[0]
+
+
+def test_train_detector_can_fine_tune_the_shipped_detector(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    run = [sys.executable, "-m", "EDIQALib", "train-detector", "--phantoms", "1", "--back-phantoms", "1",
+           "--bank-projections", "2", "--workers", "1", "--iterations", "1", "--batch-size", "2", "--crop", "96",
+           "--lr", "1e-7", "--no-validate", "--device", "cpu", "--progress", "none"]
+    proc = subprocess.run([*run, "--init", "detector-lite", "--out", str(tmp_path / "tuned")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    shipped = load_file(str(Path(__file__).resolve().parent.parent / "Resources" / "Models" / "detector-lite.safetensors"))
+    tuned = load_file(str(tmp_path / "tuned" / "last.safetensors"))
+    weights = [k for k in shipped if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert all(torch.allclose(tuned[k], shipped[k], atol=1e-5) for k in weights)  # one tiny step stays there
+    bank = np.load(tmp_path / "tuned" / "bank.npz")
+    assert any(json.loads(m)["base"].startswith("back-") for m in bank["meta"])
+
+    proc = subprocess.run([*run, "--init", "student-lite", "--out", str(tmp_path / "bad")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "not a detector" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "bad").exists()

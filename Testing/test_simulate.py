@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from EDIQALib.simulate import Acquisition, phantom, simulate_series
+from EDIQALib.simulate import Acquisition, correlated_noise, phantom, simulate_series
 
 
 def water_cylinder(size=128):
@@ -56,3 +56,26 @@ def test_phantoms_are_seeded_and_varied():
     head, body = phantom(5, kind="head"), phantom(5, kind="body")
     assert head.max() > 700 and body.max() > 400  # skull / spine
     assert (body > -950).mean() > 0.3
+
+
+def test_back_phantom_is_a_small_field_full_of_muscle_and_thick_fat():
+    back = phantom(7, kind="back")
+    np.testing.assert_array_equal(back, phantom(7, kind="back"))
+    assert back.shape[0] == back.shape[1] and 110 <= back.shape[0] <= 200
+    fat = (back > -150) & (back < -50)
+    assert fat.mean() > 0.1
+    # the body reaches the edges of the field: at least three sides touch tissue
+    edges = [back[0], back[-1], back[:, 0], back[:, -1]]
+    assert sum((e > -500).mean() > 0.5 for e in edges) >= 3
+    with pytest.raises(ValueError, match="phantom kind"):
+        phantom(7, kind="leg")
+
+
+def test_correlated_noise_can_be_streaky():
+    noise = correlated_noise((256, 256), 30.0, (0.5, 3.0), np.random.default_rng(0))
+    assert noise.std() == pytest.approx(30.0, rel=1e-3)
+
+    def lag1(a, axis):
+        return float(np.mean(a * np.roll(a, 1, axis)) / np.mean(a * a))
+
+    assert lag1(noise, 1) > 0.9 and lag1(noise, 0) < 0.5  # long along rows, short across them
