@@ -347,6 +347,8 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
     out = Path(args.out)
     progress = _progress(args)
     bases = [(f"phantom-{seed}", seed) for seed in range(args.first_seed, args.first_seed + args.phantoms)]
+    first_back = args.first_seed + args.phantoms
+    bases += [(f"back-{seed}", seed) for seed in range(first_back, first_back + args.back_phantoms)]
     real = next(iter(training_bases(0, 0).values())) if args.real_variants else None
     bases += [(f"ct693-v{v}", v) for v in range(args.real_variants)]
     jobs = [(name, seed, kind) for name, seed in bases for kind in KINDS]
@@ -354,6 +356,8 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
     for j, (name, seed, kind) in enumerate(jobs):
         if name.startswith("phantom"):
             hu = phantom(seed)
+        elif name.startswith("back"):
+            hu = phantom(seed, kind="back")
         else:  # the real training slice, turned and mirrored: eight distinct orientations, own noise seeds
             hu = np.rot90(real, seed % 4)
             hu = np.ascontiguousarray(hu[:, ::-1] if (seed // 4) % 2 else hu)
@@ -573,6 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("make-dataset", help="write simulated series (dose, views, texture, blur) as NRRD")
     p.add_argument("--out", required=True)
     p.add_argument("--phantoms", type=_count, default=30)
+    p.add_argument("--back-phantoms", type=_count, default=0,
+                   help="back phantoms (small field, thick fat), seeded after the other phantoms")
     p.add_argument("--first-seed", type=int, default=2000, help="seed of the first phantom")
     p.add_argument("--real-variants", type=_count, default=8,
                    help="orientations of the real training CT slice (pydicom 693_J2KI), each with its own noise")

@@ -146,3 +146,15 @@ def test_demo_assesses_the_sample_and_compares_a_dose_series_with_the_shipped_st
 @pytest.mark.parametrize("command", [["train", "--stage1-iterations", "0", "--out", "run"], ["bench"]])
 def test_a_missing_labels_file_is_one_line_and_exit_2(tmp_path, command):
     assert_one_line_error(ediqa(*command, "--labels", tmp_path / "missing.csv", cwd=tmp_path))
+
+
+def test_make_dataset_writes_every_series_kind_of_a_back_phantom(tmp_path):
+    proc = ediqa("make-dataset", "--out", tmp_path / "data", "--phantoms", "0", "--back-phantoms", "1",
+                 "--first-seed", "77", "--real-variants", "0", "--progress", "none")
+    assert proc.returncode == 0, proc.stderr
+    folders = sorted(p.name for p in (tmp_path / "data").iterdir())
+    assert folders == ["back-77-blur", "back-77-dose", "back-77-texture", "back-77-views"]
+    dose = sorted((tmp_path / "data" / "back-77-dose").iterdir())
+    assert len(dose) == 5
+    image = sitk.ReadImage(str(dose[0]))
+    assert image.GetSpacing() == (0.7, 0.7) and 110 <= image.GetSize()[0] <= 200
