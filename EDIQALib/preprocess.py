@@ -16,6 +16,7 @@ from .io import Volume, image_like
 CT_WINDOW = (-1000.0, 400.0)
 CANONICAL_SPACING_MM = 0.7
 MR_PERCENTILES = (1.0, 99.0)
+BODY_MIN_LEVEL = 0.35  # about -500 HU in the CT window: above air and lung, below every soft tissue
 
 
 def window_ct(hu: np.ndarray, window: tuple[float, float] = CT_WINDOW) -> np.ndarray:
@@ -41,13 +42,19 @@ def normalise(array: np.ndarray, modality: str) -> np.ndarray:
 def body_mask(image01: np.ndarray, min_fraction: float = 0.02) -> np.ndarray:
     """Body mask of one normalised slice: Otsu on a smoothed copy, closing, hole filling, largest component.
 
+    When the darker Otsu class is itself brighter than ``BODY_MIN_LEVEL`` the field holds no background
+    (a small field of view inside the body) and Otsu has split tissue from tissue, fat from muscle or
+    soft tissue from bone: the body is then everything brighter than ``BODY_MIN_LEVEL``.
     Returns an all-False mask when the slice holds too little body (under ``min_fraction`` of its area).
     """
     smooth = ndi.gaussian_filter(image01, 1.5)
     if float(smooth.max() - smooth.min()) < 1e-6:
         return np.zeros(image01.shape, bool)
+    threshold = threshold_otsu(smooth)
+    if smooth[smooth <= threshold].mean() > BODY_MIN_LEVEL:
+        threshold = BODY_MIN_LEVEL
     pad = 4  # morphology on an edge-replicated copy, so that a body cut by the field of view keeps its edge
-    mask = np.pad(smooth > threshold_otsu(smooth), pad, mode="edge")
+    mask = np.pad(smooth > threshold, pad, mode="edge")
     mask = _fill_holes(ndi.binary_closing(mask, iterations=3))
     mask = ndi.binary_opening(mask, iterations=2)[pad:-pad, pad:-pad]
     labels, n = ndi.label(mask)

@@ -33,6 +33,17 @@ def test_body_mask_covers_the_body_and_not_the_air():
     assert body_mask(np.zeros((100, 100), np.float32)).sum() == 0
 
 
+def test_body_mask_of_a_field_inside_the_body_keeps_fat_and_muscle():
+    # no air at all: Otsu alone would split fat from muscle and keep only the muscle
+    yy = np.mgrid[:160, :160][0]
+    hu = np.where(yy < 100, 50.0, -100.0).astype(np.float32)
+    hu[20:50, 60:100] = 700.0  # a bone
+    assert body_mask(window_ct(hu)).all()
+    hu[:, :30] = -1000.0  # air beside the field: the usual split, air left out
+    mask = body_mask(window_ct(hu))
+    assert not mask[:, :25].any() and mask[:, 40:].all()
+
+
 def test_body_mask_hole_filling_equals_scipys():
     from EDIQALib.preprocess import _fill_holes
 
