@@ -185,8 +185,10 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
                 np.savez_compressed(out / "bank.tmp.npz", **bank)
                 (out / "bank.tmp.npz").replace(bank_path)
             settings = {k: v for k, v in vars(args).items() if k not in ("func", "progress")}
-            (out / "run.json").write_text(json.dumps({"command": "ediqa train-detector", "args": settings,
-                                                      "ranks": world}, indent=2), encoding="utf-8")
+            run_info = {"command": "ediqa train-detector", "args": settings, "ranks": world}
+            if initial is not None:
+                run_info["init"] = _provenance(args.init)
+            (out / "run.json").write_text(json.dumps(run_info, indent=2), encoding="utf-8")
         barrier(world)
         bank = load_bank(bank_path)
         schedule = DetectorTraining(iterations=args.iterations, batch_size=args.batch_size, crop_px=args.crop,
@@ -283,15 +285,19 @@ def cmd_publish_detector(args: argparse.Namespace) -> None:
     if not weights.exists():
         raise InputError(f"no best.safetensors in {run}; train with validation first")
     run_info, log = _read_run(run, run)
+    init = run_info.get("init")
+    start = f"fine-tuned from {init['name']} (sha256 {init['sha256'][:12]}…, its training under training.init)" \
+        if init else "trained from scratch"
     card = {
         "description": "Teacher detector (mD2IQA, lite preset): Faster R-CNN, ResNet-18 trunk to stride 8, "
-                       "64-channel FPN, trained from scratch on lesions inserted into simulated CT.",
+                       f"64-channel FPN, {start} on lesions inserted into simulated CT.",
         "training": {**run_info, "snapshots": log,
-                     "data": "seeded synthetic phantoms (seeds 1000+) and pydicom's 693_J2KI.dcm head CT slice, "
-                             "simulated across dose (3-100 %), views (60-720), FBP filters, pre-blur (0-3 px) and "
-                             "correlated image noise; objects inserted with contrasts 0.03-0.10"},
+                     "data": "seeded synthetic body, head and back phantoms (seeds 1000+) and pydicom's "
+                             "693_J2KI.dcm head CT slice, simulated across dose (3-100 %), views (60-720), FBP "
+                             "filters, pre-blur (0-3 px) and correlated (isotropic or streaky) image noise; "
+                             "objects inserted with contrasts 0.03-0.10"},
         "selection": "checkpoint with the highest validity (Spearman rho + relative score drop) on held-out "
-                     "phantom series (seeds 500-502)",
+                     "phantom series (seeds 500-503)",
     }
     if (run / "selection.json").exists():
         card["selection_figures"] = json.loads((run / "selection.json").read_text(encoding="utf-8"))
@@ -399,6 +405,15 @@ def _sum_over_ranks(value: int) -> int:
     total = torch.tensor([value], device="cuda" if dist.get_backend() == "nccl" else "cpu")
     dist.all_reduce(total)
     return int(total.item())
+
+
+def _provenance(name_or_path: str) -> dict:
+    """Name, sha256 and training record of a model that a run starts from (for the new model's card)."""
+    from .models import find_model
+
+    entry = find_model(name_or_path)
+    return {"name": entry.name, "sha256": entry.sha256,
+            "training": {k: v for k, v in entry.card.get("training", {}).items() if k != "snapshots"}}
 
 
 def _initial_model(name_or_path: str, kind: str, preset: str):

@@ -70,6 +70,8 @@ def test_train_detector_can_fine_tune_the_shipped_detector(tmp_path):
     tuned = load_file(str(tmp_path / "tuned" / "last.safetensors"))
     weights = [k for k in shipped if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
     assert all(torch.allclose(tuned[k], shipped[k], atol=1e-5) for k in weights)  # one tiny step stays there
+    run_info = json.loads((tmp_path / "tuned" / "run.json").read_text(encoding="utf-8"))
+    assert run_info["init"]["name"] == "detector-lite" and run_info["init"]["training"]["command"] == "ediqa train-detector"
     bank = np.load(tmp_path / "tuned" / "bank.npz")
     assert any(json.loads(m)["base"].startswith("back-") for m in bank["meta"])
 
