@@ -141,6 +141,8 @@ def mixed_quality(a: Sample, b: Sample, rng: np.random.Generator) -> Sample:
 
 
 def _batch(samples: list[Sample], flips: list[bool] | None = None) -> tuple[torch.Tensor, ...]:
+    """Images, scores and maps of samples as tensors. A smaller image is mirrored out to the batch's
+    size (a small field inside the body stays body, as the network sees it alone); its map is NaN there."""
     h = max(s.image01.shape[0] for s in samples)
     w = max(s.image01.shape[1] for s in samples)
     images = np.zeros((len(samples), 1, h, w), np.float32)
@@ -149,7 +151,7 @@ def _batch(samples: list[Sample], flips: list[bool] | None = None) -> tuple[torc
         im, hm = s.image01, s.heatmap
         if flips is not None and flips[i]:
             im, hm = im[:, ::-1], hm[:, ::-1]
-        images[i, 0, :im.shape[0], :im.shape[1]] = im
+        images[i, 0] = np.pad(im, ((0, h - im.shape[0]), (0, w - im.shape[1])), mode="symmetric")
         maps[i, 0, :hm.shape[0], :hm.shape[1]] = hm
     return (torch.from_numpy(images), torch.tensor([s.score for s in samples], dtype=torch.float32),
             torch.from_numpy(maps))
