@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from EDIQALib.io import read_volume
 from conftest import ct_image
 
 TINY = ["--realizations", "2", "--repeats", "1"]
@@ -158,3 +159,4 @@ def test_make_dataset_writes_every_series_kind_of_a_back_phantom(tmp_path):
     assert len(dose) == 5
     image = sitk.ReadImage(str(dose[0]))
     assert image.GetSpacing() == (0.7, 0.7) and 110 <= image.GetSize()[0] <= 200
+    assert read_volume(dose[0]).modality == "ct"  # tagged: the field holds no air to tell HU by
