@@ -136,9 +136,11 @@ def test_two_rank_training_equals_one_process_accumulating_two_micro_batches(tmp
         assert f'"ranks": {2 if name == "two" else 1}' in proc.stdout
 
     one, two = tmp_path / "one", tmp_path / "two"
-    np.testing.assert_allclose(_losses(two), _losses(one), rtol=1e-6)
     # the same steps: a step of Adam moves a weight by at most about lr, so gradients that differ only by
-    # rounding (summed in another order) can move a weight by up to lr per step; 6 steps of lr 1e-4 here
+    # rounding (summed in another order) can move a weight by up to lr per step; 6 steps of lr 1e-4 here.
+    # The losses carry those rounding moves too (a few 1e-6 by the second epoch), while a different cut of
+    # the batch (below) moves the loss by more than 1e-4.
+    np.testing.assert_allclose(_losses(two), _losses(one), rtol=1e-5)
     for part in ("stage1-0", "stage2"):
         a, b = _trained(one, part), _trained(two, part)
         assert a.keys() == b.keys()
