@@ -27,7 +27,7 @@ from .distill import Sample, fidelity
 from .simulate import phantom
 from .student import Student
 from .teacher import TeacherConfig, score_series
-from .validation import acceptance_bases, noise_sd_baseline, rank_agreement
+from .validation import acceptance_bases, acceptance_series, noise_sd_baseline, rank_agreement
 
 Progress = Callable[[str, int, int], None]
 
@@ -91,7 +91,6 @@ def student_validity(student: Student, kinds: tuple[str, ...] = ("dose", "views"
                      device: str = "cpu", progress: Progress | None = None) -> dict:
     """The student's Spearman ρ per evaluation series, beside the noise-SD baseline's."""
     from .assess import slice_background, student_scorer
-    from .series import make_series
     from .signals import InsertionConfig
 
     scorer = student_scorer(student, InsertionConfig(), device)
@@ -99,7 +98,7 @@ def student_validity(student: Student, kinds: tuple[str, ...] = ("dose", "views"
     bases = acceptance_bases()
     jobs = [(name, kind) for kind in kinds for name in bases]
     for j, (name, kind) in enumerate(jobs):
-        s = make_series(kind, name, bases[name], seed=7)
+        s = acceptance_series(kind, name, bases[name])
         positions = [[slice_background(im, "ct", InsertionConfig(), with_psf=False)] for im in s.images_hu]
         scores = [verdicts[0][0] for verdicts in scorer(positions, list(range(len(positions))))]
         noise = noise_sd_baseline(s)

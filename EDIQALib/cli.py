@@ -61,7 +61,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 def _simulate(args: argparse.Namespace) -> list[str]:
     """Write the simulated series of ``args.input``; returns the written paths, best dose first."""
     from .io import image_like, read_volume, write_image
-    from .simulate import Acquisition, simulate_series
+    from .simulate import NO_GRAIN, Acquisition, estimate_noise_grain, simulate_series
 
     vol = read_volume(args.input, args.modality)
     if vol.modality != "ct":
@@ -73,7 +73,8 @@ def _simulate(args: argparse.Namespace) -> list[str]:
     progress = _progress(args)
     out_slices = [[] for _ in acqs]
     for k, hu in enumerate(vol.array):
-        for i, rec in enumerate(simulate_series(hu, sx, acqs, i0=args.i0, seed=args.seed + k)):
+        grain = NO_GRAIN if args.noiseless else estimate_noise_grain(hu)
+        for i, rec in enumerate(simulate_series(hu, sx, acqs, i0=args.i0, seed=args.seed + k, grain=grain)):
             out_slices[i].append(rec)
         progress("simulate", k + 1, len(vol.array))
     out = Path(args.out)
@@ -348,7 +349,7 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
     from .backgrounds import training_bases
     from .io import write_image
     from .series import KINDS, make_series
-    from .simulate import phantom
+    from .simulate import NO_GRAIN, estimate_noise_grain, phantom
 
     out = Path(args.out)
     progress = _progress(args)
@@ -367,7 +368,8 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
         else:  # the real training slice, turned and mirrored: eight distinct orientations, own noise seeds
             hu = np.rot90(real, seed % 4)
             hu = np.ascontiguousarray(hu[:, ::-1] if (seed // 4) % 2 else hu)
-        series = make_series(kind, name, hu, seed=seed)
+        grain = estimate_noise_grain(hu) if name.startswith("ct693") else NO_GRAIN  # only the real slice carries noise
+        series = make_series(kind, name, hu, seed=seed, grain=grain)
         folder = out / f"{name}-{kind}"
         for i, (level, image_hu) in enumerate(zip(series.levels, series.images_hu)):
             image = sitk.GetImageFromArray(image_hu)
@@ -520,6 +522,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--views", type=_positive_int, default=360)
     p.add_argument("--filter", choices=FILTERS, default="ramp")
     p.add_argument("--i0", type=float, default=2.0e5, help="photons per ray at dose 1")
+    p.add_argument("--noiseless", action="store_true",
+                   help="the input carries no noise of its own (a digital phantom); by default an acquired "
+                        "image's own noise is measured per slice and grows as the dose falls")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--modality", choices=("ct", "mr"))
     p.add_argument("--out", default="simulated")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from .simulate import Acquisition, correlated_noise, simulate_series
+from .simulate import NO_GRAIN, Acquisition, NoiseGrain, correlated_noise, simulate_series
 
 DOSES = (1.0, 0.5, 0.25, 0.1, 0.05)
 VIEWS = (720, 360, 180, 90, 45)
@@ -32,15 +32,19 @@ class Series:
     images_hu: list[np.ndarray]
 
 
-def make_series(kind: str, name: str, hu: np.ndarray, spacing_mm: float = 0.7, seed: int = 0) -> Series:
-    """Build one series of ``kind`` (see module doc) from a canonical-spacing HU slice."""
+def make_series(kind: str, name: str, hu: np.ndarray, spacing_mm: float = 0.7, seed: int = 0,
+                grain: NoiseGrain = NO_GRAIN) -> Series:
+    """Build one series of ``kind`` (see module doc) from a canonical-spacing HU slice; ``grain`` is an
+    acquired slice's own noise, which the dose series scales with dose (see ``simulate_series``)."""
     rng = np.random.default_rng(seed)
     if kind == "dose":
         levels = DOSES
-        images = simulate_series(hu, spacing_mm, [Acquisition(dose=d) for d in levels], seed=seed)
+        images = simulate_series(hu, spacing_mm, [Acquisition(dose=d) for d in levels], seed=seed,
+                                 grain=grain)
     elif kind == "views":
         levels = VIEWS
-        images = simulate_series(hu, spacing_mm, [Acquisition(views=v) for v in levels], seed=seed)
+        images = simulate_series(hu, spacing_mm, [Acquisition(views=v) for v in levels], seed=seed,
+                                 grain=grain)
     elif kind == "texture":
         levels = NOISE_LENGTHS_PX
         white = rng.standard_normal(hu.shape)

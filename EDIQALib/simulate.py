@@ -3,9 +3,16 @@
 Dose: HU → attenuation per pixel, one forward projection (scikit-image ``radon``), Poisson counts at
 ``i0`` photons per ray for the highest dose, lower doses by binomial thinning of those counts (so the
 realisations are nested), -log, filtered back-projection (``iradon``). Noise SD follows 1/sqrt(dose).
+
+An acquired slice already carries its scanner's noise, whose grain (the reconstruction kernel's) this
+simulator's FBP cannot reproduce. At a lower exposure e (dose, or fewer views at the same photons per
+view) that noise's variance grows by the factor 1/e, as quantum noise does: ``estimate_noise_grain``
+measures its SD and correlation lengths, and ``simulate_series`` adds nested increments of noise of that
+grain, variance SD² (1/e - 1). Phantoms carry no noise: no grain.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +34,77 @@ class Acquisition:
     filter: str = "ramp"
 
 
+@dataclass(frozen=True)
+class NoiseGrain:
+    """The noise an acquired slice carries at its own dose: SD in HU and the Gaussian correlation lengths
+    (rows, columns) in pixels of the filter that shapes white noise into it."""
+
+    sd_hu: float
+    lengths_px: tuple[float, float]
+
+
+NO_GRAIN = NoiseGrain(0.0, (0.0, 0.0))
+_ANATOMY_SCALE_PX = 3.0
+_GRAIN_LENGTHS_PX = np.arange(0.0, 4.01, 0.25)
+_GRAIN_MIN_PIXELS = 400
+_WINDOW_PX = 9
+_FLAT_FACTOR = 2.0  # windows of noise alone stay within twice the quietest tenth's SD; anatomy does not
+
+
+@functools.lru_cache(maxsize=1)
+def _highpass_grain_table(size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """For every candidate (rows, columns) length pair: the variance of unit grain noise after the
+    anatomy high-pass, and its correlation at lags 1 and 2 along rows and along columns (exact, by FFT)."""
+    f = np.fft.fftfreq(size)
+    def gauss(s: float) -> np.ndarray:
+        return np.exp(-2.0 * (np.pi * s * f) ** 2)
+    highpass = 1.0 - np.outer(gauss(_ANATOMY_SCALE_PX), gauss(_ANATOMY_SCALE_PX))
+    n = len(_GRAIN_LENGTHS_PX)
+    variance, lags = np.zeros((n, n)), np.zeros((n, n, 4))
+    for i, sr in enumerate(_GRAIN_LENGTHS_PX):
+        for j, sc in enumerate(_GRAIN_LENGTHS_PX):
+            shaped = np.outer(gauss(sr), gauss(sc))
+            unit = (shaped ** 2).mean()  # variance of the shaped noise before the high-pass: normalise to 1
+            cov = np.fft.ifft2((highpass * shaped) ** 2).real / unit
+            variance[i, j] = cov[0, 0]
+            lags[i, j] = (cov[1, 0], cov[2, 0], cov[0, 1], cov[0, 2]) / cov[0, 0]
+    return variance, lags
+
+
+def _lag_correlation(residual: np.ndarray, flat: np.ndarray, axis: int, lag: int) -> float:
+    """Correlation of the residual with itself shifted by ``lag`` along ``axis``, over flat pixel pairs."""
+    n = residual.shape[axis]
+    pair = flat.take(range(n - lag), axis) & flat.take(range(lag, n), axis)
+    a, b = residual.take(range(n - lag), axis)[pair], residual.take(range(lag, n), axis)[pair]
+    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
+
+
+def estimate_noise_grain(hu: np.ndarray) -> NoiseGrain:
+    """Estimate an acquired CT slice's own noise (SD and correlation lengths) from its flat tissue.
+
+    The residual of a wide Gaussian smoothing, taken inside soft tissue away from the outline and from
+    the anatomy's edges, is compared with the same high-pass of Gaussian-shaped noise: its correlations at
+    lags 1 and 2 along each axis give the lengths, its variance the SD. ``NO_GRAIN`` when too little flat
+    tissue is left.
+    """
+    hu = np.asarray(hu, np.float64)
+    tissue = ndi.binary_erosion(hu > -500.0, iterations=int(2 * _ANATOMY_SCALE_PX))
+    if tissue.sum() < _GRAIN_MIN_PIXELS:
+        return NO_GRAIN
+    residual = hu - ndi.gaussian_filter(hu, _ANATOMY_SCALE_PX)
+    local_sd = np.sqrt(np.maximum(ndi.uniform_filter(residual ** 2, _WINDOW_PX)
+                                  - ndi.uniform_filter(residual, _WINDOW_PX) ** 2, 0.0))
+    flat = tissue & (local_sd <= _FLAT_FACTOR * np.percentile(local_sd[tissue], 10))
+    if flat.sum() < _GRAIN_MIN_PIXELS:
+        return NO_GRAIN
+    residual -= residual[flat].mean()
+    stats = [_lag_correlation(residual, flat, axis, lag) for axis in (0, 1) for lag in (1, 2)]
+    variance, lags = _highpass_grain_table()
+    i, j = np.unravel_index(np.argmin(((lags - np.array(stats)) ** 2).sum(axis=2)), variance.shape)
+    sd = float(np.sqrt(residual[flat].var() / variance[i, j]))
+    return NoiseGrain(sd, (float(_GRAIN_LENGTHS_PX[i]), float(_GRAIN_LENGTHS_PX[j])))
+
+
 def _pad_to_circle(hu: np.ndarray) -> tuple[np.ndarray, tuple[slice, slice]]:
     """Embed the image in air so that it lies inside the scan circle that ``radon`` assumes."""
     h, w = hu.shape
@@ -38,10 +116,14 @@ def _pad_to_circle(hu: np.ndarray) -> tuple[np.ndarray, tuple[slice, slice]]:
 
 
 def simulate_series(hu: np.ndarray, spacing_mm: float, acquisitions: list[Acquisition],
-                    i0: float = DEFAULT_I0, seed: int = 0) -> list[np.ndarray]:
+                    i0: float = DEFAULT_I0, seed: int = 0, grain: NoiseGrain = NO_GRAIN) -> list[np.ndarray]:
     """Simulate CT acquisitions of one HU slice; returns one HU image per acquisition (same shape).
 
-    Doses sharing a view count share one set of counts, thinned from the highest dose (nested).
+    Doses sharing a view count share one set of counts, thinned from the highest dose (nested). ``grain``
+    is the slice's own noise (``estimate_noise_grain`` of an acquired slice), taken as that of dose 1 at
+    the finest view count asked for. Every view carries the same photons per ray at one dose, so an
+    acquisition's exposure relative to that is e = dose × views / finest views, and its own noise grows
+    by nested increments to variance SD² / e, as quantum noise does.
     """
     for acq in acquisitions:
         if acq.filter not in FILTERS:
@@ -67,6 +149,16 @@ def simulate_series(hu: np.ndarray, spacing_mm: float, acquisitions: list[Acquis
             line = -np.log(np.maximum(counts, 0.5) / (i0 * acq.dose))
             rec = iradon(line, theta=theta, filter_name=acq.filter, circle=True, output_size=canvas.shape[0])
             out[idx] = ((rec / (MU_WATER_PER_MM * spacing_mm) - 1.0) * 1000.0)[crop].astype(np.float32)
+    if grain.sd_hu > 0:
+        finest = max(a.views for a in acquisitions)
+        exposure = [a.dose * a.views / finest for a in acquisitions]
+        added, variance = np.zeros(hu.shape, np.float32), 0.0
+        for level in sorted({e for e in exposure if e < 1.0}, reverse=True):
+            target = grain.sd_hu ** 2 * (1.0 / level - 1.0)
+            added = added + correlated_noise(hu.shape, np.sqrt(target - variance), grain.lengths_px, rng)
+            variance = target
+            for idx in (i for i, e in enumerate(exposure) if e == level):
+                out[idx] = out[idx] + added
     return out  # type: ignore[return-value]
 
 

@@ -10,7 +10,8 @@ from skimage.restoration import estimate_sigma
 from torch import nn
 
 from .backgrounds import make_background
-from .series import Series
+from .series import Series, make_series
+from .simulate import NO_GRAIN, estimate_noise_grain
 from .teacher import TeacherConfig, score_series
 
 
@@ -54,7 +55,6 @@ def default_validation_series() -> list[Series]:
     """Held-out series for checkpoint selection, on phantom seeds used neither in training nor in the
     acceptance figures: dose on two body phantoms, texture and blur on a third, dose and texture on a
     back phantom."""
-    from .series import make_series
     from .simulate import phantom
 
     back = phantom(503, kind="back")
@@ -80,6 +80,9 @@ def select_checkpoint(snapshots: list[Path], metric: Callable[[nn.Module], float
     return rows
 
 
+ACQUIRED_BASES = ("ct-head", "ct-spine")
+
+
 def acceptance_bases() -> dict[str, np.ndarray]:
     """The slices of the validity figures: the two real CT slices of the pydicom wheel
     (``J2K_pixelrep_mismatch.dcm`` head, ``CT_small.dcm`` spine) and three phantoms (seeds 1–3),
@@ -99,6 +102,13 @@ def acceptance_bases() -> dict[str, np.ndarray]:
     return bases
 
 
+def acceptance_series(kind: str, name: str, hu: np.ndarray) -> Series:
+    """One series of the validity figures (seed 7). The real scans carry their own noise, and their
+    dose series scale it with dose (``estimate_noise_grain``); phantoms carry none."""
+    grain = estimate_noise_grain(hu) if name in ACQUIRED_BASES else NO_GRAIN
+    return make_series(kind, name, hu, seed=7, grain=grain)
+
+
 def validity_report(model: nn.Module, config: TeacherConfig, kinds: tuple[str, ...] = ("dose", "views", "texture", "blur"),
                     bases: dict[str, np.ndarray] | None = None, device: str = "cpu",
                     progress: Callable[[str, int, int], None] | None = None) -> dict:
@@ -108,13 +118,11 @@ def validity_report(model: nn.Module, config: TeacherConfig, kinds: tuple[str, .
     ``rho`` (score vs quality order), ``ratio`` (worst / best score), and the noise-SD estimates with
     their ``rho_noise_sd`` (how a noise-SD metric, lower = better, ranks the same images).
     """
-    from .series import make_series
-
     bases = acceptance_bases() if bases is None else bases
     entries = []
     jobs = [(name, kind) for kind in kinds for name in bases]
     for j, (name, kind) in enumerate(jobs):
-        s = make_series(kind, name, bases[name], seed=7)
+        s = acceptance_series(kind, name, bases[name])
         scores = series_scores(model, s, config, device)
         noise = noise_sd_baseline(s)
         entries.append({"base": name, "kind": kind, "levels": list(s.levels), "scores": scores,

@@ -11,6 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from EDIQALib.io import read_volume
+from EDIQALib.simulate import correlated_noise, phantom
 from conftest import ct_image
 
 TINY = ["--realizations", "2", "--repeats", "1"]
@@ -84,6 +85,27 @@ def test_simulate_writes_a_dose_series_in_input_geometry(tmp_path):
     truth = sitk.GetArrayFromImage(image)
     err = [np.std(sitk.GetArrayFromImage(im) - truth) for im in imgs]
     assert err[1] > err[0]
+
+
+def test_simulate_grows_the_input_s_own_noise_unless_noiseless(tmp_path):
+    """An acquired image's streaky noise grows at a lower dose; ``--noiseless`` adds none of it; the input
+    file is left untouched."""
+    src = tmp_path / "ct.nrrd"
+    hu = phantom(2, kind="body")
+    noisy = hu + correlated_noise(hu.shape, 30.0, (1.0, 2.5), np.random.default_rng(0))
+    image = sitk.GetImageFromArray(noisy[None].astype(np.float32))
+    image.SetSpacing((0.7, 0.7, 1.0))
+    sitk.WriteImage(image, str(src))
+    before = src.read_bytes()
+    extra = {}
+    for flag in ((), ("--noiseless",)):
+        out = tmp_path / ("plain" if flag else "grown")
+        proc = ediqa("simulate", src, "--doses", "1,0.25", *flag, "--out", out, "--progress", "none")
+        assert proc.returncode == 0, proc.stderr
+        full, quarter = (sitk.GetArrayFromImage(sitk.ReadImage(f))[0] for f in json.loads(proc.stdout)["outputs"])
+        extra[out.name] = float(np.std(quarter - full))
+    assert src.read_bytes() == before
+    assert extra["grown"] > 1.5 * extra["plain"]  # 30 HU of grain x sqrt(3) on top of the projection noise
 
 
 def _write(path, arr):
