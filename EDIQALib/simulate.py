@@ -44,7 +44,7 @@ class NoiseGrain:
 
 
 NO_GRAIN = NoiseGrain(0.0, (0.0, 0.0))
-_ANATOMY_SCALE_PX = 3.0
+_ANATOMY_SCALE_PX = 3.0  # the residual of this smoothing holds the noise and little anatomy
 _GRAIN_LENGTHS_PX = np.arange(0.0, 4.01, 0.25)
 _GRAIN_MIN_PIXELS = 400
 _WINDOW_PX = 9
@@ -82,10 +82,11 @@ def _lag_correlation(residual: np.ndarray, flat: np.ndarray, axis: int, lag: int
 def estimate_noise_grain(hu: np.ndarray) -> NoiseGrain:
     """Estimate an acquired CT slice's own noise (SD and correlation lengths) from its flat tissue.
 
-    The residual of a wide Gaussian smoothing, taken inside soft tissue away from the outline and from
-    the anatomy's edges, is compared with the same high-pass of Gaussian-shaped noise: its correlations at
-    lags 1 and 2 along each axis give the lengths, its variance the SD. ``NO_GRAIN`` when too little flat
-    tissue is left.
+    The residual of a 3 px Gaussian smoothing is taken inside soft tissue, away from its outline, in
+    windows whose residual SD stays within twice that of the quietest tenth (noise alone; anatomy adds
+    more). It is compared with the same high-pass of Gaussian-shaped noise, exactly, by FFT: its
+    correlations at lags 1 and 2 along each axis give the lengths, its variance the SD. ``NO_GRAIN``
+    when too little flat tissue is left.
     """
     hu = np.asarray(hu, np.float64)
     tissue = ndi.binary_erosion(hu > -500.0, iterations=int(2 * _ANATOMY_SCALE_PX))
