@@ -26,7 +26,7 @@ class InsertionConfig:
         radius_px: circumradius range in pixels at the canonical spacing.
         contrasts: contrast magnitudes in window-normalised units; the sign is random.
         blur_sigma_px: Gaussian blur of the object mask (the paper's 1 px); with a PSF estimate the
-            larger of the two is used.
+            object is seen through the image's PSF as well, and the two Gaussians compose.
         margin_px: the four points at (±(r+margin), ±(r+margin)) around a centre must lie in the body.
         min_distance_px: minimum distance between centres.
         intensity_range: the centre must lie where the smoothed normalised image is inside this range
@@ -192,7 +192,8 @@ def render(insertion: Insertion, out_shape: tuple[int, int], blur_sigma_px: floa
 
 
 def object_blur(config: InsertionConfig, psf_sigma_px: float | None) -> float:
-    """The blur applied to inserted objects: the paper's sigma, or the image's own PSF when wider."""
+    """The blur applied to inserted objects: the paper's sigma (the object's own soft edge), composed with
+    the image's PSF when it is known: Gaussian blurs in sequence add their variances."""
     if psf_sigma_px is None or not np.isfinite(psf_sigma_px):
         return config.blur_sigma_px
-    return max(config.blur_sigma_px, float(psf_sigma_px))
+    return float(np.hypot(config.blur_sigma_px, psf_sigma_px))

@@ -39,8 +39,8 @@ class TeacherConfig:
         seed: base seed of every insertion plan.
         readout: ``"agnostic"`` (class-agnostic mAP, the default, see the model card) or ``"paper"``
             (the paper's mAP over the four shape classes).
-        psf_aware: blur inserted objects with the image's estimated PSF when it is wider than the
-            paper's 1 px (resolution-aware insertion).
+        psf_aware: blur inserted objects with the image's estimated PSF as well as the paper's 1 px
+            (resolution-aware insertion).
         confidence: detection score above which a detection counts for the local map.
         splat_sigma_px: width of each object's footprint in the local map.
         insertion: the insertion parameters.
