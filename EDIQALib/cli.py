@@ -361,6 +361,7 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
     jobs = [(name, seed, kind) for name, seed in bases for kind in KINDS]
     folders = []
     for j, (name, seed, kind) in enumerate(jobs):
+        grain = NO_GRAIN  # phantoms carry no noise of their own
         if name.startswith("phantom"):
             hu = phantom(seed)
         elif name.startswith("back"):
@@ -368,7 +369,7 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
         else:  # the real training slice, turned and mirrored: eight distinct orientations, own noise seeds
             hu = np.rot90(real, seed % 4)
             hu = np.ascontiguousarray(hu[:, ::-1] if (seed // 4) % 2 else hu)
-        grain = estimate_noise_grain(hu) if name.startswith("ct693") else NO_GRAIN  # only the real slice carries noise
+            grain = estimate_noise_grain(hu)
         series = make_series(kind, name, hu, seed=seed, grain=grain)
         folder = out / f"{name}-{kind}"
         for i, (level, image_hu) in enumerate(zip(series.levels, series.images_hu)):

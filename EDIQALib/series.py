@@ -35,7 +35,8 @@ class Series:
 def make_series(kind: str, name: str, hu: np.ndarray, spacing_mm: float = 0.7, seed: int = 0,
                 grain: NoiseGrain = NO_GRAIN) -> Series:
     """Build one series of ``kind`` (see module doc) from a canonical-spacing HU slice; ``grain`` is an
-    acquired slice's own noise, which the dose series scales with dose (see ``simulate_series``)."""
+    acquired slice's own noise, which the dose and views series grow with falling exposure (see
+    ``simulate_series``)."""
     rng = np.random.default_rng(seed)
     if kind == "dose":
         levels = DOSES

@@ -104,7 +104,7 @@ def acceptance_bases() -> dict[str, np.ndarray]:
 
 def acceptance_series(kind: str, name: str, hu: np.ndarray) -> Series:
     """One series of the validity figures (seed 7). The real scans carry their own noise, and their
-    dose series scale it with dose (``estimate_noise_grain``); phantoms carry none."""
+    dose and views series grow it with falling exposure (``estimate_noise_grain``); phantoms carry none."""
     grain = estimate_noise_grain(hu) if name in ACQUIRED_BASES else NO_GRAIN
     return make_series(kind, name, hu, seed=7, grain=grain)
 

@@ -110,4 +110,6 @@ def test_own_noise_grows_with_falling_exposure_and_is_nested():
         assert a.std() == pytest.approx(20.0 * np.sqrt(1 / exposure - 1), rel=0.05)
     first, second = added[1].ravel(), (added[2] - added[1]).ravel()
     assert abs(np.corrcoef(first, second)[0, 1]) < 0.05  # independent increments: nested
-    np.testing.assert_array_equal(added[1], grown[1] - plain[1])
+    along_rows = np.corrcoef(added[1][:, :-1].ravel(), added[1][:, 1:].ravel())[0, 1]
+    down_columns = np.corrcoef(added[1][:-1].ravel(), added[1][1:].ravel())[0, 1]
+    assert along_rows > down_columns + 0.1  # the grain's streaks (lengths 1 down, 2 along) are kept
