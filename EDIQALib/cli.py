@@ -13,6 +13,7 @@ from pathlib import Path
 from .errors import InputError
 
 DEMO_SAMPLE = Path(__file__).resolve().parent.parent / "Resources" / "SampleData" / "head-ct-slice.nrrd"
+NOISY_FIRST_SEED = 100  # series seeds of the noisy real variants, apart from the plain ones (0, 1, ...)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -349,15 +350,16 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
     from .backgrounds import training_bases
     from .io import write_image
     from .series import KINDS, make_series
-    from .simulate import NO_GRAIN, estimate_noise_grain, phantom
+    from .simulate import NO_GRAIN, estimate_noise_grain, phantom, with_acquired_noise
 
     out = Path(args.out)
     progress = _progress(args)
     bases = [(f"phantom-{seed}", seed) for seed in range(args.first_seed, args.first_seed + args.phantoms)]
     first_back = args.first_seed + args.phantoms
     bases += [(f"back-{seed}", seed) for seed in range(first_back, first_back + args.back_phantoms)]
-    real = next(iter(training_bases(0, 0).values())) if args.real_variants else None
+    real = next(iter(training_bases(0, 0).values())) if args.real_variants or args.noisy_variants else None
     bases += [(f"ct693-v{v}", v) for v in range(args.real_variants)]
+    bases += [(f"ct693-n{v}", NOISY_FIRST_SEED + v) for v in range(args.noisy_variants)]
     jobs = [(name, seed, kind) for name, seed in bases for kind in KINDS]
     folders = []
     for j, (name, seed, kind) in enumerate(jobs):
@@ -369,6 +371,8 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
         else:  # the real training slice, turned and mirrored: eight distinct orientations, own noise seeds
             hu = np.rot90(real, seed % 4)
             hu = np.ascontiguousarray(hu[:, ::-1] if (seed // 4) % 2 else hu)
+            if name.startswith("ct693-n"):  # a noise of its own, as an acquired slice carries, then measured
+                hu = with_acquired_noise(hu, np.random.default_rng([seed, 1]))
             grain = estimate_noise_grain(hu)
         series = make_series(kind, name, hu, seed=seed, grain=grain)
         folder = out / f"{name}-{kind}"
@@ -604,6 +608,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--first-seed", type=int, default=2000, help="seed of the first phantom")
     p.add_argument("--real-variants", type=_count, default=8,
                    help="orientations of the real training CT slice (pydicom 693_J2KI), each with its own noise")
+    p.add_argument("--noisy-variants", type=_count, default=0,
+                   help="more series of that slice, each first given a noise of its own as an acquired slice "
+                        "carries (5-40 HU, grain 0.5-2 px per axis), which its dose and views series grow")
     common(p)
     p.set_defaults(func=cmd_make_dataset)
 

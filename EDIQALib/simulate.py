@@ -172,6 +172,19 @@ def correlated_noise(shape: tuple[int, int], sd: float, length_px: float | tuple
     return (field / field.std() * sd).astype(np.float32)
 
 
+ACQUIRED_NOISE_SD_HU = (5.0, 40.0)
+ACQUIRED_NOISE_LENGTHS_PX = (0.5, 2.0)
+
+
+def with_acquired_noise(hu: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``hu`` plus a noise such as an acquired slice carries at its own dose, for a training slice that
+    came without one: SD uniform in ``ACQUIRED_NOISE_SD_HU``, Gaussian correlation length drawn per axis
+    in ``ACQUIRED_NOISE_LENGTHS_PX`` (streaky where the two differ)."""
+    sd = rng.uniform(*ACQUIRED_NOISE_SD_HU)
+    lengths = (rng.uniform(*ACQUIRED_NOISE_LENGTHS_PX), rng.uniform(*ACQUIRED_NOISE_LENGTHS_PX))
+    return (hu + correlated_noise(hu.shape, sd, lengths, rng)).astype(np.float32)
+
+
 def _ellipse(shape: tuple[int, int], cy: float, cx: float, ry: float, rx: float, angle: float) -> np.ndarray:
     yy, xx = np.mgrid[:shape[0], :shape[1]]
     c, s = np.cos(angle), np.sin(angle)

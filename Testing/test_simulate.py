@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from EDIQALib.simulate import (NO_GRAIN, Acquisition, NoiseGrain, correlated_noise, estimate_noise_grain, phantom,
-                               simulate_series)
+from EDIQALib.simulate import (ACQUIRED_NOISE_SD_HU, NO_GRAIN, Acquisition, NoiseGrain, correlated_noise,
+                               estimate_noise_grain, phantom, simulate_series, with_acquired_noise)
 
 
 def water_cylinder(size=128):
@@ -91,6 +91,20 @@ def test_noise_grain_is_measured_on_anatomy(sd, lengths):
     grain = estimate_noise_grain(hu + correlated_noise(hu.shape, sd, lengths, np.random.default_rng(5)))
     assert grain.sd_hu == pytest.approx(sd, rel=0.15)
     np.testing.assert_allclose(grain.lengths_px, lengths, atol=0.5)
+
+
+def test_acquired_noise_is_drawn_in_range_and_measured_back():
+    """A training slice given a noise of its own: a different draw per seed, its SD inside the range, and
+    the grain estimate (what the series then grow) reads it back within 20 % (it runs high on anatomy)."""
+    hu = phantom(1, kind="body")
+    sds = []
+    for seed in range(3):
+        added = with_acquired_noise(hu, np.random.default_rng(seed)) - hu
+        low, high = ACQUIRED_NOISE_SD_HU
+        assert low * 0.99 <= added.std() <= high * 1.01
+        assert estimate_noise_grain(hu + added).sd_hu == pytest.approx(added.std(), rel=0.2)
+        sds.append(added.std())
+    assert np.ptp(sds) > 1.0
 
 
 def test_an_image_without_tissue_has_no_grain():
