@@ -354,26 +354,29 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     progress = _progress(args)
-    bases = [(f"phantom-{seed}", seed) for seed in range(args.first_seed, args.first_seed + args.phantoms)]
     first_back = args.first_seed + args.phantoms
-    bases += [(f"back-{seed}", seed) for seed in range(first_back, first_back + args.back_phantoms)]
+    first_noisy_back = first_back + args.back_phantoms
+    bases = [(f"phantom-{seed}", seed, "phantom", False) for seed in range(args.first_seed, first_back)]
+    bases += [(f"back-{seed}", seed, "back", False) for seed in range(first_back, first_noisy_back)]
+    bases += [(f"noisy-back-{seed}", seed, "back", True)
+              for seed in range(first_noisy_back, first_noisy_back + args.noisy_back_phantoms)]
     real = next(iter(training_bases(0, 0).values())) if args.real_variants or args.noisy_variants else None
-    bases += [(f"ct693-v{v}", v) for v in range(args.real_variants)]
-    bases += [(f"ct693-n{v}", NOISY_FIRST_SEED + v) for v in range(args.noisy_variants)]
-    jobs = [(name, seed, kind) for name, seed in bases for kind in KINDS]
+    bases += [(f"ct693-v{v}", v, "real", False) for v in range(args.real_variants)]
+    bases += [(f"ct693-n{v}", NOISY_FIRST_SEED + v, "real", True) for v in range(args.noisy_variants)]
+    jobs = [(*base, kind) for base in bases for kind in KINDS]
     folders = []
-    for j, (name, seed, kind) in enumerate(jobs):
-        grain = NO_GRAIN  # phantoms carry no noise of their own
-        if name.startswith("phantom"):
+    for j, (name, seed, source, noisy, kind) in enumerate(jobs):
+        if source == "phantom":
             hu = phantom(seed)
-        elif name.startswith("back"):
+        elif source == "back":
             hu = phantom(seed, kind="back")
         else:  # the real training slice, turned and mirrored: eight distinct orientations, own noise seeds
             hu = np.rot90(real, seed % 4)
             hu = np.ascontiguousarray(hu[:, ::-1] if (seed // 4) % 2 else hu)
-            if name.startswith("ct693-n"):  # a noise of its own, as an acquired slice carries, then measured
-                hu = with_acquired_noise(hu, np.random.default_rng([seed, 1]))
-            grain = estimate_noise_grain(hu)
+        if noisy:  # a noise of its own, as an acquired slice carries
+            hu = with_acquired_noise(hu, np.random.default_rng([seed, 1]))
+        # what an acquired slice carries is measured, and its dose and views series grow it; phantoms carry none
+        grain = estimate_noise_grain(hu) if source == "real" or noisy else NO_GRAIN
         series = make_series(kind, name, hu, seed=seed, grain=grain)
         folder = out / f"{name}-{kind}"
         for i, (level, image_hu) in enumerate(zip(series.levels, series.images_hu)):
@@ -608,6 +611,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--first-seed", type=int, default=2000, help="seed of the first phantom")
     p.add_argument("--real-variants", type=_count, default=8,
                    help="orientations of the real training CT slice (pydicom 693_J2KI), each with its own noise")
+    p.add_argument("--noisy-back-phantoms", type=_count, default=0,
+                   help="back phantoms first given a noise of their own as an acquired slice carries (see "
+                        "--noisy-variants), seeded after the plain back phantoms")
     p.add_argument("--noisy-variants", type=_count, default=0,
                    help="more series of that slice, each first given a noise of its own as an acquired slice "
                         "carries (5-40 HU, grain 0.5-2 px per axis), which its dose and views series grow")

@@ -29,7 +29,7 @@ from .distributed import barrier, data_parallel, mean_over_ranks, split_parts, s
 from .errors import InputError
 from .io import read_volume
 from .preprocess import normalise, to_canonical
-from .student import MAP_STRIDE, PRESETS, Student
+from .student import MAP_STRIDE, PRESETS, Student, field_size, mirror_out
 
 
 def stage1_detectors(preset: str) -> list[nn.Module]:
@@ -141,17 +141,16 @@ def mixed_quality(a: Sample, b: Sample, rng: np.random.Generator) -> Sample:
 
 
 def _batch(samples: list[Sample], flips: list[bool] | None = None) -> tuple[torch.Tensor, ...]:
-    """Images, scores and maps of samples as tensors. A smaller image is mirrored out to the batch's
-    size (a small field inside the body stays body, as the network sees it alone); its map is NaN there."""
-    h = max(s.image01.shape[0] for s in samples)
-    w = max(s.image01.shape[1] for s in samples)
+    """Images, scores and maps of samples as tensors, at ``field_size``: a smaller image is mirrored out
+    (a small field inside the body stays body); its map is NaN there."""
+    h, w = field_size([s.image01.shape for s in samples])
     images = np.zeros((len(samples), 1, h, w), np.float32)
     maps = np.full((len(samples), 1, -(-h // MAP_STRIDE), -(-w // MAP_STRIDE)), np.nan, np.float32)
     for i, s in enumerate(samples):
         im, hm = s.image01, s.heatmap
         if flips is not None and flips[i]:
             im, hm = im[:, ::-1], hm[:, ::-1]
-        images[i, 0] = np.pad(im, ((0, h - im.shape[0]), (0, w - im.shape[1])), mode="symmetric")
+        images[i, 0] = mirror_out(im, h, w)
         maps[i, 0, :hm.shape[0], :hm.shape[1]] = hm
     return (torch.from_numpy(images), torch.tensor([s.score for s in samples], dtype=torch.float32),
             torch.from_numpy(maps))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,6 +28,19 @@ PRESETS = {
 }
 IMAGE_MEAN, IMAGE_STD = 0.5, 0.25
 MAP_STRIDE = 4  # of the heatmap the student returns, as of the teacher's label maps
+MIN_FIELD_PX = 320  # the training phantoms' field; a smaller slice is mirrored out to it
+
+
+def field_size(shapes: list[tuple[int, ...]]) -> tuple[int, int]:
+    """Height and width that slices of these shapes are batched at: the largest, and at least
+    ``MIN_FIELD_PX``, in training and in assessment alike (the network sees a small slice mirrored out,
+    never alone)."""
+    return (max(MIN_FIELD_PX, *(s[0] for s in shapes)), max(MIN_FIELD_PX, *(s[1] for s in shapes)))
+
+
+def mirror_out(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``image`` extended to ``height`` × ``width`` by mirroring it at its bottom and right edges."""
+    return np.pad(image, ((0, height - image.shape[0]), (0, width - image.shape[1])), mode="symmetric")
 
 
 class CBAM(nn.Module):

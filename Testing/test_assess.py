@@ -4,6 +4,7 @@ The network here is freshly initialised (the values mean nothing); what is check
 handling, which is the same whatever the weights."""
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -107,3 +108,29 @@ def test_python_api_assesses_a_file_and_matches_the_cli(tmp_path, student_file):
     assert proc.returncode == 0, proc.stderr
     cli = json.loads((tmp_path / "out" / "result.json").read_text(encoding="utf-8"))
     assert cli["slice_scores"] == pytest.approx(result.slice_scores, abs=1e-5)
+
+
+def test_a_small_slice_is_scored_as_in_training():
+    """Assessment sees a slice smaller than the training field as training did (mirrored out to
+    ``field_size``), so the trained student's score of it is the one it learnt: the assessment path and
+    the training batch path give the same score, and a smaller field alone would not."""
+    from EDIQALib.assess import slice_background, student_scorer
+    from EDIQALib.distill import Sample, predict
+    from EDIQALib.signals import InsertionConfig
+    from EDIQALib.simulate import phantom
+
+    torch.manual_seed(0)
+    net = Student("lite")
+    with torch.no_grad():
+        net.head[-1].weight.mul_(30.0)  # an untrained head barely moves: make the input's field show
+    hu = phantom(3, kind="back")[:150, :150]
+    background = slice_background(hu, "ct", InsertionConfig(), with_psf=False)
+    assert max(background.image01.shape) < 320
+    trained = predict(net, [Sample(background.image01, 0.0, np.zeros((1, 1)), "g")])[0]
+    assessed = student_scorer(copy.deepcopy(net), InsertionConfig())([[background]], [0])[0][0][0]
+    net.eval()
+    with torch.no_grad():
+        alone = torch.sigmoid(net(torch.from_numpy(background.image01)[None, None])[0]).item()
+    logit = torch.logit(torch.tensor([assessed, trained, alone], dtype=torch.float64)).tolist()
+    assert logit[0] == pytest.approx(logit[1], abs=1e-4)
+    assert abs(logit[2] - logit[1]) > 1e-3

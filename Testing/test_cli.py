@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from EDIQALib.io import read_volume
-from EDIQALib.simulate import correlated_noise, phantom
+from EDIQALib.simulate import ACQUIRED_NOISE_SD_HU, correlated_noise, phantom
 from conftest import ct_image
 
 TINY = ["--realizations", "2", "--repeats", "1"]
@@ -169,6 +169,21 @@ def test_demo_assesses_the_sample_and_compares_a_dose_series_with_the_shipped_st
 @pytest.mark.parametrize("command", [["train", "--stage1-iterations", "0", "--out", "run"], ["bench"]])
 def test_a_missing_labels_file_is_one_line_and_exit_2(tmp_path, command):
     assert_one_line_error(ediqa(*command, "--labels", tmp_path / "missing.csv", cwd=tmp_path))
+
+
+def test_make_dataset_seeds_noisy_back_phantoms_after_the_plain_ones(tmp_path):
+    """A noisy back phantom is the back phantom of its seed plus a noise of its own: its texture series'
+    first image (the slice plus 40 HU of white noise) differs from the plain one's by that noise alone."""
+    common = ("make-dataset", "--phantoms", "0", "--first-seed", "77", "--real-variants", "0", "--progress", "none")
+    assert ediqa(*common, "--out", tmp_path / "plain", "--back-phantoms", "2").returncode == 0
+    proc = ediqa(*common, "--out", tmp_path / "noisy", "--back-phantoms", "1", "--noisy-back-phantoms", "1")
+    assert proc.returncode == 0, proc.stderr
+    names = sorted({p.name.rsplit("-", 1)[0] for p in (tmp_path / "noisy").iterdir()})
+    assert names == ["back-77", "noisy-back-78"]
+    plain, noisy = (sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / d / "0-texture-0.nrrd")))
+                    for d in ("plain/back-78-texture", "noisy/noisy-back-78-texture"))
+    low, high = ACQUIRED_NOISE_SD_HU
+    assert low <= float(np.std(noisy - plain)) <= high
 
 
 def test_make_dataset_writes_every_series_kind_of_a_back_phantom(tmp_path):
