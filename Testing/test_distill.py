@@ -137,16 +137,23 @@ def test_training_can_start_from_a_trained_student(tmp_path):
         assert "Traceback" not in proc.stderr and not (tmp_path / "bad").exists()
 
 
-def test_a_smaller_slice_is_mirrored_to_the_batch_size_and_its_map_is_undefined_there():
+def test_a_smaller_slice_is_mirrored_to_the_batch_field_and_its_map_is_undefined_there():
+    """Slices are batched at ``field_size``: the largest slice's size, and at least the training field."""
     from EDIQALib.distill import MAP_STRIDE, Sample, _batch
+    from EDIQALib.student import MIN_FIELD_PX
 
     rng = np.random.default_rng(0)
     small = Sample(rng.random((40, 30)).astype(np.float32), 0.2, np.ones((10, 8), np.float32), "a")
-    large = Sample(rng.random((64, 64)).astype(np.float32), 0.4, np.ones((16, 16), np.float32), "b")
+    large = Sample(rng.random((64, MIN_FIELD_PX + 8)).astype(np.float32), 0.4,
+                   np.ones((16, (MIN_FIELD_PX + 8) // MAP_STRIDE), np.float32), "b")
     images, scores, maps = _batch([small, large])
-    assert images.shape == (2, 1, 64, 64) and maps.shape == (2, 1, 64 // MAP_STRIDE, 64 // MAP_STRIDE)
+    h, w = MIN_FIELD_PX, MIN_FIELD_PX + 8
+    assert images.shape == (2, 1, h, w) and maps.shape == (2, 1, h // MAP_STRIDE, w // MAP_STRIDE)
     np.testing.assert_array_equal(images[0, 0, :40, :30].numpy(), small.image01)
     np.testing.assert_array_equal(images[0, 0, 40:64, :30].numpy(), small.image01[::-1][:24])  # mirrored, not air
     np.testing.assert_array_equal(images[0, 0, :40, 30:60].numpy(), small.image01[:, ::-1])
+    np.testing.assert_array_equal(images[1, 0, :64].numpy(), large.image01)
+    np.testing.assert_array_equal(images[1, 0, 64:128].numpy(), large.image01[::-1])
     assert torch.isnan(maps[0, 0, 10:]).all() and torch.isnan(maps[0, 0, :, 8:]).all()
-    assert not torch.isnan(maps[0, 0, :10, :8]).any() and not torch.isnan(maps[1]).any()
+    assert not torch.isnan(maps[0, 0, :10, :8]).any() and not torch.isnan(maps[1, 0, :16]).any()
+    assert torch.isnan(maps[1, 0, 16:]).all()
