@@ -122,13 +122,13 @@ def assess_series(volumes: list[Volume], scorer: SliceScorer, method: str, model
 
 def student_scorer(model, config: InsertionConfig, device: str = "cpu", batch_size: int = 8) -> SliceScorer:
     """The student as a slice scorer: batched forward passes (bfloat16 autocast on a GPU) on slices mirrored
-    out to ``field_size``, as in training; its map upsampled and cut back to the slice, NaN outside the
+    out as in training (``field_batch``); its map upsampled and cut back to the slice, NaN outside the
     body; a slice is assessable when the teacher could have inserted a lesion into it."""
     import torch
     import torch.nn.functional as F
 
     from .signals import is_assessable
-    from .student import field_size, mirror_out
+    from .student import field_batch
 
     model = model.for_inference()
 
@@ -138,8 +138,7 @@ def student_scorer(model, config: InsertionConfig, device: str = "cpu", batch_si
         verdicts: list[SliceVerdictLike] = []
         for start in range(0, len(flat), batch_size):
             chunk = flat[start:start + batch_size]
-            h, w = field_size([b.image01.shape for b in chunk])
-            x = torch.from_numpy(np.stack([mirror_out(b.image01, h, w) for b in chunk]))[:, None].float()
+            x = torch.from_numpy(field_batch([b.image01 for b in chunk]))
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(device).type == "cuda"):
                 score, heat = model(x.to(device))
             heat = F.interpolate(torch.sigmoid(heat.float()), scale_factor=4, mode="bilinear", align_corners=False)

@@ -29,7 +29,7 @@ from .distributed import barrier, data_parallel, mean_over_ranks, split_parts, s
 from .errors import InputError
 from .io import read_volume
 from .preprocess import normalise, to_canonical
-from .student import MAP_STRIDE, PRESETS, Student, field_size, mirror_out
+from .student import MAP_STRIDE, PRESETS, Student, field_batch
 
 
 def stage1_detectors(preset: str) -> list[nn.Module]:
@@ -141,16 +141,14 @@ def mixed_quality(a: Sample, b: Sample, rng: np.random.Generator) -> Sample:
 
 
 def _batch(samples: list[Sample], flips: list[bool] | None = None) -> tuple[torch.Tensor, ...]:
-    """Images, scores and maps of samples as tensors, at ``field_size``: a smaller image is mirrored out
-    (a small field inside the body stays body); its map is NaN there."""
-    h, w = field_size([s.image01.shape for s in samples])
-    images = np.zeros((len(samples), 1, h, w), np.float32)
+    """Images, scores and maps of samples as tensors, as a ``field_batch``: a smaller image is mirrored
+    out (a small field inside the body stays body); its map is NaN there."""
+    flipped = [flips is not None and flips[i] for i in range(len(samples))]
+    images = field_batch([s.image01[:, ::-1] if f else s.image01 for s, f in zip(samples, flipped)])
+    h, w = images.shape[-2:]
     maps = np.full((len(samples), 1, -(-h // MAP_STRIDE), -(-w // MAP_STRIDE)), np.nan, np.float32)
-    for i, s in enumerate(samples):
-        im, hm = s.image01, s.heatmap
-        if flips is not None and flips[i]:
-            im, hm = im[:, ::-1], hm[:, ::-1]
-        images[i, 0] = mirror_out(im, h, w)
+    for i, (s, f) in enumerate(zip(samples, flipped)):
+        hm = s.heatmap[:, ::-1] if f else s.heatmap
         maps[i, 0, :hm.shape[0], :hm.shape[1]] = hm
     return (torch.from_numpy(images), torch.tensor([s.score for s in samples], dtype=torch.float32),
             torch.from_numpy(maps))

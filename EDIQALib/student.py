@@ -31,16 +31,14 @@ MAP_STRIDE = 4  # of the heatmap the student returns, as of the teacher's label 
 MIN_FIELD_PX = 320  # the training phantoms' field; a smaller slice is mirrored out to it
 
 
-def field_size(shapes: list[tuple[int, ...]]) -> tuple[int, int]:
-    """Height and width that slices of these shapes are batched at: the largest, and at least
-    ``MIN_FIELD_PX``, in training and in assessment alike (the network sees a small slice mirrored out,
-    never alone)."""
-    return (max(MIN_FIELD_PX, *(s[0] for s in shapes)), max(MIN_FIELD_PX, *(s[1] for s in shapes)))
-
-
-def mirror_out(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """``image`` extended to ``height`` × ``width`` by mirroring it at its bottom and right edges."""
-    return np.pad(image, ((0, height - image.shape[0]), (0, width - image.shape[1])), mode="symmetric")
+def field_batch(images: list[np.ndarray]) -> np.ndarray:
+    """Slices as one ``(N, 1, H, W)`` float32 batch, in training and in assessment alike: H × W is the
+    largest slice's size and at least ``MIN_FIELD_PX``, and a smaller slice is mirrored out to it at its
+    bottom and right edges (the network sees a small slice mirrored out, never alone)."""
+    h = max(MIN_FIELD_PX, *(im.shape[0] for im in images))
+    w = max(MIN_FIELD_PX, *(im.shape[1] for im in images))
+    return np.stack([np.pad(im, ((0, h - im.shape[0]), (0, w - im.shape[1])), mode="symmetric")
+                     for im in images])[:, None].astype(np.float32)
 
 
 class CBAM(nn.Module):

@@ -112,12 +112,13 @@ def test_python_api_assesses_a_file_and_matches_the_cli(tmp_path, student_file):
 
 def test_a_small_slice_is_scored_as_in_training():
     """Assessment sees a slice smaller than the training field as training did (mirrored out to
-    ``field_size``), so the trained student's score of it is the one it learnt: the assessment path and
+    ``field_batch``), so the trained student's score of it is the one it learnt: the assessment path and
     the training batch path give the same score, and a smaller field alone would not."""
     from EDIQALib.assess import slice_background, student_scorer
     from EDIQALib.distill import Sample, predict
     from EDIQALib.signals import InsertionConfig
     from EDIQALib.simulate import phantom
+    from EDIQALib.student import MIN_FIELD_PX
 
     torch.manual_seed(0)
     net = Student("lite")
@@ -125,7 +126,7 @@ def test_a_small_slice_is_scored_as_in_training():
         net.head[-1].weight.mul_(30.0)  # an untrained head barely moves: make the input's field show
     hu = phantom(3, kind="back")[:150, :150]
     background = slice_background(hu, "ct", InsertionConfig(), with_psf=False)
-    assert max(background.image01.shape) < 320
+    assert max(background.image01.shape) < MIN_FIELD_PX
     trained = predict(net, [Sample(background.image01, 0.0, np.zeros((1, 1)), "g")])[0]
     assessed = student_scorer(copy.deepcopy(net), InsertionConfig())([[background]], [0])[0][0][0]
     net.eval()

@@ -138,7 +138,7 @@ def test_training_can_start_from_a_trained_student(tmp_path):
 
 
 def test_a_smaller_slice_is_mirrored_to_the_batch_field_and_its_map_is_undefined_there():
-    """Slices are batched at ``field_size``: the largest slice's size, and at least the training field."""
+    """Slices are batched as a ``field_batch``: at the largest slice's size, and at least the training field."""
     from EDIQALib.distill import MAP_STRIDE, Sample, _batch
     from EDIQALib.student import MIN_FIELD_PX
 
