@@ -2,9 +2,9 @@
 
 Stage 1 (feature transfer): a detector built on each of the student's backbones is trained on the
 insertion task (:func:`EDIQALib.detector.train_detector`); its stage weights seed the student.
-Stage 2 (response distillation): the student regresses the teacher's score (MSE, plus an optional
-pairwise ranking term within a series) and its local map (MSE inside the body), from ``ediqa label``
-output. Checkpoints every epoch, resumable; the best epoch on held-out series is kept.
+Stage 2 (response distillation): the student regresses the teacher's score (MSE of square roots, plus
+an optional pairwise ranking term within a series) and its local map (MSE inside the body), from
+``ediqa label`` output. Checkpoints every epoch, resumable; the best epoch on held-out series is kept.
 """
 from __future__ import annotations
 
@@ -108,9 +108,11 @@ def split_by_series(samples: list[Sample], held_out_fraction: float = 0.2) -> tu
 class StudentTraining:
     """Stage-2 schedule (the authors: Adam, lr 1e-5, batch 8, 100 epochs, cosine, flips).
 
-    ``batch_size`` is the whole step's, over all ranks; each rank cuts its share into ``accumulate``
-    micro-batches (see :func:`EDIQALib.distributed.split_parts`). ``mix`` is the chance that a training
-    slice is replaced, for one epoch, by a :func:`mixed_quality` composite with another version of itself.
+    ``batch_size`` is the whole step's, over all ranks, in slices; slices come in pairs of two versions
+    of one slice (:func:`version_pairs`), so that the ranking term has a pair in every micro-batch. Each
+    rank cuts its share of pairs into ``accumulate`` micro-batches (see
+    :func:`EDIQALib.distributed.split_parts`). ``mix`` is the chance that a training slice is replaced,
+    for one epoch, by a :func:`mixed_quality` composite with another version of itself.
     """
 
     epochs: int = 30
@@ -121,6 +123,31 @@ class StudentTraining:
     mix: float = 0.0
     accumulate: int = 1
     seed: int = 0
+
+
+def versions_of(samples: list[Sample]) -> dict[str, list[int]]:
+    """The indices of the samples of each group (the versions of one slice)."""
+    versions: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        versions.setdefault(s.group, []).append(i)
+    return versions
+
+
+def version_pairs(versions: dict[str, list[int]], rng: np.random.Generator) -> list[tuple[int, int]]:
+    """One epoch's training slices, paired with another version of the same slice: each group's versions
+    are shuffled and taken two by two; an odd one out is paired with another version of its group drawn at
+    random (with itself if it has none). Every slice is in a pair.
+
+    Drawn at random from the whole set, two versions of one slice would share a batch of 8 out of ~800
+    slices in about one step in eight, and the ranking term would almost never act.
+    """
+    pairs = []
+    for members in versions.values():
+        order = [int(i) for i in rng.permutation(members)]
+        if len(order) % 2:
+            order.append(int(rng.choice(order[:-1])) if len(order) > 1 else order[0])
+        pairs += [(order[k], order[k + 1]) for k in range(0, len(order), 2)]
+    return pairs
 
 
 def mixed_quality(a: Sample, b: Sample, rng: np.random.Generator) -> Sample:
@@ -156,11 +183,16 @@ def _batch(samples: list[Sample], flips: list[bool] | None = None) -> tuple[torc
 
 def distillation_loss(score_logit: torch.Tensor, map_logit: torch.Tensor, score: torch.Tensor, heatmap: torch.Tensor,
                       groups: list[str], cfg: StudentTraining) -> torch.Tensor:
-    """MSE on the score where there is one + ranking within a series slice + MSE on the map where the
-    teacher defined it."""
+    """MSE between the square roots of the scores where there is one + ranking within a series slice +
+    MSE on the map where the teacher defined it.
+
+    The square root weighs an error at a low score up (by 1 / (2 √score)): the teacher scores many
+    slices within 0.002–0.08, where errors that plain MSE hardly sees reorder them.
+    """
     pred = torch.sigmoid(score_logit)
     scored = torch.isfinite(score)  # mixed-quality composites have no score label
-    loss = F.mse_loss(pred[scored], score[scored]) if scored.any() else score_logit.sum() * 0.0
+    root = torch.exp(0.5 * F.logsigmoid(score_logit))  # √pred, with a finite gradient for any logit
+    loss = F.mse_loss(root[scored], score[scored].sqrt()) if scored.any() else score_logit.sum() * 0.0
     if cfg.rank_weight > 0:
         same = torch.tensor([[a == b for b in groups] for a in groups])
         order = torch.sign(score[:, None] - score[None, :])
@@ -207,8 +239,9 @@ def train_student(student: Student, train: list[Sample], val: list[Sample], out_
     the batch is spread: ``world`` ranks equal one process with ``accumulate = world``.
     """
     parts_per_step = world * cfg.accumulate
-    if cfg.batch_size % parts_per_step or len(train) < cfg.batch_size:
-        raise InputError(f"batch size {cfg.batch_size} must be a multiple of ranks × accumulate ({parts_per_step}) "
+    if cfg.batch_size % (2 * parts_per_step) or len(train) < cfg.batch_size:
+        raise InputError(f"batch size {cfg.batch_size} must be a multiple of 2 × ranks × accumulate "
+                         f"({2 * parts_per_step}: slices come in pairs of versions) "
                          f"and at most the {len(train)} training slices")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -223,13 +256,11 @@ def train_student(student: Student, train: list[Sample], val: list[Sample], out_
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         epoch, best = int(state["epoch"]), float(state["best"])
-    sampler = DistributedSampler(range(len(train)), num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
-    share = cfg.batch_size // world
-    steps = len(train) // cfg.batch_size
-
-    versions: dict[str, list[int]] = {}
-    for i, s in enumerate(train):
-        versions.setdefault(s.group, []).append(i)
+    versions = versions_of(train)
+    n_pairs = len(version_pairs(versions, np.random.default_rng(0)))  # the same count every epoch
+    sampler = DistributedSampler(range(n_pairs), num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
+    share = cfg.batch_size // 2 // world  # pairs per rank and step
+    steps = n_pairs // (cfg.batch_size // 2)
 
     def draw(i: int) -> tuple[Sample, bool]:
         """Sample ``i`` this epoch, maybe mixed with another version of its slice, and its flip."""
@@ -240,8 +271,8 @@ def train_student(student: Student, train: list[Sample], val: list[Sample], out_
             return mixed_quality(train[i], train[int(rng.choice(others))], rng), flip
         return train[i], flip
 
-    def loss_of(part: list[int]) -> torch.Tensor:
-        drawn = [draw(i) for i in part]
+    def loss_of(part: list[tuple[int, int]]) -> torch.Tensor:
+        drawn = [draw(i) for pair in part for i in pair]
         chunk, flips = [d[0] for d in drawn], [d[1] for d in drawn]
         images, score, heatmap = (t.to(device) for t in _batch(chunk, flips))
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -250,7 +281,8 @@ def train_student(student: Student, train: list[Sample], val: list[Sample], out_
 
     while epoch < cfg.epochs:
         sampler.set_epoch(epoch)
-        mine = list(sampler)
+        pairs = version_pairs(versions, np.random.default_rng([cfg.seed, epoch]))
+        mine = [pairs[k] for k in sampler]
         student.train()
         total = 0.0
         for b in range(steps):

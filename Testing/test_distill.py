@@ -14,7 +14,7 @@ from EDIQALib.backgrounds import make_background
 from EDIQALib.detector import DetectorTraining, train_detector
 from EDIQALib.distill import (Sample, StudentTraining, distillation_loss, load_samples, mixed_quality,
                               pool_labellings, predict, split_by_series, stage1_detectors, train_student,
-                              transfer_backbones)
+                              transfer_backbones, version_pairs, versions_of)
 from EDIQALib.errors import InputError
 from EDIQALib.simulate import phantom
 from EDIQALib.student import Student
@@ -88,9 +88,41 @@ def test_mixed_quality_composite_joins_two_versions_along_one_cut():
     score = torch.tensor([float("nan"), 0.3])
     loss = distillation_loss(logits, maps, score, torch.full((2, 1, 16, 12), 0.5), ["s/0", "s/0"], cfg)
     assert torch.isfinite(loss)
-    np.testing.assert_allclose(loss.item(), (0.5 - 0.3) ** 2, atol=1e-6)  # map term 0 (sigmoid(0) = 0.5)
+    np.testing.assert_allclose(loss.item(), (0.5 ** 0.5 - 0.3 ** 0.5) ** 2, atol=1e-6)  # map term 0 (sigmoid(0) = 0.5)
     loss.backward()
     assert logits.grad[0] == 0 and logits.grad[1] != 0
+
+
+def test_the_score_loss_weighs_an_error_at_a_low_score_up_and_stays_finite():
+    cfg = StudentTraining(rank_weight=0.0, map_weight=0.0)
+    no_map = torch.full((1, 1, 2, 2), float("nan"))
+
+    def score_loss(pred: float, truth: float) -> float:
+        logit = torch.logit(torch.tensor([pred]))
+        return distillation_loss(logit, torch.zeros(1, 1, 2, 2), torch.tensor([truth]), no_map, ["s/0"], cfg).item()
+
+    # the same error of 0.02 costs more at the floor than at a high score (plain MSE: the same)
+    assert score_loss(0.04, 0.02) > 10 * score_loss(0.52, 0.50)
+    logit = torch.tensor([-200.0], requires_grad=True)  # sigmoid underflows to 0
+    loss = distillation_loss(logit, torch.zeros(1, 1, 2, 2), torch.tensor([0.1]), no_map, ["s/0"], cfg)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logit.grad).all()
+
+
+def test_each_training_slice_is_paired_with_another_version_of_itself():
+    image = np.zeros((8, 8), np.float32)
+    groups = ["a"] * 5 + ["b"] * 4 + ["c"]  # five versions, four, one
+    samples = [Sample(image, 0.1 * i, image, g) for i, g in enumerate(groups)]
+    versions = versions_of(samples)
+    assert versions == {"a": [0, 1, 2, 3, 4], "b": [5, 6, 7, 8], "c": [9]}
+    pairs = version_pairs(versions, np.random.default_rng(0))
+    assert len(pairs) == 3 + 2 + 1
+    assert all(groups[i] == groups[j] for i, j in pairs)
+    assert sorted({i for pair in pairs for i in pair}) == list(range(10))  # every slice is in a pair
+    # only a slice without another version is paired with itself (the odd one out of "a" is not)
+    assert [pair for pair in pairs if pair[0] == pair[1]] == [(9, 9)]
+    drawn = {tuple(sorted(version_pairs(versions, np.random.default_rng(seed)))) for seed in range(5)}
+    assert len(drawn) > 1  # drawn anew each epoch
 
 
 def test_pooled_labellings_average_each_slice_and_refuse_other_slices():
