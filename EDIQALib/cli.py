@@ -646,7 +646,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, default=30)
     p.add_argument("--batch-size", type=_positive_int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--rank-weight", type=float, default=0.5)
+    p.add_argument("--rank-weight", type=float, default=0.0,
+                   help="weight of a pairwise ranking term between two versions of one slice (0: measured best)")
     p.add_argument("--map-weight", type=float, default=1.0)
     p.add_argument("--mix", type=float, default=0.0,
                    help="chance per slice and epoch of training on a mixed-quality composite of two versions "

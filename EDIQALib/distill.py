@@ -118,7 +118,7 @@ class StudentTraining:
     epochs: int = 30
     batch_size: int = 8
     lr: float = 1e-3
-    rank_weight: float = 0.5
+    rank_weight: float = 0.0
     map_weight: float = 1.0
     mix: float = 0.0
     accumulate: int = 1
