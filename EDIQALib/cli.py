@@ -442,9 +442,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     from .backgrounds import load_bank
     from .detector import DetectorTraining, train_detector
-    from .distill import (StudentTraining, load_samples, split_by_series, stage1_detectors, train_student,
-                          transfer_backbones)
-    from .distributed import distributed_context
+    from .distill import (StudentTraining, check_batch, load_samples, split_by_series, stage1_detectors,
+                          train_student, transfer_backbones)
+    from .distributed import distributed_context, world_from_environment
     from .student import Student
 
     out = Path(args.out)
@@ -454,6 +454,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.stage1_iterations and not args.bank:
         raise InputError("stage 1 needs --bank (a train-detector run's bank.npz), or --stage1-iterations 0")
     train, val = split_by_series([s for labels in args.labels for s in load_samples(labels)], args.held_out)
+    cfg = StudentTraining(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, rank_weight=args.rank_weight,
+                          map_weight=args.map_weight, mix=args.mix, accumulate=args.accumulate, seed=args.seed)
+    check_batch(cfg, len(train), world_from_environment()[1])  # before any output or stage 1
     initial = _initial_model(args.init, "student", args.preset) if args.init else None  # checked before any output
     with distributed_context(device) as (rank, world):
         progress = _progress(args) if rank == 0 else None
@@ -474,9 +477,6 @@ def cmd_train(args: argparse.Namespace) -> None:
                                                 seed=args.seed), progress=progress, device=device,
                                rank=rank, world=world)
             transfer_backbones(student, detectors)
-        cfg = StudentTraining(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                              rank_weight=args.rank_weight, map_weight=args.map_weight, mix=args.mix, accumulate=args.accumulate,
-                              seed=args.seed)
         best = train_student(student.to(device), train, val, out / "stage2", cfg, progress, rank, world)
     if rank == 0:
         print(json.dumps({"best": str(best), "train_slices": len(train), "held_out_slices": len(val),

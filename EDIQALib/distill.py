@@ -226,6 +226,16 @@ def fidelity(student: Student, samples: list[Sample]) -> dict[str, float]:
     return {"plcc": float(pearsonr(pred, truth).statistic), "srocc": float(spearmanr(pred, truth).statistic)}
 
 
+def check_batch(cfg: StudentTraining, train_slices: int, world: int) -> None:
+    """Raises InputError unless the batch cuts into whole pairs of versions on every rank and micro-batch
+    and the training set fills it."""
+    parts_per_step = world * cfg.accumulate
+    if cfg.batch_size % (2 * parts_per_step) or train_slices < cfg.batch_size:
+        raise InputError(f"batch size {cfg.batch_size} must be a multiple of 2 × ranks × accumulate "
+                         f"({2 * parts_per_step}: slices come in pairs of versions) "
+                         f"and at most the {train_slices} training slices")
+
+
 def train_student(student: Student, train: list[Sample], val: list[Sample], out_dir: str | Path,
                   cfg: StudentTraining = StudentTraining(),
                   progress: Callable[[str, int, int], None] | None = None, rank: int = 0, world: int = 1) -> Path:
@@ -238,11 +248,7 @@ def train_student(student: Student, train: list[Sample], val: list[Sample], out_
     writes the checkpoints. Flips are drawn per (seed, epoch, sample), so the run does not depend on how
     the batch is spread: ``world`` ranks equal one process with ``accumulate = world``.
     """
-    parts_per_step = world * cfg.accumulate
-    if cfg.batch_size % (2 * parts_per_step) or len(train) < cfg.batch_size:
-        raise InputError(f"batch size {cfg.batch_size} must be a multiple of 2 × ranks × accumulate "
-                         f"({2 * parts_per_step}: slices come in pairs of versions) "
-                         f"and at most the {len(train)} training slices")
+    check_batch(cfg, len(train), world)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = data_parallel(student, world)

@@ -163,7 +163,8 @@ def test_training_can_start_from_a_trained_student(tmp_path):
     assert not all(torch.allclose(learnt["fresh"][k], shipped[k], atol=1e-2) for k in weights)
 
     for extra, message in ((["--init", "student-lite", "--stage1-iterations", "5"], "--stage1-iterations 0"),
-                           (["--init", "detector-lite"], "not a student")):
+                           (["--init", "detector-lite"], "not a student"),
+                           (["--accumulate", "4"], "multiple of 2 × ranks × accumulate")):  # 4 = 2 pairs, not 4
         proc = subprocess.run([*train, *extra, "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=600)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr and not (tmp_path / "bad").exists()
