@@ -120,7 +120,7 @@ def assess_series(volumes: list[Volume], scorer: SliceScorer, method: str, model
     return results
 
 
-def student_scorer(model, config: InsertionConfig, device: str = "cpu", batch_size: int = 8) -> SliceScorer:
+def student_scorer(model, config: InsertionConfig, device: str = "cpu", batch_size: int = 32) -> SliceScorer:
     """The student as a slice scorer: batched forward passes (bfloat16 autocast on a GPU) on slices mirrored
     out as in training (``field_batch``); its map upsampled and cut back to the slice, NaN outside the
     body; a slice is assessable when the teacher could have inserted a lesion into it."""
@@ -163,7 +163,7 @@ def assess_each(volumes: list[Volume], model: str = "student-lite", device: str 
     results = []
     for volume in volumes:  # no shared insertion maps are needed: each volume on its own
         results += assess_series([volume], scorer, "EDIQA", {"name": entry.name, "sha256": entry.sha256},
-                                 InsertionConfig(), progress, chunk=8, with_psf=False)
+                                 InsertionConfig(), progress, chunk=32, with_psf=False)
     return results
 
 

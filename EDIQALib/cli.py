@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from .errors import InputError
@@ -320,26 +321,41 @@ def _read_run(settings_dir: Path, log_dir: Path) -> tuple[dict, list[dict]]:
 
 
 def cmd_publish_student(args: argparse.Namespace) -> None:
-    from .models import package_model
+    from safetensors.torch import load_file, save_file
 
-    run = Path(args.run)
-    weights = run / "stage2" / "best.safetensors"
-    if not weights.exists():
-        raise InputError(f"no stage2/best.safetensors in {run}; run `ediqa train` first")
-    run_info, log = _read_run(run, run / "stage2")
-    preset = run_info.get("args", {}).get("preset", "lite")
+    from .models import package_model
+    from .student import ensemble_state
+
+    runs = [Path(r) for r in args.runs]
+    trainings, presets = [], set()
+    for run in runs:
+        if not (run / "stage2" / "best.safetensors").exists():
+            raise InputError(f"no stage2/best.safetensors in {run}; run `ediqa train` first")
+        run_info, log = _read_run(run, run / "stage2")
+        presets.add(run_info.get("args", {}).get("preset", "lite"))
+        trainings.append({**run_info, "epochs": log})
+    if len(presets) > 1:
+        raise InputError(f"the runs of one ensemble must share their preset; got {', '.join(sorted(presets))}")
+    preset = presets.pop()
     card = {
         "description": f"EDIQA student ({preset} preset): one forward pass → teacher score and local-quality "
                        "heatmap; two-stage distillation (stage-1 insertion detector on the student's backbone, "
-                       "stage-2 regression of the teacher's scores and maps).",
-        "training": {**run_info, "epochs": log},
+                       "stage-2 regression of the teacher's scores and maps)"
+                       + (f"; an ensemble of {len(runs)} students trained alike from different seeds, their "
+                          "probabilities averaged." if len(runs) > 1 else "."),
+        "training": trainings[0] if len(runs) == 1 else {"members": trainings},
         "selection": "epoch with the highest PLCC + SROCC against the teacher on held-out series",
     }
     if args.bench:
         card["metrics"] = json.loads(Path(args.bench).read_text(encoding="utf-8"))
     if args.notes:
         card["notes"] = json.loads(Path(args.notes).read_text(encoding="utf-8"))
-    dest = package_model(weights, args.name, "student", preset, card)
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = runs[0] / "stage2" / "best.safetensors"
+        if len(runs) > 1:
+            weights = Path(tmp) / "ensemble.safetensors"
+            save_file(ensemble_state([load_file(str(r / "stage2" / "best.safetensors")) for r in runs]), str(weights))
+        dest = package_model(weights, args.name, "student", preset, card, Path(args.models_dir))
     print(json.dumps({"weights": str(dest), "card": str(dest.with_suffix(".json"))}))
 
 
@@ -497,6 +513,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``ediqa`` subcommand."""
     from .detector import PRESETS
+    from .models import MODELS_DIR
     from .simulate import FILTERS
     from .teacher import READOUTS
 
@@ -659,9 +676,12 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("publish-student", help="copy a train run's best student into Resources/Models with its card")
-    p.add_argument("run", help="`ediqa train` run folder")
+    p = sub.add_parser("publish-student", help="copy a train run's best student (several runs: their ensemble) "
+                                                "into Resources/Models with its card")
+    p.add_argument("runs", nargs="+", metavar="run", help="`ediqa train` run folder(s)")
     p.add_argument("--name", default="student-lite")
+    p.add_argument("--models-dir", default=str(MODELS_DIR),
+                   help="registry folder to publish into (default: the bundled models)")
     p.add_argument("--bench", help="bench.json from `ediqa bench` to record as the card's metrics")
     p.add_argument("--notes", help="JSON file of notes (training data, how it was made) to record in the card")
     common(p)

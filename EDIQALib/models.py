@@ -72,21 +72,21 @@ def find_model(name_or_path: str, models_dir: Path = MODELS_DIR) -> ModelCard:
 
 
 def load_model(name_or_path: str, kind: str, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelCard]:
-    """Build the card's network (``kind`` ``"detector"`` or ``"student"``, its preset) and load its weights,
-    sha256-checked."""
+    """Build the card's network (``kind`` ``"detector"`` or ``"student"``, its preset; a student ensemble when
+    the weights are an ensemble's) and load its weights, sha256-checked."""
     from .detector import build_detector
-    from .student import Student
+    from .student import student_for
 
-    builders = {"detector": build_detector, "student": Student}
     entry = find_model(name_or_path)
     if entry.card.get("kind") != kind:
         raise InputError(f"{entry.name} is not a {kind} model (kind={entry.card.get('kind')!r})")
     digest = sha256_of(entry.weights)
     if digest != entry.sha256:
         raise InputError(f"{entry.weights.name}: sha256 mismatch with its model card (corrupt or replaced weights)")
-    model = builders[kind](entry.card.get("preset", "lite"))
+    preset = entry.card.get("preset", "lite")
     try:
         state = load_file(str(entry.weights))
+        model = student_for(state, preset) if kind == "student" else build_detector(preset)
         model.load_state_dict({k: v.float() for k, v in state.items()})
     except (RuntimeError, OSError) as exc:
         raise InputError(f"{entry.weights.name}: weights do not fit preset {entry.card.get('preset')!r} "

@@ -5,6 +5,10 @@ of the backbones' FPN maps → CBAM-style channel and spatial attention per leve
 pooling per level → concatenation → Linear → GELU → Linear → score. A dense head fuses the attended
 levels at the finest level's stride into the heatmap, returned at stride 4 (the teacher's label maps).
 
+An ensemble (:class:`StudentEnsemble`) averages the probabilities of students trained alike from
+different seeds: the students disagree most on images unlike their training data, and the mean of
+several varies less than any one of them.
+
 Presets:
     ``paper``: Swin-T and ConvNeXt-T, 256-channel FPN (4 × 512 = 2048 → 1024 → 1), for GPUs.
     ``lite`` (default): :class:`~EDIQALib.backbones.CompactStages` (strides 8–64), 24-channel FPN
@@ -103,3 +107,37 @@ class Student(nn.Module):
         if scale > 1:
             heatmap = F.interpolate(heatmap, scale_factor=scale, mode="bilinear", align_corners=False)
         return score, heatmap[..., : -(-h // MAP_STRIDE), : -(-w // MAP_STRIDE)]
+
+
+class StudentEnsemble(nn.Module):
+    """Students of one preset as one network: ``forward(x)`` returns the logits of the mean of their score
+    and heatmap probabilities, so it stands wherever a :class:`Student` does (assessment, fine-tuning).
+    Its weights are the members' under ``members.<i>.``."""
+
+    def __init__(self, preset: str = "lite", members: int = 2) -> None:
+        super().__init__()
+        self.preset = preset
+        self.members = nn.ModuleList(Student(preset) for _ in range(members))
+
+    def for_inference(self) -> StudentEnsemble:
+        """Each member's fast path (:meth:`Student.for_inference`)."""
+        for member in self.members:
+            member.for_inference()
+        return self.eval()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores, heatmaps = zip(*(member(x) for member in self.members))
+        mean_of = lambda logits: torch.logit(torch.stack(logits).sigmoid().mean(dim=0), eps=1e-6)  # noqa: E731
+        return mean_of(scores), mean_of(heatmaps)
+
+
+def student_for(state: dict[str, torch.Tensor], preset: str) -> Student | StudentEnsemble:
+    """The network that ``state`` (a saved state dict) belongs to: an ensemble when its keys are the
+    members' (``members.<i>.…``), else one student."""
+    members = {k.split(".")[1] for k in state if k.startswith("members.")}
+    return StudentEnsemble(preset, len(members)) if members else Student(preset)
+
+
+def ensemble_state(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The state dict of a :class:`StudentEnsemble` whose members have the single students' ``states``."""
+    return {f"members.{i}.{k}": v for i, state in enumerate(states) for k, v in state.items()}

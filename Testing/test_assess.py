@@ -110,6 +110,37 @@ def test_python_api_assesses_a_file_and_matches_the_cli(tmp_path, student_file):
     assert cli["slice_scores"] == pytest.approx(result.slice_scores, abs=1e-5)
 
 
+def _train_run(folder: Path, seed: int) -> Path:
+    """An `ediqa train` run folder as publish-student reads it (a fresh student as its best)."""
+    torch.manual_seed(seed)
+    (folder / "stage2").mkdir(parents=True)
+    save_weights(Student("lite"), folder / "stage2" / "best.safetensors")
+    (folder / "run.json").write_text(json.dumps({"command": "ediqa train", "args": {"preset": "lite", "seed": seed}}))
+    (folder / "stage2" / "log.jsonl").write_text(json.dumps({"epoch": 1, "loss": 0.1}) + "\n")
+    return folder
+
+
+def test_published_ensemble_scores_the_mean_of_its_members(tmp_path):
+    from EDIQALib import assess
+
+    runs = [_train_run(tmp_path / f"run{seed}", seed) for seed in (1, 2)]
+    image = tmp_path / "ct.nrrd"
+    sitk.WriteImage(ct_image(slices=2, size=160, spacing=(0.7, 0.7, 2.0)), str(image))
+    singles = []
+    for run in runs:
+        card = package_model(run / "stage2" / "best.safetensors", run.name, "student", "lite", {}, tmp_path)
+        singles.append(assess(image, model=str(card), device="cpu"))
+    proc = _run("publish-student", *runs, "--name", "ensemble", "--models-dir", tmp_path / "registry")
+    assert proc.returncode == 0, proc.stderr
+    card = json.loads((tmp_path / "registry" / "ensemble.json").read_text(encoding="utf-8"))
+    assert [m["args"]["seed"] for m in card["training"]["members"]] == [1, 2]
+    both = assess(image, model=str(tmp_path / "registry" / "ensemble.safetensors"), device="cpu")
+    for k in range(2):  # the mean of the members' probabilities, slice by slice and pixel by pixel
+        assert both.slice_scores[k] == pytest.approx(np.mean([s.slice_scores[k] for s in singles]), abs=1e-5)
+    np.testing.assert_allclose(both.heatmap, np.mean([s.heatmap for s in singles], axis=0), atol=1e-5)
+    assert singles[0].slice_scores != singles[1].slice_scores
+
+
 def test_a_small_slice_is_scored_as_in_training():
     """Assessment sees a slice smaller than the training field as training did (mirrored out to
     ``field_batch``), so the trained student's score of it is the one it learnt: the assessment path and

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from EDIQALib.backbones import CompactStages, ConvNeXtTStages, SwinTStages, fold_batchnorm
-from EDIQALib.student import Student
+from EDIQALib.student import Student, StudentEnsemble, ensemble_state, student_for
 
 
 @pytest.mark.parametrize("stages", [SwinTStages, ConvNeXtTStages, CompactStages])
@@ -57,3 +57,25 @@ def test_lite_student_learns_to_separate_clean_from_noisy():
         opt.step()
         losses.append(float(loss.detach()))
     assert losses[-1] < 0.25 * losses[0]
+
+
+def test_an_ensemble_averages_its_members_probabilities_and_loads_from_their_weights():
+    torch.manual_seed(0)
+    members = [Student("lite").eval() for _ in range(3)]
+    state = ensemble_state([m.state_dict() for m in members])
+    ensemble = student_for(state, "lite")
+    assert isinstance(ensemble, StudentEnsemble) and len(ensemble.members) == 3
+    ensemble.load_state_dict(state)
+    assert isinstance(student_for(members[0].state_dict(), "lite"), Student)
+    x = torch.rand(2, 1, 128, 96)
+    with torch.inference_mode():
+        outs = [m(x) for m in members]
+        score, heat = ensemble.eval()(x)
+        fast_score, fast_heat = ensemble.for_inference()(x)
+    mean_score = torch.stack([torch.sigmoid(s) for s, _ in outs]).mean(dim=0)
+    mean_heat = torch.stack([torch.sigmoid(h) for _, h in outs]).mean(dim=0)
+    assert torch.allclose(torch.sigmoid(score), mean_score, atol=1e-6)
+    assert torch.allclose(torch.sigmoid(heat), mean_heat, atol=1e-6)
+    assert torch.allclose(torch.sigmoid(fast_score), mean_score, atol=1e-4)
+    assert torch.allclose(torch.sigmoid(fast_heat), mean_heat, atol=1e-4)
+    assert not torch.allclose(torch.sigmoid(outs[0][0]), mean_score, atol=1e-4)  # the members differ
