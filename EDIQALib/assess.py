@@ -25,6 +25,7 @@ SliceVerdictLike = tuple[float, np.ndarray, bool]  # score, canonical heatmap, a
 # scorer(positions, slice indices): for each slice position, the versions of that slice (one per input)
 SliceScorer = Callable[[list[list[Background]], list[int]], list[list[SliceVerdictLike]]]
 Progress = Callable[[str, int, int], None]
+BATCH_SLICES = 32  # slices per student forward pass: at 320² the lite network costs 1.9 ms a slice, 2.8 ms at 8
 
 
 @dataclass
@@ -120,7 +121,8 @@ def assess_series(volumes: list[Volume], scorer: SliceScorer, method: str, model
     return results
 
 
-def student_scorer(model, config: InsertionConfig, device: str = "cpu", batch_size: int = 32) -> SliceScorer:
+def student_scorer(model, config: InsertionConfig, device: str = "cpu",
+                   batch_size: int = BATCH_SLICES) -> SliceScorer:
     """The student as a slice scorer: batched forward passes (bfloat16 autocast on a GPU) on slices mirrored
     out as in training (``field_batch``); its map upsampled and cut back to the slice, NaN outside the
     body; a slice is assessable when the teacher could have inserted a lesion into it."""
@@ -163,7 +165,7 @@ def assess_each(volumes: list[Volume], model: str = "student-lite", device: str 
     results = []
     for volume in volumes:  # no shared insertion maps are needed: each volume on its own
         results += assess_series([volume], scorer, "EDIQA", {"name": entry.name, "sha256": entry.sha256},
-                                 InsertionConfig(), progress, chunk=32, with_psf=False)
+                                 InsertionConfig(), progress, chunk=BATCH_SLICES, with_psf=False)
     return results
 
 

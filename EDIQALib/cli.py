@@ -327,9 +327,10 @@ def cmd_publish_student(args: argparse.Namespace) -> None:
     from .student import ensemble_state
 
     runs = [Path(r) for r in args.runs]
+    bests = [run / "stage2" / "best.safetensors" for run in runs]
     trainings, presets = [], set()
-    for run in runs:
-        if not (run / "stage2" / "best.safetensors").exists():
+    for run, best in zip(runs, bests):
+        if not best.exists():
             raise InputError(f"no stage2/best.safetensors in {run}; run `ediqa train` first")
         run_info, log = _read_run(run, run / "stage2")
         presets.add(run_info.get("args", {}).get("preset", "lite"))
@@ -351,10 +352,10 @@ def cmd_publish_student(args: argparse.Namespace) -> None:
     if args.notes:
         card["notes"] = json.loads(Path(args.notes).read_text(encoding="utf-8"))
     with tempfile.TemporaryDirectory() as tmp:
-        weights = runs[0] / "stage2" / "best.safetensors"
-        if len(runs) > 1:
+        weights = bests[0]
+        if len(bests) > 1:
             weights = Path(tmp) / "ensemble.safetensors"
-            save_file(ensemble_state([load_file(str(r / "stage2" / "best.safetensors")) for r in runs]), str(weights))
+            save_file(ensemble_state([load_file(str(best)) for best in bests]), str(weights))
         dest = package_model(weights, args.name, "student", preset, card, Path(args.models_dir))
     print(json.dumps({"weights": str(dest), "card": str(dest.with_suffix(".json"))}))
 

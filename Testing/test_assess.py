@@ -140,6 +140,12 @@ def test_published_ensemble_scores_the_mean_of_its_members(tmp_path):
     np.testing.assert_allclose(both.heatmap, np.mean([s.heatmap for s in singles], axis=0), atol=1e-5)
     assert singles[0].slice_scores != singles[1].slice_scores
 
+    paper = _train_run(tmp_path / "paper", 3)
+    (paper / "run.json").write_text(json.dumps({"command": "ediqa train", "args": {"preset": "paper"}}))
+    proc = _run("publish-student", runs[0], paper, "--name", "mixed", "--models-dir", tmp_path / "registry")
+    assert proc.returncode == 2 and "must share their preset" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "registry" / "mixed.safetensors").exists()
+
 
 def test_a_small_slice_is_scored_as_in_training():
     """Assessment sees a slice smaller than the training field as training did (mirrored out to
