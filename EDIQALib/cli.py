@@ -407,17 +407,23 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
 
 
 def cmd_label(args: argparse.Namespace) -> None:
+    from .assess import student_scorer
     from .distributed import barrier, distributed_context
     from .labels import discover_series, label_series, merge_parts
-    from .models import load_model
+    from .models import find_model, load_model
+    from .teacher import teacher_scorer
 
     inputs = discover_series(args.data)
     device = _device(args.device)
-    model, entry = load_model(args.model, "detector", device)
+    config = _teacher_config(args)
+    kind = find_model(args.model).card.get("kind")
+    if kind not in ("detector", "student"):
+        raise InputError(f"--model {args.model} is neither a detector nor a student (kind={kind!r})")
+    model, entry = load_model(args.model, kind, device)
+    scorer = teacher_scorer(model, config, device) if kind == "detector" else student_scorer(model, config.insertion, device)
     with distributed_context(device) as (rank, world):
         progress = _progress(args) if rank == 0 else None
-        written = label_series(inputs, model, _teacher_config(args), args.out, args.resume, device, progress,
-                               rank, world)
+        written = label_series(inputs, scorer, config.insertion, args.out, args.resume, progress, rank, world)
         barrier(world)
         if world > 1 and rank == 0:
             merge_parts(inputs, args.out, world)
@@ -521,8 +527,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ediqa", description="Task-based, no-reference image quality for CT and MR.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def teacher_options(p: argparse.ArgumentParser, realizations: int, repeats: int) -> None:
-        p.add_argument("--model", default="detector-lite", help="bundled detector name or .safetensors path")
+    def teacher_options(p: argparse.ArgumentParser, realizations: int, repeats: int,
+                        model_help: str = "bundled detector name or .safetensors path") -> None:
+        p.add_argument("--model", default="detector-lite", help=model_help)
         p.add_argument("--realizations", type=_positive_int, default=realizations)
         p.add_argument("--repeats", type=_positive_int, default=repeats)
         p.add_argument("--seed", type=int, default=0)
@@ -642,7 +649,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", nargs="+", metavar="DATA", help="series folders or image files")
     p.add_argument("--out", required=True, help="labels CSV; maps go to <name>_maps/")
     p.add_argument("--resume", action="store_true")
-    teacher_options(p, realizations=100, repeats=5)
+    teacher_options(p, realizations=100, repeats=5,
+                    model_help="the labeller: a detector (the teacher; default detector-lite) or a student, "
+                               "e.g. an ensemble whose verdicts one network is to learn (teacher options then "
+                               "do not apply); bundled name or .safetensors path")
     common(p)
     p.set_defaults(func=cmd_label)
 

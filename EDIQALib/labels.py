@@ -1,4 +1,7 @@
-"""Teacher labels for student training: series → one CSV row and one local map per slice, resumable.
+"""Labels for student training: series → one CSV row and one local map per slice, resumable.
+
+The labeller is a slice scorer (:data:`EDIQALib.assess.SliceScorer`): the teacher, or a trained student
+whose verdicts another student is to learn (an ensemble distilled into one network).
 
 A *series* is a folder of co-registered images of one slice position (e.g. a dose series); its images
 are scored on shared insertion maps. A single image file is a series of one. Each label unit (one
@@ -13,14 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from torch import nn
-
-from .assess import slice_background
+from .assess import SliceScorer, slice_background
 from .errors import InputError
 from .io import read_volume
 from .preprocess import to_canonical
+from .signals import InsertionConfig
 from .student import MAP_STRIDE
-from .teacher import TeacherConfig, score_series
 
 FIELDS = ["series", "file", "slice", "score", "assessable", "map", "path"]
 IMAGE_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha", ".mhd")
@@ -65,10 +66,12 @@ def _part_path(out_csv: Path, rank: int, world: int) -> Path:
     return out_csv if world == 1 else out_csv.with_name(f"{out_csv.stem}.part{rank}.csv")
 
 
-def label_series(inputs: list[tuple[str, list[Path]]], model: nn.Module, config: TeacherConfig, out_csv: str | Path,
-                 resume: bool = False, device: str = "cpu", progress: Callable[[str, int, int], None] | None = None,
+def label_series(inputs: list[tuple[str, list[Path]]], scorer: SliceScorer, insertion: InsertionConfig,
+                 out_csv: str | Path, resume: bool = False, progress: Callable[[str, int, int], None] | None = None,
                  rank: int = 0, world: int = 1) -> int:
-    """Label every slice of every series; returns the number of rows written by this call.
+    """Label every slice of every series with ``scorer`` (the versions of one slice position in one call,
+    so that the teacher shares its insertion maps across them); returns the number of rows written by this
+    call. ``insertion`` sets the masks that decide where a slice is assessable.
 
     With ``world`` > 1 (``torchrun``), slice positions are dealt round-robin to ranks in a fixed order;
     each rank appends to its own part file (``<stem>.part<rank>.csv``), which :func:`merge_parts` joins.
@@ -105,18 +108,18 @@ def label_series(inputs: list[tuple[str, list[Path]]], model: nn.Module, config:
                 keys = [(name, p.name, k) for p in files]
                 if position % world != rank or all(key in done for key in keys):
                     continue
-                backgrounds = [slice_background(c[k], v.modality, config.insertion) for c, v in zip(canon, vols)]
-                verdicts = score_series(model, backgrounds, config, k, device)
+                backgrounds = [slice_background(c[k], v.modality, insertion) for c, v in zip(canon, vols)]
+                verdicts = scorer([backgrounds], [k])[0]
                 rows = []
-                for (series, fname, sl), verdict in zip(keys, verdicts):
+                for (series, fname, sl), (score, heatmap, assessable) in zip(keys, verdicts):
                     if (series, fname, sl) in done:  # a unit cut short: its scores are recomputed identically
                         continue
                     map_name = f"{series}/{Path(fname).name.split('.')[0]}_s{sl:04d}.npy"
                     (maps_dir / series).mkdir(parents=True, exist_ok=True)
-                    np.save(maps_dir / map_name, pool_map(verdict.heatmap))
+                    np.save(maps_dir / map_name, pool_map(heatmap))
                     rows.append({"series": series, "file": fname, "slice": sl,
-                                 "score": f"{verdict.score:.6f}" if verdict.assessable else "",
-                                 "assessable": int(verdict.assessable), "map": map_name,
+                                 "score": f"{score:.6f}" if assessable else "",
+                                 "assessable": int(assessable), "map": map_name,
                                  "path": path_of[(series, fname)]})
                 writer.writerows(rows)
                 f.flush()

@@ -1,4 +1,5 @@
-"""Teacher labels: one row and one map per slice, shared maps within a series, resume without loss."""
+"""Labels: one row and one map per slice, shared maps within a series, resume without loss; a student as
+the labeller gives its own verdicts."""
 from __future__ import annotations
 
 import csv
@@ -8,7 +9,9 @@ import sys
 import numpy as np
 import SimpleITK as sitk
 
+import EDIQALib
 from EDIQALib.labels import pool_map
+from EDIQALib.models import MODELS_DIR
 from EDIQALib.simulate import phantom
 
 
@@ -61,6 +64,32 @@ def test_label_then_resume_after_interruption(tmp_path):
     resumed = _rows(out)
     assert [(r["series"], r["file"], r["slice"], r["score"]) for r in resumed] == \
         [(r["series"], r["file"], r["slice"], r["score"]) for r in full]
+
+
+def test_a_student_labels_each_slice_with_its_own_verdict(tmp_path):
+    data = _dataset(tmp_path)
+    out = tmp_path / "soft.csv"
+    proc = _label(data, out, "--model", "student-lite")
+    assert proc.returncode == 0, proc.stderr
+    rows = _rows(out)
+    assert len(rows) == 6 and all(r["assessable"] == "1" for r in rows)
+    for r in rows:  # the row is what `assess` says of that slice (the images are at the canonical spacing)
+        result = EDIQALib.assess(tmp_path / r["path"])
+        k = int(r["slice"])
+        assert abs(float(r["score"]) - result.slice_scores[k]) < 1e-5
+        label_map = np.load(tmp_path / "soft_maps" / r["map"]).astype(np.float32)
+        assessed = pool_map(result.heatmap[k]).astype(np.float32)  # back from the input grid: edges may differ
+        both = np.isfinite(label_map) & np.isfinite(assessed)
+        assert both.sum() > 0.99 * np.isfinite(label_map).sum() > 500
+        np.testing.assert_allclose(label_map[both], assessed[both], atol=2e-3)
+    assert float(rows[0]["score"]) > float(rows[1]["score"])  # clean above noisy
+
+    card = tmp_path / "other.json"  # a model of another kind is refused with one line
+    card.write_text((MODELS_DIR / "student-lite.json").read_text().replace('"kind": "student"', '"kind": "segmenter"'))
+    (tmp_path / "other.safetensors").write_bytes((MODELS_DIR / "student-lite.safetensors").read_bytes())
+    proc = _label(data, tmp_path / "x.csv", "--model", tmp_path / "other.safetensors")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "kind" in proc.stderr
+    assert not (tmp_path / "x.csv").exists()
 
 
 def test_pool_map_ignores_nan():
