@@ -74,7 +74,9 @@ def find_model(name_or_path: str, models_dir: Path = MODELS_DIR) -> ModelCard:
 def load_model(name_or_path: str, kind: str, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelCard]:
     """Build the card's network (``kind`` ``"detector"`` or ``"student"``, its preset; a student ensemble when
     the weights are an ensemble's) and load its weights, sha256-checked."""
+    from .detector import PRESETS as DETECTOR_PRESETS
     from .detector import build_detector
+    from .student import PRESETS as STUDENT_PRESETS
     from .student import student_for
 
     entry = find_model(name_or_path)
@@ -84,6 +86,9 @@ def load_model(name_or_path: str, kind: str, device: torch.device | str = "cpu")
     if digest != entry.sha256:
         raise InputError(f"{entry.weights.name}: sha256 mismatch with its model card (corrupt or replaced weights)")
     preset = entry.card.get("preset", "lite")
+    known = STUDENT_PRESETS if kind == "student" else DETECTOR_PRESETS
+    if preset not in known:
+        raise InputError(f"{entry.name}: unknown {kind} preset {preset!r} in its card (known: {', '.join(known)})")
     try:
         state = load_file(str(entry.weights))
         model = student_for(state, preset) if kind == "student" else build_detector(preset)

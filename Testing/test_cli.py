@@ -152,6 +152,11 @@ def test_usage_errors_and_bad_weights(tmp_path, ct_volume_file):
     proc = ediqa("teacher", ct_volume_file, *TINY, "--model", fake, "--out", tmp_path / "o")
     assert_one_line_error(proc)
     assert "do not fit" in proc.stderr
+    (tmp_path / "fake.json").write_text(json.dumps({"name": "fake", "kind": "detector", "preset": "huge",
+                                                     "sha256": sha256_of(fake)}))
+    proc = ediqa("teacher", ct_volume_file, *TINY, "--model", fake, "--out", tmp_path / "o")
+    assert_one_line_error(proc)
+    assert "unknown detector preset 'huge'" in proc.stderr
 
 
 def test_demo_assesses_the_sample_and_compares_a_dose_series_with_the_shipped_student(tmp_path):
