@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
 from .assess import SliceScorer, slice_background
 from .errors import InputError
 from .io import read_volume
