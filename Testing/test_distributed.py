@@ -139,13 +139,15 @@ def test_two_rank_training_equals_one_process_accumulating_two_micro_batches(tmp
     # the same steps: a step of Adam moves a weight by at most about lr, so gradients that differ only by
     # rounding (summed in another order) can move a weight by up to lr per step; 6 steps of lr 1e-4 here.
     # The losses carry those rounding moves too (a few 1e-6 by the second epoch), while a different cut of
-    # the batch (below) moves the loss by more than 1e-4.
+    # the batch (below) moves the loss by more than 1e-4. A near-zero gradient whose sign flips with rounding
+    # moves a weight the other way (up to 2 lr per step), which a few weights in a hundred thousand meet.
     np.testing.assert_allclose(_losses(two), _losses(one), rtol=1e-5)
     for part in ("stage1-0", "stage2"):
         a, b = _trained(one, part), _trained(two, part)
         assert a.keys() == b.keys()
-        for name in a:
-            torch.testing.assert_close(b[name], a[name], rtol=0, atol=3e-4, msg=f"{part}: {name}")
+        diffs = torch.cat([(b[name] - a[name]).abs().flatten() for name in a])
+        assert diffs.max() <= 2 * 6 * 1e-4, part
+        assert (diffs > 3e-4).float().mean() < 1e-4, part
     # a different cut of the batch (one micro-batch of 4) is a different run: the check above can fail
     assert abs(_losses(tmp_path / "whole-batch")[-1] - _losses(one)[-1]) > 1e-4
     # stage 2 started from the transferred stage-1 backbone and moved it
