@@ -95,6 +95,21 @@ class CompactStages(nn.Module):
         return feats
 
 
+def fold_input_affine(backbone: nn.Module, scale: float, shift: float) -> None:
+    """For inference on grey slices: make the backbone's first convolution read a raw one-channel slice
+    ``x`` as it read ``scale * x + shift`` copied to all its input channels, which saves the passes over the
+    whole slice that normalising and copying it take. Exact (up to rounding) for an unpadded first
+    convolution, which every backbone here has: a patchifying stem."""
+    conv = next(m for m in backbone.modules() if isinstance(m, nn.Conv2d))
+    if any(conv.padding) or conv.groups != 1:
+        raise ValueError("the first convolution must be unpadded and ungrouped")
+    weight = conv.weight.detach().sum(dim=1, keepdim=True)
+    bias = conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels)
+    conv.bias = nn.Parameter(bias + shift * weight.sum(dim=(1, 2, 3)))
+    conv.weight = nn.Parameter(scale * weight)
+    conv.in_channels = 1
+
+
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """For inference: fold every BatchNorm that directly follows a convolution in an ``nn.Sequential``
     into that convolution (same outputs in eval mode, fewer passes over memory). Returns ``model``."""

@@ -5,8 +5,10 @@ Exit codes: 0 success; 2 bad input or usage, with one line on stderr and no trac
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
+import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -726,10 +728,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _keep_freed_memory() -> None:
+    """Ask glibc's allocator to keep freed memory for reuse instead of handing it back to the system.
+    Each forward pass allocates and frees the same few tensors of several MB; by default glibc maps such
+    blocks fresh or trims them from the heap, so every pass pays page faults to touch them again (a
+    third of one student's time per 512² slice). The peak memory is unchanged. Elsewhere, a no-op."""
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return
+    libc = ctypes.CDLL(None)
+    libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GiB free at the heap's top
+    libc.mallopt(-3, 1 << 25)  # M_MMAP_THRESHOLD: blocks up to 32 MiB come from the heap, not fresh maps
+
+
 def run() -> None:
     """The console entry (``ediqa``, ``python -m EDIQALib``): :func:`main`, then exit at once. With torch
     loaded the interpreter's teardown takes about two seconds and does nothing useful: by the time
     :func:`main` returns, every output has been written, closed and moved into place."""
+    _keep_freed_memory()
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()

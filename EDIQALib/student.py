@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import FeaturePyramidNetwork
 
-from .backbones import CompactStages, ConvNeXtTStages, SwinTStages, fold_batchnorm
+from .backbones import CompactStages, ConvNeXtTStages, SwinTStages, fold_batchnorm, fold_input_affine
 
 PRESETS = {
     "paper": {"backbones": (SwinTStages, ConvNeXtTStages), "fpn": 256, "hidden": 1024, "map": 32},
@@ -61,6 +61,11 @@ class CBAM(nn.Module):
         return x * torch.sigmoid(self.spatial(pooled))
 
 
+def _concat(maps: list[torch.Tensor]) -> torch.Tensor:
+    """The backbones' maps of one level, concatenated along channels (one backbone's as it is: no copy)."""
+    return maps[0] if len(maps) == 1 else torch.cat(maps, dim=1)
+
+
 class Student(nn.Module):
     """The EDIQA student. ``forward(x)`` takes ``(B, 1, H, W)`` normalised slices and returns
     ``(score (B,), heatmap logits (B, 1, ⌈H/4⌉, ⌈W/4⌉))``; apply a sigmoid to both for [0, 1] values."""
@@ -81,11 +86,16 @@ class Student(nn.Module):
         self.map_proj = nn.ModuleList(nn.Conv2d(fused, spec["map"], 1) for _ in channels)
         self.map_head = nn.Sequential(nn.Conv2d(spec["map"], spec["map"], 3, padding=1), nn.GELU(),
                                       nn.Conv2d(spec["map"], 1, 1))
+        self.input_folded = False  # set by for_inference: the backbones then read the raw slice
 
     def for_inference(self) -> Student:
-        """Eval mode with BatchNorm folded into the convolutions and channels-last memory: the fast path
-        for assessment (no further training on this instance)."""
+        """Eval mode with BatchNorm and the input's normalisation folded into the convolutions, and
+        channels-last memory: the fast path for assessment (no further training on this instance)."""
         fold_batchnorm(self.eval())
+        if not self.input_folded:
+            for backbone in self.backbones:
+                fold_input_affine(backbone, 1 / IMAGE_STD, -IMAGE_MEAN / IMAGE_STD)
+            self.input_folded = True
         return self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,9 +103,10 @@ class Student(nn.Module):
         cell = max(b.strides[-1] for b in self.backbones)
         if h % cell or w % cell:  # every backbone sees whole cells
             x = F.pad(x, (0, -w % cell, 0, -h % cell), mode="replicate")
-        x = x.mul(1 / IMAGE_STD).sub_(IMAGE_MEAN / IMAGE_STD).expand(-1, 3, -1, -1)
+        if not self.input_folded:
+            x = x.mul(1 / IMAGE_STD).sub_(IMAGE_MEAN / IMAGE_STD).expand(-1, 3, -1, -1)
         per_backbone = [self.fpn(OrderedDict((str(i), f) for i, f in enumerate(b(x)))) for b in self.backbones]
-        levels = [self.attention[i](torch.cat([p[str(i)] for p in per_backbone], dim=1))
+        levels = [self.attention[i](_concat([p[str(i)] for p in per_backbone]))
                   for i in range(len(self.attention))]
         score = self.head(torch.cat([lv.mean(dim=(2, 3)) for lv in levels], dim=1)).squeeze(1)
         fused_map = self.map_proj[0](levels[0])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from EDIQALib.backbones import CompactStages, ConvNeXtTStages, SwinTStages, fold_batchnorm
+from EDIQALib.backbones import CompactStages, ConvNeXtTStages, SwinTStages
 from EDIQALib.student import Student, StudentEnsemble, ensemble_state, student_for
 
 
@@ -17,16 +17,22 @@ def test_backbones_give_four_levels_at_their_strides(stages):
     assert [256 // f.shape[-1] for f in feats] == list(net.strides)
 
 
-def test_folding_batchnorm_keeps_the_outputs():
+@pytest.mark.parametrize("preset", ["lite", "paper"])
+def test_the_inference_path_keeps_the_outputs(preset):
+    """for_inference folds BatchNorm and the input's normalisation into the convolutions: same outputs,
+    also on a slice the backbones pad, with the first convolution reading the raw one-channel slice."""
     torch.manual_seed(0)
-    net = Student("lite")
+    net = Student(preset)
     net.train()(torch.rand(4, 1, 128, 128))  # move the running statistics off their defaults
-    x = torch.rand(2, 1, 128, 128)
+    x = torch.rand(2, 1, 136, 120)
     with torch.inference_mode():
         before = net.eval()(x)
-        after = fold_batchnorm(net)(x)
+        after = net.for_inference()(x)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    first = next(m for m in net.backbones[0].modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.weight.shape[1] == 1
     for b, a in zip(before, after):
+        assert b.shape == a.shape
         assert torch.allclose(b, a, atol=1e-4)
 
 
