@@ -104,7 +104,7 @@ def fold_input_affine(backbone: nn.Module, scale: float, shift: float) -> None:
     if any(conv.padding) or conv.groups != 1:
         raise ValueError("the first convolution must be unpadded and ungrouped")
     weight = conv.weight.detach().sum(dim=1, keepdim=True)
-    bias = conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels)
+    bias = conv.bias.detach() if conv.bias is not None else weight.new_zeros(conv.out_channels)
     conv.bias = nn.Parameter(bias + shift * weight.sum(dim=(1, 2, 3)))
     conv.weight = nn.Parameter(scale * weight)
     conv.in_channels = 1

@@ -69,10 +69,11 @@ def _part_path(out_csv: Path, rank: int, world: int) -> Path:
 
 def label_series(inputs: list[tuple[str, list[Path]]], scorer: SliceScorer, insertion: InsertionConfig,
                  out_csv: str | Path, resume: bool = False, progress: Callable[[str, int, int], None] | None = None,
-                 rank: int = 0, world: int = 1) -> int:
+                 rank: int = 0, world: int = 1, with_psf: bool = True) -> int:
     """Label every slice of every series with ``scorer`` (the versions of one slice position in one call,
     so that the teacher shares its insertion maps across them); returns the number of rows written by this
-    call. ``insertion`` sets the masks that decide where a slice is assessable.
+    call. ``insertion`` sets the masks that decide where a slice is assessable; ``with_psf`` estimates each
+    slice's PSF, which the teacher's resolution-aware insertion needs and a student does not.
 
     With ``world`` > 1 (``torchrun``), slice positions are dealt round-robin to ranks in a fixed order;
     each rank appends to its own part file (``<stem>.part<rank>.csv``), which :func:`merge_parts` joins.
@@ -109,7 +110,7 @@ def label_series(inputs: list[tuple[str, list[Path]]], scorer: SliceScorer, inse
                 keys = [(name, p.name, k) for p in files]
                 if position % world != rank or all(key in done for key in keys):
                     continue
-                backgrounds = [slice_background(c[k], v.modality, insertion) for c, v in zip(canon, vols)]
+                backgrounds = [slice_background(c[k], v.modality, insertion, with_psf) for c, v in zip(canon, vols)]
                 verdicts = scorer([backgrounds], [k])[0]
                 rows = []
                 for (series, fname, sl), (score, heatmap, assessable) in zip(keys, verdicts):
