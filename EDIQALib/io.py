@@ -64,7 +64,12 @@ def _is_dicom_file(path: Path) -> bool:
 
 def _read_dicom_series(folder: Path) -> tuple[sitk.Image, str | None]:
     reader = sitk.ImageSeriesReader()
-    ids = reader.GetGDCMSeriesIDs(str(folder))
+    warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK warns on stderr of a folder with no series
+    try:
+        ids = reader.GetGDCMSeriesIDs(str(folder))
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings)
     if not ids:
         raise InputError(f"no DICOM series found in folder {folder}")
     if len(ids) > 1:

@@ -115,6 +115,7 @@ def _write(path, arr):
 
 @pytest.mark.parametrize("make", [
     lambda t: t / "missing.nrrd",
+    lambda t: (t / "no-dicom").mkdir() or t / "no-dicom",
     lambda t: (t / "corrupt.dcm").write_bytes(b"\0" * 128 + b"DICMgarbage") and t / "corrupt.dcm",
     lambda t: _write(t / "constant.nrrd", np.full((1, 80, 80), 40.0, np.float32)),
     lambda t: _write(t / "nan.nrrd", np.where(np.eye(80, dtype=bool)[None], np.nan, -900.0).astype(np.float32)),
