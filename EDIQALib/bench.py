@@ -8,6 +8,8 @@ the teacher on held-out labels.
 """
 from __future__ import annotations
 
+import os
+import platform
 import resource
 import statistics
 import subprocess
@@ -30,6 +32,17 @@ from .teacher import TeacherConfig, score_series
 from .validation import acceptance_bases, acceptance_series, noise_sd_baseline, rank_agreement
 
 Progress = Callable[[str, int, int], None]
+
+
+def cpu_model() -> str:
+    """The processor's model name (from ``/proc/cpuinfo`` where there is one, else what Python knows):
+    absolute times vary with it, so that every bench says which CPU it ran on."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else (platform.processor() or platform.machine())
 
 
 def student_ms_per_slice(student: Student, size: int = 512, batch: int = 8, runs: int = 20,
@@ -165,5 +178,5 @@ def run_bench(student: torch.nn.Module, student_name: str, detector: torch.nn.Mo
             "teacher_realizations": config.realizations, "teacher_repeats": config.repeats,
             "speedup": round(teacher_s / (student_ms / 1000.0), 1), "volume_shape": list(volume_shape),
             "volume_s": round(volume_s, 2), "peak_mem_gb": round(peak_gb, 3), "device": device,
-            "threads": torch.get_num_threads(), "validity": validity, "heatmap_half_noise": half_noise,
+            "cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(), "validity": validity, "heatmap_half_noise": half_noise,
             "fidelity": agreement}
