@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .assess import QualityResult  # noqa: E402
@@ -31,14 +32,35 @@ def worst_slice(result: QualityResult) -> int:
     return min(scored)[1] if scored else len(result.slice_scores) // 2
 
 
+def plot_slice_scores(ax: plt.Axes, results: list[QualityResult], marked: int | None = None) -> None:
+    """Each result's per-slice scores as a curve on ``ax`` (gaps where a slice is not assessable), with
+    slice ``marked`` drawn as a dashed line."""
+    for r in results:
+        ys = [np.nan if s is None else s for s in r.slice_scores]
+        ax.plot(range(len(ys)), ys, marker="o" if len(ys) < 30 else None, label=f"{r.name}: {r.score:.3f}")
+    if marked is not None:
+        ax.axvline(marked, color="0.4", linestyle="--", linewidth=1)
+    ax.set_xlim(-0.5, max(len(r.slice_scores) for r in results) - 0.5)  # unassessable end slices show as gaps
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("slice")
+    ax.set_ylabel(f"{results[0].method} score")
+
+
 def overlay_figure(volume: Volume, result: QualityResult, k: int | None = None) -> plt.Figure:
-    """The image slice with the local-quality heatmap over it and a colour legend."""
+    """The image slice with the local-quality heatmap over it and a colour legend; for a volume, the
+    per-slice scores below it, with that slice marked."""
     k = worst_slice(result) if k is None else k
     image = normalise(volume.array[k], volume.modality)
     heat = np.ma.masked_invalid(result.heatmap[k])
     sx, sy = volume.spacing_xy
     extent = (0, image.shape[1] * sx, image.shape[0] * sy, 0)
-    fig, ax = plt.subplots(figsize=(6, 6 * image.shape[0] * sy / (image.shape[1] * sx) + 0.6))
+    image_height = 6 * image.shape[0] * sy / (image.shape[1] * sx) + 0.6
+    if len(result.slice_scores) > 1:
+        fig, (ax, curve) = plt.subplots(2, 1, figsize=(6, image_height + 2),
+                                        gridspec_kw={"height_ratios": (image_height, 2)})
+        plot_slice_scores(curve, [result], marked=k)
+    else:
+        fig, ax = plt.subplots(figsize=(6, image_height))
     ax.imshow(image, cmap="gray", vmin=0, vmax=1, extent=extent)
     im = ax.imshow(heat, cmap=HEATMAP_CMAP, vmin=0, vmax=1, alpha=0.45, extent=extent)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="local detectability (0 = lesions missed)")
@@ -140,11 +162,7 @@ def write_comparison(results: list[QualityResult], volumes: list[Volume], out_di
     fig = plt.figure(figsize=(4 * max(n, 2), 7.5))
     grid = fig.add_gridspec(2, max(n, 2), height_ratios=(1, 1.4))
     curves = fig.add_subplot(grid[0, :])
-    for r in results:
-        ys = [np.nan if s is None else s for s in r.slice_scores]
-        curves.plot(range(len(ys)), ys, marker="o" if len(ys) < 30 else None, label=f"{r.name}: {r.score:.3f}")
-    curves.set_xlabel("slice")
-    curves.set_ylabel(f"{results[0].method} score")
+    plot_slice_scores(curves, results)
     curves.legend(fontsize=8)
     for i, (r, v) in enumerate(zip(results, volumes)):
         ax = fig.add_subplot(grid[1, i])

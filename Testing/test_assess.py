@@ -173,3 +173,29 @@ def test_a_small_slice_is_scored_as_in_training():
     logit = torch.logit(torch.tensor([assessed, trained, alone], dtype=torch.float64)).tolist()
     assert logit[0] == pytest.approx(logit[1], abs=1e-4)
     assert abs(logit[2] - logit[1]) > 1e-3
+
+
+def test_the_overlay_of_a_volume_plots_its_slice_scores_and_marks_the_shown_slice(tmp_path, student_file):
+    import EDIQALib
+    from EDIQALib.io import read_volume
+    from EDIQALib.report import overlay_figure, worst_slice
+
+    arr = sitk.GetArrayFromImage(ct_image(slices=3, size=128, seed=4))
+    arr[1] = -1000.0  # air only: not assessable
+    image = sitk.GetImageFromArray(arr)
+    image.SetSpacing((0.8, 0.8, 2.5))
+    path = tmp_path / "ct.nrrd"
+    sitk.WriteImage(image, str(path))
+    result = EDIQALib.assess(path, model=str(student_file), device="cpu")
+    assert result.slice_scores[1] is None and None not in (result.slice_scores[0], result.slice_scores[2])
+
+    fig = overlay_figure(read_volume(path), result)
+    (curve,) = [ax for ax in fig.axes if ax.get_xlabel() == "slice"]
+    scores, marker = curve.get_lines()
+    np.testing.assert_allclose(scores.get_ydata(), [result.slice_scores[0], np.nan, result.slice_scores[2]])
+    assert list(marker.get_xdata()) == [worst_slice(result)] * 2
+
+    one = tmp_path / "one.nrrd"
+    sitk.WriteImage(ct_image(slices=1, size=128, seed=4), str(one))
+    single = overlay_figure(read_volume(one), EDIQALib.assess(one, model=str(student_file), device="cpu"))
+    assert not [ax for ax in single.axes if ax.get_xlabel() == "slice"]  # one slice: the image alone
