@@ -34,7 +34,7 @@ from .validation import acceptance_bases, acceptance_series, noise_sd_baseline, 
 Progress = Callable[[str, int, int], None]
 
 
-def cpu_model() -> str:
+def _cpu_model() -> str:
     """The processor's model name (from ``/proc/cpuinfo`` where there is one, else what Python knows):
     absolute times vary with it, so that every bench says which CPU it ran on."""
     try:
@@ -43,6 +43,14 @@ def cpu_model() -> str:
     except OSError:
         names = []
     return names[0] if names else (platform.processor() or platform.machine())
+
+
+def host(device: str) -> dict:
+    """What the times are of: the CPU's model, the logical CPUs this process may use, torch's threads,
+    and the GPU's name when the bench runs on one."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    gpu = {"gpu": torch.cuda.get_device_name()} if device == "cuda" else {}
+    return {"cpu": _cpu_model(), "cpus": cpus, "threads": torch.get_num_threads(), **gpu}
 
 
 def student_ms_per_slice(student: Student, size: int = 512, batch: int = 8, runs: int = 20,
@@ -177,6 +185,5 @@ def run_bench(student: torch.nn.Module, student_name: str, detector: torch.nn.Mo
     return {"student_ms_per_slice": round(student_ms, 2), "teacher_s_per_slice": round(teacher_s, 2),
             "teacher_realizations": config.realizations, "teacher_repeats": config.repeats,
             "speedup": round(teacher_s / (student_ms / 1000.0), 1), "volume_shape": list(volume_shape),
-            "volume_s": round(volume_s, 2), "peak_mem_gb": round(peak_gb, 3), "device": device,
-            "cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(), "validity": validity, "heatmap_half_noise": half_noise,
+            "volume_s": round(volume_s, 2), "peak_mem_gb": round(peak_gb, 3), "device": device, **host(device), "validity": validity, "heatmap_half_noise": half_noise,
             "fidelity": agreement}

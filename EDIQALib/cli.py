@@ -254,7 +254,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     rhos = "\n".join(f"{k:>22}  student rho {v['mean_rho']:.2f}   noise-SD rho {v['mean_rho_noise_sd']:.2f}"
                       for k, v in figures["validity"]["summary"].items())
     half = figures["heatmap_half_noise"]
-    host = f"{'host':>22}  {figures['cpu']}, {figures['cores']} cores, {figures['threads']} threads, {figures['device']}"
+    host = (f"{'host':>22}  {figures.get('gpu', figures['cpu'])}, {figures['cpus']} CPUs, "
+            f"{figures['threads']} threads, {figures['device']}")
     lines = [host, table, rhos, f"{'heatmap half-noise':>22}  lower in the degraded half in "
                           f"{100 * half['lower_in_degraded']:.0f} % of {half['cases']} cases"]
     if figures["fidelity"]:

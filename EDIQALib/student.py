@@ -90,7 +90,8 @@ class Student(nn.Module):
 
     def for_inference(self) -> Student:
         """Eval mode with BatchNorm and the input's normalisation folded into the convolutions, and
-        channels-last memory: the fast path for assessment (no further training on this instance)."""
+        channels-last memory: the fast path for assessment. Not to be trained or saved afterwards: the
+        first convolutions then read one channel, which a saved student's weights do not."""
         fold_batchnorm(self.eval())
         if not self.input_folded:
             for backbone in self.backbones:

@@ -93,8 +93,8 @@ def test_bench_measures_every_figure_in_one_run(tmp_path, student_file):
     assert figures["heatmap_half_noise"]["cases"] == 44  # 20 unseen phantoms + 2 real slices, each side
     assert 0.0 <= figures["heatmap_half_noise"]["lower_in_degraded"] <= 1.0
     assert figures["fidelity"] is None  # no held-out labels given
-    assert figures["cpu"] and figures["cores"] >= 1 and figures["threads"] >= 1  # which host the times are of
-    assert "noise-SD rho" in proc.stdout and "half-noise" in proc.stdout and "cores" in proc.stdout
+    assert figures["cpu"] and figures["cpus"] >= 1 and figures["threads"] >= 1  # which host the times are of
+    assert "noise-SD rho" in proc.stdout and "half-noise" in proc.stdout and "CPUs" in proc.stdout
 
 
 def test_python_api_assesses_a_file_and_matches_the_cli(tmp_path, student_file):
