@@ -185,5 +185,5 @@ def run_bench(student: torch.nn.Module, student_name: str, detector: torch.nn.Mo
     return {"student_ms_per_slice": round(student_ms, 2), "teacher_s_per_slice": round(teacher_s, 2),
             "teacher_realizations": config.realizations, "teacher_repeats": config.repeats,
             "speedup": round(teacher_s / (student_ms / 1000.0), 1), "volume_shape": list(volume_shape),
-            "volume_s": round(volume_s, 2), "peak_mem_gb": round(peak_gb, 3), "device": device, **host(device), "validity": validity, "heatmap_half_noise": half_noise,
-            "fidelity": agreement}
+            "volume_s": round(volume_s, 2), "peak_mem_gb": round(peak_gb, 3), "device": device, **host(device),
+            "validity": validity, "heatmap_half_noise": half_noise, "fidelity": agreement}
