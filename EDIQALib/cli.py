@@ -324,11 +324,25 @@ def _read_run(settings_dir: Path, log_dir: Path) -> tuple[dict, list[dict]]:
     return run_info, log
 
 
+def _run_start(run: Path, run_info: dict, preset: str) -> dict:
+    """The weights a fine-tuning run started from (its ``--init``, ``--init-member``), checked to be the
+    ones it recorded."""
+    from .models import find_model
+
+    settings, recorded = run_info.get("args", {}), run_info.get("init")
+    if not settings.get("init") or recorded is None:
+        raise InputError(f"--blend-init: run {run} did not start from a trained student (--init)")
+    if find_model(settings["init"]).sha256 != recorded["sha256"]:
+        raise InputError(f"--blend-init: run {run} started from {settings['init']} with sha256 "
+                         f"{recorded['sha256'][:12]}…, which has since changed")
+    return _initial_student(settings["init"], settings.get("init_member"), preset).state_dict()
+
+
 def cmd_publish_student(args: argparse.Namespace) -> None:
     from safetensors.torch import load_file, save_file
 
     from .models import package_model
-    from .student import ensemble_state
+    from .student import blend_states, ensemble_state
 
     runs = [Path(r) for r in args.runs]
     bests = [run / "stage2" / "best.safetensors" for run in runs]
@@ -342,6 +356,12 @@ def cmd_publish_student(args: argparse.Namespace) -> None:
     if len(presets) > 1:
         raise InputError(f"the runs of one ensemble must share their preset; got {', '.join(sorted(presets))}")
     preset = presets.pop()
+    if not 0 <= args.blend_init < 1:
+        raise InputError(f"--blend-init {args.blend_init}: give a share of the start's weights in [0, 1)")
+    states = [load_file(str(best)) for best in bests]
+    if args.blend_init:
+        states = [blend_states(_run_start(run, info, preset), state, args.blend_init)
+                  for run, info, state in zip(runs, trainings, states)]
     card = {
         "description": f"EDIQA student ({preset} preset): one forward pass → teacher score and local-quality "
                        "heatmap; two-stage distillation (stage-1 insertion detector on the student's backbone, "
@@ -351,15 +371,16 @@ def cmd_publish_student(args: argparse.Namespace) -> None:
         "training": trainings[0] if len(runs) == 1 else {"members": trainings},
         "selection": "epoch with the highest PLCC + SROCC against the teacher on held-out series",
     }
+    if args.blend_init:
+        card["blend_init"] = (f"each run's best weights blended with the weights it started from (--init), "
+                              f"{args.blend_init:g} of the start's (weight-space ensembling)")
     if args.bench:
         card["metrics"] = json.loads(Path(args.bench).read_text(encoding="utf-8"))
     if args.notes:
         card["notes"] = json.loads(Path(args.notes).read_text(encoding="utf-8"))
     with tempfile.TemporaryDirectory() as tmp:
-        weights = bests[0]
-        if len(bests) > 1:
-            weights = Path(tmp) / "ensemble.safetensors"
-            save_file(ensemble_state([load_file(str(best)) for best in bests]), str(weights))
+        weights = Path(tmp) / "student.safetensors"
+        save_file(states[0] if len(states) == 1 else ensemble_state(states), str(weights))
         dest = package_model(weights, args.name, "student", preset, card, Path(args.models_dir))
     print(json.dumps({"weights": str(dest), "card": str(dest.with_suffix(".json"))}))
 
@@ -465,6 +486,20 @@ def _initial_model(name_or_path: str, kind: str, preset: str):
     return model
 
 
+def _initial_student(name_or_path: str, member: int | None, preset: str):
+    """The trained student to fine-tune: ``name_or_path`` whole, or its ensemble's ``member``-th student."""
+    from .student import StudentEnsemble
+
+    model = _initial_model(name_or_path, "student", preset)
+    if member is None:
+        return model
+    if not isinstance(model, StudentEnsemble):
+        raise InputError(f"--init-member {member}: --init {name_or_path} is one student, not an ensemble")
+    if not 0 <= member < len(model.members):
+        raise InputError(f"--init-member {member}: --init {name_or_path} has members 0-{len(model.members) - 1}")
+    return model.members[member]
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     import torch
 
@@ -485,15 +520,21 @@ def cmd_train(args: argparse.Namespace) -> None:
     cfg = StudentTraining(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, rank_weight=args.rank_weight,
                           map_weight=args.map_weight, mix=args.mix, accumulate=args.accumulate, seed=args.seed)
     check_batch(cfg, len(train), world_from_environment()[1])  # before any output or stage 1
-    initial = _initial_model(args.init, "student", args.preset) if args.init else None  # checked before any output
+    initial = None
+    if args.init:  # checked before any output
+        initial = _initial_student(args.init, args.init_member, args.preset)
+    elif args.init_member is not None:
+        raise InputError("--init-member picks a member of the --init ensemble; pass --init with it")
     with distributed_context(device) as (rank, world):
         progress = _progress(args) if rank == 0 else None
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)
             settings = {k: v for k, v in vars(args).items() if k not in ("func", "progress")}
-            (out / "run.json").write_text(json.dumps({"command": "ediqa train", "args": settings, "ranks": world,
-                                                      "train_slices": len(train), "held_out_slices": len(val)},
-                                                     indent=2), encoding="utf-8")
+            run_info = {"command": "ediqa train", "args": settings, "ranks": world, "train_slices": len(train),
+                        "held_out_slices": len(val)}
+            if initial is not None:
+                run_info["init"] = _provenance(args.init)
+            (out / "run.json").write_text(json.dumps(run_info, indent=2), encoding="utf-8")
         torch.manual_seed(args.seed)
         student = initial if initial is not None else Student(args.preset)
         if args.stage1_iterations:
@@ -676,6 +717,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage1-iterations", type=int, default=1000, help="0 skips stage 1")
     p.add_argument("--init", help="start stage 2 from this trained student (bundled name or .safetensors): "
                                   "fine-tuning on new labels, with --stage1-iterations 0")
+    p.add_argument("--init-member", type=_count, metavar="I",
+                   help="fine-tune member I (from 0) of the --init ensemble alone, e.g. to distil the ensemble "
+                        "into one network on its own labels (`ediqa label --model`)")
     p.add_argument("--epochs", type=_positive_int, default=30)
     p.add_argument("--batch-size", type=_positive_int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -698,6 +742,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="student-lite")
     p.add_argument("--models-dir", default=str(MODELS_DIR),
                    help="registry folder to publish into (default: the bundled models)")
+    p.add_argument("--blend-init", type=float, default=0.0, metavar="W",
+                   help="publish each run's best weights blended with the trained student it started from "
+                        "(its --init): W of the start's, 1 - W of the best's (0: the best alone)")
     p.add_argument("--bench", help="bench.json from `ediqa bench` to record as the card's metrics")
     p.add_argument("--notes", help="JSON file of notes (training data, how it was made) to record in the card")
     common(p)

@@ -153,3 +153,15 @@ def student_for(state: dict[str, torch.Tensor], preset: str) -> Student | Studen
 def ensemble_state(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """The state dict of a :class:`StudentEnsemble` whose members have the single students' ``states``."""
     return {f"members.{i}.{k}": v for i, state in enumerate(states) for k, v in state.items()}
+
+
+def blend_states(start: dict[str, torch.Tensor], end: dict[str, torch.Tensor],
+                 start_weight: float) -> dict[str, torch.Tensor]:
+    """Weights a share ``start_weight`` of the way back from a fine-tuned student (``end``) to the student it
+    started from (``start``): ``w · start + (1 − w) · end`` for every floating tensor, counters from ``end``.
+    Two ends of one fine-tuning lie in one basin of the loss, so their blend is a working student that
+    keeps some of what the start knew off the new training data (weight-space ensembling)."""
+    if start.keys() != end.keys():
+        raise ValueError("the two states are not of one architecture")
+    return {k: (start_weight * start[k].float() + (1 - start_weight) * v.float()) if v.is_floating_point() else v
+            for k, v in end.items()}

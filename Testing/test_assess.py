@@ -148,6 +148,47 @@ def test_published_ensemble_scores_the_mean_of_its_members(tmp_path):
     assert not (tmp_path / "registry" / "mixed.safetensors").exists()
 
 
+def test_publishing_can_blend_a_fine_tuned_student_with_its_start(tmp_path):
+    from safetensors.torch import load_file
+
+    torch.manual_seed(5)
+    start = _registered(Student("lite"), tmp_path / "start", "start")
+    run = _train_run(tmp_path / "tuned", 6)
+    info = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    info["args"].update(init=str(start), init_member=None)
+    info["init"] = {"name": "start", "sha256": json.loads(start.with_suffix(".json").read_text())["sha256"]}
+    (run / "run.json").write_text(json.dumps(info))
+    proc = _run("publish-student", run, "--blend-init", "0.25", "--name", "blend", "--models-dir", tmp_path / "reg")
+    assert proc.returncode == 0, proc.stderr
+    begin, end = load_file(str(start)), load_file(str(run / "stage2" / "best.safetensors"))
+    blend = load_file(str(tmp_path / "reg" / "blend.safetensors"))
+    key = "head.0.weight"
+    assert not torch.allclose(begin[key], end[key], atol=1e-3)
+    torch.testing.assert_close(blend[key], 0.25 * begin[key] + 0.75 * end[key])
+    assert "0.25 of the start's" in json.loads((tmp_path / "reg" / "blend.json").read_text())["blend_init"]
+    image = tmp_path / "ct.nrrd"
+    sitk.WriteImage(ct_image(slices=1, size=160, spacing=(0.7, 0.7, 2.0)), str(image))
+    assert _run("assess", image, "--model", tmp_path / "reg" / "blend.safetensors", "--out", tmp_path / "out",
+                "--progress", "none").returncode == 0
+
+    fresh = _train_run(tmp_path / "fresh", 7)  # no --init to blend with
+    torch.manual_seed(8)
+    _registered(Student("lite"), tmp_path / "start", "start")  # the start replaced since the run
+    for runs, extra, message in (([fresh], ["--blend-init", "0.5"], "did not start from a trained student"),
+                                 ([run], ["--blend-init", "0.5"], "has since changed"),
+                                 ([run], ["--blend-init", "1"], "in [0, 1)")):
+        proc = _run("publish-student", *runs, *extra, "--name", "bad", "--models-dir", tmp_path / "reg")
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert not (tmp_path / "reg" / "bad.safetensors").exists()
+
+
+def _registered(student: Student, folder: Path, name: str) -> Path:
+    """``student`` saved into the registry ``folder`` as ``name`` with a card; the weights' path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_weights(student, folder / "weights.safetensors")
+    return package_model(folder / "weights.safetensors", name, "student", "lite", {}, folder)
+
+
 def test_a_small_slice_is_scored_as_in_training():
     """Assessment sees a slice smaller than the training field as training did (mirrored out to
     ``field_batch``), so the trained student's score of it is the one it learnt: the assessment path and

@@ -152,11 +152,12 @@ def test_training_can_start_from_a_trained_student(tmp_path):
     train = [sys.executable, "-m", "EDIQALib", "train", "--labels", str(labels), "--stage1-iterations", "0",
              "--epochs", "1", "--batch-size", "4", "--held-out", "0", "--lr", "1e-7", "--device", "cpu",
              "--progress", "none"]
-    for name, extra in (("init", ["--init", "student-lite"]), ("fresh", [])):
+    runs = {"init": ["--init", "student-lite"], "fresh": [], "member": ["--init", "student-lite", "--init-member", "1"]}
+    for name, extra in runs.items():
         proc = subprocess.run([*train, *extra, "--out", str(tmp_path / name)], capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-2000:]
     shipped = load_file(str(Path(__file__).resolve().parent.parent / "Resources" / "Models" / "student-lite.safetensors"))
-    learnt = {run: load_file(str(tmp_path / run / "stage2" / "best.safetensors")) for run in ("init", "fresh")}
+    learnt = {run: load_file(str(tmp_path / run / "stage2" / "best.safetensors")) for run in runs}
     weights = [k for k in shipped if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
     # one step of lr 1e-7 from the shipped student (an ensemble: all its members) stays on it
     assert set(learnt["init"]) == set(shipped)
@@ -165,9 +166,19 @@ def test_training_can_start_from_a_trained_student(tmp_path):
     member = lambda k: k.split(".", 2)[2] if k.startswith("members.") else k  # noqa: E731
     assert set(learnt["fresh"]) == {member(k) for k in shipped}
     assert not all(torch.allclose(learnt["fresh"][member(k)], shipped[k], atol=1e-2) for k in weights)
+    # --init-member 1: one student, started from the ensemble's second member, and recorded as such
+    assert set(learnt["member"]) == set(learnt["fresh"])
+    second = [k for k in weights if k.startswith("members.1.")]
+    assert second and all(torch.allclose(learnt["member"][member(k)], shipped[k], atol=1e-5) for k in second)
+    assert not all(torch.allclose(learnt["member"][member(k)], shipped[k], atol=1e-2) for k in weights
+                   if k.startswith("members.0."))
+    run_info = json.loads((tmp_path / "member" / "run.json").read_text(encoding="utf-8"))
+    assert run_info["args"]["init_member"] == 1 and run_info["init"]["name"] == "student-lite"
 
     for extra, message in ((["--init", "student-lite", "--stage1-iterations", "5"], "--stage1-iterations 0"),
                            (["--init", "detector-lite"], "not a student"),
+                           (["--init-member", "0"], "pass --init with it"),
+                           (["--init", "student-lite", "--init-member", "9"], "has members 0-"),
                            (["--accumulate", "4"], "multiple of 2 × ranks × accumulate")):  # 4 = 2 pairs, not 4
         proc = subprocess.run([*train, *extra, "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=600)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
