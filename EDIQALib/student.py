@@ -55,8 +55,16 @@ class CBAM(nn.Module):
         self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.GELU(), nn.Conv2d(hidden, channels, 1))
         self.spatial = nn.Conv2d(2, 1, 7, padding=3)
 
+    def _shared_mlp(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The shared MLP on ``(N, C)`` pooled features, its 1×1 convolutions applied as the linear maps
+        they are: a convolution call on a 1×1 map costs far more than the product."""
+        first, act, last = self.mlp
+        return F.linear(act(F.linear(pooled, first.weight.flatten(1), first.bias)), last.weight.flatten(1), last.bias)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x * torch.sigmoid(self.mlp(F.adaptive_avg_pool2d(x, 1)) + self.mlp(F.adaptive_max_pool2d(x, 1)))
+        logits = (self._shared_mlp(F.adaptive_avg_pool2d(x, 1).flatten(1))
+                  + self._shared_mlp(F.adaptive_max_pool2d(x, 1).flatten(1)))
+        x = x * torch.sigmoid(logits)[:, :, None, None]
         # the channel-wise max from a channels-first copy: over the channels of a channels-last map (the
         # inference path's layout) ATen's amax is 2-3x slower than the copy and the max together
         pooled = torch.cat([x.mean(dim=1, keepdim=True), x.contiguous().amax(dim=1, keepdim=True)], dim=1)
