@@ -366,7 +366,8 @@ def cmd_publish_student(args: argparse.Namespace) -> None:
         "description": f"EDIQA student ({preset} preset): one forward pass → teacher score and local-quality "
                        "heatmap; two-stage distillation (stage-1 insertion detector on the student's backbone, "
                        "stage-2 regression of the teacher's scores and maps)"
-                       + (f"; an ensemble of {len(runs)} students, their probabilities averaged" if len(runs) > 1 else "")
+                       + (f"; an ensemble of {len(runs)} students, their probabilities averaged"
+                          if len(runs) > 1 else "")
                        + "".join(sorted({f"; fine-tuned from {t['init']['name']} (sha256 {t['init']['sha256'][:12]}…)"
                                          for t in trainings if "init" in t}))
                        + ".",
