@@ -12,8 +12,12 @@ import platform
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 DEMO_SAMPLE = Path(__file__).resolve().parent.parent / "Resources" / "SampleData" / "head-ct-slice.nrrd"
 NOISY_FIRST_SEED = 100  # series seeds of the noisy real variants, apart from the plain ones (0, 1, ...)
@@ -332,7 +336,12 @@ def _run_start(run: Path, run_info: dict, preset: str) -> dict:
     settings, recorded = run_info.get("args", {}), run_info.get("init")
     if not settings.get("init") or recorded is None:
         raise InputError(f"--blend-init: run {run} did not start from a trained student (--init)")
-    if find_model(settings["init"]).sha256 != recorded["sha256"]:
+    try:
+        start = find_model(settings["init"])
+    except InputError:
+        raise InputError(f"--blend-init: run {run} started from {settings['init']}, not found from here (a path "
+                         "is read from where publish-student runs, as train recorded it)") from None
+    if start.sha256 != recorded["sha256"]:
         raise InputError(f"--blend-init: run {run} started from {settings['init']} with sha256 "
                          f"{recorded['sha256'][:12]}…, which has since changed")
     return _initial_student(settings["init"], settings.get("init_member"), preset).state_dict()
@@ -360,8 +369,11 @@ def cmd_publish_student(args: argparse.Namespace) -> None:
         raise InputError(f"--blend-init {args.blend_init}: give a share of the start's weights in [0, 1)")
     states = [load_file(str(best)) for best in bests]
     if args.blend_init:
-        states = [blend_states(_run_start(run, info, preset), state, args.blend_init)
-                  for run, info, state in zip(runs, trainings, states)]
+        try:
+            states = [blend_states(_run_start(run, info, preset), state, args.blend_init)
+                      for run, info, state in zip(runs, trainings, states)]
+        except ValueError as exc:  # weights that do not fit the start recorded in their run.json
+            raise InputError(f"--blend-init: {exc}") from None
     card = {
         "description": f"EDIQA student ({preset} preset): one forward pass → teacher score and local-quality "
                        "heatmap; two-stage distillation (stage-1 insertion detector on the student's backbone, "
@@ -489,7 +501,7 @@ def _initial_model(name_or_path: str, kind: str, preset: str):
     return model
 
 
-def _initial_student(name_or_path: str, member: int | None, preset: str):
+def _initial_student(name_or_path: str, member: int | None, preset: str) -> nn.Module:
     """The trained student to fine-tune: ``name_or_path`` whole, or its ensemble's ``member``-th student."""
     from .student import StudentEnsemble
 
@@ -515,6 +527,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     device = _device(args.device)
+    if args.init_member is not None and not args.init:
+        raise InputError("--init-member picks a member of the --init ensemble; pass --init with it")
     if args.init and args.stage1_iterations:
         raise InputError("--init starts stage 2 from a trained student; pass --stage1-iterations 0 with it")
     if args.stage1_iterations and not args.bank:
@@ -523,11 +537,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     cfg = StudentTraining(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, rank_weight=args.rank_weight,
                           map_weight=args.map_weight, mix=args.mix, accumulate=args.accumulate, seed=args.seed)
     check_batch(cfg, len(train), world_from_environment()[1])  # before any output or stage 1
-    initial = None
-    if args.init:  # checked before any output
-        initial = _initial_student(args.init, args.init_member, args.preset)
-    elif args.init_member is not None:
-        raise InputError("--init-member picks a member of the --init ensemble; pass --init with it")
+    initial = _initial_student(args.init, args.init_member, args.preset) if args.init else None  # before any output
     with distributed_context(device) as (rank, world):
         progress = _progress(args) if rank == 0 else None
         if rank == 0:

@@ -172,6 +172,6 @@ def blend_states(start: dict[str, torch.Tensor], end: dict[str, torch.Tensor],
     Two ends of one fine-tuning lie in one basin of the loss, so their blend is a working student that
     keeps some of what the start knew off the new training data (weight-space ensembling)."""
     if start.keys() != end.keys():
-        raise ValueError("the two states are not of one architecture")
+        raise ValueError("the fine-tuned weights and the weights they started from are not of one architecture")
     return {k: (start_weight * start[k].float() + (1 - start_weight) * v.float()) if v.is_floating_point() else v
             for k, v in end.items()}

@@ -23,10 +23,8 @@ from conftest import ct_image
 
 @pytest.fixture(scope="module")
 def student_file(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
-    save_weights(Student("lite"), folder / "raw.safetensors")
-    return package_model(folder / "raw.safetensors", "student-test", "student", "lite", {}, folder)
+    return _registered(Student("lite"), tmp_path_factory.mktemp("models"), "student-test")
 
 
 def _run(*args):
@@ -149,23 +147,31 @@ def test_published_ensemble_scores_the_mean_of_its_members(tmp_path):
 
 
 def test_publishing_can_blend_a_fine_tuned_student_with_its_start(tmp_path):
+    """A run fine-tuned from member 1 of an ensemble (``train --init ... --init-member 1``) is published
+    blended with that member."""
     from safetensors.torch import load_file
 
+    from EDIQALib.cli import _provenance
+    from EDIQALib.student import StudentEnsemble
+
     torch.manual_seed(5)
-    start = _registered(Student("lite"), tmp_path / "start", "start")
+    start = _registered(StudentEnsemble("lite", 2), tmp_path / "start", "start")
     run = _train_run(tmp_path / "tuned", 6)
     info = json.loads((run / "run.json").read_text(encoding="utf-8"))
-    info["args"].update(init=str(start), init_member=None)
-    info["init"] = {"name": "start", "sha256": json.loads(start.with_suffix(".json").read_text())["sha256"]}
+    info["args"].update(init=str(start), init_member=1)
+    info["init"] = _provenance(str(start))  # as train records it
     (run / "run.json").write_text(json.dumps(info))
     proc = _run("publish-student", run, "--blend-init", "0.25", "--name", "blend", "--models-dir", tmp_path / "reg")
     assert proc.returncode == 0, proc.stderr
     begin, end = load_file(str(start)), load_file(str(run / "stage2" / "best.safetensors"))
     blend = load_file(str(tmp_path / "reg" / "blend.safetensors"))
-    key = "head.0.weight"
-    assert not torch.allclose(begin[key], end[key], atol=1e-3)
-    torch.testing.assert_close(blend[key], 0.25 * begin[key] + 0.75 * end[key])
-    assert "0.25 of the start's" in json.loads((tmp_path / "reg" / "blend.json").read_text())["blend_init"]
+    assert set(blend) == set(end)
+    for key in ("head.0.weight", "map_head.0.bias"):
+        member = begin[f"members.1.{key}"]
+        assert not torch.allclose(member, end[key], atol=1e-3) and not torch.allclose(member, begin[f"members.0.{key}"])
+        torch.testing.assert_close(blend[key], 0.25 * member + 0.75 * end[key])
+    card = json.loads((tmp_path / "reg" / "blend.json").read_text())
+    assert "0.25 of the start's" in card["blend_init"] and "fine-tuned from start" in card["description"]
     image = tmp_path / "ct.nrrd"
     sitk.WriteImage(ct_image(slices=1, size=160, spacing=(0.7, 0.7, 2.0)), str(image))
     assert _run("assess", image, "--model", tmp_path / "reg" / "blend.safetensors", "--out", tmp_path / "out",

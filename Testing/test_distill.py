@@ -16,6 +16,7 @@ from EDIQALib.distill import (Sample, StudentTraining, distillation_loss, load_s
                               pool_labellings, predict, split_by_series, stage1_detectors, train_student,
                               transfer_backbones, version_pairs, versions_of)
 from EDIQALib.errors import InputError
+from EDIQALib.models import package_model
 from EDIQALib.simulate import phantom
 from EDIQALib.student import Student
 
@@ -175,10 +176,12 @@ def test_training_can_start_from_a_trained_student(tmp_path):
     run_info = json.loads((tmp_path / "member" / "run.json").read_text(encoding="utf-8"))
     assert run_info["args"]["init_member"] == 1 and run_info["init"]["name"] == "student-lite"
 
+    one = package_model(tmp_path / "fresh" / "stage2" / "best.safetensors", "one", "student", "lite", {}, tmp_path)
     for extra, message in ((["--init", "student-lite", "--stage1-iterations", "5"], "--stage1-iterations 0"),
                            (["--init", "detector-lite"], "not a student"),
                            (["--init-member", "0"], "pass --init with it"),
                            (["--init", "student-lite", "--init-member", "9"], "has members 0-"),
+                           (["--init", str(one), "--init-member", "0"], "is one student, not an ensemble"),
                            (["--accumulate", "4"], "multiple of 2 × ranks × accumulate")):  # 4 = 2 pairs, not 4
         proc = subprocess.run([*train, *extra, "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=600)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
