@@ -3,8 +3,8 @@
 Speed: student milliseconds per 512² slice (batched, median), teacher seconds per 512² slice at the
 paper's 100 realisations × 5 repeats, their ratio, and a whole volume assessed end to end by the CLI in
 a child process (wall time and peak resident memory). Validity: the student's Spearman ρ on the
-evaluation series, beside the noise-SD baseline; its heatmap on half-degraded slices; its fidelity to
-the teacher on held-out labels.
+evaluation series, beside the noise-SD baseline; how reliably it orders their dose series over several
+noise draws; its heatmap on half-degraded slices; its fidelity to the teacher on held-out labels.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import SimpleITK as sitk
@@ -26,12 +27,16 @@ import torch
 from .backgrounds import make_background
 from .detector import detect
 from .distill import Sample, fidelity
+from .series import Series
 from .simulate import phantom
 from .student import Student
 from .teacher import TeacherConfig, score_series
 from .validation import acceptance_bases, acceptance_series, noise_sd_baseline, rank_agreement
 
 Progress = Callable[[str, int, int], None]
+
+if TYPE_CHECKING:
+    from .assess import SliceScorer
 
 
 def _cpu_model() -> str:
@@ -120,8 +125,7 @@ def student_validity(student: Student, kinds: tuple[str, ...] = ("dose", "views"
     jobs = [(name, kind) for kind in kinds for name in bases]
     for j, (name, kind) in enumerate(jobs):
         s = acceptance_series(kind, name, bases[name])
-        positions = [[slice_background(im, "ct", InsertionConfig(), with_psf=False)] for im in s.images_hu]
-        scores = [verdicts[0][0] for verdicts in scorer(positions, list(range(len(positions))))]
+        scores = _student_scores(scorer, s)
         noise = noise_sd_baseline(s)
         rows.append({"base": name, "kind": kind, "scores": scores, "rho": rank_agreement(scores),
                      "rho_noise_sd": rank_agreement([-n for n in noise])})
@@ -132,6 +136,35 @@ def student_validity(student: Student, kinds: tuple[str, ...] = ("dose", "views"
                    "mean_rho_noise_sd": float(np.mean([r["rho_noise_sd"] for r in rows if r["kind"] == k]))}
                for k in kinds}
     return {"series": rows, "summary": summary}
+
+
+def _student_scores(scorer: SliceScorer, series: Series) -> list[float]:
+    """The student's score of each image of an evaluation series."""
+    from .assess import slice_background
+    from .signals import InsertionConfig
+
+    positions = [[slice_background(im, "ct", InsertionConfig(), with_psf=False)] for im in series.images_hu]
+    return [verdicts[0][0] for verdicts in scorer(positions, list(range(len(positions))))]
+
+
+def dose_order(student: Student, draws: int = 8, device: str = "cpu", progress: Progress | None = None) -> dict:
+    """How reliably the student orders dose: the dose series of every evaluation slice, simulated with
+    ``draws`` noise seeds (100, 101, ...; the validity figures use seed 7), each ranked by Spearman ρ.
+    One draw per series is a noisy measurement; a student that swaps two close doses on some draws
+    shows it here. Returns the share of series in exact order, the lowest ρ, and each base's ρs."""
+    from .assess import student_scorer
+    from .signals import InsertionConfig
+
+    scorer = student_scorer(student, InsertionConfig(), device)
+    bases = acceptance_bases()
+    rhos = {name: [] for name in bases}
+    for j, (name, seed) in enumerate([(name, 100 + d) for name in bases for d in range(draws)]):
+        rhos[name].append(rank_agreement(_student_scores(scorer, acceptance_series("dose", name, bases[name], seed))))
+        if progress:
+            progress("bench-dose-order", j + 1, draws * len(bases))
+    every = [r for values in rhos.values() for r in values]
+    return {"draws": draws, "series": len(every), "in_order": float(np.mean(np.isclose(every, 1.0))),
+            "min_rho": float(np.min(every)), "rho": rhos}
 
 
 def heatmap_half_noise(student: Student, cases: int = 20, extra_sd_hu: float = 60.0, device: str = "cpu") -> dict:
@@ -163,7 +196,7 @@ def heatmap_half_noise(student: Student, cases: int = 20, extra_sd_hu: float = 6
 def run_bench(student: torch.nn.Module, student_name: str, detector: torch.nn.Module, config: TeacherConfig,
               volume_shape: tuple[int, int, int], kinds: tuple[str, ...] = ("dose", "views", "texture", "blur"),
               teacher_runs: int = 1, device: str = "cpu", held_out: list[Sample] | None = None,
-              progress: Progress | None = None) -> dict:
+              dose_draws: int = 8, progress: Progress | None = None) -> dict:
     """All figures, measured in this one run (see the module doc); with ``held_out`` teacher labels,
     also the student's fidelity to the teacher on them (PLCC, SROCC)."""
     hu = phantom(7, size=512, kind="body")  # a 512² slice at 0.7 mm
@@ -178,6 +211,7 @@ def run_bench(student: torch.nn.Module, student_name: str, detector: torch.nn.Mo
     if progress:
         progress("bench", 3, 4)
     validity = student_validity(student, kinds, device=device)
+    order = dose_order(student, dose_draws, device=device)
     half_noise = heatmap_half_noise(student, device=device)
     agreement = {**fidelity(student, held_out), "slices": len(held_out)} if held_out else None
     if progress:
@@ -186,4 +220,4 @@ def run_bench(student: torch.nn.Module, student_name: str, detector: torch.nn.Mo
             "teacher_realizations": config.realizations, "teacher_repeats": config.repeats,
             "speedup": round(teacher_s / (student_ms / 1000.0), 1), "volume_shape": list(volume_shape),
             "volume_s": round(volume_s, 2), "peak_mem_gb": round(peak_gb, 3), "device": device, **host(device),
-            "validity": validity, "heatmap_half_noise": half_noise, "fidelity": agreement}
+            "validity": validity, "dose_order": order, "heatmap_half_noise": half_noise, "fidelity": agreement}

@@ -250,7 +250,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         raise InputError("--volume-shape takes three positive sizes: slices,rows,cols")
     held_out = pool_labellings([load_samples(p) for p in args.labels]) if args.labels else None
     figures = run_bench(student, str(entry.weights), detector, config, shape, tuple(args.kinds),
-                        args.teacher_runs, device, held_out, _progress(args))
+                        args.teacher_runs, device, held_out, args.dose_draws, _progress(args))
     figures["model"] = {"name": entry.name, "sha256": entry.sha256}
     write_text(json.dumps(figures, indent=2), Path(args.out) / "bench.json")
     keys = ("student_ms_per_slice", "teacher_s_per_slice", "speedup", "volume_s", "peak_mem_gb")
@@ -260,8 +260,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
     half = figures["heatmap_half_noise"]
     host = (f"{'host':>22}  {figures.get('gpu', figures['cpu'])}, {figures['cpus']} CPUs, "
             f"{figures['threads']} threads, {figures['device']}")
-    lines = [host, table, rhos, f"{'heatmap half-noise':>22}  lower in the degraded half in "
-                          f"{100 * half['lower_in_degraded']:.0f} % of {half['cases']} cases"]
+    order = figures["dose_order"]
+    lines = [host, table, rhos,
+             f"{'dose order':>22}  exact in {100 * order['in_order']:.0f} % of {order['series']} dose series "
+             f"({order['draws']} noise draws per slice), lowest rho {order['min_rho']:.2f}",
+             f"{'heatmap half-noise':>22}  lower in the degraded half in "
+             f"{100 * half['lower_in_degraded']:.0f} % of {half['cases']} cases"]
     if figures["fidelity"]:
         lines.append(f"{'fidelity':>22}  PLCC {figures['fidelity']['plcc']:.3f}   SROCC {figures['fidelity']['srocc']:.3f}"
                      f"   ({figures['fidelity']['slices']} held-out slices)")
@@ -649,6 +653,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--volume-shape", type=lambda t: [int(x) for x in t.split(",")], default=[300, 512, 512])
     p.add_argument("--kinds", type=lambda t: t.split(","), default=["dose", "views", "texture", "blur"],
                    help="evaluation series for the validity figures")
+    p.add_argument("--dose-draws", type=_positive_int, default=8,
+                   help="noise draws of each evaluation slice's dose series for the dose-order figure")
     p.add_argument("--labels", nargs="+", help="held-out teacher labels (`ediqa label` CSV) for the fidelity "
                    "figures; several labellings of the same slices (other --seed) are pooled")
     p.add_argument("--out", default="out/bench")

@@ -102,11 +102,12 @@ def acceptance_bases() -> dict[str, np.ndarray]:
     return bases
 
 
-def acceptance_series(kind: str, name: str, hu: np.ndarray) -> Series:
-    """One series of the validity figures (seed 7). The real scans carry their own noise, and their
-    dose and views series grow it with falling exposure (``estimate_noise_grain``); phantoms carry none."""
+def acceptance_series(kind: str, name: str, hu: np.ndarray, seed: int = 7) -> Series:
+    """One series of the validity figures (noise seed 7; other seeds give other draws of the same
+    series). The real scans carry their own noise, and their dose and views series grow it with falling
+    exposure (``estimate_noise_grain``); phantoms carry none."""
     grain = estimate_noise_grain(hu) if name in ACQUIRED_BASES else NO_GRAIN
-    return make_series(kind, name, hu, seed=7, grain=grain)
+    return make_series(kind, name, hu, seed=seed, grain=grain)
 
 
 def validity_report(model: nn.Module, config: TeacherConfig, kinds: tuple[str, ...] = ("dose", "views", "texture", "blur"),

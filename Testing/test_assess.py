@@ -78,7 +78,7 @@ def test_assess_refuses_a_detector_as_student(tmp_path):
 
 
 def test_bench_measures_every_figure_in_one_run(tmp_path, student_file):
-    proc = _run("bench", "--student", student_file, "--realizations", "2", "--repeats", "1",
+    proc = _run("bench", "--student", student_file, "--realizations", "2", "--repeats", "1", "--dose-draws", "2",
                 "--volume-shape", "3,160,160", "--kinds", "texture,blur", "--out", tmp_path, "--progress", "none")
     assert proc.returncode == 0, proc.stderr
     figures = json.loads((tmp_path / "bench.json").read_text(encoding="utf-8"))
@@ -88,11 +88,16 @@ def test_bench_measures_every_figure_in_one_run(tmp_path, student_file):
     assert figures["speedup"] == pytest.approx(figures["teacher_s_per_slice"] / figures["student_ms_per_slice"] * 1000,
                                                rel=0.05, abs=0.1)
     assert set(figures["validity"]["summary"]) == {"texture", "blur"}
+    order = figures["dose_order"]  # every evaluation slice's dose series, two noise draws each
+    assert order["series"] == 10 and {len(v) for v in order["rho"].values()} == {2} and len(order["rho"]) == 5
+    every = [r for v in order["rho"].values() for r in v]
+    assert order["min_rho"] == min(every) and order["in_order"] == pytest.approx(np.mean(np.isclose(every, 1.0)))
     assert figures["heatmap_half_noise"]["cases"] == 44  # 20 unseen phantoms + 2 real slices, each side
     assert 0.0 <= figures["heatmap_half_noise"]["lower_in_degraded"] <= 1.0
     assert figures["fidelity"] is None  # no held-out labels given
     assert figures["cpu"] and figures["cpus"] >= 1 and figures["threads"] >= 1  # which host the times are of
     assert "noise-SD rho" in proc.stdout and "half-noise" in proc.stdout and "CPUs" in proc.stdout
+    assert "dose order" in proc.stdout
 
 
 def test_python_api_assesses_a_file_and_matches_the_cli(tmp_path, student_file):
