@@ -537,6 +537,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise InputError("--init starts stage 2 from a trained student; pass --stage1-iterations 0 with it")
     if args.stage1_iterations and not args.bank:
         raise InputError("stage 1 needs --bank (a train-detector run's bank.npz), or --stage1-iterations 0")
+    recorded = _read_run(out, out / "stage2")[0].get("args", {})
+    if recorded and (recorded.get("init"), recorded.get("init_member")) != (args.init, args.init_member):
+        raise InputError(f"{out} holds a run started from --init {recorded.get('init')} --init-member "
+                         f"{recorded.get('init_member')}; resume it from the same start, or give another --out")
     train, val = split_by_series([s for labels in args.labels for s in load_samples(labels)], args.held_out)
     cfg = StudentTraining(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, rank_weight=args.rank_weight,
                           map_weight=args.map_weight, mix=args.mix, accumulate=args.accumulate, seed=args.seed)

@@ -175,6 +175,11 @@ def test_training_can_start_from_a_trained_student(tmp_path):
                    if k.startswith("members.0."))
     run_info = json.loads((tmp_path / "member" / "run.json").read_text(encoding="utf-8"))
     assert run_info["args"]["init_member"] == 1 and run_info["init"]["name"] == "student-lite"
+    # resuming it from another start would record a start its weights did not come from
+    proc = subprocess.run([*train, *runs["member"][:-1], "0", "--out", str(tmp_path / "member")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "resume it from the same start" in proc.stderr, proc.stderr
+    assert json.loads((tmp_path / "member" / "run.json").read_text(encoding="utf-8")) == run_info
 
     one = package_model(tmp_path / "fresh" / "stage2" / "best.safetensors", "one", "student", "lite", {}, tmp_path)
     for extra, message in ((["--init", "student-lite", "--stage1-iterations", "5"], "--stage1-iterations 0"),
