@@ -147,7 +147,7 @@ def _student_scores(scorer: SliceScorer, series: Series) -> list[float]:
     return [verdicts[0][0] for verdicts in scorer(positions, list(range(len(positions))))]
 
 
-def dose_order(student: Student, draws: int = 8, device: str = "cpu", progress: Progress | None = None) -> dict:
+def dose_order(student: Student, draws: int = 8, device: str = "cpu") -> dict:
     """How reliably the student orders dose: the dose series of every evaluation slice, simulated with
     ``draws`` noise seeds (100, 101, ...; the validity figures use seed 7), each ranked by Spearman ρ.
     One draw per series is a noisy measurement; a student that swaps two close doses on some draws
@@ -158,10 +158,9 @@ def dose_order(student: Student, draws: int = 8, device: str = "cpu", progress: 
     scorer = student_scorer(student, InsertionConfig(), device)
     bases = acceptance_bases()
     rhos = {name: [] for name in bases}
-    for j, (name, seed) in enumerate([(name, 100 + d) for name in bases for d in range(draws)]):
-        rhos[name].append(rank_agreement(_student_scores(scorer, acceptance_series("dose", name, bases[name], seed))))
-        if progress:
-            progress("bench-dose-order", j + 1, draws * len(bases))
+    for name in bases:
+        for seed in range(100, 100 + draws):
+            rhos[name].append(rank_agreement(_student_scores(scorer, acceptance_series("dose", name, bases[name], seed))))
     every = [r for values in rhos.values() for r in values]
     return {"draws": draws, "series": len(every), "in_order": float(np.mean(np.isclose(every, 1.0))),
             "min_rho": float(np.min(every)), "rho": rhos}
