@@ -123,9 +123,10 @@ def assess_series(volumes: list[Volume], scorer: SliceScorer, method: str, model
 
 def student_scorer(model, config: InsertionConfig, device: str = "cpu",
                    batch_size: int = BATCH_SLICES) -> SliceScorer:
-    """The student as a slice scorer: batched forward passes (bfloat16 autocast on a GPU) on slices mirrored
-    out as in training (``field_batch``); its map upsampled and cut back to the slice, NaN outside the
-    body; a slice is assessable when the teacher could have inserted a lesion into it."""
+    """The student as a slice scorer: batched forward passes on slices mirrored out as in training
+    (``field_batch``); its map upsampled and cut back to the slice, NaN outside the body; a slice is
+    assessable when the teacher could have inserted a lesion into it. In float32 on a GPU as on a CPU,
+    so that scores compare across devices (bfloat16 autocast moved the sample's score by 0.0017)."""
     import torch
     import torch.nn.functional as F
 
@@ -141,12 +142,11 @@ def student_scorer(model, config: InsertionConfig, device: str = "cpu",
         for start in range(0, len(flat), batch_size):
             chunk = flat[start:start + batch_size]
             x = torch.from_numpy(field_batch([b.image01 for b in chunk]))
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(device).type == "cuda"):
-                score, heat = model(x.to(device))
-            heat = F.interpolate(torch.sigmoid(heat.float()), scale_factor=4, mode="bilinear", align_corners=False)
+            score, heat = model(x.to(device))
+            heat = F.interpolate(torch.sigmoid(heat), scale_factor=4, mode="bilinear", align_corners=False)
             for i, b in enumerate(chunk):
                 hmap = heat[i, 0, :b.image01.shape[0], :b.image01.shape[1]].cpu().numpy()
-                verdicts.append((float(torch.sigmoid(score[i].float())), np.where(b.body, hmap, np.nan),
+                verdicts.append((float(torch.sigmoid(score[i])), np.where(b.body, hmap, np.nan),
                                  is_assessable(b.body, b.salient, config)))
         n = len(positions[0]) if positions else 0
         return [verdicts[j * n:(j + 1) * n] for j in range(len(positions))]

@@ -107,8 +107,9 @@ def detect(model: nn.Module, images01: list[np.ndarray], batch_size: int | None 
            device: torch.device | str = "cpu") -> list[dict[str, np.ndarray]]:
     """Run the detector on normalised slices; returns boxes (x0, y0, x1, y1), scores, labels per image.
 
-    On a GPU the images (the teacher's realisations) go through in batches of 64 under bfloat16
-    autocast; on a CPU in batches of 8, in float32. ``batch_size`` overrides the batch.
+    Images (the teacher's realisations) go through in batches of 64 on a GPU, 8 on a CPU, in float32 on
+    both, so that the teacher's scores compare across devices: on an H100, bfloat16 autocast lowered them
+    by 2-10 % on a dose series (mAP@[.5:.95] rewards box precision). ``batch_size`` overrides the batch.
     """
     cuda = torch.device(device).type == "cuda"
     batch_size = batch_size or (64 if cuda else 8)
@@ -116,11 +117,8 @@ def detect(model: nn.Module, images01: list[np.ndarray], batch_size: int | None 
     out = []
     for start in range(0, len(images01), batch_size):
         batch = [to_tensor(im, device) for im in images01[start:start + batch_size]]
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            dets = model(batch)
-        for det in dets:
-            out.append({k: det[k].float().cpu().numpy() if k != "labels" else det[k].cpu().numpy()
-                        for k in ("boxes", "scores", "labels")})
+        for det in model(batch):
+            out.append({k: det[k].cpu().numpy() for k in ("boxes", "scores", "labels")})
     return out
 
 
