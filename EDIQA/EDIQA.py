@@ -411,7 +411,7 @@ class EDIQALogic(ScriptedLoadableModuleLogic):
     def _show_color_legend(self, heat) -> None:
         legend = slicer.modules.colors.logic().AddDefaultColorLegendDisplayNode(heat)
         legend.SetTitleText("Local detectability")
-        legend.SetLabelFormat("%.1f")
+        legend.SetLabelFormat("%.2f")
 
 
 def _importable(module: str) -> bool:

@@ -66,6 +66,16 @@ class QualityResult:
                 "shape": list(self.shape), "spacing": list(self.spacing), **self.details}
 
 
+def heatmap_display_max(results: list[QualityResult]) -> float:
+    """The top of the heatmap's colour scale (its bottom is 0): the 99th percentile of the results' local
+    detectability, rounded up to 0.05, within [0.05, 1]; one scale for results shown side by side. Local
+    detectability seldom nears 1 (a full-dose head CT slice runs 0.02-0.25), so on a fixed 0-1 scale a
+    whole slice shows in one colour."""
+    values = np.concatenate([r.heatmap[np.isfinite(r.heatmap)].ravel() for r in results])
+    top = float(np.percentile(values, 99)) if values.size else 1.0
+    return float(np.clip(np.ceil(top / 0.05 - 1e-9) * 0.05, 0.05, 1.0))
+
+
 def slice_background(canonical_slice: np.ndarray, modality: str, config: InsertionConfig,
                      with_psf: bool = True) -> Background:
     """A canonical slice of a volume as a :class:`Background` (normalised, masks, PSF estimate or NaN)."""
@@ -124,9 +134,10 @@ def assess_series(volumes: list[Volume], scorer: SliceScorer, method: str, model
 def student_scorer(model, config: InsertionConfig, device: str = "cpu",
                    batch_size: int = BATCH_SLICES) -> SliceScorer:
     """The student as a slice scorer: batched forward passes on slices mirrored out as in training
-    (``field_batch``); its map upsampled and cut back to the slice, NaN outside the body; a slice is
-    assessable when the teacher could have inserted a lesion into it. In float32 on a GPU as on a CPU,
-    so that scores compare across devices (bfloat16 autocast moved the sample's score by 0.0017)."""
+    (``field_batch``); its map upsampled and cut back to the slice, NaN outside the body and, as the
+    teacher's, all NaN on a slice that is not assessable (where the teacher could not have inserted a
+    lesion). In float32 on a GPU as on a CPU, so that scores compare across devices (bfloat16 autocast
+    moved the sample's score by 0.0017)."""
     import torch
     import torch.nn.functional as F
 
@@ -145,9 +156,10 @@ def student_scorer(model, config: InsertionConfig, device: str = "cpu",
             score, heat = model(x.to(device))
             heat = F.interpolate(torch.sigmoid(heat), scale_factor=4, mode="bilinear", align_corners=False)
             for i, b in enumerate(chunk):
+                assessable = is_assessable(b.body, b.salient, config)
                 hmap = heat[i, 0, :b.image01.shape[0], :b.image01.shape[1]].cpu().numpy()
-                verdicts.append((float(torch.sigmoid(score[i])), np.where(b.body, hmap, np.nan),
-                                 is_assessable(b.body, b.salient, config)))
+                verdicts.append((float(torch.sigmoid(score[i])),
+                                 np.where(b.body & assessable, hmap, np.nan), assessable))
         n = len(positions[0]) if positions else 0
         return [verdicts[j * n:(j + 1) * n] for j in range(len(positions))]
 

@@ -24,6 +24,15 @@ NOISY_FIRST_SEED = 100  # series seeds of the noisy real variants, apart from th
 
 
 class _Parser(argparse.ArgumentParser):
+    """One-line errors (exit 2), and help that states each option's default."""
+
+    def add_argument(self, *args, **kwargs) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        if action.option_strings and all(action.default is not v for v in (None, False, argparse.SUPPRESS)) \
+                and "default" not in (action.help or ""):
+            action.help = f"{action.help} (default: %(default)s)" if action.help else "default: %(default)s"
+        return action
+
     def error(self, message: str) -> None:  # one line, exit 2
         sys.stderr.write(f"ediqa: error: {message}\n")
         raise SystemExit(2)
@@ -62,22 +71,37 @@ def _progress(args: argparse.Namespace):
     return ProgressReporter(args.progress)
 
 
+def _print_result(args: argparse.Namespace, result) -> None:
+    """The command's result as JSON on stdout: indented for a reader, on one line after ``--progress
+    jsonl`` events, so that the whole output stays one JSON object per line."""
+    print(json.dumps(result, indent=None if args.progress == "jsonl" else 2))
+
+
 def cmd_simulate(args: argparse.Namespace) -> None:
-    print(json.dumps({"outputs": _simulate(args)}, indent=2))
+    _print_result(args, {"outputs": _simulate(args)})
 
 
 def _simulate(args: argparse.Namespace) -> list[str]:
     """Write the simulated series of ``args.input``; returns the written paths, best dose first."""
-    from .io import image_like, read_volume, write_image
+    from .io import check_outputs, image_like, read_volume, write_image
     from .simulate import NO_GRAIN, Acquisition, estimate_noise_grain, simulate_series
 
+    if not args.doses:
+        raise InputError("--doses needs at least one dose, e.g. 1,0.5,0.25")
+    if args.i0 <= 0:
+        raise InputError(f"--i0 must be positive (photons per ray at dose 1); got {args.i0:g}")
+    try:
+        acqs = [Acquisition(dose=d, views=args.views, filter=args.filter) for d in args.doses]
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     vol = read_volume(args.input, args.modality)
     if vol.modality != "ct":
         raise InputError(f"{vol.name}: simulate needs a CT image (HU); got {vol.modality.upper()}")
     sx, sy = vol.spacing_xy
     if abs(sx - sy) > 1e-3 * sx:
         raise InputError(f"{vol.name}: simulate needs square pixels (spacing {sx} x {sy} mm)")
-    acqs = [Acquisition(dose=d, views=args.views, filter=args.filter) for d in args.doses]
+    paths = [Path(args.out) / f"{vol.name}_dose{a.dose:g}_views{a.views}_{a.filter}.nrrd" for a in acqs]
+    check_outputs(paths, [args.input])
     progress = _progress(args)
     out_slices = [[] for _ in acqs]
     for k, hu in enumerate(vol.array):
@@ -85,22 +109,20 @@ def _simulate(args: argparse.Namespace) -> list[str]:
         for i, rec in enumerate(simulate_series(hu, sx, acqs, i0=args.i0, seed=args.seed + k, grain=grain)):
             out_slices[i].append(rec)
         progress("simulate", k + 1, len(vol.array))
-    out = Path(args.out)
-    written = []
-    for acq, slices in zip(acqs, out_slices):
-        path = out / f"{vol.name}_dose{acq.dose:g}_views{acq.views}_{acq.filter}.nrrd"
+    for path, slices in zip(paths, out_slices):
         write_image(image_like(slices, vol.reference), path)
-        written.append(str(path))
-    return written
+    return [str(p) for p in paths]
 
 
 def cmd_teacher(args: argparse.Namespace) -> None:
     from .assess import assess_series
     from .models import load_model
-    from .report import write_outputs, write_series_summary
+    from .report import SERIES_FILES, write_outputs, write_series_summary
     from .teacher import teacher_scorer
 
     volumes = _read_inputs(args)
+    out = Path(args.out)
+    _check_result_outputs(args, volumes, SERIES_FILES if len(volumes) > 1 else ())
     device = _device(args.device)
     model, entry = load_model(args.model, "detector", device)
     config = _teacher_config(args)
@@ -111,7 +133,6 @@ def cmd_teacher(args: argparse.Namespace) -> None:
                 "contrasts": list(config.insertion.contrasts)}
     results = assess_series(volumes, scorer, "mD2IQA", {"name": entry.name, "sha256": entry.sha256},
                             config.insertion, progress)
-    out = Path(args.out)
     summary = []
     for vol, res in zip(volumes, results):
         res.details.update(settings)
@@ -120,13 +141,26 @@ def cmd_teacher(args: argparse.Namespace) -> None:
         summary.append({"name": res.name, "score": res.to_json()["score"], "out": str(target)})
     if len(volumes) > 1:
         write_series_summary(results, out, settings)
-    print(json.dumps(summary if len(summary) > 1 else summary[0], indent=2))
+    _print_result(args, summary if len(summary) > 1 else summary[0])
 
 
-def _assess_with_student(args: argparse.Namespace):
+def _check_result_outputs(args: argparse.Namespace, volumes: list, summary_files: tuple[str, ...] = ()) -> None:
+    """Before any work: the result files of every volume (in ``--out``, or in ``--out/<name>`` for several
+    inputs) and the summary's can be written without replacing an input."""
+    from .io import check_outputs
+    from .report import RESULT_FILES
+
+    out = Path(args.out)
+    folders = [out] if len(volumes) == 1 and not summary_files else [out / v.name for v in volumes]
+    check_outputs([f / name for f in folders for name in RESULT_FILES] + [out / name for name in summary_files],
+                  args.inputs)
+
+
+def _assess_with_student(args: argparse.Namespace, summary_files: tuple[str, ...] = ()):
     from .assess import assess_each
 
     volumes = _read_inputs(args)
+    _check_result_outputs(args, volumes, summary_files)
     return volumes, assess_each(volumes, args.model, args.device, _progress(args))
 
 
@@ -135,17 +169,17 @@ def cmd_assess(args: argparse.Namespace) -> None:
 
     volumes, results = _assess_with_student(args)
     write_outputs(results[0], volumes[0], args.out)
-    print(json.dumps({"name": results[0].name, "score": results[0].to_json()["score"], "out": args.out}, indent=2))
+    _print_result(args, {"name": results[0].name, "score": results[0].to_json()["score"], "out": args.out})
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from .report import write_comparison, write_outputs
+    from .report import COMPARISON_FILES, write_comparison, write_outputs
 
-    volumes, results = _assess_with_student(args)
+    volumes, results = _assess_with_student(args, COMPARISON_FILES)
     for vol, res in zip(volumes, results):
         write_outputs(res, vol, Path(args.out) / vol.name)
     write_comparison(results, volumes, args.out)
-    print(json.dumps([{"name": r.name, "score": r.to_json()["score"]} for r in results], indent=2))
+    _print_result(args, [{"name": r.name, "score": r.to_json()["score"]} for r in results])
 
 
 def _teacher_config(args: argparse.Namespace):
@@ -232,7 +266,7 @@ def cmd_validate(args: argparse.Namespace) -> None:
                 "psf_aware": config.psf_aware, "contrasts": list(config.insertion.contrasts),
                 "seconds": round(time.perf_counter() - start, 1)}
     write_validity(report, args.out, settings)
-    print(json.dumps(report["summary"], indent=2))
+    _print_result(args, report["summary"])
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -453,11 +487,13 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
 def cmd_label(args: argparse.Namespace) -> None:
     from .assess import student_scorer
     from .distributed import barrier, distributed_context
+    from .io import check_outputs
     from .labels import discover_series, label_series, merge_parts
     from .models import find_model, load_model
     from .teacher import teacher_scorer
 
     inputs = discover_series(args.data)
+    check_outputs([Path(args.out)], [])
     device = _device(args.device)
     config = _teacher_config(args)
     kind = find_model(args.model).card.get("kind")
@@ -612,6 +648,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="micro-batches per rank and step, gradients averaged (one process with N "
                             "reproduces N torchrun ranks)")
 
+    def modality_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--modality", choices=("ct", "mr"),
+                       help="the input's modality (default: its DICOM tag, or CT when its values are in HU)")
+
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--progress", choices=("bar", "jsonl", "none"), default="bar",
                        help="terminal bar on stderr (default) or one JSON object per line on stdout")
@@ -626,7 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the input carries no noise of its own (a digital phantom); by default an acquired "
                         "image's own noise is measured per slice and grows as the dose falls")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--modality", choices=("ct", "mr"))
+    modality_option(p)
     p.add_argument("--out", default="simulated")
     common(p)
     p.set_defaults(func=cmd_simulate)
@@ -634,7 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("teacher", help="score images with the task-based teacher (mD2IQA)")
     p.add_argument("inputs", nargs="+", metavar="INPUT")
     teacher_options(p, realizations=100, repeats=5)
-    p.add_argument("--modality", choices=("ct", "mr"))
+    modality_option(p)
     p.add_argument("--out", default="out")
     common(p)
     p.set_defaults(func=cmd_teacher)
@@ -644,7 +684,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=helptext)
         p.add_argument("inputs", nargs=1 if name == "assess" else "+", metavar="INPUT")
         p.add_argument("--model", default="student-lite", help="bundled student name or .safetensors path")
-        p.add_argument("--modality", choices=("ct", "mr"))
+        modality_option(p)
         p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
         p.add_argument("--out", default="out")
         common(p)
@@ -794,6 +834,10 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except InputError as exc:
         sys.stderr.write(f"ediqa: error: {exc}\n")
+        return 2
+    except OSError as exc:  # what no check foresaw: a full disk, a folder that vanished
+        where = f" ({exc.filename})" if exc.filename else ""
+        sys.stderr.write(f"ediqa: error: {exc.strerror or exc}{where}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("ediqa: interrupted\n")

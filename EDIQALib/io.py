@@ -7,6 +7,7 @@ modality (``"ct"`` in Hounsfield units or ``"mr"``).
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +83,23 @@ def _read_dicom_series(folder: Path) -> tuple[sitk.Image, str | None]:
     return image, modality
 
 
+def _check_meta_data_file(header: Path) -> None:
+    """A MetaImage header (``.mhd``) names its data file: say so when that file is missing (MetaIO itself
+    would print its own complaint on stderr before SimpleITK's error)."""
+    try:
+        lines = header.read_text(encoding="latin-1", errors="replace").splitlines()
+    except OSError:
+        return
+    names = [ln.split("=", 1)[1].strip() for ln in lines if ln.split("=", 1)[0].strip() == "ElementDataFile"]
+    if names and names[0] not in ("LOCAL", "LIST") and "%" not in names[0]:
+        data = header.parent / names[0]
+        if not data.exists():
+            raise InputError(f"cannot read {header.name}: its data file {names[0]} is missing")
+
+
 def _read_file(path: Path) -> tuple[sitk.Image, str | None]:
+    if path.suffix.lower() == ".mhd":
+        _check_meta_data_file(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     if _is_dicom_file(path):
@@ -130,7 +147,8 @@ def read_volume(path: str | os.PathLike, modality: str | None = None) -> Volume:
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         detail = next((ln for ln in first if "ERROR" in ln or "rror" in ln), first[0] if first else "")
-        raise InputError(f"cannot read {p.name}: not a readable image ({detail.strip()[:120]})") from None
+        detail = re.sub(r"\(0x[0-9a-fA-F]+\)", "", detail).strip().rstrip(":").strip()  # no object addresses
+        raise InputError(f"cannot read {p.name}: not a readable image, or truncated ({detail[:120]})") from None
     name = p.name
     for ext in (".nii.gz", ".nrrd", ".nii", ".mha", ".mhd", ".dcm"):
         if name.lower().endswith(ext):
@@ -173,6 +191,31 @@ def image_like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
         raise ValueError(f"array size {out.GetSize()} does not match reference {reference.GetSize()}")
     out.CopyInformation(reference)
     return out
+
+
+def check_outputs(outputs: list[Path], inputs: list[str | os.PathLike]) -> None:
+    """Before any work: every output path can be written, and none of them is an input.
+
+    Raises:
+        InputError: an output path's folder lies under a file, cannot be created or written to, an output
+            is an existing folder, or an output would replace an input file.
+    """
+    sources = [Path(i).resolve() for i in inputs]
+    for out in outputs:
+        target = Path(out).resolve()
+        if target in sources:
+            raise InputError(f"{out} would overwrite the input {target.name}; choose another --out")
+        if target.is_dir():
+            raise InputError(f"cannot write {out}: a folder of that name is in the way")
+        folder = target.parent
+        while not folder.exists():
+            folder = folder.parent
+        if not folder.is_dir():
+            raise InputError(f"cannot write {out}: {folder} is a file, not a folder")
+        try:  # the writers stage every output in a temporary folder there
+            tempfile.TemporaryDirectory(prefix=".tmp-", dir=folder).cleanup()
+        except OSError as exc:
+            raise InputError(f"cannot write {out}: {exc.strerror or exc} in {folder}") from None
 
 
 def write_image(image: sitk.Image, path: str | os.PathLike) -> None:

@@ -87,6 +87,7 @@ def label_series(inputs: list[tuple[str, list[Path]]], scorer: SliceScorer, inse
     done_rows = _read_done(out_csv) if out_csv.exists() and world > 1 else []
     own_rows = _read_done(part) if part.exists() and resume else []
     done = {(r["series"], r["file"], int(r["slice"])) for r in done_rows + own_rows}
+    units = [(name, files, [read_volume(f) for f in files]) for name, files in inputs]  # bad input: nothing written
     maps_dir.mkdir(parents=True, exist_ok=True)
     tmp = part.with_suffix(".csv.tmp")
     with open(tmp, "w", newline="") as f:  # rewrite the complete rows, then append
@@ -96,7 +97,6 @@ def label_series(inputs: list[tuple[str, list[Path]]], scorer: SliceScorer, inse
     os.replace(tmp, part)
     home = Path(out_csv).resolve().parent  # image paths are written relative to the labels file
     path_of = {(name, f.name): os.path.relpath(Path(f).resolve(), home) for name, files in inputs for f in files}
-    units = [(name, files, [read_volume(f) for f in files]) for name, files in inputs]
     total = sum(v[0].array.shape[0] for _, _, v in units)
     written, position = 0, -1
     with open(part, "a", newline="") as f:

@@ -19,11 +19,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .assess import QualityResult  # noqa: E402
+from .assess import QualityResult, heatmap_display_max  # noqa: E402
 from .io import Volume, image_like, write_image  # noqa: E402
 from .preprocess import normalise  # noqa: E402
 
 HEATMAP_CMAP = "RdYlGn"
+RESULT_FILES = ("result.json", "heatmap.nrrd", "overlay.png")  # per input (write_outputs)
+SERIES_FILES = ("series.json", "series.csv", "series.png")  # a teacher series' summary
+COMPARISON_FILES = ("compare.json", "compare.csv", "compare.png")
 
 
 def worst_slice(result: QualityResult) -> int:
@@ -40,8 +43,12 @@ def plot_slice_scores(ax: plt.Axes, results: list[QualityResult], marked: int | 
         ax.plot(range(len(ys)), ys, marker="o" if len(ys) < 30 else None, label=f"{r.name}: {r.score:.3f}")
     if marked is not None:
         ax.axvline(marked, color="0.4", linestyle="--", linewidth=1)
-    ax.set_xlim(-0.5, max(len(r.slice_scores) for r in results) - 0.5)  # unassessable end slices show as gaps
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    depth = max(len(r.slice_scores) for r in results)
+    ax.set_xlim(-0.5, depth - 0.5)  # unassessable end slices show as gaps
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    if depth == 1:
+        ax.set_xticks([0])
+    ax.set_ylim(bottom=0)  # differences read at their true size
     ax.set_xlabel("slice")
     ax.set_ylabel(f"{results[0].method} score")
 
@@ -62,7 +69,7 @@ def overlay_figure(volume: Volume, result: QualityResult, k: int | None = None) 
     else:
         fig, ax = plt.subplots(figsize=(6, image_height))
     ax.imshow(image, cmap="gray", vmin=0, vmax=1, extent=extent)
-    im = ax.imshow(heat, cmap=HEATMAP_CMAP, vmin=0, vmax=1, alpha=0.45, extent=extent)
+    im = ax.imshow(heat, cmap=HEATMAP_CMAP, vmin=0, vmax=heatmap_display_max([result]), alpha=0.45, extent=extent)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="local detectability (0 = lesions missed)")
     score = result.slice_scores[k]
     slice_text = "not assessable" if score is None else f"{score:.3f}"
@@ -92,7 +99,7 @@ def write_outputs(result: QualityResult, volume: Volume, out_dir: str | Path) ->
         (t / "overlay.png").write_bytes(_png_bytes(overlay_figure(volume, result)))
         (t / "result.json").write_text(json.dumps(result.to_json(), indent=2))
         heatmap.result()
-        for name in ("result.json", "heatmap.nrrd", "overlay.png"):
+        for name in RESULT_FILES:
             os.replace(t / name, out / name)
     return out
 
@@ -106,7 +113,7 @@ def write_series_summary(results: list[QualityResult], out_dir: str | Path, sett
     ax.bar(range(len(results)), [r.score for r in results], color="tab:blue")
     ax.set_xticks(range(len(results)), [r.name for r in results], rotation=30, ha="right")
     ax.set_ylabel(f"{results[0].method} score")
-    ax.set_title("Series comparison (shared insertion maps)" if results[0].method == "mD2IQA" else "Comparison")
+    ax.set_title("Series, on shared insertion maps" if results[0].method == "mD2IQA" else "Comparison", fontsize=10)
     fig.tight_layout()
     png = _png_bytes(fig)
     csv_buf = _io.StringIO()
@@ -118,7 +125,7 @@ def write_series_summary(results: list[QualityResult], out_dir: str | Path, sett
         (t / "series.json").write_text(json.dumps({**settings, "inputs": rows}, indent=2), encoding="utf-8")
         (t / "series.csv").write_text(csv_buf.getvalue(), encoding="utf-8")
         (t / "series.png").write_bytes(png)
-        for name in ("series.json", "series.csv", "series.png"):
+        for name in SERIES_FILES:
             os.replace(t / name, out / name)
 
 
@@ -159,19 +166,30 @@ def write_comparison(results: list[QualityResult], volumes: list[Volume], out_di
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n = len(results)
-    fig = plt.figure(figsize=(4 * max(n, 2), 7.5))
+    fig = plt.figure(figsize=(4 * max(n, 2), 7.5), layout="constrained")  # room for the colour bar
     grid = fig.add_gridspec(2, max(n, 2), height_ratios=(1, 1.4))
     curves = fig.add_subplot(grid[0, :])
     plot_slice_scores(curves, results)
     curves.legend(fontsize=8)
+    top = heatmap_display_max(results)
+    width = max(v.array.shape[2] * v.spacing_xy[0] for v in volumes)
+    height = max(v.array.shape[1] * v.spacing_xy[1] for v in volumes)
+    panels = []
     for i, (r, v) in enumerate(zip(results, volumes)):
         ax = fig.add_subplot(grid[1, i])
         k = worst_slice(r)
-        ax.imshow(normalise(v.array[k], v.modality), cmap="gray", vmin=0, vmax=1)
-        ax.imshow(np.ma.masked_invalid(r.heatmap[k]), cmap=HEATMAP_CMAP, vmin=0, vmax=1, alpha=0.45)
-        ax.set_title(f"{r.name}, slice {k}", fontsize=9)
+        sx, sy = v.spacing_xy
+        extent = (0, v.array.shape[2] * sx, v.array.shape[1] * sy, 0)  # in mm, on common axes: true sizes
+        ax.imshow(normalise(v.array[k], v.modality), cmap="gray", vmin=0, vmax=1, extent=extent)
+        im = ax.imshow(np.ma.masked_invalid(r.heatmap[k]), cmap=HEATMAP_CMAP, vmin=0, vmax=top, alpha=0.45,
+                       extent=extent)
+        score = r.slice_scores[k]
+        ax.set_title(f"{r.name}, slice {k}: " + ("not assessable" if score is None else f"{score:.3f}"), fontsize=9)
+        ax.set_xlim(0, width)
+        ax.set_ylim(height, 0)
         ax.axis("off")
-    fig.tight_layout()
+        panels.append(ax)
+    fig.colorbar(im, ax=panels, fraction=0.03, pad=0.02, label="local detectability")
     png = _png_bytes(fig)
     depth = max(len(r.slice_scores) for r in results)
     lines = ["slice," + ",".join(r.name for r in results)]
@@ -183,7 +201,7 @@ def write_comparison(results: list[QualityResult], volumes: list[Volume], out_di
         (t / "compare.json").write_text(json.dumps([r.to_json() for r in results], indent=2))
         (t / "compare.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
         (t / "compare.png").write_bytes(png)
-        for name in ("compare.json", "compare.csv", "compare.png"):
+        for name in COMPARISON_FILES:
             os.replace(t / name, out / name)
 
 

@@ -12,7 +12,7 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from .assess import QualityResult
+from .assess import QualityResult, heatmap_display_max
 from .io import Volume, volume_from_image
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -94,15 +94,15 @@ def quality_color_node(scene):
 
 
 def add_heatmap_node(scene, result: QualityResult, input_node):
-    """The result's heatmap as a new volume node on the input's grid, shown red→green over [0, 1];
-    voxels without a value are hidden."""
+    """The result's heatmap as a new volume node on the input's grid, shown red→green from 0 to
+    :func:`~EDIQALib.assess.heatmap_display_max` (as in ``overlay.png``); voxels without a value are hidden."""
     heat = np.where(np.isfinite(result.heatmap), result.heatmap, HIDDEN)
     node = add_volume_node(scene, heat, input_node, f"{input_node.GetName()} quality")
     display = slicer.vtkMRMLScalarVolumeDisplayNode()
     scene.AddNode(display)
     display.SetAndObserveColorNodeID(quality_color_node(scene).GetID())
     display.AutoWindowLevelOff()
-    display.SetWindowLevelMinMax(0.0, 1.0)
+    display.SetWindowLevelMinMax(0.0, heatmap_display_max([result]))
     display.AutoThresholdOff()
     display.SetThreshold(0.0, 1.0)
     display.ApplyThresholdOn()

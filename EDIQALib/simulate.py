@@ -33,6 +33,14 @@ class Acquisition:
     views: int = 360
     filter: str = "ramp"
 
+    def __post_init__(self) -> None:
+        if self.filter not in FILTERS:
+            raise ValueError(f"unknown FBP filter {self.filter!r}; choose from {', '.join(FILTERS)}")
+        if not 0.0 < self.dose <= 1.0:
+            raise ValueError(f"dose {self.dose:g} must lie in (0, 1]")
+        if self.views < 8:
+            raise ValueError(f"{self.views} views are too few (at least 8)")
+
 
 @dataclass(frozen=True)
 class NoiseGrain:
@@ -126,13 +134,6 @@ def simulate_series(hu: np.ndarray, spacing_mm: float, acquisitions: list[Acquis
     acquisition's exposure relative to that is e = dose × views / finest views, and its own noise grows
     by nested increments to variance SD² / e, as quantum noise does.
     """
-    for acq in acquisitions:
-        if acq.filter not in FILTERS:
-            raise ValueError(f"unknown FBP filter {acq.filter!r}; choose from {', '.join(FILTERS)}")
-        if not 0.0 < acq.dose <= 1.0:
-            raise ValueError(f"dose {acq.dose} must lie in (0, 1]")
-        if acq.views < 8:
-            raise ValueError(f"{acq.views} views are too few (at least 8)")
     rng = np.random.default_rng(seed)
     canvas, crop = _pad_to_circle(np.maximum(hu.astype(np.float64), AIR_HU))
     mu = np.maximum(MU_WATER_PER_MM * spacing_mm * (1.0 + canvas / 1000.0), 0.0)

@@ -35,7 +35,7 @@ def _run(*args):
 def test_assess_volume_outputs_in_input_geometry(tmp_path, student_file):
     image = ct_image(slices=3, size=160, spacing=(0.6, 0.6, 3.0))
     empty = sitk.GetArrayFromImage(image)
-    empty[1] = -1000.0  # an all-air slice: not assessable
+    empty[1] = np.random.default_rng(1).normal(-1000.0, 5.0, empty[1].shape)  # air and noise: not assessable
     src = sitk.GetImageFromArray(empty)
     src.CopyInformation(image)
     path = tmp_path / "ct.nii.gz"
@@ -52,7 +52,7 @@ def test_assess_volume_outputs_in_input_geometry(tmp_path, student_file):
     np.testing.assert_allclose(heat.GetDirection(), src.GetDirection(), atol=1e-6)
     np.testing.assert_allclose(heat.GetOrigin(), src.GetOrigin(), atol=1e-5)
     arr = sitk.GetArrayFromImage(heat)
-    assert np.isnan(arr[1]).all() and np.isfinite(arr[0]).mean() > 0.2
+    assert np.isnan(arr[1]).all() and np.isfinite(arr[0]).mean() > 0.2  # no map on a slice not assessed
 
 
 def test_compare_writes_side_by_side_outputs(tmp_path, student_file):
@@ -251,3 +251,25 @@ def test_the_overlay_of_a_volume_plots_its_slice_scores_and_marks_the_shown_slic
     sitk.WriteImage(ct_image(slices=1, size=128, seed=4), str(one))
     single = overlay_figure(read_volume(one), EDIQALib.assess(one, model=str(student_file), device="cpu"))
     assert not [ax for ax in single.axes if ax.get_xlabel() == "slice"]  # one slice: the image alone
+
+
+def test_the_heatmap_colour_scale_spans_the_maps_values_on_one_scale_for_compared_results(tmp_path, student_file):
+    from dataclasses import replace
+
+    import EDIQALib
+    from EDIQALib.assess import heatmap_display_max
+    from EDIQALib.io import read_volume
+    from EDIQALib.report import overlay_figure
+
+    path = tmp_path / "ct.nrrd"
+    sitk.WriteImage(ct_image(slices=1, size=128, seed=4), str(path))
+    result = EDIQALib.assess(path, model=str(student_file), device="cpu")
+    inside = np.isfinite(result.heatmap)
+    values = np.full(result.heatmap.shape, np.nan, np.float32)
+    values[inside] = np.linspace(0.02, 0.21, inside.sum())  # a full-dose head CT's range
+    low = replace(result, heatmap=values)
+    assert heatmap_display_max([low]) == pytest.approx(0.25)  # the 99th percentile, 0.208, rounded up to 0.05
+    high = replace(low, heatmap=low.heatmap * 3)
+    assert heatmap_display_max([low, high]) == heatmap_display_max([high]) == pytest.approx(0.65)
+    (heat,) = [im for im in overlay_figure(read_volume(path), low).axes[0].get_images() if im.get_cmap().name == "RdYlGn"]
+    assert heat.get_clim() == pytest.approx((0.0, 0.25))

@@ -37,10 +37,11 @@ def test_teacher_writes_results_in_input_geometry(tmp_path):
     out = tmp_path / "out"
     proc = ediqa("teacher", src, *TINY, "--out", out, "--progress", "jsonl")
     assert proc.returncode == 0, proc.stderr
-    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"stage"')]
-    done = [e["done"] for e in events if e["stage"] == "slices"]
+    records = [json.loads(line) for line in proc.stdout.splitlines()]  # JSON lines, the result's too
+    done = [e["done"] for e in records if e.get("stage") == "slices"]
     assert done == [1, 2]
     result = json.loads((out / "result.json").read_text(encoding="utf-8"))
+    assert records[-1]["score"] == pytest.approx(result["score"], abs=1e-6)
     assert result["method"] == "mD2IQA" and 0.0 <= result["score"] <= 1.0
     assert len(result["slice_scores"]) == 2 and result["assessable"] == [True, True]
     assert result["shape"] == [200, 200, 2]
@@ -121,6 +122,8 @@ def _write(path, arr):
     lambda t: _write(t / "nan.nrrd", np.where(np.eye(80, dtype=bool)[None], np.nan, -900.0).astype(np.float32)),
     lambda t: _write(t / "small.nrrd", np.random.default_rng(0).normal(-500, 400, (1, 32, 32)).astype(np.float32)),
     lambda t: _write(t / "unknown.nrrd", np.random.default_rng(0).normal(300, 30, (1, 80, 80)).astype(np.float32)),
+    lambda t: (t / "header.mhd").write_text("ObjectType = Image\nNDims = 2\nDimSize = 80 80\n"
+                                             "ElementType = MET_SHORT\nElementDataFile = header.raw\n") and t / "header.mhd",
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, make):
     src = make(tmp_path)
@@ -128,6 +131,40 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, make):
     proc = ediqa("teacher", src, *TINY, "--out", out)
     assert_one_line_error(proc)
     assert not out.exists() or not any(out.rglob("*"))
+
+
+def test_outputs_that_cannot_be_written_or_would_replace_the_input_are_refused_before_any_work(tmp_path, ct_volume_file):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for args in (("assess", ct_volume_file, "--out", blocker / "out"),
+                 ("simulate", ct_volume_file, "--doses", "1", "--out", blocker / "sim"),
+                 ("compare", ct_volume_file, ct_volume_file, "--out", blocker),
+                 ("label", ct_volume_file, "--out", blocker / "labels.csv", *TINY)):
+        proc = ediqa(*args)
+        assert_one_line_error(proc)
+        assert "is a file, not a folder" in proc.stderr
+    named = tmp_path / "heatmap.nrrd"  # an input named as an output, in the output folder
+    shutil.copy(ct_volume_file, named)
+    before = named.read_bytes()
+    proc = ediqa("assess", named, "--out", tmp_path)
+    assert_one_line_error(proc)
+    assert "would overwrite the input" in proc.stderr
+    assert named.read_bytes() == before and not (tmp_path / "result.json").exists()
+
+
+@pytest.mark.parametrize("option", [["--doses", "0"], ["--doses", "1,2"], ["--doses", ","], ["--views", "3"],
+                                    ["--i0", "-5"]])
+def test_simulate_s_bad_options_are_one_line_and_write_nothing(tmp_path, ct_volume_file, option):
+    assert_one_line_error(ediqa("simulate", ct_volume_file, *option, "--out", tmp_path / "sim"))
+    assert not (tmp_path / "sim").exists()
+
+
+def test_label_of_an_unreadable_input_writes_no_labels(tmp_path):
+    bad = tmp_path / "bad.nrrd"
+    bad.write_bytes(b"NRRD0004\ntype: float\ndimension: 2\nsizes: 80 80\nencoding: raw\n\n" + b"\0" * 100)
+    out = tmp_path / "labels.csv"
+    assert_one_line_error(ediqa("label", bad, "--out", out, *TINY))
+    assert not out.exists() and not (tmp_path / "labels_maps").exists()
 
 
 def test_four_d_input_is_rejected(tmp_path):
