@@ -174,10 +174,13 @@ def assess_each(volumes: list[Volume], model: str = "student-lite", device: str 
     device = resolve_device(device)
     net, entry = load_model(model, "student", device)
     scorer = student_scorer(net, InsertionConfig(), device)
-    results = []
+    total = sum(v.array.shape[0] for v in volumes)
+    results: list[QualityResult] = []
     for volume in volumes:  # no shared insertion maps are needed: each volume on its own
+        before = sum(len(r.slice_scores) for r in results)  # progress counts the slices of all volumes
+        step = None if progress is None else lambda stage, done, _, before=before: progress(stage, before + done, total)
         results += assess_series([volume], scorer, "EDIQA", {"name": entry.name, "sha256": entry.sha256},
-                                 InsertionConfig(), progress, chunk=BATCH_SLICES, with_psf=False)
+                                 InsertionConfig(), step, chunk=BATCH_SLICES, with_psf=False)
     return results
 
 

@@ -160,17 +160,22 @@ def write_validity(report: dict, out_dir: str | Path, settings: dict) -> None:
             os.replace(t / name, out / name)
 
 
-def write_comparison(results: list[QualityResult], volumes: list[Volume], out_dir: str | Path) -> None:
-    """``compare.json``, ``compare.csv`` (per-slice scores side by side) and ``compare.png`` (score table,
-    per-slice curves in one chart, each input's worst slice with its heatmap)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def comparison_figure(results: list[QualityResult], volumes: list[Volume]) -> plt.Figure:
+    """Per-slice score curves in one chart, or one bar per input when every input is a single slice (in
+    the order given: a dose series reads left to right); below, each input's worst slice with its heatmap,
+    all in mm on common axes (true sizes) and on one colour scale."""
     n = len(results)
     fig = plt.figure(figsize=(4 * max(n, 2), 7.5), layout="constrained")  # room for the colour bar
     grid = fig.add_gridspec(2, max(n, 2), height_ratios=(1, 1.4))
-    curves = fig.add_subplot(grid[0, :])
-    plot_slice_scores(curves, results)
-    curves.legend(fontsize=8)
+    scores = fig.add_subplot(grid[0, :])
+    if max(len(r.slice_scores) for r in results) > 1:
+        plot_slice_scores(scores, results)
+        scores.legend(fontsize=8)
+    else:
+        scores.bar(range(n), [r.score for r in results], color="tab:blue")
+        scores.bar_label(scores.containers[0], fmt="%.3f", fontsize=8)
+        scores.set_xticks(range(n), [r.name for r in results], fontsize=8)
+        scores.set_ylabel(f"{results[0].method} score")
     top = heatmap_display_max(results)
     width = max(v.array.shape[2] * v.spacing_xy[0] for v in volumes)
     height = max(v.array.shape[1] * v.spacing_xy[1] for v in volumes)
@@ -179,7 +184,7 @@ def write_comparison(results: list[QualityResult], volumes: list[Volume], out_di
         ax = fig.add_subplot(grid[1, i])
         k = worst_slice(r)
         sx, sy = v.spacing_xy
-        extent = (0, v.array.shape[2] * sx, v.array.shape[1] * sy, 0)  # in mm, on common axes: true sizes
+        extent = (0, v.array.shape[2] * sx, v.array.shape[1] * sy, 0)
         ax.imshow(normalise(v.array[k], v.modality), cmap="gray", vmin=0, vmax=1, extent=extent)
         im = ax.imshow(np.ma.masked_invalid(r.heatmap[k]), cmap=HEATMAP_CMAP, vmin=0, vmax=top, alpha=0.45,
                        extent=extent)
@@ -190,7 +195,15 @@ def write_comparison(results: list[QualityResult], volumes: list[Volume], out_di
         ax.axis("off")
         panels.append(ax)
     fig.colorbar(im, ax=panels, fraction=0.03, pad=0.02, label="local detectability")
-    png = _png_bytes(fig)
+    return fig
+
+
+def write_comparison(results: list[QualityResult], volumes: list[Volume], out_dir: str | Path) -> None:
+    """``compare.json``, ``compare.csv`` (per-slice scores side by side) and ``compare.png``
+    (:func:`comparison_figure`)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    png = _png_bytes(comparison_figure(results, volumes))
     depth = max(len(r.slice_scores) for r in results)
     lines = ["slice," + ",".join(r.name for r in results)]
     for k in range(depth):

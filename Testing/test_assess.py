@@ -61,8 +61,11 @@ def test_compare_writes_side_by_side_outputs(tmp_path, student_file):
         p = tmp_path / f"{name}.nrrd"
         sitk.WriteImage(ct_image(slices=2, size=128, seed=seed), str(p))
         paths.append(p)
-    proc = _run("compare", *paths, "--model", student_file, "--out", tmp_path / "cmp", "--progress", "none")
+    proc = _run("compare", *paths, "--model", student_file, "--out", tmp_path / "cmp", "--progress", "jsonl")
     assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [(e["done"], e["total"]) for e in records[:-1] if e["stage"] == "slices"] == [(2, 4), (4, 4)]
+    assert [r["name"] for r in records[-1]] == ["recon-a", "recon-b"]
     rows = (tmp_path / "cmp" / "compare.csv").read_text(encoding="utf-8").splitlines()
     assert rows[0] == "slice,recon-a,recon-b" and len(rows) == 3
     assert [r["name"] for r in json.loads((tmp_path / "cmp" / "compare.json").read_text(encoding="utf-8"))] == ["recon-a", "recon-b"]
@@ -273,3 +276,25 @@ def test_the_heatmap_colour_scale_spans_the_maps_values_on_one_scale_for_compare
     assert heatmap_display_max([low, high]) == heatmap_display_max([high]) == pytest.approx(0.65)
     (heat,) = [im for im in overlay_figure(read_volume(path), low).axes[0].get_images() if im.get_cmap().name == "RdYlGn"]
     assert heat.get_clim() == pytest.approx((0.0, 0.25))
+
+
+def test_the_comparison_figure_shows_bars_for_single_slices_and_curves_for_volumes_on_one_heatmap_scale(
+        tmp_path, student_file):
+    import EDIQALib
+    from EDIQALib.io import read_volume
+    from EDIQALib.report import comparison_figure
+
+    def assessed(name, slices, seed):
+        path = tmp_path / f"{name}.nrrd"
+        sitk.WriteImage(ct_image(slices=slices, size=128, seed=seed), str(path))
+        return EDIQALib.assess(path, model=str(student_file), device="cpu"), read_volume(path)
+
+    singles = [assessed(f"one-{s}", 1, s) for s in (3, 5)]
+    fig = comparison_figure(*map(list, zip(*singles)))
+    bars = fig.axes[0].patches
+    assert [b.get_height() for b in bars] == pytest.approx([r.score for r, _ in singles])
+    tops = {im.get_clim() for ax in fig.axes[1:] for im in ax.get_images() if im.get_cmap().name == "RdYlGn"}
+    assert len(tops) == 1  # one colour scale for both panels
+    volumes = [assessed(f"vol-{s}", 2, s) for s in (3, 5)]
+    fig = comparison_figure(*map(list, zip(*volumes)))
+    assert not fig.axes[0].patches and len(fig.axes[0].get_lines()) == 2 and fig.axes[0].get_xlabel() == "slice"
