@@ -133,6 +133,7 @@ def cmd_teacher(args: argparse.Namespace) -> None:
                 "contrasts": list(config.insertion.contrasts)}
     results = assess_series(volumes, scorer, "mD2IQA", {"name": entry.name, "sha256": entry.sha256},
                             config.insertion, progress)
+    _warn_if_unassessed(results)
     summary = []
     for vol, res in zip(volumes, results):
         res.details.update(settings)
@@ -142,6 +143,14 @@ def cmd_teacher(args: argparse.Namespace) -> None:
     if len(volumes) > 1:
         write_series_summary(results, out, settings)
     _print_result(args, summary if len(summary) > 1 else summary[0])
+
+
+def _warn_if_unassessed(results: list) -> None:
+    """A warning line on stderr for every result without one assessable slice (its score is null)."""
+    for r in results:
+        if not any(r.assessable):
+            sys.stderr.write(f"ediqa: warning: {r.name}: no slice is assessable (too little body for a lesion); "
+                             "its score is null\n")
 
 
 def _check_result_outputs(args: argparse.Namespace, volumes: list, summary_files: tuple[str, ...] = ()) -> None:
@@ -161,7 +170,9 @@ def _assess_with_student(args: argparse.Namespace, summary_files: tuple[str, ...
 
     volumes = _read_inputs(args)
     _check_result_outputs(args, volumes, summary_files)
-    return volumes, assess_each(volumes, args.model, args.device, _progress(args))
+    results = assess_each(volumes, args.model, args.device, _progress(args))
+    _warn_if_unassessed(results)
+    return volumes, results
 
 
 def cmd_assess(args: argparse.Namespace) -> None:

@@ -240,3 +240,14 @@ def test_make_dataset_writes_every_series_kind_of_a_back_phantom(tmp_path):
     image = sitk.ReadImage(str(dose[0]))
     assert image.GetSpacing() == (0.7, 0.7) and 110 <= image.GetSize()[0] <= 200
     assert read_volume(dose[0]).modality == "ct"  # tagged: the field holds no air to tell HU by
+
+
+def test_an_input_without_an_assessable_slice_scores_null_with_a_warning(tmp_path):
+    air = _write(tmp_path / "air.nrrd", np.random.default_rng(2).normal(-1000, 5, (1, 160, 160)).astype(np.float32))
+    proc = ediqa("assess", air, "--out", tmp_path / "out", "--modality", "ct", "--progress", "none")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["score"] is None
+    assert proc.stderr.strip().splitlines() == ["ediqa: warning: air: no slice is assessable (too little body for a "
+                                                "lesion); its score is null"]
+    heat = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "heatmap.nrrd")))
+    assert np.isnan(heat).all()
