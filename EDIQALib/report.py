@@ -21,12 +21,18 @@ import numpy as np  # noqa: E402
 
 from .assess import QualityResult, heatmap_display_max  # noqa: E402
 from .io import Volume, image_like, write_image  # noqa: E402
-from .preprocess import normalise  # noqa: E402
+from .preprocess import normalise, window_ct  # noqa: E402
 
 HEATMAP_CMAP = "RdYlGn"
+CT_DISPLAY_WINDOW = (-160.0, 240.0)  # HU: the soft-tissue window (level 40, width 400) a reader knows
 RESULT_FILES = ("result.json", "heatmap.nrrd", "overlay.png")  # per input (write_outputs)
 SERIES_FILES = ("series.json", "series.csv", "series.png")  # a teacher series' summary
 COMPARISON_FILES = ("compare.json", "compare.csv", "compare.png")
+
+
+def display_slice(volume: Volume, k: int) -> np.ndarray:
+    """Slice ``k`` in [0, 1] for the figures: CT in the soft-tissue window, MR as the student reads it."""
+    return window_ct(volume.array[k], CT_DISPLAY_WINDOW) if volume.modality == "ct" else normalise(volume.array[k], "mr")
 
 
 def worst_slice(result: QualityResult) -> int:
@@ -57,7 +63,7 @@ def overlay_figure(volume: Volume, result: QualityResult, k: int | None = None) 
     """The image slice with the local-quality heatmap over it and a colour legend; for a volume, the
     per-slice scores below it, with that slice marked."""
     k = worst_slice(result) if k is None else k
-    image = normalise(volume.array[k], volume.modality)
+    image = display_slice(volume, k)
     heat = np.ma.masked_invalid(result.heatmap[k])
     sx, sy = volume.spacing_xy
     extent = (0, image.shape[1] * sx, image.shape[0] * sy, 0)
@@ -185,7 +191,7 @@ def comparison_figure(results: list[QualityResult], volumes: list[Volume]) -> pl
         k = worst_slice(r)
         sx, sy = v.spacing_xy
         extent = (0, v.array.shape[2] * sx, v.array.shape[1] * sy, 0)
-        ax.imshow(normalise(v.array[k], v.modality), cmap="gray", vmin=0, vmax=1, extent=extent)
+        ax.imshow(display_slice(v, k), cmap="gray", vmin=0, vmax=1, extent=extent)
         im = ax.imshow(np.ma.masked_invalid(r.heatmap[k]), cmap=HEATMAP_CMAP, vmin=0, vmax=top, alpha=0.45,
                        extent=extent)
         score = r.slice_scores[k]
