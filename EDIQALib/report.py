@@ -46,7 +46,8 @@ def plot_slice_scores(ax: plt.Axes, results: list[QualityResult], marked: int | 
     slice ``marked`` drawn as a dashed line."""
     for r in results:
         ys = [np.nan if s is None else s for s in r.slice_scores]
-        ax.plot(range(len(ys)), ys, marker="o" if len(ys) < 30 else None, label=f"{r.name}: {r.score:.3f}")
+        score = f"{r.score:.3f}" if np.isfinite(r.score) else "not assessable"
+        ax.plot(range(len(ys)), ys, marker="o" if len(ys) < 30 else None, label=f"{r.name}: {score}")
     if marked is not None:
         ax.axvline(marked, color="0.4", linestyle="--", linewidth=1)
     depth = max(len(r.slice_scores) for r in results)
@@ -178,8 +179,9 @@ def comparison_figure(results: list[QualityResult], volumes: list[Volume]) -> pl
         plot_slice_scores(scores, results)
         scores.legend(fontsize=8)
     else:
-        scores.bar(range(n), [r.score for r in results], color="tab:blue")
-        scores.bar_label(scores.containers[0], fmt="%.3f", fontsize=8)
+        bars = scores.bar(range(n), [r.score if np.isfinite(r.score) else 0.0 for r in results], color="tab:blue")
+        scores.bar_label(bars, [f"{r.score:.3f}" if np.isfinite(r.score) else "not assessable" for r in results],
+                         fontsize=8)
         scores.set_xticks(range(n), [r.name for r in results], fontsize=8)
         scores.set_ylabel(f"{results[0].method} score")
     top = heatmap_display_max(results)

@@ -290,9 +290,14 @@ def test_the_comparison_figure_shows_bars_for_single_slices_and_curves_for_volum
         return EDIQALib.assess(path, model=str(student_file), device="cpu"), read_volume(path)
 
     singles = [assessed(f"one-{s}", 1, s) for s in (3, 5)]
-    fig = comparison_figure(*map(list, zip(*singles)))
+    air = tmp_path / "air.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(np.random.default_rng(2).normal(-1000, 5, (1, 128, 128)).astype(np.float32)),
+                    str(air))
+    unassessed = (EDIQALib.assess(air, model=str(student_file), device="cpu", modality="ct"), read_volume(air, "ct"))
+    fig = comparison_figure(*map(list, zip(*singles, unassessed)))
     bars = fig.axes[0].patches
-    assert [b.get_height() for b in bars] == pytest.approx([r.score for r, _ in singles])
+    assert [b.get_height() for b in bars] == pytest.approx([r.score for r, _ in singles] + [0.0])
+    assert [t.get_text() for t in fig.axes[0].texts][-1] == "not assessable"
     tops = {im.get_clim() for ax in fig.axes[1:] for im in ax.get_images() if im.get_cmap().name == "RdYlGn"}
     assert len(tops) == 1  # one colour scale for both panels
     volumes = [assessed(f"vol-{s}", 2, s) for s in (3, 5)]
