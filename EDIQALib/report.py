@@ -24,10 +24,36 @@ from .io import Volume, image_like, write_image  # noqa: E402
 from .preprocess import normalise, window_ct  # noqa: E402
 
 HEATMAP_CMAP = "RdYlGn"
+LPS_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))  # the ends of the physical x, y, z axes (LPS)
 CT_DISPLAY_WINDOW = (-160.0, 240.0)  # HU: the soft-tissue window (level 40, width 400) a reader knows
 RESULT_FILES = ("result.json", "heatmap.nrrd", "overlay.png")  # per input (write_outputs)
 SERIES_FILES = ("series.json", "series.csv", "series.png")  # a teacher series' summary
 COMPARISON_FILES = ("compare.json", "compare.csv", "compare.png")
+
+
+def edge_letters(volume: Volume) -> dict[str, str]:
+    """The patient directions at the image's left, right, top and bottom edges (R/L, A/P, I/S), from the
+    volume's direction cosines (LPS: +x toward the patient's left, +y posterior, +z superior); for an
+    oblique axis, the direction it is closest to."""
+    dim = volume.reference.GetDimension()
+    direction = np.array(volume.reference.GetDirection()).reshape(dim, dim)
+
+    def ends(axis: int) -> tuple[str, str]:
+        d = direction[:, axis]
+        k = int(np.argmax(np.abs(d)))
+        low, high = LPS_LETTERS[k]
+        return (low, high) if d[k] > 0 else (high, low)
+
+    (left, right), (top, bottom) = ends(0), ends(1)
+    return {"left": left, "right": right, "top": top, "bottom": bottom}
+
+
+def _label_edges(ax: plt.Axes, volume: Volume) -> None:
+    """The patient direction at each edge of the image on ``ax`` (:func:`edge_letters`)."""
+    letters = edge_letters(volume)
+    for where, (x, y, ha, va) in {"left": (0.01, 0.5, "left", "center"), "right": (0.99, 0.5, "right", "center"),
+                                  "top": (0.5, 0.99, "center", "top"), "bottom": (0.5, 0.01, "center", "bottom")}.items():
+        ax.text(x, y, letters[where], transform=ax.transAxes, ha=ha, va=va, color="white", fontweight="bold")
 
 
 def display_slice(volume: Volume, k: int) -> np.ndarray:
@@ -81,6 +107,7 @@ def overlay_figure(volume: Volume, result: QualityResult, k: int | None = None) 
     score = result.slice_scores[k]
     slice_text = "not assessable" if score is None else f"{score:.3f}"
     volume_text = f"{result.score:.3f}" if np.isfinite(result.score) else "not assessable"
+    _label_edges(ax, volume)
     ax.set_title(f"{result.name}, slice {k}: {result.method} {slice_text}\nvolume score {volume_text}")
     ax.set_xlabel("mm")
     ax.set_ylabel("mm")
@@ -200,6 +227,7 @@ def comparison_figure(results: list[QualityResult], volumes: list[Volume]) -> pl
         ax.set_title(f"{r.name}, slice {k}: " + ("not assessable" if score is None else f"{score:.3f}"), fontsize=9)
         ax.set_xlim(0, width)
         ax.set_ylim(height, 0)
+        _label_edges(ax, v)
         ax.axis("off")
         panels.append(ax)
     fig.colorbar(im, ax=panels, fraction=0.03, pad=0.02, label="local detectability")

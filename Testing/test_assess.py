@@ -303,3 +303,20 @@ def test_the_comparison_figure_shows_bars_for_single_slices_and_curves_for_volum
     volumes = [assessed(f"vol-{s}", 2, s) for s in (3, 5)]
     fig = comparison_figure(*map(list, zip(*volumes)))
     assert not fig.axes[0].patches and len(fig.axes[0].get_lines()) == 2 and fig.axes[0].get_xlabel() == "slice"
+
+
+def test_the_overlay_names_the_patient_directions_at_the_image_edges(tmp_path, student_file):
+    import EDIQALib
+    from EDIQALib.io import read_volume
+    from EDIQALib.report import edge_letters, overlay_figure
+
+    image = ct_image(slices=1, size=128, direction=(1, 0, 0, 0, 1, 0, 0, 0, 1))
+    path = tmp_path / "axial.nrrd"
+    sitk.WriteImage(image, str(path))
+    volume = read_volume(path)
+    assert edge_letters(volume) == {"left": "R", "right": "L", "top": "A", "bottom": "P"}  # the radiological view
+    texts = {t.get_text() for t in overlay_figure(volume, EDIQALib.assess(path, model=str(student_file))).axes[0].texts}
+    assert {"R", "L", "A", "P"} <= texts
+    image.SetDirection((-1, 0, 0, 0, 0, 1, 0, -1, 0))  # columns run to the patient's right, rows downward
+    sitk.WriteImage(image, str(path))
+    assert edge_letters(read_volume(path)) == {"left": "L", "right": "R", "top": "S", "bottom": "I"}
