@@ -9,6 +9,7 @@ import ctypes
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -36,6 +37,23 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2
         sys.stderr.write(f"ediqa: error: {message}\n")
         raise SystemExit(2)
+
+
+def _model_name(text: str) -> str:
+    """A registry name: letters, digits, '.', '_' and '-', not starting with '.' (no paths)."""
+    if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a model name (letters, digits, '.', '_', '-')")
+    return text
+
+
+def _kind_list(text: str) -> list[str]:
+    """Evaluation series kinds, comma-separated, from dose, views, texture, blur."""
+    from .series import KINDS
+
+    kinds = [k for k in text.split(",") if k]
+    if not kinds or any(k not in KINDS for k in kinds):
+        raise argparse.ArgumentTypeError(f"{text!r}: choose among {', '.join(KINDS)}, comma-separated")
+    return kinds
 
 
 def _positive_int(text: str) -> int:
@@ -226,6 +244,7 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
     from .validation import default_validation_series, validity_metric
 
     out = Path(args.out)
+    _check_resume(out, "ediqa train-detector", args, ("preset", "init"))
     device = _device(args.device)
     initial = _initial_model(args.init, "detector", args.preset) if args.init else None  # checked before any output
     with distributed_context(device) as (rank, world):
@@ -263,10 +282,12 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
 def cmd_validate(args: argparse.Namespace) -> None:
     import time
 
+    from .io import check_outputs
     from .models import load_model
-    from .report import write_validity
+    from .report import VALIDITY_FILES, write_validity
     from .validation import validity_report
 
+    check_outputs([Path(args.out) / name for name in VALIDITY_FILES], [])
     device = _device(args.device)
     model, entry = load_model(args.model, "detector", device)
     config = _teacher_config(args)
@@ -283,9 +304,10 @@ def cmd_validate(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from .bench import run_bench
     from .distill import load_samples, pool_labellings
-    from .io import write_text
+    from .io import check_outputs, write_text
     from .models import load_model
 
+    check_outputs([Path(args.out) / "bench.json"], [])
     device = _device(args.device)
     student, entry = load_model(args.student, "student", device)
     detector, _ = load_model(args.model, "detector", device)
@@ -365,8 +387,30 @@ def cmd_publish_detector(args: argparse.Namespace) -> None:
         card["metrics"] = json.loads(Path(args.validity).read_text(encoding="utf-8"))
     if args.notes:
         card["notes"] = json.loads(Path(args.notes).read_text(encoding="utf-8"))
-    dest = package_model(weights, args.name, "detector", run_info.get("args", {}).get("preset", "lite"), card)
+    dest = package_model(weights, args.name, "detector", run_info.get("args", {}).get("preset", "lite"), card,
+                         Path(args.models_dir))
     print(json.dumps({"weights": str(dest), "card": str(dest.with_suffix(".json"))}))
+
+
+def _check_resume(out: Path, command: str, args: argparse.Namespace, keys: tuple[str, ...]) -> None:
+    """A run folder that holds a run is resumed only by the same command with the same ``keys`` settings
+    (what its weights are: preset, start); else one line, before anything is written."""
+    path = out / "run.json"
+    if not path.exists():
+        return
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InputError(f"{path} is not a run record; give another --out") from None
+    if not isinstance(info, dict) or info.get("command") != command:
+        held = info.get("command") if isinstance(info, dict) else None
+        raise InputError(f"{out} holds a run of {held!r}, not of {command!r}; give another --out")
+    recorded = info.get("args", {})
+    changed = [k for k in keys if recorded.get(k) != getattr(args, k)]
+    if changed:
+        was = ", ".join(f"--{k.replace('_', '-')} {recorded.get(k)}" for k in changed)
+        raise InputError(f"{out} holds a run with {was}; resume it with the same settings (the same start), "
+                         "or give another --out")
 
 
 def _read_run(settings_dir: Path, log_dir: Path) -> tuple[dict, list[dict]]:
@@ -421,6 +465,8 @@ def cmd_publish_student(args: argparse.Namespace) -> None:
         try:
             states = [blend_states(_run_start(run, info, preset), state, args.blend_init)
                       for run, info, state in zip(runs, trainings, states)]
+        except InputError:
+            raise
         except ValueError as exc:  # weights that do not fit the start recorded in their run.json
             raise InputError(f"--blend-init: {exc}") from None
     card = {
@@ -584,10 +630,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise InputError("--init starts stage 2 from a trained student; pass --stage1-iterations 0 with it")
     if args.stage1_iterations and not args.bank:
         raise InputError("stage 1 needs --bank (a train-detector run's bank.npz), or --stage1-iterations 0")
-    recorded = _read_run(out, out / "stage2")[0].get("args", {})
-    if recorded and (recorded.get("init"), recorded.get("init_member")) != (args.init, args.init_member):
-        raise InputError(f"{out} holds a run started from --init {recorded.get('init')} --init-member "
-                         f"{recorded.get('init_member')}; resume it from the same start, or give another --out")
+    _check_resume(out, "ediqa train", args, ("preset", "init", "init_member"))
     train, val = split_by_series([s for labels in args.labels for s in load_samples(labels)], args.held_out)
     cfg = StudentTraining(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, rank_weight=args.rank_weight,
                           map_weight=args.map_weight, mix=args.mix, accumulate=args.accumulate, seed=args.seed)
@@ -706,7 +749,7 @@ def build_parser() -> argparse.ArgumentParser:
     teacher_options(p, realizations=100, repeats=5)
     p.add_argument("--teacher-runs", type=_positive_int, default=1, help="teacher timings to take the median of")
     p.add_argument("--volume-shape", type=lambda t: [int(x) for x in t.split(",")], default=[300, 512, 512])
-    p.add_argument("--kinds", type=lambda t: t.split(","), default=["dose", "views", "texture", "blur"],
+    p.add_argument("--kinds", type=_kind_list, default=["dose", "views", "texture", "blur"],
                    help="evaluation series for the validity figures")
     p.add_argument("--dose-draws", type=_positive_int, default=8,
                    help="noise draws of each evaluation slice's dose series for the dose-order figure")
@@ -743,7 +786,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="teacher validity on dose / views / texture / blur series")
     teacher_options(p, realizations=20, repeats=2)
-    p.add_argument("--kinds", type=lambda t: t.split(","), default=["dose", "views", "texture", "blur"])
+    p.add_argument("--kinds", type=_kind_list, default=["dose", "views", "texture", "blur"])
     p.add_argument("--out", default="out/validity")
     common(p)
     p.set_defaults(func=cmd_validate)
@@ -810,12 +853,15 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=cmd_train)
 
+    def publish_options(p: argparse.ArgumentParser, name: str) -> None:
+        p.add_argument("--name", type=_model_name, default=name, help="the model's name in the registry")
+        p.add_argument("--models-dir", default=str(MODELS_DIR),
+                       help="registry folder to publish into (default: the bundled models)")
+
     p = sub.add_parser("publish-student", help="copy a train run's best student (several runs: their ensemble) "
                                                 "into Resources/Models with its card")
     p.add_argument("runs", nargs="+", metavar="run", help="`ediqa train` run folder(s)")
-    p.add_argument("--name", default="student-lite")
-    p.add_argument("--models-dir", default=str(MODELS_DIR),
-                   help="registry folder to publish into (default: the bundled models)")
+    publish_options(p, "student-lite")
     p.add_argument("--blend-init", type=float, default=0.0, metavar="W",
                    help="publish each run's best weights blended with the trained student it started from "
                         "(its --init): W of the start's, 1 - W of the best's (0: the best alone)")
@@ -826,7 +872,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("publish-detector", help="copy a run's best detector into Resources/Models with its card")
     p.add_argument("run", help="train-detector run folder")
-    p.add_argument("--name", default="detector-lite")
+    publish_options(p, "detector-lite")
     p.add_argument("--validity", help="validity.json from `ediqa validate` to record as the card's metrics")
     p.add_argument("--notes", help="JSON file of calibration evidence to record in the card")
     p.set_defaults(func=cmd_publish_detector)

@@ -54,13 +54,35 @@ def pool_map(heatmap: np.ndarray, stride: int = MAP_STRIDE) -> np.ndarray:
 
 
 def _read_done(csv_path: Path) -> list[dict]:
-    """Complete rows of an earlier run (an interrupted last line is dropped)."""
+    """Complete rows of an earlier run (an interrupted last line is dropped).
+
+    Raises:
+        InputError: the file is not a labels CSV (another header, not text, a slice that is no number).
+    """
     rows = []
-    with open(csv_path, newline="") as f:
-        for row in csv.DictReader(f):
-            if all(row.get(k) not in (None, "") for k in ("series", "file", "slice", "assessable")):
-                rows.append(row)
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames != FIELDS:
+                raise InputError(f"{csv_path} is not a labels CSV (its header is not {','.join(FIELDS)}); "
+                                 "--resume continues only a labels file")
+            for row in reader:
+                if all(row.get(k) not in (None, "") for k in ("series", "file", "slice", "assessable")):
+                    int(row["slice"])
+                    rows.append(row)
+    except (UnicodeDecodeError, ValueError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"{csv_path} is not a labels CSV ({exc.__class__.__name__}); --resume continues only "
+                         "a labels file") from None
     return rows
+
+
+def _map_stem(file_name: str) -> str:
+    """The file's name without its image suffix (``a_dose0.5.nrrd`` → ``a_dose0.5``): its maps' name."""
+    lower = file_name.lower()
+    suffix = next((s for s in sorted(IMAGE_SUFFIXES, key=len, reverse=True) if lower.endswith(s)), "")
+    return file_name[: len(file_name) - len(suffix)] if suffix else file_name
 
 
 def _part_path(out_csv: Path, rank: int, world: int) -> Path:
@@ -88,6 +110,9 @@ def label_series(inputs: list[tuple[str, list[Path]]], scorer: SliceScorer, inse
     own_rows = _read_done(part) if part.exists() and resume else []
     done = {(r["series"], r["file"], int(r["slice"])) for r in done_rows + own_rows}
     units = [(name, files, [read_volume(f) for f in files]) for name, files in inputs]  # bad input: nothing written
+    for name, _, vols in units:
+        if len({(v.array.shape, v.spacing) for v in vols}) != 1:
+            raise InputError(f"series {name}: images do not share their geometry")
     maps_dir.mkdir(parents=True, exist_ok=True)
     tmp = part.with_suffix(".csv.tmp")
     with open(tmp, "w", newline="") as f:  # rewrite the complete rows, then append
@@ -103,8 +128,6 @@ def label_series(inputs: list[tuple[str, list[Path]]], scorer: SliceScorer, inse
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         for name, files, vols in units:
             canon = [to_canonical(v)[0] for v in vols]
-            if len({c.shape for c in canon}) != 1:
-                raise InputError(f"series {name}: images do not share their geometry")
             for k in range(canon[0].shape[0]):
                 position += 1
                 keys = [(name, p.name, k) for p in files]
@@ -116,7 +139,7 @@ def label_series(inputs: list[tuple[str, list[Path]]], scorer: SliceScorer, inse
                 for (series, fname, sl), (score, heatmap, assessable) in zip(keys, verdicts):
                     if (series, fname, sl) in done:  # a unit cut short: its scores are recomputed identically
                         continue
-                    map_name = f"{series}/{Path(fname).name.split('.')[0]}_s{sl:04d}.npy"
+                    map_name = f"{series}/{_map_stem(Path(fname).name)}_s{sl:04d}.npy"
                     (maps_dir / series).mkdir(parents=True, exist_ok=True)
                     np.save(maps_dir / map_name, pool_map(heatmap))
                     rows.append({"series": series, "file": fname, "slice": sl,

@@ -29,6 +29,7 @@ CT_DISPLAY_WINDOW = (-160.0, 240.0)  # HU: the soft-tissue window (level 40, wid
 RESULT_FILES = ("result.json", "heatmap.nrrd", "overlay.png")  # per input (write_outputs)
 SERIES_FILES = ("series.json", "series.csv", "series.png")  # a teacher series' summary
 COMPARISON_FILES = ("compare.json", "compare.csv", "compare.png")
+VALIDITY_FILES = ("validity.json", "validity.csv", "validity.png")
 
 
 def edge_letters(volume: Volume) -> dict[str, str]:
@@ -190,7 +191,7 @@ def write_validity(report: dict, out_dir: str | Path, settings: dict) -> None:
         (t / "validity.json").write_text(json.dumps({**settings, **report}, indent=2), encoding="utf-8")
         (t / "validity.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
         (t / "validity.png").write_bytes(png)
-        for name in ("validity.json", "validity.csv", "validity.png"):
+        for name in VALIDITY_FILES:
             os.replace(t / name, out / name)
 
 

@@ -251,3 +251,55 @@ def test_an_input_without_an_assessable_slice_scores_null_with_a_warning(tmp_pat
                                                 "lesion); its score is null"]
     heat = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "heatmap.nrrd")))
     assert np.isnan(heat).all()
+
+
+def test_a_run_folder_is_resumed_only_by_its_own_command_and_preset(tmp_path):
+    runs = {"detector-run": {"command": "ediqa train-detector", "args": {"preset": "lite", "init": None}},
+            "student-run": {"command": "ediqa train", "args": {"preset": "lite", "init": None, "init_member": None}}}
+    for name, info in runs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text(json.dumps(info), encoding="utf-8")
+    train = ["train", "--labels", tmp_path / "unread.csv", "--stage1-iterations", "0", "--progress", "none"]
+    attempts = {"detector-run": [*train, "--out", tmp_path / "detector-run"],
+                "student-run": ["train-detector", "--out", tmp_path / "student-run", "--progress", "none"]}
+    for name, args in attempts.items():
+        proc = ediqa(*args)
+        assert_one_line_error(proc)
+        assert "holds a run of" in proc.stderr
+    proc = ediqa(*train, "--preset", "paper", "--out", tmp_path / "student-run")
+    assert_one_line_error(proc)
+    assert "--preset lite" in proc.stderr
+    for name, info in runs.items():  # nothing was written into either folder
+        assert json.loads((tmp_path / name / "run.json").read_text(encoding="utf-8")) == info
+        assert [p.name for p in (tmp_path / name).iterdir()] == ["run.json"]
+
+
+def test_label_names_each_image_s_map_after_its_whole_name_and_resumes_only_a_labels_file(tmp_path):
+    series = tmp_path / "series"
+    series.mkdir()
+    hu = phantom(8, size=128, kind="body")
+    for dose, sd in (("0.5", 20.0), ("0.25", 40.0)):  # names as `ediqa simulate` writes them
+        noisy = hu + np.random.default_rng(len(dose)).normal(0, sd, hu.shape)
+        _write(series / f"ct_dose{dose}_views360_ramp.nrrd", noisy[None].astype(np.float32))
+    out = tmp_path / "labels.csv"
+    proc = ediqa("label", series, "--out", out, *TINY, "--progress", "none")
+    assert proc.returncode == 0, proc.stderr
+    maps = [line.split(",")[5] for line in out.read_text(encoding="utf-8").splitlines()[1:]]
+    assert len(set(maps)) == 2 and all((tmp_path / "labels_maps" / m).exists() for m in maps)
+
+    notes = tmp_path / "notes.csv"
+    notes.write_text("name,value\na,1\n", encoding="utf-8")
+    proc = ediqa("label", series, "--out", notes, "--resume", *TINY)
+    assert_one_line_error(proc)
+    assert "not a labels CSV" in proc.stderr
+    assert notes.read_text(encoding="utf-8") == "name,value\na,1\n" and not (tmp_path / "notes_maps").exists()
+
+
+@pytest.mark.parametrize("args, says", [(["validate", "--kinds", "bogus"], "choose among dose"),
+                                        (["bench", "--kinds", "dose,bogus"], "choose among dose"),
+                                        (["publish-student", "run", "--name", "../outside"], "not a model name"),
+                                        (["publish-detector", "run", "--name", ""], "not a model name")])
+def test_bad_settings_of_the_long_commands_are_refused_at_once(args, says):
+    proc = ediqa(*args)
+    assert_one_line_error(proc)
+    assert says in proc.stderr
