@@ -178,7 +178,7 @@ def test_training_can_start_from_a_trained_student(tmp_path):
     # resuming it from another start would record a start its weights did not come from
     proc = subprocess.run([*train, *runs["member"][:-1], "0", "--out", str(tmp_path / "member")],
                           capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 2 and "resume it from the same start" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "--init-member 1; resume it with the same settings" in proc.stderr, proc.stderr
     assert json.loads((tmp_path / "member" / "run.json").read_text(encoding="utf-8")) == run_info
 
     one = package_model(tmp_path / "fresh" / "stage2" / "best.safetensors", "one", "student", "lite", {}, tmp_path)
