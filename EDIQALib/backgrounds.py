@@ -5,6 +5,7 @@ teacher and the detector need: normalised image, body and saliency masks, and th
 """
 from __future__ import annotations
 
+import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
+from .errors import InputError
 from .preprocess import body_mask, estimate_psf_sigma, window_ct
 from .signals import InsertionConfig, saliency_mask
 from .simulate import FILTERS, Acquisition, correlated_noise, phantom, simulate_series
@@ -109,10 +111,18 @@ def build_bank(bases: dict[str, np.ndarray], n_projections: int, seed: int = 0, 
 
 
 def load_bank(path: str | Path, config: InsertionConfig = InsertionConfig()) -> list[Background]:
-    """Backgrounds from a bank file written by :func:`build_bank` (masks recomputed)."""
-    data = np.load(path)
+    """Backgrounds from a bank file written by :func:`build_bank` (masks recomputed).
+
+    Raises:
+        InputError: the file is missing or is not such a bank.
+    """
+    try:
+        data = np.load(path)
+        images, shapes, psf = data["images"], data["shapes"], data["psf"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path}: not a bank of `ediqa train-detector` ({exc.__class__.__name__})") from None
     out = []
-    for im, (h, w), sigma in zip(data["images"], data["shapes"], data["psf"]):
+    for im, (h, w), sigma in zip(images, shapes, psf):
         image01 = im[:h, :w]
         body = body_mask(image01)
         out.append(Background(image01, body, saliency_mask(image01, body, config), float(sigma)))

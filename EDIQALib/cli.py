@@ -63,6 +63,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction in [0, 1)")
+    return value
+
+
 def _count(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -239,12 +253,15 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
 
     from .backgrounds import build_bank, load_bank, training_bases
     from .detector import DetectorTraining, build_detector, train_detector
-    from .distributed import barrier, distributed_context
+    from .distributed import barrier, distributed_context, world_from_environment
     from .teacher import TeacherConfig
     from .validation import default_validation_series, validity_metric
 
     out = Path(args.out)
     _check_resume(out, "ediqa train-detector", args, ("preset", "init"))
+    parts = world_from_environment()[1] * args.accumulate
+    if args.batch_size % parts:  # before the bank is built
+        raise InputError(f"--batch-size {args.batch_size} must be a multiple of ranks × --accumulate ({parts})")
     device = _device(args.device)
     initial = _initial_model(args.init, "detector", args.preset) if args.init else None  # checked before any output
     with distributed_context(device) as (rank, world):
@@ -636,6 +653,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                           map_weight=args.map_weight, mix=args.mix, accumulate=args.accumulate, seed=args.seed)
     check_batch(cfg, len(train), world_from_environment()[1])  # before any output or stage 1
     initial = _initial_student(args.init, args.init_member, args.preset) if args.init else None  # before any output
+    bank = load_bank(args.bank) if args.stage1_iterations else None  # likewise
     with distributed_context(device) as (rank, world):
         progress = _progress(args) if rank == 0 else None
         if rank == 0:
@@ -648,8 +666,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             (out / "run.json").write_text(json.dumps(run_info, indent=2), encoding="utf-8")
         torch.manual_seed(args.seed)
         student = initial if initial is not None else Student(args.preset)
-        if args.stage1_iterations:
-            bank = load_bank(args.bank)
+        if bank is not None:
             detectors = stage1_detectors(args.preset)
             for i, det in enumerate(detectors):
                 train_detector(det, bank, out / f"stage1-{i}",
@@ -765,7 +782,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=_positive_int, default=4000)
     p.add_argument("--batch-size", type=_positive_int, default=8)
     p.add_argument("--crop", type=_positive_int, default=160)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=_positive_float, default=1e-3)
     p.add_argument("--snapshot-every", type=_positive_int, default=250)
     p.add_argument("--phantoms", type=_positive_int, default=40, help="training body and head phantoms in the bank")
     p.add_argument("--back-phantoms", type=_count, default=20,
@@ -831,7 +848,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder (resumes when it holds a run)")
     p.add_argument("--preset", choices=("lite", "paper"), default="lite")
     p.add_argument("--bank", help="bank.npz of a train-detector run, for stage 1")
-    p.add_argument("--stage1-iterations", type=int, default=1000, help="0 skips stage 1")
+    p.add_argument("--stage1-iterations", type=_count, default=1000, help="0 skips stage 1")
     p.add_argument("--init", help="start stage 2 from this trained student (bundled name or .safetensors): "
                                   "fine-tuning on new labels, with --stage1-iterations 0")
     p.add_argument("--init-member", type=_count, metavar="I",
@@ -839,14 +856,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "into one network on its own labels (`ediqa label --model`)")
     p.add_argument("--epochs", type=_positive_int, default=30)
     p.add_argument("--batch-size", type=_positive_int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=_positive_float, default=1e-3)
     p.add_argument("--rank-weight", type=float, default=0.0,
                    help="weight of a pairwise ranking term between two versions of one slice (0: measured best)")
     p.add_argument("--map-weight", type=float, default=1.0)
-    p.add_argument("--mix", type=float, default=0.0,
+    p.add_argument("--mix", type=_fraction, default=0.0,
                    help="chance per slice and epoch of training on a mixed-quality composite of two versions "
                         "of the slice (map label only), so that the map follows quality within a slice")
-    p.add_argument("--held-out", type=float, default=0.2, help="fraction of series held out for validation")
+    p.add_argument("--held-out", type=_fraction, default=0.2, help="fraction of series held out for validation")
     accumulate_option(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")

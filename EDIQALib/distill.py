@@ -66,17 +66,23 @@ def load_samples(labels_csv: str | Path) -> list[Sample]:
     maps_dir = labels_csv.parent / (labels_csv.stem + "_maps")
     cache: dict[Path, np.ndarray] = {}
     samples = []
-    with open(labels_csv, newline="") as f:
-        for row in csv.DictReader(f):
-            if row["assessable"] != "1":
-                continue
-            path = labels_csv.parent / row["path"]  # relative to the labels file, or absolute
-            if path not in cache:
-                vol = read_volume(path)
-                cache[path] = np.stack([normalise(s, vol.modality) for s in to_canonical(vol)[0]])
-            samples.append(Sample(cache[path][int(row["slice"])], float(row["score"]),
-                                  np.load(maps_dir / row["map"]).astype(np.float32),
-                                  f"{row['series']}/{row['slice']}", f"{row['series']}/{row['file']}/{row['slice']}"))
+    with open(labels_csv, newline="", encoding="utf-8") as f:
+        for line, row in enumerate(csv.DictReader(f), start=2):
+            try:
+                if row["assessable"] != "1":
+                    continue
+                path = labels_csv.parent / row["path"]  # relative to the labels file, or absolute
+                if path not in cache:
+                    vol = read_volume(path)
+                    cache[path] = np.stack([normalise(s, vol.modality) for s in to_canonical(vol)[0]])
+                samples.append(Sample(cache[path][int(row["slice"])], float(row["score"]),
+                                      np.load(maps_dir / row["map"]).astype(np.float32),
+                                      f"{row['series']}/{row['slice']}", f"{row['series']}/{row['file']}/{row['slice']}"))
+            except InputError:
+                raise
+            except (KeyError, ValueError, IndexError, TypeError, OSError) as exc:
+                raise InputError(f"{labels_csv}, line {line}: not a labels row of `ediqa label` "
+                                 f"({exc.__class__.__name__}: {str(exc)[:80]})") from None
     if not samples:
         raise InputError(f"{labels_csv}: no assessable labelled slices")
     return samples

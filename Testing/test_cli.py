@@ -303,3 +303,23 @@ def test_bad_settings_of_the_long_commands_are_refused_at_once(args, says):
     proc = ediqa(*args)
     assert_one_line_error(proc)
     assert says in proc.stderr
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--lr", "-1"], "not a positive number"), (["--held-out", "1.5"], "not a fraction"),
+    (["--stage1-iterations", "-1"], "not a count"), (["--wrong-header"], "not a labels row"),
+])
+def test_train_s_bad_settings_and_labels_are_one_line_and_write_no_run(tmp_path, args, says):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("series,file,slice\na,b.nrrd,0\n", encoding="utf-8")  # not what `ediqa label` writes
+    extra = [] if args == ["--wrong-header"] else args
+    proc = ediqa("train", "--labels", labels, "--stage1-iterations", "0", *extra, "--out", tmp_path / "run")
+    assert_one_line_error(proc)
+    assert says in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_detector_checks_its_batch_before_building_a_bank(tmp_path):
+    proc = ediqa("train-detector", "--batch-size", "3", "--accumulate", "2", "--out", tmp_path / "run")
+    assert_one_line_error(proc)
+    assert not (tmp_path / "run").exists()
