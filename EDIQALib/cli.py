@@ -120,8 +120,6 @@ def _simulate(args: argparse.Namespace) -> list[str]:
 
     if not args.doses:
         raise InputError("--doses needs at least one dose, e.g. 1,0.5,0.25")
-    if args.i0 <= 0:
-        raise InputError(f"--i0 must be positive (photons per ray at dose 1); got {args.i0:g}")
     try:
         acqs = [Acquisition(dose=d, views=args.views, filter=args.filter) for d in args.doses]
     except ValueError as exc:
@@ -252,16 +250,14 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
     import torch
 
     from .backgrounds import build_bank, load_bank, training_bases
-    from .detector import DetectorTraining, build_detector, train_detector
+    from .detector import DetectorTraining, build_detector, check_batch, train_detector
     from .distributed import barrier, distributed_context, world_from_environment
     from .teacher import TeacherConfig
     from .validation import default_validation_series, validity_metric
 
     out = Path(args.out)
     _check_resume(out, "ediqa train-detector", args, ("preset", "init"))
-    parts = world_from_environment()[1] * args.accumulate
-    if args.batch_size % parts:  # before the bank is built
-        raise InputError(f"--batch-size {args.batch_size} must be a multiple of ranks × --accumulate ({parts})")
+    check_batch(args.batch_size, args.accumulate, world_from_environment()[1])  # before the bank is built
     device = _device(args.device)
     initial = _initial_model(args.init, "detector", args.preset) if args.init else None  # checked before any output
     with distributed_context(device) as (rank, world):
@@ -475,15 +471,11 @@ def cmd_publish_student(args: argparse.Namespace) -> None:
     if len(presets) > 1:
         raise InputError(f"the runs of one ensemble must share their preset; got {', '.join(sorted(presets))}")
     preset = presets.pop()
-    if not 0 <= args.blend_init < 1:
-        raise InputError(f"--blend-init {args.blend_init}: give a share of the start's weights in [0, 1)")
     states = [load_file(str(best)) for best in bests]
     if args.blend_init:
+        starts = [_run_start(run, info, preset) for run, info in zip(runs, trainings)]
         try:
-            states = [blend_states(_run_start(run, info, preset), state, args.blend_init)
-                      for run, info, state in zip(runs, trainings, states)]
-        except InputError:
-            raise
+            states = [blend_states(start, state, args.blend_init) for start, state in zip(starts, states)]
         except ValueError as exc:  # weights that do not fit the start recorded in their run.json
             raise InputError(f"--blend-init: {exc}") from None
     card = {
@@ -732,7 +724,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--doses", type=_float_list, default=[1.0, 0.5, 0.25, 0.1, 0.05])
     p.add_argument("--views", type=_positive_int, default=360)
     p.add_argument("--filter", choices=FILTERS, default="ramp")
-    p.add_argument("--i0", type=float, default=2.0e5, help="photons per ray at dose 1")
+    p.add_argument("--i0", type=_positive_float, default=2.0e5, help="photons per ray at dose 1")
     p.add_argument("--noiseless", action="store_true",
                    help="the input carries no noise of its own (a digital phantom); by default an acquired "
                         "image's own noise is measured per slice and grows as the dose falls")
@@ -879,7 +871,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "into Resources/Models with its card")
     p.add_argument("runs", nargs="+", metavar="run", help="`ediqa train` run folder(s)")
     publish_options(p, "student-lite")
-    p.add_argument("--blend-init", type=float, default=0.0, metavar="W",
+    p.add_argument("--blend-init", type=_fraction, default=0.0, metavar="W",
                    help="publish each run's best weights blended with the trained student it started from "
                         "(its --init): W of the start's, 1 - W of the best's (0: the best alone)")
     p.add_argument("--bench", help="bench.json from `ediqa bench` to record as the card's metrics")

@@ -32,6 +32,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from .backbones import SwinTStages
 from .backgrounds import Background
 from .distributed import barrier, data_parallel, mean_over_ranks, split_parts, step_gradients
+from .errors import InputError
 from .signals import SHAPES, InsertionConfig, object_blur, plan_insertion, render
 
 PRESETS = ("lite", "paper")
@@ -191,6 +192,12 @@ def _lr_factor(step: int, total: int, warmup: int = 200) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
+def check_batch(batch_size: int, accumulate: int, world: int) -> None:
+    """Raises InputError unless the batch cuts into whole parts on every rank and micro-batch."""
+    if batch_size % (world * accumulate):
+        raise InputError(f"batch size {batch_size} must be a multiple of ranks × accumulate ({world * accumulate})")
+
+
 def train_detector(model: nn.Module, bank: list[Background], out_dir: str | Path,
                    schedule: DetectorTraining = DetectorTraining(), config: InsertionConfig = InsertionConfig(),
                    validate: Callable[[nn.Module], float] | None = None,
@@ -208,9 +215,7 @@ def train_detector(model: nn.Module, bank: list[Background], out_dir: str | Path
     (``batch[rank::world]``) with gradients averaged across ranks (DistributedDataParallel); rank 0
     validates and writes. ``world`` ranks equal one process with ``accumulate = world``.
     """
-    parts_per_step = world * schedule.accumulate
-    if schedule.batch_size % parts_per_step:
-        raise ValueError(f"batch size {schedule.batch_size} must be a multiple of ranks × accumulate ({parts_per_step})")
+    check_batch(schedule.batch_size, schedule.accumulate, world)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.to(device).train()
