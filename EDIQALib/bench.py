@@ -220,3 +220,24 @@ def run_bench(student: torch.nn.Module, student_name: str, detector: torch.nn.Mo
             "speedup": round(teacher_s / (student_ms / 1000.0), 1), "volume_shape": list(volume_shape),
             "volume_s": round(volume_s, 2), "peak_mem_gb": round(peak_gb, 3), "device": device, **host(device),
             "validity": validity, "dose_order": order, "heatmap_half_noise": half_noise, "fidelity": agreement}
+
+
+def summary_table(figures: dict) -> str:
+    """The bench's figures (as in ``bench.json``) as a short table for a reader."""
+    keys = ("student_ms_per_slice", "teacher_s_per_slice", "speedup", "volume_s", "peak_mem_gb")
+    table = "\n".join(f"{k:>22}  {figures[k]}" for k in keys)
+    rhos = "\n".join(f"{k:>22}  student rho {v['mean_rho']:.2f}   noise-SD rho {v['mean_rho_noise_sd']:.2f}"
+                      for k, v in figures["validity"]["summary"].items())
+    half = figures["heatmap_half_noise"]
+    host = (f"{'host':>22}  {figures.get('gpu', figures['cpu'])}, {figures['cpus']} CPUs, "
+            f"{figures['threads']} threads, {figures['device']}")
+    order = figures["dose_order"]
+    lines = [host, table, rhos,
+             f"{'dose order':>22}  exact in {100 * order['in_order']:.0f} % of {order['series']} dose series "
+             f"({order['draws']} noise draws per slice), lowest rho {order['min_rho']:.2f}",
+             f"{'heatmap half-noise':>22}  lower in the degraded half in "
+             f"{100 * half['lower_in_degraded']:.0f} % of {half['cases']} cases"]
+    if figures["fidelity"]:
+        lines.append(f"{'fidelity':>22}  PLCC {figures['fidelity']['plcc']:.3f}   SROCC {figures['fidelity']['srocc']:.3f}"
+                     f"   ({figures['fidelity']['slices']} held-out slices)")
+    return "\n".join(lines)

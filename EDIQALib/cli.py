@@ -63,6 +63,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _crop_px(text: str) -> int:
+    from .detector import MIN_CROP_PX
+
+    value = int(text)
+    if value < MIN_CROP_PX:
+        raise argparse.ArgumentTypeError(f"{text} px is too small a crop (at least {MIN_CROP_PX})")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -315,7 +324,7 @@ def cmd_validate(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from .bench import run_bench
+    from .bench import run_bench, summary_table
     from .distill import load_samples, pool_labellings
     from .io import check_outputs, write_text
     from .models import load_model
@@ -333,28 +342,16 @@ def cmd_bench(args: argparse.Namespace) -> None:
                         args.teacher_runs, device, held_out, args.dose_draws, _progress(args))
     figures["model"] = {"name": entry.name, "sha256": entry.sha256}
     write_text(json.dumps(figures, indent=2), Path(args.out) / "bench.json")
-    keys = ("student_ms_per_slice", "teacher_s_per_slice", "speedup", "volume_s", "peak_mem_gb")
-    table = "\n".join(f"{k:>22}  {figures[k]}" for k in keys)
-    rhos = "\n".join(f"{k:>22}  student rho {v['mean_rho']:.2f}   noise-SD rho {v['mean_rho_noise_sd']:.2f}"
-                      for k, v in figures["validity"]["summary"].items())
-    half = figures["heatmap_half_noise"]
-    host = (f"{'host':>22}  {figures.get('gpu', figures['cpu'])}, {figures['cpus']} CPUs, "
-            f"{figures['threads']} threads, {figures['device']}")
-    order = figures["dose_order"]
-    lines = [host, table, rhos,
-             f"{'dose order':>22}  exact in {100 * order['in_order']:.0f} % of {order['series']} dose series "
-             f"({order['draws']} noise draws per slice), lowest rho {order['min_rho']:.2f}",
-             f"{'heatmap half-noise':>22}  lower in the degraded half in "
-             f"{100 * half['lower_in_degraded']:.0f} % of {half['cases']} cases"]
-    if figures["fidelity"]:
-        lines.append(f"{'fidelity':>22}  PLCC {figures['fidelity']['plcc']:.3f}   SROCC {figures['fidelity']['srocc']:.3f}"
-                     f"   ({figures['fidelity']['slices']} held-out slices)")
-    print("\n".join(lines))
+    if args.progress == "jsonl":  # every stdout line one JSON object: the figures, not the table
+        _print_result(args, figures)
+    else:
+        print(summary_table(figures))
 
 
 def cmd_select_detector(args: argparse.Namespace) -> None:
     import shutil
 
+    from .io import write_text
     from .teacher import TeacherConfig
     from .validation import default_validation_series, select_checkpoint, validity_metric
 
@@ -362,24 +359,33 @@ def cmd_select_detector(args: argparse.Namespace) -> None:
     snapshots = sorted((run / "snapshots").glob("step*.safetensors"))
     if not snapshots:
         raise InputError(f"no snapshots in {run / 'snapshots'}")
+    run_info, _ = _read_run(run, run)
     metric = validity_metric(default_validation_series(),
                              TeacherConfig(realizations=args.realizations, repeats=1), _device(args.device))
-    rows = select_checkpoint(snapshots, metric, progress=_progress(args))
+    rows = select_checkpoint(snapshots, metric, run_info.get("args", {}).get("preset", "lite"),
+                             progress=_progress(args))
     best = max(rows, key=lambda r: r["validity"])
-    shutil.copyfile(run / "snapshots" / best["snapshot"], run / "best.safetensors")
-    (run / "selection.json").write_text(json.dumps({"realizations": args.realizations, "snapshots": rows,
-                                                    "best": best}, indent=2))
+    staged = run / "best.safetensors.tmp"
+    shutil.copyfile(run / "snapshots" / best["snapshot"], staged)
+    staged.replace(run / "best.safetensors")
+    write_text(json.dumps({"realizations": args.realizations, "snapshots": rows, "best": best}, indent=2),
+               run / "selection.json")
     print(json.dumps(best))
 
 
 def cmd_publish_detector(args: argparse.Namespace) -> None:
-    from .models import package_model
+    from .detector import build_detector
+    from .io import read_json
+    from .models import fit_weights, package_model, read_weights
 
     run = Path(args.run)
     weights = run / "best.safetensors"
     if not weights.exists():
         raise InputError(f"no best.safetensors in {run}; train with validation first")
     run_info, log = _read_run(run, run)
+    preset = run_info.get("args", {}).get("preset", "lite")
+    fit_weights(build_detector(preset), read_weights(weights), f"{weights} (preset {preset!r})")
+    records = _card_records(args.validity, args.notes, "validity report")
     init = run_info.get("init")
     start = f"fine-tuned from {init['name']} (sha256 {init['sha256'][:12]}…, its training under training.init)" \
         if init else "trained from scratch"
@@ -395,14 +401,20 @@ def cmd_publish_detector(args: argparse.Namespace) -> None:
                      "phantom series (seeds 500-503)",
     }
     if (run / "selection.json").exists():
-        card["selection_figures"] = json.loads((run / "selection.json").read_text(encoding="utf-8"))
-    if args.validity:
-        card["metrics"] = json.loads(Path(args.validity).read_text(encoding="utf-8"))
-    if args.notes:
-        card["notes"] = json.loads(Path(args.notes).read_text(encoding="utf-8"))
-    dest = package_model(weights, args.name, "detector", run_info.get("args", {}).get("preset", "lite"), card,
-                         Path(args.models_dir))
+        card["selection_figures"] = read_json(run / "selection.json", "selection record")
+    dest = package_model(weights, args.name, "detector", preset, {**card, **records}, Path(args.models_dir))
     print(json.dumps({"weights": str(dest), "card": str(dest.with_suffix(".json"))}))
+
+
+def _card_records(metrics: str | None, notes: str | None, metrics_what: str) -> dict:
+    """The JSON files a model card records, read before anything is published: ``metrics`` (a bench or
+    validity report, ``metrics_what``) and ``notes``, each where given."""
+    from .io import read_json
+
+    records = {"metrics": read_json(metrics, metrics_what)} if metrics else {}
+    if notes:
+        records["notes"] = read_json(notes, "notes file")
+    return records
 
 
 def _check_resume(out: Path, command: str, args: argparse.Namespace, keys: tuple[str, ...]) -> None:
@@ -427,10 +439,20 @@ def _check_resume(out: Path, command: str, args: argparse.Namespace, keys: tuple
 
 
 def _read_run(settings_dir: Path, log_dir: Path) -> tuple[dict, list[dict]]:
-    """A training run's ``run.json`` (command and arguments) and ``log.jsonl`` lines; empty where absent."""
-    run_info = json.loads((settings_dir / "run.json").read_text(encoding="utf-8")) if (settings_dir / "run.json").exists() else {}
-    log_path = log_dir / "log.jsonl"
-    log = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines()] if log_path.exists() else []
+    """A training run's ``run.json`` (command and arguments) and ``log.jsonl`` lines; empty where absent, an
+    input error where unreadable."""
+    from .io import read_json
+
+    info_path, log_path = settings_dir / "run.json", log_dir / "log.jsonl"
+    run_info = read_json(info_path, "run record") if info_path.exists() else {}
+    if not isinstance(run_info, dict):
+        raise InputError(f"run record {info_path} is not a JSON object")
+    if not log_path.exists():
+        return run_info, []
+    try:
+        log = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InputError(f"training log {log_path} is not one JSON object per line") from None
     return run_info, log
 
 
@@ -454,10 +476,10 @@ def _run_start(run: Path, run_info: dict, preset: str) -> dict:
 
 
 def cmd_publish_student(args: argparse.Namespace) -> None:
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
-    from .models import package_model
-    from .student import blend_states, ensemble_state
+    from .models import fit_weights, package_model, read_weights
+    from .student import Student, blend_states, ensemble_state
 
     runs = [Path(r) for r in args.runs]
     bests = [run / "stage2" / "best.safetensors" for run in runs]
@@ -466,12 +488,18 @@ def cmd_publish_student(args: argparse.Namespace) -> None:
         if not best.exists():
             raise InputError(f"no stage2/best.safetensors in {run}; run `ediqa train` first")
         run_info, log = _read_run(run, run / "stage2")
+        planned = run_info.get("args", {}).get("epochs")
+        if planned is not None and len(log) < planned:
+            raise InputError(f"{run} stopped after epoch {len(log)} of {planned}; finish it first (the same "
+                             "`ediqa train` command resumes it)")
         presets.add(run_info.get("args", {}).get("preset", "lite"))
         trainings.append({**run_info, "epochs": log})
     if len(presets) > 1:
         raise InputError(f"the runs of one ensemble must share their preset; got {', '.join(sorted(presets))}")
     preset = presets.pop()
-    states = [load_file(str(best)) for best in bests]
+    records = _card_records(args.bench, args.notes, "bench report")
+    states = [fit_weights(Student(preset), read_weights(best), f"{best} (preset {preset!r})").state_dict()
+              for best in bests]
     if args.blend_init:
         starts = [_run_start(run, info, preset) for run, info in zip(runs, trainings)]
         try:
@@ -493,14 +521,10 @@ def cmd_publish_student(args: argparse.Namespace) -> None:
     if args.blend_init:
         card["blend_init"] = (f"each run's best weights blended with the weights it started from (--init), "
                               f"{args.blend_init:g} of the start's (weight-space ensembling)")
-    if args.bench:
-        card["metrics"] = json.loads(Path(args.bench).read_text(encoding="utf-8"))
-    if args.notes:
-        card["notes"] = json.loads(Path(args.notes).read_text(encoding="utf-8"))
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "student.safetensors"
         save_file(states[0] if len(states) == 1 else ensemble_state(states), str(weights))
-        dest = package_model(weights, args.name, "student", preset, card, Path(args.models_dir))
+        dest = package_model(weights, args.name, "student", preset, {**card, **records}, Path(args.models_dir))
     print(json.dumps({"weights": str(dest), "card": str(dest.with_suffix(".json"))}))
 
 
@@ -685,7 +709,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``ediqa`` subcommand."""
-    from .detector import PRESETS
+    from .detector import MIN_CROP_PX, PRESETS
     from .models import MODELS_DIR
     from .simulate import FILTERS
     from .teacher import READOUTS
@@ -773,7 +797,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=PRESETS, default="lite")
     p.add_argument("--iterations", type=_positive_int, default=4000)
     p.add_argument("--batch-size", type=_positive_int, default=8)
-    p.add_argument("--crop", type=_positive_int, default=160)
+    p.add_argument("--crop", type=_crop_px, default=160, help=f"training crop side in pixels, at least {MIN_CROP_PX}")
     p.add_argument("--lr", type=_positive_float, default=1e-3)
     p.add_argument("--snapshot-every", type=_positive_int, default=250)
     p.add_argument("--phantoms", type=_positive_int, default=40, help="training body and head phantoms in the bank")
@@ -805,7 +829,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phantoms", type=_count, default=30)
     p.add_argument("--back-phantoms", type=_count, default=0,
                    help="back phantoms (small field, thick fat), seeded after the other phantoms")
-    p.add_argument("--first-seed", type=int, default=2000, help="seed of the first phantom")
+    p.add_argument("--first-seed", type=_count, default=2000, help="seed of the first phantom")
     p.add_argument("--real-variants", type=_count, default=8,
                    help="orientations of the real training CT slice (pydicom 693_J2KI), each with its own noise")
     p.add_argument("--noisy-back-phantoms", type=_count, default=0,

@@ -123,6 +123,9 @@ def detect(model: nn.Module, images01: list[np.ndarray], batch_size: int | None 
     return out
 
 
+MIN_CROP_PX = 64  # a training crop holds a whole object and its margins, as any image assessed holds 64 px
+
+
 @dataclass(frozen=True)
 class DetectorTraining:
     """Training schedule of the detector (self-supervised: the labels are the inserted objects).

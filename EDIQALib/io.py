@@ -6,6 +6,7 @@ modality (``"ct"`` in Hounsfield units or ``"mr"``).
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -243,3 +244,13 @@ def write_text(text: str, path: str | os.PathLike) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def read_json(path: str | Path, what: str):
+    """A JSON file's content; a missing, unreadable or malformed file is an input error naming ``what`` it is."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{what} {path} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{what} {path} is not valid JSON ({getattr(exc, 'msg', 'not text')})") from None

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
 from .errors import InputError
+from .io import read_json
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
 DEFAULT_DETECTOR = "detector-lite"
@@ -64,10 +66,9 @@ def find_model(name_or_path: str, models_dir: Path = MODELS_DIR) -> ModelCard:
         raise InputError(f"model not found: {name_or_path}")
     if not card_path.exists():
         raise InputError(f"model card missing for {weights.name} (expected {card_path.name})")
-    try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"model card {card_path.name} is not valid JSON ({exc.msg})") from None
+    card = read_json(card_path, "model card")
+    if not isinstance(card, dict):
+        raise InputError(f"model card {card_path} is not a JSON object")
     return ModelCard(name=card.get("name", weights.stem), weights=weights, card=card)
 
 
@@ -89,14 +90,28 @@ def load_model(name_or_path: str, kind: str, device: torch.device | str = "cpu")
     known = STUDENT_PRESETS if kind == "student" else DETECTOR_PRESETS
     if preset not in known:
         raise InputError(f"{entry.name}: unknown {kind} preset {preset!r} in its card (known: {', '.join(known)})")
-    try:
-        state = load_file(str(entry.weights))
-        model = student_for(state, preset) if kind == "student" else build_detector(preset)
-        model.load_state_dict({k: v.float() for k, v in state.items()})
-    except (RuntimeError, OSError) as exc:
-        raise InputError(f"{entry.weights.name}: weights do not fit preset {entry.card.get('preset')!r} "
-                         f"({str(exc).splitlines()[0][:100]})") from None
+    state = read_weights(entry.weights)
+    model = student_for(state, preset) if kind == "student" else build_detector(preset)
+    fit_weights(model, state, f"{entry.weights.name} (preset {preset!r})")
     return model.to(device).eval(), entry
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file; an unreadable or malformed file is an input error."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise InputError(f"{path}: not readable as safetensors weights ({str(exc).splitlines()[0][:100]})") from None
+
+
+def fit_weights(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> nn.Module:
+    """Load ``state`` into ``model`` (as float32); weights of another architecture are an input error that
+    names ``what`` they are. Returns ``model``."""
+    try:
+        model.load_state_dict({k: v.float() for k, v in state.items()})
+    except RuntimeError as exc:
+        raise InputError(f"{what}: weights do not fit the network ({str(exc).splitlines()[0][:100]})") from None
+    return model
 
 
 def package_model(weights: str | Path, name: str, kind: str, preset: str, card: dict,

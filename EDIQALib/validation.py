@@ -66,14 +66,12 @@ def default_validation_series() -> list[Series]:
 def select_checkpoint(snapshots: list[Path], metric: Callable[[nn.Module], float], preset: str = "lite",
                       progress: Callable[[str, int, int], None] | None = None) -> list[dict]:
     """Evaluate every snapshot with ``metric``; returns ``[{"snapshot", "validity"}]`` in input order."""
-    from safetensors.torch import load_file
-
     from .detector import build_detector
+    from .models import fit_weights, read_weights
 
+    models = [fit_weights(build_detector(preset), read_weights(path), str(path)) for path in snapshots]  # all, first
     rows = []
-    for i, path in enumerate(snapshots):
-        model = build_detector(preset)
-        model.load_state_dict(load_file(str(path)))
+    for i, (path, model) in enumerate(zip(snapshots, models)):
         rows.append({"snapshot": path.name, "validity": metric(model.eval())})
         if progress:
             progress("select", i + 1, len(snapshots))

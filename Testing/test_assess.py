@@ -15,6 +15,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from EDIQALib.bench import summary_table
 from EDIQALib.detector import save_weights
 from EDIQALib.models import package_model
 from EDIQALib.student import Student
@@ -82,9 +83,11 @@ def test_assess_refuses_a_detector_as_student(tmp_path):
 
 def test_bench_measures_every_figure_in_one_run(tmp_path, student_file):
     proc = _run("bench", "--student", student_file, "--realizations", "2", "--repeats", "1", "--dose-draws", "2",
-                "--volume-shape", "3,160,160", "--kinds", "texture,blur", "--out", tmp_path, "--progress", "none")
+                "--volume-shape", "3,160,160", "--kinds", "texture,blur", "--out", tmp_path, "--progress", "jsonl")
     assert proc.returncode == 0, proc.stderr
     figures = json.loads((tmp_path / "bench.json").read_text(encoding="utf-8"))
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]  # every line one JSON object ...
+    assert lines[-1] == figures and all("stage" in e for e in lines[:-1])  # ... the figures last
     for key in ("student_ms_per_slice", "teacher_s_per_slice", "speedup", "volume_s", "peak_mem_gb"):
         assert figures[key] > 0, key
     # bench.json rounds each figure; the ratio is computed before rounding
@@ -99,8 +102,9 @@ def test_bench_measures_every_figure_in_one_run(tmp_path, student_file):
     assert 0.0 <= figures["heatmap_half_noise"]["lower_in_degraded"] <= 1.0
     assert figures["fidelity"] is None  # no held-out labels given
     assert figures["cpu"] and figures["cpus"] >= 1 and figures["threads"] >= 1  # which host the times are of
-    assert "noise-SD rho" in proc.stdout and "half-noise" in proc.stdout and "CPUs" in proc.stdout
-    assert "dose order" in proc.stdout
+    table = summary_table(figures)  # what the bench prints without --progress jsonl
+    assert "noise-SD rho" in table and "half-noise" in table and "CPUs" in table and "dose order" in table
+    assert f"{figures['speedup']}" in table
 
 
 def test_python_api_assesses_a_file_and_matches_the_cli(tmp_path, student_file):
@@ -194,6 +198,27 @@ def test_publishing_can_blend_a_fine_tuned_student_with_its_start(tmp_path):
         proc = _run("publish-student", *runs, *extra, "--name", "bad", "--models-dir", tmp_path / "reg")
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
         assert not (tmp_path / "reg" / "bad.safetensors").exists()
+
+
+def test_publish_student_refuses_unfinished_runs_and_unreadable_records_before_writing(tmp_path):
+    run = _train_run(tmp_path / "run", 1)
+    registry = tmp_path / "reg"
+    info = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    info["args"]["epochs"] = 3  # its log holds one epoch
+    (run / "run.json").write_text(json.dumps(info))
+    bench = tmp_path / "bench.json"
+    bench.write_text("{not json", encoding="utf-8")
+    weights = run / "stage2" / "best.safetensors"
+    cases = [("stopped after epoch 1 of 3", lambda: None),
+             ("bench report", lambda: (run / "stage2" / "log.jsonl").write_text(
+                 "".join(json.dumps({"epoch": e, "loss": 0.1}) + "\n" for e in (1, 2, 3)))),
+             ("not readable as safetensors", lambda: (bench.write_text("{}"), weights.write_bytes(b"\0" * 64))),
+             ("run record", lambda: (run / "run.json").write_text("{", encoding="utf-8"))]
+    for says, change in cases:  # each fixed in turn, until the next defect is the first one met
+        change()
+        proc = _run("publish-student", run, "--bench", bench, "--name", "s", "--models-dir", registry)
+        assert proc.returncode == 2 and says in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and not registry.exists()
 
 
 def _registered(student: Student, folder: Path, name: str) -> Path:

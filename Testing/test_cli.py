@@ -195,6 +195,13 @@ def test_usage_errors_and_bad_weights(tmp_path, ct_volume_file):
     proc = ediqa("teacher", ct_volume_file, *TINY, "--model", fake, "--out", tmp_path / "o")
     assert_one_line_error(proc)
     assert "unknown detector preset 'huge'" in proc.stderr
+    fake.write_bytes(b"PK\x03\x04 not safetensors")  # e.g. a torch.save archive renamed
+    (tmp_path / "fake.json").write_text(json.dumps({"name": "fake", "kind": "detector", "preset": "lite",
+                                                     "sha256": sha256_of(fake)}))
+    proc = ediqa("teacher", ct_volume_file, *TINY, "--model", fake, "--out", tmp_path / "o")
+    assert_one_line_error(proc)
+    assert "not readable as safetensors" in proc.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_demo_assesses_the_sample_and_compares_a_dose_series_with_the_shipped_student(tmp_path):
@@ -298,7 +305,9 @@ def test_label_names_each_image_s_map_after_its_whole_name_and_resumes_only_a_la
 @pytest.mark.parametrize("args, says", [(["validate", "--kinds", "bogus"], "choose among dose"),
                                         (["bench", "--kinds", "dose,bogus"], "choose among dose"),
                                         (["publish-student", "run", "--name", "../outside"], "not a model name"),
-                                        (["publish-detector", "run", "--name", ""], "not a model name")])
+                                        (["publish-detector", "run", "--name", ""], "not a model name"),
+                                        (["train-detector", "--out", "run", "--crop", "8"], "too small a crop"),
+                                        (["make-dataset", "--out", "data", "--first-seed", "-5"], "not a count")])
 def test_bad_settings_of_the_long_commands_are_refused_at_once(args, says):
     proc = ediqa(*args)
     assert_one_line_error(proc)
@@ -323,3 +332,35 @@ def test_train_detector_checks_its_batch_before_building_a_bank(tmp_path):
     proc = ediqa("train-detector", "--batch-size", "3", "--accumulate", "2", "--out", tmp_path / "run")
     assert_one_line_error(proc)
     assert not (tmp_path / "run").exists()
+
+
+def test_detector_runs_with_unusable_weights_or_records_are_refused_before_writing(tmp_path):
+    """select-detector and publish-detector on a run whose snapshot, best weights or run record cannot be
+    used: one line, and nothing written (no best weights, no selection, nothing published)."""
+    from EDIQALib.detector import build_detector, save_weights
+    from EDIQALib.student import Student
+
+    run = tmp_path / "run"
+    (run / "snapshots").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"command": "ediqa train-detector", "args": {"preset": "lite"}}))
+    save_weights(build_detector("lite"), run / "snapshots" / "step000010.safetensors")
+    (run / "snapshots" / "step000020.safetensors").write_bytes(b"\0" * 32)  # cut short
+    proc = ediqa("select-detector", run, "--realizations", "1", "--progress", "none")
+    assert_one_line_error(proc)
+    assert "step000020.safetensors: not readable" in proc.stderr
+    assert sorted(p.name for p in run.iterdir()) == ["run.json", "snapshots"]
+
+    save_weights(Student("lite"), run / "best.safetensors")  # another network's weights
+    registry = tmp_path / "reg"
+    proc = ediqa("publish-detector", run, "--models-dir", registry)
+    assert_one_line_error(proc)
+    assert "do not fit" in proc.stderr and not registry.exists()
+    save_weights(build_detector("lite"), run / "best.safetensors")
+    (tmp_path / "validity.json").write_text("[1, 2", encoding="utf-8")
+    proc = ediqa("publish-detector", run, "--validity", tmp_path / "validity.json", "--models-dir", registry)
+    assert_one_line_error(proc)
+    assert "validity report" in proc.stderr and not registry.exists()
+    proc = ediqa("publish-detector", run, "--name", "det", "--models-dir", registry)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((registry / "det.json").read_text(encoding="utf-8"))["preset"] == "lite"
+
