@@ -159,9 +159,7 @@ def cmd_teacher(args: argparse.Namespace) -> None:
     from .report import SERIES_FILES, write_outputs, write_series_summary
     from .teacher import teacher_scorer
 
-    volumes = _read_inputs(args)
-    out = Path(args.out)
-    _check_result_outputs(args, volumes, SERIES_FILES if len(volumes) > 1 else ())
+    volumes, folders = _inputs_and_folders(args, SERIES_FILES if len(args.inputs) > 1 else ())
     device = _device(args.device)
     model, entry = load_model(args.model, "detector", device)
     config = _teacher_config(args)
@@ -174,13 +172,12 @@ def cmd_teacher(args: argparse.Namespace) -> None:
                             config.insertion, progress)
     _warn_if_unassessed(results)
     summary = []
-    for vol, res in zip(volumes, results):
+    for vol, res, folder in zip(volumes, results, folders):
         res.details.update(settings)
-        target = out if len(volumes) == 1 else out / vol.name
-        write_outputs(res, vol, target)
-        summary.append({"name": res.name, "score": res.to_json()["score"], "out": str(target)})
+        write_outputs(res, vol, folder)
+        summary.append({"name": res.name, "score": res.to_json()["score"], "out": str(folder)})
     if len(volumes) > 1:
-        write_series_summary(results, out, settings)
+        write_series_summary(results, args.out, settings)
     _print_result(args, summary if len(summary) > 1 else summary[0])
 
 
@@ -192,42 +189,45 @@ def _warn_if_unassessed(results: list) -> None:
                              "its score is null\n")
 
 
-def _check_result_outputs(args: argparse.Namespace, volumes: list, summary_files: tuple[str, ...] = ()) -> None:
-    """Before any work: the result files of every volume (in ``--out``, or in ``--out/<name>`` for several
-    inputs) and the summary's can be written without replacing an input."""
+def _inputs_and_folders(args: argparse.Namespace, summary_files: tuple[str, ...] = ()) -> tuple[list, list[Path]]:
+    """The input volumes and the folder of each one's results: ``--out`` itself for one input without a
+    summary, else ``--out/<name>``. Before any work, every result file and ``summary_files`` (in ``--out``)
+    is checked to be writable without replacing an input."""
     from .io import check_outputs
     from .report import RESULT_FILES
 
+    volumes = _read_inputs(args)
     out = Path(args.out)
     folders = [out] if len(volumes) == 1 and not summary_files else [out / v.name for v in volumes]
     check_outputs([f / name for f in folders for name in RESULT_FILES] + [out / name for name in summary_files],
                   args.inputs)
+    return volumes, folders
 
 
 def _assess_with_student(args: argparse.Namespace, summary_files: tuple[str, ...] = ()):
+    """The inputs, their result folders and the student's results (see :func:`_inputs_and_folders`)."""
     from .assess import assess_each
 
-    volumes = _read_inputs(args)
-    _check_result_outputs(args, volumes, summary_files)
+    volumes, folders = _inputs_and_folders(args, summary_files)
     results = assess_each(volumes, args.model, args.device, _progress(args))
     _warn_if_unassessed(results)
-    return volumes, results
+    return volumes, folders, results
 
 
 def cmd_assess(args: argparse.Namespace) -> None:
     from .report import write_outputs
 
-    volumes, results = _assess_with_student(args)
-    write_outputs(results[0], volumes[0], args.out)
+    volumes, folders, results = _assess_with_student(args)
+    write_outputs(results[0], volumes[0], folders[0])
     _print_result(args, {"name": results[0].name, "score": results[0].to_json()["score"], "out": args.out})
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
     from .report import COMPARISON_FILES, write_comparison, write_outputs
 
-    volumes, results = _assess_with_student(args, COMPARISON_FILES)
-    for vol, res in zip(volumes, results):
-        write_outputs(res, vol, Path(args.out) / vol.name)
+    volumes, folders, results = _assess_with_student(args, COMPARISON_FILES)
+    for vol, res, folder in zip(volumes, results, folders):
+        write_outputs(res, vol, folder)
     write_comparison(results, volumes, args.out)
     _print_result(args, [{"name": r.name, "score": r.to_json()["score"]} for r in results])
 
