@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -226,7 +227,7 @@ def train_detector(model: nn.Module, bank: list[Background], out_dir: str | Path
     step, best = 0, -math.inf
     state_path = out / "state.pt"
     if state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=True)
+        state = load_resume_state(state_path, device)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step, best = int(state["step"]), float(state["best"])
@@ -295,3 +296,12 @@ def save_weights(model: nn.Module, path: str | Path) -> None:
     tmp = path.with_suffix(".tmp")
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
     os.replace(tmp, path)
+
+
+def load_resume_state(path: Path, device: torch.device | str) -> dict:
+    """A run's resume state (``state.pt``, written by the run itself); an unreadable one is an input error."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        raise InputError(f"{path}: the run's resume state is unreadable ({str(exc).splitlines()[0][:80]}); "
+                         "give another --out to start a new run") from None

@@ -24,7 +24,7 @@ from scipy.stats import pearsonr, spearmanr
 from torch import nn
 from torch.utils.data import DistributedSampler
 
-from .detector import build_stage1_detector, save_weights
+from .detector import build_stage1_detector, load_resume_state, save_weights
 from .distributed import barrier, data_parallel, mean_over_ranks, split_parts, step_gradients
 from .errors import InputError
 from .io import read_volume
@@ -263,7 +263,7 @@ def train_student(student: Student, train: list[Sample], val: list[Sample], out_
     device = next(student.parameters()).device
     epoch, best = 0, -math.inf
     if (out / "state.pt").exists():
-        state = torch.load(out / "state.pt", map_location=device, weights_only=True)
+        state = load_resume_state(out / "state.pt", device)
         student.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])

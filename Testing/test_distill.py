@@ -192,6 +192,11 @@ def test_training_can_start_from_a_trained_student(tmp_path):
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr and not (tmp_path / "bad").exists()
 
+    (tmp_path / "fresh" / "stage2" / "state.pt").write_bytes(b"not a state")  # e.g. a disk that filled up
+    proc = subprocess.run([*train, "--out", str(tmp_path / "fresh")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "resume state is unreadable" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
 
 def test_a_smaller_slice_is_mirrored_to_the_batch_field_and_its_map_is_undefined_there():
     """Slices are batched as a ``field_batch``: at the largest slice's size, and at least the training field."""
