@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -19,10 +20,13 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.util import VTKObservationMixin
 
 # EDIQALib sits beside this module's folder (source tree) or beside this file (installed extension)
-for _candidate in (Path(__file__).resolve().parent, Path(__file__).resolve().parent.parent):
-    if (_candidate / "EDIQALib").is_dir() and str(_candidate) not in sys.path:
-        sys.path.insert(0, str(_candidate))
-        break
+ENGINE_ROOT = next((c for c in (Path(__file__).resolve().parent, Path(__file__).resolve().parent.parent)
+                    if (c / "EDIQALib").is_dir()), Path(__file__).resolve().parent)
+if str(ENGINE_ROOT) not in sys.path:
+    sys.path.insert(0, str(ENGINE_ROOT))
+# the bundled models (EDIQALib.models.MODELS_DIR), found without importing the engine: the panel must
+# open before PyTorch is installed, so that "Assess quality" can offer to install it
+BUNDLED_MODELS = ENGINE_ROOT / "Resources" / "Models"
 
 TEACHER_CHOICE = "Teacher (mD2IQA, slow)"
 USER_MODELS = Path(qt.QStandardPaths.writableLocation(qt.QStandardPaths.AppDataLocation) or tempfile.gettempdir()) / "EDIQA" / "Models"
@@ -93,6 +97,7 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer.timeout.connect(self._poll)
         self._heatmap = None
         self._result = None
+        self._assessed = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -129,6 +134,7 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event) -> None:
         self._cancel()
+        self._result = self._heatmap = self._assessed = None  # their nodes leave with the scene
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -159,21 +165,29 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.modelSelector.addItem(TEACHER_CHOICE, "")
 
     def _update_buttons(self, *args) -> None:
-        busy = self._runner is not None
-        has_input = bool(self._parameterNode and self._parameterNode.inputVolume)
-        self.ui.assessButton.enabled = has_input and (not busy or self._running_button is self.ui.assessButton)
-        self.ui.compareButton.enabled = len(self.ui.compareSelector.checkedNodes()) >= 2 and not busy
+        """While a job runs, its button (now Cancel) is the only one enabled; otherwise each action is
+        enabled when it has its input."""
+        if self._runner is not None:
+            for button in (self.ui.assessButton, self.ui.compareButton, self.ui.relabelButton, self.ui.retrainButton):
+                button.enabled = button is self._running_button
+            return
+        self.ui.assessButton.enabled = bool(self._parameterNode and self._parameterNode.inputVolume)
+        self.ui.compareButton.enabled = len(self.ui.compareSelector.checkedNodes()) >= 2
+        self.ui.relabelButton.enabled = self.ui.retrainButton.enabled = True
         self.ui.worstSliceButton.enabled = self._result is not None
 
     # --- background work -------------------------------------------------------------------------
-    def _start(self, button, args: list[str], on_done) -> None:
-        """Run ``ediqa args`` in the background; ``button`` turns into Cancel while it runs."""
+    def _ready(self, button) -> bool:
+        """Whether ``button``'s action may start: not while a job runs (its own button then cancels it), and
+        only with the engine's dependencies installed (asked for here, before anything imports the engine)."""
         if self._runner is not None:
             if button is self._running_button:
                 self._cancel()
-            return
-        if not self.logic.ensure_dependencies():
-            return
+            return False
+        return self.logic.ensure_dependencies()
+
+    def _start(self, button, args: list[str], on_done) -> None:
+        """Run ``ediqa args`` in the background; ``button`` turns into Cancel while it runs."""
         from EDIQALib.runner import Runner
 
         self._runner = Runner(args, python=self.logic.python_executable(), env=self.logic.child_environment())
@@ -205,6 +219,7 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = "Done."
             with slicer.util.tryWithErrorDisplay("Could not load the results.", waitCursor=True):
                 self._on_done(outcome.result)
+        self._remove_workdir()  # the results are in the scene now
 
     def _finish(self) -> None:
         self._timer.stop()
@@ -218,24 +233,52 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._runner is not None:
             self._runner.cancel()
             self._finish()
+            self._remove_workdir()
             self.ui.statusLabel.text = "Cancelled."
+
+    def _new_workdir(self, prefix: str) -> Path:
+        """A fresh temporary folder for one job's exported inputs and outputs."""
+        self._remove_workdir()
+        self._workdir = Path(tempfile.mkdtemp(prefix=prefix))
+        return self._workdir
+
+    def _remove_workdir(self) -> None:
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
 
     # --- actions ---------------------------------------------------------------------------------
     def onAssess(self) -> None:
+        if not self._ready(self.ui.assessButton):
+            return
         node = self._parameterNode.inputVolume
-        self._workdir = Path(tempfile.mkdtemp(prefix="EDIQA-"))
-        src = self.logic.export_volume(node, self._workdir)
+        work = self._new_workdir("EDIQA-")
+        exported = self._export([node], work)
+        if exported is None:
+            return
+        [src] = exported
         model = self.ui.modelSelector.currentData
         p = self._parameterNode
         if model:
             args = ["assess", src, "--model", model]
         else:
             args = ["teacher", src, "--realizations", str(p.realizations), "--repeats", str(p.repeats), "--seed", str(p.seed)]
-        args += ["--device", self.ui.deviceSelector.currentText, "--out", str(self._workdir / "out")]
-        self._start(self.ui.assessButton, args, lambda _: self._show_result(node, self._workdir / "out"))
+        args += ["--device", self.ui.deviceSelector.currentText, "--out", str(work / "out")]
+        self._start(self.ui.assessButton, args, lambda _: self._show_result(node, work / "out"))
+
+    def _export(self, nodes: list, work: Path) -> list[str] | None:
+        """The nodes written for the child process (:meth:`EDIQALogic.export_volumes`), or ``None`` after
+        telling the user why they could not be."""
+        try:
+            return self.logic.export_volumes(nodes, work)
+        except Exception as exc:  # VTK, ITK and OS errors alike: one message, and nothing started
+            self._remove_workdir()
+            slicer.util.errorDisplay(f"Could not export the volume for assessment: {exc}")
+            return None
 
     def _show_result(self, node, out_dir: Path) -> None:
         self._result, self._heatmap = self.logic.load_result(node, out_dir, self._parameterNode.opacity)
+        self._assessed = node
         score = self._result.score
         self.ui.scoreLabel.text = "not assessable" if score != score else f"{score:.3f} ({self._result.method})"
         self._update_buttons()
@@ -249,33 +292,42 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onWorstSlice(self) -> None:
         from EDIQALib.report import worst_slice
 
-        node = self._parameterNode.inputVolume
+        node = self._assessed  # the volume the result is of, whatever the input selector shows now
         k = worst_slice(self._result)
         ras = self.logic.slice_center_ras(node, k)
         slicer.modules.markups.logic().JumpSlicesToLocation(*ras, True)
 
     def onCompare(self) -> None:
-        nodes = list(self.ui.compareSelector.checkedNodes())
-        self._workdir = Path(tempfile.mkdtemp(prefix="EDIQA-compare-"))
-        sources = [self.logic.export_volume(n, self._workdir) for n in nodes]
         model = self.ui.modelSelector.currentData
-        if not model:
+        if self._runner is None and not model:
             slicer.util.errorDisplay("Compare needs a student model; choose one in the model list.")
             return
+        if not self._ready(self.ui.compareButton):
+            return
+        nodes = list(self.ui.compareSelector.checkedNodes())
+        work = self._new_workdir("EDIQA-compare-")
+        sources = self._export(nodes, work)
+        if sources is None:
+            return
         args = ["compare", *sources, "--model", model, "--device", self.ui.deviceSelector.currentText,
-                "--out", str(self._workdir / "out")]
-        self._start(self.ui.compareButton, args, lambda _: self.logic.load_comparison(nodes, self._workdir / "out",
-                                                                                     self._parameterNode.opacity))
+                "--out", str(work / "out")]
+        folders = [work / "out" / Path(src).stem for src in sources]  # compare's folder of each input
+        self._start(self.ui.compareButton, args,
+                    lambda _: self.logic.load_comparison(nodes, folders, self._parameterNode.opacity))
 
     def onRelabel(self) -> None:
         folder = self.ui.relabelFolderPathLineEdit.currentPath
         if not folder:
             slicer.util.errorDisplay("Choose a folder of series to relabel.")
             return
+        if not self._ready(self.ui.relabelButton):
+            return
         p = self._parameterNode
         labels = Path(folder) / "labels.csv"
-        args = ["label", *sorted(str(s) for s in Path(folder).iterdir() if s.is_dir()), "--out", str(labels),
-                "--resume", "--realizations", str(p.realizations), "--repeats", str(p.repeats), "--seed", str(p.seed)]
+        maps = labels.with_name(f"{labels.stem}_maps")  # written by label beside its CSV: not a series
+        series = sorted(str(s) for s in Path(folder).iterdir() if s.is_dir() and s != maps)
+        args = ["label", *series, "--out", str(labels), "--resume", "--realizations", str(p.realizations),
+                "--repeats", str(p.repeats), "--seed", str(p.seed), "--device", self.ui.deviceSelector.currentText]
         self._start(self.ui.relabelButton, args, lambda r: slicer.util.infoDisplay(f"Labels written: {labels}"))
 
     def onRetrain(self) -> None:
@@ -284,13 +336,15 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not labels.exists():
             slicer.util.errorDisplay("Relabel a folder first: retraining reads its labels.csv.")
             return
+        if not self._ready(self.ui.retrainButton):
+            return
         run = USER_MODELS / f"run-{qt.QDateTime.currentDateTime().toString('yyyyMMdd-hhmmss')}"
         p = self._parameterNode
         start = self.ui.modelSelector.currentData or "student-lite"  # the teacher entry: the bundled student
         # fine-tune the chosen student on the new labels (stage 2); a student from scratch needs the
         # detector's training bank and hours: `ediqa train` in a terminal
         args = ["train", "--labels", str(labels), "--out", str(run), "--epochs", str(p.epochs), "--lr", str(p.learningRate),
-                "--init", start, "--stage1-iterations", "0"]
+                "--init", start, "--stage1-iterations", "0", "--device", self.ui.deviceSelector.currentText]
         self._start(self.ui.retrainButton, args, lambda r: self._register_model(run))
 
     def _register_model(self, run: Path) -> None:
@@ -340,26 +394,34 @@ class EDIQALogic(ScriptedLoadableModuleLogic):
         return True
 
     def available_students(self) -> list[tuple[str, str]]:
-        """(label, weights path) of bundled and user student models."""
-        from EDIQALib.models import MODELS_DIR
-
+        """(label, weights path) of bundled and user student models, from their cards (JSON only: this runs
+        when the panel opens, before the engine's dependencies may be installed)."""
         out = []
-        for folder in (MODELS_DIR, USER_MODELS):
+        for folder in (BUNDLED_MODELS, USER_MODELS):
             for card in sorted(Path(folder).glob("*.json")) if Path(folder).exists() else []:
-                info = json.loads(card.read_text(encoding="utf-8"))
-                if info.get("kind") == "student":
+                try:
+                    info = json.loads(card.read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    continue  # not a model card
+                if isinstance(info, dict) and info.get("kind") == "student":
                     out.append((info.get("name", card.stem), str(card.with_suffix(".safetensors"))))
         return out
 
-    def export_volume(self, node, folder: Path) -> str:
-        """Write the node (unchanged) to a NRRD file the child process reads."""
-        import SimpleITK as sitk
+    def export_volumes(self, nodes: list, folder: Path) -> list[str]:
+        """Write each node (unchanged) to a NRRD file the child process reads, named after the node, made
+        safe as a file name and unique among ``nodes`` (the engine names each result after its file)."""
+        from EDIQALib.scene import export_node
 
-        from EDIQALib.scene import image_from_node
-
-        path = folder / f"{node.GetName() or 'volume'}.nrrd"
-        sitk.WriteImage(image_from_node(node), str(path), True)
-        return str(path)
+        paths, taken = [], set()
+        for node in nodes:
+            stem = re.sub(r"[^A-Za-z0-9._ -]+", "_", node.GetName() or "").strip(" .") or "volume"
+            name, k = stem, 1
+            while name.lower() in taken:
+                k += 1
+                name = f"{stem}-{k}"
+            taken.add(name.lower())
+            paths.append(str(export_node(node, folder / f"{name}.nrrd")))
+        return paths
 
     def load_result(self, node, out_dir: Path, opacity: float):
         """Heatmap, table and plot nodes for one result; the heatmap shown over the input in every view."""
@@ -376,22 +438,22 @@ class EDIQALogic(ScriptedLoadableModuleLogic):
         slicer.modules.plots.logic().ShowChartInLayout(chart)
         return result, heat
 
-    def load_comparison(self, nodes: list, out_dir: Path, opacity: float) -> None:
-        """Each volume with its heatmap side by side (linked views), curves in one chart."""
+    def load_comparison(self, nodes: list, folders: list[Path], opacity: float) -> None:
+        """Each volume with its heatmap (from its result ``folders``) side by side in linked views, curves in
+        one chart."""
         from EDIQALib import scene as bridge
         from EDIQALib.report import read_outputs
 
         tables, heats = [], []
-        for node in nodes:
-            result = read_outputs(Path(out_dir) / node.GetName())
+        for node, folder in zip(nodes, folders):
+            result = read_outputs(folder)
             heats.append(bridge.add_heatmap_node(slicer.mrmlScene, result, node))
             tables.append(bridge.add_results_table(slicer.mrmlScene, result))
         layout_node = slicer.app.layoutManager().layoutLogic().GetLayoutNode()
         names = [f"EDIQA{i + 1}" for i in range(len(nodes))]
-        layout_node.AddLayoutDescription(7501, bridge.compare_layout_xml(names))
-        layout_node.SetViewArrangement(7501)
+        bridge.show_compare_layout(layout_node, names)  # its views exist from here on
         logics = [slicer.app.layoutManager().sliceWidget(n).sliceLogic() for n in names]
-        bridge.setup_compare(slicer.mrmlScene, layout_node, logics, nodes, heats, opacity=opacity)
+        bridge.setup_compare(logics, nodes, heats, opacity=opacity)
         slicer.modules.plots.logic().ShowChartInLayout(bridge.add_score_plot(slicer.mrmlScene, tables,
                                                                              [n.GetName() for n in nodes]))
 
@@ -444,13 +506,19 @@ class EDIQATest(ScriptedLoadableModuleTest):
         logic = EDIQALogic()
         self.assertTrue(logic.ensure_dependencies())
         work = Path(tempfile.mkdtemp(prefix="EDIQA-test-"))
-        src = logic.export_volume(node, work)
-        runner = Runner(["teacher", src, "--realizations", "2", "--repeats", "1", "--out", str(work / "out")],
-                        python=logic.python_executable(), env=logic.child_environment())
-        runner.start()
-        outcome = runner.wait(timeout=600)
-        self.assertEqual(outcome.returncode, 0, outcome.error)
-        result, heat = logic.load_result(node, work / "out", 0.45)
+        try:
+            [src] = logic.export_volumes([node], work)
+            runner = Runner(["teacher", src, "--realizations", "2", "--repeats", "1", "--out", str(work / "out")],
+                            python=logic.python_executable(), env=logic.child_environment())
+            runner.start()
+            try:
+                outcome = runner.wait(timeout=600)
+            finally:
+                runner.cancel()  # a no-op once the child has ended
+            self.assertEqual(outcome.returncode, 0, outcome.error)
+            result, heat = logic.load_result(node, work / "out", 0.45)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
         self.assertTrue(0.0 <= result.score <= 1.0)
         self.assertEqual(bridge.ijk_to_ras(heat).tolist(), bridge.ijk_to_ras(node).tolist())
         self.delayDisplay("EDIQA self-test passed")

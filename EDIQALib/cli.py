@@ -533,7 +533,7 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
     import SimpleITK as sitk
 
     from .backgrounds import training_bases
-    from .io import write_image
+    from .io import MODALITY_TAG, write_image
     from .series import KINDS, make_series
     from .simulate import NO_GRAIN, estimate_noise_grain, phantom, with_acquired_noise
 
@@ -567,7 +567,7 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
         for i, (level, image_hu) in enumerate(zip(series.levels, series.images_hu)):
             image = sitk.GetImageFromArray(image_hu)
             image.SetSpacing((0.7, 0.7))
-            image.SetMetaData("0008|0060", "CT")  # the DICOM modality tag: a field inside the body has no air to tell HU by
+            image.SetMetaData(MODALITY_TAG, "CT")  # a field inside the body has no air to tell HU by
             write_image(image, folder / f"{i}-{kind}-{level:g}.nrrd")
         folders.append(str(folder))
         progress("make-dataset", j + 1, len(jobs))

@@ -21,6 +21,7 @@ from .errors import InputError
 MODALITIES = ("ct", "mr")
 MIN_SIZE = 64
 _DICOM_MODALITY = {"CT": "ct", "MR": "mr"}
+MODALITY_TAG = "0008|0060"  # DICOM's Modality, read from DICOM files and from NRRD/MHA metadata alike
 
 
 @dataclass
@@ -80,7 +81,7 @@ def _read_dicom_series(folder: Path) -> tuple[sitk.Image, str | None]:
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
     image = reader.Execute()
-    modality = reader.GetMetaData(0, "0008|0060").strip() if reader.HasMetaDataKey(0, "0008|0060") else None
+    modality = reader.GetMetaData(0, MODALITY_TAG).strip() if reader.HasMetaDataKey(0, MODALITY_TAG) else None
     return image, modality
 
 
@@ -107,8 +108,8 @@ def _read_file(path: Path) -> tuple[sitk.Image, str | None]:
         reader.SetImageIO("GDCMImageIO")
     image = reader.Execute()
     modality = None
-    if reader.HasMetaDataKey("0008|0060"):
-        modality = reader.GetMetaData("0008|0060").strip()
+    if reader.HasMetaDataKey(MODALITY_TAG):
+        modality = reader.GetMetaData(MODALITY_TAG).strip()
     return image, modality
 
 

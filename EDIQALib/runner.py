@@ -108,13 +108,15 @@ class Runner:
         code = self._proc.wait(timeout)
         for t in self._threads:
             t.join()
-        text = "".join(self._output).strip()
+        # the result is the last line (``--progress jsonl`` prints it on one line); anything printed before it
+        # (a library's stray message) is not part of it
+        lines = [ln for ln in self._output if ln.strip()]
         try:
-            result = json.loads(text) if text else None
+            result = json.loads(lines[-1]) if lines else None
         except json.JSONDecodeError:
             result = None
-        lines = [ln for ln in self._stderr.strip().splitlines() if ln.strip()]
-        error = lines[-1] if code != 0 and lines else None
+        errors = [ln for ln in self._stderr.strip().splitlines() if ln.strip()]
+        error = errors[-1] if code != 0 and errors else None
         return RunResult(code, result, error, self._cancelled)
 
     def cancel(self, grace: float = 3.0) -> None:

@@ -6,6 +6,8 @@ never modified, except the display/composite settings this module owns.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import SimpleITK as sitk
 import slicer
@@ -13,7 +15,7 @@ import vtk
 from vtk.util import numpy_support
 
 from .assess import QualityResult, heatmap_display_max
-from .io import Volume, volume_from_image
+from .io import MODALITY_TAG, Volume, volume_from_image
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 COLOR_NODE_NAME = "EDIQA local quality"
@@ -54,6 +56,18 @@ def image_from_node(node) -> sitk.Image:
     return image
 
 
+def export_node(node, path: str | Path) -> Path:
+    """Write the node's voxels and geometry to ``path`` (NRRD) for the engine's child process, with its
+    DICOM modality (the ``DICOM.Modality`` attribute, where it has one) as the file's modality tag, which
+    the engine reads as it reads a DICOM file's. The node is not touched."""
+    image = image_from_node(node)
+    modality = node.GetAttribute("DICOM.Modality")
+    if modality:
+        image.SetMetaData(MODALITY_TAG, modality)
+    sitk.WriteImage(image, str(path), True)
+    return Path(path)
+
+
 def volume_from_node(node, modality: str | None = None) -> Volume:
     """An engine :class:`Volume` of a scalar volume node (checked like a file; the node is not touched)."""
     raw = node.GetAttribute("DICOM.Modality")
@@ -72,6 +86,7 @@ def add_volume_node(scene, array: np.ndarray, like, name: str):
     scene.AddNode(node)
     node.SetAndObserveImageData(image)
     _set_ijk_to_ras(node, ijk_to_ras(like))
+    node.SetAndObserveTransformNodeID(like.GetTransformNodeID())  # where ``like`` sits, under its transform
     return node
 
 
@@ -162,17 +177,20 @@ def compare_layout_xml(view_names: list[str]) -> str:
     return f'<layout type="horizontal">{items}</layout>'
 
 
-def setup_compare(scene, layout_node, slice_logics: list, volumes: list, heatmaps: list,
-                  layout_id: int = 7501, opacity: float = 0.45) -> list:
-    """Register and select the side-by-side layout, and put each volume with its heatmap in its own view,
+def show_compare_layout(layout_node, view_names: list[str], layout_id: int = 7501) -> None:
+    """Register the side-by-side layout of ``view_names`` (or update it, when an earlier comparison had
+    other views) and select it, so that its views exist before :func:`setup_compare` fills them."""
+    if not layout_node.IsLayoutDescription(layout_id):
+        layout_node.AddLayoutDescription(layout_id, compare_layout_xml(view_names))
+    else:
+        layout_node.SetLayoutDescription(layout_id, compare_layout_xml(view_names))
+    layout_node.SetViewArrangement(layout_id)
+
+
+def setup_compare(slice_logics: list, volumes: list, heatmaps: list, opacity: float = 0.45) -> list:
+    """Put each volume with its heatmap in its own view of the compare layout (:func:`show_compare_layout`),
     all views linked. ``slice_logics`` are the views' logics (Slicer's layout manager makes them in the
     application; tests make them with ``vtkMRMLSliceLogic.AddSliceNode``). Returns the composite nodes."""
-    names = [logic.GetSliceNode().GetLayoutName() for logic in slice_logics]
-    if not layout_node.IsLayoutDescription(layout_id):
-        layout_node.AddLayoutDescription(layout_id, compare_layout_xml(names))
-    else:
-        layout_node.SetLayoutDescription(layout_id, compare_layout_xml(names))
-    layout_node.SetViewArrangement(layout_id)
     composites = []
     for logic, volume, heat in zip(slice_logics, volumes, heatmaps):
         composite = logic.GetSliceCompositeNode()

@@ -1,6 +1,7 @@
 """The runner with real child processes: ordered progress, result, one-line errors, cancel of the tree."""
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -20,6 +21,20 @@ def test_progress_in_order_and_result(tmp_path):
     assert outcome.returncode == 0 and outcome.error is None
     assert [(e.stage, e.done, e.total) for e in events] == [("simulate", k, 3) for k in (1, 2, 3)]
     assert all(Path(p).exists() for p in outcome.result["outputs"])
+
+
+def test_a_stray_line_before_the_result_does_not_hide_it(tmp_path):
+    """A library's message on stdout (here printed by a wrapper of the interpreter) before the result line."""
+    src = tmp_path / "ct.nrrd"
+    sitk.WriteImage(ct_image(slices=1, size=80, spacing=(0.7, 0.7, 2.0)), str(src))
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\necho "a library says hello"\nexec {sys.executable} "$@"\n', encoding="utf-8")
+    python.chmod(0o755)
+    runner = Runner(["simulate", src, "--doses", "1", "--views", "60", "--out", tmp_path / "sim"], python=str(python))
+    runner.start()
+    outcome = runner.wait(timeout=300)
+    assert outcome.returncode == 0, outcome.error
+    assert [Path(p).name for p in outcome.result["outputs"]] == ["ct_dose1_views60_ramp.nrrd"]
 
 
 def test_failing_child_surfaces_its_one_line_error(tmp_path):

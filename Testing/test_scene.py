@@ -102,13 +102,49 @@ def test_compare_sets_one_composite_node_per_view():
         logic.SetMRMLScene(scene)
         logic.AddSliceNode(name)
         logics.append(logic)
-    composites = bridge.setup_compare(scene, layout, logics, vols, heats)
+    bridge.show_compare_layout(layout, ["EDIQA1", "EDIQA2"])  # an earlier comparison of two
+    bridge.show_compare_layout(layout, ["EDIQA1", "EDIQA2", "EDIQA3"])  # this one: the layout grows a view
+    assert layout.GetViewArrangement() == 7501
+    assert "EDIQA3" in layout.GetLayoutDescription(7501)
+    composites = bridge.setup_compare(logics, vols, heats)
     assert len({c.GetID() for c in composites}) == 3
     for c, v, h in zip(composites, vols, heats):
         assert c.GetBackgroundVolumeID() == v.GetID() and c.GetForegroundVolumeID() == h.GetID()
         assert c.GetLinkedControl()
-    assert layout.GetViewArrangement() == 7501
-    assert "EDIQA3" in layout.GetLayoutDescription(7501)
+
+
+def test_heatmap_sits_under_the_input_s_transform():
+    scene, _ = _scene()
+    node = _node_from_image(scene, ct_image(slices=1, size=80))
+    moved = slicer.vtkMRMLLinearTransformNode()
+    scene.AddNode(moved)
+    node.SetAndObserveTransformNodeID(moved.GetID())
+    heat = bridge.add_heatmap_node(scene, _result("v", np.full((1, 80, 80), 0.5, np.float32), [0.5]), node)
+    assert heat.GetTransformNodeID() == moved.GetID()
+    assert bridge.ijk_to_ras(heat).tolist() == bridge.ijk_to_ras(node).tolist()
+
+
+@pytest.mark.parametrize("tag, values, modality", [("MR", (0.0, 800.0), "mr"), (None, (-1000.0, 400.0), "ct")])
+def test_an_exported_node_reads_back_with_its_geometry_and_modality(tmp_path, tag, values, modality):
+    from EDIQALib.io import read_volume
+
+    scene, _ = _scene()
+    image = ct_image(slices=2, size=80, spacing=(0.8, 0.9, 3.0))
+    array = np.linspace(*values, sitk.GetArrayFromImage(image).size, dtype=np.float32)
+    node = _node_from_image(scene, _like(image, array.reshape(sitk.GetArrayFromImage(image).shape)))
+    if tag:
+        node.SetAttribute("DICOM.Modality", tag)  # as Slicer's DICOM import sets it
+    vol = read_volume(bridge.export_node(node, tmp_path / "node.nrrd"))
+    assert vol.modality == modality
+    assert np.allclose(vol.reference.GetOrigin(), image.GetOrigin()) and np.allclose(vol.spacing, image.GetSpacing())
+    assert np.allclose(vol.reference.GetDirection(), image.GetDirection())
+    assert np.array_equal(vol.array, array.reshape(vol.array.shape))
+
+
+def _like(image: sitk.Image, array: np.ndarray) -> sitk.Image:
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(image)
+    return out
 
 
 def test_overlay_renders_colours_where_the_map_is_high_and_grey_where_hidden(tmp_path):

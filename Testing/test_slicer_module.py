@@ -59,3 +59,21 @@ def test_extension_metadata():
                 "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
         assert re.search(rf'set\({key} "[^"]+"\)', text), key
     assert 'set(EXTENSION_DEPENDS "PyTorch")' in text
+
+
+def test_opening_the_panel_imports_nothing_of_the_engine():
+    """The panel opens before PyTorch may be installed (its actions then offer to install it): nothing
+    the module runs at load or in ``setup`` imports EDIQALib, whose modules import torch."""
+    tree = ast.parse(MODULE.read_text(encoding="utf-8"))
+    methods = {f"{cls.name}.{fn.name}": fn for cls in tree.body if isinstance(cls, ast.ClassDef)
+               for fn in cls.body if isinstance(fn, ast.FunctionDef)}
+    at_open = [*(node for node in tree.body if not isinstance(node, (ast.ClassDef, ast.FunctionDef))),
+               *(methods[m] for m in ("EDIQAWidget.__init__", "EDIQAWidget.setup", "EDIQAWidget._fill_models",
+                                      "EDIQAWidget.initializeParameterNode", "EDIQAWidget._update_buttons",
+                                      "EDIQALogic.available_students"))]
+    imported = {alias.name for part in at_open for node in ast.walk(part) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module for part in at_open for node in ast.walk(part)
+                 if isinstance(node, ast.ImportFrom) and node.module}
+    assert not {name for name in imported if name.split(".")[0] in ("EDIQALib", "torch")}, imported
+
