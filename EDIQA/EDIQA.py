@@ -95,7 +95,7 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer = qt.QTimer()
         self._timer.setInterval(200)
         self._timer.timeout.connect(self._poll)
-        self._heatmap = None
+        self._heatmap_ids: set[str] = set()  # of the heatmap nodes this panel shows (for the opacity slider)
         self._result = None
         self._assessed = None
 
@@ -134,7 +134,8 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event) -> None:
         self._cancel()
-        self._result = self._heatmap = self._assessed = None  # their nodes leave with the scene
+        self._result = self._assessed = None  # their nodes leave with the scene
+        self._heatmap_ids.clear()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -277,16 +278,19 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return None
 
     def _show_result(self, node, out_dir: Path) -> None:
-        self._result, self._heatmap = self.logic.load_result(node, out_dir, self._parameterNode.opacity)
+        self._result, heat = self.logic.load_result(node, out_dir, self._parameterNode.opacity)
+        self._heatmap_ids.add(heat.GetID())
         self._assessed = node
         score = self._result.score
         self.ui.scoreLabel.text = "not assessable" if score != score else f"{score:.3f} ({self._result.method})"
         self._update_buttons()
 
     def onOpacity(self, value: float) -> None:
-        for name in ("Red", "Yellow", "Green"):
-            composite = slicer.app.layoutManager().sliceWidget(name).mrmlSliceCompositeNode()
-            if self._heatmap is not None and composite.GetForegroundVolumeID() == self._heatmap.GetID():
+        """The heatmaps' opacity in every view that shows one of them (the compare views included)."""
+        manager = slicer.app.layoutManager()
+        for name in manager.sliceViewNames():
+            composite = manager.sliceWidget(name).mrmlSliceCompositeNode()
+            if composite.GetForegroundVolumeID() in self._heatmap_ids:
                 composite.SetForegroundOpacity(value)
 
     def onWorstSlice(self) -> None:
@@ -313,7 +317,8 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 "--out", str(work / "out")]
         folders = [work / "out" / Path(src).stem for src in sources]  # compare's folder of each input
         self._start(self.ui.compareButton, args,
-                    lambda _: self.logic.load_comparison(nodes, folders, self._parameterNode.opacity))
+                    lambda _: self._heatmap_ids.update(h.GetID() for h in self.logic.load_comparison(
+                        nodes, folders, self._parameterNode.opacity)))
 
     def onRelabel(self) -> None:
         folder = self.ui.relabelFolderPathLineEdit.currentPath
@@ -438,17 +443,17 @@ class EDIQALogic(ScriptedLoadableModuleLogic):
         slicer.modules.plots.logic().ShowChartInLayout(chart)
         return result, heat
 
-    def load_comparison(self, nodes: list, folders: list[Path], opacity: float) -> None:
+    def load_comparison(self, nodes: list, folders: list[Path], opacity: float) -> list:
         """Each volume with its heatmap (from its result ``folders``) side by side in linked views, curves in
-        one chart."""
+        one chart; returns the heatmap nodes."""
         from EDIQALib import scene as bridge
+        from EDIQALib.assess import heatmap_display_max
         from EDIQALib.report import read_outputs
 
-        tables, heats = [], []
-        for node, folder in zip(nodes, folders):
-            result = read_outputs(folder)
-            heats.append(bridge.add_heatmap_node(slicer.mrmlScene, result, node))
-            tables.append(bridge.add_results_table(slicer.mrmlScene, result))
+        results = [read_outputs(folder) for folder in folders]
+        scale = heatmap_display_max(results)  # one colour scale for all, as in compare.png
+        heats = [bridge.add_heatmap_node(slicer.mrmlScene, r, node, scale) for r, node in zip(results, nodes)]
+        tables = [bridge.add_results_table(slicer.mrmlScene, r) for r in results]
         layout_node = slicer.app.layoutManager().layoutLogic().GetLayoutNode()
         names = [f"EDIQA{i + 1}" for i in range(len(nodes))]
         bridge.show_compare_layout(layout_node, names)  # its views exist from here on
@@ -456,6 +461,7 @@ class EDIQALogic(ScriptedLoadableModuleLogic):
         bridge.setup_compare(logics, nodes, heats, opacity=opacity)
         slicer.modules.plots.logic().ShowChartInLayout(bridge.add_score_plot(slicer.mrmlScene, tables,
                                                                              [n.GetName() for n in nodes]))
+        return heats
 
     def register_user_model(self, run: Path) -> None:
         from EDIQALib.models import package_model

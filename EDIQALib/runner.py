@@ -106,8 +106,10 @@ class Runner:
         """Wait for the child to end and collect its result."""
         assert self._proc is not None, "start() first"
         code = self._proc.wait(timeout)
+        if os.name == "posix":  # leftovers of its group would hold the output pipes open, and this wait
+            _signal_group(self._proc.pid, signal.SIGKILL)  # with them: the command's work is done
         for t in self._threads:
-            t.join()
+            t.join(timeout=10)
         # the result is the last line (``--progress jsonl`` prints it on one line); anything printed before it
         # (a library's stray message) is not part of it
         lines = [ln for ln in self._output if ln.strip()]

@@ -108,16 +108,17 @@ def quality_color_node(scene):
     return node
 
 
-def add_heatmap_node(scene, result: QualityResult, input_node):
+def add_heatmap_node(scene, result: QualityResult, input_node, display_max: float | None = None):
     """The result's heatmap as a new volume node on the input's grid, shown red→green from 0 to
-    :func:`~EDIQALib.assess.heatmap_display_max` (as in ``overlay.png``); voxels without a value are hidden."""
+    ``display_max`` (by default :func:`~EDIQALib.assess.heatmap_display_max` of this result, as in
+    ``overlay.png``; a comparison passes its common one); voxels without a value are hidden."""
     heat = np.where(np.isfinite(result.heatmap), result.heatmap, HIDDEN)
     node = add_volume_node(scene, heat, input_node, f"{input_node.GetName()} quality")
     display = slicer.vtkMRMLScalarVolumeDisplayNode()
     scene.AddNode(display)
     display.SetAndObserveColorNodeID(quality_color_node(scene).GetID())
     display.AutoWindowLevelOff()
-    display.SetWindowLevelMinMax(0.0, heatmap_display_max([result]))
+    display.SetWindowLevelMinMax(0.0, heatmap_display_max([result]) if display_max is None else display_max)
     display.AutoThresholdOff()
     display.SetThreshold(0.0, 1.0)
     display.ApplyThresholdOn()

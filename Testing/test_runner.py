@@ -37,6 +37,26 @@ def test_a_stray_line_before_the_result_does_not_hide_it(tmp_path):
     assert [Path(p).name for p in outcome.result["outputs"]] == ["ct_dose1_views60_ramp.nrrd"]
 
 
+def test_a_child_that_leaves_a_process_behind_does_not_hold_up_its_result(tmp_path):
+    """The child exits while a process it started still holds its output open: the wait ends with the
+    child, and the leftover process is ended."""
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\nsleep 600 &\necho $! > {tmp_path / "left.pid"}\nexec {sys.executable} "$@"\n',
+                      encoding="utf-8")
+    python.chmod(0o755)
+    runner = Runner(["teacher", tmp_path / "missing.nrrd", "--out", tmp_path / "o"], python=str(python))
+    runner.start()
+    start = time.monotonic()
+    outcome = runner.wait(timeout=120)
+    assert outcome.returncode == 2 and outcome.error.startswith("ediqa: error: input not found")
+    assert time.monotonic() - start < 60  # a hang bound (the leftover lives 600 s), not a speed goal
+    left = int((tmp_path / "left.pid").read_text(encoding="utf-8"))
+    deadline = time.monotonic() + 5
+    while _alive(left) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(left)
+
+
 def test_failing_child_surfaces_its_one_line_error(tmp_path):
     runner = Runner(["teacher", tmp_path / "missing.nrrd", "--out", tmp_path / "o"])
     runner.start()

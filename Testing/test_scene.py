@@ -80,6 +80,9 @@ def test_heatmap_node_table_and_plot():
     assert stored.shape == (3, 80, 80) and stored[0, 0, 0] == bridge.HIDDEN and stored[0, 30, 30] == pytest.approx(0.7)
     display = heat_node.GetDisplayNode()
     assert display.GetColorNode().GetName() == bridge.COLOR_NODE_NAME and display.GetApplyThreshold()
+    assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == pytest.approx((0.0, 0.7))  # its own 99th pct
+    shared = bridge.add_heatmap_node(scene, result, node, display_max=0.35)  # a comparison's common scale
+    assert shared.GetDisplayNode().GetWindowLevelMax() == pytest.approx(0.35)
     table = bridge.add_results_table(scene, result)
     assert table.GetNumberOfRows() == 3
     assert np.isnan(table.GetTable().GetColumnByName("score").GetValue(1))
