@@ -479,7 +479,7 @@ def cmd_publish_student(args: argparse.Namespace) -> None:
     from safetensors.torch import save_file
 
     from .models import fit_weights, package_model, read_weights
-    from .student import Student, blend_states, ensemble_state
+    from .student import blend_states, ensemble_state, student_for
 
     runs = [Path(r) for r in args.runs]
     bests = [run / "stage2" / "best.safetensors" for run in runs]
@@ -498,8 +498,9 @@ def cmd_publish_student(args: argparse.Namespace) -> None:
         raise InputError(f"the runs of one ensemble must share their preset; got {', '.join(sorted(presets))}")
     preset = presets.pop()
     records = _card_records(args.bench, args.notes, "bench report")
-    states = [fit_weights(Student(preset), read_weights(best), f"{best} (preset {preset!r})").state_dict()
-              for best in bests]
+    states = [read_weights(best) for best in bests]
+    for best, state in zip(bests, states):  # each the weights of a student (or ensemble) of the runs' preset
+        fit_weights(student_for(state, preset), state, f"{best} (preset {preset!r})")
     if args.blend_init:
         starts = [_run_start(run, info, preset) for run, info in zip(runs, trainings)]
         try:

@@ -201,6 +201,10 @@ def test_publishing_can_blend_a_fine_tuned_student_with_its_start(tmp_path):
 
 
 def test_publish_student_refuses_unfinished_runs_and_unreadable_records_before_writing(tmp_path):
+    from safetensors.torch import load_file
+
+    from EDIQALib.student import StudentEnsemble
+
     run = _train_run(tmp_path / "run", 1)
     registry = tmp_path / "reg"
     info = json.loads((run / "run.json").read_text(encoding="utf-8"))
@@ -219,6 +223,12 @@ def test_publish_student_refuses_unfinished_runs_and_unreadable_records_before_w
         proc = _run("publish-student", run, "--bench", bench, "--name", "s", "--models-dir", registry)
         assert proc.returncode == 2 and says in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and not registry.exists()
+    # a run that fine-tuned a whole ensemble (`train --init` an ensemble) publishes as one
+    (run / "run.json").write_text(json.dumps(info))
+    save_weights(StudentEnsemble("lite", 2), weights)
+    proc = _run("publish-student", run, "--bench", bench, "--name", "s", "--models-dir", registry)
+    assert proc.returncode == 0, proc.stderr
+    assert {k.split(".")[1] for k in load_file(str(registry / "s.safetensors"))} == {"0", "1"}
 
 
 def _registered(student: Student, folder: Path, name: str) -> Path:
