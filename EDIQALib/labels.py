@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Callable
+from io import StringIO
 from pathlib import Path
 
 import numpy as np
@@ -61,15 +62,17 @@ def _read_done(csv_path: Path) -> list[dict]:
     """
     rows = []
     try:
-        with open(csv_path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames != FIELDS:
-                raise InputError(f"{csv_path} is not a labels CSV (its header is not {','.join(FIELDS)}); "
-                                 "--resume continues only a labels file")
-            for row in reader:
-                if all(row.get(k) not in (None, "") for k in ("series", "file", "slice", "assessable")):
-                    int(row["slice"])
-                    rows.append(row)
+        text = Path(csv_path).read_text(encoding="utf-8")
+        if not text.endswith("\n"):  # the last row was cut short, wherever the cut fell
+            text = text[: text.rfind("\n") + 1]
+        reader = csv.DictReader(StringIO(text, newline=""))
+        if reader.fieldnames != FIELDS:
+            raise InputError(f"{csv_path} is not a labels CSV (its header is not {','.join(FIELDS)}); "
+                             "--resume continues only a labels file")
+        for row in reader:
+            if all(row.get(k) not in (None, "") for k in ("series", "file", "slice", "assessable", "map", "path")):
+                int(row["slice"])
+                rows.append(row)
     except (UnicodeDecodeError, ValueError) as exc:
         if isinstance(exc, InputError):
             raise

@@ -105,8 +105,12 @@ def test_two_ranks_give_the_single_process_rows_and_resume_after_a_killed_rank(t
     os.kill(ranks[1], signal.SIGKILL)
     assert proc.wait(timeout=120) != 0
     assert not out.exists()
+    kept = sum(sum(line.endswith("\n") for line in part.read_text(encoding="utf-8").splitlines(keepends=True)[1:])
+               for part in tmp_path.glob("killed.part*.csv"))  # whole rows the ranks wrote before the kill
+    assert kept >= 2
     resumed = subprocess.run(_torchrun_cmd(data, out, "--resume"), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f'"rows_written": {12 - kept}' in resumed.stdout  # only what was missing
     rows = _rows(out)
     assert len(rows) == len(set(rows)) == 12
     assert [r[:5] for r in rows] == [r[:5] for r in expected]

@@ -3,6 +3,7 @@ the labeller gives its own verdicts."""
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 
@@ -49,11 +50,9 @@ def test_label_then_resume_after_interruption(tmp_path):
     assert [(r["series"], r["file"], r["slice"]) for r in full] == [
         ("series-a", "0.nrrd", "0"), ("series-a", "1.nrrd", "0"), ("series-a", "0.nrrd", "1"),
         ("series-a", "1.nrrd", "1"), ("single.nrrd", "single.nrrd", "0"), ("single.nrrd", "single.nrrd", "1")]
-    assert all(r["assessable"] == "1" and 0 <= float(r["score"]) <= 1 for r in full)
+    assert all(r["assessable"] == "1" for r in full)
     m = np.load(tmp_path / "labels_maps" / full[0]["map"])
     assert m.shape == (50, 50) and np.isfinite(m).any()
-    # the clean image scores at least as well as the noisy one on the same insertion maps
-    assert float(full[0]["score"]) >= float(full[1]["score"])
 
     # simulate an interruption: keep the first three rows and half of the fourth line
     lines = out.read_text(encoding="utf-8").splitlines(keepends=True)
@@ -61,9 +60,8 @@ def test_label_then_resume_after_interruption(tmp_path):
     assert _label(data, out).returncode == 2  # refuses to overwrite without --resume
     proc = _label(data, out, "--resume")
     assert proc.returncode == 0, proc.stderr
-    resumed = _rows(out)
-    assert [(r["series"], r["file"], r["slice"], r["score"]) for r in resumed] == \
-        [(r["series"], r["file"], r["slice"], r["score"]) for r in full]
+    assert json.loads(proc.stdout)["rows_written"] == 3  # the three rows it lacked, not all six again
+    assert _rows(out) == full  # the row cut short written again whole, map and path included
 
 
 def test_a_student_labels_each_slice_with_its_own_verdict(tmp_path):
