@@ -99,7 +99,6 @@ def test_bench_measures_every_figure_in_one_run(tmp_path, student_file):
     every = [r for v in order["rho"].values() for r in v]
     assert order["min_rho"] == min(every) and order["in_order"] == pytest.approx(np.mean(np.isclose(every, 1.0)))
     assert figures["heatmap_half_noise"]["cases"] == 44  # 20 unseen phantoms + 2 real slices, each side
-    assert 0.0 <= figures["heatmap_half_noise"]["lower_in_degraded"] <= 1.0
     assert figures["fidelity"] is None  # no held-out labels given
     assert figures["cpu"] and figures["cpus"] >= 1 and figures["threads"] >= 1  # which host the times are of
     table = summary_table(figures)  # what the bench prints without --progress jsonl

@@ -42,7 +42,7 @@ def test_teacher_writes_results_in_input_geometry(tmp_path):
     assert done == [1, 2]
     result = json.loads((out / "result.json").read_text(encoding="utf-8"))
     assert records[-1]["score"] == pytest.approx(result["score"], abs=1e-6)
-    assert result["method"] == "mD2IQA" and 0.0 <= result["score"] <= 1.0
+    assert result["method"] == "mD2IQA"
     assert len(result["slice_scores"]) == 2 and result["assessable"] == [True, True]
     assert result["shape"] == [200, 200, 2]
     assert len(result["model"]["sha256"]) == 64
@@ -57,17 +57,29 @@ def test_teacher_writes_results_in_input_geometry(tmp_path):
 
 
 def test_teacher_series_shares_maps_and_summarises(tmp_path):
+    image = ct_image(slices=1, size=200, spacing=(0.7, 0.7, 1.0))
     a = tmp_path / "a.nrrd"
-    sitk.WriteImage(ct_image(slices=1, size=200, spacing=(0.7, 0.7, 1.0)), str(a))
+    sitk.WriteImage(image, str(a))
     b = tmp_path / "b.nrrd"
     shutil.copy(a, b)
-    proc = ediqa("teacher", a, b, *TINY, "--out", tmp_path / "out", "--progress", "none")
+    arr = sitk.GetArrayFromImage(image)
+    arr[:, :, 110:] = -1000.0  # c: the same slice with its right part cut away (a smaller body)
+    c = tmp_path / "c.nrrd"
+    smaller = sitk.GetImageFromArray(arr)
+    smaller.CopyInformation(image)
+    sitk.WriteImage(smaller, str(c))
+    proc = ediqa("teacher", a, b, c, *TINY, "--out", tmp_path / "out", "--progress", "none")
     assert proc.returncode == 0, proc.stderr
-    ra = json.loads((tmp_path / "out" / "a" / "result.json").read_text(encoding="utf-8"))
-    rb = json.loads((tmp_path / "out" / "b" / "result.json").read_text(encoding="utf-8"))
+    ra, rb = (json.loads((tmp_path / "out" / n / "result.json").read_text(encoding="utf-8")) for n in "ab")
     assert ra["score"] == rb["score"]  # identical images, identical insertion maps
+    # one set of insertion maps for all three, inside the body they share (c's): the same lesions are
+    # scored in every version, so each map is defined at the same places, none of them right of the cut
+    defined = [np.isfinite(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / n / "heatmap.nrrd"))))
+               for n in "abc"]
+    assert defined[0].any() and not defined[0][:, :, 110:].any()
+    assert all(np.array_equal(defined[0], d) for d in defined[1:])
     summary = json.loads((tmp_path / "out" / "series.json").read_text(encoding="utf-8"))
-    assert [r["name"] for r in summary["inputs"]] == ["a", "b"]
+    assert [r["name"] for r in summary["inputs"]] == ["a", "b", "c"]
     assert (tmp_path / "out" / "series.png").exists() and (tmp_path / "out" / "series.csv").exists()
 
 

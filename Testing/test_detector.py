@@ -5,7 +5,9 @@ import json
 
 import numpy as np
 import torch
+from torchvision.models.detection import MaskRCNN
 
+from EDIQALib.backbones import SwinTStages
 from EDIQALib.backgrounds import make_background
 from EDIQALib.detector import DetectorTraining, build_detector, detect, train_detector, training_sample
 from EDIQALib.signals import InsertionConfig
@@ -24,6 +26,24 @@ def test_training_sample_targets_match_objects():
     b = target["boxes"].numpy()
     assert np.all(b[:, 2] > b[:, 0]) and np.all(b[:, 3] <= 128)
     assert set(target["labels"].tolist()) <= {1, 2, 3, 4}
+
+
+def test_training_targets_lie_where_the_objects_are_after_rotation_and_flip():
+    """On a flat disk, whatever the crop's rotation and flip, the inserted signal lies inside the objects'
+    masks, and each box bounds its mask."""
+    yy, xx = np.mgrid[:200, :200]
+    bg = make_background(np.where((yy - 100) ** 2 + (xx - 100) ** 2 < 95 ** 2, 40.0, -1000.0).astype(np.float32))
+    flat = float(np.median(bg.image01[bg.body]))
+    for seed in range(3):
+        image, target = training_sample(bg, DetectorTraining(crop_px=128), InsertionConfig(),
+                                        np.random.default_rng(seed))
+        signal = np.abs(np.where(np.abs(image - flat) < 0.3, image - flat, 0.0))  # the objects (air left out)
+        masks = target["masks"].numpy().astype(bool)
+        assert len(masks) >= 1
+        assert signal[masks.any(axis=0)].sum() > 0.6 * signal.sum()  # blurred edges spill a little
+        for mask, (x0, y0, x1, y1) in zip(masks, target["boxes"].numpy()):
+            rows, cols = np.nonzero(mask)
+            assert x0 - 1 <= cols.min() and cols.max() <= x1 and y0 - 1 <= rows.min() and rows.max() <= y1
 
 
 def test_train_resume_and_detect(tmp_path):
@@ -51,6 +71,8 @@ def test_paper_preset_builds_a_mask_rcnn_with_swin_fpn():
     with torch.inference_mode():
         out = model([torch.rand(3, 128, 128)])
     assert "masks" in out[0]
+    assert isinstance(model, MaskRCNN) and isinstance(model.backbone.stages, SwinTStages)
+    assert model.backbone.out_channels == 256
 
 
 def test_train_detector_can_fine_tune_the_shipped_detector(tmp_path):

