@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from .backgrounds import Background, make_background
-from .errors import InputError
-from .io import Volume
-from .preprocess import body_mask, estimate_psf_sigma, from_canonical, normalise, to_canonical
+from .io import Volume, check_same_geometry
+from .preprocess import body_mask, estimate_psf_sigma, from_canonical, normalise, to_canonical, volume_range
 from .signals import InsertionConfig, saliency_mask
 
 SliceVerdictLike = tuple[float, np.ndarray, bool]  # score, canonical heatmap, assessable
@@ -77,11 +76,12 @@ def heatmap_display_max(results: list[QualityResult]) -> float:
 
 
 def slice_background(canonical_slice: np.ndarray, modality: str, config: InsertionConfig,
-                     with_psf: bool = True) -> Background:
-    """A canonical slice of a volume as a :class:`Background` (normalised, masks, PSF estimate or NaN)."""
+                     with_psf: bool = True, value_range: tuple[float, float] | None = None) -> Background:
+    """A canonical slice of a volume as a :class:`Background` (normalised, masks, PSF estimate or NaN);
+    ``value_range``: its volume's :func:`~EDIQALib.preprocess.volume_range`."""
     if modality == "ct" and with_psf:
         return make_background(canonical_slice, config)
-    image01 = normalise(canonical_slice, modality)
+    image01 = normalise(canonical_slice, modality, value_range)
     body = body_mask(image01)
     psf = estimate_psf_sigma(canonical_slice, body) if with_psf else float("nan")
     return Background(image01, body, saliency_mask(image01, body, config), psf)
@@ -96,17 +96,15 @@ def assess_series(volumes: list[Volume], scorer: SliceScorer, method: str, model
         InputError: when the volumes of one series do not share their geometry.
     """
     start = time.perf_counter()
+    check_same_geometry(volumes, "inputs of one series")
     canon = [to_canonical(v) for v in volumes]
-    shapes = {c[0].shape for c in canon}
-    if len(shapes) != 1:
-        raise InputError("inputs of one series must share their size and spacing: "
-                         + ", ".join(f"{v.name} {v.shape}" for v in volumes))
+    ranges = [volume_range(c[0], v.modality) for c, v in zip(canon, volumes)]
     n_slices = canon[0][0].shape[0]
     heat = [np.full(c[0].shape, np.nan, np.float32) for c in canon]
     scores: list[list[float | None]] = [[] for _ in volumes]
     flags: list[list[bool]] = [[] for _ in volumes]
     def position(k: int) -> list[Background]:
-        return [slice_background(c[0][k], v.modality, config, with_psf) for c, v in zip(canon, volumes)]
+        return [slice_background(c[0][k], v.modality, config, with_psf, r) for c, v, r in zip(canon, volumes, ranges)]
 
     # masks and PSF fits are NumPy/SciPy work that releases the GIL: one thread per core
     with ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:

@@ -74,7 +74,7 @@ def load_samples(labels_csv: str | Path) -> list[Sample]:
                 path = labels_csv.parent / row["path"]  # relative to the labels file, or absolute
                 if path not in cache:
                     vol = read_volume(path)
-                    cache[path] = np.stack([normalise(s, vol.modality) for s in to_canonical(vol)[0]])
+                    cache[path] = normalise(to_canonical(vol)[0], vol.modality)  # one scale for the volume
                 samples.append(Sample(cache[path][int(row["slice"])], float(row["score"]),
                                       np.load(maps_dir / row["map"]).astype(np.float32),
                                       f"{row['series']}/{row['slice']}", f"{row['series']}/{row['file']}/{row['slice']}"))

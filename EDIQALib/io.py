@@ -172,15 +172,41 @@ def volume_from_image(image: sitk.Image, name: str, raw_modality: str | None = N
         raise InputError(f"{name}: {image.GetNumberOfComponentsPerPixel()}-component pixels; expected a greyscale image")
     if min(image.GetSize()[:2]) < MIN_SIZE:
         raise InputError(f"{name}: in-plane size {image.GetSize()[:2]} is under {MIN_SIZE} pixels")
-    array = sitk.GetArrayViewFromImage(image).astype(np.float32)  # one copy, in float32
+    with np.errstate(over="ignore"):  # float64 beyond float32's range: refused below, in one line
+        array = sitk.GetArrayViewFromImage(image).astype(np.float32)  # one copy, in float32
     if array.ndim == 2:
         array = array[None]
     if not np.all(np.isfinite(array)):
-        raise InputError(f"{name}: image contains NaN or infinite values")
+        finite_before = np.all(np.isfinite(sitk.GetArrayViewFromImage(image)))  # float64 beyond float32's range
+        raise InputError(f"{name}: image contains {'values beyond the float32 range' if finite_before else 'NaN or infinite values'}")
     if float(array.max() - array.min()) == 0.0:
         raise InputError(f"{name}: image is constant (empty); nothing to assess")
     return Volume(array=array, reference=image, modality=_resolve_modality(raw_modality, modality, array, name),
                   name=name)
+
+
+def check_same_geometry(volumes: list[Volume], what: str) -> None:
+    """Versions of one acquisition (a series scored on shared insertion maps) must lie on one grid: the same
+    size, spacing, origin and direction. ``what`` names them in the error.
+
+    Raises:
+        InputError: naming the first property in which they differ.
+    """
+    first = volumes[0].reference
+    tolerance = 1e-3 * min(first.GetSpacing())  # of the float rounding that copies of one grid carry
+    for v in volumes[1:]:
+        image = v.reference
+        for name, a, b, tol in (("size", first.GetSize(), image.GetSize(), 0),
+                                ("spacing", first.GetSpacing(), image.GetSpacing(), tolerance),
+                                ("origin", first.GetOrigin(), image.GetOrigin(), tolerance),
+                                ("direction", first.GetDirection(), image.GetDirection(), 1e-4)):
+            if len(a) != len(b) or any(abs(x - y) > tol for x, y in zip(a, b)):
+                raise InputError(f"{what} must share one grid, but {volumes[0].name} and {v.name} differ in {name}: "
+                                 f"{_rounded(a)} vs {_rounded(b)}")
+
+
+def _rounded(values: tuple) -> tuple:
+    return tuple(round(float(x), 4) for x in values)
 
 
 def image_like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:

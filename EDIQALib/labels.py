@@ -20,8 +20,8 @@ import numpy as np
 
 from .assess import SliceScorer, slice_background
 from .errors import InputError
-from .io import read_volume
-from .preprocess import to_canonical
+from .io import check_same_geometry, read_volume
+from .preprocess import to_canonical, volume_range
 from .signals import InsertionConfig
 from .student import MAP_STRIDE
 
@@ -114,8 +114,7 @@ def label_series(inputs: list[tuple[str, list[Path]]], scorer: SliceScorer, inse
     done = {(r["series"], r["file"], int(r["slice"])) for r in done_rows + own_rows}
     units = [(name, files, [read_volume(f) for f in files]) for name, files in inputs]  # bad input: nothing written
     for name, _, vols in units:
-        if len({(v.array.shape, v.spacing) for v in vols}) != 1:
-            raise InputError(f"series {name}: images do not share their geometry")
+        check_same_geometry(vols, f"the images of series {name}")
     maps_dir.mkdir(parents=True, exist_ok=True)
     tmp = part.with_suffix(".csv.tmp")
     with open(tmp, "w", newline="") as f:  # rewrite the complete rows, then append
@@ -131,12 +130,14 @@ def label_series(inputs: list[tuple[str, list[Path]]], scorer: SliceScorer, inse
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         for name, files, vols in units:
             canon = [to_canonical(v)[0] for v in vols]
+            ranges = [volume_range(c, v.modality) for c, v in zip(canon, vols)]
             for k in range(canon[0].shape[0]):
                 position += 1
                 keys = [(name, p.name, k) for p in files]
                 if position % world != rank or all(key in done for key in keys):
                     continue
-                backgrounds = [slice_background(c[k], v.modality, insertion, with_psf) for c, v in zip(canon, vols)]
+                backgrounds = [slice_background(c[k], v.modality, insertion, with_psf, r)
+                               for c, v, r in zip(canon, vols, ranges)]
                 verdicts = scorer([backgrounds], [k])[0]
                 rows = []
                 for (series, fname, sl), (score, heatmap, assessable) in zip(keys, verdicts):

@@ -10,7 +10,6 @@ from scipy.optimize import OptimizeWarning, curve_fit
 from scipy.special import erf
 from skimage.filters import threshold_otsu
 
-from .errors import InputError
 from .io import Volume, image_like
 
 CT_WINDOW = (-1000.0, 400.0)
@@ -25,18 +24,35 @@ def window_ct(hu: np.ndarray, window: tuple[float, float] = CT_WINDOW) -> np.nda
     return np.clip((hu - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
-def normalise_mr(values: np.ndarray, percentiles: tuple[float, float] = MR_PERCENTILES) -> np.ndarray:
-    """Map MR intensities to [0, 1] between two percentiles of the non-background, clipped."""
-    fg = values[values > np.percentile(values, 5)]
-    lo, hi = np.percentile(fg if fg.size else values, percentiles)
+def mr_range(values: np.ndarray, percentiles: tuple[float, float] = MR_PERCENTILES) -> tuple[float, float]:
+    """The MR intensities that :func:`normalise_mr` maps to 0 and 1: two percentiles of the non-background
+    of ``values``, a slice or a whole volume (read on at most about four million of its voxels)."""
+    sample = values.ravel()[:: max(1, values.size // 4_000_000)]
+    fg = sample[sample > np.percentile(sample, 5)]
+    lo, hi = np.percentile(fg if fg.size else sample, percentiles)
+    return float(lo), float(hi)
+
+
+def normalise_mr(values: np.ndarray, value_range: tuple[float, float] | None = None) -> np.ndarray:
+    """Map MR intensities to [0, 1] over ``value_range`` (by default :func:`mr_range` of ``values``), clipped.
+    Without a range (an empty slice) the result is zeros: no body, so not assessable."""
+    lo, hi = mr_range(values) if value_range is None else value_range
     if hi <= lo:
-        raise InputError("MR image has no intensity range to normalise")
+        return np.zeros(values.shape, np.float32)
     return np.clip((values - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
-def normalise(array: np.ndarray, modality: str) -> np.ndarray:
-    """Window CT or percentile-normalise MR to [0, 1]."""
-    return window_ct(array) if modality == "ct" else normalise_mr(array)
+def volume_range(array: np.ndarray, modality: str) -> tuple[float, float] | None:
+    """The scale that :func:`normalise` applies to every slice of a volume: for MR the volume's own
+    :func:`mr_range`, so that a slice of background noise stays dark (no body, not assessable) instead of
+    being stretched to [0, 1] on its own; for CT ``None`` (the fixed HU window)."""
+    return mr_range(array) if modality == "mr" else None
+
+
+def normalise(array: np.ndarray, modality: str, value_range: tuple[float, float] | None = None) -> np.ndarray:
+    """Window CT, or map MR to [0, 1] over ``value_range`` (see :func:`volume_range`; by default the
+    array's own)."""
+    return window_ct(array) if modality == "ct" else normalise_mr(array, value_range)
 
 
 def body_mask(image01: np.ndarray, min_fraction: float = 0.02) -> np.ndarray:
@@ -97,11 +113,20 @@ def to_canonical(volume: Volume, spacing_mm: float = CANONICAL_SPACING_MM) -> tu
 
 
 def from_canonical(array: np.ndarray, grid: sitk.Image, volume: Volume) -> np.ndarray:
-    """Resample an array on the canonical ``grid`` back onto ``volume``'s grid; outside → NaN."""
-    moving = sitk.GetImageFromArray(np.asarray(array, np.float32))
-    moving.CopyInformation(grid)
+    """Resample an array on the canonical ``grid`` back onto ``volume``'s grid, in-plane only; NaN stays NaN.
+
+    The two grids share origin, direction and slices and differ only in in-plane spacing, so the
+    resampling runs in index space (origin 0, identity direction): in physical space an oblique direction
+    puts each slice a rounding error off its own, which gives it a hair of its neighbours' weight, and a
+    neighbour without a map (NaN) then blanks it. The array's last row and column are repeated once, so
+    that the volume's edge pixels past the last canonical sample (up to one canonical pixel) get a value."""
+    padded = np.pad(np.asarray(array, np.float32), ((0, 0), (0, 1), (0, 1)), mode="edge")
+    moving = sitk.GetImageFromArray(padded)
+    moving.SetSpacing(grid.GetSpacing())
     target = volume.reference if volume.reference.GetDimension() == 3 else sitk.JoinSeries(volume.reference)
-    out = sitk.Resample(moving, target, sitk.Transform(), sitk.sitkLinear, float("nan"), sitk.sitkFloat32)
+    reference = sitk.Image(target.GetSize(), sitk.sitkFloat32)
+    reference.SetSpacing(target.GetSpacing())
+    out = sitk.Resample(moving, reference, sitk.Transform(), sitk.sitkLinear, float("nan"), sitk.sitkFloat32)
     return sitk.GetArrayFromImage(out)
 
 

@@ -272,6 +272,29 @@ def test_an_input_without_an_assessable_slice_scores_null_with_a_warning(tmp_pat
     assert np.isnan(heat).all()
 
 
+def test_mr_slices_without_a_body_are_not_assessed_and_do_not_stop_the_volume(tmp_path):
+    """An MR volume with an empty (zero) slice and a slice of background noise: both are not assessable,
+    the others are scored (each MR slice is normalised on its volume's scale, not stretched on its own)."""
+    head = np.clip((phantom(5, 200, "head") + 1000) * 0.5, 0, None)
+    noise = np.random.default_rng(0).rayleigh(10.0, head.shape)  # what an MR slice outside the head holds
+    path = _write(tmp_path / "mr.nrrd", np.stack([head, np.zeros_like(head), head, noise]).astype(np.float32))
+    proc = ediqa("assess", path, "--modality", "mr", "--out", tmp_path / "out", "--progress", "none")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "out" / "result.json").read_text(encoding="utf-8"))
+    assert result["assessable"] == [True, False, True, False]
+    assert result["score"] == pytest.approx(np.mean([result["slice_scores"][k] for k in (0, 2)]), abs=1e-6)
+
+
+def test_a_series_must_share_one_grid(tmp_path):
+    image = ct_image(slices=1, size=128, spacing=(0.7, 0.7, 1.0))
+    sitk.WriteImage(image, str(tmp_path / "a.nrrd"))
+    image.SetOrigin(tuple(np.add(image.GetOrigin(), (50.0, 0.0, 0.0))))  # the same voxels, 50 mm away
+    sitk.WriteImage(image, str(tmp_path / "b.nrrd"))
+    proc = ediqa("teacher", tmp_path / "a.nrrd", tmp_path / "b.nrrd", *TINY, "--out", tmp_path / "out")
+    assert_one_line_error(proc)
+    assert "differ in origin" in proc.stderr and not (tmp_path / "out").exists()
+
+
 def test_a_run_folder_is_resumed_only_by_its_own_command_and_preset(tmp_path):
     runs = {"detector-run": {"command": "ediqa train-detector", "args": {"preset": "lite", "init": None}},
             "student-run": {"command": "ediqa train", "args": {"preset": "lite", "init": None, "init_member": None}}}

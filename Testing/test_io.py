@@ -111,6 +111,7 @@ def _save(tmp_path, arr, name="bad.nrrd"):
     (lambda t: _save(t, np.zeros((2, 80, 80), np.float32)), "constant"),
     (lambda t: _save(t, np.where(np.eye(80, dtype=bool), np.nan, -1000.0).astype(np.float32)[None]), "NaN"),
     (lambda t: _save(t, np.full((2, 80, 80), np.inf, np.float32)), "NaN or infinite"),
+    (lambda t: _save(t, np.where(np.eye(80, dtype=bool), 1e300, -1000.0)[None]), "beyond the float32 range"),
     (lambda t: _save_image(t, sitk.JoinSeries([ct_image(), ct_image()])), "4-D"),
     (lambda t: _save_image(t, sitk.GetImageFromArray(np.ones((80, 80, 3), np.float32), isVector=True)), "component"),
     (lambda t: _save(t, np.random.default_rng(0).normal(-500, 300, size=(2, 40, 40)).astype(np.float32)), "under 64"),

@@ -5,7 +5,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
-from EDIQALib.io import read_volume
+from EDIQALib.io import read_volume, volume_from_image
 from EDIQALib.preprocess import (body_mask, estimate_psf_sigma, from_canonical, normalise_mr, to_canonical,
                                  window_ct)
 from EDIQALib.simulate import phantom
@@ -78,6 +78,21 @@ def test_canonical_resampling_round_trip(tmp_path):
     smooth = ndi.gaussian_filter(vol.array, (0, 2, 2))
     err = np.abs(ndi.gaussian_filter(np.where(interior, back, 0), (0, 2, 2)) - smooth)[:, 10:-10, 10:-10]
     assert np.median(err) < 15.0  # HU, after the down/up-sampling of a textured phantom
+
+
+def test_a_map_goes_back_whole_next_to_slices_without_one_and_to_the_edges():
+    """Back on an oblique volume's grid, a slice's map keeps every pixel though its neighbours have no map
+    (NaN), and the map reaches the last row and column whatever the spacing."""
+    for spacing in (0.35, 0.45, 0.65, 0.9):
+        image = ct_image(slices=5, size=100, spacing=(spacing, spacing, 1.37))  # oblique direction
+        vol = volume_from_image(image, "ct", modality="ct")
+        canon, grid = to_canonical(vol)
+        ones = np.ones_like(canon)
+        ones[[0, 4]] = np.nan  # the end slices are not assessable
+        back = from_canonical(ones, grid, vol)
+        assert np.isnan(back[[0, 4]]).all()
+        assert np.isfinite(back[1:4]).all(), spacing
+        np.testing.assert_allclose(back[1:4], 1.0, atol=1e-5)
 
 
 def test_psf_estimate_follows_blur():
