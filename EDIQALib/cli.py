@@ -535,7 +535,7 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
 
     from .backgrounds import training_bases
     from .io import MODALITY_TAG, write_image
-    from .series import KINDS, make_series
+    from .series import KINDS, make_series, series_name
     from .simulate import NO_GRAIN, estimate_noise_grain, phantom, with_acquired_noise
 
     out = Path(args.out)
@@ -564,7 +564,7 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
         # what an acquired slice carries is measured, and its dose and views series grow it; phantoms carry none
         grain = estimate_noise_grain(hu) if source == "real" or noisy else NO_GRAIN
         series = make_series(kind, name, hu, seed=seed, grain=grain)
-        folder = out / f"{name}-{kind}"
+        folder = out / series_name(name, kind)
         for i, (level, image_hu) in enumerate(zip(series.levels, series.images_hu)):
             image = sitk.GetImageFromArray(image_hu)
             image.SetSpacing((0.7, 0.7))
@@ -734,7 +734,7 @@ def build_parser() -> argparse.ArgumentParser:
     def accumulate_option(p: argparse.ArgumentParser) -> None:
         p.add_argument("--accumulate", type=_positive_int, default=1,
                        help="micro-batches per rank and step, gradients averaged (one process with N "
-                            "reproduces N torchrun ranks)")
+                            "takes the gradient steps of N torchrun ranks)")
 
     def modality_option(p: argparse.ArgumentParser) -> None:
         p.add_argument("--modality", choices=("ct", "mr"),

@@ -217,7 +217,8 @@ def train_detector(model: nn.Module, bank: list[Background], out_dir: str | Path
     On a GPU the forward passes run under bfloat16 autocast. Under ``torchrun`` (``world`` > 1) every
     rank draws the same batch and trains on its share
     (``batch[rank::world]``) with gradients averaged across ranks (DistributedDataParallel); rank 0
-    validates and writes. ``world`` ranks equal one process with ``accumulate = world``.
+    validates and writes. ``world`` ranks take the gradient steps of one process with ``accumulate = world``
+    (BatchNorm's running statistics follow rank 0's share).
     """
     check_batch(schedule.batch_size, schedule.accumulate, world)
     out = Path(out_dir)

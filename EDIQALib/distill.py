@@ -29,6 +29,7 @@ from .distributed import barrier, data_parallel, mean_over_ranks, split_parts, s
 from .errors import InputError
 from .io import read_volume
 from .preprocess import normalise, to_canonical
+from .series import base_of
 from .student import MAP_STRIDE, PRESETS, Student, field_batch
 
 
@@ -104,9 +105,11 @@ def pool_labellings(labellings: list[list[Sample]]) -> list[Sample]:
 
 
 def split_by_series(samples: list[Sample], held_out_fraction: float = 0.2) -> tuple[list[Sample], list[Sample]]:
-    """Deterministic split by series (a hash of the series name): whole series are held out."""
+    """Deterministic split by base slice (a hash of :func:`~EDIQALib.series.base_of` the series name): all
+    series of one slice (its dose, views, texture and blur) are held out together, so that no held-out
+    image is also a training image (a texture and a blur series share their first level)."""
     def held(s: Sample) -> bool:
-        return (zlib.crc32(s.group.split("/")[0].encode()) % 1000) < held_out_fraction * 1000
+        return (zlib.crc32(base_of(s.group.split("/")[0]).encode()) % 1000) < held_out_fraction * 1000
     return [s for s in samples if not held(s)], [s for s in samples if held(s)]
 
 
@@ -173,15 +176,24 @@ def mixed_quality(a: Sample, b: Sample, rng: np.random.Generator) -> Sample:
     return Sample(image, float("nan"), heatmap, a.group, a.key)
 
 
+def _mirrored(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+    """The sample's image and map mirrored left to right, cell on cell: the map covers the image's first
+    ``MAP_STRIDE`` × its width in columns, so those are mirrored and the few beyond (a width not a
+    multiple of the stride) stay at the right edge; mirroring the whole width would shift the map against
+    the image by the remainder."""
+    covered = sample.heatmap.shape[1] * MAP_STRIDE
+    image = np.concatenate([sample.image01[:, :covered][:, ::-1], sample.image01[:, covered:]], axis=1)
+    return image, sample.heatmap[:, ::-1]
+
+
 def _batch(samples: list[Sample], flips: list[bool] | None = None) -> tuple[torch.Tensor, ...]:
     """Images, scores and maps of samples as tensors, as a ``field_batch``: a smaller image is mirrored
     out (a small field inside the body stays body); its map is NaN there."""
-    flipped = [flips is not None and flips[i] for i in range(len(samples))]
-    images = field_batch([s.image01[:, ::-1] if f else s.image01 for s, f in zip(samples, flipped)])
+    pairs = [_mirrored(s) if flips is not None and flips[i] else (s.image01, s.heatmap) for i, s in enumerate(samples)]
+    images = field_batch([image for image, _ in pairs])
     h, w = images.shape[-2:]
     maps = np.full((len(samples), 1, -(-h // MAP_STRIDE), -(-w // MAP_STRIDE)), np.nan, np.float32)
-    for i, (s, f) in enumerate(zip(samples, flipped)):
-        hm = s.heatmap[:, ::-1] if f else s.heatmap
+    for i, (_, hm) in enumerate(pairs):
         maps[i, 0, :hm.shape[0], :hm.shape[1]] = hm
     return (torch.from_numpy(images), torch.tensor([s.score for s in samples], dtype=torch.float32),
             torch.from_numpy(maps))
@@ -252,7 +264,8 @@ def train_student(student: Student, train: list[Sample], val: list[Sample], out_
     (``world`` > 1) it is trained data-parallel: a DistributedSampler deals
     each rank its share of every epoch, gradients are averaged across ranks, and rank 0 validates and
     writes the checkpoints. Flips are drawn per (seed, epoch, sample), so the run does not depend on how
-    the batch is spread: ``world`` ranks equal one process with ``accumulate = world``.
+    the batch is spread: ``world`` ranks take the gradient steps of one process with ``accumulate = world``
+    (BatchNorm's running statistics follow rank 0's share).
     """
     check_batch(cfg, len(train), world)
     out = Path(out_dir)

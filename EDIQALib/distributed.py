@@ -52,7 +52,8 @@ def split_parts(items: Sequence[T], parts: int) -> list[list[T]]:
 
     A rank's share of a batch is ``batch[rank::world]``; cutting it into ``accumulate`` parts and
     averaging the gradients over the parts and the ranks gives the step of the whole batch cut into
-    ``world × accumulate`` parts: one process with ``accumulate = N`` reproduces N ranks exactly.
+    ``world × accumulate`` parts: one process with ``accumulate = N`` takes the gradient steps of N ranks
+    (BatchNorm's running statistics aside: under DistributedDataParallel they follow rank 0).
     """
     return [list(items[i::parts]) for i in range(parts)]
 

@@ -22,6 +22,18 @@ EQUAL_NOISE_SD_HU = 40.0
 KINDS = ("dose", "views", "texture", "blur")
 
 
+def series_name(base: str, kind: str) -> str:
+    """The name of ``base``'s series of ``kind`` (``make-dataset``'s folders): ``<base>-<kind>``."""
+    return f"{base}-{kind}"
+
+
+def base_of(series: str) -> str:
+    """The base slice a series was made from: the inverse of :func:`series_name` (a name without a kind
+    suffix is its own base)."""
+    base, _, kind = series.rpartition("-")
+    return base if base and kind in KINDS else series
+
+
 @dataclass
 class Series:
     """Images of one slice in decreasing quality; ``levels`` are the varied parameter's values."""

@@ -218,3 +218,34 @@ def test_a_smaller_slice_is_mirrored_to_the_batch_field_and_its_map_is_undefined
     assert torch.isnan(maps[0, 0, 10:]).all() and torch.isnan(maps[0, 0, :, 8:]).all()
     assert not torch.isnan(maps[0, 0, :10, :8]).any() and not torch.isnan(maps[1, 0, :16]).any()
     assert torch.isnan(maps[1, 0, 16:]).all()
+
+
+def test_a_flipped_slice_keeps_its_map_on_it_whatever_its_width():
+    """Mirroring a training slice mirrors its map cell on cell, also when the width is no multiple of the
+    map's stride (the back phantoms', the real slice's)."""
+    from EDIQALib.distill import MAP_STRIDE, Sample, _batch
+    from EDIQALib.labels import pool_map
+
+    for width in (148, 150, 151):
+        ramp = np.tile(np.arange(width, dtype=np.float32) / width, (160, 1))  # quality rising to the right
+        sample = Sample(ramp, 0.3, pool_map(ramp).astype(np.float32), "a")
+        images, _, maps = _batch([sample], flips=[True])
+        cells = width // MAP_STRIDE  # the map's cells: whole strides of the slice
+        image = images[0, 0, :160, : cells * MAP_STRIDE].numpy()
+        pooled = image.reshape(160 // MAP_STRIDE, MAP_STRIDE, cells, MAP_STRIDE).mean(axis=(1, 3))
+        np.testing.assert_allclose(maps[0, 0, : 160 // MAP_STRIDE, :cells].numpy(), pooled, atol=1e-3)
+
+
+def test_every_series_of_one_slice_is_on_one_side_of_the_split():
+    """A texture and a blur series share their first image: all series of one base slice train or are
+    held out together."""
+    from EDIQALib.series import KINDS, base_of, series_name
+
+    bases = [f"phantom-{seed}" for seed in range(2000, 2030)] + [f"back-{seed}" for seed in range(2030, 2038)]
+    samples = [Sample(np.zeros((4, 4), np.float32), 0.1, np.zeros((1, 1), np.float32), f"{series_name(b, k)}/0")
+               for b in bases for k in KINDS]
+    train, held = split_by_series(samples, 0.2)
+    held_bases = {base_of(s.group.split("/")[0]) for s in held}
+    assert held_bases and held_bases.isdisjoint(base_of(s.group.split("/")[0]) for s in train)
+    assert len(held) == 4 * len(held_bases)  # whole bases, every kind
+    assert base_of("ct693-v3-blur") == "ct693-v3" and base_of("my-scan") == "my-scan"
