@@ -116,16 +116,17 @@ def from_canonical(array: np.ndarray, grid: sitk.Image, volume: Volume) -> np.nd
     """Resample an array on the canonical ``grid`` back onto ``volume``'s grid, in-plane only; NaN stays NaN.
 
     The two grids share origin, direction and slices and differ only in in-plane spacing, so the
-    resampling runs in index space (origin 0, identity direction): in physical space an oblique direction
+    resampling runs in index space (origin 0, identity direction, slices 1 apart, so that every slice
+    lands exactly on its own): in physical space an oblique direction or a slice spacing such as 0.1 mm
     puts each slice a rounding error off its own, which gives it a hair of its neighbours' weight, and a
     neighbour without a map (NaN) then blanks it. The array's last row and column are repeated once, so
     that the volume's edge pixels past the last canonical sample (up to one canonical pixel) get a value."""
     padded = np.pad(np.asarray(array, np.float32), ((0, 0), (0, 1), (0, 1)), mode="edge")
     moving = sitk.GetImageFromArray(padded)
-    moving.SetSpacing(grid.GetSpacing())
+    moving.SetSpacing((*grid.GetSpacing()[:2], 1.0))
     target = volume.reference if volume.reference.GetDimension() == 3 else sitk.JoinSeries(volume.reference)
     reference = sitk.Image(target.GetSize(), sitk.sitkFloat32)
-    reference.SetSpacing(target.GetSpacing())
+    reference.SetSpacing((*target.GetSpacing()[:2], 1.0))
     out = sitk.Resample(moving, reference, sitk.Transform(), sitk.sitkLinear, float("nan"), sitk.sitkFloat32)
     return sitk.GetArrayFromImage(out)
 

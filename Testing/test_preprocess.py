@@ -83,8 +83,8 @@ def test_canonical_resampling_round_trip(tmp_path):
 def test_a_map_goes_back_whole_next_to_slices_without_one_and_to_the_edges():
     """Back on an oblique volume's grid, a slice's map keeps every pixel though its neighbours have no map
     (NaN), and the map reaches the last row and column whatever the spacing."""
-    for spacing in (0.35, 0.45, 0.65, 0.9):
-        image = ct_image(slices=5, size=100, spacing=(spacing, spacing, 1.37))  # oblique direction
+    for spacing, thickness in ((0.35, 1.37), (0.45, 0.1), (0.65, 0.3), (0.9, 3.0)):
+        image = ct_image(slices=5, size=100, spacing=(spacing, spacing, thickness))  # oblique direction
         vol = volume_from_image(image, "ct", modality="ct")
         canon, grid = to_canonical(vol)
         ones = np.ones_like(canon)
