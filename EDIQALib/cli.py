@@ -29,9 +29,11 @@ class _Parser(argparse.ArgumentParser):
 
     def add_argument(self, *args, **kwargs) -> argparse.Action:
         action = super().add_argument(*args, **kwargs)
-        if action.option_strings and all(action.default is not v for v in (None, False, argparse.SUPPRESS)) \
-                and "default" not in (action.help or ""):
-            action.help = f"{action.help} (default: %(default)s)" if action.help else "default: %(default)s"
+        if action.option_strings and action.nargs != 0 and "default" not in (action.help or "") \
+                and all(action.default is not v for v in (None, argparse.SUPPRESS)):
+            shown = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in action.default) \
+                if isinstance(action.default, (list, tuple)) else "%(default)s"  # as the option is written
+            action.help = f"{action.help} (default: {shown})" if action.help else f"default: {shown}"
         return action
 
     def error(self, message: str) -> None:  # one line, exit 2
@@ -693,6 +695,10 @@ def cmd_train(args: argparse.Namespace) -> None:
             transfer_backbones(student, detectors)
         best = train_student(student.to(device), train, val, out / "stage2", cfg, progress, rank, world)
     if rank == 0:
+        if not val:
+            sys.stderr.write(f"ediqa: warning: --held-out {args.held_out:g} held out no series of these labels; "
+                             "the best epoch kept is the one of the lowest training loss, not the closest to the "
+                             "teacher\n")
         print(json.dumps({"best": str(best), "train_slices": len(train), "held_out_slices": len(val),
                           "ranks": world}))
 

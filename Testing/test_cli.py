@@ -399,3 +399,12 @@ def test_detector_runs_with_unusable_weights_or_records_are_refused_before_writi
     assert proc.returncode == 0, proc.stderr
     assert json.loads((registry / "det.json").read_text(encoding="utf-8"))["preset"] == "lite"
 
+
+def test_help_states_each_default_as_the_option_is_written():
+    from EDIQALib.cli import build_parser
+
+    sub = build_parser()._subparsers._group_actions[0].choices
+    simulate, detector = sub["simulate"].format_help(), sub["train-detector"].format_help()
+    assert "default: 1,0.5,0.25,0.1,0.05" in simulate and "default: 360" in simulate
+    assert "(default: True)" not in detector and "(default: False)" not in detector  # flags state no default
+

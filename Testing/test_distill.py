@@ -157,6 +157,7 @@ def test_training_can_start_from_a_trained_student(tmp_path):
     for name, extra in runs.items():
         proc = subprocess.run([*train, *extra, "--out", str(tmp_path / name)], capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "held out no series" in proc.stderr  # --held-out 0: the best epoch is the lowest loss's
     shipped = load_file(str(Path(__file__).resolve().parent.parent / "Resources" / "Models" / "student-lite.safetensors"))
     learnt = {run: load_file(str(tmp_path / run / "stage2" / "best.safetensors")) for run in runs}
     weights = [k for k in shipped if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
