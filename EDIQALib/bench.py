@@ -116,7 +116,7 @@ def volume_seconds(model: str, shape: tuple[int, int, int], workdir: Path, devic
 def student_validity(student: Student, kinds: tuple[str, ...] = ("dose", "views", "texture", "blur"),
                      device: str = "cpu", progress: Progress | None = None) -> dict:
     """The student's Spearman ρ per evaluation series, beside the noise-SD baseline's."""
-    from .assess import slice_background, student_scorer
+    from .assess import student_scorer
     from .signals import InsertionConfig
 
     scorer = student_scorer(student, InsertionConfig(), device)
