@@ -172,7 +172,7 @@ def cmd_teacher(args: argparse.Namespace) -> None:
                 "contrasts": list(config.insertion.contrasts)}
     results = assess_series(volumes, scorer, "mD2IQA", {"name": entry.name, "sha256": entry.sha256},
                             config.insertion, progress)
-    _warn_if_unassessed(results)
+    _warn(volumes, results)
     summary = []
     for vol, res, folder in zip(volumes, results, folders):
         res.details.update(settings)
@@ -183,9 +183,13 @@ def cmd_teacher(args: argparse.Namespace) -> None:
     _print_result(args, summary if len(summary) > 1 else summary[0])
 
 
-def _warn_if_unassessed(results: list) -> None:
-    """A warning line on stderr for every result without one assessable slice (its score is null)."""
-    for r in results:
+def _warn(volumes: list, results: list) -> None:
+    """Warning lines on stderr, after the work: an MR input (the shipped models learnt from CT only, and
+    their MR scores are not validated), and a result without one assessable slice (its score is null)."""
+    for v, r in zip(volumes, results):
+        if v.modality == "mr":
+            sys.stderr.write(f"ediqa: warning: {r.name}: MR; the shipped detector and student were trained on CT "
+                             "only, and their MR scores are not validated (see the README)\n")
         if not any(r.assessable):
             sys.stderr.write(f"ediqa: warning: {r.name}: no slice is assessable (too little body for a lesion); "
                              "its score is null\n")
@@ -212,7 +216,7 @@ def _assess_with_student(args: argparse.Namespace, summary_files: tuple[str, ...
 
     volumes, folders = _inputs_and_folders(args, summary_files)
     results = assess_each(volumes, args.model, args.device, _progress(args))
-    _warn_if_unassessed(results)
+    _warn(volumes, results)
     return volumes, folders, results
 
 

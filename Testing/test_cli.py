@@ -280,6 +280,7 @@ def test_mr_slices_without_a_body_are_not_assessed_and_do_not_stop_the_volume(tm
     path = _write(tmp_path / "mr.nrrd", np.stack([head, np.zeros_like(head), head, noise]).astype(np.float32))
     proc = ediqa("assess", path, "--modality", "mr", "--out", tmp_path / "out", "--progress", "none")
     assert proc.returncode == 0, proc.stderr
+    assert "MR; the shipped detector and student were trained on CT only" in proc.stderr
     result = json.loads((tmp_path / "out" / "result.json").read_text(encoding="utf-8"))
     assert result["assessable"] == [True, False, True, False]
     assert result["score"] == pytest.approx(np.mean([result["slice_scores"][k] for k in (0, 2)]), abs=1e-6)
