@@ -218,9 +218,11 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = outcome.error or f"Failed (exit code {outcome.returncode})."
             slicer.util.errorDisplay(self.ui.statusLabel.text)
         else:
-            self.ui.statusLabel.text = "Done."
+            self.ui.statusLabel.text = "Done." + "".join(f" Warning: {w}" for w in outcome.warnings)
             with slicer.util.tryWithErrorDisplay("Could not load the results.", waitCursor=True):
                 self._on_done(outcome.result)
+            if outcome.warnings:  # e.g. an MR volume (not validated), or no slice assessable
+                slicer.util.warningDisplay("\n".join(outcome.warnings))
         self._remove_workdir()  # the results are in the scene now
 
     def _finish(self) -> None:

@@ -14,7 +14,10 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+
+WARNING_PREFIX = "ediqa: warning: "
 
 
 @dataclass
@@ -28,12 +31,14 @@ class Progress:
 
 @dataclass
 class RunResult:
-    """How the child ended: exit code, its JSON result (``None`` when it printed none), its error line."""
+    """How the child ended: exit code, its JSON result (``None`` when it printed none), its error line, and
+    its warning lines (``ediqa: warning: ...``, e.g. an input without an assessable slice)."""
 
     returncode: int
     result: object | None
     error: str | None
     cancelled: bool = False
+    warnings: list[str] = field(default_factory=list)
 
 
 class Runner:
@@ -119,7 +124,8 @@ class Runner:
             result = None
         errors = [ln for ln in self._stderr.strip().splitlines() if ln.strip()]
         error = errors[-1] if code != 0 and errors else None
-        return RunResult(code, result, error, self._cancelled)
+        warnings = [ln.removeprefix(WARNING_PREFIX) for ln in errors if ln.startswith(WARNING_PREFIX)]
+        return RunResult(code, result, error, self._cancelled, warnings)
 
     def cancel(self, grace: float = 3.0) -> None:
         """End the child and its whole process group: a polite signal first, then a kill."""

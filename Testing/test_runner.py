@@ -5,6 +5,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import SimpleITK as sitk
 
 from EDIQALib.runner import Runner
@@ -55,6 +56,17 @@ def test_a_child_that_leaves_a_process_behind_does_not_hold_up_its_result(tmp_pa
     while _alive(left) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(left)
+
+
+def test_warnings_of_a_successful_child_reach_the_caller(tmp_path):
+    air = tmp_path / "air.nrrd"
+    image = sitk.GetImageFromArray(np.random.default_rng(2).normal(-1000, 5, (1, 160, 160)).astype(np.float32))
+    sitk.WriteImage(image, str(air))
+    runner = Runner(["assess", air, "--modality", "ct", "--out", tmp_path / "out"])
+    runner.start()
+    outcome = runner.wait(timeout=300)
+    assert outcome.returncode == 0 and outcome.error is None
+    assert outcome.warnings == ["air: no slice is assessable (too little body for a lesion); its score is null"]
 
 
 def test_failing_child_surfaces_its_one_line_error(tmp_path):
