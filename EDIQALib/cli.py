@@ -426,16 +426,11 @@ def _card_records(metrics: str | None, notes: str | None, metrics_what: str) -> 
 def _check_resume(out: Path, command: str, args: argparse.Namespace, keys: tuple[str, ...]) -> None:
     """A run folder that holds a run is resumed only by the same command with the same ``keys`` settings
     (what its weights are: preset, start); else one line, before anything is written."""
-    path = out / "run.json"
-    if not path.exists():
+    info = _read_run_record(out)
+    if not info:
         return
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InputError(f"{path} is not a run record; give another --out") from None
-    if not isinstance(info, dict) or info.get("command") != command:
-        held = info.get("command") if isinstance(info, dict) else None
-        raise InputError(f"{out} holds a run of {held!r}, not of {command!r}; give another --out")
+    if info.get("command") != command:
+        raise InputError(f"{out} holds a run of {info.get('command')!r}, not of {command!r}; give another --out")
     recorded = info.get("args", {})
     changed = [k for k in keys if recorded.get(k) != getattr(args, k)]
     if changed:
@@ -444,15 +439,22 @@ def _check_resume(out: Path, command: str, args: argparse.Namespace, keys: tuple
                          "or give another --out")
 
 
-def _read_run(settings_dir: Path, log_dir: Path) -> tuple[dict, list[dict]]:
-    """A training run's ``run.json`` (command and arguments) and ``log.jsonl`` lines; empty where absent, an
-    input error where unreadable."""
+def _read_run_record(folder: Path) -> dict:
+    """A run folder's ``run.json`` (command and arguments); empty where absent, an input error where it is
+    not a JSON object."""
     from .io import read_json
 
-    info_path, log_path = settings_dir / "run.json", log_dir / "log.jsonl"
-    run_info = read_json(info_path, "run record") if info_path.exists() else {}
-    if not isinstance(run_info, dict):
-        raise InputError(f"run record {info_path} is not a JSON object")
+    path = folder / "run.json"
+    info = read_json(path, "run record") if path.exists() else {}
+    if not isinstance(info, dict):
+        raise InputError(f"run record {path} is not a JSON object")
+    return info
+
+
+def _read_run(settings_dir: Path, log_dir: Path) -> tuple[dict, list[dict]]:
+    """A training run's ``run.json`` (:func:`_read_run_record`) and ``log.jsonl`` lines; empty where absent,
+    an input error where unreadable."""
+    run_info, log_path = _read_run_record(settings_dir), log_dir / "log.jsonl"
     if not log_path.exists():
         return run_info, []
     try:

@@ -9,7 +9,9 @@ import io as _io
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib
@@ -62,6 +64,23 @@ def display_slice(volume: Volume, k: int) -> np.ndarray:
     return window_ct(volume.array[k], CT_DISPLAY_WINDOW) if volume.modality == "ct" else normalise(volume.array[k], "mr")
 
 
+def _score_text(score: float | None) -> str:
+    """A score as the figures print it: three decimals, or "not assessable" (``None`` or NaN)."""
+    return "not assessable" if score is None or not np.isfinite(score) else f"{score:.3f}"
+
+
+@contextmanager
+def _staged(out_dir: str | Path, names: tuple[str, ...]) -> Iterator[Path]:
+    """A temporary folder in ``out_dir`` (made if need be) to write the files ``names`` into; once all are
+    written they replace ``out_dir``'s, each atomically, so that no reader sees a half-written set."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".tmp-", dir=out) as tmp:
+        yield Path(tmp)
+        for name in names:
+            os.replace(Path(tmp) / name, out / name)
+
+
 def worst_slice(result: QualityResult) -> int:
     """Index of the lowest-scoring assessable slice (the middle slice when none is assessable)."""
     scored = [(s, k) for k, s in enumerate(result.slice_scores) if s is not None]
@@ -73,8 +92,7 @@ def plot_slice_scores(ax: plt.Axes, results: list[QualityResult], marked: int | 
     slice ``marked`` drawn as a dashed line."""
     for r in results:
         ys = [np.nan if s is None else s for s in r.slice_scores]
-        score = f"{r.score:.3f}" if np.isfinite(r.score) else "not assessable"
-        ax.plot(range(len(ys)), ys, marker="o" if len(ys) < 30 else None, label=f"{r.name}: {score}")
+        ax.plot(range(len(ys)), ys, marker="o" if len(ys) < 30 else None, label=f"{r.name}: {_score_text(r.score)}")
     if marked is not None:
         ax.axvline(marked, color="0.4", linestyle="--", linewidth=1)
     depth = max(len(r.slice_scores) for r in results)
@@ -105,11 +123,9 @@ def overlay_figure(volume: Volume, result: QualityResult, k: int | None = None) 
     ax.imshow(image, cmap="gray", vmin=0, vmax=1, extent=extent)
     im = ax.imshow(heat, cmap=HEATMAP_CMAP, vmin=0, vmax=heatmap_display_max([result]), alpha=0.45, extent=extent)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="local detectability (0 = lesions missed)")
-    score = result.slice_scores[k]
-    slice_text = "not assessable" if score is None else f"{score:.3f}"
-    volume_text = f"{result.score:.3f}" if np.isfinite(result.score) else "not assessable"
     _label_edges(ax, volume)
-    ax.set_title(f"{result.name}, slice {k}: {result.method} {slice_text}\nvolume score {volume_text}")
+    ax.set_title(f"{result.name}, slice {k}: {result.method} {_score_text(result.slice_scores[k])}\n"
+                 f"volume score {_score_text(result.score)}")
     ax.set_xlabel("mm")
     ax.set_ylabel("mm")
     fig.tight_layout()
@@ -125,23 +141,17 @@ def _png_bytes(fig: plt.Figure) -> bytes:
 
 def write_outputs(result: QualityResult, volume: Volume, out_dir: str | Path) -> Path:
     """Write ``result.json``, ``heatmap.nrrd`` (float32, the input's geometry) and ``overlay.png``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".tmp-", dir=out) as tmp, ThreadPoolExecutor(1) as pool:
-        t = Path(tmp)
+    with _staged(out_dir, RESULT_FILES) as t, ThreadPoolExecutor(1) as pool:
         # SimpleITK compresses the heatmap without holding the GIL, while matplotlib draws the overlay
         heatmap = pool.submit(write_image, image_like(result.heatmap, volume.reference), t / "heatmap.nrrd")
         (t / "overlay.png").write_bytes(_png_bytes(overlay_figure(volume, result)))
         (t / "result.json").write_text(json.dumps(result.to_json(), indent=2))
         heatmap.result()
-        for name in RESULT_FILES:
-            os.replace(t / name, out / name)
-    return out
+    return Path(out_dir)
 
 
 def write_series_summary(results: list[QualityResult], out_dir: str | Path, settings: dict) -> None:
     """``series.json``, ``series.csv`` and ``series.png`` (scores side by side) for several inputs."""
-    out = Path(out_dir)
     rows = [{"name": r.name, "score": r.to_json()["score"], "assessable_slices": int(sum(r.assessable)),
              "slices": len(r.assessable)} for r in results]
     fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(results)), 3.5))
@@ -155,19 +165,14 @@ def write_series_summary(results: list[QualityResult], out_dir: str | Path, sett
     writer = csv.DictWriter(csv_buf, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-    with tempfile.TemporaryDirectory(prefix=".tmp-", dir=out) as tmp:
-        t = Path(tmp)
+    with _staged(out_dir, SERIES_FILES) as t:
         (t / "series.json").write_text(json.dumps({**settings, "inputs": rows}, indent=2), encoding="utf-8")
         (t / "series.csv").write_text(csv_buf.getvalue(), encoding="utf-8")
         (t / "series.png").write_bytes(png)
-        for name in SERIES_FILES:
-            os.replace(t / name, out / name)
 
 
 def write_validity(report: dict, out_dir: str | Path, settings: dict) -> None:
     """``validity.json``, ``validity.csv`` and ``validity.png`` (score vs level, one panel per series kind)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     kinds = list(report["summary"])
     fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 3.6), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
@@ -186,13 +191,10 @@ def write_validity(report: dict, out_dir: str | Path, settings: dict) -> None:
     for e in report["series"]:
         for lv, sc, ns in zip(e["levels"], e["scores"], e["noise_sd_hu"]):
             lines.append(f"{e['base']},{e['kind']},{lv:g},{sc:.6f},{ns:.3f}")
-    with tempfile.TemporaryDirectory(prefix=".tmp-", dir=out) as tmp:
-        t = Path(tmp)
+    with _staged(out_dir, VALIDITY_FILES) as t:
         (t / "validity.json").write_text(json.dumps({**settings, **report}, indent=2), encoding="utf-8")
         (t / "validity.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
         (t / "validity.png").write_bytes(png)
-        for name in VALIDITY_FILES:
-            os.replace(t / name, out / name)
 
 
 def comparison_figure(results: list[QualityResult], volumes: list[Volume]) -> plt.Figure:
@@ -208,8 +210,7 @@ def comparison_figure(results: list[QualityResult], volumes: list[Volume]) -> pl
         scores.legend(fontsize=8)
     else:
         bars = scores.bar(range(n), [r.score if np.isfinite(r.score) else 0.0 for r in results], color="tab:blue")
-        scores.bar_label(bars, [f"{r.score:.3f}" if np.isfinite(r.score) else "not assessable" for r in results],
-                         fontsize=8)
+        scores.bar_label(bars, [_score_text(r.score) for r in results], fontsize=8)
         scores.set_xticks(range(n), [r.name for r in results], fontsize=8)
         scores.set_ylabel(f"{results[0].method} score")
     top = heatmap_display_max(results)
@@ -224,8 +225,7 @@ def comparison_figure(results: list[QualityResult], volumes: list[Volume]) -> pl
         ax.imshow(display_slice(v, k), cmap="gray", vmin=0, vmax=1, extent=extent)
         im = ax.imshow(np.ma.masked_invalid(r.heatmap[k]), cmap=HEATMAP_CMAP, vmin=0, vmax=top, alpha=0.45,
                        extent=extent)
-        score = r.slice_scores[k]
-        ax.set_title(f"{r.name}, slice {k}: " + ("not assessable" if score is None else f"{score:.3f}"), fontsize=9)
+        ax.set_title(f"{r.name}, slice {k}: {_score_text(r.slice_scores[k])}", fontsize=9)
         ax.set_xlim(0, width)
         ax.set_ylim(height, 0)
         _label_edges(ax, v)
@@ -238,21 +238,16 @@ def comparison_figure(results: list[QualityResult], volumes: list[Volume]) -> pl
 def write_comparison(results: list[QualityResult], volumes: list[Volume], out_dir: str | Path) -> None:
     """``compare.json``, ``compare.csv`` (per-slice scores side by side) and ``compare.png``
     (:func:`comparison_figure`)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     png = _png_bytes(comparison_figure(results, volumes))
     depth = max(len(r.slice_scores) for r in results)
     lines = ["slice," + ",".join(r.name for r in results)]
     for k in range(depth):
         cells = [r.slice_scores[k] if k < len(r.slice_scores) else None for r in results]
         lines.append(f"{k}," + ",".join("" if c is None else f"{c:.6f}" for c in cells))
-    with tempfile.TemporaryDirectory(prefix=".tmp-", dir=out) as tmp:
-        t = Path(tmp)
+    with _staged(out_dir, COMPARISON_FILES) as t:
         (t / "compare.json").write_text(json.dumps([r.to_json() for r in results], indent=2))
         (t / "compare.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
         (t / "compare.png").write_bytes(png)
-        for name in COMPARISON_FILES:
-            os.replace(t / name, out / name)
 
 
 def read_outputs(out_dir: str | Path) -> QualityResult:
