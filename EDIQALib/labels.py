@@ -60,24 +60,21 @@ def _read_done(csv_path: Path) -> list[dict]:
     Raises:
         InputError: the file is not a labels CSV (another header, not text, a slice that is no number).
     """
-    rows = []
     try:
         text = Path(csv_path).read_text(encoding="utf-8")
-        if not text.endswith("\n"):  # the last row was cut short, wherever the cut fell
-            text = text[: text.rfind("\n") + 1]
-        reader = csv.DictReader(StringIO(text, newline=""))
-        if reader.fieldnames != FIELDS:
-            raise InputError(f"{csv_path} is not a labels CSV (its header is not {','.join(FIELDS)}); "
-                             "--resume continues only a labels file")
-        for row in reader:
-            if all(row.get(k) not in (None, "") for k in ("series", "file", "slice", "assessable", "map", "path")):
-                int(row["slice"])
-                rows.append(row)
-    except (UnicodeDecodeError, ValueError) as exc:
-        if isinstance(exc, InputError):
-            raise
-        raise InputError(f"{csv_path} is not a labels CSV ({exc.__class__.__name__}); --resume continues only "
-                         "a labels file") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{csv_path} is not a labels CSV (not text); --resume continues only a labels file") from None
+    if not text.endswith("\n"):  # the last row was cut short, wherever the cut fell
+        text = text[: text.rfind("\n") + 1]
+    reader = csv.DictReader(StringIO(text, newline=""))
+    if reader.fieldnames != FIELDS:
+        raise InputError(f"{csv_path} is not a labels CSV (its header is not {','.join(FIELDS)}); "
+                         "--resume continues only a labels file")
+    rows = [row for row in reader
+            if all(row.get(k) not in (None, "") for k in ("series", "file", "slice", "assessable", "map", "path"))]
+    if not all(row["slice"].isdigit() for row in rows):
+        raise InputError(f"{csv_path} is not a labels CSV (a slice that is no number); --resume continues only "
+                         "a labels file")
     return rows
 
 
