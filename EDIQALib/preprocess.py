@@ -135,20 +135,49 @@ def _esf(d: np.ndarray, low: float, step: float, centre: float, sigma: float) ->
     return low + step * 0.5 * (1.0 + erf((d - centre) / (np.sqrt(2.0) * sigma)))
 
 
+FIELD_CUT_PX = 2.0  # a body pixel this close to the region outside the reconstructed field is cut by it
+FLAT_HU = 1e-2  # values this close count as one (padding resampled linearly stays within rounding of itself)
+
+
+def outside_field(image: np.ndarray) -> np.ndarray:
+    """The region outside the reconstructed field of view: pixels of one exact value (a padding value, or the
+    air value an FBP writes outside its circle) over their whole 3 × 3 neighbourhood, in regions that reach
+    the slice's border. Acquired air always carries noise, so it never qualifies."""
+    flat = (ndi.maximum_filter(image, 3) - ndi.minimum_filter(image, 3)) <= FLAT_HU
+    labels, _ = ndi.label(flat)
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    core = np.isin(labels, border[border > 0])
+    if not core.any():
+        return core
+    # the region's own edge pixels, and single pixels of a jagged edge, have other values in their neighbourhood:
+    # take those within 2 px of the core and equal to it
+    _, (rows, cols) = ndi.distance_transform_edt(~core, return_indices=True)
+    return core | (ndi.binary_dilation(core, iterations=2) & (np.abs(image - image[rows, cols]) <= FLAT_HU))
+
+
 def estimate_psf_sigma(image: np.ndarray, mask: np.ndarray, outside: float = 6.0, inside: float = 3.0) -> float:
     """Estimate the in-plane Gaussian PSF sigma (pixels) from the edge spread across the body outline.
 
     Pixels near the outline are binned by their signed distance to it; the median profile (robust to
     noise) is fitted with a blurred step. Unclipped intensities are expected (HU for CT).
+    Where the reconstruction's field of view cuts the body, the outline is a cut, not an edge the scanner
+    blurred: the profile leaves out every pixel within reach of such a cut, and the padding outside the
+    field (:func:`outside_field`) itself.
     Returns NaN when there is no usable edge.
     """
     if mask.sum() < 100 or mask.all():
         return float("nan")
     signed = np.where(mask, ndi.distance_transform_edt(mask) - 0.5, -(ndi.distance_transform_edt(~mask) - 0.5))
+    beyond = outside_field(image)
+    usable = ~beyond
+    if beyond.any():
+        cut = mask & (ndi.distance_transform_edt(~beyond) <= FIELD_CUT_PX)
+        if cut.any():
+            usable &= ndi.distance_transform_edt(~cut) > outside + inside
     edges = np.arange(-outside, inside + 1e-6, 0.5)
     centres, values = [], []
     for a, b in zip(edges[:-1], edges[1:]):
-        sel = (signed >= a) & (signed < b)
+        sel = usable & (signed >= a) & (signed < b)
         if sel.sum() >= 20:
             centres.append(0.5 * (a + b))
             values.append(float(np.median(image[sel])))
