@@ -1,8 +1,9 @@
 """The MRML bridge: volume nodes ↔ engine volumes, heatmap/table/plot nodes, compare layout, rendering.
 
 Works against real MRML, inside 3D Slicer and with the ``slicer-core`` wheel (Qt-free MRML and
-logic), which is how it is tested. Every function takes the scene explicitly. Nodes are only added,
-never modified, except the display/composite settings this module owns.
+logic), which is how it is tested. Every function takes the scene explicitly. The user's nodes are never
+modified, except the display/composite settings this module owns; a result's nodes (heatmap, table,
+chart) are filled again in place when the same volume is assessed again by the same model.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from .io import MODALITY_TAG, Volume, volume_from_image
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 COLOR_NODE_NAME = "EDIQA local quality"
 HIDDEN = -1.0  # heatmap voxels without a value (outside the body) are stored as this and thresholded away
+RESULT_ATTRIBUTE = "EDIQA.Result"  # on the nodes a result fills: their role and volume, for the next result to find
 
 
 def ijk_to_ras(node) -> np.ndarray:
@@ -74,20 +76,38 @@ def volume_from_node(node, modality: str | None = None) -> Volume:
     return volume_from_image(image_from_node(node), node.GetName() or "volume", raw, modality)
 
 
-def add_volume_node(scene, array: np.ndarray, like, name: str):
-    """A new scalar volume node holding ``array`` (``(slices, rows, cols)``) on ``like``'s exact grid."""
+def result_node(scene, class_name: str, name: str):
+    """The node of ``class_name`` that an earlier result filled under ``name``, to be filled again, or else a
+    new one of that name (made unique beside a user's node of the same name, which is never reused).
+    Assessing a volume again with the same model thus updates its result where it is shown, instead of
+    adding one more heatmap volume to memory and one more table and chart to the scene."""
+    nodes = scene.GetNodesByClass(class_name)
+    for i in range(nodes.GetNumberOfItems()):
+        node = nodes.GetItemAsObject(i)
+        if node.GetAttribute(RESULT_ATTRIBUTE) == name:
+            return node
+    node = scene.AddNewNodeByClass(class_name, scene.GenerateUniqueName(name))
+    node.SetAttribute(RESULT_ATTRIBUTE, name)
+    return node
+
+
+def fill_volume_node(node, array: np.ndarray, like):
+    """Make ``node`` (a scalar volume node) hold ``array`` (``(slices, rows, cols)``) on ``like``'s exact
+    grid, under ``like``'s transform; returns ``node``."""
     arr = np.ascontiguousarray(np.asarray(array, np.float32).reshape(array_from_node(like).shape))
     image = vtk.vtkImageData()
     image.SetDimensions(arr.shape[2], arr.shape[1], arr.shape[0])
     image.AllocateScalars(vtk.VTK_FLOAT, 1)
     numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = arr.ravel()
-    node = slicer.vtkMRMLScalarVolumeNode()
-    node.SetName(scene.GenerateUniqueName(name))
-    scene.AddNode(node)
     node.SetAndObserveImageData(image)
     _set_ijk_to_ras(node, ijk_to_ras(like))
     node.SetAndObserveTransformNodeID(like.GetTransformNodeID())  # where ``like`` sits, under its transform
     return node
+
+
+def _label(result: QualityResult) -> str:
+    """What made a result, as its nodes' names say it: method and model, e.g. ``EDIQA student-lite``."""
+    return f"{result.method} {result.model.get('name', '')}".strip()
 
 
 def quality_color_node(scene):
@@ -109,13 +129,14 @@ def quality_color_node(scene):
 
 
 def add_heatmap_node(scene, result: QualityResult, input_node, display_max: float | None = None):
-    """The result's heatmap as a new volume node on the input's grid, shown red→green from 0 to
-    ``display_max`` (by default :func:`~EDIQALib.assess.heatmap_display_max` of this result, as in
-    ``overlay.png``; a comparison passes its common one); voxels without a value are hidden."""
+    """The result's heatmap as a volume node on the input's grid (:func:`result_node`: the one an earlier
+    result of this model on this volume filled, or a new one), shown red→green from 0 to ``display_max``
+    (by default :func:`~EDIQALib.assess.heatmap_display_max` of this result, as in ``overlay.png``; a
+    comparison passes its common one); voxels without a value are hidden."""
     heat = np.where(np.isfinite(result.heatmap), result.heatmap, HIDDEN)
-    node = add_volume_node(scene, heat, input_node, f"{input_node.GetName()} quality")
-    display = slicer.vtkMRMLScalarVolumeDisplayNode()
-    scene.AddNode(display)
+    node = result_node(scene, "vtkMRMLScalarVolumeNode", f"{input_node.GetName()} quality ({_label(result)})")
+    fill_volume_node(node, heat, input_node)
+    display = node.GetDisplayNode() or scene.AddNewNodeByClass("vtkMRMLScalarVolumeDisplayNode")
     display.SetAndObserveColorNodeID(quality_color_node(scene).GetID())
     display.AutoWindowLevelOff()
     display.SetWindowLevelMinMax(0.0, heatmap_display_max([result]) if display_max is None else display_max)
@@ -134,10 +155,10 @@ def show_overlay(composite_node, background_node, heatmap_node, opacity: float =
 
 
 def add_results_table(scene, result: QualityResult):
-    """A table node with one row per slice: slice index, score (NaN when not assessable), assessable."""
-    table = slicer.vtkMRMLTableNode()
-    table.SetName(scene.GenerateUniqueName(f"{result.name} slice scores"))
-    scene.AddNode(table)
+    """A table node (:func:`result_node`) with one row per slice: slice index, score (NaN when not
+    assessable), assessable."""
+    table = result_node(scene, "vtkMRMLTableNode", f"{result.name} slice scores ({_label(result)})")
+    table.RemoveAllColumns()
     columns = [("slice", vtk.vtkIntArray()), ("score", vtk.vtkDoubleArray()), ("assessable", vtk.vtkIntArray())]
     for name, array in columns:
         array.SetName(name)
@@ -151,10 +172,12 @@ def add_results_table(scene, result: QualityResult):
 
 
 def add_score_plot(scene, tables: list, names: list[str]):
-    """A plot chart with one line (score vs slice) per table; returns the chart node."""
-    chart = slicer.vtkMRMLPlotChartNode()
-    chart.SetName(scene.GenerateUniqueName("EDIQA slice scores"))
-    scene.AddNode(chart)
+    """A plot chart (:func:`result_node`, one per set of ``names``) with one line (score vs slice) per
+    table; returns the chart node."""
+    chart = result_node(scene, "vtkMRMLPlotChartNode", f"EDIQA slice scores: {', '.join(names)}")
+    for series in [chart.GetNthPlotSeriesNode(k) for k in range(chart.GetNumberOfPlotSeriesNodes())]:
+        scene.RemoveNode(series)  # the chart's own lines, of the result it showed before
+    chart.RemoveAllPlotSeriesNodeIDs()
     chart.SetXAxisTitle("slice")
     chart.SetYAxisTitle("quality score")
     for table, name in zip(tables, names):

@@ -28,7 +28,8 @@ def _node_from_image(scene, image: sitk.Image, name="ct"):
     matrix[:3, :3] = bridge.LPS_TO_RAS @ direction * spacing
     matrix[:3, 3] = bridge.LPS_TO_RAS @ np.array(image.GetOrigin())
     blank = _blank(scene, image)
-    node = bridge.add_volume_node(scene, sitk.GetArrayFromImage(image), blank, name)
+    node = bridge.fill_volume_node(scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name),
+                                   sitk.GetArrayFromImage(image), blank)
     bridge._set_ijk_to_ras(node, matrix)
     scene.RemoveNode(blank)
     return node
@@ -90,6 +91,38 @@ def test_heatmap_node_table_and_plot():
     assert chart.GetNumberOfPlotSeriesNodes() == 2
     series = chart.GetNthPlotSeriesNode(0)
     assert series.GetTableNodeID() == table.GetID() and series.GetYColumnName() == "score"
+
+
+def test_assessing_again_with_the_same_model_fills_the_same_nodes():
+    scene, _ = _scene()
+    node = _node_from_image(scene, ct_image(slices=2, size=80))
+    users = bridge.fill_volume_node(scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "ct quality (EDIQA student-lite)"),
+                                    np.zeros((2, 80, 80)), node)  # a user's node that happens to bear the name
+    first = _result("ct", np.full((2, 80, 80), 0.2, np.float32), [0.2, 0.2])
+    first.model = {"name": "student-lite"}
+
+    def shown(result):
+        heat = bridge.add_heatmap_node(scene, result, node)
+        table = bridge.add_results_table(scene, result)
+        chart = bridge.add_score_plot(scene, [table], [result.name])
+        return heat, table, chart
+
+    nodes = shown(first)
+    count = scene.GetNumberOfNodes()
+    assert nodes[0] is not users and nodes[0].GetName() != users.GetName()
+    again = _result("ct", np.full((2, 80, 80), 0.5, np.float32), [0.5, None])
+    again.model = {"name": "student-lite"}
+    assert [n.GetID() for n in shown(again)] == [n.GetID() for n in nodes]
+    assert scene.GetNumberOfNodes() == count  # nothing added: no second heatmap, display node, table or line
+    assert bridge.array_from_node(nodes[0])[1, 40, 40] == pytest.approx(0.5)
+    assert nodes[0].GetDisplayNode().GetWindowLevelMax() == pytest.approx(0.5)
+    assert np.isnan(nodes[1].GetTable().GetColumnByName("score").GetValue(1)) and nodes[1].GetNumberOfRows() == 2
+    assert nodes[2].GetNumberOfPlotSeriesNodes() == 1
+    assert bridge.array_from_node(users).max() == 0.0  # the user's node untouched
+    other = _result("ct", np.full((2, 80, 80), 0.3, np.float32), [0.3, 0.3])
+    other.model = {"name": "my-student"}
+    assert shown(other)[0].GetID() != nodes[0].GetID()  # another model's result stands beside it
+    assert bridge.array_from_node(nodes[0])[1, 40, 40] == pytest.approx(0.5)
 
 
 def test_compare_sets_one_composite_node_per_view():
