@@ -93,6 +93,7 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._running_button = None
         self._on_done = None
         self._workdir = None
+        self._unfinished = None  # a folder the running job fills, removed unless it finishes (a retraining's run)
         self._timer = qt.QTimer()
         self._timer.setInterval(200)
         self._timer.timeout.connect(self._poll)
@@ -188,10 +189,12 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return False
         return self.logic.ensure_dependencies()
 
-    def _start(self, button, args: list[str], on_done) -> None:
-        """Run ``ediqa args`` in the background; ``button`` turns into Cancel while it runs."""
+    def _start(self, button, args: list[str], on_done, unfinished: Path | None = None) -> None:
+        """Run ``ediqa args`` in the background; ``button`` turns into Cancel while it runs. The folder
+        ``unfinished``, which the job fills, is removed if the job is cancelled or fails."""
         from EDIQALib.runner import Runner
 
+        self._unfinished = unfinished
         self._runner = Runner(args, python=self.logic.python_executable(), env=self.logic.child_environment())
         self._running_button, self._on_done = button, on_done
         self._label = button.text
@@ -213,11 +216,14 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         outcome = self._runner.wait()
         self._finish()
         if outcome.cancelled:
+            self._remove_unfinished()
             self.ui.statusLabel.text = "Cancelled."
         elif outcome.returncode != 0:
+            self._remove_unfinished()
             self.ui.statusLabel.text = outcome.error or f"Failed (exit code {outcome.returncode})."
             slicer.util.errorDisplay(self.ui.statusLabel.text)
         else:
+            self._unfinished = None
             self.ui.statusLabel.text = "Done." + "".join(f" Warning: {w}" for w in outcome.warnings)
             with slicer.util.tryWithErrorDisplay("Could not load the results.", waitCursor=True):
                 self._on_done(outcome.result)
@@ -238,6 +244,7 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._runner.cancel()
             self._finish()
             self._remove_workdir()
+            self._remove_unfinished()
             self.ui.statusLabel.text = "Cancelled."
 
     def _new_workdir(self, prefix: str) -> Path:
@@ -250,6 +257,11 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
+
+    def _remove_unfinished(self) -> None:
+        if self._unfinished is not None:
+            shutil.rmtree(self._unfinished, ignore_errors=True)
+            self._unfinished = None
 
     # --- actions ---------------------------------------------------------------------------------
     def onAssess(self) -> None:
@@ -353,7 +365,7 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # detector's training bank and hours: `ediqa train` in a terminal
         args = ["train", "--labels", str(labels), "--out", str(run), "--epochs", str(p.epochs), "--lr", str(p.learningRate),
                 "--init", start, "--stage1-iterations", "0", "--device", self.ui.deviceSelector.currentText]
-        self._start(self.ui.retrainButton, args, lambda r: self._register_model(run))
+        self._start(self.ui.retrainButton, args, lambda r: self._register_model(run), unfinished=run)
 
     def _register_model(self, run: Path) -> None:
         self.logic.register_user_model(run)
