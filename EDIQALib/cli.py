@@ -752,12 +752,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--modality", choices=("ct", "mr"),
                        help="the input's modality (default: its DICOM tag, or CT when its values are in HU)")
 
+    image_help = "an image file (NRRD, NIfTI, MHA/MHD, DICOM) or a folder of one DICOM series"
+
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--progress", choices=("bar", "jsonl", "none"), default="bar",
                        help="terminal bar on stderr (default) or one JSON object per line on stdout")
 
     p = sub.add_parser("simulate", help="simulate a CT dose / sparse-view / filter series of an image")
-    p.add_argument("input")
+    p.add_argument("input", metavar="INPUT", help=image_help)
     p.add_argument("--doses", type=_float_list, default=[1.0, 0.5, 0.25, 0.1, 0.05])
     p.add_argument("--views", type=_positive_int, default=360)
     p.add_argument("--filter", choices=FILTERS, default="ramp")
@@ -772,7 +774,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("teacher", help="score images with the task-based teacher (mD2IQA)")
-    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help=f"{image_help}; several: versions of one image, scored on the same insertion maps")
     teacher_options(p, realizations=100, repeats=5)
     modality_option(p)
     p.add_argument("--out", default="out")
@@ -782,7 +785,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, helptext in (("assess", "assess image quality with the student (fast)"),
                            ("compare", "assess several volumes side by side (JSON, CSV, PNG)")):
         p = sub.add_parser(name, help=helptext)
-        p.add_argument("inputs", nargs=1 if name == "assess" else "+", metavar="INPUT")
+        p.add_argument("inputs", nargs=1 if name == "assess" else "+", metavar="INPUT", help=image_help)
         p.add_argument("--model", default="student-lite", help="bundled student name or .safetensors path")
         modality_option(p)
         p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
