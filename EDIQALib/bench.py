@@ -26,7 +26,7 @@ import torch
 
 from .backgrounds import make_background
 from .detector import detect
-from .distill import Sample, fidelity
+from .distill import Sample, agreement, predict
 from .series import Series
 from .simulate import phantom
 from .student import Student
@@ -127,7 +127,7 @@ def student_validity(student: Student, kinds: tuple[str, ...] = ("dose", "views"
         s = acceptance_series(kind, name, bases[name])
         scores = _student_scores(scorer, s)
         noise = noise_sd_baseline(s)
-        rows.append({"base": name, "kind": kind, "scores": scores, "rho": rank_agreement(scores),
+        rows.append({"base": name, "kind": kind, "levels": list(s.levels), "scores": scores, "rho": rank_agreement(scores),
                      "rho_noise_sd": rank_agreement([-n for n in noise])})
         if progress:
             progress("bench-validity", j + 1, len(jobs))
@@ -192,6 +192,15 @@ def heatmap_half_noise(student: Student, cases: int = 20, extra_sd_hu: float = 6
     return {"cases": len(lower), "extra_sd_hu": extra_sd_hu, "lower_in_degraded": float(np.mean(lower))}
 
 
+def held_out_agreement(student: Student, held_out: list[Sample]) -> dict:
+    """The student's fidelity to the teacher on held-out labelled slices: PLCC, SROCC, and both scores of
+    every slice (for the bench's scatter plot)."""
+    pred = predict(student, held_out)
+    truth = np.array([s.score for s in held_out])
+    return {**agreement(pred, truth), "slices": len(held_out),
+            "student_scores": [round(float(v), 6) for v in pred], "teacher_scores": [round(float(v), 6) for v in truth]}
+
+
 def run_bench(student: torch.nn.Module, student_name: str, detector: torch.nn.Module, config: TeacherConfig,
               volume_shape: tuple[int, int, int], kinds: tuple[str, ...] = ("dose", "views", "texture", "blur"),
               teacher_runs: int = 1, device: str = "cpu", held_out: list[Sample] | None = None,
@@ -212,14 +221,14 @@ def run_bench(student: torch.nn.Module, student_name: str, detector: torch.nn.Mo
     validity = student_validity(student, kinds, device=device)
     order = dose_order(student, dose_draws, device=device)
     half_noise = heatmap_half_noise(student, device=device)
-    agreement = {**fidelity(student, held_out), "slices": len(held_out)} if held_out else None
+    agreed = held_out_agreement(student, held_out) if held_out else None
     if progress:
         progress("bench", 4, 4)
     return {"student_ms_per_slice": round(student_ms, 2), "teacher_s_per_slice": round(teacher_s, 2),
             "teacher_realizations": config.realizations, "teacher_repeats": config.repeats,
             "speedup": round(teacher_s / (student_ms / 1000.0), 1), "volume_shape": list(volume_shape),
             "volume_s": round(volume_s, 2), "peak_mem_gb": round(peak_gb, 3), "device": device, **host(device),
-            "validity": validity, "dose_order": order, "heatmap_half_noise": half_noise, "fidelity": agreement}
+            "validity": validity, "dose_order": order, "heatmap_half_noise": half_noise, "fidelity": agreed}
 
 
 def summary_table(figures: dict) -> str:

@@ -332,10 +332,11 @@ def cmd_validate(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from .bench import run_bench, summary_table
     from .distill import load_samples, pool_labellings
-    from .io import check_outputs, write_text
+    from .io import check_outputs
     from .models import load_model
+    from .report import BENCH_FILES, write_bench
 
-    check_outputs([Path(args.out) / "bench.json"], [])
+    check_outputs([Path(args.out) / name for name in BENCH_FILES], [])
     device = _device(args.device)
     student, entry = load_model(args.student, "student", device)
     detector, _ = load_model(args.model, "detector", device)
@@ -347,7 +348,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     figures = run_bench(student, str(entry.weights), detector, config, shape, tuple(args.kinds),
                         args.teacher_runs, device, held_out, args.dose_draws, _progress(args))
     figures["model"] = {"name": entry.name, "sha256": entry.sha256}
-    write_text(json.dumps(figures, indent=2), Path(args.out) / "bench.json")
+    write_bench(figures, args.out)
     if args.progress == "jsonl":  # every stdout line one JSON object: the figures, not the table
         _print_result(args, figures)
     else:
@@ -793,7 +794,7 @@ def build_parser() -> argparse.ArgumentParser:
         common(p)
         p.set_defaults(func=cmd_assess if name == "assess" else cmd_compare)
 
-    p = sub.add_parser("bench", help="student vs teacher speed, volume time, memory, validity → bench.json")
+    p = sub.add_parser("bench", help="student vs teacher speed, volume time, memory, validity → bench.json, bench.png")
     p.add_argument("--student", default="student-lite", help="student to benchmark")
     teacher_options(p, realizations=100, repeats=5)
     p.add_argument("--teacher-runs", type=_positive_int, default=1, help="teacher timings to take the median of")

@@ -237,11 +237,14 @@ def predict(student: Student, samples: list[Sample], batch_size: int = 8) -> np.
     return np.concatenate(out)
 
 
+def agreement(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """PLCC and SROCC between predicted and true scores."""
+    return {"plcc": float(pearsonr(pred, truth).statistic), "srocc": float(spearmanr(pred, truth).statistic)}
+
+
 def fidelity(student: Student, samples: list[Sample]) -> dict[str, float]:
     """PLCC and SROCC between student and teacher scores."""
-    pred = predict(student, samples)
-    truth = np.array([s.score for s in samples])
-    return {"plcc": float(pearsonr(pred, truth).statistic), "srocc": float(spearmanr(pred, truth).statistic)}
+    return agreement(predict(student, samples), np.array([s.score for s in samples]))
 
 
 def check_batch(cfg: StudentTraining, train_slices: int, world: int) -> None:

@@ -32,6 +32,9 @@ RESULT_FILES = ("result.json", "heatmap.nrrd", "overlay.png")  # per input (writ
 SERIES_FILES = ("series.json", "series.csv", "series.png")  # a teacher series' summary
 COMPARISON_FILES = ("compare.json", "compare.csv", "compare.png")
 VALIDITY_FILES = ("validity.json", "validity.csv", "validity.png")
+BENCH_FILES = ("bench.json", "bench.png")
+SERIES_AXIS = {"dose": "relative dose", "views": "views", "texture": "noise correlation length (px)",
+               "blur": "blur before noise (px)"}
 
 
 def edge_letters(volume: Volume) -> dict[str, str]:
@@ -171,20 +174,25 @@ def write_series_summary(results: list[QualityResult], out_dir: str | Path, sett
         (t / "series.png").write_bytes(png)
 
 
+def plot_validity(ax: plt.Axes, report: dict, kind: str, ylabel: str) -> None:
+    """One kind of a validity report's series on ``ax``: each slice's scores against the series' levels,
+    titled with the mean Spearman ρ beside the noise-SD estimate's."""
+    for e in (e for e in report["series"] if e["kind"] == kind):
+        ax.plot(range(len(e["levels"])), e["scores"], marker="o", label=f"{e['base']} (ρ={e['rho']:.2f})")
+        ax.set_xticks(range(len(e["levels"])), [f"{x:g}" for x in e["levels"]])
+    s = report["summary"][kind]
+    ax.set_title(f"{kind}: mean ρ {s['mean_rho']:.2f} (noise-SD ρ {s['mean_rho_noise_sd']:.2f})", fontsize=9)
+    ax.set_xlabel(SERIES_AXIS.get(kind, kind))
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=6)
+
+
 def write_validity(report: dict, out_dir: str | Path, settings: dict) -> None:
     """``validity.json``, ``validity.csv`` and ``validity.png`` (score vs level, one panel per series kind)."""
     kinds = list(report["summary"])
     fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 3.6), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
-        for e in (e for e in report["series"] if e["kind"] == kind):
-            ax.plot(range(len(e["levels"])), e["scores"], marker="o", label=f"{e['base']} (ρ={e['rho']:.2f})")
-            ax.set_xticks(range(len(e["levels"])), [f"{x:g}" for x in e["levels"]])
-        s = report["summary"][kind]
-        ax.set_title(f"{kind}: mean ρ {s['mean_rho']:.2f} (noise-SD ρ {s['mean_rho_noise_sd']:.2f})", fontsize=9)
-        ax.set_xlabel({"dose": "relative dose", "views": "views", "texture": "noise correlation length (px)",
-                       "blur": "blur before noise (px)"}.get(kind, kind))
-        ax.set_ylabel("teacher score")
-        ax.legend(fontsize=6)
+        plot_validity(ax, report, kind, "teacher score")
     fig.tight_layout()
     png = _png_bytes(fig)
     lines = ["base,kind,level,score,noise_sd_hu"]
@@ -195,6 +203,41 @@ def write_validity(report: dict, out_dir: str | Path, settings: dict) -> None:
         (t / "validity.json").write_text(json.dumps({**settings, **report}, indent=2), encoding="utf-8")
         (t / "validity.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
         (t / "validity.png").write_bytes(png)
+
+
+def bench_figure(figures: dict) -> plt.Figure:
+    """The bench's figures at a glance: the student's score over each validity series (one panel per kind)
+    and, with held-out labels, its score against the teacher's on every held-out slice; the speed figures
+    in the title."""
+    kinds = list(figures["validity"]["summary"])
+    agreed = figures["fidelity"]
+    fig, axes = plt.subplots(1, len(kinds) + bool(agreed), figsize=(4.2 * (len(kinds) + bool(agreed)), 3.9),
+                             squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        plot_validity(ax, figures["validity"], kind, "student score")
+    if agreed:
+        ax = axes[0][-1]
+        ax.scatter(agreed["teacher_scores"], agreed["student_scores"], s=8, alpha=0.6)
+        top = max(max(agreed["teacher_scores"]), max(agreed["student_scores"]))
+        ax.plot([0, top], [0, top], color="grey", linewidth=0.8)
+        ax.set_xlabel("teacher score")
+        ax.set_ylabel("student score")
+        ax.set_title(f"{agreed['slices']} held-out slices: PLCC {agreed['plcc']:.3f}, SROCC {agreed['srocc']:.3f}",
+                     fontsize=9)
+    fig.suptitle(f"student {figures['student_ms_per_slice']} ms per slice, teacher ({figures['teacher_realizations']} "
+                 f"× {figures['teacher_repeats']}) {figures['teacher_s_per_slice']} s: speedup {figures['speedup']:.3g}; "
+                 f"volume {figures['volume_s']} s, {figures['peak_mem_gb']} GB "
+                 f"({figures.get('cpu', figures['device'])})", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def write_bench(figures: dict, out_dir: str | Path) -> None:
+    """``bench.json`` (every figure) and ``bench.png`` (:func:`bench_figure`)."""
+    png = _png_bytes(bench_figure(figures))
+    with _staged(out_dir, BENCH_FILES) as t:
+        (t / "bench.json").write_text(json.dumps(figures, indent=2), encoding="utf-8")
+        (t / "bench.png").write_bytes(png)
 
 
 def comparison_figure(results: list[QualityResult], volumes: list[Volume]) -> plt.Figure:

@@ -15,9 +15,11 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from EDIQALib.bench import summary_table
+from EDIQALib.bench import held_out_agreement, summary_table
 from EDIQALib.detector import save_weights
+from EDIQALib.distill import Sample, fidelity
 from EDIQALib.models import package_model
+from EDIQALib.report import bench_figure
 from EDIQALib.student import Student
 from conftest import ct_image
 
@@ -100,10 +102,34 @@ def test_bench_measures_every_figure_in_one_run(tmp_path, student_file):
     assert order["min_rho"] == min(every) and order["in_order"] == pytest.approx(np.mean(np.isclose(every, 1.0)))
     assert figures["heatmap_half_noise"]["cases"] == 44  # 20 unseen phantoms + 2 real slices, each side
     assert figures["fidelity"] is None  # no held-out labels given
+    assert len(bench_figure(figures).axes) == 2  # a panel per validity kind, no scatter without labels
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob(".tmp-*"))
     assert figures["cpu"] and figures["cpus"] >= 1 and figures["threads"] >= 1  # which host the times are of
     table = summary_table(figures)  # what the bench prints without --progress jsonl
     assert "noise-SD rho" in table and "half-noise" in table and "CPUs" in table and "dose order" in table
     assert f"{figures['speedup']}" in table
+
+
+def test_bench_plots_student_against_teacher_on_held_out_slices():
+    torch.manual_seed(0)
+    student = Student("lite")
+    rng = np.random.default_rng(0)
+    samples = [Sample(rng.random((96, 96), dtype=np.float32), score, np.zeros((24, 24), np.float32), f"g{k}")
+               for k, score in enumerate((0.05, 0.1, 0.2, 0.3, 0.4))]
+    agreed = held_out_agreement(student, samples)
+    assert agreed["teacher_scores"] == [0.05, 0.1, 0.2, 0.3, 0.4] and agreed["slices"] == 5
+    assert {k: agreed[k] for k in ("plcc", "srocc")} == pytest.approx(fidelity(student, samples), abs=1e-5)
+    validity = {"series": [{"base": "a", "kind": "dose", "levels": [1.0, 0.5], "scores": [0.2, 0.1], "rho": 1.0}],
+                "summary": {"dose": {"mean_rho": 1.0, "mean_rho_noise_sd": 1.0}}}
+    figures = {"validity": validity, "fidelity": agreed, "student_ms_per_slice": 4.3, "teacher_s_per_slice": 41.0,
+               "teacher_realizations": 100, "teacher_repeats": 5, "speedup": 9534.9, "volume_s": 8.5,
+               "peak_mem_gb": 2.9, "device": "cpu"}
+    fig = bench_figure(figures)
+    scatter = fig.axes[-1]
+    assert len(fig.axes) == 2 and "PLCC" in scatter.get_title() and scatter.get_xlabel() == "teacher score"
+    np.testing.assert_allclose(scatter.collections[0].get_offsets(),
+                               np.c_[agreed["teacher_scores"], agreed["student_scores"]])
 
 
 def test_python_api_assesses_a_file_and_matches_the_cli(tmp_path, student_file):
