@@ -225,7 +225,7 @@ def bench_figure(figures: dict) -> plt.Figure:
         ax.set_title(f"{agreed['slices']} held-out slices: PLCC {agreed['plcc']:.3f}, SROCC {agreed['srocc']:.3f}",
                      fontsize=9)
     fig.suptitle(f"student {figures['student_ms_per_slice']} ms per slice, teacher ({figures['teacher_realizations']} "
-                 f"× {figures['teacher_repeats']}) {figures['teacher_s_per_slice']} s: speedup {figures['speedup']:.3g}; "
+                 f"× {figures['teacher_repeats']}) {figures['teacher_s_per_slice']} s: speedup {figures['speedup']:.0f}×; "
                  f"volume {figures['volume_s']} s, {figures['peak_mem_gb']} GB "
                  f"({figures.get('cpu', figures['device'])})", fontsize=10)
     fig.tight_layout()
