@@ -8,7 +8,6 @@ Presets:
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import pickle
@@ -33,6 +32,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from .backbones import SwinTStages
 from .backgrounds import Background
 from .distributed import barrier, data_parallel, mean_over_ranks, split_parts, step_gradients
+from . import training_log
 from .errors import InputError
 from .signals import SHAPES, InsertionConfig, object_blur, plan_insertion, render
 
@@ -212,7 +212,8 @@ def train_detector(model: nn.Module, bank: list[Background], out_dir: str | Path
     Every ``snapshot_every`` steps: ``state.pt`` (resume), ``last.safetensors``, ``snapshots/stepN.safetensors``
     (for a later selection with more realisations), and — when ``validate``
     returns a higher validity than before — ``best.safetensors``. Returns the path of the best weights
-    (the last ones when there is no validation). A JSON line per snapshot goes to ``log.jsonl``.
+    (the last ones when there is no validation). A JSON line per snapshot goes to ``log.jsonl``, its curves to
+    ``training.png``.
 
     On a GPU the forward passes run under bfloat16 autocast. Under ``torchrun`` (``world`` > 1) every
     rank draws the same batch and trains on its share
@@ -287,8 +288,7 @@ def _snapshot(model: nn.Module, opt: torch.optim.Optimizer, out: Path, step: int
     torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                 "best": max(best, entry.get("validity", best))}, out / "state.tmp")
     os.replace(out / "state.tmp", out / "state.pt")
-    with open(out / "log.jsonl", "a") as f:
-        f.write(json.dumps(entry) + "\n")
+    training_log.append(out, entry)
 
 
 def save_weights(model: nn.Module, path: str | Path) -> None:

@@ -9,7 +9,6 @@ an optional pairwise ranking term within a series) and its local map (MSE inside
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import zlib
@@ -26,6 +25,7 @@ from torch.utils.data import DistributedSampler
 
 from .detector import build_stage1_detector, load_resume_state, save_weights
 from .distributed import barrier, data_parallel, mean_over_ranks, split_parts, step_gradients
+from . import training_log
 from .errors import InputError
 from .io import read_volume
 from .preprocess import normalise, to_canonical
@@ -261,7 +261,7 @@ def train_student(student: Student, train: list[Sample], val: list[Sample], out_
                   cfg: StudentTraining = StudentTraining(),
                   progress: Callable[[str, int, int], None] | None = None, rank: int = 0, world: int = 1) -> Path:
     """Stage 2; resumable from ``out_dir/state.pt``; keeps ``best.safetensors`` (highest validation SROCC
-    + PLCC) and one ``log.jsonl`` line per epoch. Returns the best weights' path.
+    + PLCC) and one ``log.jsonl`` line per epoch (curves in ``training.png``). Returns the best weights' path.
 
     The student trains on the device it is on (bfloat16 autocast on a GPU). Under ``torchrun``
     (``world`` > 1) it is trained data-parallel: a DistributedSampler deals
@@ -335,7 +335,6 @@ def train_student(student: Student, train: list[Sample], val: list[Sample], out_
             torch.save({"model": student.state_dict(), "optimizer": opt.state_dict(),
                         "scheduler": sched.state_dict(), "epoch": epoch, "best": best}, out / "state.tmp")
             os.replace(out / "state.tmp", out / "state.pt")
-            with open(out / "log.jsonl", "a") as f:
-                f.write(json.dumps(entry) + "\n")
+            training_log.append(out, entry)
         barrier(world)
     return out / "best.safetensors"

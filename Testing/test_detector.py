@@ -59,6 +59,7 @@ def test_train_resume_and_detect(tmp_path):
     train_detector(build_detector("lite"), bank, tmp_path, schedule, validate=lambda m: calls.append(1) or -len(calls))
     steps = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text(encoding="utf-8").splitlines()]
     assert steps == [2, 4]
+    assert (tmp_path / "training.png").read_bytes()[:4] == b"\x89PNG"
     assert len(calls) == 2
     assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == [
         "step000002.safetensors", "step000004.safetensors"]

@@ -10,6 +10,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from EDIQALib import training_log
 from EDIQALib.backgrounds import make_background
 from EDIQALib.detector import DetectorTraining, train_detector
 from EDIQALib.distill import (Sample, StudentTraining, distillation_loss, load_samples, mixed_quality,
@@ -62,11 +63,24 @@ def test_two_stage_distillation_end_to_end(tmp_path):
     train_student(student, train, [], tmp_path / "stage2", StudentTraining(epochs=40, batch_size=4, lr=2e-3, rank_weight=2.0))
     losses = [json.loads(line)["loss"] for line in (tmp_path / "stage2" / "log.jsonl").read_text(encoding="utf-8").splitlines()]
     assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3])
+    assert (tmp_path / "stage2" / "training.png").read_bytes()[:4] == b"\x89PNG"
     teacher = np.array([s.score for s in samples])
     pred = predict(student, samples)
     for i in (0, 2):  # each series: the clean slice above the noisy one, for teacher and student
         assert teacher[i] > teacher[i + 1]
         assert pred[i] > pred[i + 1]
+
+
+def test_training_curves_mark_the_epoch_the_run_keeps(tmp_path):
+    entries = [{"epoch": 1, "loss": 0.3, "plcc": 0.8, "srocc": 0.7}, {"epoch": 2, "loss": 0.2, "plcc": 0.9, "srocc": 0.85},
+               {"epoch": 3, "loss": 0.1, "plcc": 0.95, "srocc": 0.7}]  # PLCC + SROCC best at epoch 2
+    for entry in entries:
+        training_log.append(tmp_path, entry)
+    assert [json.loads(line) for line in (tmp_path / "log.jsonl").read_text(encoding="utf-8").splitlines()] == entries
+    assert (tmp_path / "training.png").read_bytes()[:4] == b"\x89PNG" and not list(tmp_path.glob(".*.tmp"))
+    loss_axes, validation_axes = training_log.curves_figure(entries).axes
+    assert [line.get_label() for line in loss_axes.get_lines()] == ["loss"]
+    assert [line.get_label() for line in validation_axes.get_lines()] == ["plcc", "srocc", "kept: epoch 2"]
 
 
 def test_mixed_quality_composite_joins_two_versions_along_one_cut():

@@ -1,0 +1,52 @@
+"""A training run's log: one JSON line per epoch (student) or snapshot (detector) in ``log.jsonl``, and its
+curves in ``training.png``, drawn again with every line so that a long run can be watched as it goes."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+LOG_NAME = "log.jsonl"
+CURVES_NAME = "training.png"
+VALIDATION_KEYS = ("plcc", "srocc", "validity")  # higher is better; every other number but the x axis is a loss
+X_KEYS = ("epoch", "step")
+
+
+def append(out: Path, entry: dict) -> None:
+    """Add ``entry`` to ``out/log.jsonl`` and draw ``out/training.png`` again from the whole log."""
+    with open(out / LOG_NAME, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+    entries = [json.loads(line) for line in (out / LOG_NAME).read_text(encoding="utf-8").splitlines() if line.strip()]
+    staged = out / f".{CURVES_NAME}.tmp"
+    curves_figure(entries).savefig(staged, format="png", dpi=90)
+    os.replace(staged, out / CURVES_NAME)
+
+
+def curves_figure(entries: list[dict]) -> Figure:
+    """The losses (log scale) and, where the run validates, the validation figures against epoch or step,
+    the best validation marked."""
+    x_key = next(k for k in X_KEYS if k in entries[0])
+    x = [e[x_key] for e in entries]
+    losses = [k for k in entries[0] if k != x_key and k not in VALIDATION_KEYS]
+    checks = [k for k in VALIDATION_KEYS if any(k in e for e in entries)]
+    fig = Figure(figsize=(9 if checks else 4.8, 3.4))
+    axes = fig.subplots(1, 2 if checks else 1, squeeze=False)[0]
+    for key in losses:
+        axes[0].plot(x, [e[key] for e in entries], label=key)
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel(x_key)
+    axes[0].set_title("training loss", fontsize=10)
+    axes[0].legend(fontsize=7)
+    if checks:
+        for key in checks:
+            axes[1].plot(x, [e.get(key, float("nan")) for e in entries], marker=".", label=key)
+        total = [sum(e.get(k, 0.0) for k in checks) for e in entries]
+        best = max(range(len(entries)), key=total.__getitem__)
+        axes[1].axvline(x[best], color="grey", linestyle="--", linewidth=0.8, label=f"kept: {x_key} {x[best]}")
+        axes[1].set_xlabel(x_key)
+        axes[1].set_title("validation (higher is better)", fontsize=10)
+        axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
