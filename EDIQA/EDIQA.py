@@ -370,7 +370,8 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _register_model(self, run: Path) -> None:
         self.logic.register_user_model(run)
         self._fill_models()
-        slicer.util.infoDisplay(f"New model saved in {USER_MODELS} and added to the model list.")
+        slicer.util.infoDisplay(f"New model saved in {USER_MODELS} and added to the model list.\n"
+                                f"Its training curves: {run / 'stage2' / 'training.png'}")
 
 
 class EDIQALogic(ScriptedLoadableModuleLogic):
