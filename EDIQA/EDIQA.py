@@ -454,8 +454,8 @@ class EDIQALogic(ScriptedLoadableModuleLogic):
 
         result = read_outputs(out_dir)
         heat = bridge.add_heatmap_node(slicer.mrmlScene, result, node)
-        table = bridge.add_results_table(slicer.mrmlScene, result)
-        chart = bridge.add_score_plot(slicer.mrmlScene, [table], [result.name])
+        table = bridge.add_results_table(slicer.mrmlScene, result, node)
+        chart = bridge.add_score_plot(slicer.mrmlScene, [table], [node.GetName()])
         for name in ("Red", "Yellow", "Green"):
             bridge.show_overlay(slicer.app.layoutManager().sliceWidget(name).mrmlSliceCompositeNode(), node, heat, opacity)
         self._show_color_legend(heat)
@@ -472,7 +472,7 @@ class EDIQALogic(ScriptedLoadableModuleLogic):
         results = [read_outputs(folder) for folder in folders]
         scale = heatmap_display_max(results)  # one colour scale for all, as in compare.png
         heats = [bridge.add_heatmap_node(slicer.mrmlScene, r, node, scale) for r, node in zip(results, nodes)]
-        tables = [bridge.add_results_table(slicer.mrmlScene, r) for r in results]
+        tables = [bridge.add_results_table(slicer.mrmlScene, r, node) for r, node in zip(results, nodes)]
         layout_node = slicer.app.layoutManager().layoutLogic().GetLayoutNode()
         names = [f"EDIQA{i + 1}" for i in range(len(nodes))]
         bridge.show_compare_layout(layout_node, names)  # its views exist from here on

@@ -21,7 +21,7 @@ from .io import MODALITY_TAG, Volume, volume_from_image
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 COLOR_NODE_NAME = "EDIQA local quality"
 HIDDEN = -1.0  # heatmap voxels without a value (outside the body) are stored as this and thresholded away
-RESULT_ATTRIBUTE = "EDIQA.Result"  # on the nodes a result fills: their role and volume, for the next result to find
+RESULT_ATTRIBUTE = "EDIQA.Result"  # on the nodes a result fills: what they hold, for the next result to find them
 
 
 def ijk_to_ras(node) -> np.ndarray:
@@ -76,18 +76,19 @@ def volume_from_node(node, modality: str | None = None) -> Volume:
     return volume_from_image(image_from_node(node), node.GetName() or "volume", raw, modality)
 
 
-def result_node(scene, class_name: str, name: str):
-    """The node of ``class_name`` that an earlier result filled under ``name``, to be filled again, or else a
-    new one of that name (made unique beside a user's node of the same name, which is never reused).
-    Assessing a volume again with the same model thus updates its result where it is shown, instead of
-    adding one more heatmap volume to memory and one more table and chart to the scene."""
+def result_node(scene, class_name: str, name: str, key: str):
+    """The node of ``class_name`` that an earlier result filled under ``key`` (what it holds, by node IDs,
+    since two volumes may share a name), to be filled again, or else a new one called ``name`` (made
+    unique beside other nodes of that name; a user's node is never reused). Assessing a volume again with
+    the same model thus updates its result where it is shown, instead of adding one more heatmap volume to
+    memory and one more table and chart to the scene."""
     nodes = scene.GetNodesByClass(class_name)
     for i in range(nodes.GetNumberOfItems()):
         node = nodes.GetItemAsObject(i)
-        if node.GetAttribute(RESULT_ATTRIBUTE) == name:
+        if node.GetAttribute(RESULT_ATTRIBUTE) == key:
             return node
     node = scene.AddNewNodeByClass(class_name, scene.GenerateUniqueName(name))
-    node.SetAttribute(RESULT_ATTRIBUTE, name)
+    node.SetAttribute(RESULT_ATTRIBUTE, key)
     return node
 
 
@@ -134,7 +135,8 @@ def add_heatmap_node(scene, result: QualityResult, input_node, display_max: floa
     (by default :func:`~EDIQALib.assess.heatmap_display_max` of this result, as in ``overlay.png``; a
     comparison passes its common one); voxels without a value are hidden."""
     heat = np.where(np.isfinite(result.heatmap), result.heatmap, HIDDEN)
-    node = result_node(scene, "vtkMRMLScalarVolumeNode", f"{input_node.GetName()} quality ({_label(result)})")
+    node = result_node(scene, "vtkMRMLScalarVolumeNode", f"{input_node.GetName()} quality ({_label(result)})",
+                       f"heatmap of {input_node.GetID()} by {_label(result)}")
     fill_volume_node(node, heat, input_node)
     display = node.GetDisplayNode() or scene.AddNewNodeByClass("vtkMRMLScalarVolumeDisplayNode")
     display.SetAndObserveColorNodeID(quality_color_node(scene).GetID())
@@ -154,10 +156,11 @@ def show_overlay(composite_node, background_node, heatmap_node, opacity: float =
     composite_node.SetForegroundOpacity(float(opacity))
 
 
-def add_results_table(scene, result: QualityResult):
-    """A table node (:func:`result_node`) with one row per slice: slice index, score (NaN when not
-    assessable), assessable."""
-    table = result_node(scene, "vtkMRMLTableNode", f"{result.name} slice scores ({_label(result)})")
+def add_results_table(scene, result: QualityResult, input_node):
+    """A table node (:func:`result_node`) with one row per slice of ``input_node``'s result: slice index,
+    score (NaN when not assessable), assessable."""
+    table = result_node(scene, "vtkMRMLTableNode", f"{input_node.GetName()} slice scores ({_label(result)})",
+                        f"slice scores of {input_node.GetID()} by {_label(result)}")
     table.RemoveAllColumns()
     columns = [("slice", vtk.vtkIntArray()), ("score", vtk.vtkDoubleArray()), ("assessable", vtk.vtkIntArray())]
     for name, array in columns:
@@ -172,9 +175,10 @@ def add_results_table(scene, result: QualityResult):
 
 
 def add_score_plot(scene, tables: list, names: list[str]):
-    """A plot chart (:func:`result_node`, one per set of ``names``) with one line (score vs slice) per
-    table; returns the chart node."""
-    chart = result_node(scene, "vtkMRMLPlotChartNode", f"EDIQA slice scores: {', '.join(names)}")
+    """A plot chart (:func:`result_node`, one per set of ``tables``) with one line (score vs slice) per
+    table, called by ``names``; returns the chart node."""
+    chart = result_node(scene, "vtkMRMLPlotChartNode", f"EDIQA slice scores: {', '.join(names)}",
+                        f"chart of {' '.join(t.GetID() for t in tables)}")
     for series in [chart.GetNthPlotSeriesNode(k) for k in range(chart.GetNumberOfPlotSeriesNodes())]:
         scene.RemoveNode(series)  # the chart's own lines, of the result it showed before
     chart.RemoveAllPlotSeriesNodeIDs()

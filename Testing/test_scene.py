@@ -84,7 +84,7 @@ def test_heatmap_node_table_and_plot():
     assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == pytest.approx((0.0, 0.7))  # its own 99th pct
     shared = bridge.add_heatmap_node(scene, result, node, display_max=0.35)  # a comparison's common scale
     assert shared.GetDisplayNode().GetWindowLevelMax() == pytest.approx(0.35)
-    table = bridge.add_results_table(scene, result)
+    table = bridge.add_results_table(scene, result, node)
     assert table.GetNumberOfRows() == 3
     assert np.isnan(table.GetTable().GetColumnByName("score").GetValue(1))
     chart = bridge.add_score_plot(scene, [table, table], ["a", "b"])
@@ -103,8 +103,8 @@ def test_assessing_again_with_the_same_model_fills_the_same_nodes():
 
     def shown(result):
         heat = bridge.add_heatmap_node(scene, result, node)
-        table = bridge.add_results_table(scene, result)
-        chart = bridge.add_score_plot(scene, [table], [result.name])
+        table = bridge.add_results_table(scene, result, node)
+        chart = bridge.add_score_plot(scene, [table], [node.GetName()])
         return heat, table, chart
 
     nodes = shown(first)
@@ -123,6 +123,11 @@ def test_assessing_again_with_the_same_model_fills_the_same_nodes():
     other.model = {"name": "my-student"}
     assert shown(other)[0].GetID() != nodes[0].GetID()  # another model's result stands beside it
     assert bridge.array_from_node(nodes[0])[1, 40, 40] == pytest.approx(0.5)
+    twin = _node_from_image(scene, ct_image(slices=2, size=80))  # another volume of the same name
+    assert twin.GetName() == node.GetName()
+    heat = bridge.add_heatmap_node(scene, again, twin)
+    assert heat.GetID() != nodes[0].GetID() and bridge.array_from_node(nodes[0])[1, 40, 40] == pytest.approx(0.5)
+    assert bridge.add_results_table(scene, again, twin).GetID() != nodes[1].GetID()
 
 
 def test_compare_sets_one_composite_node_per_view():
