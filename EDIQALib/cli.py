@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import math
 import os
 import platform
 import re
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 
 DEMO_SAMPLE = Path(__file__).resolve().parent.parent / "Resources" / "SampleData" / "head-ct-slice.nrrd"
 NOISY_FIRST_SEED = 100  # series seeds of the noisy real variants, apart from the plain ones (0, 1, ...)
+MAX_PHOTONS = 1e12  # per ray at dose 1: far above any scanner's, and below where Poisson sampling overflows
+MAX_VIEWS = 10_000  # projections per rotation: a scanner takes about 1 000-3 000
 
 
 class _Parser(argparse.ArgumentParser):
@@ -76,8 +79,29 @@ def _crop_px(text: str) -> int:
 
 def _positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
+    if not 0 < value < math.inf:
         raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def _weight(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text} is not a weight (a number, 0 or more)")
+    return value
+
+
+def _photons(text: str) -> float:
+    value = float(text)
+    if not 1 <= value <= MAX_PHOTONS:
+        raise argparse.ArgumentTypeError(f"{text} photons per ray: choose from 1 to {MAX_PHOTONS:g}")
+    return value
+
+
+def _views(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= MAX_VIEWS:
+        raise argparse.ArgumentTypeError(f"{text} views: choose from 1 to {MAX_VIEWS}")
     return value
 
 
@@ -97,9 +121,12 @@ def _count(text: str) -> int:
 
 def _float_list(text: str) -> list[float]:
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+        values = []
+    if not values:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers")
+    return values
 
 
 def _device(name: str) -> str:
@@ -332,7 +359,7 @@ def cmd_validate(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from .bench import run_bench, summary_table
     from .distill import load_samples, pool_labellings
-    from .io import check_outputs
+    from .io import MIN_SIZE, check_outputs
     from .models import load_model
     from .report import BENCH_FILES, write_bench
 
@@ -342,8 +369,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     detector, _ = load_model(args.model, "detector", device)
     config = _teacher_config(args)
     shape = tuple(args.volume_shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise InputError("--volume-shape takes three positive sizes: slices,rows,cols")
+    if len(shape) != 3 or shape[0] < 1 or min(shape[1:]) < MIN_SIZE:
+        raise InputError(f"--volume-shape takes three sizes, slices,rows,cols: at least 1 slice of {MIN_SIZE} × {MIN_SIZE}")
     held_out = pool_labellings([load_samples(p) for p in args.labels]) if args.labels else None
     figures = run_bench(student, str(entry.weights), detector, config, shape, tuple(args.kinds),
                         args.teacher_runs, device, held_out, args.dose_draws, _progress(args))
@@ -736,7 +763,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", default="detector-lite", help=model_help)
         p.add_argument("--realizations", type=_positive_int, default=realizations)
         p.add_argument("--repeats", type=_positive_int, default=repeats)
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=_count, default=0)
         p.add_argument("--readout", choices=READOUTS, default="agnostic",
                        help="class-agnostic mAP (default) or the paper's 4-class mAP")
         p.add_argument("--no-psf", action="store_true", help="blur inserted objects by 1 px only (the paper)")
@@ -762,13 +789,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simulate", help="simulate a CT dose / sparse-view / filter series of an image")
     p.add_argument("input", metavar="INPUT", help=image_help)
     p.add_argument("--doses", type=_float_list, default=[1.0, 0.5, 0.25, 0.1, 0.05])
-    p.add_argument("--views", type=_positive_int, default=360)
+    p.add_argument("--views", type=_views, default=360)
     p.add_argument("--filter", choices=FILTERS, default="ramp")
-    p.add_argument("--i0", type=_positive_float, default=2.0e5, help="photons per ray at dose 1")
+    p.add_argument("--i0", type=_photons, default=2.0e5, help="photons per ray at dose 1")
     p.add_argument("--noiseless", action="store_true",
                    help="the input carries no noise of its own (a digital phantom); by default an acquired "
                         "image's own noise is measured per slice and grows as the dose falls")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_count, default=0)
     modality_option(p)
     p.add_argument("--out", default="simulated")
     common(p)
@@ -829,7 +856,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the last checkpoint instead of the most valid one")
     p.add_argument("--val-realizations", type=_positive_int, default=10)
     accumulate_option(p)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_count, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     common(p)
     p.set_defaults(func=cmd_train_detector)
@@ -890,15 +917,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, default=30)
     p.add_argument("--batch-size", type=_positive_int, default=8)
     p.add_argument("--lr", type=_positive_float, default=1e-3)
-    p.add_argument("--rank-weight", type=float, default=0.0,
+    p.add_argument("--rank-weight", type=_weight, default=0.0,
                    help="weight of a pairwise ranking term between two versions of one slice (0: measured best)")
-    p.add_argument("--map-weight", type=float, default=1.0)
+    p.add_argument("--map-weight", type=_weight, default=1.0)
     p.add_argument("--mix", type=_fraction, default=0.0,
                    help="chance per slice and epoch of training on a mixed-quality composite of two versions "
                         "of the slice (map label only), so that the map follows quality within a slice")
     p.add_argument("--held-out", type=_fraction, default=0.2, help="fraction of series held out for validation")
     accumulate_option(p)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_count, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     common(p)
     p.set_defaults(func=cmd_train)

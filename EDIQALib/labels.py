@@ -36,8 +36,11 @@ def discover_series(paths: list[str | Path]) -> list[tuple[str, list[Path]]]:
     for p in map(Path, paths):
         if not p.exists():
             raise InputError(f"input not found: {p}")
+        name = p.resolve().name  # a series' name names its maps' folder: "." is the folder's own name
+        if not name:
+            raise InputError(f"{p} is no series folder (a series is named after its folder)")
         files = sorted(f for f in p.iterdir() if f.name.lower().endswith(IMAGE_SUFFIXES)) if p.is_dir() else []
-        out.append((p.name, files) if files else (p.name, [p]))
+        out.append((name, files) if files else (name, [p]))
     names = [n for n, _ in out]
     if len(set(names)) != len(names):
         raise InputError("series names must be unique (two inputs share a folder or file name)")

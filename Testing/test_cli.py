@@ -343,7 +343,12 @@ def test_label_names_each_image_s_map_after_its_whole_name_and_resumes_only_a_la
                                         (["publish-student", "run", "--name", "../outside"], "not a model name"),
                                         (["publish-detector", "run", "--name", ""], "not a model name"),
                                         (["train-detector", "--out", "run", "--crop", "8"], "too small a crop"),
-                                        (["make-dataset", "--out", "data", "--first-seed", "-5"], "not a count")])
+                                        (["make-dataset", "--out", "data", "--first-seed", "-5"], "not a count"),
+                                        (["simulate", "ct.nrrd", "--seed", "-1"], "not a count"),
+                                        (["simulate", "ct.nrrd", "--i0", "inf"], "photons per ray"),
+                                        (["simulate", "ct.nrrd", "--views", "1000000000000"], "views: choose"),
+                                        (["teacher", "ct.nrrd", "--contrasts", ","], "comma-separated list"),
+                                        (["bench", "--volume-shape", "1,32,32"], "at least 1 slice of 64")])
 def test_bad_settings_of_the_long_commands_are_refused_at_once(args, says):
     proc = ediqa(*args)
     assert_one_line_error(proc)
@@ -353,6 +358,7 @@ def test_bad_settings_of_the_long_commands_are_refused_at_once(args, says):
 @pytest.mark.parametrize("args, says", [
     (["--lr", "-1"], "not a positive number"), (["--held-out", "1.5"], "not a fraction"),
     (["--stage1-iterations", "-1"], "not a count"), (["--wrong-header"], "not a labels row"),
+    (["--rank-weight", "nan"], "not a weight"), (["--lr", "inf"], "not a positive number"),
 ])
 def test_train_s_bad_settings_and_labels_are_one_line_and_write_no_run(tmp_path, args, says):
     labels = tmp_path / "labels.csv"

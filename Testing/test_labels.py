@@ -6,12 +6,15 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 import EDIQALib
-from EDIQALib.labels import pool_map
+from EDIQALib.errors import InputError
+from EDIQALib.labels import discover_series, pool_map
 from EDIQALib.models import MODELS_DIR
 from EDIQALib.simulate import phantom
 
@@ -98,3 +101,15 @@ def test_pool_map_ignores_nan():
     assert pooled.shape == (2, 2)
     assert abs(float(pooled[0, 0]) - (1.0 + 15 * 0.5) / 16) < 1e-3
     assert np.isnan(pooled[1, 1])
+
+
+def test_a_series_given_as_dot_is_named_after_its_folder(tmp_path, monkeypatch):
+    """Its maps go to ``<labels>_maps/<folder name>/``; an empty name put them at the file system's root."""
+    folder = tmp_path / "series-a"
+    folder.mkdir()
+    for name in ("0.nrrd", "1.nrrd"):
+        (folder / name).write_bytes(b"")
+    monkeypatch.chdir(folder)
+    assert discover_series(["."]) == [("series-a", [Path("0.nrrd"), Path("1.nrrd")])]
+    with pytest.raises(InputError, match="no series folder"):
+        discover_series(["/"])
