@@ -229,7 +229,7 @@ def _inputs_and_folders(args: argparse.Namespace, summary_files: tuple[str, ...]
     from .io import check_outputs
     from .report import RESULT_FILES
 
-    volumes = _read_inputs(args)
+    volumes = _read_inputs(args, summary_files)
     out = Path(args.out)
     folders = [out] if len(volumes) == 1 and not summary_files else [out / v.name for v in volumes]
     check_outputs([f / name for f in folders for name in RESULT_FILES] + [out / name for name in summary_files],
@@ -276,15 +276,33 @@ def _teacher_config(args: argparse.Namespace):
                          readout=args.readout, psf_aware=not args.no_psf, insertion=insertion)
 
 
-def _read_inputs(args: argparse.Namespace) -> list:
-    """The input volumes, renamed ``name-1``, ``name-2``… where two share a name (their output folders)."""
+def _read_inputs(args: argparse.Namespace, summary_files: tuple[str, ...] = ()) -> list:
+    """The input volumes, each named as its results' folder will be (:func:`folder_names`)."""
     from dataclasses import replace
 
     from .io import read_volume
 
     volumes = [read_volume(p, args.modality) for p in args.inputs]
-    names = [v.name for v in volumes]
-    return [v if names.count(v.name) == 1 else replace(v, name=f"{v.name}-{i + 1}") for i, v in enumerate(volumes)]
+    return [replace(v, name=name) for v, name in zip(volumes, folder_names([v.name for v in volumes], summary_files))]
+
+
+def folder_names(names: list[str], reserved: tuple[str, ...] = ()) -> list[str]:
+    """One distinct folder name per input: its own name where no other input has it (letter case aside,
+    for file systems that ignore it) and no summary file is called so (``reserved``); else the name (or
+    ``image``, when empty) with the first free ``-1``, ``-2``… after it, never another input's name."""
+    folded = [n.casefold() for n in names]
+    keep = [bool(n) and folded.count(f) == 1 and f not in {r.casefold() for r in reserved} for n, f in zip(names, folded)]
+    taken = {r.casefold() for r in reserved} | {f for f, k in zip(folded, keep) if k}
+    out = []
+    for name, kept in zip(names, keep):
+        if not kept:
+            base, i = name or "image", 1
+            while f"{base}-{i}".casefold() in taken:
+                i += 1
+            name = f"{base}-{i}"
+            taken.add(name.casefold())
+        out.append(name)
+    return out
 
 
 def cmd_train_detector(args: argparse.Namespace) -> None:

@@ -226,13 +226,16 @@ def check_outputs(outputs: list[Path], inputs: list[str | os.PathLike]) -> None:
 
     Raises:
         InputError: an output path's folder lies under a file, cannot be created or written to, an output
-            is an existing folder, or an output would replace an input file.
+            is an existing folder, or an output would replace an input file or go into an input folder.
     """
     sources = [Path(i).resolve() for i in inputs]
     for out in outputs:
         target = Path(out).resolve()
         if target in sources:
             raise InputError(f"{out} would overwrite the input {target.name}; choose another --out")
+        inside = next((s for s in sources if s in target.parents), None)
+        if inside is not None:
+            raise InputError(f"{out} would go into the input folder {inside}; choose another --out")
         if target.is_dir():
             raise InputError(f"cannot write {out}: a folder of that name is in the way")
         folder = target.parent

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from EDIQALib.io import read_volume
+from EDIQALib.cli import folder_names
+from EDIQALib.errors import InputError
+from EDIQALib.io import check_outputs, read_volume
 from EDIQALib.simulate import ACQUIRED_NOISE_SD_HU, correlated_noise, phantom
 from conftest import ct_image
 
@@ -162,6 +164,23 @@ def test_outputs_that_cannot_be_written_or_would_replace_the_input_are_refused_b
     assert_one_line_error(proc)
     assert "would overwrite the input" in proc.stderr
     assert named.read_bytes() == before and not (tmp_path / "result.json").exists()
+
+
+def test_every_input_gets_its_own_result_folder():
+    """Inputs of one name (from two folders), an input named as a renamed one or as a summary file, and an
+    empty name: before, a later input's results replaced an earlier one's, or met the summary file."""
+    assert folder_names(["ctb", "ctb", "ctb-1"]) == ["ctb-2", "ctb-3", "ctb-1"]
+    assert folder_names(["a", "compare.json"], ("compare.json", "compare.csv", "compare.png")) == ["a", "compare.json-1"]
+    assert folder_names(["", "CT", "ct"]) == ["image-1", "CT-1", "ct-2"]  # one folder on a case-blind disk
+    assert folder_names(["recon-a", "recon-b"]) == ["recon-a", "recon-b"]
+
+
+def test_no_output_goes_into_an_input_folder(tmp_path):
+    series = tmp_path / "dicom-series"  # a DICOM series is read from its folder
+    series.mkdir()
+    with pytest.raises(InputError, match="into the input folder"):
+        check_outputs([series / "result.json"], [series])
+    check_outputs([tmp_path / "out" / "result.json"], [series])
 
 
 @pytest.mark.parametrize("option", [["--doses", "0"], ["--doses", "1,2"], ["--doses", ","], ["--views", "3"],
