@@ -483,31 +483,61 @@ def _check_resume(out: Path, command: str, args: argparse.Namespace, keys: tuple
         was = ", ".join(f"--{k.replace('_', '-')} {recorded.get(k)}" for k in changed)
         raise InputError(f"{out} holds a run with {was}; resume it with the same settings (the same start), "
                          "or give another --out")
+    _check_run_state(out)
+
+
+def _check_run_state(out: Path) -> None:
+    """Before a run is resumed (and its ``run.json`` written again): every resume state and training log in
+    it can be read; else one line."""
+    from .detector import load_resume_state
+
+    for state in sorted(out.glob("**/state.pt")):
+        load_resume_state(state, "cpu")
+    for log in sorted(out.glob("**/log.jsonl")):
+        _read_log(log)
 
 
 def _read_run_record(folder: Path) -> dict:
     """A run folder's ``run.json`` (command and arguments); empty where absent, an input error where it is
-    not a JSON object."""
+    not what a run writes (a JSON object whose settings are an object, with a known preset and whole
+    epoch and iteration counts, and whose start, if any, has a name and sha256)."""
+    from .detector import PRESETS
     from .io import read_json
 
     path = folder / "run.json"
     info = read_json(path, "run record") if path.exists() else {}
     if not isinstance(info, dict):
         raise InputError(f"run record {path} is not a JSON object")
-    return info
+    settings, init = info.get("args", {}), info.get("init")
+    if not isinstance(settings, dict):
+        problem = "its args are not a JSON object"
+    elif settings.get("preset", "lite") not in PRESETS:
+        problem = f"unknown preset {settings['preset']!r}"
+    elif any(not isinstance(settings.get(k, 0), int) or settings.get(k, 0) < 0 for k in ("epochs", "iterations")):
+        problem = "its epochs or iterations are not a count"
+    elif init is not None and not (isinstance(init, dict) and all(isinstance(init.get(k), str) for k in ("name", "sha256"))):
+        problem = "its start (init) lacks a name or sha256"
+    else:
+        return info
+    raise InputError(f"run record {path}: {problem}")
 
 
 def _read_run(settings_dir: Path, log_dir: Path) -> tuple[dict, list[dict]]:
     """A training run's ``run.json`` (:func:`_read_run_record`) and ``log.jsonl`` lines; empty where absent,
     an input error where unreadable."""
-    run_info, log_path = _read_run_record(settings_dir), log_dir / "log.jsonl"
-    if not log_path.exists():
-        return run_info, []
+    log_path = log_dir / "log.jsonl"
+    return _read_run_record(settings_dir), _read_log(log_path) if log_path.exists() else []
+
+
+def _read_log(path: Path) -> list[dict]:
+    """A training log's entries (one JSON object per line); an input error where it is not that."""
     try:
-        log = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        log = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InputError(f"training log {log_path} is not one JSON object per line") from None
-    return run_info, log
+        log = None
+    if log is None or not all(isinstance(entry, dict) for entry in log):
+        raise InputError(f"training log {path} is not one JSON object per line")
+    return log
 
 
 def _run_start(run: Path, run_info: dict, preset: str) -> dict:

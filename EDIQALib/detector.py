@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -300,9 +299,15 @@ def save_weights(model: nn.Module, path: str | Path) -> None:
 
 
 def load_resume_state(path: Path, device: torch.device | str) -> dict:
-    """A run's resume state (``state.pt``, written by the run itself); an unreadable one is an input error."""
+    """A run's resume state (``state.pt``, written by the run itself: weights, optimizer, progress); an
+    unreadable one, or one without these, is an input error."""
     try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
-        raise InputError(f"{path}: the run's resume state is unreadable ({str(exc).splitlines()[0][:80]}); "
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # unpickling a damaged file fails in many ways (KeyError, ValueError, EOFError...)
+        why = (str(exc).splitlines() or [type(exc).__name__])[0][:80]
+        raise InputError(f"{path}: the run's resume state is unreadable ({why}); "
                          "give another --out to start a new run") from None
+    if not isinstance(state, dict) or not {"model", "optimizer", "best"} <= state.keys():
+        raise InputError(f"{path}: not a run's resume state (no weights, optimizer and progress); "
+                         "give another --out to start a new run")
+    return state

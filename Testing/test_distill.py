@@ -207,10 +207,21 @@ def test_training_can_start_from_a_trained_student(tmp_path):
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr and not (tmp_path / "bad").exists()
 
-    (tmp_path / "fresh" / "stage2" / "state.pt").write_bytes(b"not a state")  # e.g. a disk that filled up
-    proc = subprocess.run([*train, "--out", str(tmp_path / "fresh")], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 2 and "resume state is unreadable" in proc.stderr, proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+    # a damaged run folder is refused before anything in it is written again, its run.json included
+    fresh = tmp_path / "fresh"
+    kept = {name: (fresh / name).read_bytes() for name in ("run.json", "stage2/state.pt", "stage2/log.jsonl")}
+    for name, damaged, message in (
+            ("stage2/state.pt", b"not a state", "resume state is unreadable"),  # e.g. a disk that filled up
+            ("stage2/state.pt", b"hello\n", "resume state is unreadable"),
+            ("stage2/log.jsonl", kept["stage2/log.jsonl"] + b"{not json\n", "not one JSON object per line"),
+            ("run.json", kept["run.json"].replace(b'"args": {', b'"args": null, "was": {'), "args are not a JSON object")):
+        (fresh / name).write_bytes(damaged)
+        proc = subprocess.run([*train, "--out", str(fresh)], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+        assert (fresh / name).read_bytes() == damaged and all(
+            (fresh / other).read_bytes() == content for other, content in kept.items() if other != name)
+        (fresh / name).write_bytes(kept[name])
 
 
 def test_a_smaller_slice_is_mirrored_to_the_batch_field_and_its_map_is_undefined_there():
