@@ -67,26 +67,43 @@ def load_samples(labels_csv: str | Path) -> list[Sample]:
     maps_dir = labels_csv.parent / (labels_csv.stem + "_maps")
     cache: dict[Path, np.ndarray] = {}
     samples = []
-    with open(labels_csv, newline="", encoding="utf-8") as f:
-        for line, row in enumerate(csv.DictReader(f), start=2):
-            try:
-                if row["assessable"] != "1":
-                    continue
-                path = labels_csv.parent / row["path"]  # relative to the labels file, or absolute
-                if path not in cache:
-                    vol = read_volume(path)
-                    cache[path] = normalise(to_canonical(vol)[0], vol.modality)  # one scale for the volume
-                samples.append(Sample(cache[path][int(row["slice"])], float(row["score"]),
-                                      np.load(maps_dir / row["map"]).astype(np.float32),
-                                      f"{row['series']}/{row['slice']}", f"{row['series']}/{row['file']}/{row['slice']}"))
-            except InputError:
-                raise
-            except (KeyError, ValueError, IndexError, TypeError, OSError) as exc:
-                raise InputError(f"{labels_csv}, line {line}: not a labels row of `ediqa label` "
-                                 f"({exc.__class__.__name__}: {str(exc)[:80]})") from None
+    try:
+        text = labels_csv.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{labels_csv} is not a labels file of `ediqa label` (not text)") from None
+    for line, row in enumerate(csv.DictReader(text.splitlines()), start=2):
+        try:
+            if row["assessable"] != "1":
+                continue
+            path = labels_csv.parent / row["path"]  # relative to the labels file, or absolute
+            if path not in cache:
+                vol = read_volume(path)
+                cache[path] = normalise(to_canonical(vol)[0], vol.modality)  # one scale for the volume
+            samples.append(_labelled_slice(row, cache[path], np.load(maps_dir / row["map"])))
+        except InputError:
+            raise
+        except (KeyError, ValueError, IndexError, TypeError, OSError) as exc:
+            raise InputError(f"{labels_csv}, line {line}: not a labels row of `ediqa label` "
+                             f"({exc.__class__.__name__}: {str(exc)[:80]})") from None
     if not samples:
         raise InputError(f"{labels_csv}: no assessable labelled slices")
     return samples
+
+
+def _labelled_slice(row: dict, volume01: np.ndarray, heatmap: np.ndarray) -> Sample:
+    """One labels row as a :class:`Sample`: its slice of the (normalised, canonical) volume, its score and
+    its map. Raises ValueError where the row does not fit them: a slice the volume does not have, a score
+    outside [0, 1], a map of another size than the slice's at the map stride (another image's)."""
+    k, score = int(row["slice"]), float(row["score"])
+    if not 0 <= k < len(volume01):
+        raise ValueError(f"slice {k} of a volume of {len(volume01)}")
+    if not 0.0 <= score <= 1.0:
+        raise ValueError(f"score {score} outside 0-1")
+    expected = (volume01.shape[1] // MAP_STRIDE, volume01.shape[2] // MAP_STRIDE)
+    if heatmap.shape != expected:
+        raise ValueError(f"a map of {heatmap.shape} for a slice whose map is {expected}")
+    return Sample(volume01[k], score, heatmap.astype(np.float32), f"{row['series']}/{row['slice']}",
+                  f"{row['series']}/{row['file']}/{row['slice']}")
 
 
 def pool_labellings(labellings: list[list[Sample]]) -> list[Sample]:

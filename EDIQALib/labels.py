@@ -61,7 +61,8 @@ def _read_done(csv_path: Path) -> list[dict]:
     """Complete rows of an earlier run (an interrupted last line is dropped).
 
     Raises:
-        InputError: the file is not a labels CSV (another header, not text, a slice that is no number).
+        InputError: the file is not a labels CSV (another header, not text, a slice or score that is no
+            number, or a score outside 0-1).
     """
     try:
         text = Path(csv_path).read_text(encoding="utf-8")
@@ -75,10 +76,18 @@ def _read_done(csv_path: Path) -> list[dict]:
                          "--resume continues only a labels file")
     rows = [row for row in reader
             if all(row.get(k) not in (None, "") for k in ("series", "file", "slice", "assessable", "map", "path"))]
-    if not all(row["slice"].isdigit() for row in rows):
-        raise InputError(f"{csv_path} is not a labels CSV (a slice that is no number); --resume continues only "
-                         "a labels file")
+    if not all(row["slice"].isdigit() and _is_score(row["score"]) for row in rows):
+        raise InputError(f"{csv_path} is not a labels CSV (a slice that is no number, or a score that is not "
+                         "one from 0 to 1); --resume continues only a labels file")
     return rows
+
+
+def _is_score(text: str | None) -> bool:
+    """Whether a labels row's score is one: empty (a slice that is not assessable) or a number in [0, 1]."""
+    try:
+        return not text or 0.0 <= float(text) <= 1.0
+    except ValueError:
+        return False
 
 
 def _map_stem(file_name: str) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -20,6 +21,7 @@ from EDIQALib.errors import InputError
 from EDIQALib.models import package_model
 from EDIQALib.simulate import phantom
 from EDIQALib.student import Student
+from conftest import ct_image
 
 
 def _series(tmp_path, seed):
@@ -138,6 +140,31 @@ def test_each_training_slice_is_paired_with_another_version_of_itself():
     assert [pair for pair in pairs if pair[0] == pair[1]] == [(9, 9)]
     drawn = {tuple(sorted(version_pairs(versions, np.random.default_rng(seed)))) for seed in range(5)}
     assert len(drawn) > 1  # drawn anew each epoch
+
+
+def test_labels_rows_that_do_not_fit_their_slice_are_refused(tmp_path):
+    """A slice the volume lacks (-1 took the last), a score outside 0-1 (inf trained to NaN losses), a map
+    of another image's size (an IndexError, or a map misplaced), a file that is not text: one line each."""
+    sitk.WriteImage(ct_image(slices=1, size=96, spacing=(0.7, 0.7, 1.0)), str(tmp_path / "a.nrrd"))
+    (tmp_path / "labels_maps" / "s").mkdir(parents=True)
+    np.save(tmp_path / "labels_maps" / "s" / "a_s0000.npy", np.zeros((24, 24), np.float16))  # 96 px at stride 4
+    np.save(tmp_path / "labels_maps" / "s" / "small.npy", np.zeros((10, 10), np.float16))
+    labels = tmp_path / "labels.csv"
+
+    def row(slice_="0", score="0.2", map_="s/a_s0000.npy"):
+        labels.write_text(f"series,file,slice,score,assessable,map,path\ns,a.nrrd,{slice_},{score},1,{map_},a.nrrd\n",
+                          encoding="utf-8")
+
+    row()
+    assert [s.score for s in load_samples(labels)] == [0.2]
+    for bad, says in (({"slice_": "-1"}, "slice -1"), ({"slice_": "1"}, "slice 1"), ({"score": "inf"}, "outside 0-1"),
+                      ({"score": "nan"}, "outside 0-1"), ({"map_": "s/small.npy"}, "a map of (10, 10)")):
+        row(**bad)
+        with pytest.raises(InputError, match=f"line 2: not a labels row.*{re.escape(says)}"):
+            load_samples(labels)
+    labels.write_bytes(b"\xff\xfe\x00\x01")
+    with pytest.raises(InputError, match="not text"):
+        load_samples(labels)
 
 
 def test_pooled_labellings_average_each_slice_and_refuse_other_slices():

@@ -113,3 +113,18 @@ def test_a_series_given_as_dot_is_named_after_its_folder(tmp_path, monkeypatch):
     assert discover_series(["."]) == [("series-a", [Path("0.nrrd"), Path("1.nrrd")])]
     with pytest.raises(InputError, match="no series folder"):
         discover_series(["/"])
+
+
+def test_resume_refuses_rows_whose_score_is_no_score(tmp_path):
+    """Such rows were kept, and trained on as NaN or infinite scores; an empty score (a slice that is not
+    assessable) is one."""
+    from EDIQALib.labels import FIELDS, _read_done
+
+    labels = tmp_path / "labels.csv"
+    for score in ("", "0.25", "abc", "nan", "inf", "1.5"):
+        labels.write_text(f"{','.join(FIELDS)}\ns,a.nrrd,0,{score},1,s/a_s0000.npy,a.nrrd\n", encoding="utf-8")
+        if score in ("", "0.25"):
+            assert [row["score"] for row in _read_done(labels)] == [score]
+        else:
+            with pytest.raises(InputError, match="score that is not one from 0 to 1"):
+                _read_done(labels)
