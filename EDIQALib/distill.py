@@ -354,4 +354,7 @@ def train_student(student: Student, train: list[Sample], val: list[Sample], out_
             os.replace(out / "state.tmp", out / "state.pt")
             training_log.append(out, entry)
         barrier(world)
+    if rank == 0 and not (out / "best.safetensors").exists():  # no epoch's figures were numbers
+        raise InputError(f"training diverged: no epoch of {out} gave a finite loss and validation (last loss "
+                         f"{entry['loss']:.3g}); lower --lr")
     return out / "best.safetensors"

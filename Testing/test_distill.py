@@ -167,6 +167,16 @@ def test_labels_rows_that_do_not_fit_their_slice_are_refused(tmp_path):
         load_samples(labels)
 
 
+def test_a_diverged_training_says_so_instead_of_naming_weights_it_never_wrote(tmp_path):
+    rng = np.random.default_rng(0)
+    samples = [Sample(rng.random((96, 96), dtype=np.float32), 0.1 * (k % 3 + 1), np.zeros((24, 24), np.float32),
+                      f"s{k // 2}/{k % 2}") for k in range(4)]
+    torch.manual_seed(0)
+    with pytest.raises(InputError, match="training diverged.*lower --lr"):
+        train_student(Student("lite"), samples, [], tmp_path, StudentTraining(epochs=2, batch_size=2, lr=1e30))
+    assert not (tmp_path / "best.safetensors").exists()
+
+
 def test_pooled_labellings_average_each_slice_and_refuse_other_slices():
     image = np.zeros((8, 8), np.float32)
 
