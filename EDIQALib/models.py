@@ -97,11 +97,16 @@ def load_model(name_or_path: str, kind: str, device: torch.device | str = "cpu")
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a ``.safetensors`` file; an unreadable or malformed file is an input error."""
+    """The tensors of a ``.safetensors`` file; an unreadable or malformed file, or one that holds NaN or
+    infinite values (weights of a diverged run, whose scores would be NaN or constant), is an input error."""
     try:
-        return load_file(str(path))
+        state = load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise InputError(f"{path}: not readable as safetensors weights ({str(exc).splitlines()[0][:100]})") from None
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise InputError(f"{path}: weights hold NaN or infinite values (tensor {bad!r})")
+    return state
 
 
 def fit_weights(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> nn.Module:

@@ -1,0 +1,81 @@
+"""The model registry: weights and cards are checked when read, and publishing changes a model whole or not at all.
+
+The networks here are freshly initialised tiny students (the values mean nothing)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import SimpleITK as sitk
+import torch
+from safetensors.torch import load_file, save_file
+
+from EDIQALib.detector import save_weights
+from EDIQALib.errors import InputError
+from EDIQALib.models import load_model, package_model, read_weights
+from EDIQALib.student import Student
+from conftest import ct_image
+
+
+def _ediqa(*args):
+    return subprocess.run([sys.executable, "-m", "EDIQALib", *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
+
+
+def _assert_one_line_error(proc, *fragments: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ediqa: error:"), proc.stderr
+    assert all(f in lines[0] for f in fragments), proc.stderr
+
+
+def _registered(folder: Path, name: str, edit=None) -> Path:
+    """A tiny student in the registry ``folder`` as ``name`` (its weights first passed through ``edit``,
+    the card's sha256 theirs); the weights' path."""
+    torch.manual_seed(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_weights(Student("lite"), folder / "weights.safetensors")
+    if edit:
+        state = load_file(str(folder / "weights.safetensors"))
+        edit(state)
+        save_file(state, str(folder / "weights.safetensors"))
+    return package_model(folder / "weights.safetensors", name, "student", "lite", {}, folder)
+
+
+def _nan_first_weight(state: dict) -> None:
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    state[key] = torch.full_like(state[key], float("nan"))
+
+
+def _inf_in_last_weight(state: dict) -> None:
+    key = [k for k, v in state.items() if v.is_floating_point()][-1]
+    state[key] = state[key].clone()
+    state[key].view(-1)[0] = float("inf")
+
+
+@pytest.mark.parametrize("edit", [_nan_first_weight, _inf_in_last_weight])
+def test_weights_that_are_not_finite_are_refused_when_read(tmp_path, edit):
+    weights = _registered(tmp_path, "bad", edit)
+    with pytest.raises(InputError, match=r"bad\.safetensors.*NaN or infinite"):
+        read_weights(weights)
+    with pytest.raises(InputError, match=r"bad\.safetensors.*NaN or infinite"):
+        load_model(str(weights), "student")
+
+
+def test_init_weights_that_are_not_finite_are_refused(tmp_path):
+    from EDIQALib.cli import _initial_student
+
+    weights = _registered(tmp_path, "nan-start", _nan_first_weight)
+    with pytest.raises(InputError, match=r"nan-start\.safetensors.*NaN or infinite"):
+        _initial_student(str(weights), None, "lite")
+
+
+def test_assess_with_nan_weights_is_one_line_and_writes_nothing(tmp_path):
+    weights = _registered(tmp_path / "reg", "nanw", _nan_first_weight)
+    image = tmp_path / "ct.nrrd"
+    sitk.WriteImage(ct_image(slices=1, size=160, spacing=(0.7, 0.7, 2.0)), str(image))
+    proc = _ediqa("assess", image, "--model", weights, "--out", tmp_path / "out", "--progress", "none")
+    _assert_one_line_error(proc, "nanw.safetensors", "NaN or infinite")
+    assert not (tmp_path / "out").exists()
