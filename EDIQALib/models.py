@@ -1,12 +1,14 @@
 """Model registry: weights in ``Resources/Models/<name>.safetensors`` with a JSON model card.
 
-A card holds at least ``name``, ``kind`` (``"detector"``), ``preset``, ``sha256`` of the weights, the
-training data and command, and metrics. Weights load only when their sha256 matches the card.
+A card holds at least ``name``, ``kind`` (``"detector"`` or ``"student"``), ``preset``, ``sha256`` of the
+weights, the training data and command, and metrics. A card is checked when it is read; weights load only
+when their sha256 matches the card.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from .io import read_json
 MODELS_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
 DEFAULT_DETECTOR = "detector-lite"
 DEFAULT_STUDENT = "student-lite"
+KINDS = ("detector", "student")
 
 
 @dataclass
@@ -69,7 +72,28 @@ def find_model(name_or_path: str, models_dir: Path = MODELS_DIR) -> ModelCard:
     card = read_json(card_path, "model card")
     if not isinstance(card, dict):
         raise InputError(f"model card {card_path} is not a JSON object")
-    return ModelCard(name=card.get("name", weights.stem), weights=weights, card=card)
+    problem = _card_problem(card)
+    if problem:
+        raise InputError(f"model card {card_path}: {problem}")
+    return ModelCard(name=card["name"], weights=weights, card=card)
+
+
+def _card_problem(card: dict) -> str | None:
+    """What is wrong with a model card (``None`` where nothing is): the keys that :func:`package_model` writes
+    and readers use, present and of their type."""
+    for key in ("name", "kind", "preset", "sha256"):
+        if key not in card:
+            return f"{key!r} is missing"
+    for key in ("name", "kind", "preset"):
+        if not isinstance(card[key], str):
+            return f"{key!r} is not a string"
+    if card["kind"] not in KINDS:
+        return f"'kind' is {card['kind']!r}, not {' or '.join(map(repr, KINDS))}"
+    if not isinstance(card["sha256"], str) or not re.fullmatch(r"[0-9a-f]{64}", card["sha256"]):
+        return "'sha256' is not 64 hexadecimal digits"
+    if not isinstance(card.get("training", {}), dict):
+        return "'training' is not a JSON object"
+    return None
 
 
 def load_model(name_or_path: str, kind: str, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelCard]:
@@ -81,12 +105,12 @@ def load_model(name_or_path: str, kind: str, device: torch.device | str = "cpu")
     from .student import student_for
 
     entry = find_model(name_or_path)
-    if entry.card.get("kind") != kind:
-        raise InputError(f"{entry.name} is not a {kind} model (kind={entry.card.get('kind')!r})")
+    if entry.card["kind"] != kind:
+        raise InputError(f"{entry.name} is not a {kind} model (kind={entry.card['kind']!r})")
     digest = sha256_of(entry.weights)
     if digest != entry.sha256:
         raise InputError(f"{entry.weights.name}: sha256 mismatch with its model card (corrupt or replaced weights)")
-    preset = entry.card.get("preset", "lite")
+    preset = entry.card["preset"]
     known = STUDENT_PRESETS if kind == "student" else DETECTOR_PRESETS
     if preset not in known:
         raise InputError(f"{entry.name}: unknown {kind} preset {preset!r} in its card (known: {', '.join(known)})")

@@ -3,6 +3,7 @@
 The networks here are freshly initialised tiny students (the values mean nothing)."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from EDIQALib.detector import save_weights
 from EDIQALib.errors import InputError
-from EDIQALib.models import load_model, package_model, read_weights
+from EDIQALib.models import find_model, load_model, package_model, read_weights
 from EDIQALib.student import Student
 from conftest import ct_image
 
@@ -78,4 +79,46 @@ def test_assess_with_nan_weights_is_one_line_and_writes_nothing(tmp_path):
     sitk.WriteImage(ct_image(slices=1, size=160, spacing=(0.7, 0.7, 2.0)), str(image))
     proc = _ediqa("assess", image, "--model", weights, "--out", tmp_path / "out", "--progress", "none")
     _assert_one_line_error(proc, "nanw.safetensors", "NaN or infinite")
+    assert not (tmp_path / "out").exists()
+
+
+def _without(key: str):
+    return lambda card: card.pop(key)
+
+
+def _set(key: str, value):
+    return lambda card: card.update({key: value})
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (_without("sha256"), "'sha256' is missing"),
+    (_without("kind"), "'kind' is missing"),
+    (_without("preset"), "'preset' is missing"),
+    (_without("name"), "'name' is missing"),
+    (_set("preset", ["lite"]), "'preset' is not a string"),
+    (_set("name", 3), "'name' is not a string"),
+    (_set("kind", "teacher"), "'kind' is 'teacher', not 'detector' or 'student'"),
+    (_set("sha256", "abc"), "'sha256' is not 64 hexadecimal digits"),
+    (_set("sha256", None), "'sha256' is not 64 hexadecimal digits"),
+    (_set("training", ["epochs"]), "'training' is not a JSON object"),
+])
+def test_a_malformed_card_is_refused_when_read(tmp_path, edit, problem):
+    weights = _registered(tmp_path, "m")
+    card = json.loads(weights.with_suffix(".json").read_text(encoding="utf-8"))
+    edit(card)
+    weights.with_suffix(".json").write_text(json.dumps(card), encoding="utf-8")
+    with pytest.raises(InputError) as err:
+        find_model(str(weights))
+    assert str(err.value) == f"model card {weights.with_suffix('.json')}: {problem}"
+
+
+def test_assess_with_a_card_without_sha256_is_one_line(tmp_path):
+    weights = _registered(tmp_path / "reg", "nosha")
+    card = json.loads(weights.with_suffix(".json").read_text(encoding="utf-8"))
+    del card["sha256"]
+    weights.with_suffix(".json").write_text(json.dumps(card), encoding="utf-8")
+    image = tmp_path / "ct.nrrd"
+    sitk.WriteImage(ct_image(slices=1, size=160, spacing=(0.7, 0.7, 2.0)), str(image))
+    proc = _ediqa("assess", image, "--model", weights, "--out", tmp_path / "out", "--progress", "none")
+    _assert_one_line_error(proc, "nosha.json", "'sha256' is missing")
     assert not (tmp_path / "out").exists()
