@@ -145,17 +145,37 @@ def fit_weights(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> 
 
 def package_model(weights: str | Path, name: str, kind: str, preset: str, card: dict,
                   models_dir: Path = MODELS_DIR) -> Path:
-    """Copy trained weights into the registry as ``<name>.safetensors`` with a card (sha256 filled in)."""
+    """Copy trained weights into the registry as ``<name>.safetensors`` with a card (sha256 filled in).
+
+    The weights and the card are both staged (``<file>.tmp``) before either is moved into place, so that the
+    registry holds the old model or the new one, never the new weights with the old card (or none). A folder
+    in the way (the registry itself, or where a file or its staging copy must go) is an input error before
+    anything is written; a write that fails removes what was staged."""
     import shutil
 
-    models_dir.mkdir(parents=True, exist_ok=True)
     dest = models_dir / f"{name}.safetensors"
-    tmp = dest.with_suffix(".tmp")
-    shutil.copyfile(weights, tmp)
-    tmp.replace(dest)
-    full = {"name": name, "kind": kind, "preset": preset, **card, "sha256": sha256_of(dest),
-            "size_bytes": dest.stat().st_size}
-    card_tmp = dest.with_suffix(".json.tmp")
-    card_tmp.write_text(json.dumps(full, indent=2) + "\n", encoding="utf-8")
-    card_tmp.replace(dest.with_suffix(".json"))
+    staged = {dest: _staging(dest), dest.with_suffix(".json"): _staging(dest.with_suffix(".json"))}
+    if models_dir.exists() and not models_dir.is_dir():
+        raise InputError(f"cannot publish {name}: {models_dir} is not a folder")
+    for path in (*staged, *staged.values()):
+        if path.is_dir():
+            raise InputError(f"cannot publish {name}: {path} is a folder")
+    models_dir.mkdir(parents=True, exist_ok=True)
+    weights_tmp, card_tmp = staged.values()
+    try:
+        shutil.copyfile(weights, weights_tmp)
+        full = {"name": name, "kind": kind, "preset": preset, **card, "sha256": sha256_of(weights_tmp),
+                "size_bytes": weights_tmp.stat().st_size}
+        card_tmp.write_text(json.dumps(full, indent=2) + "\n", encoding="utf-8")
+    except OSError:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
+        raise
+    for final, tmp in staged.items():
+        tmp.replace(final)
     return dest
+
+
+def _staging(path: Path) -> Path:
+    """Where ``path`` is written before it is moved into place."""
+    return path.with_name(f"{path.name}.tmp")

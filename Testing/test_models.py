@@ -122,3 +122,59 @@ def test_assess_with_a_card_without_sha256_is_one_line(tmp_path):
     proc = _ediqa("assess", image, "--model", weights, "--out", tmp_path / "out", "--progress", "none")
     _assert_one_line_error(proc, "nosha.json", "'sha256' is missing")
     assert not (tmp_path / "out").exists()
+
+
+def _contents(folder: Path) -> dict[str, bytes | None]:
+    """Every path under ``folder`` with its bytes (``None`` for a folder)."""
+    return {str(p.relative_to(folder)): None if p.is_dir() else p.read_bytes() for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("name, obstacle", [
+    ("m", "m.json.tmp"),  # the new card's staging path
+    ("m", "m.safetensors.tmp"),  # the new weights' staging path
+    ("m", "m.json"),  # the card's final path (the old card replaced by a folder)
+    ("new", "new.json"),
+    ("new", "new.safetensors"),
+])
+def test_a_failed_publish_leaves_the_registry_as_it_was(tmp_path, name, obstacle):
+    registry = tmp_path / "reg"
+    _registered(registry, "m")
+    (registry / "weights.safetensors").unlink()
+    if (registry / obstacle).exists():
+        (registry / obstacle).unlink()
+    (registry / obstacle / "inside").mkdir(parents=True)
+    torch.manual_seed(1)
+    save_weights(Student("lite"), tmp_path / "other.safetensors")  # weights other than the registered ones
+    before = _contents(registry)
+    with pytest.raises(InputError, match=f"{obstacle} is a folder"):
+        package_model(tmp_path / "other.safetensors", name, "student", "lite", {}, registry)
+    assert _contents(registry) == before
+
+
+def test_publish_into_a_registry_that_is_a_file_is_one_line(tmp_path):
+    registry = tmp_path / "reg"
+    registry.write_text("not a folder", encoding="utf-8")
+    with pytest.raises(InputError, match="not a folder"):
+        package_model(_registered(tmp_path / "src", "s"), "s", "student", "lite", {}, registry)
+    assert registry.read_text(encoding="utf-8") == "not a folder"
+
+
+def test_publish_detector_that_fails_leaves_the_published_model_usable(tmp_path):
+    """The reproduction through the CLI: a folder at the card's staging path; the old model still loads."""
+    from EDIQALib.detector import build_detector
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"command": "ediqa train-detector", "args": {"preset": "lite"}}))
+    torch.manual_seed(0)
+    save_weights(build_detector("lite"), run / "best.safetensors")
+    registry = tmp_path / "reg"
+    assert _ediqa("publish-detector", run, "--models-dir", registry, "--name", "det1").returncode == 0
+    before = _contents(registry)
+    torch.manual_seed(1)
+    save_weights(build_detector("lite"), run / "best.safetensors")
+    (registry / "det1.json.tmp").mkdir()
+    proc = _ediqa("publish-detector", run, "--models-dir", registry, "--name", "det1")
+    _assert_one_line_error(proc, "det1.json.tmp is a folder")
+    assert _contents(registry) == {**before, "det1.json.tmp": None}
+    load_model(str(registry / "det1.safetensors"), "detector")
