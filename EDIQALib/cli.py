@@ -671,9 +671,7 @@ def cmd_label(args: argparse.Namespace) -> None:
     check_outputs([Path(args.out)], [])
     device = _device(args.device)
     config = _teacher_config(args)
-    kind = find_model(args.model).card.get("kind")
-    if kind not in ("detector", "student"):
-        raise InputError(f"--model {args.model} is neither a detector nor a student (kind={kind!r})")
+    kind = find_model(args.model).card["kind"]  # a detector (the teacher) or a student: checked with the card
     model, entry = load_model(args.model, kind, device)
     scorer = teacher_scorer(model, config, device) if kind == "detector" else student_scorer(model, config.insertion, device)
     with distributed_context(device) as (rank, world):
