@@ -618,8 +618,8 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
     import SimpleITK as sitk
 
     from .backgrounds import training_bases
-    from .io import MODALITY_TAG, write_image
-    from .series import KINDS, make_series, series_name
+    from .io import MODALITY_TAG, check_outputs, write_image
+    from .series import KINDS, LEVELS, make_series, series_name
     from .simulate import NO_GRAIN, estimate_noise_grain, phantom, with_acquired_noise
 
     out = Path(args.out)
@@ -634,7 +634,12 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
     bases += [(f"ct693-v{v}", v, "real", False) for v in range(args.real_variants)]
     bases += [(f"ct693-n{v}", NOISY_FIRST_SEED + v, "real", True) for v in range(args.noisy_variants)]
     jobs = [(*base, kind) for base in bases for kind in KINDS]
-    folders = []
+    if not jobs:
+        raise InputError("nothing to make: give --phantoms, --back-phantoms, --noisy-back-phantoms, "
+                         "--real-variants or --noisy-variants")
+    files = {(name, kind): [out / series_name(name, kind) / f"{i}-{kind}-{level:g}.nrrd"
+                            for i, level in enumerate(LEVELS[kind])] for name, *_, kind in jobs}
+    check_outputs([path for paths in files.values() for path in paths], [])  # before any series is made
     for j, (name, seed, source, noisy, kind) in enumerate(jobs):
         if source == "phantom":
             hu = phantom(seed)
@@ -648,15 +653,13 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
         # what an acquired slice carries is measured, and its dose and views series grow it; phantoms carry none
         grain = estimate_noise_grain(hu) if source == "real" or noisy else NO_GRAIN
         series = make_series(kind, name, hu, seed=seed, grain=grain)
-        folder = out / series_name(name, kind)
-        for i, (level, image_hu) in enumerate(zip(series.levels, series.images_hu)):
+        for path, image_hu in zip(files[(name, kind)], series.images_hu):
             image = sitk.GetImageFromArray(image_hu)
             image.SetSpacing((0.7, 0.7))
             image.SetMetaData(MODALITY_TAG, "CT")  # a field inside the body has no air to tell HU by
-            write_image(image, folder / f"{i}-{kind}-{level:g}.nrrd")
-        folders.append(str(folder))
+            write_image(image, path)
         progress("make-dataset", j + 1, len(jobs))
-    print(json.dumps({"series": len(folders), "out": str(out)}))
+    print(json.dumps({"series": len(jobs), "out": str(out)}))
 
 
 def cmd_label(args: argparse.Namespace) -> None:

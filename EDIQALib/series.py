@@ -20,6 +20,7 @@ NOISE_LENGTHS_PX = (0.0, 1.0, 2.0, 3.0)
 BLURS_PX = (0.0, 1.0, 2.0, 3.0)
 EQUAL_NOISE_SD_HU = 40.0
 KINDS = ("dose", "views", "texture", "blur")
+LEVELS = {"dose": DOSES, "views": VIEWS, "texture": NOISE_LENGTHS_PX, "blur": BLURS_PX}
 
 
 def series_name(base: str, kind: str) -> str:
@@ -49,25 +50,22 @@ def make_series(kind: str, name: str, hu: np.ndarray, spacing_mm: float = 0.7, s
     """Build one series of ``kind`` (see module doc) from a canonical-spacing HU slice; ``grain`` is an
     acquired slice's own noise, which the dose and views series grow with falling exposure (see
     ``simulate_series``)."""
+    if kind not in LEVELS:
+        raise ValueError(f"unknown series kind {kind!r}; choose from {', '.join(KINDS)}")
     rng = np.random.default_rng(seed)
+    levels = LEVELS[kind]
     if kind == "dose":
-        levels = DOSES
         images = simulate_series(hu, spacing_mm, [Acquisition(dose=d) for d in levels], seed=seed,
                                  grain=grain)
     elif kind == "views":
-        levels = VIEWS
         images = simulate_series(hu, spacing_mm, [Acquisition(views=v) for v in levels], seed=seed,
                                  grain=grain)
     elif kind == "texture":
-        levels = NOISE_LENGTHS_PX
         white = rng.standard_normal(hu.shape)
         images = [hu + _scaled(ndi.gaussian_filter(white, ln) if ln else white) for ln in levels]
-    elif kind == "blur":
-        levels = BLURS_PX
+    else:  # blur
         noise = correlated_noise(hu.shape, EQUAL_NOISE_SD_HU, 0.0, rng)
         images = [(ndi.gaussian_filter(hu, b) if b else hu) + noise for b in levels]
-    else:
-        raise ValueError(f"unknown series kind {kind!r}; choose from {', '.join(KINDS)}")
     return Series(name=name, kind=kind, levels=tuple(float(x) for x in levels),
                   images_hu=[np.asarray(im, np.float32) for im in images])
 

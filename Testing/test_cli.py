@@ -278,6 +278,13 @@ def test_make_dataset_writes_every_series_kind_of_a_back_phantom(tmp_path):
     image = sitk.ReadImage(str(dose[0]))
     assert image.GetSpacing() == (0.7, 0.7) and 110 <= image.GetSize()[0] <= 200
     assert read_volume(dose[0]).modality == "ct"  # tagged: the field holds no air to tell HU by
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "back-77-views").write_text("a file where a series goes")
+    proc = ediqa("make-dataset", "--out", blocked, "--phantoms", "0", "--back-phantoms", "1", "--first-seed", "77",
+                 "--real-variants", "0", "--progress", "none")
+    assert_one_line_error(proc)
+    assert sorted(p.name for p in blocked.iterdir()) == ["back-77-views"]  # no series made before the check
 
 
 def test_an_input_without_an_assessable_slice_scores_null_with_a_warning(tmp_path):
@@ -363,6 +370,8 @@ def test_label_names_each_image_s_map_after_its_whole_name_and_resumes_only_a_la
                                         (["publish-detector", "run", "--name", ""], "not a model name"),
                                         (["train-detector", "--out", "run", "--crop", "8"], "too small a crop"),
                                         (["make-dataset", "--out", "data", "--first-seed", "-5"], "not a count"),
+                                        (["make-dataset", "--out", "data", "--phantoms", "0", "--real-variants", "0"],
+                                         "nothing to make"),
                                         (["simulate", "ct.nrrd", "--seed", "-1"], "not a count"),
                                         (["simulate", "ct.nrrd", "--i0", "inf"], "photons per ray"),
                                         (["simulate", "ct.nrrd", "--views", "1000000000000"], "views: choose"),
