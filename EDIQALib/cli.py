@@ -666,12 +666,12 @@ def cmd_label(args: argparse.Namespace) -> None:
     from .assess import student_scorer
     from .distributed import barrier, distributed_context
     from .io import check_outputs
-    from .labels import discover_series, label_series, merge_parts
+    from .labels import discover_series, label_series, maps_folder, merge_parts
     from .models import find_model, load_model
     from .teacher import teacher_scorer
 
     inputs = discover_series(args.data)
-    check_outputs([Path(args.out)], [])
+    check_outputs([Path(args.out), *(maps_folder(args.out) / name / "map.npy" for name, _ in inputs)], [])
     device = _device(args.device)
     config = _teacher_config(args)
     kind = find_model(args.model).card["kind"]  # a detector (the teacher) or a student: checked with the card

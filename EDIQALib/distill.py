@@ -28,6 +28,7 @@ from .distributed import barrier, data_parallel, mean_over_ranks, split_parts, s
 from . import training_log
 from .errors import InputError
 from .io import read_volume
+from .labels import maps_folder
 from .preprocess import normalise, to_canonical
 from .series import base_of
 from .student import MAP_STRIDE, PRESETS, Student, field_batch
@@ -64,7 +65,7 @@ def load_samples(labels_csv: str | Path) -> list[Sample]:
     labels_csv = Path(labels_csv)
     if not labels_csv.is_file():
         raise InputError(f"labels file not found: {labels_csv}")
-    maps_dir = labels_csv.parent / (labels_csv.stem + "_maps")
+    maps_dir = maps_folder(labels_csv)
     cache: dict[Path, np.ndarray] = {}
     samples = []
     try:

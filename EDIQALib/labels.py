@@ -47,6 +47,12 @@ def discover_series(paths: list[str | Path]) -> list[tuple[str, list[Path]]]:
     return out
 
 
+def maps_folder(labels_csv: str | Path) -> Path:
+    """Where a labels file's maps are: ``<labels>_maps/`` beside it, one subfolder per series."""
+    labels_csv = Path(labels_csv)
+    return labels_csv.parent / f"{labels_csv.stem}_maps"
+
+
 def pool_map(heatmap: np.ndarray, stride: int = MAP_STRIDE) -> np.ndarray:
     """Average a map over ``stride`` × ``stride`` blocks, ignoring NaN (NaN where a block has no value)."""
     h, w = (heatmap.shape[0] // stride) * stride, (heatmap.shape[1] // stride) * stride
@@ -115,7 +121,7 @@ def label_series(inputs: list[tuple[str, list[Path]]], scorer: SliceScorer, inse
     """
     out_csv = Path(out_csv)
     part = _part_path(out_csv, rank, world)
-    maps_dir = out_csv.parent / (out_csv.stem + "_maps")
+    maps_dir = maps_folder(out_csv)
     if out_csv.exists() and not resume:
         raise InputError(f"{out_csv} exists; pass --resume to continue it or choose another --out")
     done_rows = _read_done(out_csv) if out_csv.exists() and world > 1 else []

@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -157,6 +158,11 @@ def test_outputs_that_cannot_be_written_or_would_replace_the_input_are_refused_b
         proc = ediqa(*args)
         assert_one_line_error(proc)
         assert "is a file, not a folder" in proc.stderr
+    maps = tmp_path / "labels_maps"  # a file where label puts the input's maps: refused before the CSV
+    maps.mkdir()
+    (maps / Path(ct_volume_file).name).write_text("not a folder")
+    assert_one_line_error(ediqa("label", ct_volume_file, "--out", tmp_path / "labels.csv", *TINY))
+    assert not (tmp_path / "labels.csv").exists()
     named = tmp_path / "heatmap.nrrd"  # an input named as an output, in the output folder
     shutil.copy(ct_volume_file, named)
     before = named.read_bytes()
