@@ -330,13 +330,14 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
                                   workers=args.workers, progress=progress)
                 np.savez_compressed(out / "bank.tmp.npz", **bank)
                 (out / "bank.tmp.npz").replace(bank_path)
+        barrier(world)
+        bank = load_bank(bank_path)  # a damaged bank of an earlier run: refused before its run.json is rewritten
+        if rank == 0:
             settings = {k: v for k, v in vars(args).items() if k not in ("func", "progress")}
             run_info = {"command": "ediqa train-detector", "args": settings, "ranks": world}
             if initial is not None:
                 run_info["init"] = _provenance(args.init)
             (out / "run.json").write_text(json.dumps(run_info, indent=2), encoding="utf-8")
-        barrier(world)
-        bank = load_bank(bank_path)
         schedule = DetectorTraining(iterations=args.iterations, batch_size=args.batch_size, crop_px=args.crop,
                                     lr=args.lr, snapshot_every=args.snapshot_every, accumulate=args.accumulate,
                                     seed=args.seed)
@@ -403,11 +404,13 @@ def cmd_bench(args: argparse.Namespace) -> None:
 def cmd_select_detector(args: argparse.Namespace) -> None:
     import shutil
 
-    from .io import write_text
+    from .io import check_outputs, write_text
     from .teacher import TeacherConfig
     from .validation import default_validation_series, select_checkpoint, validity_metric
 
     run = Path(args.run)
+    check_outputs([run / "best.safetensors", run / "best.safetensors.tmp", run / "selection.json"],
+                  [])  # before the snapshots are evaluated
     snapshots = sorted((run / "snapshots").glob("step*.safetensors"))
     if not snapshots:
         raise InputError(f"no snapshots in {run / 'snapshots'}")
@@ -464,6 +467,8 @@ def _card_records(metrics: str | None, notes: str | None, metrics_what: str) -> 
     from .io import read_json
 
     records = {"metrics": read_json(metrics, metrics_what)} if metrics else {}
+    if metrics and not isinstance(records["metrics"], dict):
+        raise InputError(f"{metrics_what} {metrics} is not a JSON object (what `ediqa bench` or `validate` writes)")
     if notes:
         records["notes"] = read_json(notes, "notes file")
     return records
@@ -789,7 +794,12 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     """The student on the bundled sample (scores, heatmap, overlay), then on a dose series simulated from
     it (side-by-side comparison)."""
+    from .io import check_outputs
+    from .report import COMPARISON_FILES, RESULT_FILES
+
     out = Path(args.out)
+    check_outputs([*(out / "assess" / name for name in RESULT_FILES), out / "dose-series" / DEMO_SAMPLE.name,
+                   *(out / "compare" / name for name in COMPARISON_FILES)], [])  # each step's folder, before the first
     parse = build_parser().parse_args
     cmd_assess(parse(["assess", str(DEMO_SAMPLE), "--out", str(out / "assess"), "--progress", args.progress]))
     series = _simulate(parse(["simulate", str(DEMO_SAMPLE), "--out", str(out / "dose-series"),

@@ -251,6 +251,11 @@ def test_demo_assesses_the_sample_and_compares_a_dose_series_with_the_shipped_st
     assert len(rows[0].split(",")) == 6  # slice + five doses, best first
     scores = [r["score"] for r in json.loads((tmp_path / "compare" / "compare.json").read_text(encoding="utf-8"))]
     assert scores[0] > scores[-1]  # full dose above 5 % dose
+    blocked = tmp_path / "blocked"  # the last step's folder is a file: refused before the first step
+    blocked.mkdir()
+    (blocked / "compare").write_text("a file")
+    assert_one_line_error(ediqa("demo", "--out", blocked, "--progress", "none"))
+    assert sorted(p.name for p in blocked.iterdir()) == ["compare"]
 
 
 @pytest.mark.parametrize("command", [["train", "--stage1-iterations", "0", "--out", "run"], ["bench"]])
@@ -425,6 +430,13 @@ def test_detector_runs_with_unusable_weights_or_records_are_refused_before_writi
     assert_one_line_error(proc)
     assert "step000020.safetensors: not readable" in proc.stderr
     assert sorted(p.name for p in run.iterdir()) == ["run.json", "snapshots"]
+    (run / "snapshots" / "step000020.safetensors").unlink()
+    (run / "best.safetensors").mkdir()  # in the way: refused before the snapshots are evaluated
+    proc = ediqa("select-detector", run, "--realizations", "1", "--progress", "none")
+    assert_one_line_error(proc)
+    assert "a folder of that name is in the way" in proc.stderr
+    assert sorted(p.name for p in run.iterdir()) == ["best.safetensors", "run.json", "snapshots"]
+    (run / "best.safetensors").rmdir()
 
     save_weights(Student("lite"), run / "best.safetensors")  # another network's weights
     registry = tmp_path / "reg"
@@ -432,10 +444,11 @@ def test_detector_runs_with_unusable_weights_or_records_are_refused_before_writi
     assert_one_line_error(proc)
     assert "do not fit" in proc.stderr and not registry.exists()
     save_weights(build_detector("lite"), run / "best.safetensors")
-    (tmp_path / "validity.json").write_text("[1, 2", encoding="utf-8")
-    proc = ediqa("publish-detector", run, "--validity", tmp_path / "validity.json", "--models-dir", registry)
-    assert_one_line_error(proc)
-    assert "validity report" in proc.stderr and not registry.exists()
+    for text in ("[1, 2", "[1, 2]"):  # not JSON; not a report
+        (tmp_path / "validity.json").write_text(text, encoding="utf-8")
+        proc = ediqa("publish-detector", run, "--validity", tmp_path / "validity.json", "--models-dir", registry)
+        assert_one_line_error(proc)
+        assert "validity report" in proc.stderr and not registry.exists()
     proc = ediqa("publish-detector", run, "--name", "det", "--models-dir", registry)
     assert proc.returncode == 0, proc.stderr
     assert json.loads((registry / "det.json").read_text(encoding="utf-8"))["preset"] == "lite"
