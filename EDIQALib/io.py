@@ -6,10 +6,14 @@ modality (``"ct"`` in Hounsfield units or ``"mr"``).
 """
 from __future__ import annotations
 
+import gzip
 import json
+import math
 import os
 import re
+import struct
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,9 +103,62 @@ def _check_meta_data_file(header: Path) -> None:
             raise InputError(f"cannot read {header.name}: its data file {names[0]} is missing")
 
 
+_NIFTI_FIELDS = {  # header size: offset and format of dim, bitpix and vox_offset (NIfTI-1, NIfTI-2)
+    348: ((40, "8h"), (72, "h"), (108, "f")),
+    540: ((16, "8q"), (14, "h"), (168, "q")),
+}
+
+
+def _nifti_data_extent(head: bytes) -> tuple[int, int] | None:
+    """Where a NIfTI file's voxel data start and how many bytes they take, from its header; ``None`` when
+    ``head`` is not a NIfTI-1 or NIfTI-2 header (ITK then judges the file itself)."""
+    for order in "<>":  # sizeof_hdr, read in the right byte order, is 348 or 540
+        if len(head) >= 4 and (fields := _NIFTI_FIELDS.get(struct.unpack(order + "i", head[:4])[0])):
+            break
+    else:
+        return None
+    if len(head) < max(offset + struct.calcsize(fmt) for offset, fmt in fields):
+        return None
+    dim, bitpix, vox_offset = (struct.unpack_from(order + fmt, head, offset) for offset, fmt in fields)
+    if not 1 <= dim[0] <= 7 or not 0 <= vox_offset[0] < math.inf:
+        return None
+    return int(vox_offset[0]), math.prod(dim[1:dim[0] + 1]) * bitpix[0] // 8
+
+
+def _check_nifti_length(path: Path) -> None:
+    """A NIfTI file (``.nii``, ``.nii.gz``) must hold all the voxel data its header announces: ITK reads
+    the missing part of a file cut short as zeros, and a gzip stream cut short without complaint.
+
+    Raises:
+        InputError: the file (or its decompressed stream) ends before the voxel data do.
+    """
+    head, length = b"", 0
+    try:
+        with open(path, "rb") as f:
+            opener = gzip.open if f.read(2) == b"\x1f\x8b" else open  # ITK reads either, whatever the name
+        with opener(path, "rb") as f:
+            head = f.read(540)
+            length = len(head)
+            while chunk := f.read1(1 << 16):  # one read at a time: all of a stream cut short is counted
+                length += len(chunk)
+    except EOFError:
+        pass  # a gzip stream cut short: the bytes counted so far are what it holds
+    except (OSError, zlib.error):
+        return  # unreadable, or a corrupt gzip stream: ITK's reader refuses it
+    extent = _nifti_data_extent(head)
+    if extent is None:
+        return
+    start, size = extent
+    if length < start + size:
+        raise InputError(f"{path.name}: the file is cut short ({max(0, min(length - start, size))} of {size} "
+                         "bytes of image data)")
+
+
 def _read_file(path: Path) -> tuple[sitk.Image, str | None]:
     if path.suffix.lower() == ".mhd":
         _check_meta_data_file(path)
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        _check_nifti_length(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     if _is_dicom_file(path):

@@ -122,6 +122,27 @@ def test_bad_input_raises_one_clear_error(tmp_path, make, message):
         read_volume(make(tmp_path))
 
 
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz", ".nrrd"])
+def test_file_cut_short_is_refused(tmp_path, suffix):
+    # ITK reads the missing voxels of a NIfTI file cut short as zeros; NRRD's reader refuses it itself
+    whole = tmp_path / f"ct{suffix}"
+    sitk.WriteImage(ct_image(), str(whole), suffix.endswith(".gz"))
+    data = whole.read_bytes()
+    cut = _write_bytes(tmp_path / f"cut{suffix}", data[: int(0.6 * len(data))])
+    with pytest.raises(InputError, match="cut short|truncated"):
+        read_volume(cut)
+
+
+def test_nifti_cut_short_names_the_missing_bytes(tmp_path):
+    whole = tmp_path / "ct.nii"
+    sitk.WriteImage(ct_image(), str(whole))
+    data = whole.read_bytes()
+    cut = _write_bytes(tmp_path / "cut.nii", data[:-1000])
+    voxels = 2 * 96 * 96 * 4
+    with pytest.raises(InputError, match=rf"cut\.nii: the file is cut short \({voxels - 1000} of {voxels} bytes"):
+        read_volume(cut)
+
+
 def test_unsupported_dicom_modality_is_rejected(tmp_path):
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     ds.Modality = "US"
