@@ -12,10 +12,14 @@ import math
 import os
 import re
 import struct
+import sys
 import tempfile
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import SimpleITK as sitk
@@ -185,6 +189,33 @@ def _resolve_modality(raw: str | None, requested: str | None, array: np.ndarray,
     raise InputError(f"{name}: cannot tell the modality; pass --modality ct or --modality mr")
 
 
+@contextmanager
+def _native_stderr_to(log: IO[bytes]) -> Iterator[None]:
+    """Send file descriptor 2 to ``log`` while the block runs: ITK's C++ readers (MetaIO above all) print
+    their complaints there themselves, around the exception SimpleITK raises, which Python's own stderr
+    redirection does not catch."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        os.dup2(log.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _read_error_detail(exc: RuntimeError, printed: str) -> str:
+    """What went wrong in a failed read, in a few words: the first line ITK printed itself (MetaIO's
+    "data not read completely"), else the error line of SimpleITK's exception, without object addresses."""
+    own = printed.strip().splitlines()
+    if own:
+        detail = own[0]
+    else:
+        lines = str(exc).strip().splitlines()
+        detail = next((ln for ln in lines if "ERROR" in ln or "rror" in ln), lines[0] if lines else "")
+    return re.sub(r"\(0x[0-9a-fA-F]+\)", "", detail).strip().rstrip(":").strip()[:120]
+
+
 def read_volume(path: str | os.PathLike, modality: str | None = None) -> Volume:
     """Read NRRD, NIfTI, MHA/MHD, one DICOM file or a DICOM series folder.
 
@@ -199,15 +230,14 @@ def read_volume(path: str | os.PathLike, modality: str | None = None) -> Volume:
     p = Path(path)
     if not p.exists():
         raise InputError(f"input not found: {p}")
-    try:
-        image, raw_modality = _read_dicom_series(p) if p.is_dir() else _read_file(p)
-    except InputError:
-        raise
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        detail = next((ln for ln in first if "ERROR" in ln or "rror" in ln), first[0] if first else "")
-        detail = re.sub(r"\(0x[0-9a-fA-F]+\)", "", detail).strip().rstrip(":").strip()  # no object addresses
-        raise InputError(f"cannot read {p.name}: not a readable image, or truncated ({detail[:120]})") from None
+    with tempfile.TemporaryFile() as log:
+        try:
+            with _native_stderr_to(log):
+                image, raw_modality = _read_dicom_series(p) if p.is_dir() else _read_file(p)
+        except RuntimeError as exc:
+            log.seek(0)
+            detail = _read_error_detail(exc, log.read().decode("utf-8", errors="replace"))
+            raise InputError(f"cannot read {p.name}: not a readable image, or truncated ({detail})") from None
     name = p.name
     for ext in (".nii.gz", ".nrrd", ".nii", ".mha", ".mhd", ".dcm"):
         if name.lower().endswith(ext):

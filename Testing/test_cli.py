@@ -129,6 +129,18 @@ def _write(path, arr):
     return path
 
 
+def _metaimage(path, compress=False, edit=lambda data: data):
+    """A MetaImage file of a CT volume, its bytes (or its .raw data file's, for .mhd) passed through ``edit``."""
+    sitk.WriteImage(ct_image(), str(path), compress)
+    data = path.with_suffix(".raw") if path.suffix == ".mhd" else path
+    data.write_bytes(edit(data.read_bytes()))
+    return path
+
+
+def _cut(data: bytes) -> bytes:
+    return data[: int(0.6 * len(data))]
+
+
 @pytest.mark.parametrize("make", [
     lambda t: t / "missing.nrrd",
     lambda t: (t / "no-dicom").mkdir() or t / "no-dicom",
@@ -139,6 +151,11 @@ def _write(path, arr):
     lambda t: _write(t / "unknown.nrrd", np.random.default_rng(0).normal(300, 30, (1, 80, 80)).astype(np.float32)),
     lambda t: (t / "header.mhd").write_text("ObjectType = Image\nNDims = 2\nDimSize = 80 80\n"
                                              "ElementType = MET_SHORT\nElementDataFile = header.raw\n") and t / "header.mhd",
+    lambda t: _metaimage(t / "cut.mha", edit=_cut),
+    lambda t: _metaimage(t / "cut-compressed.mha", True, _cut),
+    lambda t: _metaimage(t / "cut-raw.mhd", edit=_cut),
+    lambda t: _metaimage(t / "header-only.mha", edit=lambda d: d[: d.index(b"= LOCAL\n") + 8]),
+    lambda t: _metaimage(t / "seven-d.mha", edit=lambda d: d.replace(b"NDims = 3", b"NDims = 7")),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, make):
     src = make(tmp_path)

@@ -1,6 +1,8 @@
 """IO round trips with geometry for every format, DICOM HU rescale, atomic writes, bad input."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pydicom
 import pytest
@@ -141,6 +143,18 @@ def test_nifti_cut_short_names_the_missing_bytes(tmp_path):
     voxels = 2 * 96 * 96 * 4
     with pytest.raises(InputError, match=rf"cut\.nii: the file is cut short \({voxels - 1000} of {voxels} bytes"):
         read_volume(cut)
+
+
+def test_a_malformed_metaimage_prints_nothing_and_stderr_stays_usable(tmp_path, capfd):
+    # MetaIO prints its complaints on file descriptor 2 itself, beside the exception SimpleITK raises
+    good = _save_image(tmp_path, ct_image(), "good.mha")
+    data = good.read_bytes()
+    cut = _write_bytes(tmp_path / "cut.mha", data[: int(0.6 * len(data))])
+    with pytest.raises(InputError, match=r"cut\.mha: .*\(MetaImage: M_ReadElementsData: data not read completely\)"):
+        read_volume(cut)
+    assert read_volume(good).array.shape == (2, 96, 96)
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "after\n"
 
 
 def test_unsupported_dicom_modality_is_rejected(tmp_path):
