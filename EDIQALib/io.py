@@ -27,7 +27,9 @@ import SimpleITK as sitk
 from .errors import InputError
 
 MODALITIES = ("ct", "mr")
-MIN_SIZE = 64
+MIN_SIZE = 64  # pixels a side, as read and as resampled to CANONICAL_SPACING_MM
+CANONICAL_SPACING_MM = 0.7  # the in-plane spacing every slice is assessed at
+MAX_CANONICAL_SIZE = 8192  # pixels a side at CANONICAL_SPACING_MM: 5.7 m, far beyond any body
 _DICOM_MODALITY = {"CT": "ct", "MR": "mr"}
 MODALITY_TAG = "0008|0060"  # DICOM's Modality, read from DICOM files and from NRRD/MHA metadata alike
 
@@ -259,6 +261,7 @@ def volume_from_image(image: sitk.Image, name: str, raw_modality: str | None = N
         raise InputError(f"{name}: {image.GetNumberOfComponentsPerPixel()}-component pixels; expected a greyscale image")
     if min(image.GetSize()[:2]) < MIN_SIZE:
         raise InputError(f"{name}: in-plane size {image.GetSize()[:2]} is under {MIN_SIZE} pixels")
+    _check_canonical_size(image, name)
     with np.errstate(over="ignore"):  # float64 beyond float32's range: refused below, in one line
         array = sitk.GetArrayViewFromImage(image).astype(np.float32)  # one copy, in float32
     if array.ndim == 2:
@@ -270,6 +273,30 @@ def volume_from_image(image: sitk.Image, name: str, raw_modality: str | None = N
         raise InputError(f"{name}: image is constant (empty); nothing to assess")
     return Volume(array=array, reference=image, modality=_resolve_modality(raw_modality, modality, array, name),
                   name=name)
+
+
+def canonical_size(image: sitk.Image, spacing_mm: float = CANONICAL_SPACING_MM) -> tuple[int, int]:
+    """The in-plane size (columns, rows) of ``image`` resampled to ``spacing_mm``, its extent kept."""
+    columns, rows = (max(1, round(n * s / spacing_mm)) for n, s in zip(image.GetSize()[:2], image.GetSpacing()[:2]))
+    return columns, rows
+
+
+def _check_canonical_size(image: sitk.Image, name: str) -> None:
+    """An absurd in-plane spacing (a header's 1e6 or 1e-6 mm) would make the resampled slice too large to
+    allocate or too small to assess.
+
+    Raises:
+        InputError: the spacing is not finite, or the slice at ``CANONICAL_SPACING_MM`` would be under
+            ``MIN_SIZE`` or over ``MAX_CANONICAL_SIZE`` pixels a side.
+    """
+    spacing = " × ".join(f"{s:g}" for s in image.GetSpacing()[:2])
+    if not all(math.isfinite(s) for s in image.GetSpacing()[:2]):
+        raise InputError(f"{name}: in-plane spacing {spacing} mm is not a number")
+    size = canonical_size(image)
+    if not all(MIN_SIZE <= n <= MAX_CANONICAL_SIZE for n in size):
+        limit = f"at most {MAX_CANONICAL_SIZE}" if max(size) > MAX_CANONICAL_SIZE else f"at least {MIN_SIZE}"
+        raise InputError(f"{name}: in-plane spacing {spacing} mm: resampled to {CANONICAL_SPACING_MM} mm the slice "
+                         f"would be {size[0]:.4g} × {size[1]:.4g} pixels ({limit})")
 
 
 def check_same_geometry(volumes: list[Volume], what: str) -> None:

@@ -10,10 +10,9 @@ from scipy.optimize import OptimizeWarning, curve_fit
 from scipy.special import erf
 from skimage.filters import threshold_otsu
 
-from .io import Volume, image_like
+from .io import CANONICAL_SPACING_MM, Volume, canonical_size, image_like
 
 CT_WINDOW = (-1000.0, 400.0)
-CANONICAL_SPACING_MM = 0.7
 MR_PERCENTILES = (1.0, 99.0)
 BODY_MIN_LEVEL = 0.35  # about -500 HU in the CT window: above air and lung, below every soft tissue
 
@@ -103,9 +102,8 @@ def to_canonical(volume: Volume, spacing_mm: float = CANONICAL_SPACING_MM) -> tu
     Returns the resampled array ``(slices, rows, cols)`` and its 3-D grid (for :func:`from_canonical`).
     """
     image = _volume_image(volume)
-    size, sp = image.GetSize(), image.GetSpacing()
-    new_size = [max(1, int(round(size[i] * sp[i] / spacing_mm))) for i in range(2)] + [size[2]]
-    new_spacing = (spacing_mm, spacing_mm, sp[2])
+    new_size = [*canonical_size(image, spacing_mm), image.GetSize()[2]]
+    new_spacing = (spacing_mm, spacing_mm, image.GetSpacing()[2])
     fill = float(volume.array.min())
     out = sitk.Resample(image, new_size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(),
                         new_spacing, image.GetDirection(), fill, sitk.sitkFloat32)

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
+from EDIQALib.errors import InputError
 from EDIQALib.io import read_volume, volume_from_image
 from EDIQALib.preprocess import (body_mask, estimate_psf_sigma, from_canonical, normalise_mr, outside_field,
                                  to_canonical, window_ct)
@@ -80,11 +82,31 @@ def test_canonical_resampling_round_trip(tmp_path):
     assert np.median(err) < 15.0  # HU, after the down/up-sampling of a textured phantom
 
 
+@pytest.mark.parametrize("spacing, says", [("1e30", r"1\.829e\+32 × 1\.829e\+32 pixels \(at most 8192\)"),
+                                           ("1e6", r"1\.829e\+08 × 1\.829e\+08 pixels \(at most 8192\)"),
+                                           ("1e-6", r"1 × 1 pixels \(at least 64\)")], ids=["1e30", "1e6", "1e-6"])
+def test_an_absurd_spacing_is_refused_before_resampling(tmp_path, spacing, says):
+    # resampled to 0.7 mm, the slice would be too large to allocate, or too small to assess
+    hu = phantom(3, size=128).astype("<f4")
+    path = tmp_path / "ct.nrrd"
+    path.write_bytes(f"NRRD0004\ntype: float\ndimension: 2\nsizes: 128 128\nspacings: {spacing} {spacing}\n"
+                     "encoding: raw\nendian: little\n\n".encode() + hu.tobytes())
+    with pytest.raises(InputError, match=rf"ct: in-plane spacing .* mm: resampled to 0\.7 mm the slice would be {says}"):
+        read_volume(path)
+
+
+def test_a_spacing_that_is_not_a_number_is_refused():
+    image = ct_image()
+    image.SetSpacing((float("nan"), float("nan"), 2.5))
+    with pytest.raises(InputError, match="spacing nan × nan mm is not a number"):
+        volume_from_image(image, "ct")
+
+
 def test_a_map_goes_back_whole_next_to_slices_without_one_and_to_the_edges():
     """Back on an oblique volume's grid, a slice's map keeps every pixel though its neighbours have no map
     (NaN), and the map reaches the last row and column whatever the spacing."""
     for spacing, thickness in ((0.35, 1.37), (0.45, 0.1), (0.65, 0.3), (0.9, 3.0)):
-        image = ct_image(slices=5, size=100, spacing=(spacing, spacing, thickness))  # oblique direction
+        image = ct_image(slices=5, size=128, spacing=(spacing, spacing, thickness))  # oblique direction
         vol = volume_from_image(image, "ct", modality="ct")
         canon, grid = to_canonical(vol)
         ones = np.ones_like(canon)
