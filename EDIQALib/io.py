@@ -300,15 +300,19 @@ def _check_canonical_size(image: sitk.Image, name: str) -> None:
 
 
 def check_same_geometry(volumes: list[Volume], what: str) -> None:
-    """Versions of one acquisition (a series scored on shared insertion maps) must lie on one grid: the same
-    size, spacing, origin and direction. ``what`` names them in the error.
+    """Versions of one acquisition (a series scored on shared insertion maps) must be of one modality (CT or
+    MR: normalised alike) and lie on one grid: the same size, spacing, origin and direction. ``what`` names
+    them in the error.
 
     Raises:
-        InputError: naming the first property in which they differ.
+        InputError: naming the modalities, or the first property of the grid in which they differ.
     """
     first = volumes[0].reference
     tolerance = 1e-3 * min(first.GetSpacing())  # of the float rounding that copies of one grid carry
     for v in volumes[1:]:
+        if v.modality != volumes[0].modality:
+            raise InputError(f"{what} must be of one modality, but {volumes[0].name} is "
+                             f"{volumes[0].modality.upper()} and {v.name} is {v.modality.upper()}")
         image = v.reference
         for name, a, b, tol in (("size", first.GetSize(), image.GetSize(), 0),
                                 ("spacing", first.GetSpacing(), image.GetSpacing(), tolerance),

@@ -10,7 +10,7 @@ import SimpleITK as sitk
 from pydicom.data import get_testdata_file
 
 from EDIQALib.errors import InputError
-from EDIQALib.io import image_like, read_volume, write_image
+from EDIQALib.io import check_same_geometry, image_like, read_volume, write_image
 from conftest import ct_image
 
 
@@ -163,6 +163,17 @@ def test_unsupported_dicom_modality_is_rejected(tmp_path):
     ds.save_as(tmp_path / "us.dcm")
     with pytest.raises(InputError, match="not supported"):
         read_volume(tmp_path / "us.dcm")
+
+
+def test_a_series_must_be_of_one_modality(tmp_path):
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.save_as(tmp_path / "ct.dcm")
+    ds.Modality = "MR"  # the same grid and voxels
+    ds.save_as(tmp_path / "mr.dcm")
+    ct, mr = read_volume(tmp_path / "ct.dcm"), read_volume(tmp_path / "mr.dcm")
+    check_same_geometry([ct, read_volume(tmp_path / "ct.dcm")], "inputs of one series")
+    with pytest.raises(InputError, match="inputs of one series must be of one modality, but ct is CT and mr is MR"):
+        check_same_geometry([ct, mr], "inputs of one series")
 
 
 def test_modality_override_is_validated(ct_volume_file):
