@@ -330,10 +330,10 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         args = ["compare", *sources, "--model", model, "--device", self.ui.deviceSelector.currentText,
                 "--out", str(work / "out")]
-        folders = [work / "out" / Path(src).stem for src in sources]  # compare's folder of each input
+        # compare's result names each input's results folder (its file name, made distinct where need be)
         self._start(self.ui.compareButton, args,
-                    lambda _: self._heatmap_ids.update(h.GetID() for h in self.logic.load_comparison(
-                        nodes, folders, self._parameterNode.opacity)))
+                    lambda result: self._heatmap_ids.update(h.GetID() for h in self.logic.load_comparison(
+                        nodes, [work / "out" / entry["name"] for entry in result], self._parameterNode.opacity)))
 
     def onRelabel(self) -> None:
         folder = self.ui.relabelFolderPathLineEdit.currentPath
