@@ -26,7 +26,7 @@ import torch
 
 from .backgrounds import make_background
 from .detector import detect
-from .distill import Sample, agreement, predict
+from .distill import Sample, agreement, scores_of
 from .series import Series
 from .simulate import phantom
 from .student import Student
@@ -195,8 +195,7 @@ def heatmap_half_noise(student: Student, cases: int = 20, extra_sd_hu: float = 6
 def held_out_agreement(student: Student, held_out: list[Sample]) -> dict:
     """The student's fidelity to the teacher on held-out labelled slices: PLCC, SROCC, and both scores of
     every slice (for the bench's scatter plot)."""
-    pred = predict(student, held_out)
-    truth = np.array([s.score for s in held_out])
+    pred, truth = scores_of(student, held_out)
     return {**agreement(pred, truth), "slices": len(held_out),
             "student_scores": [round(float(v), 6) for v in pred], "teacher_scores": [round(float(v), 6) for v in truth]}
 

@@ -119,6 +119,13 @@ def _count(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{text} is not a seed (0 to {2**32 - 1})")
+    return value
+
+
 def _float_list(text: str) -> list[float]:
     try:
         values = [float(x) for x in text.split(",") if x.strip()]
@@ -156,8 +163,6 @@ def _simulate(args: argparse.Namespace) -> list[str]:
     from .io import check_outputs, image_like, read_volume, write_image
     from .simulate import NO_GRAIN, Acquisition, estimate_noise_grain, simulate_series
 
-    if not args.doses:
-        raise InputError("--doses needs at least one dose, e.g. 1,0.5,0.25")
     try:
         acqs = [Acquisition(dose=d, views=args.views, filter=args.filter) for d in args.doses]
     except ValueError as exc:
@@ -289,14 +294,16 @@ def _read_inputs(args: argparse.Namespace, summary_files: tuple[str, ...] = ()) 
 def folder_names(names: list[str], reserved: tuple[str, ...] = ()) -> list[str]:
     """One distinct folder name per input: its own name where no other input has it (letter case aside,
     for file systems that ignore it) and no summary file is called so (``reserved``); else the name (or
-    ``image``, when empty) with the first free ``-1``, ``-2``… after it, never another input's name."""
+    ``image``, when empty, ``.`` or ``..``) with the first free ``-1``, ``-2``… after it, never another input's
+    name."""
     folded = [n.casefold() for n in names]
-    keep = [bool(n) and folded.count(f) == 1 and f not in {r.casefold() for r in reserved} for n, f in zip(names, folded)]
+    keep = [n not in ("", ".", "..") and folded.count(f) == 1 and f not in {r.casefold() for r in reserved}
+            for n, f in zip(names, folded)]
     taken = {r.casefold() for r in reserved} | {f for f, k in zip(folded, keep) if k}
     out = []
     for name, kept in zip(names, keep):
         if not kept:
-            base, i = name or "image", 1
+            base, i = name.strip(".") or "image", 1
             while f"{base}-{i}".casefold() in taken:
                 i += 1
             name = f"{base}-{i}"
@@ -419,7 +426,7 @@ def cmd_select_detector(args: argparse.Namespace) -> None:
                              TeacherConfig(realizations=args.realizations, repeats=1), _device(args.device))
     rows = select_checkpoint(snapshots, metric, run_info.get("args", {}).get("preset", "lite"),
                              progress=_progress(args))
-    best = max(rows, key=lambda r: r["validity"])
+    best = max((r for r in rows if r["validity"] is not None), key=lambda r: r["validity"])
     staged = run / "best.safetensors.tmp"
     shutil.copyfile(run / "snapshots" / best["snapshot"], staged)
     staged.replace(run / "best.safetensors")
@@ -717,8 +724,8 @@ def _initial_model(name_or_path: str, kind: str, preset: str):
     from .models import load_model
 
     model, entry = load_model(name_or_path, kind)
-    if entry.card.get("preset", "lite") != preset:
-        raise InputError(f"--init {entry.name} is a {entry.card.get('preset')!r} {kind}; this run trains {preset!r}")
+    if entry.card["preset"] != preset:
+        raise InputError(f"--init {entry.name} is a {entry.card['preset']!r} {kind}; this run trains {preset!r}")
     return model
 
 
@@ -822,7 +829,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", default="detector-lite", help=model_help)
         p.add_argument("--realizations", type=_positive_int, default=realizations)
         p.add_argument("--repeats", type=_positive_int, default=repeats)
-        p.add_argument("--seed", type=_count, default=0)
+        p.add_argument("--seed", type=_seed, default=0)
         p.add_argument("--readout", choices=READOUTS, default="agnostic",
                        help="class-agnostic mAP (default) or the paper's 4-class mAP")
         p.add_argument("--no-psf", action="store_true", help="blur inserted objects by 1 px only (the paper)")
@@ -854,7 +861,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noiseless", action="store_true",
                    help="the input carries no noise of its own (a digital phantom); by default an acquired "
                         "image's own noise is measured per slice and grows as the dose falls")
-    p.add_argument("--seed", type=_count, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     modality_option(p)
     p.add_argument("--out", default="simulated")
     common(p)
@@ -915,7 +922,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the last checkpoint instead of the most valid one")
     p.add_argument("--val-realizations", type=_positive_int, default=10)
     accumulate_option(p)
-    p.add_argument("--seed", type=_count, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     common(p)
     p.set_defaults(func=cmd_train_detector)
@@ -984,7 +991,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "of the slice (map label only), so that the map follows quality within a slice")
     p.add_argument("--held-out", type=_fraction, default=0.2, help="fraction of series held out for validation")
     accumulate_option(p)
-    p.add_argument("--seed", type=_count, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     common(p)
     p.set_defaults(func=cmd_train)

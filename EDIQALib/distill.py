@@ -262,7 +262,12 @@ def agreement(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 
 def fidelity(student: Student, samples: list[Sample]) -> dict[str, float]:
     """PLCC and SROCC between student and teacher scores."""
-    return agreement(predict(student, samples), np.array([s.score for s in samples]))
+    return agreement(*scores_of(student, samples))
+
+
+def scores_of(student: Student, samples: list[Sample]) -> tuple[np.ndarray, np.ndarray]:
+    """The student's and the teacher's scores of labelled samples."""
+    return predict(student, samples), np.array([s.score for s in samples])
 
 
 def check_batch(cfg: StudentTraining, train_slices: int, world: int) -> None:
@@ -356,6 +361,6 @@ def train_student(student: Student, train: list[Sample], val: list[Sample], out_
             training_log.append(out, entry)
         barrier(world)
     if rank == 0 and not (out / "best.safetensors").exists():  # no epoch's figures were numbers
-        raise InputError(f"training diverged: no epoch of {out} gave a finite loss and validation (last loss "
-                         f"{entry['loss']:.3g}); lower --lr")
+        raise InputError(f"training diverged: no epoch of {out} gave a finite loss and validation; start again "
+                         "with a lower --lr and another --out")
     return out / "best.safetensors"

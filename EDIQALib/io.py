@@ -14,6 +14,7 @@ import re
 import struct
 import sys
 import tempfile
+import threading
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -191,30 +192,38 @@ def _resolve_modality(raw: str | None, requested: str | None, array: np.ndarray,
     raise InputError(f"{name}: cannot tell the modality; pass --modality ct or --modality mr")
 
 
+_STDERR_LOCK = threading.Lock()  # file descriptor 2 is the process's: one redirection at a time
+
+
 @contextmanager
 def _native_stderr_to(log: IO[bytes]) -> Iterator[None]:
     """Send file descriptor 2 to ``log`` while the block runs: ITK's C++ readers (MetaIO above all) print
     their complaints there themselves, around the exception SimpleITK raises, which Python's own stderr
-    redirection does not catch."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        os.dup2(log.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    redirection does not catch. Without a file descriptor 2 (a process started without stderr), the block
+    runs as it is."""
+    with _STDERR_LOCK:
+        if sys.stderr is not None:
+            sys.stderr.flush()
+        try:
+            saved = os.dup(2)
+        except OSError:
+            yield
+            return
+        try:
+            os.dup2(log.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _read_error_detail(exc: RuntimeError, printed: str) -> str:
-    """What went wrong in a failed read, in a few words: the first line ITK printed itself (MetaIO's
-    "data not read completely"), else the error line of SimpleITK's exception, without object addresses."""
-    own = printed.strip().splitlines()
-    if own:
-        detail = own[0]
-    else:
-        lines = str(exc).strip().splitlines()
-        detail = next((ln for ln in lines if "ERROR" in ln or "rror" in ln), lines[0] if lines else "")
+    """What went wrong in a failed read, in a few words, without object addresses: the first line ITK printed
+    itself that is no warning's header (MetaIO's "data not read completely"), else the error line of
+    SimpleITK's exception, else its first line."""
+    own = [ln for ln in printed.strip().splitlines() if ln.strip() and not ln.lstrip().startswith("WARNING")]
+    raised = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    detail = own[0] if own else next((ln for ln in raised if "error" in ln.lower()), raised[0] if raised else "")
     return re.sub(r"\(0x[0-9a-fA-F]+\)", "", detail).strip().rstrip(":").strip()[:120]
 
 

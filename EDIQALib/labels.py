@@ -36,7 +36,7 @@ def discover_series(paths: list[str | Path]) -> list[tuple[str, list[Path]]]:
     for p in map(Path, paths):
         if not p.exists():
             raise InputError(f"input not found: {p}")
-        name = p.resolve().name  # a series' name names its maps' folder: "." is the folder's own name
+        name = Path(os.path.abspath(p)).name  # names its maps' folder: "." is the folder's, a link keeps its own
         if not name:
             raise InputError(f"{p} is no series folder (a series is named after its folder)")
         files = sorted(f for f in p.iterdir() if f.name.lower().endswith(IMAGE_SUFFIXES)) if p.is_dir() else []

@@ -120,6 +120,10 @@ def load_model(name_or_path: str, kind: str, device: torch.device | str = "cpu")
     return model.to(device).eval(), entry
 
 
+class NonFiniteWeights(InputError):
+    """Weights that hold NaN or infinite values: those of a run that diverged."""
+
+
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a ``.safetensors`` file; an unreadable or malformed file, or one that holds NaN or
     infinite values (weights of a diverged run, whose scores would be NaN or constant), is an input error."""
@@ -129,7 +133,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         raise InputError(f"{path}: not readable as safetensors weights ({str(exc).splitlines()[0][:100]})") from None
     bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
     if bad is not None:
-        raise InputError(f"{path}: weights hold NaN or infinite values (tensor {bad!r})")
+        raise NonFiniteWeights(f"{path}: weights hold NaN or infinite values (tensor {bad!r})")
     return state
 
 

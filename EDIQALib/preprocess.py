@@ -134,14 +134,17 @@ def _esf(d: np.ndarray, low: float, step: float, centre: float, sigma: float) ->
 
 
 FIELD_CUT_PX = 2.0  # a body pixel this close to the region outside the reconstructed field is cut by it
-FLAT_HU = 1e-2  # values this close count as one (padding resampled linearly stays within rounding of itself)
+FLAT_SHARE = 1e-6  # of a slice's value range: values this close count as one (padding resampled linearly
+# stays within rounding of itself; any acquired noise, in any unit, is far larger)
 
 
 def outside_field(image: np.ndarray) -> np.ndarray:
     """The region outside the reconstructed field of view: pixels of one exact value (a padding value, or the
     air value an FBP writes outside its circle) over their whole 3 × 3 neighbourhood, in regions that reach
-    the slice's border. Acquired air always carries noise, so it never qualifies."""
-    flat = (ndi.maximum_filter(image, 3) - ndi.minimum_filter(image, 3)) <= FLAT_HU
+    the slice's border. Acquired air always carries noise, so it never qualifies; air set to one value (a
+    masked or clipped image) does, and its edge is no edge the scanner blurred either."""
+    tolerance = FLAT_SHARE * float(np.ptp(image))
+    flat = (ndi.maximum_filter(image, 3) - ndi.minimum_filter(image, 3)) <= tolerance
     labels, _ = ndi.label(flat)
     border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     core = np.isin(labels, border[border > 0])
@@ -150,7 +153,7 @@ def outside_field(image: np.ndarray) -> np.ndarray:
     # the region's own edge pixels, and single pixels of a jagged edge, have other values in their neighbourhood:
     # take those within 2 px of the core and equal to it
     _, (rows, cols) = ndi.distance_transform_edt(~core, return_indices=True)
-    return core | (ndi.binary_dilation(core, iterations=2) & (np.abs(image - image[rows, cols]) <= FLAT_HU))
+    return core | (ndi.binary_dilation(core, iterations=2) & (np.abs(image - image[rows, cols]) <= tolerance))
 
 
 def estimate_psf_sigma(image: np.ndarray, mask: np.ndarray, outside: float = 6.0, inside: float = 3.0) -> float:

@@ -227,7 +227,7 @@ def bench_figure(figures: dict) -> plt.Figure:
     fig.suptitle(f"student {figures['student_ms_per_slice']} ms per slice, teacher ({figures['teacher_realizations']} "
                  f"× {figures['teacher_repeats']}) {figures['teacher_s_per_slice']} s: speedup {figures['speedup']:.0f}×; "
                  f"volume {figures['volume_s']} s, {figures['peak_mem_gb']} GB "
-                 f"({figures.get('cpu', figures['device'])})", fontsize=10)
+                 f"({figures.get('gpu') or figures.get('cpu') or figures['device']})", fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -22,6 +22,7 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 COLOR_NODE_NAME = "EDIQA local quality"
 HIDDEN = -1.0  # heatmap voxels without a value (outside the body) are stored as this and thresholded away
 RESULT_ATTRIBUTE = "EDIQA.Result"  # on the nodes a result fills: what they hold, for the next result to find them
+RESULT_ID_ATTRIBUTE = "EDIQA.ResultNodeID"  # and their own ID: a copy a user makes of one carries another
 
 
 def ijk_to_ras(node) -> np.ndarray:
@@ -79,16 +80,17 @@ def volume_from_node(node, modality: str | None = None) -> Volume:
 def result_node(scene, class_name: str, name: str, key: str):
     """The node of ``class_name`` that an earlier result filled under ``key`` (what it holds, by node IDs,
     since two volumes may share a name), to be filled again, or else a new one called ``name`` (made
-    unique beside other nodes of that name; a user's node is never reused). Assessing a volume again with
+    unique beside other nodes of that name; a user's node, a copy of a result's included, is never reused). Assessing a volume again with
     the same model thus updates its result where it is shown, instead of adding one more heatmap volume to
     memory and one more table and chart to the scene."""
     nodes = scene.GetNodesByClass(class_name)
     for i in range(nodes.GetNumberOfItems()):
         node = nodes.GetItemAsObject(i)
-        if node.GetAttribute(RESULT_ATTRIBUTE) == key:
+        if node.GetAttribute(RESULT_ATTRIBUTE) == key and node.GetAttribute(RESULT_ID_ATTRIBUTE) == node.GetID():
             return node
     node = scene.AddNewNodeByClass(class_name, scene.GenerateUniqueName(name))
     node.SetAttribute(RESULT_ATTRIBUTE, key)
+    node.SetAttribute(RESULT_ID_ATTRIBUTE, node.GetID())
     return node
 
 

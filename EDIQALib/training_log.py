@@ -3,6 +3,7 @@ curves in ``training.png``, drawn again with every line so that a long run can b
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -43,8 +44,10 @@ def curves_figure(entries: list[dict]) -> Figure:
         for key in checks:
             axes[1].plot(x, [e.get(key, float("nan")) for e in entries], marker=".", label=key)
         total = [sum(e.get(k, 0.0) for k in checks) for e in entries]
-        best = max(range(len(entries)), key=total.__getitem__)
-        axes[1].axvline(x[best], color="grey", linestyle="--", linewidth=0.8, label=f"kept: {x_key} {x[best]}")
+        kept = [i for i in range(len(entries)) if math.isfinite(total[i])]  # a run keeps no NaN checkpoint
+        if kept:
+            best = max(kept, key=total.__getitem__)
+            axes[1].axvline(x[best], color="grey", linestyle="--", linewidth=0.8, label=f"kept: {x_key} {x[best]}")
         axes[1].set_xlabel(x_key)
         axes[1].set_title("validation (higher is better)", fontsize=10)
         axes[1].legend(fontsize=7)

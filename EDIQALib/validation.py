@@ -10,6 +10,7 @@ from skimage.restoration import estimate_sigma
 from torch import nn
 
 from .backgrounds import make_background
+from .errors import InputError
 from .series import Series, make_series
 from .simulate import NO_GRAIN, estimate_noise_grain
 from .teacher import TeacherConfig, score_series
@@ -65,14 +66,27 @@ def default_validation_series() -> list[Series]:
 
 def select_checkpoint(snapshots: list[Path], metric: Callable[[nn.Module], float], preset: str = "lite",
                       progress: Callable[[str, int, int], None] | None = None) -> list[dict]:
-    """Evaluate every snapshot with ``metric``; returns ``[{"snapshot", "validity"}]`` in input order."""
-    from .detector import build_detector
-    from .models import fit_weights, read_weights
+    """Evaluate every snapshot with ``metric``; returns ``[{"snapshot", "validity"}]`` in input order, the
+    validity ``None`` for a snapshot whose weights hold NaN (the run diverged there: no candidate).
 
-    models = [fit_weights(build_detector(preset), read_weights(path), str(path)) for path in snapshots]  # all, first
+    Raises:
+        InputError: a snapshot is unreadable or of another network (all are read before any is evaluated),
+            or every snapshot holds NaN.
+    """
+    from .detector import build_detector
+    from .models import NonFiniteWeights, fit_weights, read_weights
+
+    models = []
+    for path in snapshots:
+        try:
+            models.append(fit_weights(build_detector(preset), read_weights(path), str(path)))
+        except NonFiniteWeights:
+            models.append(None)
+    if all(model is None for model in models):
+        raise InputError("every snapshot holds NaN or infinite weights: the run diverged")
     rows = []
     for i, (path, model) in enumerate(zip(snapshots, models)):
-        rows.append({"snapshot": path.name, "validity": metric(model.eval())})
+        rows.append({"snapshot": path.name, "validity": None if model is None else metric(model.eval())})
         if progress:
             progress("select", i + 1, len(snapshots))
     return rows

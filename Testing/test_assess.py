@@ -124,8 +124,10 @@ def test_bench_plots_student_against_teacher_on_held_out_slices():
                 "summary": {"dose": {"mean_rho": 1.0, "mean_rho_noise_sd": 1.0}}}
     figures = {"validity": validity, "fidelity": agreed, "student_ms_per_slice": 4.3, "teacher_s_per_slice": 41.0,
                "teacher_realizations": 100, "teacher_repeats": 5, "speedup": 9534.9, "volume_s": 8.5,
-               "peak_mem_gb": 2.9, "device": "cpu"}
+               "peak_mem_gb": 2.9, "device": "cpu", "cpu": "AMD EPYC"}
     fig = bench_figure(figures)
+    assert fig._suptitle.get_text().endswith("(AMD EPYC)")
+    assert bench_figure({**figures, "device": "cuda", "gpu": "NVIDIA H100"})._suptitle.get_text().endswith("(NVIDIA H100)")
     scatter = fig.axes[-1]
     assert len(fig.axes) == 2 and "PLCC" in scatter.get_title() and scatter.get_xlabel() == "teacher score"
     np.testing.assert_allclose(scatter.collections[0].get_offsets(),

@@ -196,6 +196,7 @@ def test_every_input_gets_its_own_result_folder():
     assert folder_names(["a", "compare.json"], ("compare.json", "compare.csv", "compare.png")) == ["a", "compare.json-1"]
     assert folder_names(["", "CT", "ct"]) == ["image-1", "CT-1", "ct-2"]  # one folder on a case-blind disk
     assert folder_names(["recon-a", "recon-b"]) == ["recon-a", "recon-b"]
+    assert folder_names(["..", "."]) == ["image-1", "image-2"]  # `...nrrd` wrote its results above --out
 
 
 def test_no_output_goes_into_an_input_folder(tmp_path):
@@ -400,7 +401,8 @@ def test_label_names_each_image_s_map_after_its_whole_name_and_resumes_only_a_la
                                         (["make-dataset", "--out", "data", "--first-seed", "-5"], "not a count"),
                                         (["make-dataset", "--out", "data", "--phantoms", "0", "--real-variants", "0"],
                                          "nothing to make"),
-                                        (["simulate", "ct.nrrd", "--seed", "-1"], "not a count"),
+                                        (["simulate", "ct.nrrd", "--seed", "-1"], "not a seed"),
+                                        (["train", "--labels", "l.csv", "--seed", str(2**64)], "not a seed"),
                                         (["simulate", "ct.nrrd", "--i0", "inf"], "photons per ray"),
                                         (["simulate", "ct.nrrd", "--views", "1000000000000"], "views: choose"),
                                         (["teacher", "ct.nrrd", "--contrasts", ","], "comma-separated list"),
@@ -435,6 +437,8 @@ def test_train_detector_checks_its_batch_before_building_a_bank(tmp_path):
 def test_detector_runs_with_unusable_weights_or_records_are_refused_before_writing(tmp_path):
     """select-detector and publish-detector on a run whose snapshot, best weights or run record cannot be
     used: one line, and nothing written (no best weights, no selection, nothing published)."""
+    import torch
+
     from EDIQALib.detector import build_detector, save_weights
     from EDIQALib.student import Student
 
@@ -454,6 +458,16 @@ def test_detector_runs_with_unusable_weights_or_records_are_refused_before_writi
     assert "a folder of that name is in the way" in proc.stderr
     assert sorted(p.name for p in run.iterdir()) == ["best.safetensors", "run.json", "snapshots"]
     (run / "best.safetensors").rmdir()
+    diverged = build_detector("lite")  # a snapshot of a run that diverged: no candidate, the others are
+    torch.nn.init.constant_(next(diverged.parameters()), float("nan"))
+    save_weights(diverged, run / "snapshots" / "step000020.safetensors")
+    proc = ediqa("select-detector", run, "--realizations", "1", "--progress", "none")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["snapshot"] == "step000010.safetensors"
+    rows = json.loads((run / "selection.json").read_text(encoding="utf-8"))["snapshots"]
+    assert [r["validity"] is None for r in rows] == [False, True]
+    (run / "snapshots" / "step000020.safetensors").unlink()
+    (run / "selection.json").unlink()
 
     save_weights(Student("lite"), run / "best.safetensors")  # another network's weights
     registry = tmp_path / "reg"

@@ -83,6 +83,8 @@ def test_training_curves_mark_the_epoch_the_run_keeps(tmp_path):
     loss_axes, validation_axes = training_log.curves_figure(entries).axes
     assert [line.get_label() for line in loss_axes.get_lines()] == ["loss"]
     assert [line.get_label() for line in validation_axes.get_lines()] == ["plcc", "srocc", "kept: epoch 2"]
+    diverged_first = [{"epoch": 1, "loss": 9.0, "plcc": float("nan"), "srocc": float("nan")}, *entries[1:]]
+    assert training_log.curves_figure(diverged_first).axes[1].get_lines()[-1].get_label() == "kept: epoch 2"
 
 
 def test_mixed_quality_composite_joins_two_versions_along_one_cut():
@@ -172,8 +174,9 @@ def test_a_diverged_training_says_so_instead_of_naming_weights_it_never_wrote(tm
     samples = [Sample(rng.random((96, 96), dtype=np.float32), 0.1 * (k % 3 + 1), np.zeros((24, 24), np.float32),
                       f"s{k // 2}/{k % 2}") for k in range(4)]
     torch.manual_seed(0)
-    with pytest.raises(InputError, match="training diverged.*lower --lr"):
-        train_student(Student("lite"), samples, [], tmp_path, StudentTraining(epochs=2, batch_size=2, lr=1e30))
+    for _ in range(2):  # run again, it resumes a finished run: no epoch left, the same answer
+        with pytest.raises(InputError, match="training diverged.*lower --lr and another --out"):
+            train_student(Student("lite"), samples, [], tmp_path, StudentTraining(epochs=2, batch_size=2, lr=1e30))
     assert not (tmp_path / "best.safetensors").exists()
 
 

@@ -157,6 +157,16 @@ def test_a_malformed_metaimage_prints_nothing_and_stderr_stays_usable(tmp_path, 
     assert capfd.readouterr().err == "after\n"
 
 
+def test_a_read_error_names_what_went_wrong_not_a_warning_header():
+    from EDIQALib.io import _read_error_detail
+
+    raised = RuntimeError("Exception thrown in SimpleITK ImageFileReader_Execute: x.cxx:99:\n"
+                          "sitk::ERROR: Unable to determine ImageIO reader for \"g.nii\"")
+    assert _read_error_detail(raised, "") == 'sitk::ERROR: Unable to determine ImageIO reader for "g.nii"'
+    printed = "WARNING: In itkNiftiImageIO.cxx, line 1053\nNiftiImageIO (0x55d0): g.nii is not a NIfTI file\n"
+    assert _read_error_detail(raised, printed) == "NiftiImageIO : g.nii is not a NIfTI file"
+
+
 def test_unsupported_dicom_modality_is_rejected(tmp_path):
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     ds.Modality = "US"

@@ -113,6 +113,8 @@ def test_a_series_given_as_dot_is_named_after_its_folder(tmp_path, monkeypatch):
     assert discover_series(["."]) == [("series-a", [Path("0.nrrd"), Path("1.nrrd")])]
     with pytest.raises(InputError, match="no series folder"):
         discover_series(["/"])
+    (tmp_path / "patient-b").symlink_to(folder)  # a link keeps its own name, as an earlier labels file has it
+    assert discover_series([tmp_path / "patient-b"])[0][0] == "patient-b"
 
 
 def test_resume_refuses_rows_whose_score_is_no_score(tmp_path):

@@ -121,6 +121,13 @@ def test_assessing_again_with_the_same_model_fills_the_same_nodes():
     assert bridge.array_from_node(users).max() == 0.0  # the user's node untouched
     other = _result("ct", np.full((2, 80, 80), 0.3, np.float32), [0.3, 0.3])
     other.model = {"name": "my-student"}
+    kept = slicer.vtkMRMLScalarVolumeNode()  # a user's copy of the heatmap, its original deleted
+    kept.Copy(nodes[0])
+    scene.AddNode(kept)
+    scene.RemoveNode(nodes[0])
+    refilled = bridge.add_heatmap_node(scene, again, node)
+    assert refilled.GetID() != kept.GetID() and bridge.array_from_node(kept)[1, 40, 40] == pytest.approx(0.5)
+    nodes = (refilled, *nodes[1:])
     assert shown(other)[0].GetID() != nodes[0].GetID()  # another model's result stands beside it
     assert bridge.array_from_node(nodes[0])[1, 40, 40] == pytest.approx(0.5)
     twin = _node_from_image(scene, ct_image(slices=2, size=80))  # another volume of the same name
