@@ -13,6 +13,7 @@ import platform
 import re
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,69 +62,27 @@ def _kind_list(text: str) -> list[str]:
     return kinds
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
-    return value
+def _option_type(convert: Callable[[str], float], accept: Callable[[float], bool], says: str) -> Callable:
+    """An argparse type: ``convert`` the option's text, and refuse a value that ``accept`` rejects, saying
+    ``says`` (formatted with the text). A text ``convert`` cannot read is argparse's "invalid int value"."""
+    def parse(text: str):
+        value = convert(text)
+        if not accept(value):
+            raise argparse.ArgumentTypeError(says.format(text))
+        return value
+
+    parse.__name__ = convert.__name__
+    return parse
 
 
-def _crop_px(text: str) -> int:
-    from .detector import MIN_CROP_PX
-
-    value = int(text)
-    if value < MIN_CROP_PX:
-        raise argparse.ArgumentTypeError(f"{text} px is too small a crop (at least {MIN_CROP_PX})")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
-    return value
-
-
-def _weight(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < math.inf:
-        raise argparse.ArgumentTypeError(f"{text} is not a weight (a number, 0 or more)")
-    return value
-
-
-def _photons(text: str) -> float:
-    value = float(text)
-    if not 1 <= value <= MAX_PHOTONS:
-        raise argparse.ArgumentTypeError(f"{text} photons per ray: choose from 1 to {MAX_PHOTONS:g}")
-    return value
-
-
-def _views(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= MAX_VIEWS:
-        raise argparse.ArgumentTypeError(f"{text} views: choose from 1 to {MAX_VIEWS}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not a fraction in [0, 1)")
-    return value
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a count (0 or more)")
-    return value
-
-
-def _seed(text: str) -> int:
-    value = int(text)
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"{text} is not a seed (0 to {2**32 - 1})")
-    return value
+_positive_int = _option_type(int, lambda v: v >= 1, "{} is not a positive integer")
+_count = _option_type(int, lambda v: v >= 0, "{} is not a count (0 or more)")
+_seed = _option_type(int, lambda v: 0 <= v < 2**32, f"{{}} is not a seed (0 to {2**32 - 1})")
+_views = _option_type(int, lambda v: 1 <= v <= MAX_VIEWS, f"{{}} views: choose from 1 to {MAX_VIEWS}")
+_positive_float = _option_type(float, lambda v: 0 < v < math.inf, "{} is not a positive number")
+_weight = _option_type(float, lambda v: 0 <= v < math.inf, "{} is not a weight (a number, 0 or more)")
+_fraction = _option_type(float, lambda v: 0.0 <= v < 1.0, "{} is not a fraction in [0, 1)")
+_photons = _option_type(float, lambda v: 1 <= v <= MAX_PHOTONS, f"{{}} photons per ray: choose from 1 to {MAX_PHOTONS:g}")
 
 
 def _float_list(text: str) -> list[float]:
@@ -501,12 +460,13 @@ def _check_resume(out: Path, command: str, args: argparse.Namespace, keys: tuple
 def _check_run_state(out: Path) -> None:
     """Before a run is resumed (and its ``run.json`` written again): every resume state and training log in
     it can be read; else one line."""
+    from . import training_log
     from .detector import load_resume_state
 
     for state in sorted(out.glob("**/state.pt")):
         load_resume_state(state, "cpu")
-    for log in sorted(out.glob("**/log.jsonl")):
-        _read_log(log)
+    for log in sorted(out.glob(f"**/{training_log.LOG_NAME}")):
+        training_log.read(log)
 
 
 def _read_run_record(folder: Path) -> dict:
@@ -537,19 +497,10 @@ def _read_run_record(folder: Path) -> dict:
 def _read_run(settings_dir: Path, log_dir: Path) -> tuple[dict, list[dict]]:
     """A training run's ``run.json`` (:func:`_read_run_record`) and ``log.jsonl`` lines; empty where absent,
     an input error where unreadable."""
-    log_path = log_dir / "log.jsonl"
-    return _read_run_record(settings_dir), _read_log(log_path) if log_path.exists() else []
+    from . import training_log
 
-
-def _read_log(path: Path) -> list[dict]:
-    """A training log's entries (one JSON object per line); an input error where it is not that."""
-    try:
-        log = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        log = None
-    if log is None or not all(isinstance(entry, dict) for entry in log):
-        raise InputError(f"training log {path} is not one JSON object per line")
-    return log
+    log_path = log_dir / training_log.LOG_NAME
+    return _read_run_record(settings_dir), training_log.read(log_path) if log_path.exists() else []
 
 
 def _run_start(run: Path, run_info: dict, preset: str) -> dict:
@@ -907,7 +858,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=PRESETS, default="lite")
     p.add_argument("--iterations", type=_positive_int, default=4000)
     p.add_argument("--batch-size", type=_positive_int, default=8)
-    p.add_argument("--crop", type=_crop_px, default=160, help=f"training crop side in pixels, at least {MIN_CROP_PX}")
+    p.add_argument("--crop", type=_option_type(int, lambda v: v >= MIN_CROP_PX,
+                                               f"{{}} px is too small a crop (at least {MIN_CROP_PX})"), default=160, help=f"training crop side in pixels, at least {MIN_CROP_PX}")
     p.add_argument("--lr", type=_positive_float, default=1e-3)
     p.add_argument("--snapshot-every", type=_positive_int, default=250)
     p.add_argument("--phantoms", type=_positive_int, default=40, help="training body and head phantoms in the bank")

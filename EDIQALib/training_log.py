@@ -9,6 +9,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from .errors import InputError
+
 LOG_NAME = "log.jsonl"
 CURVES_NAME = "training.png"
 VALIDATION_KEYS = ("plcc", "srocc", "validity")  # higher is better; every other number but the x axis is a loss
@@ -19,10 +21,21 @@ def append(out: Path, entry: dict) -> None:
     """Add ``entry`` to ``out/log.jsonl`` and draw ``out/training.png`` again from the whole log."""
     with open(out / LOG_NAME, "a") as f:
         f.write(json.dumps(entry) + "\n")
-    entries = [json.loads(line) for line in (out / LOG_NAME).read_text(encoding="utf-8").splitlines() if line.strip()]
+    entries = read(out / LOG_NAME)
     staged = out / f".{CURVES_NAME}.tmp"
     curves_figure(entries).savefig(staged, format="png", dpi=90)
     os.replace(staged, out / CURVES_NAME)
+
+
+def read(path: Path) -> list[dict]:
+    """A training log's entries; an input error where it is not one JSON object per line."""
+    try:
+        log = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        log = None
+    if log is None or not all(isinstance(entry, dict) for entry in log):
+        raise InputError(f"training log {path} is not one JSON object per line")
+    return log
 
 
 def curves_figure(entries: list[dict]) -> Figure:
