@@ -26,6 +26,7 @@ DEMO_SAMPLE = Path(__file__).resolve().parent.parent / "Resources" / "SampleData
 NOISY_FIRST_SEED = 100  # series seeds of the noisy real variants, apart from the plain ones (0, 1, ...)
 MAX_PHOTONS = 1e12  # per ray at dose 1: far above any scanner's, and below where Poisson sampling overflows
 MAX_VIEWS = 10_000  # projections per rotation: a scanner takes about 1 000-3 000
+MIN_CROP_PX = 64  # a detector's training crop holds a whole object and its margins, as any image assessed holds 64 px
 
 
 class _Parser(argparse.ArgumentParser):
@@ -473,7 +474,7 @@ def _read_run_record(folder: Path) -> dict:
     """A run folder's ``run.json`` (command and arguments); empty where absent, an input error where it is
     not what a run writes (a JSON object whose settings are an object, with a known preset and whole
     epoch and iteration counts, and whose start, if any, has a name and sha256)."""
-    from .detector import PRESETS
+    from .choices import PRESETS
     from .io import read_json
 
     path = folder / "run.json"
@@ -766,11 +767,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every ``ediqa`` subcommand."""
-    from .detector import MIN_CROP_PX, PRESETS
+    """The argument parser of every ``ediqa`` subcommand (built without torch: see ``choices``)."""
+    from .choices import PRESETS, READOUTS
     from .models import MODELS_DIR
     from .simulate import FILTERS
-    from .teacher import READOUTS
 
     parser = _Parser(prog="ediqa", description="Task-based, no-reference image quality for CT and MR.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -924,7 +924,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="two-stage distillation of the teacher into the student")
     p.add_argument("--labels", required=True, nargs="+", help="labels CSVs from `ediqa label`")
     p.add_argument("--out", required=True, help="run folder (resumes when it holds a run)")
-    p.add_argument("--preset", choices=("lite", "paper"), default="lite")
+    p.add_argument("--preset", choices=PRESETS, default="lite")
     p.add_argument("--bank", help="bank.npz of a train-detector run, for stage 1")
     p.add_argument("--stage1-iterations", type=_count, default=1000, help="0 skips stage 1")
     p.add_argument("--init", help="start stage 2 from this trained student (bundled name or .safetensors): "

@@ -32,10 +32,10 @@ from .backbones import SwinTStages
 from .backgrounds import Background
 from .distributed import barrier, data_parallel, mean_over_ranks, split_parts, step_gradients
 from . import training_log
+from .choices import PRESETS
 from .errors import InputError
 from .signals import SHAPES, InsertionConfig, object_blur, plan_insertion, render
 
-PRESETS = ("lite", "paper")
 LITE_FPN_CHANNELS = 64
 IMAGE_MEAN, IMAGE_STD = 0.5, 0.25
 
@@ -121,9 +121,6 @@ def detect(model: nn.Module, images01: list[np.ndarray], batch_size: int | None 
         for det in model(batch):
             out.append({k: det[k].cpu().numpy() for k in ("boxes", "scores", "labels")})
     return out
-
-
-MIN_CROP_PX = 64  # a training crop holds a whole object and its margins, as any image assessed holds 64 px
 
 
 @dataclass(frozen=True)

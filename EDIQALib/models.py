@@ -2,7 +2,8 @@
 
 A card holds at least ``name``, ``kind`` (``"detector"`` or ``"student"``), ``preset``, ``sha256`` of the
 weights, the training data and command, and metrics. A card is checked when it is read; weights load only
-when their sha256 matches the card.
+when their sha256 matches the card. Cards are read without torch (the command line's usage checks and help
+need the registry's folder, not torch); the functions that load weights import it.
 """
 from __future__ import annotations
 
@@ -11,14 +12,15 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
-from torch import nn
-
+from .choices import PRESETS
 from .errors import InputError
 from .io import read_json
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
 DEFAULT_DETECTOR = "detector-lite"
@@ -51,6 +53,8 @@ def sha256_of(path: str | Path) -> str:
 def resolve_device(name: str = "auto") -> str:
     """``"auto"`` → ``"cuda"`` when a CUDA device is present, else ``"cpu"``; ``"cuda"`` without one is an
     input error."""
+    import torch
+
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
@@ -99,9 +103,7 @@ def _card_problem(card: dict) -> str | None:
 def load_model(name_or_path: str, kind: str, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelCard]:
     """Build the card's network (``kind`` ``"detector"`` or ``"student"``, its preset; a student ensemble when
     the weights are an ensemble's) and load its weights, sha256-checked."""
-    from .detector import PRESETS as DETECTOR_PRESETS
     from .detector import build_detector
-    from .student import PRESETS as STUDENT_PRESETS
     from .student import student_for
 
     entry = find_model(name_or_path)
@@ -111,9 +113,8 @@ def load_model(name_or_path: str, kind: str, device: torch.device | str = "cpu")
     if digest != entry.sha256:
         raise InputError(f"{entry.weights.name}: sha256 mismatch with its model card (corrupt or replaced weights)")
     preset = entry.card["preset"]
-    known = STUDENT_PRESETS if kind == "student" else DETECTOR_PRESETS
-    if preset not in known:
-        raise InputError(f"{entry.name}: unknown {kind} preset {preset!r} in its card (known: {', '.join(known)})")
+    if preset not in PRESETS:
+        raise InputError(f"{entry.name}: unknown {kind} preset {preset!r} in its card (known: {', '.join(PRESETS)})")
     state = read_weights(entry.weights)
     model = student_for(state, preset) if kind == "student" else build_detector(preset)
     fit_weights(model, state, f"{entry.weights.name} (preset {preset!r})")
@@ -127,6 +128,10 @@ class NonFiniteWeights(InputError):
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a ``.safetensors`` file; an unreadable or malformed file, or one that holds NaN or
     infinite values (weights of a diverged run, whose scores would be NaN or constant), is an input error."""
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError) as exc:

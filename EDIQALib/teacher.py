@@ -25,7 +25,6 @@ from .backgrounds import Background
 from .detector import detect
 from .signals import Insertion, InsertionConfig, is_assessable, object_blur, plan_insertion, render
 
-READOUTS = ("agnostic", "paper")
 Progress = Callable[[str, int, int], None]
 
 

@@ -228,6 +228,18 @@ def test_four_d_input_is_rejected(tmp_path):
     assert_one_line_error(ediqa("teacher", src, *TINY, "--out", tmp_path / "out"))
 
 
+def test_help_and_usage_errors_answer_without_loading_torch():
+    code = ("import sys\nfrom EDIQALib.cli import main\n"
+            "for argv in (['--help'], ['train-detector', '--help'], ['teacher', 'x.nrrd', '--realizations', '0'],\n"
+            "             ['train-detector', '--preset', 'huge']):\n"
+            "    try:\n        main(argv)\n    except SystemExit as exc:\n        assert exc.code in (0, 2)\n"
+            "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    assert "choose from 'lite', 'paper'" in proc.stderr
+
+
 def test_usage_errors_and_bad_weights(tmp_path, ct_volume_file):
     assert_one_line_error(ediqa("teacher", ct_volume_file, "--realizations", "0"))
     assert_one_line_error(ediqa("frobnicate"))

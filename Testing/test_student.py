@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from EDIQALib.backbones import CompactStages, ConvNeXtTStages, SwinTStages
+from EDIQALib.choices import PRESETS
 from EDIQALib.student import Student, StudentEnsemble, ensemble_state, student_for
 
 
@@ -36,7 +37,7 @@ def test_the_inference_path_keeps_the_outputs(preset):
         assert torch.allclose(b, a, atol=1e-4)
 
 
-@pytest.mark.parametrize("preset", ["lite", "paper"])
+@pytest.mark.parametrize("preset", PRESETS)  # every preset that the command line offers
 def test_student_outputs(preset):
     net = Student(preset).eval()
     with torch.inference_mode():
