@@ -136,29 +136,44 @@ def _check_nifti_length(path: Path) -> None:
     """A NIfTI file (``.nii``, ``.nii.gz``) must hold all the voxel data its header announces: ITK reads
     the missing part of a file cut short as zeros, and a gzip stream cut short without complaint.
 
+    A plain file's length is its size. A gzip file whose trailer states the length that header and data
+    take (ISIZE, modulo 2^32) is whole: the trailer is the stream's last 4 bytes, which a file cut short
+    lacks. Only where it states another length (more than one gzip member, or bytes after the data) is the
+    stream decompressed and counted.
+
     Raises:
         InputError: the file (or its decompressed stream) ends before the voxel data do.
     """
-    head, length = b"", 0
     try:
         with open(path, "rb") as f:
-            opener = gzip.open if f.read(2) == b"\x1f\x8b" else open  # ITK reads either, whatever the name
-        with opener(path, "rb") as f:
-            head = f.read(540)
-            length = len(head)
+            zipped = f.read(2) == b"\x1f\x8b"  # ITK reads either, whatever the name
+        with (gzip.open if zipped else open)(path, "rb") as f:
+            extent = _nifti_data_extent(f.read(540))
+        if extent is None:
+            return
+        start, size = extent
+        length = _gzip_length(path, start + size) if zipped else path.stat().st_size
+    except (OSError, EOFError, zlib.error):
+        return  # unreadable, or a corrupt gzip stream: ITK's reader refuses it
+    if length < start + size:
+        raise InputError(f"{path.name}: the file is cut short ({max(0, min(length - start, size))} of {size} "
+                         "bytes of image data)")
+
+
+def _gzip_length(path: Path, expected: int) -> int:
+    """The decompressed length of a gzip file: ``expected`` where its trailer states it, else counted."""
+    with open(path, "rb") as f:
+        f.seek(-4, os.SEEK_END)
+        if int.from_bytes(f.read(4), "little") == expected % (1 << 32):
+            return expected
+    length = 0
+    try:
+        with gzip.open(path, "rb") as f:
             while chunk := f.read1(1 << 16):  # one read at a time: all of a stream cut short is counted
                 length += len(chunk)
     except EOFError:
         pass  # a gzip stream cut short: the bytes counted so far are what it holds
-    except (OSError, zlib.error):
-        return  # unreadable, or a corrupt gzip stream: ITK's reader refuses it
-    extent = _nifti_data_extent(head)
-    if extent is None:
-        return
-    start, size = extent
-    if length < start + size:
-        raise InputError(f"{path.name}: the file is cut short ({max(0, min(length - start, size))} of {size} "
-                         "bytes of image data)")
+    return length
 
 
 def _read_file(path: Path) -> tuple[sitk.Image, str | None]:

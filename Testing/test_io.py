@@ -1,6 +1,7 @@
 """IO round trips with geometry for every format, DICOM HU rescale, atomic writes, bad input."""
 from __future__ import annotations
 
+import gzip
 import os
 
 import numpy as np
@@ -142,6 +143,19 @@ def test_nifti_cut_short_names_the_missing_bytes(tmp_path):
     cut = _write_bytes(tmp_path / "cut.nii", data[:-1000])
     voxels = 2 * 96 * 96 * 4
     with pytest.raises(InputError, match=rf"cut\.nii: the file is cut short \({voxels - 1000} of {voxels} bytes"):
+        read_volume(cut)
+
+
+def test_a_nifti_in_two_gzip_members_is_counted_not_refused(tmp_path):
+    # gzip's trailer states only the last member's length: such a stream is decompressed and counted
+    plain = tmp_path / "ct.nii"
+    sitk.WriteImage(ct_image(), str(plain))
+    data = plain.read_bytes()
+    members = gzip.compress(data[:5000]) + gzip.compress(data[5000:])
+    two = _write_bytes(tmp_path / "two.nii.gz", members)
+    assert np.array_equal(read_volume(two).array, read_volume(plain).array)
+    cut = _write_bytes(tmp_path / "cut.nii.gz", members[:-2000])
+    with pytest.raises(InputError, match="cut short"):
         read_volume(cut)
 
 
