@@ -793,8 +793,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="micro-batches per rank and step, gradients averaged (one process with N "
                             "takes the gradient steps of N torchrun ranks)")
 
-    def modality_option(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--modality", choices=("ct", "mr"),
+    def modality_option(p: argparse.ArgumentParser, modalities: tuple[str, ...] = ("ct", "mr")) -> None:
+        p.add_argument("--modality", choices=modalities,
                        help="the input's modality (default: its DICOM tag, or CT when its values are in HU)")
 
     image_help = "an image file (NRRD, NIfTI, MHA/MHD, DICOM) or a folder of one DICOM series"
@@ -813,7 +813,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the input carries no noise of its own (a digital phantom); by default an acquired "
                         "image's own noise is measured per slice and grows as the dose falls")
     p.add_argument("--seed", type=_seed, default=0)
-    modality_option(p)
+    modality_option(p, ("ct",))  # a CT simulator: an image without a DICOM tag may be declared CT, never MR
     p.add_argument("--out", default="simulated")
     common(p)
     p.set_defaults(func=cmd_simulate)
