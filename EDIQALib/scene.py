@@ -151,6 +151,17 @@ def add_heatmap_node(scene, result: QualityResult, input_node, display_max: floa
     return node
 
 
+def assess_node(scene, node, model: str = "student-lite", device: str = "auto", modality: str | None = None):
+    """Assess a volume node in this process, as ``ediqa assess`` does a file, and show the result in the
+    scene: for scripts and headless Slicer (the module's panel runs the engine in a child process instead,
+    so that it stays responsive). Returns ``(result, heatmap node, table node)``; the heatmap and table are
+    those of :func:`add_heatmap_node` and :func:`add_results_table`. The input node is not touched."""
+    from .assess import assess
+
+    result = assess(volume_from_node(node, modality), model=model, device=device)
+    return result, add_heatmap_node(scene, result, node), add_results_table(scene, result, node)
+
+
 def show_overlay(composite_node, background_node, heatmap_node, opacity: float = 0.45) -> None:
     """Background = the image, foreground = its heatmap at ``opacity``."""
     composite_node.SetBackgroundVolumeID(background_node.GetID())

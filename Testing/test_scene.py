@@ -137,6 +137,28 @@ def test_assessing_again_with_the_same_model_fills_the_same_nodes():
     assert bridge.add_results_table(scene, again, twin).GetID() != nodes[1].GetID()
 
 
+def test_a_node_assessed_in_process_gets_the_file_s_scores_and_its_result_nodes(tmp_path):
+    import EDIQALib
+
+    scene, _ = _scene()
+    image = ct_image(slices=2, size=200, spacing=(0.7, 0.7, 2.5))
+    node = _node_from_image(scene, image)
+    voxels = bridge.array_from_node(node).copy()
+    result, heat_node, table = bridge.assess_node(scene, node, device="cpu")
+    sitk.WriteImage(image, str(tmp_path / "ct.nrrd"))
+    from_file = EDIQALib.assess(tmp_path / "ct.nrrd", device="cpu")
+    assert result.score == pytest.approx(from_file.score, abs=1e-6) and result.score > 0
+    assert result.slice_scores == pytest.approx(from_file.slice_scores, abs=1e-6)
+    stored = bridge.array_from_node(heat_node)
+    inside = np.isfinite(result.heatmap)
+    assert inside.any() and np.allclose(stored[inside], result.heatmap[inside], atol=1e-6)
+    assert (stored[~inside] == bridge.HIDDEN).all()
+    np.testing.assert_allclose(bridge.ijk_to_ras(heat_node), bridge.ijk_to_ras(node))
+    assert table.GetNumberOfRows() == 2
+    assert table.GetTable().GetColumnByName("score").GetValue(0) == pytest.approx(result.slice_scores[0])
+    assert np.array_equal(bridge.array_from_node(node), voxels)  # the input untouched
+
+
 def test_compare_sets_one_composite_node_per_view():
     scene, _ = _scene()
     layout = slicer.vtkMRMLLayoutNode()
