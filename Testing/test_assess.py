@@ -20,7 +20,7 @@ from EDIQALib.detector import save_weights
 from EDIQALib.distill import Sample, fidelity
 from EDIQALib.models import package_model
 from EDIQALib.report import bench_figure
-from EDIQALib.student import Student
+from EDIQALib.student import Student, field_batch
 from conftest import ct_image
 
 
@@ -118,7 +118,14 @@ def test_bench_plots_student_against_teacher_on_held_out_slices():
     samples = [Sample(rng.random((96, 96), dtype=np.float32), score, np.zeros((24, 24), np.float32), f"g{k}")
                for k, score in enumerate((0.05, 0.1, 0.2, 0.3, 0.4))]
     agreed = held_out_agreement(student, samples)
-    assert agreed["teacher_scores"] == [0.05, 0.1, 0.2, 0.3, 0.4] and agreed["slices"] == 5
+    truth = [0.05, 0.1, 0.2, 0.3, 0.4]
+    assert agreed["teacher_scores"] == truth and agreed["slices"] == 5
+    with torch.inference_mode():  # each slice alone, mirrored out as assessment does: the student's own verdicts, in order
+        alone = [float(torch.sigmoid(student.eval()(torch.from_numpy(field_batch([s.image01])))[0])[0]) for s in samples]
+    assert agreed["student_scores"] == pytest.approx(alone, abs=1e-5)
+    ranks = lambda v: np.argsort(np.argsort(v))  # noqa: E731
+    assert agreed["plcc"] == pytest.approx(np.corrcoef(alone, truth)[0, 1], abs=1e-4)
+    assert agreed["srocc"] == pytest.approx(np.corrcoef(ranks(alone), ranks(truth))[0, 1], abs=1e-4)
     assert {k: agreed[k] for k in ("plcc", "srocc")} == pytest.approx(fidelity(student, samples), abs=1e-5)
     validity = {"series": [{"base": "a", "kind": "dose", "levels": [1.0, 0.5], "scores": [0.2, 0.1], "rho": 1.0}],
                 "summary": {"dose": {"mean_rho": 1.0, "mean_rho_noise_sd": 1.0}}}

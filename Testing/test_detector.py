@@ -5,11 +5,14 @@ import json
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 from torchvision.models.detection import MaskRCNN
+from torchvision.ops import box_iou
 
 from EDIQALib.backbones import SwinTStages
 from EDIQALib.backgrounds import make_background
 from EDIQALib.detector import DetectorTraining, build_detector, detect, train_detector, training_sample
+from EDIQALib.models import load_model
 from EDIQALib.signals import InsertionConfig
 from EDIQALib.simulate import phantom
 
@@ -28,11 +31,30 @@ def test_training_sample_targets_match_objects():
     assert set(target["labels"].tolist()) <= {1, 2, 3, 4}
 
 
+def _flat_disk():
+    yy, xx = np.mgrid[:200, :200]
+    return make_background(np.where((yy - 100) ** 2 + (xx - 100) ** 2 < 95 ** 2, 40.0, -1000.0).astype(np.float32))
+
+
+def test_each_target_s_class_is_its_object_s_shape():
+    """Class k + 1 is the config's k-th shape: a circle fills about π/4 of its box, a five-point star far
+    less, whatever the crop's rotation and flip."""
+    bg, seen = _flat_disk(), set()
+    for seed in range(6):
+        _, target = training_sample(bg, DetectorTraining(crop_px=128), InsertionConfig(shapes=("circle", "star")),
+                                    np.random.default_rng(seed))
+        for mask, label, (x0, y0, x1, y1) in zip(target["masks"].numpy(), target["labels"].tolist(),
+                                                  target["boxes"].numpy()):
+            fill = mask.sum() / ((x1 - x0) * (y1 - y0))
+            assert (label, fill > 0.6) in {(1, True), (2, False)}, (label, fill)
+            seen.add(label)
+    assert seen == {1, 2}
+
+
 def test_training_targets_lie_where_the_objects_are_after_rotation_and_flip():
     """On a flat disk, whatever the crop's rotation and flip, the inserted signal lies inside the objects'
     masks, and each box bounds its mask."""
-    yy, xx = np.mgrid[:200, :200]
-    bg = make_background(np.where((yy - 100) ** 2 + (xx - 100) ** 2 < 95 ** 2, 40.0, -1000.0).astype(np.float32))
+    bg = _flat_disk()
     flat = float(np.median(bg.image01[bg.body]))
     for seed in range(3):
         image, target = training_sample(bg, DetectorTraining(crop_px=128), InsertionConfig(),
@@ -47,24 +69,43 @@ def test_training_targets_lie_where_the_objects_are_after_rotation_and_flip():
 
 
 def test_train_resume_and_detect(tmp_path):
-    torch.manual_seed(0)
     bank = tiny_bank()
     schedule = DetectorTraining(iterations=4, batch_size=2, crop_px=96, snapshot_every=2)
     calls = []
+    torch.manual_seed(0)
     model = build_detector("lite")
-    best = train_detector(model, bank, tmp_path, DetectorTraining(**{**schedule.__dict__, "iterations": 2}),
+    best = train_detector(model, bank, tmp_path / "run", DetectorTraining(**{**schedule.__dict__, "iterations": 2}),
                           validate=lambda m: calls.append(1) or -len(calls))
     assert best.name == "best.safetensors" and best.exists()
     # a new process would build a fresh model and resume from state.pt at step 2
-    train_detector(build_detector("lite"), bank, tmp_path, schedule, validate=lambda m: calls.append(1) or -len(calls))
-    steps = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text(encoding="utf-8").splitlines()]
+    train_detector(build_detector("lite"), bank, tmp_path / "run", schedule,
+                   validate=lambda m: calls.append(1) or -len(calls))
+    run = tmp_path / "run"
+    steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text(encoding="utf-8").splitlines()]
     assert steps == [2, 4]
-    assert (tmp_path / "training.png").read_bytes()[:4] == b"\x89PNG"
+    assert (run / "training.png").read_bytes()[:4] == b"\x89PNG"
     assert len(calls) == 2
-    assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == [
-        "step000002.safetensors", "step000004.safetensors"]
-    dets = detect(model, [bank[0].image01])
-    assert set(dets[0]) == {"boxes", "scores", "labels"}
+    assert sorted(p.name for p in (run / "snapshots").iterdir()) == ["step000002.safetensors", "step000004.safetensors"]
+    kept, first, last = (load_file(str(p)) for p in (best, run / "snapshots" / "step000002.safetensors",
+                                                     run / "snapshots" / "step000004.safetensors"))
+    assert all(torch.equal(kept[k], first[k]) for k in kept)  # the more valid snapshot (-1 against -2)
+    assert any(not torch.equal(first[k], last[k]) for k in first)
+    # resumed from step 2, the run ends where one run of 4 steps ends: weights, optimiser and steps restored
+    torch.manual_seed(0)  # the same start
+    train_detector(build_detector("lite"), bank, tmp_path / "whole", schedule, validate=lambda m: 0.0)
+    whole = load_file(str(tmp_path / "whole" / "snapshots" / "step000004.safetensors"))
+    assert all(torch.allclose(whole[k], last[k], atol=1e-5) for k in whole)
+
+
+def test_the_shipped_detector_finds_inserted_objects():
+    model, _ = load_model("detector-lite", "detector")
+    for seed in range(4):
+        image, target = training_sample(_flat_disk(), DetectorTraining(crop_px=128, contrasts=(0.1,)), InsertionConfig(),
+                                        np.random.default_rng(seed))
+        found = detect(model, [image])[0]
+        assert found["boxes"].shape == (len(found["scores"]), 4) and len(found["labels"]) == len(found["scores"])
+        confident = torch.as_tensor(found["boxes"][found["scores"] > 0.5])
+        assert len(confident) and box_iou(confident, target["boxes"]).max() > 0.5, seed
 
 
 def test_paper_preset_builds_a_mask_rcnn_with_swin_fpn():

@@ -61,19 +61,41 @@ def test_extension_metadata():
     assert 'set(EXTENSION_DEPENDS "PyTorch")' in text
 
 
+def _reached_at_open(tree: ast.Module) -> list[ast.AST]:
+    """Module-level code and every method that opening the panel runs: the widget's ``__init__``, ``setup``
+    and ``enter`` and the logic's ``__init__``, then whatever they call as ``self.X(...)`` or
+    ``self.logic.X(...)``, transitively (handlers connected to buttons run later, on a click)."""
+    methods = {(cls.name, fn.name): fn for cls in tree.body if isinstance(cls, ast.ClassDef)
+               for fn in cls.body if isinstance(fn, ast.FunctionDef)}
+    todo = [m for m in (("EDIQAWidget", "__init__"), ("EDIQAWidget", "setup"), ("EDIQAWidget", "enter"),
+                        ("EDIQALogic", "__init__")) if m in methods]
+    reached = set()
+    while todo:
+        key = todo.pop()
+        if key in reached:
+            continue
+        reached.add(key)
+        for call in (n for n in ast.walk(methods[key]) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)):
+            owner = call.func.value
+            if isinstance(owner, ast.Name) and owner.id == "self":
+                target = (key[0], call.func.attr)
+            elif isinstance(owner, ast.Attribute) and owner.attr == "logic" and getattr(owner.value, "id", "") == "self":
+                target = ("EDIQALogic", call.func.attr)
+            else:
+                continue
+            if target in methods:
+                todo.append(target)
+    assert {("EDIQAWidget", "setParameterNode"), ("EDIQALogic", "available_students")} <= reached
+    return [*(node for node in tree.body if not isinstance(node, (ast.ClassDef, ast.FunctionDef))),
+            *(methods[k] for k in sorted(reached))]
+
+
 def test_opening_the_panel_imports_nothing_of_the_engine():
     """The panel opens before PyTorch may be installed (its actions then offer to install it): nothing
-    the module runs at load or in ``setup`` imports EDIQALib, whose modules import torch."""
-    tree = ast.parse(MODULE.read_text(encoding="utf-8"))
-    methods = {f"{cls.name}.{fn.name}": fn for cls in tree.body if isinstance(cls, ast.ClassDef)
-               for fn in cls.body if isinstance(fn, ast.FunctionDef)}
-    at_open = [*(node for node in tree.body if not isinstance(node, (ast.ClassDef, ast.FunctionDef))),
-               *(methods[m] for m in ("EDIQAWidget.__init__", "EDIQAWidget.setup", "EDIQAWidget._fill_models",
-                                      "EDIQAWidget.initializeParameterNode", "EDIQAWidget._update_buttons",
-                                      "EDIQALogic.available_students"))]
+    the module runs at load or while the panel opens imports EDIQALib, whose modules import torch."""
+    at_open = _reached_at_open(ast.parse(MODULE.read_text(encoding="utf-8")))
     imported = {alias.name for part in at_open for node in ast.walk(part) if isinstance(node, ast.Import)
                 for alias in node.names}
     imported |= {node.module for part in at_open for node in ast.walk(part)
                  if isinstance(node, ast.ImportFrom) and node.module}
     assert not {name for name in imported if name.split(".")[0] in ("EDIQALib", "torch")}, imported
-
