@@ -148,12 +148,15 @@ def _simulate(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_teacher(args: argparse.Namespace) -> None:
-    from .assess import assess_series
-    from .models import load_model
-    from .report import SERIES_FILES, write_outputs, write_series_summary
-    from .teacher import teacher_scorer
+    from .report import SERIES_FILES
 
     volumes, folders = _inputs_and_folders(args, SERIES_FILES if len(args.inputs) > 1 else ())
+    # torch loads from here on, once the inputs are read and checked: a bad input answers at once
+    from .assess import assess_series
+    from .models import load_model
+    from .report import write_outputs, write_series_summary
+    from .teacher import teacher_scorer
+
     device = _device(args.device)
     model, entry = load_model(args.model, "detector", device)
     config = _teacher_config(args)

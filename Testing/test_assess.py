@@ -15,7 +15,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from EDIQALib.bench import held_out_agreement, summary_table
+from EDIQALib.bench import held_out_agreement, summary_table, volume_seconds
 from EDIQALib.detector import save_weights
 from EDIQALib.distill import Sample, fidelity
 from EDIQALib.models import package_model
@@ -71,10 +71,17 @@ def test_compare_writes_side_by_side_outputs(tmp_path, student_file):
     assert [r["name"] for r in records[-1]] == ["recon-a", "recon-b"]
     rows = (tmp_path / "cmp" / "compare.csv").read_text(encoding="utf-8").splitlines()
     assert rows[0] == "slice,recon-a,recon-b" and len(rows) == 3
-    assert [r["name"] for r in json.loads((tmp_path / "cmp" / "compare.json").read_text(encoding="utf-8"))] == ["recon-a", "recon-b"]
+    summary = json.loads((tmp_path / "cmp" / "compare.json").read_text(encoding="utf-8"))
+    assert [r["name"] for r in summary] == ["recon-a", "recon-b"]
+    cells = [row.split(",")[1:] for row in rows[1:]]  # one row per slice, one column per input
+    for column, entry in enumerate(summary):
+        assert [float(c[column]) if c[column] else None for c in cells] == pytest.approx(entry["slice_scores"], abs=1e-6)
+    assert all(all(c) for c in cells)  # every slice of both inputs is assessable here
     assert (tmp_path / "cmp" / "compare.png").stat().st_size > 10_000
-    for name in ("recon-a", "recon-b"):  # each input's own outputs, for viewers that show them side by side
-        assert (tmp_path / "cmp" / name / "heatmap.nrrd").exists()
+    for entry in summary:  # each input's own outputs, for viewers that show them side by side
+        own = json.loads((tmp_path / "cmp" / entry["name"] / "result.json").read_text(encoding="utf-8"))
+        assert own["score"] == pytest.approx(entry["score"]) and own["slice_scores"] == entry["slice_scores"]
+        assert (tmp_path / "cmp" / entry["name"] / "heatmap.nrrd").exists()
 
 
 def test_assess_refuses_a_detector_as_student(tmp_path):
@@ -109,6 +116,15 @@ def test_bench_measures_every_figure_in_one_run(tmp_path, student_file):
     table = summary_table(figures)  # what the bench prints without --progress jsonl
     assert "noise-SD rho" in table and "half-noise" in table and "CPUs" in table and "dose order" in table
     assert f"{figures['speedup']}" in table
+
+
+def test_bench_volume_figure_is_of_a_real_assessment_in_a_child_process(tmp_path, student_file):
+    seconds, _ = volume_seconds(str(student_file), (3, 160, 160), tmp_path, runs=1)
+    result = json.loads((tmp_path / "out" / "result.json").read_text(encoding="utf-8"))
+    assert result["shape"] == [160, 160, 3] and len(result["slice_scores"]) == 3 and 0 < result["score"] < 1
+    assert seconds >= result["seconds"] > 0  # the whole command, the assessment in it
+    with pytest.raises(RuntimeError, match="model not found"):
+        volume_seconds("no-such-student", (3, 160, 160), tmp_path, runs=1)
 
 
 def test_bench_plots_student_against_teacher_on_held_out_slices():
@@ -153,6 +169,13 @@ def test_python_api_assesses_a_file_and_matches_the_cli(tmp_path, student_file):
     assert proc.returncode == 0, proc.stderr
     cli = json.loads((tmp_path / "out" / "result.json").read_text(encoding="utf-8"))
     assert cli["slice_scores"] == pytest.approx(result.slice_scores, abs=1e-5)
+    # the shipped student's verdicts through the API: much noise added, a lower score on every slice
+    clean = sitk.ReadImage(str(path))
+    noisy = sitk.GetImageFromArray(sitk.GetArrayFromImage(clean) + np.random.default_rng(0).normal(0, 150, (2, 128, 128)))
+    noisy.CopyInformation(clean)
+    sitk.WriteImage(noisy, str(tmp_path / "noisy.nrrd"))
+    scores = [EDIQALib.assess(p, device="cpu").slice_scores for p in (path, tmp_path / "noisy.nrrd")]
+    assert all(n < c for c, n in zip(*scores)), scores
 
 
 def _train_run(folder: Path, seed: int) -> Path:

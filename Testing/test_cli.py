@@ -1,6 +1,7 @@
 """The CLI end to end: outputs and geometry, progress events, series, and bad input (exit 2, one line)."""
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import subprocess
@@ -82,8 +83,14 @@ def test_teacher_series_shares_maps_and_summarises(tmp_path):
     assert defined[0].any() and not defined[0][:, :, 110:].any()
     assert all(np.array_equal(defined[0], d) for d in defined[1:])
     summary = json.loads((tmp_path / "out" / "series.json").read_text(encoding="utf-8"))
-    assert [r["name"] for r in summary["inputs"]] == ["a", "b", "c"]
-    assert (tmp_path / "out" / "series.png").exists() and (tmp_path / "out" / "series.csv").exists()
+    own = [json.loads((tmp_path / "out" / n / "result.json").read_text(encoding="utf-8")) for n in "abc"]
+    assert summary["inputs"] == [{"name": n, "score": r["score"], "assessable_slices": 1, "slices": 1}
+                                 for n, r in zip("abc", own)]
+    assert summary["realizations"] == 2 and summary["repeats"] == 1
+    with open(tmp_path / "out" / "series.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["name"], float(r["score"])) for r in rows] == [(n, pytest.approx(r["score"])) for n, r in zip("abc", own)]
+    assert (tmp_path / "out" / "series.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_simulate_writes_a_dose_series_in_input_geometry(tmp_path):
@@ -98,6 +105,8 @@ def test_simulate_writes_a_dose_series_in_input_geometry(tmp_path):
     for im in imgs:
         assert im.GetSize() == image.GetSize()
         np.testing.assert_allclose(im.GetDirection(), image.GetDirection(), atol=1e-6)
+        np.testing.assert_allclose(im.GetOrigin(), image.GetOrigin(), atol=1e-6)
+        np.testing.assert_allclose(im.GetSpacing(), image.GetSpacing(), rtol=1e-6)
     truth = sitk.GetArrayFromImage(image)
     err = [np.std(sitk.GetArrayFromImage(im) - truth) for im in imgs]
     assert err[1] > err[0]
@@ -141,27 +150,34 @@ def _cut(data: bytes) -> bytes:
     return data[: int(0.6 * len(data))]
 
 
-@pytest.mark.parametrize("make", [
-    lambda t: t / "missing.nrrd",
-    lambda t: (t / "no-dicom").mkdir() or t / "no-dicom",
-    lambda t: (t / "corrupt.dcm").write_bytes(b"\0" * 128 + b"DICMgarbage") and t / "corrupt.dcm",
-    lambda t: _write(t / "constant.nrrd", np.full((1, 80, 80), 40.0, np.float32)),
-    lambda t: _write(t / "nan.nrrd", np.where(np.eye(80, dtype=bool)[None], np.nan, -900.0).astype(np.float32)),
-    lambda t: _write(t / "small.nrrd", np.random.default_rng(0).normal(-500, 400, (1, 32, 32)).astype(np.float32)),
-    lambda t: _write(t / "unknown.nrrd", np.random.default_rng(0).normal(300, 30, (1, 80, 80)).astype(np.float32)),
-    lambda t: (t / "header.mhd").write_text("ObjectType = Image\nNDims = 2\nDimSize = 80 80\n"
-                                             "ElementType = MET_SHORT\nElementDataFile = header.raw\n") and t / "header.mhd",
-    lambda t: _metaimage(t / "cut.mha", edit=_cut),
-    lambda t: _metaimage(t / "cut-compressed.mha", True, _cut),
-    lambda t: _metaimage(t / "cut-raw.mhd", edit=_cut),
-    lambda t: _metaimage(t / "header-only.mha", edit=lambda d: d[: d.index(b"= LOCAL\n") + 8]),
-    lambda t: _metaimage(t / "seven-d.mha", edit=lambda d: d.replace(b"NDims = 3", b"NDims = 7")),
-])
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, make):
+@pytest.mark.parametrize("make, says", [
+    (lambda t: t / "missing.nrrd", "input not found"),
+    (lambda t: (t / "no-dicom").mkdir() or t / "no-dicom", "no DICOM series found"),
+    (lambda t: (t / "corrupt.dcm").write_bytes(b"\0" * 128 + b"DICMgarbage") and t / "corrupt.dcm",
+     "cannot read corrupt.dcm"),
+    (lambda t: _write(t / "constant.nrrd", np.full((1, 80, 80), 40.0, np.float32)), "image is constant"),
+    (lambda t: _write(t / "nan.nrrd", np.where(np.eye(80, dtype=bool)[None], np.nan, -900.0).astype(np.float32)),
+     "NaN or infinite"),
+    (lambda t: _write(t / "small.nrrd", np.random.default_rng(0).normal(-500, 400, (1, 32, 32)).astype(np.float32)),
+     "under 64 pixels"),
+    (lambda t: _write(t / "unknown.nrrd", np.random.default_rng(0).normal(300, 30, (1, 80, 80)).astype(np.float32)),
+     "cannot tell the modality"),
+    (lambda t: (t / "header.mhd").write_text("ObjectType = Image\nNDims = 2\nDimSize = 80 80\n"
+                                              "ElementType = MET_SHORT\nElementDataFile = header.raw\n") and t / "header.mhd",
+     "data file header.raw is missing"),
+    (lambda t: _metaimage(t / "cut.mha", edit=_cut), "truncated"),
+    (lambda t: _metaimage(t / "cut-compressed.mha", True, _cut), "truncated"),
+    (lambda t: _metaimage(t / "cut-raw.mhd", edit=_cut), "truncated"),
+    (lambda t: _metaimage(t / "header-only.mha", edit=lambda d: d[: d.index(b"= LOCAL\n") + 8]), "truncated"),
+    (lambda t: _metaimage(t / "seven-d.mha", edit=lambda d: d.replace(b"NDims = 3", b"NDims = 7")), "cannot read seven-d"),
+], ids=["missing", "empty-folder", "corrupt-dicom", "constant", "nan", "small", "unknown-modality", "no-data-file",
+        "cut-mha", "cut-compressed-mha", "cut-mhd", "header-only", "seven-d"])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, make, says):
     src = make(tmp_path)
     out = tmp_path / "out"
     proc = ediqa("teacher", src, *TINY, "--out", out)
     assert_one_line_error(proc)
+    assert says in proc.stderr
     assert not out.exists() or not any(out.rglob("*"))
 
 
@@ -290,7 +306,9 @@ def test_demo_assesses_the_sample_and_compares_a_dose_series_with_the_shipped_st
 
 @pytest.mark.parametrize("command", [["train", "--stage1-iterations", "0", "--out", "run"], ["bench"]])
 def test_a_missing_labels_file_is_one_line_and_exit_2(tmp_path, command):
-    assert_one_line_error(ediqa(*command, "--labels", tmp_path / "missing.csv", cwd=tmp_path))
+    proc = ediqa(*command, "--labels", tmp_path / "missing.csv", cwd=tmp_path)
+    assert_one_line_error(proc)
+    assert "labels file not found" in proc.stderr
 
 
 def test_make_dataset_seeds_noisy_back_phantoms_after_the_plain_ones(tmp_path):

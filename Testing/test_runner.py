@@ -21,7 +21,8 @@ def test_progress_in_order_and_result(tmp_path):
     events = runner.events()
     assert outcome.returncode == 0 and outcome.error is None
     assert [(e.stage, e.done, e.total) for e in events] == [("simulate", k, 3) for k in (1, 2, 3)]
-    assert all(Path(p).exists() for p in outcome.result["outputs"])
+    assert [Path(p).name for p in outcome.result["outputs"]] == ["ct_dose1_views60_ramp.nrrd", "ct_dose0.5_views60_ramp.nrrd"]
+    assert all(Path(p).is_file() for p in outcome.result["outputs"])
 
 
 def test_a_stray_line_before_the_result_does_not_hide_it(tmp_path):
