@@ -103,9 +103,6 @@ def _card_problem(card: dict) -> str | None:
 def load_model(name_or_path: str, kind: str, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelCard]:
     """Build the card's network (``kind`` ``"detector"`` or ``"student"``, its preset; a student ensemble when
     the weights are an ensemble's) and load its weights, sha256-checked."""
-    from .detector import build_detector
-    from .student import student_for
-
     entry = find_model(name_or_path)
     if entry.card["kind"] != kind:
         raise InputError(f"{entry.name} is not a {kind} model (kind={entry.card['kind']!r})")
@@ -116,7 +113,14 @@ def load_model(name_or_path: str, kind: str, device: torch.device | str = "cpu")
     if preset not in PRESETS:
         raise InputError(f"{entry.name}: unknown {kind} preset {preset!r} in its card (known: {', '.join(PRESETS)})")
     state = read_weights(entry.weights)
-    model = student_for(state, preset) if kind == "student" else build_detector(preset)
+    if kind == "student":  # each kind imports its own network's module only
+        from .student import student_for
+
+        model = student_for(state, preset)
+    else:
+        from .detector import build_detector
+
+        model = build_detector(preset)
     fit_weights(model, state, f"{entry.weights.name} (preset {preset!r})")
     return model.to(device).eval(), entry
 
