@@ -65,6 +65,19 @@ class QualityResult:
                 "shape": list(self.shape), "spacing": list(self.spacing), **self.details}
 
 
+def caveats(volume: Volume, result: QualityResult) -> list[str]:
+    """What a user must know to read ``result`` (the CLI prints each as a warning line): an MR input (the
+    shipped models learnt from CT only, and their MR scores are not validated), and a result without one
+    assessable slice (its score is null)."""
+    notes = []
+    if volume.modality == "mr":
+        notes.append(f"{result.name}: MR; the shipped detector and student were trained on CT only, and their MR "
+                     "scores are not validated (see the README)")
+    if not any(result.assessable):
+        notes.append(f"{result.name}: no slice is assessable (too little body for a lesion); its score is null")
+    return notes
+
+
 def heatmap_display_max(results: list[QualityResult]) -> float:
     """The top of the heatmap's colour scale (its bottom is 0): the 99th percentile of the results' local
     detectability, rounded up to 0.05, within [0.05, 1]; one scale for results shown side by side. Local

@@ -26,7 +26,6 @@ DEMO_SAMPLE = Path(__file__).resolve().parent.parent / "Resources" / "SampleData
 NOISY_FIRST_SEED = 100  # series seeds of the noisy real variants, apart from the plain ones (0, 1, ...)
 MAX_PHOTONS = 1e12  # per ray at dose 1: far above any scanner's, and below where Poisson sampling overflows
 MAX_VIEWS = 10_000  # projections per rotation: a scanner takes about 1 000-3 000
-MIN_CROP_PX = 64  # a detector's training crop holds a whole object and its margins, as any image assessed holds 64 px
 
 
 class _Parser(argparse.ArgumentParser):
@@ -148,13 +147,12 @@ def _simulate(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_teacher(args: argparse.Namespace) -> None:
-    from .report import SERIES_FILES
+    from .report import SERIES_FILES, write_outputs, write_series_summary
 
     volumes, folders = _inputs_and_folders(args, SERIES_FILES if len(args.inputs) > 1 else ())
-    # torch loads from here on, once the inputs are read and checked: a bad input answers at once
+    # torch loads from here on, once the inputs are read and checked: a bad input file answers at once
     from .assess import assess_series
     from .models import load_model
-    from .report import write_outputs, write_series_summary
     from .teacher import teacher_scorer
 
     device = _device(args.device)
@@ -179,15 +177,12 @@ def cmd_teacher(args: argparse.Namespace) -> None:
 
 
 def _warn(volumes: list, results: list) -> None:
-    """Warning lines on stderr, after the work: an MR input (the shipped models learnt from CT only, and
-    their MR scores are not validated), and a result without one assessable slice (its score is null)."""
+    """The results' caveats (:func:`~EDIQALib.assess.caveats`) as warning lines on stderr, after the work."""
+    from .assess import caveats
+
     for v, r in zip(volumes, results):
-        if v.modality == "mr":
-            sys.stderr.write(f"ediqa: warning: {r.name}: MR; the shipped detector and student were trained on CT "
-                             "only, and their MR scores are not validated (see the README)\n")
-        if not any(r.assessable):
-            sys.stderr.write(f"ediqa: warning: {r.name}: no slice is assessable (too little body for a lesion); "
-                             "its score is null\n")
+        for caveat in caveats(v, r):
+            sys.stderr.write(f"ediqa: warning: {caveat}\n")
 
 
 def _inputs_and_folders(args: argparse.Namespace, summary_files: tuple[str, ...] = ()) -> tuple[list, list[Path]]:
@@ -772,6 +767,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``ediqa`` subcommand (built without torch: see ``choices``)."""
     from .choices import PRESETS, READOUTS
+    from .io import MIN_SIZE as MIN_CROP_PX  # a training crop holds a whole object, as any image assessed does
     from .models import MODELS_DIR
     from .simulate import FILTERS
 

@@ -7,6 +7,7 @@ chart) are filled again in place when the same volume is assessed again by the s
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import vtk
 from vtk.util import numpy_support
 
 from .assess import QualityResult, heatmap_display_max
+from .errors import InputError
 from .io import MODALITY_TAG, Volume, volume_from_image
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -41,8 +43,17 @@ def _set_ijk_to_ras(node, matrix: np.ndarray) -> None:
 
 
 def array_from_node(node) -> np.ndarray:
-    """A copy of the node's voxels as ``(slices, rows, columns)``."""
+    """A copy of the node's voxels as ``(slices, rows, columns)``.
+
+    Raises:
+        InputError: the node holds no voxels, or more than one value per voxel (a vector or colour volume).
+    """
     image = node.GetImageData()
+    name = node.GetName() or "the volume"
+    if image is None or image.GetPointData().GetScalars() is None:
+        raise InputError(f"{name}: the volume node holds no image data")
+    if image.GetNumberOfScalarComponents() != 1:
+        raise InputError(f"{name}: {image.GetNumberOfScalarComponents()} values per voxel; one (a scalar volume) is needed")
     nx, ny, nz = image.GetDimensions()
     return numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(nz, ny, nx).copy()
 
@@ -151,14 +162,23 @@ def add_heatmap_node(scene, result: QualityResult, input_node, display_max: floa
     return node
 
 
-def assess_node(scene, node, model: str = "student-lite", device: str = "auto", modality: str | None = None):
+def assess_node(scene, node, model: str = "student-lite", device: str = "auto",
+                modality: str | None = None) -> tuple[QualityResult, object, object]:
     """Assess a volume node in this process, as ``ediqa assess`` does a file, and show the result in the
     scene: for scripts and headless Slicer (the module's panel runs the engine in a child process instead,
     so that it stays responsive). Returns ``(result, heatmap node, table node)``; the heatmap and table are
-    those of :func:`add_heatmap_node` and :func:`add_results_table`. The input node is not touched."""
-    from .assess import assess
+    those of :func:`add_heatmap_node` and :func:`add_results_table`. What ``ediqa assess`` prints as
+    warnings (an MR input, no assessable slice) comes as Python warnings. The input node is not touched.
 
-    result = assess(volume_from_node(node, modality), model=model, device=device)
+    Raises:
+        InputError: the node is no volume that can be assessed (as a bad file is for ``ediqa assess``).
+    """
+    from .assess import assess, caveats
+
+    volume = volume_from_node(node, modality)
+    result = assess(volume, model=model, device=device)
+    for caveat in caveats(volume, result):
+        warnings.warn(caveat, stacklevel=2)
     return result, add_heatmap_node(scene, result, node), add_results_table(scene, result, node)
 
 

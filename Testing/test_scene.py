@@ -159,6 +159,28 @@ def test_a_node_assessed_in_process_gets_the_file_s_scores_and_its_result_nodes(
     assert np.array_equal(bridge.array_from_node(node), voxels)  # the input untouched
 
 
+def test_a_node_that_cannot_be_assessed_is_one_clear_error_and_mr_warns():
+    import vtk
+
+    from EDIQALib.errors import InputError
+
+    scene, _ = _scene()
+    empty = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
+    with pytest.raises(InputError, match="empty: the volume node holds no image data"):
+        bridge.assess_node(scene, empty, device="cpu")
+    colour = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "colour")
+    data = vtk.vtkImageData()
+    data.SetDimensions(100, 100, 1)
+    data.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 3)
+    colour.SetAndObserveImageData(data)
+    with pytest.raises(InputError, match="colour: 3 values per voxel"):
+        bridge.assess_node(scene, colour, device="cpu")
+    mr = _node_from_image(scene, ct_image(slices=1, size=200, spacing=(0.7, 0.7, 2.5)) + 1000, name="mr")
+    with pytest.warns(UserWarning, match="mr: MR; .* not validated"):
+        result, _, _ = bridge.assess_node(scene, mr, device="cpu", modality="mr")
+    assert result.slice_scores[0] is not None
+
+
 def test_compare_sets_one_composite_node_per_view():
     scene, _ = _scene()
     layout = slicer.vtkMRMLLayoutNode()

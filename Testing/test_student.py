@@ -6,6 +6,7 @@ import torch
 
 from EDIQALib.backbones import CompactStages, ConvNeXtTStages, SwinTStages
 from EDIQALib.choices import PRESETS
+from EDIQALib.student import PRESETS as STUDENT_PRESETS
 from EDIQALib.student import Student, StudentEnsemble, ensemble_state, student_for
 
 
@@ -37,7 +38,11 @@ def test_the_inference_path_keeps_the_outputs(preset):
         assert torch.allclose(b, a, atol=1e-4)
 
 
-@pytest.mark.parametrize("preset", PRESETS)  # every preset that the command line offers
+def test_the_student_has_exactly_the_presets_that_the_command_line_offers():
+    assert set(STUDENT_PRESETS) == set(PRESETS)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
 def test_student_outputs(preset):
     net = Student(preset).eval()
     with torch.inference_mode():
