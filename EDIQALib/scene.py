@@ -16,7 +16,7 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from .assess import QualityResult, heatmap_display_max
+from .assess import QualityResult, assess, caveats, heatmap_display_max
 from .errors import InputError
 from .io import MODALITY_TAG, Volume, volume_from_image
 
@@ -173,8 +173,6 @@ def assess_node(scene, node, model: str = "student-lite", device: str = "auto",
     Raises:
         InputError: the node is no volume that can be assessed (as a bad file is for ``ediqa assess``).
     """
-    from .assess import assess, caveats
-
     volume = volume_from_node(node, modality)
     result = assess(volume, model=model, device=device)
     for caveat in caveats(volume, result):
