@@ -95,6 +95,10 @@ def _float_list(text: str) -> list[float]:
     return values
 
 
+_contrasts = _option_type(_float_list, lambda v: all(0 < c < 1 for c in v),
+                          "contrasts {} do not all lie in (0, 1) (window-normalised units)")
+
+
 def _device(name: str) -> str:
     from .models import resolve_device
 
@@ -233,8 +237,6 @@ def _teacher_config(args: argparse.Namespace):
     from .teacher import TeacherConfig
 
     insertion = InsertionConfig(contrasts=tuple(args.contrasts)) if args.contrasts else InsertionConfig()
-    if any(not 0 < c < 1 for c in insertion.contrasts):
-        raise InputError(f"--contrasts must lie in (0, 1) (window-normalised units); got {args.contrasts}")
     return TeacherConfig(realizations=args.realizations, repeats=args.repeats, seed=args.seed,
                          readout=args.readout, psf_aware=not args.no_psf, insertion=insertion)
 
@@ -783,7 +785,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--readout", choices=READOUTS, default="agnostic",
                        help="class-agnostic mAP (default) or the paper's 4-class mAP")
         p.add_argument("--no-psf", action="store_true", help="blur inserted objects by 1 px only (the paper)")
-        p.add_argument("--contrasts", type=_float_list,
+        p.add_argument("--contrasts", type=_contrasts,
                        help="object contrasts, window-normalised (default 0.03,0.04,0.05; the paper: 0.08,0.09,0.1)")
         p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
