@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -199,7 +200,8 @@ def assess(image: str | Path | Volume, model: str = "student-lite", device: str 
            modality: str | None = None, progress: Progress | None = None) -> QualityResult:
     """The Python API of ``ediqa assess``: one image (a path in any supported format, or a read
     :class:`~EDIQALib.io.Volume`) → its :class:`QualityResult` (scores, per-slice scores, heatmap on the
-    input grid). ``modality`` (``"ct"`` or ``"mr"``) overrides what the file says.
+    input grid). ``modality`` (``"ct"`` or ``"mr"``) overrides what the file says. What ``ediqa assess``
+    prints as warnings (:func:`caveats`: an MR input, no assessable slice) comes as Python warnings.
 
     Example::
 
@@ -210,4 +212,7 @@ def assess(image: str | Path | Volume, model: str = "student-lite", device: str 
     from .io import read_volume
 
     volume = image if isinstance(image, Volume) else read_volume(image, modality)
-    return assess_each([volume], model, device, progress)[0]
+    result = assess_each([volume], model, device, progress)[0]
+    for caveat in caveats(volume, result):
+        warnings.warn(caveat, stacklevel=2)
+    return result

@@ -7,7 +7,6 @@ chart) are filled again in place when the same volume is assessed again by the s
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from .assess import QualityResult, assess, caveats, heatmap_display_max
+from .assess import QualityResult, assess, heatmap_display_max
 from .errors import InputError
 from .io import MODALITY_TAG, Volume, volume_from_image
 
@@ -168,15 +167,13 @@ def assess_node(scene, node, model: str = "student-lite", device: str = "auto",
     scene: for scripts and headless Slicer (the module's panel runs the engine in a child process instead,
     so that it stays responsive). Returns ``(result, heatmap node, table node)``; the heatmap and table are
     those of :func:`add_heatmap_node` and :func:`add_results_table`. What ``ediqa assess`` prints as
-    warnings (an MR input, no assessable slice) comes as Python warnings. The input node is not touched.
+    warnings (an MR input, no assessable slice) comes as Python warnings, as from
+    :func:`~EDIQALib.assess.assess`. The input node is not touched.
 
     Raises:
         InputError: the node is no volume that can be assessed (as a bad file is for ``ediqa assess``).
     """
-    volume = volume_from_node(node, modality)
-    result = assess(volume, model=model, device=device)
-    for caveat in caveats(volume, result):
-        warnings.warn(caveat, stacklevel=2)
+    result = assess(volume_from_node(node, modality), model=model, device=device)
     return result, add_heatmap_node(scene, result, node), add_results_table(scene, result, node)
 
 
