@@ -187,10 +187,11 @@ def test_pooled_labellings_average_each_slice_and_refuse_other_slices():
         return [Sample(image, v, np.full((2, 2), v, np.float32), "s/0", k) for k, v in scores.items()]
 
     first = labelling({"s/a/0": 0.2, "s/b/0": 0.6})
-    second = labelling({"s/b/0": 0.4, "s/a/0": 0.4})  # another seed, rows in another order
+    second = labelling({"s/b/0": 0.4, "s/a/0": 0.0})  # another seed, rows in another order
     pooled = pool_labellings([first, second])
     assert [s.key for s in pooled] == ["s/a/0", "s/b/0"]
-    np.testing.assert_allclose([s.score for s in pooled], [0.3, 0.5])
+    np.testing.assert_allclose([s.score for s in pooled], [0.1, 0.5])  # each slice with its own, not its row's
+    np.testing.assert_allclose(pooled[0].heatmap, 0.1)
     np.testing.assert_allclose(pooled[1].heatmap, 0.5)
     with pytest.raises(InputError, match="same slices"):
         pool_labellings([first, labelling({"s/a/0": 0.2, "s/c/0": 0.1})])
@@ -298,6 +299,7 @@ def test_a_flipped_slice_keeps_its_map_on_it_whatever_its_width():
         images, _, maps = _batch([sample], flips=[True])
         cells = width // MAP_STRIDE  # the map's cells: whole strides of the slice
         image = images[0, 0, :160, : cells * MAP_STRIDE].numpy()
+        np.testing.assert_array_equal(image, ramp[:, : cells * MAP_STRIDE][:, ::-1])  # mirrored: falling to the right
         pooled = image.reshape(160 // MAP_STRIDE, MAP_STRIDE, cells, MAP_STRIDE).mean(axis=(1, 3))
         np.testing.assert_allclose(maps[0, 0, : 160 // MAP_STRIDE, :cells].numpy(), pooled, atol=1e-3)
 

@@ -146,6 +146,23 @@ def test_nifti_cut_short_names_the_missing_bytes(tmp_path):
         read_volume(cut)
 
 
+def test_a_write_that_fails_leaves_the_earlier_file_whole_and_nothing_else(tmp_path, monkeypatch):
+    dest = tmp_path / "out.nrrd"
+    write_image(ct_image(), dest)
+    before = dest.read_bytes()
+
+    def fails_half_way(image, path, *args):
+        with open(path, "wb") as f:
+            f.write(before[: len(before) // 2])
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(sitk, "WriteImage", fails_half_way)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_image(ct_image(seed=5), dest)
+    assert dest.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out.nrrd"]  # no temporary folder left behind
+
+
 def test_a_nifti_in_two_gzip_members_is_counted_not_refused(tmp_path):
     # gzip's trailer states only the last member's length: such a stream is decompressed and counted
     plain = tmp_path / "ct.nii"

@@ -57,9 +57,10 @@ def test_label_then_resume_after_interruption(tmp_path):
     m = np.load(tmp_path / "labels_maps" / full[0]["map"])
     assert m.shape == (50, 50) and np.isfinite(m).any()
 
-    # simulate an interruption: keep the first three rows and half of the fourth line
+    # simulate an interruption: keep the first three rows and the fourth but its last characters (the cut falls
+    # inside its last field: every field is there, and one is short)
     lines = out.read_text(encoding="utf-8").splitlines(keepends=True)
-    out.write_text("".join(lines[:4]) + lines[4][: len(lines[4]) // 2])
+    out.write_text("".join(lines[:4]) + lines[4][:-4])
     assert _label(data, out).returncode == 2  # refuses to overwrite without --resume
     proc = _label(data, out, "--resume")
     assert proc.returncode == 0, proc.stderr
@@ -97,9 +98,10 @@ def test_pool_map_ignores_nan():
     heat = np.full((8, 8), np.nan, np.float32)
     heat[:4, :4] = 0.5
     heat[0, 0] = 1.0
+    heat[3, 3] = np.nan  # a block with a hole: the mean of the rest
     pooled = pool_map(heat, 4)
     assert pooled.shape == (2, 2)
-    assert abs(float(pooled[0, 0]) - (1.0 + 15 * 0.5) / 16) < 1e-3
+    assert abs(float(pooled[0, 0]) - (1.0 + 14 * 0.5) / 15) < 1e-3
     assert np.isnan(pooled[1, 1])
 
 

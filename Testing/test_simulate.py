@@ -29,9 +29,10 @@ def test_noise_follows_inverse_sqrt_dose():
 
 def test_lower_doses_are_nested_and_seeded():
     hu = water_cylinder(96)
-    a = simulate_series(hu, 0.7, [Acquisition(1.0, 90), Acquisition(0.5, 90)], seed=3)
-    b = simulate_series(hu, 0.7, [Acquisition(1.0, 90), Acquisition(0.5, 90)], seed=3)
+    acquisitions = [Acquisition(1.0, 90), Acquisition(0.5, 90)]
+    a, b, other = (simulate_series(hu, 0.7, acquisitions, seed=seed) for seed in (3, 3, 4))
     np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[1], other[1])  # the noise is the seed's
     # nested: the half-dose image is correlated with the full-dose one (shared photons)
     roi = (slice(30, 66), slice(30, 66))
     r = np.corrcoef(a[0][roi].ravel(), a[1][roi].ravel())[0, 1]
