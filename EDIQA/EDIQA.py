@@ -368,10 +368,12 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._start(self.ui.retrainButton, args, lambda r: self._register_model(run), unfinished=run)
 
     def _register_model(self, run: Path) -> None:
+        from EDIQALib.training_log import CURVES_NAME
+
         self.logic.register_user_model(run)
         self._fill_models()
         slicer.util.infoDisplay(f"New model saved in {USER_MODELS} and added to the model list.\n"
-                                f"Its training curves: {run / 'stage2' / 'training.png'}")
+                                f"Its training curves: {run / 'stage2' / CURVES_NAME}")
 
 
 class EDIQALogic(ScriptedLoadableModuleLogic):

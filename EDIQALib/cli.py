@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import InputError
+from .simulate import FILTERS, MAX_PHOTONS, MAX_VIEWS
 
 if TYPE_CHECKING:
     from torch import nn
 
 DEMO_SAMPLE = Path(__file__).resolve().parent.parent / "Resources" / "SampleData" / "head-ct-slice.nrrd"
 NOISY_FIRST_SEED = 100  # series seeds of the noisy real variants, apart from the plain ones (0, 1, ...)
-MAX_PHOTONS = 1e12  # per ray at dose 1: far above any scanner's, and below where Poisson sampling overflows
-MAX_VIEWS = 10_000  # projections per rotation: a scanner takes about 1 000-3 000
 
 
 class _Parser(argparse.ArgumentParser):
@@ -276,6 +275,7 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
 
+    from . import training_log
     from .backgrounds import build_bank, load_bank, training_bases
     from .detector import DetectorTraining, build_detector, check_batch, train_detector
     from .distributed import barrier, distributed_context, world_from_environment
@@ -317,7 +317,7 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
         best = train_detector(model, bank, out, schedule, validate=validate,
                               progress=progress, device=device, rank=rank, world=world)
     if rank == 0:
-        print(json.dumps({"best": str(best), "log": str(out / "log.jsonl")}))
+        print(json.dumps({"best": str(best), "log": str(out / training_log.LOG_NAME)}))
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
@@ -345,7 +345,7 @@ def cmd_validate(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from .bench import run_bench, summary_table
     from .distill import load_samples, pool_labellings
-    from .io import MIN_SIZE, check_outputs
+    from .io import check_outputs
     from .models import load_model
     from .report import BENCH_FILES, write_bench
 
@@ -355,8 +355,6 @@ def cmd_bench(args: argparse.Namespace) -> None:
     detector, _ = load_model(args.model, "detector", device)
     config = _teacher_config(args)
     shape = tuple(args.volume_shape)
-    if len(shape) != 3 or shape[0] < 1 or min(shape[1:]) < MIN_SIZE:
-        raise InputError(f"--volume-shape takes three sizes, slices,rows,cols: at least 1 slice of {MIN_SIZE} × {MIN_SIZE}")
     held_out = pool_labellings([load_samples(p) for p in args.labels]) if args.labels else None
     figures = run_bench(student, str(entry.weights), detector, config, shape, tuple(args.kinds),
                         args.teacher_runs, device, held_out, args.dose_draws, _progress(args))
@@ -582,7 +580,7 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
     import SimpleITK as sitk
 
     from .backgrounds import training_bases
-    from .io import MODALITY_TAG, check_outputs, write_image
+    from .io import CANONICAL_SPACING_MM, MODALITY_TAG, check_outputs, write_image
     from .series import KINDS, LEVELS, make_series, series_name
     from .simulate import NO_GRAIN, estimate_noise_grain, phantom, with_acquired_noise
 
@@ -619,7 +617,7 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
         series = make_series(kind, name, hu, seed=seed, grain=grain)
         for path, image_hu in zip(files[(name, kind)], series.images_hu):
             image = sitk.GetImageFromArray(image_hu)
-            image.SetSpacing((0.7, 0.7))
+            image.SetSpacing((CANONICAL_SPACING_MM, CANONICAL_SPACING_MM))
             image.SetMetaData(MODALITY_TAG, "CT")  # a field inside the body has no air to tell HU by
             write_image(image, path)
         progress("make-dataset", j + 1, len(jobs))
@@ -631,15 +629,15 @@ def cmd_label(args: argparse.Namespace) -> None:
     from .distributed import barrier, distributed_context
     from .io import check_outputs
     from .labels import discover_series, label_series, maps_folder, merge_parts
-    from .models import find_model, load_model
+    from .models import load_model
     from .teacher import teacher_scorer
 
     inputs = discover_series(args.data)
     check_outputs([Path(args.out), *(maps_folder(args.out) / name / "map.npy" for name, _ in inputs)], [])
     device = _device(args.device)
     config = _teacher_config(args)
-    kind = find_model(args.model).card["kind"]  # a detector (the teacher) or a student: checked with the card
-    model, entry = load_model(args.model, kind, device)
+    model, entry = load_model(args.model, None, device)  # a detector (the teacher) or a student, as its card says
+    kind = entry.card["kind"]
     scorer = teacher_scorer(model, config, device) if kind == "detector" else student_scorer(model, config.insertion, device)
     with distributed_context(device) as (rank, world):
         progress = _progress(args) if rank == 0 else None
@@ -769,9 +767,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``ediqa`` subcommand (built without torch: see ``choices``)."""
     from .choices import PRESETS, READOUTS
-    from .io import MIN_SIZE as MIN_CROP_PX  # a training crop holds a whole object, as any image assessed does
+    from .io import MIN_SIZE  # of an image assessed, of a training crop (a whole object), of a bench volume's slice
     from .models import MODELS_DIR
-    from .simulate import FILTERS
 
     parser = _Parser(prog="ediqa", description="Task-based, no-reference image quality for CT and MR.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -843,7 +840,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--student", default="student-lite", help="student to benchmark")
     teacher_options(p, realizations=100, repeats=5)
     p.add_argument("--teacher-runs", type=_positive_int, default=1, help="teacher timings to take the median of")
-    p.add_argument("--volume-shape", type=lambda t: [int(x) for x in t.split(",")], default=[300, 512, 512])
+    p.add_argument("--volume-shape", default=[300, 512, 512], type=_option_type(
+        lambda t: [int(x) for x in t.split(",")], lambda s: len(s) == 3 and s[0] >= 1 and min(s[1:]) >= MIN_SIZE,
+        f"{{}} is not three sizes, slices,rows,cols, of at least 1 slice of {MIN_SIZE} × {MIN_SIZE}"))
     p.add_argument("--kinds", type=_kind_list, default=["dose", "views", "texture", "blur"],
                    help="evaluation series for the validity figures")
     p.add_argument("--dose-draws", type=_positive_int, default=8,
@@ -859,8 +858,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=PRESETS, default="lite")
     p.add_argument("--iterations", type=_positive_int, default=4000)
     p.add_argument("--batch-size", type=_positive_int, default=8)
-    p.add_argument("--crop", type=_option_type(int, lambda v: v >= MIN_CROP_PX,
-                                               f"{{}} px is too small a crop (at least {MIN_CROP_PX})"), default=160, help=f"training crop side in pixels, at least {MIN_CROP_PX}")
+    p.add_argument("--crop", default=160, help=f"training crop side in pixels, at least {MIN_SIZE}",
+                   type=_option_type(int, lambda v: v >= MIN_SIZE, f"{{}} px is too small a crop (at least {MIN_SIZE})"))
     p.add_argument("--lr", type=_positive_float, default=1e-3)
     p.add_argument("--snapshot-every", type=_positive_int, default=250)
     p.add_argument("--phantoms", type=_positive_int, default=40, help="training body and head phantoms in the bank")

@@ -93,6 +93,8 @@ def _card_problem(card: dict) -> str | None:
             return f"{key!r} is not a string"
     if card["kind"] not in KINDS:
         return f"'kind' is {card['kind']!r}, not {' or '.join(map(repr, KINDS))}"
+    if card["preset"] not in PRESETS:
+        return f"unknown {card['kind']} preset {card['preset']!r} (known: {', '.join(PRESETS)})"
     if not isinstance(card["sha256"], str) or not re.fullmatch(r"[0-9a-f]{64}", card["sha256"]):
         return "'sha256' is not 64 hexadecimal digits"
     if not isinstance(card.get("training", {}), dict):
@@ -100,18 +102,18 @@ def _card_problem(card: dict) -> str | None:
     return None
 
 
-def load_model(name_or_path: str, kind: str, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelCard]:
-    """Build the card's network (``kind`` ``"detector"`` or ``"student"``, its preset; a student ensemble when
-    the weights are an ensemble's) and load its weights, sha256-checked."""
+def load_model(name_or_path: str, kind: str | None, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelCard]:
+    """Build the card's network (``kind`` ``"detector"`` or ``"student"``, or ``None`` for whichever the card
+    says; its preset; a student ensemble when the weights are an ensemble's) and load its weights,
+    sha256-checked."""
     entry = find_model(name_or_path)
-    if entry.card["kind"] != kind:
+    if kind is not None and entry.card["kind"] != kind:
         raise InputError(f"{entry.name} is not a {kind} model (kind={entry.card['kind']!r})")
+    kind = entry.card["kind"]
     digest = sha256_of(entry.weights)
     if digest != entry.sha256:
         raise InputError(f"{entry.weights.name}: sha256 mismatch with its model card (corrupt or replaced weights)")
     preset = entry.card["preset"]
-    if preset not in PRESETS:
-        raise InputError(f"{entry.name}: unknown {kind} preset {preset!r} in its card (known: {', '.join(PRESETS)})")
     state = read_weights(entry.weights)
     if kind == "student":  # each kind imports its own network's module only
         from .student import student_for

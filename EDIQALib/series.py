@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from .io import CANONICAL_SPACING_MM
 from .simulate import NO_GRAIN, Acquisition, NoiseGrain, correlated_noise, simulate_series
 
 DOSES = (1.0, 0.5, 0.25, 0.1, 0.05)
@@ -45,7 +46,7 @@ class Series:
     images_hu: list[np.ndarray]
 
 
-def make_series(kind: str, name: str, hu: np.ndarray, spacing_mm: float = 0.7, seed: int = 0,
+def make_series(kind: str, name: str, hu: np.ndarray, spacing_mm: float = CANONICAL_SPACING_MM, seed: int = 0,
                 grain: NoiseGrain = NO_GRAIN) -> Series:
     """Build one series of ``kind`` (see module doc) from a canonical-spacing HU slice; ``grain`` is an
     acquired slice's own noise, which the dose and views series grow with falling exposure (see

@@ -22,6 +22,8 @@ from skimage.transform import iradon, radon
 MU_WATER_PER_MM = 0.0192
 FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")
 DEFAULT_I0 = 2.0e5
+MAX_PHOTONS = 1e12  # per ray at dose 1: far above any scanner's, and below where Poisson sampling overflows
+MAX_VIEWS = 10_000  # projections per rotation: a scanner takes about 1 000-3 000
 AIR_HU = -1000.0
 
 
@@ -40,6 +42,8 @@ class Acquisition:
             raise ValueError(f"dose {self.dose:g} must lie in (0, 1]")
         if self.views < 8:
             raise ValueError(f"{self.views} views are too few (at least 8)")
+        if self.views > MAX_VIEWS:
+            raise ValueError(f"{self.views} views are too many (at most {MAX_VIEWS})")
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from EDIQALib.simulate import (ACQUIRED_NOISE_SD_HU, NO_GRAIN, Acquisition, NoiseGrain, correlated_noise,
+from EDIQALib.simulate import (ACQUIRED_NOISE_SD_HU, MAX_VIEWS, NO_GRAIN, Acquisition, NoiseGrain, correlated_noise,
                                estimate_noise_grain, phantom, simulate_series, with_acquired_noise)
 
 
@@ -51,6 +51,9 @@ def test_bad_acquisitions_are_rejected():
         simulate_series(water_cylinder(), 0.7, [Acquisition(filter="bogus")])
     with pytest.raises(ValueError, match="dose"):
         simulate_series(water_cylinder(), 0.7, [Acquisition(dose=0.0)])
+    for views, says in ((7, "too few"), (MAX_VIEWS + 1, "too many")):
+        with pytest.raises(ValueError, match=says):
+            Acquisition(views=views)
 
 
 def test_phantoms_are_seeded_and_varied():
