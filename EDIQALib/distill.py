@@ -8,7 +8,6 @@ an optional pairwise ranking term within a series) and its local map (MSE inside
 """
 from __future__ import annotations
 
-import csv
 import math
 import os
 import zlib
@@ -28,7 +27,7 @@ from .distributed import barrier, data_parallel, mean_over_ranks, split_parts, s
 from . import training_log
 from .errors import InputError
 from .io import read_volume
-from .labels import maps_folder
+from .labels import maps_folder, read_labels
 from .preprocess import normalise, to_canonical
 from .series import base_of
 from .student import MAP_STRIDE, PRESETS, Student, field_batch
@@ -63,27 +62,19 @@ class Sample:
 def load_samples(labels_csv: str | Path) -> list[Sample]:
     """Assessable rows of a labels file, with their images and maps."""
     labels_csv = Path(labels_csv)
-    if not labels_csv.is_file():
-        raise InputError(f"labels file not found: {labels_csv}")
     maps_dir = maps_folder(labels_csv)
     cache: dict[Path, np.ndarray] = {}
     samples = []
-    try:
-        text = labels_csv.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"{labels_csv} is not a labels file of `ediqa label` (not text)") from None
-    for line, row in enumerate(csv.DictReader(text.splitlines()), start=2):
+    for line, row in enumerate(read_labels(labels_csv), start=2):
+        if row["assessable"] != "1":
+            continue
         try:
-            if row["assessable"] != "1":
-                continue
             path = labels_csv.parent / row["path"]  # relative to the labels file, or absolute
             if path not in cache:
                 vol = read_volume(path)
                 cache[path] = normalise(to_canonical(vol)[0], vol.modality)  # one scale for the volume
             samples.append(_labelled_slice(row, cache[path], np.load(maps_dir / row["map"])))
-        except InputError:
-            raise
-        except (KeyError, ValueError, IndexError, TypeError, OSError) as exc:
+        except (ValueError, OSError, EOFError) as exc:  # a slice it lacks, a map of another size, no map
             raise InputError(f"{labels_csv}, line {line}: not a labels row of `ediqa label` "
                              f"({exc.__class__.__name__}: {str(exc)[:80]})") from None
     if not samples:
@@ -93,13 +84,11 @@ def load_samples(labels_csv: str | Path) -> list[Sample]:
 
 def _labelled_slice(row: dict, volume01: np.ndarray, heatmap: np.ndarray) -> Sample:
     """One labels row as a :class:`Sample`: its slice of the (normalised, canonical) volume, its score and
-    its map. Raises ValueError where the row does not fit them: a slice the volume does not have, a score
-    outside [0, 1], a map of another size than the slice's at the map stride (another image's)."""
+    its map. Raises ValueError where the row does not fit them: a slice the volume does not have, a map of
+    another size than the slice's at the map stride (another image's)."""
     k, score = int(row["slice"]), float(row["score"])
-    if not 0 <= k < len(volume01):
+    if k >= len(volume01):
         raise ValueError(f"slice {k} of a volume of {len(volume01)}")
-    if not 0.0 <= score <= 1.0:
-        raise ValueError(f"score {score} outside 0-1")
     expected = (volume01.shape[1] // MAP_STRIDE, volume01.shape[2] // MAP_STRIDE)
     if heatmap.shape != expected:
         raise ValueError(f"a map of {heatmap.shape} for a slice whose map is {expected}")

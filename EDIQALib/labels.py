@@ -63,37 +63,49 @@ def pool_map(heatmap: np.ndarray, stride: int = MAP_STRIDE) -> np.ndarray:
     return np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float16)
 
 
-def _read_done(csv_path: Path) -> list[dict]:
-    """Complete rows of an earlier run (an interrupted last line is dropped).
+def read_labels(csv_path: str | Path) -> list[dict]:
+    """The rows of a labels CSV of ``ediqa label``, checked; a last line cut short (an interrupted run) is
+    dropped.
 
     Raises:
-        InputError: the file is not a labels CSV (another header, not text, a slice or score that is no
-            number, or a score outside 0-1).
+        InputError: the file is missing or not text, its header is another, or a row lacks a field, has a
+            slice that is no number or a score that is neither empty (not assessable) nor a number in [0, 1].
     """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise InputError(f"labels file not found: {csv_path}")
     try:
-        text = Path(csv_path).read_text(encoding="utf-8")
+        text = csv_path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise InputError(f"{csv_path} is not a labels CSV (not text); --resume continues only a labels file") from None
+        raise InputError(f"{csv_path} is not a labels CSV of `ediqa label` (not text)") from None
     if not text.endswith("\n"):  # the last row was cut short, wherever the cut fell
         text = text[: text.rfind("\n") + 1]
     reader = csv.DictReader(StringIO(text, newline=""))
     if reader.fieldnames != FIELDS:
-        raise InputError(f"{csv_path} is not a labels CSV (its header is not {','.join(FIELDS)}); "
-                         "--resume continues only a labels file")
-    rows = [row for row in reader
-            if all(row.get(k) not in (None, "") for k in ("series", "file", "slice", "assessable", "map", "path"))]
-    if not all(row["slice"].isdigit() and _is_score(row["score"]) for row in rows):
-        raise InputError(f"{csv_path} is not a labels CSV (a slice that is no number, or a score that is not "
-                         "one from 0 to 1); --resume continues only a labels file")
+        raise InputError(f"{csv_path} is not a labels CSV of `ediqa label` (its header is not {','.join(FIELDS)})")
+    rows = list(reader)
+    for line, row in enumerate(rows, start=2):
+        problem = _row_problem(row)
+        if problem:
+            raise InputError(f"{csv_path}, line {line}: not a labels row of `ediqa label` ({problem})")
     return rows
 
 
-def _is_score(text: str | None) -> bool:
-    """Whether a labels row's score is one: empty (a slice that is not assessable) or a number in [0, 1]."""
+def _row_problem(row: dict) -> str | None:
+    """What makes ``row`` no labels row, or None."""
+    missing = [k for k in FIELDS if k != "score" and row.get(k) in (None, "")]
+    if missing:
+        return f"no {', '.join(missing)}"
+    if not row["slice"].isdigit():
+        return f"slice {row['slice']} is no slice number"
     try:
-        return not text or 0.0 <= float(text) <= 1.0
+        if row["score"] and not 0.0 <= float(row["score"]) <= 1.0:
+            return f"score {row['score']} outside 0-1"
     except ValueError:
-        return False
+        return f"score {row['score']} is no number"
+    if row["assessable"] == "1" and not row["score"]:
+        return "an assessable slice without a score"
+    return None
 
 
 def _map_stem(file_name: str) -> str:
@@ -124,8 +136,8 @@ def label_series(inputs: list[tuple[str, list[Path]]], scorer: SliceScorer, inse
     maps_dir = maps_folder(out_csv)
     if out_csv.exists() and not resume:
         raise InputError(f"{out_csv} exists; pass --resume to continue it or choose another --out")
-    done_rows = _read_done(out_csv) if out_csv.exists() and world > 1 else []
-    own_rows = _read_done(part) if part.exists() and resume else []
+    done_rows = read_labels(out_csv) if out_csv.exists() and world > 1 else []
+    own_rows = read_labels(part) if part.exists() and resume else []
     done = {(r["series"], r["file"], int(r["slice"])) for r in done_rows + own_rows}
     units = [(name, files, [read_volume(f) for f in files]) for name, files in inputs]  # bad input: nothing written
     for name, _, vols in units:
@@ -181,7 +193,7 @@ def merge_parts(inputs: list[tuple[str, list[Path]]], out_csv: str | Path, world
     parts = [_part_path(out_csv, r, world) for r in range(world)]
     rows: dict[tuple, dict] = {}
     for path in ([out_csv] if out_csv.exists() else []) + [p for p in parts if p.exists()]:
-        for r in _read_done(path):
+        for r in read_labels(path):
             rows[(r["series"], r["file"], int(r["slice"]))] = r
     series_index = {name: i for i, (name, _) in enumerate(inputs)}
     file_index = {(name, f.name): i for name, files in inputs for i, f in enumerate(files)}

@@ -448,7 +448,7 @@ def test_bad_settings_of_the_long_commands_are_refused_at_once(args, says):
 
 @pytest.mark.parametrize("args, says", [
     (["--lr", "-1"], "not a positive number"), (["--held-out", "1.5"], "not a fraction"),
-    (["--stage1-iterations", "-1"], "not a count"), (["--wrong-header"], "not a labels row"),
+    (["--stage1-iterations", "-1"], "not a count"), (["--wrong-header"], "not a labels CSV"),
     (["--rank-weight", "nan"], "not a weight"), (["--lr", "inf"], "not a positive number"),
 ])
 def test_train_s_bad_settings_and_labels_are_one_line_and_write_no_run(tmp_path, args, says):

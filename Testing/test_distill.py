@@ -151,6 +151,7 @@ def test_labels_rows_that_do_not_fit_their_slice_are_refused(tmp_path):
     (tmp_path / "labels_maps" / "s").mkdir(parents=True)
     np.save(tmp_path / "labels_maps" / "s" / "a_s0000.npy", np.zeros((24, 24), np.float16))  # 96 px at stride 4
     np.save(tmp_path / "labels_maps" / "s" / "small.npy", np.zeros((10, 10), np.float16))
+    (tmp_path / "labels_maps" / "s" / "empty.npy").write_bytes(b"")  # a map cut to nothing
     labels = tmp_path / "labels.csv"
 
     def row(slice_="0", score="0.2", map_="s/a_s0000.npy"):
@@ -159,8 +160,10 @@ def test_labels_rows_that_do_not_fit_their_slice_are_refused(tmp_path):
 
     row()
     assert [s.score for s in load_samples(labels)] == [0.2]
-    for bad, says in (({"slice_": "-1"}, "slice -1"), ({"slice_": "1"}, "slice 1"), ({"score": "inf"}, "outside 0-1"),
-                      ({"score": "nan"}, "outside 0-1"), ({"map_": "s/small.npy"}, "a map of (10, 10)")):
+    for bad, says in (({"slice_": "-1"}, "slice -1 is no slice number"), ({"slice_": "1"}, "slice 1 of a volume of 1"),
+                      ({"score": "inf"}, "outside 0-1"),
+                      ({"score": "nan"}, "outside 0-1"), ({"map_": "s/small.npy"}, "a map of (10, 10)"),
+                      ({"map_": "s/none.npy"}, "FileNotFoundError"), ({"map_": "s/empty.npy"}, "EOFError")):
         row(**bad)
         with pytest.raises(InputError, match=f"line 2: not a labels row.*{re.escape(says)}"):
             load_samples(labels)

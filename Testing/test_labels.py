@@ -119,16 +119,29 @@ def test_a_series_given_as_dot_is_named_after_its_folder(tmp_path, monkeypatch):
     assert discover_series([tmp_path / "patient-b"])[0][0] == "patient-b"
 
 
-def test_resume_refuses_rows_whose_score_is_no_score(tmp_path):
-    """Such rows were kept, and trained on as NaN or infinite scores; an empty score (a slice that is not
-    assessable) is one."""
-    from EDIQALib.labels import FIELDS, _read_done
+def test_labels_rows_are_checked_as_they_are_read(tmp_path):
+    """Rows whose score is no score were kept, and trained on as NaN or infinite scores; an empty score is
+    one where the slice is not assessable. A row that lacks a field, or whose slice is no number, is refused
+    rather than dropped (a resumed run would label its unit again, twice). One reader serves resuming and
+    training."""
+    from EDIQALib.labels import FIELDS, read_labels
 
     labels = tmp_path / "labels.csv"
-    for score in ("", "0.25", "abc", "nan", "inf", "1.5"):
-        labels.write_text(f"{','.join(FIELDS)}\ns,a.nrrd,0,{score},1,s/a_s0000.npy,a.nrrd\n", encoding="utf-8")
-        if score in ("", "0.25"):
-            assert [row["score"] for row in _read_done(labels)] == [score]
+    for score, assessable, says in (("", "0", None), ("0.25", "1", None), ("", "1", "without a score"),
+                                    ("abc", "1", "score abc is no number"), ("nan", "1", "score nan outside 0-1"),
+                                    ("inf", "1", "outside 0-1"), ("1.5", "0", "outside 0-1")):
+        labels.write_text(f"{','.join(FIELDS)}\ns,a.nrrd,0,{score},{assessable},s/a_s0000.npy,a.nrrd\n",
+                          encoding="utf-8")
+        if says is None:
+            assert [row["score"] for row in read_labels(labels)] == [score]
         else:
-            with pytest.raises(InputError, match="score that is not one from 0 to 1"):
-                _read_done(labels)
+            with pytest.raises(InputError, match=f"line 2: not a labels row.*{says}"):
+                read_labels(labels)
+    for row, says in (("s,a.nrrd,x,0.2,1,m.npy,a.nrrd", "slice x is no slice number"),
+                      ("s,a.nrrd,0,0.2,1,,a.nrrd", "no map"), ("s,,0,0.2,,m.npy,a.nrrd", "no file, assessable")):
+        labels.write_text(f"{','.join(FIELDS)}\ns,a.nrrd,0,0.2,1,m.npy,a.nrrd\n{row}\n", encoding="utf-8")
+        with pytest.raises(InputError, match=f"line 3: not a labels row.*{says}"):
+            read_labels(labels)
+    labels.write_text("series,file,slice\na,b.nrrd,0\n", encoding="utf-8")
+    with pytest.raises(InputError, match="not a labels CSV of `ediqa label` .its header is not series,file,"):
+        read_labels(labels)
