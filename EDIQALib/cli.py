@@ -286,7 +286,7 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
     _check_resume(out, "ediqa train-detector", args, ("preset", "init"))
     check_batch(args.batch_size, args.accumulate, world_from_environment()[1])  # before the bank is built
     device = _device(args.device)
-    initial = _initial_model(args.init, "detector", args.preset) if args.init else None  # checked before any output
+    initial, provenance = _initial_model(args.init, "detector", args.preset) if args.init else (None, None)  # before any output
     with distributed_context(device) as (rank, world):
         progress = _progress(args) if rank == 0 else None
         bank_path = out / "bank.npz"
@@ -302,8 +302,8 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
         if rank == 0:
             settings = {k: v for k, v in vars(args).items() if k not in ("func", "progress")}
             run_info = {"command": "ediqa train-detector", "args": settings, "ranks": world}
-            if initial is not None:
-                run_info["init"] = _provenance(args.init)
+            if provenance is not None:
+                run_info["init"] = provenance
             (out / "run.json").write_text(json.dumps(run_info, indent=2), encoding="utf-8")
         schedule = DetectorTraining(iterations=args.iterations, batch_size=args.batch_size, crop_px=args.crop,
                                     lr=args.lr, snapshot_every=args.snapshot_every, accumulate=args.accumulate,
@@ -518,7 +518,7 @@ def _run_start(run: Path, run_info: dict, preset: str) -> dict:
     if start.sha256 != recorded["sha256"]:
         raise InputError(f"--blend-init: run {run} started from {settings['init']} with sha256 "
                          f"{recorded['sha256'][:12]}…, which has since changed")
-    return _initial_student(settings["init"], settings.get("init_member"), preset).state_dict()
+    return _initial_student(settings["init"], settings.get("init_member"), preset)[0].state_dict()
 
 
 def cmd_publish_student(args: argparse.Namespace) -> None:
@@ -660,37 +660,31 @@ def _sum_over_ranks(value: int) -> int:
     return int(total.item())
 
 
-def _provenance(name_or_path: str) -> dict:
-    """Name, sha256 and training record of a model that a run starts from (for the new model's card)."""
-    from .models import find_model
-
-    entry = find_model(name_or_path)
-    return {"name": entry.name, "sha256": entry.sha256,
-            "training": {k: v for k, v in entry.card.get("training", {}).items() if k != "snapshots"}}
-
-
-def _initial_model(name_or_path: str, kind: str, preset: str):
-    """A trained ``kind`` model (bundled name or ``.safetensors`` with its card) to fine-tune."""
+def _initial_model(name_or_path: str, kind: str, preset: str) -> tuple[nn.Module, dict]:
+    """A trained ``kind`` model (bundled name or ``.safetensors`` with its card) to fine-tune, and its
+    provenance for the new model's card: name, sha256 and training record."""
     from .models import load_model
 
     model, entry = load_model(name_or_path, kind)
     if entry.card["preset"] != preset:
         raise InputError(f"--init {entry.name} is a {entry.card['preset']!r} {kind}; this run trains {preset!r}")
-    return model
+    return model, {"name": entry.name, "sha256": entry.sha256,
+                   "training": {k: v for k, v in entry.card.get("training", {}).items() if k != "snapshots"}}
 
 
-def _initial_student(name_or_path: str, member: int | None, preset: str) -> nn.Module:
-    """The trained student to fine-tune: ``name_or_path`` whole, or its ensemble's ``member``-th student."""
+def _initial_student(name_or_path: str, member: int | None, preset: str) -> tuple[nn.Module, dict]:
+    """The trained student to fine-tune, ``name_or_path`` whole or its ensemble's ``member``-th student, and
+    its provenance (as :func:`_initial_model`)."""
     from .student import StudentEnsemble
 
-    model = _initial_model(name_or_path, "student", preset)
+    model, provenance = _initial_model(name_or_path, "student", preset)
     if member is None:
-        return model
+        return model, provenance
     if not isinstance(model, StudentEnsemble):
         raise InputError(f"--init-member {member}: --init {name_or_path} is one student, not an ensemble")
     if not 0 <= member < len(model.members):
         raise InputError(f"--init-member {member}: --init {name_or_path} has members 0-{len(model.members) - 1}")
-    return model.members[member]
+    return model.members[member], provenance
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -716,7 +710,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     cfg = StudentTraining(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, rank_weight=args.rank_weight,
                           map_weight=args.map_weight, mix=args.mix, accumulate=args.accumulate, seed=args.seed)
     check_batch(cfg, len(train), world_from_environment()[1])  # before any output or stage 1
-    initial = _initial_student(args.init, args.init_member, args.preset) if args.init else None  # before any output
+    initial, provenance = (_initial_student(args.init, args.init_member, args.preset) if args.init
+                           else (None, None))  # before any output
     bank = load_bank(args.bank) if args.stage1_iterations else None  # likewise
     with distributed_context(device) as (rank, world):
         progress = _progress(args) if rank == 0 else None
@@ -725,8 +720,8 @@ def cmd_train(args: argparse.Namespace) -> None:
             settings = {k: v for k, v in vars(args).items() if k not in ("func", "progress")}
             run_info = {"command": "ediqa train", "args": settings, "ranks": world, "train_slices": len(train),
                         "held_out_slices": len(val)}
-            if initial is not None:
-                run_info["init"] = _provenance(args.init)
+            if provenance is not None:
+                run_info["init"] = provenance
             (out / "run.json").write_text(json.dumps(run_info, indent=2), encoding="utf-8")
         torch.manual_seed(args.seed)
         student = initial if initial is not None else Student(args.preset)

@@ -220,7 +220,7 @@ def test_publishing_can_blend_a_fine_tuned_student_with_its_start(tmp_path):
     blended with that member."""
     from safetensors.torch import load_file
 
-    from EDIQALib.cli import _provenance
+    from EDIQALib.cli import _initial_student
     from EDIQALib.student import StudentEnsemble
 
     torch.manual_seed(5)
@@ -228,7 +228,7 @@ def test_publishing_can_blend_a_fine_tuned_student_with_its_start(tmp_path):
     run = _train_run(tmp_path / "tuned", 6)
     info = json.loads((run / "run.json").read_text(encoding="utf-8"))
     info["args"].update(init=str(start), init_member=1)
-    info["init"] = _provenance(str(start))  # as train records it
+    info["init"] = _initial_student(str(start), 1, "lite")[1]  # as train records it
     (run / "run.json").write_text(json.dumps(info))
     proc = _run("publish-student", run, "--blend-init", "0.25", "--name", "blend", "--models-dir", tmp_path / "reg")
     assert proc.returncode == 0, proc.stderr
