@@ -183,8 +183,9 @@ def assess_each(volumes: list[Volume], model: str = "student-lite", device: str 
     """Assess each volume on its own with a student model (bundled name or ``.safetensors`` path)."""
     from .models import load_model, resolve_device
 
+    net, entry = load_model(model, "student")  # an unknown model answers before torch asks for a device
     device = resolve_device(device)
-    net, entry = load_model(model, "student", device)
+    net.to(device)
     scorer = student_scorer(net, InsertionConfig(), device)
     total = sum(v.array.shape[0] for v in volumes)
     results: list[QualityResult] = []

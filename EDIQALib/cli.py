@@ -153,13 +153,14 @@ def cmd_teacher(args: argparse.Namespace) -> None:
     from .report import SERIES_FILES, write_outputs, write_series_summary
 
     volumes, folders = _inputs_and_folders(args, SERIES_FILES if len(args.inputs) > 1 else ())
-    # torch loads from here on, once the inputs are read and checked: a bad input file answers at once
-    from .assess import assess_series
     from .models import load_model
+
+    model, entry = load_model(args.model, "detector")  # torch loads from here on: a bad input or model answers at once
+    device = _device(args.device)
+    model.to(device)
+    from .assess import assess_series
     from .teacher import teacher_scorer
 
-    device = _device(args.device)
-    model, entry = load_model(args.model, "detector", device)
     config = _teacher_config(args)
     progress = _progress(args)
     scorer = teacher_scorer(model, config, device, progress)

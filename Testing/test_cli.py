@@ -245,16 +245,45 @@ def test_four_d_input_is_rejected(tmp_path):
     assert_one_line_error(ediqa("teacher", src, *TINY, "--out", tmp_path / "out"))
 
 
-def test_help_and_usage_errors_answer_without_loading_torch():
+def _main_without_torch(*argvs: list[str]) -> str:
+    """Run ``main`` on each argument list in one child process, which must exit 0 or 2 each time and never
+    import torch or torchvision; returns the child's stderr."""
     code = ("import sys\nfrom EDIQALib.cli import main\n"
-            "for argv in (['--help'], ['train-detector', '--help'], ['teacher', 'x.nrrd', '--realizations', '0'],\n"
-            "             ['train-detector', '--preset', 'huge']):\n"
+            f"for argv in {[list(map(str, a)) for a in argvs]!r}:\n"
             "    try:\n        main(argv)\n    except SystemExit as exc:\n        assert exc.code in (0, 2)\n"
             "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
-    assert re.search(r"choose from '?lite'?, '?paper'?", proc.stderr)  # argparse quotes choices in some versions
+    return proc.stderr
+
+
+def test_help_and_usage_errors_answer_without_loading_torch():
+    stderr = _main_without_torch(["--help"], ["train-detector", "--help"], ["teacher", "x.nrrd", "--realizations", "0"],
+                                 ["train-detector", "--preset", "huge"])
+    assert re.search(r"choose from '?lite'?, '?paper'?", stderr)  # argparse quotes choices in some versions
+
+
+def test_an_unknown_model_or_one_of_the_wrong_kind_answers_without_loading_torch(tmp_path, ct_volume_file):
+    out = tmp_path / "out"
+    stderr = _main_without_torch(["teacher", ct_volume_file, "--model", "nope", "--out", out],
+                                 ["assess", ct_volume_file, "--model", "nope", "--out", out],
+                                 ["assess", ct_volume_file, "--model", "detector-lite", "--out", out])
+    assert stderr.splitlines() == ["ediqa: error: model not found: nope"] * 2 + [
+        "ediqa: error: detector-lite is not a student model (kind='detector')"]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", [["teacher", *TINY], ["assess"]])
+def test_cuda_asked_for_without_a_gpu_is_one_line_and_writes_nothing(tmp_path, ct_volume_file, command):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    proc = ediqa(command[0], ct_volume_file, *command[1:], "--device", "cuda", "--out", tmp_path / "out")
+    assert_one_line_error(proc)
+    assert "--device cuda was asked for but no CUDA device is available" in proc.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_usage_errors_and_bad_weights(tmp_path, ct_volume_file):
