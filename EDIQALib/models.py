@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .choices import PRESETS
 from .errors import InputError
-from .io import read_json
+from .io import check_outputs, read_json
 
 if TYPE_CHECKING:
     import torch
@@ -162,35 +165,19 @@ def package_model(weights: str | Path, name: str, kind: str, preset: str, card: 
                   models_dir: Path = MODELS_DIR) -> Path:
     """Copy trained weights into the registry as ``<name>.safetensors`` with a card (sha256 filled in).
 
-    The weights and the card are both staged (``<file>.tmp``) before either is moved into place, so that the
-    registry holds the old model or the new one, never the new weights with the old card (or none). A folder
-    in the way (the registry itself, or where a file or its staging copy must go) is an input error before
-    anything is written; a write that fails removes what was staged."""
-    import shutil
-
+    Both are written into a temporary folder in the registry before either is moved into place, so that a
+    failed write leaves the registry as it was; where they cannot be written (:func:`~EDIQALib.io.check_outputs`:
+    a folder in the way, a registry that is a file), an input error before anything is written."""
     dest = models_dir / f"{name}.safetensors"
-    staged = {dest: _staging(dest), dest.with_suffix(".json"): _staging(dest.with_suffix(".json"))}
-    if models_dir.exists() and not models_dir.is_dir():
-        raise InputError(f"cannot publish {name}: {models_dir} is not a folder")
-    for path in (*staged, *staged.values()):
-        if path.is_dir():
-            raise InputError(f"cannot publish {name}: {path} is a folder")
+    card_path = dest.with_suffix(".json")
+    check_outputs([dest, card_path], [weights])
     models_dir.mkdir(parents=True, exist_ok=True)
-    weights_tmp, card_tmp = staged.values()
-    try:
-        shutil.copyfile(weights, weights_tmp)
-        full = {"name": name, "kind": kind, "preset": preset, **card, "sha256": sha256_of(weights_tmp),
-                "size_bytes": weights_tmp.stat().st_size}
-        card_tmp.write_text(json.dumps(full, indent=2) + "\n", encoding="utf-8")
-    except OSError:
-        for tmp in staged.values():
-            tmp.unlink(missing_ok=True)
-        raise
-    for final, tmp in staged.items():
-        tmp.replace(final)
+    with tempfile.TemporaryDirectory(prefix=".tmp-", dir=models_dir) as tmp:
+        staged_weights, staged_card = Path(tmp) / dest.name, Path(tmp) / card_path.name
+        shutil.copyfile(weights, staged_weights)
+        full = {"name": name, "kind": kind, "preset": preset, **card, "sha256": sha256_of(staged_weights),
+                "size_bytes": staged_weights.stat().st_size}
+        staged_card.write_text(json.dumps(full, indent=2) + "\n", encoding="utf-8")
+        os.replace(staged_weights, dest)
+        os.replace(staged_card, card_path)
     return dest
-
-
-def _staging(path: Path) -> Path:
-    """Where ``path`` is written before it is moved into place."""
-    return path.with_name(f"{path.name}.tmp")

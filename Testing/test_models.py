@@ -130,9 +130,8 @@ def _contents(folder: Path) -> dict[str, bytes | None]:
 
 
 @pytest.mark.parametrize("name, obstacle", [
-    ("m", "m.json.tmp"),  # the new card's staging path
-    ("m", "m.safetensors.tmp"),  # the new weights' staging path
     ("m", "m.json"),  # the card's final path (the old card replaced by a folder)
+    ("m", "m.safetensors"),
     ("new", "new.json"),
     ("new", "new.safetensors"),
 ])
@@ -146,21 +145,41 @@ def test_a_failed_publish_leaves_the_registry_as_it_was(tmp_path, name, obstacle
     torch.manual_seed(1)
     save_weights(Student("lite"), tmp_path / "other.safetensors")  # weights other than the registered ones
     before = _contents(registry)
-    with pytest.raises(InputError, match=f"{obstacle} is a folder"):
+    with pytest.raises(InputError, match=f"cannot write .*{obstacle}: a folder of that name is in the way"):
         package_model(tmp_path / "other.safetensors", name, "student", "lite", {}, registry)
+    assert _contents(registry) == before
+
+
+def test_a_publish_that_fails_while_writing_leaves_the_registry_as_it_was(tmp_path, monkeypatch):
+    """Weights and card are staged in a temporary folder: a write that fails (a full disk) leaves neither
+    new file, nor the staging folder."""
+    import EDIQALib.models as models
+
+    registry = tmp_path / "reg"
+    _registered(registry, "m")
+    torch.manual_seed(1)
+    save_weights(Student("lite"), tmp_path / "other.safetensors")
+    before = _contents(registry)
+
+    def full_disk(path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(models, "sha256_of", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        package_model(tmp_path / "other.safetensors", "m", "student", "lite", {}, registry)
     assert _contents(registry) == before
 
 
 def test_publish_into_a_registry_that_is_a_file_is_one_line(tmp_path):
     registry = tmp_path / "reg"
     registry.write_text("not a folder", encoding="utf-8")
-    with pytest.raises(InputError, match="not a folder"):
+    with pytest.raises(InputError, match="reg is a file, not a folder"):
         package_model(_registered(tmp_path / "src", "s"), "s", "student", "lite", {}, registry)
     assert registry.read_text(encoding="utf-8") == "not a folder"
 
 
 def test_publish_detector_that_fails_leaves_the_published_model_usable(tmp_path):
-    """The reproduction through the CLI: a folder at the card's staging path; the old model still loads."""
+    """Through the CLI: a folder where the new card must go is one line, and the registry stays as it was."""
     from EDIQALib.detector import build_detector
 
     run = tmp_path / "run"
@@ -173,8 +192,8 @@ def test_publish_detector_that_fails_leaves_the_published_model_usable(tmp_path)
     before = _contents(registry)
     torch.manual_seed(1)
     save_weights(build_detector("lite"), run / "best.safetensors")
-    (registry / "det1.json.tmp").mkdir()
-    proc = _ediqa("publish-detector", run, "--models-dir", registry, "--name", "det1")
-    _assert_one_line_error(proc, "det1.json.tmp is a folder")
-    assert _contents(registry) == {**before, "det1.json.tmp": None}
+    (registry / "det2.json").mkdir()
+    proc = _ediqa("publish-detector", run, "--models-dir", registry, "--name", "det2")
+    _assert_one_line_error(proc, "det2.json: a folder of that name is in the way")
+    assert _contents(registry) == {**before, "det2.json": None}
     load_model(str(registry / "det1.safetensors"), "detector")
