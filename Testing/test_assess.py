@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from scipy import ndimage as ndi
 
 from EDIQALib.bench import held_out_agreement, summary_table, volume_seconds
 from EDIQALib.detector import save_weights
@@ -36,26 +37,35 @@ def _run(*args):
 
 
 def test_assess_volume_outputs_in_input_geometry(tmp_path, student_file):
-    image = ct_image(slices=3, size=160, spacing=(0.6, 0.6, 3.0))
-    empty = sitk.GetArrayFromImage(image)
+    image = ct_image(slices=4, size=160, spacing=(0.6, 0.6, 3.0), seed=2)
+    # air below and right of the body: a slice of 200 rows by 230 columns, the body in its top-left part, so
+    # that a map flipped, transposed or cut to the wrong extent does not land on the body
+    empty = np.pad(sitk.GetArrayFromImage(image), ((0, 0), (0, 40), (0, 70)), constant_values=-1000.0)
     empty[1] = np.random.default_rng(1).normal(-1000.0, 5.0, empty[1].shape)  # air and noise: not assessable
+    empty[3] += np.random.default_rng(3).normal(0.0, 300.0, empty[3].shape)  # a slice unlike the others
     src = sitk.GetImageFromArray(empty)
-    src.CopyInformation(image)
+    src.SetSpacing(image.GetSpacing())
+    src.SetOrigin(image.GetOrigin())
+    src.SetDirection(image.GetDirection())
     path = tmp_path / "ct.nii.gz"
     sitk.WriteImage(src, str(path))
     proc = _run("assess", path, "--model", student_file, "--out", tmp_path / "out", "--progress", "none")
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "out" / "result.json").read_text(encoding="utf-8"))
     assert result["method"] == "EDIQA"
-    assert result["assessable"] == [True, False, True]
+    assert result["assessable"] == [True, False, True, True]
     assert result["slice_scores"][1] is None
-    assert result["score"] == pytest.approx(np.mean([result["slice_scores"][0], result["slice_scores"][2]]), abs=1e-5)
+    scored = [result["slice_scores"][k] for k in (0, 2, 3)]
+    assert result["score"] == pytest.approx(np.mean(scored), abs=2e-6)  # the mean of the assessable slices
     heat = sitk.ReadImage(str(tmp_path / "out" / "heatmap.nrrd"))
     assert heat.GetSize() == src.GetSize()
     np.testing.assert_allclose(heat.GetDirection(), src.GetDirection(), atol=1e-6)
     np.testing.assert_allclose(heat.GetOrigin(), src.GetOrigin(), atol=1e-5)
     arr = sitk.GetArrayFromImage(heat)
     assert np.isnan(arr[1]).all() and np.isfinite(arr[0]).mean() > 0.2  # no map on a slice not assessed
+    for k in (0, 2):  # the map is defined on the body (NaN outside it), voxel for voxel on the input's grid
+        body, defined = ndi.binary_fill_holes(empty[k] > -500.0), np.isfinite(arr[k])
+        assert body[defined].mean() > 0.99 and defined[body].mean() > 0.9
 
 
 def test_compare_writes_side_by_side_outputs(tmp_path, student_file):
@@ -413,3 +423,34 @@ def test_the_overlay_names_the_patient_directions_at_the_image_edges(tmp_path, s
     image.SetDirection((-1, 0, 0, 0, 0, 1, 0, -1, 0))  # columns run to the patient's right, rows downward
     sitk.WriteImage(image, str(path))
     assert edge_letters(read_volume(path)) == {"left": "L", "right": "R", "top": "S", "bottom": "I"}
+
+
+def test_the_student_s_map_is_read_where_the_slice_lies_in_its_field():
+    """The scorer cuts each slice's map out of the network's field (the slice mirrored out at its bottom
+    and right, 4× coarser): with a network whose map is its input's local brightness, the map follows the
+    slice's own image, on a slice that is neither square nor as large as the field."""
+    import torch.nn.functional as F
+
+    from EDIQALib.assess import slice_background, student_scorer
+    from EDIQALib.signals import InsertionConfig
+    from EDIQALib.simulate import phantom
+
+    class Brightness(torch.nn.Module):
+        def for_inference(self):
+            return self
+
+        def forward(self, x):
+            return x.mean(dim=(1, 2, 3)), 8.0 * (F.avg_pool2d(x, 4) - 0.5)
+
+    hu = np.pad(phantom(3, size=200, kind="body")[:, 30:], ((0, 0), (0, 60)), constant_values=-1000.0)
+    background = slice_background(hu, "ct", InsertionConfig(), with_psf=False)
+    assert background.image01.shape == (200, 230)
+    score, hmap, ok = student_scorer(Brightness(), InsertionConfig())([[background]], [0])[0][0]
+    assert ok and hmap.shape == background.image01.shape
+    defined = np.isfinite(hmap)
+    assert np.array_equal(defined, background.body)
+    # the map matches the slice's image, smoothed as the 4× pooling smooths it, best where not shifted
+    smooth, core = ndi.gaussian_filter(background.image01, 2.0), ndi.binary_erosion(defined, iterations=3)
+    match = {(dy, dx): np.corrcoef(hmap[core], np.roll(smooth, (dy, dx), axis=(0, 1))[core])[0, 1]
+             for dy in range(-2, 3) for dx in range(-2, 3)}
+    assert match[0, 0] > 0.9 and max(match, key=match.get) == (0, 0), match

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from scipy.ndimage import binary_fill_holes
 
 from EDIQALib.cli import folder_names
 from EDIQALib.errors import InputError
@@ -36,7 +37,14 @@ def assert_one_line_error(proc):
 
 def test_teacher_writes_results_in_input_geometry(tmp_path):
     src = tmp_path / "ct.nrrd"
-    image = ct_image(slices=2, size=200, spacing=(0.7, 0.7, 2.5))
+    body = ct_image(slices=2, size=200, spacing=(0.7, 0.7, 2.5))
+    # air below and right of the body (rows and columns added at the far end: the origin stays), so that a
+    # map flipped or transposed does not land on the body
+    hu = np.pad(sitk.GetArrayFromImage(body), ((0, 0), (0, 40), (0, 70)), constant_values=-1000.0)
+    image = sitk.GetImageFromArray(hu)
+    image.SetSpacing(body.GetSpacing())
+    image.SetOrigin(body.GetOrigin())
+    image.SetDirection(body.GetDirection())
     sitk.WriteImage(image, str(src))
     before = src.read_bytes()
     out = tmp_path / "out"
@@ -49,7 +57,7 @@ def test_teacher_writes_results_in_input_geometry(tmp_path):
     assert records[-1]["score"] == pytest.approx(result["score"], abs=1e-6)
     assert result["method"] == "mD2IQA"
     assert len(result["slice_scores"]) == 2 and result["assessable"] == [True, True]
-    assert result["shape"] == [200, 200, 2]
+    assert result["shape"] == [270, 240, 2]
     assert len(result["model"]["sha256"]) == 64
     heat = sitk.ReadImage(str(out / "heatmap.nrrd"))
     assert heat.GetSize() == image.GetSize()
@@ -57,6 +65,9 @@ def test_teacher_writes_results_in_input_geometry(tmp_path):
     np.testing.assert_allclose(heat.GetOrigin(), image.GetOrigin(), atol=1e-5)
     np.testing.assert_allclose(heat.GetDirection(), image.GetDirection(), atol=1e-6)
     assert heat.GetPixelID() == sitk.sitkFloat32
+    defined = np.isfinite(sitk.GetArrayFromImage(heat))  # around the inserted lesions, all inside the body
+    inside = np.stack([binary_fill_holes(k > -500.0) for k in hu])
+    assert defined.sum() > 1000 and inside[defined].mean() > 0.99
     assert (out / "overlay.png").stat().st_size > 10_000
     assert src.read_bytes() == before  # the input is never modified
 
@@ -111,6 +122,25 @@ def test_simulate_writes_a_dose_series_in_input_geometry(tmp_path):
     truth = sitk.GetArrayFromImage(image)
     err = [np.std(sitk.GetArrayFromImage(im) - truth) for im in imgs]
     assert err[1] > err[0]
+
+
+def test_simulate_noise_follows_its_seed_and_differs_between_slices(tmp_path):
+    """``--seed`` makes a simulation repeatable and another seed gives other noise; within one run each slice
+    has its own noise (two identical slices come out different)."""
+    src = tmp_path / "ct.nrrd"
+    twice = sitk.GetArrayFromImage(ct_image(slices=1, size=96, spacing=(0.7, 0.7, 1.0)))
+    image = sitk.GetImageFromArray(np.concatenate([twice, twice]))
+    image.SetSpacing((0.7, 0.7, 1.0))
+    sitk.WriteImage(image, str(src))
+    runs = {}
+    for name, seed in (("a", "7"), ("b", "7"), ("c", "8")):
+        proc = ediqa("simulate", src, "--doses", "0.25", "--views", "90", "--seed", seed, "--out", tmp_path / name,
+                     "--progress", "none")
+        assert proc.returncode == 0, proc.stderr
+        runs[name] = sitk.GetArrayFromImage(sitk.ReadImage(json.loads(proc.stdout)["outputs"][0]))
+    assert np.array_equal(runs["a"], runs["b"])
+    assert not np.allclose(runs["a"], runs["c"], atol=1.0)
+    assert not np.allclose(runs["a"][0], runs["a"][1], atol=1.0)
 
 
 def test_simulate_grows_the_input_s_own_noise_unless_noiseless(tmp_path):
@@ -179,7 +209,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, make, says
     proc = ediqa("teacher", src, *TINY, "--out", out)
     assert_one_line_error(proc)
     assert says in proc.stderr
-    assert not out.exists() or not any(out.rglob("*"))
+    assert not out.exists()  # not even an empty results folder
 
 
 def test_outputs_that_cannot_be_written_or_would_replace_the_input_are_refused_before_any_work(tmp_path, ct_volume_file):
@@ -204,6 +234,21 @@ def test_outputs_that_cannot_be_written_or_would_replace_the_input_are_refused_b
     assert_one_line_error(proc)
     assert "would overwrite the input" in proc.stderr
     assert named.read_bytes() == before and not (tmp_path / "result.json").exists()
+
+
+def test_an_unforeseen_os_error_is_one_line_and_exit_2(tmp_path, ct_volume_file):
+    """What no check foresees (a disk that fills up while the outputs are written) ends as every error
+    does: exit 2, one line naming the file, no traceback."""
+    out = tmp_path / "sim"
+    code = ("import errno, sys\nimport EDIQALib.io\nfrom EDIQALib.cli import main\n"
+            "def full(image, path):\n    raise OSError(errno.ENOSPC, 'No space left on device', str(path))\n"
+            "EDIQALib.io.write_image = full\n"
+            f"sys.exit(main(['simulate', {str(ct_volume_file)!r}, '--doses', '1', '--views', '60',"
+            f" '--out', {str(out)!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert_one_line_error(proc)
+    assert "No space left on device" in proc.stderr and "_dose1_views60_ramp.nrrd" in proc.stderr
+    assert not out.exists()
 
 
 def test_every_input_gets_its_own_result_folder():

@@ -63,9 +63,11 @@ def test_training_targets_lie_where_the_objects_are_after_rotation_and_flip():
         masks = target["masks"].numpy().astype(bool)
         assert len(masks) >= 1
         assert signal[masks.any(axis=0)].sum() > 0.6 * signal.sum()  # blurred edges spill a little
-        for mask, (x0, y0, x1, y1) in zip(masks, target["boxes"].numpy()):
-            rows, cols = np.nonzero(mask)
-            assert x0 - 1 <= cols.min() and cols.max() <= x1 and y0 - 1 <= rows.min() and rows.max() <= y1
+        for mask, (x0, y0, x1, y1) in zip(masks, target["boxes"].numpy().astype(int)):
+            # the box bounds its mask tightly, its upper edges exclusive: the mask lies inside it and
+            # touches each of its four sides
+            assert mask[y0:y1, x0:x1].sum() == mask.sum()
+            assert mask[y0].any() and mask[y1 - 1].any() and mask[:, x0].any() and mask[:, x1 - 1].any()
 
 
 def test_train_resume_and_detect(tmp_path):

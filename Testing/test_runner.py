@@ -1,7 +1,10 @@
 """The runner with real child processes: ordered progress, result, one-line errors, cancel of the tree."""
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -100,23 +103,73 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _end_group(pgid: int) -> None:
+    """Kill what is left of a runner's process group (after a failed check: no workers left running)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def test_cancel_ends_the_child_and_its_children(tmp_path):
-    # building the training bank runs worker processes: a child with children of its own
+    # building the training bank runs worker processes: a child with children of its own. Its output is a
+    # pipe, block-buffered as in Slicer's child environment (unless PYTHONUNBUFFERED is set, as here)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     runner = Runner(["train-detector", "--out", tmp_path / "run", "--phantoms", "2", "--bank-projections", "40",
-                     "--workers", "2"])
+                     "--workers", "2"], env=env)
     runner.start()
-    deadline = time.monotonic() + 120
-    kids: set[int] = set()
-    while time.monotonic() < deadline and len(kids) < 2:
-        time.sleep(0.5)
-        kids = _descendants(runner.pid)
-    assert len(kids) >= 2, "the bank workers did not start"
-    pid = runner.pid
-    runner.cancel()  # a polite signal, then, after a 3 s grace, a kill of the whole group
-    outcome = runner.wait(timeout=10)
-    deadline = time.monotonic() + 10  # the kernel's reaping of the workers, on a busy machine
-    while any(_alive(k) for k in kids | {pid}) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(_alive(k) for k in kids | {pid})
-    assert outcome.cancelled and outcome.returncode != 0
-    assert not (tmp_path / "run" / "bank.npz").exists()  # nothing half-written
+    try:
+        deadline = time.monotonic() + 120
+        kids: set[int] = set()
+        while time.monotonic() < deadline and len(kids) < 2:
+            time.sleep(0.5)
+            kids = _descendants(runner.pid)
+        assert len(kids) >= 2, "the bank workers did not start"
+        events: list = []  # progress arrives while the child works (the panel's progress bar), not at its end
+        while not events and time.monotonic() < deadline:
+            time.sleep(0.2)
+            events = runner.events()
+        assert runner.running and events and events[0].stage == "bank", events
+        pid = runner.pid
+        runner.cancel()  # a polite signal, then, after a 3 s grace, a kill of the whole group
+        # cancel alone ends them all (the Slicer panel cancels and never waits), not the group kill of a later wait
+        deadline = time.monotonic() + 10  # the kernel's reaping of the workers, on a busy machine
+        while any(_alive(k) for k in kids | {pid}) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(k) for k in kids | {pid})
+        assert not runner.running
+        outcome = runner.wait(timeout=10)
+        assert outcome.cancelled and outcome.returncode != 0
+        assert not (tmp_path / "run" / "bank.npz").exists()  # nothing half-written
+    finally:
+        _end_group(runner.pid)
+
+
+def test_cancel_kills_a_child_that_ignores_the_polite_signal(tmp_path):
+    """A child (and a process it started) that ignores SIGTERM is killed, group and all, once the grace
+    is over: cancel returns, and nothing of the group is left."""
+    python = tmp_path / "python"
+    python.write_text(f"#!/bin/sh\ntrap '' TERM\nsleep 600 &\necho $! > {tmp_path / 'left.pid'}\n"
+                      f"exec {sys.executable} \"$@\"\n", encoding="utf-8")
+    python.chmod(0o755)
+    runner = Runner(["train-detector", "--out", tmp_path / "run", "--phantoms", "2", "--bank-projections", "40",
+                     "--workers", "1"], python=str(python))
+    runner.start()
+    try:
+        left_pid, deadline = tmp_path / "left.pid", time.monotonic() + 60
+        while not (left_pid.exists() and left_pid.read_text(encoding="utf-8").strip()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = int(left_pid.read_text(encoding="utf-8"))
+        pid = runner.pid
+        cancel = threading.Thread(target=runner.cancel, kwargs={"grace": 1.0}, daemon=True)
+        cancel.start()
+        cancel.join(60)  # a hang bound: without the kill, cancel would wait for the whole training
+        assert not cancel.is_alive(), "cancel did not return: the child ignored SIGTERM and was not killed"
+        deadline = time.monotonic() + 10
+        while any(_alive(p) for p in (pid, left)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in (pid, left))
+        outcome = runner.wait(timeout=10)
+        assert outcome.cancelled and outcome.returncode == -signal.SIGKILL
+    finally:
+        _end_group(runner.pid)

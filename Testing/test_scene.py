@@ -2,6 +2,9 @@
 compare layout, and the overlay rendered offscreen by vtkMRMLSliceLogic."""
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -21,29 +24,16 @@ def _scene():
 
 
 def _node_from_image(scene, image: sitk.Image, name="ct"):
-    """A volume node made the way Slicer loads a file: voxels plus IJK→RAS from the image's LPS geometry."""
-    spacing = np.array(image.GetSpacing())
-    direction = np.array(image.GetDirection()).reshape(3, 3)
-    matrix = np.eye(4)
-    matrix[:3, :3] = bridge.LPS_TO_RAS @ direction * spacing
-    matrix[:3, 3] = bridge.LPS_TO_RAS @ np.array(image.GetOrigin())
-    blank = _blank(scene, image)
-    node = bridge.fill_volume_node(scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name),
-                                   sitk.GetArrayFromImage(image), blank)
-    bridge._set_ijk_to_ras(node, matrix)
-    scene.RemoveNode(blank)
+    """A volume node loaded as Slicer loads a file: the image written to NRRD and read by Slicer's own volume
+    reader (its LPS file geometry turned into IJK→RAS by Slicer, not by the bridge under test)."""
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    with tempfile.TemporaryDirectory() as folder:
+        sitk.WriteImage(image, str(Path(folder) / "image.nrrd"))
+        reader = slicer.vtkMRMLVolumeArchetypeStorageNode()
+        reader.SetFileName(str(Path(folder) / "image.nrrd"))
+        assert reader.ReadData(node)
+    node.SetName(name)
     return node
-
-
-def _blank(scene, image):
-    import vtk
-    n = slicer.vtkMRMLScalarVolumeNode()
-    data = vtk.vtkImageData()
-    data.SetDimensions(*image.GetSize())
-    data.AllocateScalars(vtk.VTK_FLOAT, 1)
-    n.SetAndObserveImageData(data)
-    scene.AddNode(n)
-    return n
 
 
 def _result(name, heat, scores):
@@ -66,7 +56,7 @@ def test_oblique_anisotropic_volume_round_trips():
     # one voxel, two routes to physical space: SimpleITK (LPS) and the node's IJK→RAS
     ras = bridge.ijk_to_ras(node) @ np.array([5, 7, 2, 1.0])
     lps = np.array(image.TransformIndexToPhysicalPoint((5, 7, 2)))
-    np.testing.assert_allclose(ras[:3], bridge.LPS_TO_RAS @ lps, atol=1e-5)
+    np.testing.assert_allclose(ras[:3], [-lps[0], -lps[1], lps[2]], atol=1e-5)  # RAS: x and y of LPS negated
 
 
 def test_heatmap_node_table_and_plot():
@@ -198,11 +188,11 @@ def test_compare_sets_one_composite_node_per_view():
     bridge.show_compare_layout(layout, ["EDIQA1", "EDIQA2", "EDIQA3"])  # this one: the layout grows a view
     assert layout.GetViewArrangement() == 7501
     assert "EDIQA3" in layout.GetLayoutDescription(7501)
-    composites = bridge.setup_compare(logics, vols, heats)
+    composites = bridge.setup_compare(logics, vols, heats, opacity=0.3)
     assert len({c.GetID() for c in composites}) == 3
     for c, v, h in zip(composites, vols, heats):
         assert c.GetBackgroundVolumeID() == v.GetID() and c.GetForegroundVolumeID() == h.GetID()
-        assert c.GetLinkedControl()
+        assert c.GetLinkedControl() and c.GetForegroundOpacity() == pytest.approx(0.3)
 
 
 def test_heatmap_sits_under_the_input_s_transform():
@@ -250,20 +240,24 @@ def test_overlay_renders_colours_where_the_map_is_high_and_grey_where_hidden(tmp
     display.SetWindowLevelMinMax(-1000, 400)
     node.SetAndObserveDisplayNodeID(display.GetID())
     heat = np.full((1, 128, 128), np.nan, np.float32)
-    heat[0, :, :64] = 0.95  # image columns 0..63 (patient right … ) carry a high value, the rest none
+    heat[0, :64, :64] = 0.95  # rows 0..63 (anterior), columns 0..63 (patient right): a high value; elsewhere none
     heat_node = bridge.add_heatmap_node(scene, _result("ct", heat, [0.9]), node)
+    slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)
     logic = slicer.vtkMRMLSliceLogic()
     logic.SetMRMLScene(scene)
     logic.AddSliceNode("Red")
+    assert logic.GetSliceNode().SetOrientation("Axial")  # as Slicer's red view
     bridge.show_overlay(logic.GetSliceCompositeNode(), node, heat_node, opacity=0.5)
     rgba = bridge.render_slice(logic, 256, 256).astype(int)
     r, g, b = rgba[..., 0], rgba[..., 1], rgba[..., 2]
     coloured = (g - b > 40)  # green-tinted: the heatmap's high end
     grey = (np.abs(r - g) <= 2) & (np.abs(g - b) <= 2)
-    # columns 0..63 carry the map: in RAS the image's +i axis points left, so they land on the view's right
-    left, right = coloured[:, :128].mean(), coloured[:, 128:].mean()
-    assert max(left, right) > 0.4 and min(left, right) < 0.02
-    hidden_half = slice(0, 128) if left < right else slice(128, 256)
-    assert grey[:, hidden_half].mean() > 0.95
+    # an axial view is radiological, as overlay.png (report.edge_letters): anterior up, the patient's right
+    # on the view's left, so the map's quadrant is the view's top-left one and the other three are grey
+    halves = {"top": slice(0, 128), "bottom": slice(128, 256), "left": slice(0, 128), "right": slice(128, 256)}
+    quadrants = {(v, h): (halves[v], halves[h]) for v in ("top", "bottom") for h in ("left", "right")}
+    assert coloured[quadrants["top", "left"]].mean() > 0.8
+    for where in [q for q in quadrants if q != ("top", "left")]:
+        assert coloured[quadrants[where]].mean() < 0.02 and grey[quadrants[where]].mean() > 0.95, where
     import matplotlib.pyplot as plt
     plt.imsave(tmp_path / "overlay-slicer.png", rgba[..., :3].astype(np.uint8))  # what a user would see

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from EDIQALib.backgrounds import make_background
-from EDIQALib.signals import InsertionConfig, object_blur, plan_insertion, render
+from EDIQALib.signals import InsertionConfig, is_assessable, object_blur, plan_insertion, render
 from EDIQALib.simulate import phantom
 
 CONFIG = InsertionConfig()
@@ -62,6 +62,53 @@ def test_render_contrast_boxes_and_masks(background):
     outside = ~np.any(masks, axis=0)
     far = outside & (np.abs(signal) > 0)
     assert np.abs(signal[far]).max() < max(np.abs(plan.contrasts))  # only the blur's tails outside the objects
+    for i in range(len(plan)):
+        row, col = plan.centres[i]
+        shape, r, c = plan.shapes[plan.labels[i]], plan.radii[i], plan.contrasts[i]
+        # full contrast at the centre (every shape is at least 2 sigma wide there)
+        assert signal[int(row), int(col)] == pytest.approx(c, rel=0.05)
+        # the blur moves no signal: the object's integral is its contrast times its area
+        near = _near(signal.shape, plan.centres[i])
+        assert signal[near].sum() == pytest.approx(c * _AREA[shape] * r ** 2, rel=0.03), shape
+        # the mask sits on the centre (every shape is symmetric about it) and its box bounds it tightly
+        rows, cols = np.nonzero(masks[i])
+        assert abs(rows.mean() - row) < 0.25 and abs(cols.mean() - col) < 0.25, shape
+        x0, y0, x1, y1 = boxes[i].astype(int)
+        assert masks[i][y0:y1, x0:x1].sum() == masks[i].sum()  # exclusive upper edge: nothing cut off
+        assert masks[i][y0].any() and masks[i][y1 - 1].any() and masks[i][:, x0].any() and masks[i][:, x1 - 1].any()
+
+
+# area over radius² of each shape: circle, equilateral triangle and square in the circumcircle, and the
+# five-point star of inner radius 0.382 r (ten triangles of sides r and 0.382 r at 36°)
+_AREA = {"circle": np.pi, "triangle": 3 * np.sqrt(3) / 4, "square": 2.0, "star": 5 * 0.382 * np.sin(np.pi / 5)}
+
+
+def _near(shape, centre, reach=24.0):
+    """The pixels within ``reach`` of ``centre`` (objects are 50 px apart: one object's surroundings)."""
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    return np.hypot(yy - centre[0], xx - centre[1]) < reach
+
+
+def test_render_blurs_each_object_by_its_sigma(background):
+    """A Gaussian blur of sigma adds sigma² to an object's spatial variance along each axis and keeps its
+    integral: measured on each object's own signal, against the same object rendered unblurred."""
+    plan = plans(background, 1)[0]
+    shape = background.image01.shape
+    sharp = render(plan, shape, blur_sigma_px=0.0)[0]
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+
+    def moments(signal, i):
+        w = np.where(_near(shape, plan.centres[i]), signal / plan.contrasts[i], 0.0)
+        total = w.sum()
+        my, mx = (w * yy).sum() / total, (w * xx).sum() / total
+        return total, (w * (yy - my) ** 2).sum() / total, (w * (xx - mx) ** 2).sum() / total
+
+    for sigma in (1.0, 2.0):
+        blurred = render(plan, shape, blur_sigma_px=sigma)[0]
+        for i in range(len(plan)):
+            (t0, vy0, vx0), (t, vy, vx) = moments(sharp, i), moments(blurred, i)
+            assert t == pytest.approx(t0, rel=0.01)
+            assert vy - vy0 == pytest.approx(sigma ** 2, rel=0.05) and vx - vx0 == pytest.approx(sigma ** 2, rel=0.05)
 
 
 def test_paper_contrasts_and_blur_are_configurable(background):
@@ -88,3 +135,16 @@ def test_no_room_means_no_objects():
     body[40:80, 40:80] = True  # too small for the diagonal points at r + 25
     plan = plan_insertion(body, body, CONFIG, np.random.default_rng(0))
     assert len(plan) == 0
+
+
+@pytest.mark.parametrize("side, assessable", [(71, True), (69, False)])
+def test_a_slice_is_assessable_only_with_room_for_the_largest_object(side, assessable):
+    """Room for one object of the largest radius (10 px): a square body whose centre has the four diagonal
+    points at ±ceil(10 + 25) px inside it, i.e. a side of 71 px; one of 69 px has room for smaller objects
+    (7 px) only, and is not assessable."""
+    body = np.zeros((160, 160), bool)
+    lo = 80 - side // 2
+    body[lo:lo + side, lo:lo + side] = True
+    assert is_assessable(body, body, CONFIG) is assessable
+    small = InsertionConfig(radius_px=(7.0, 7.0))
+    assert is_assessable(body, body, small)  # room for the smallest objects in both

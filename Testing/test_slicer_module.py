@@ -63,19 +63,30 @@ def test_extension_metadata():
 
 def _reached_at_open(tree: ast.Module) -> list[ast.AST]:
     """Module-level code and every method that opening the panel runs: the widget's ``__init__``, ``setup``
-    and ``enter`` and the logic's ``__init__``, then whatever they call as ``self.X(...)`` or
-    ``self.logic.X(...)``, transitively (handlers connected to buttons run later, on a click)."""
+    and ``enter`` and the logic's ``__init__``, then whatever they call as ``self.X(...)``,
+    ``self.logic.X(...)`` or ``X(...)`` (a function of the module), transitively (handlers connected to
+    buttons run later, on a click)."""
     methods = {(cls.name, fn.name): fn for cls in tree.body if isinstance(cls, ast.ClassDef)
                for fn in cls.body if isinstance(fn, ast.FunctionDef)}
+    methods |= {("", fn.name): fn for fn in tree.body if isinstance(fn, ast.FunctionDef)}  # module functions
+    top_level = [node for node in tree.body if not isinstance(node, (ast.ClassDef, ast.FunctionDef))]
     todo = [m for m in (("EDIQAWidget", "__init__"), ("EDIQAWidget", "setup"), ("EDIQAWidget", "enter"),
                         ("EDIQALogic", "__init__")) if m in methods]
+    todo += [("", n.func.id) for part in top_level for n in ast.walk(part)  # what the module runs at load
+             if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and ("", n.func.id) in methods]
     reached = set()
     while todo:
         key = todo.pop()
         if key in reached:
             continue
         reached.add(key)
-        for call in (n for n in ast.walk(methods[key]) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)):
+        for call in (n for n in ast.walk(methods[key]) if isinstance(n, ast.Call)):
+            if isinstance(call.func, ast.Name):
+                if ("", call.func.id) in methods:
+                    todo.append(("", call.func.id))
+                continue
+            if not isinstance(call.func, ast.Attribute):
+                continue
             owner = call.func.value
             if isinstance(owner, ast.Name) and owner.id == "self":
                 target = (key[0], call.func.attr)
@@ -86,8 +97,7 @@ def _reached_at_open(tree: ast.Module) -> list[ast.AST]:
             if target in methods:
                 todo.append(target)
     assert {("EDIQAWidget", "setParameterNode"), ("EDIQALogic", "available_students")} <= reached
-    return [*(node for node in tree.body if not isinstance(node, (ast.ClassDef, ast.FunctionDef))),
-            *(methods[k] for k in sorted(reached))]
+    return [*top_level, *(methods[k] for k in sorted(reached))]
 
 
 def test_opening_the_panel_imports_nothing_of_the_engine():
