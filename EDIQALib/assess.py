@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .backgrounds import Background, make_background
+from .errors import InputError
 from .io import Volume, check_same_geometry
 from .preprocess import body_mask, estimate_psf_sigma, from_canonical, normalise, to_canonical, volume_range
 from .signals import InsertionConfig, saliency_mask
@@ -166,6 +167,9 @@ def student_scorer(model, config: InsertionConfig, device: str = "cpu",
             chunk = flat[start:start + batch_size]
             x = torch.from_numpy(field_batch([b.image01 for b in chunk]))
             score, heat = model(x.to(device))
+            if not (torch.isfinite(score).all() and torch.isfinite(heat).all()):
+                raise InputError("the student gives NaN or infinite outputs: its weights are broken "
+                                 "(a training that diverged?)")
             heat = F.interpolate(torch.sigmoid(heat), scale_factor=4, mode="bilinear", align_corners=False)
             for i, b in enumerate(chunk):
                 assessable = is_assessable(b.body, b.salient, config)

@@ -30,6 +30,7 @@ from .errors import InputError
 MODALITIES = ("ct", "mr")
 MIN_SIZE = 64  # pixels a side, as read and as resampled to CANONICAL_SPACING_MM
 CANONICAL_SPACING_MM = 0.7  # the in-plane spacing every slice is assessed at
+MAX_ABS_HU = 1e5  # CT values beyond it are no Hounsfield units (extended CT scales reach some 30 000)
 MAX_CANONICAL_SIZE = 8192  # pixels a side at CANONICAL_SPACING_MM: 5.7 m, far beyond any body
 _DICOM_MODALITY = {"CT": "ct", "MR": "mr"}
 MODALITY_TAG = "0008|0060"  # DICOM's Modality, read from DICOM files and from NRRD/MHA metadata alike
@@ -89,11 +90,41 @@ def _read_dicom_series(folder: Path) -> tuple[sitk.Image, str | None]:
     if len(ids) > 1:
         raise InputError(f"folder {folder} holds {len(ids)} DICOM series; point to one series folder")
     files = reader.GetGDCMSeriesFileNames(str(folder), ids[0])
+    left_out = sorted(f.name for f in folder.iterdir() if f.is_file() and _is_dicom_file(f)
+                      and str(f) not in files and f.name.upper() != "DICOMDIR")
+    if left_out:
+        raise InputError(f"{folder.name}: {left_out[0]} is a DICOM file the series cannot read (damaged or cut "
+                         "short?); a slice would be missing")
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
     image = reader.Execute()
-    modality = reader.GetMetaData(0, MODALITY_TAG).strip() if reader.HasMetaDataKey(0, MODALITY_TAG) else None
-    return image, modality
+    tags = [reader.GetMetaData(k, MODALITY_TAG).strip() if reader.HasMetaDataKey(k, MODALITY_TAG) else None
+            for k in range(len(files))]
+    if len(set(tags)) > 1:
+        raise InputError(f"{folder.name}: its slices are of several modalities ({', '.join(sorted(map(str, set(tags))))})")
+    _check_slice_positions(reader, image, folder.name)
+    return image, tags[0]
+
+
+def _check_slice_positions(reader: sitk.ImageSeriesReader, image: sitk.Image, name: str) -> None:
+    """A series' slices (Image Position Patient, along the slice normal) must be distinct and evenly spaced:
+    ITK stacks them at one spacing whatever their positions, so a slice present twice or one missing puts
+    every later slice at a wrong place."""
+    positions = []
+    for k in range(image.GetDepth()):
+        try:
+            positions.append([float(v) for v in reader.GetMetaData(k, "0020|0032").split("\\")])
+        except (RuntimeError, ValueError):
+            return  # no positions to judge by (e.g. a secondary capture): ITK's own spacing stands
+    if len(positions) < 3:
+        return
+    along = np.array(positions) @ np.array(image.GetDirection()).reshape(3, 3)[:, 2]  # on the slice normal
+    steps = np.diff(np.sort(along))
+    if steps.min() < 1e-3 * steps.max():
+        raise InputError(f"{name}: two slices of the series lie at one position (a file present twice?)")
+    if steps.max() > 1.1 * steps.min():
+        raise InputError(f"{name}: its slices are unevenly spaced ({steps.min():.3g} to {steps.max():.3g} mm "
+                         "apart): a slice is missing or the series is mixed")
 
 
 def _check_meta_data_file(header: Path) -> None:
@@ -133,8 +164,9 @@ def _nifti_data_extent(head: bytes) -> tuple[int, int] | None:
 
 
 def _check_nifti_length(path: Path) -> None:
-    """A NIfTI file (``.nii``, ``.nii.gz``) must hold all the voxel data its header announces: ITK reads
-    the missing part of a file cut short as zeros, and a gzip stream cut short without complaint.
+    """A NIfTI file (``.nii``, ``.nii.gz``, or the ``.img`` of a ``.hdr``/``.img`` pair) must hold all the
+    voxel data its header announces: ITK reads the missing part of a file cut short as zeros, and a gzip
+    stream cut short without complaint.
 
     A plain file's length is its size. A gzip file whose trailer states the length that header and data
     take (ISIZE, modulo 2^32) is whole: the trailer is the stream's last 4 bytes, which a file cut short
@@ -144,19 +176,24 @@ def _check_nifti_length(path: Path) -> None:
     Raises:
         InputError: the file (or its decompressed stream) ends before the voxel data do.
     """
+    data = path.with_suffix(".img") if path.suffix.lower() == ".hdr" else path
     try:
         with open(path, "rb") as f:
-            zipped = f.read(2) == b"\x1f\x8b"  # ITK reads either, whatever the name
-        with (gzip.open if zipped else open)(path, "rb") as f:
-            extent = _nifti_data_extent(f.read(540))
+            head = f.read(540)
+        if head[:2] == b"\x1f\x8b":  # ITK reads either, whatever the name
+            with gzip.open(path, "rb") as f:
+                head = f.read(540)
+        extent = _nifti_data_extent(head)
         if extent is None:
             return
-        start, size = extent
-        length = _gzip_length(path, start + size) if zipped else path.stat().st_size
+        start, size = extent if data == path else (0, extent[1])  # a pair's data start its own file
+        with open(data, "rb") as f:
+            zipped = f.read(2) == b"\x1f\x8b"
+        length = _gzip_length(data, start + size) if zipped else data.stat().st_size
     except (OSError, EOFError, zlib.error):
         return  # unreadable, or a corrupt gzip stream: ITK's reader refuses it
     if length < start + size:
-        raise InputError(f"{path.name}: the file is cut short ({max(0, min(length - start, size))} of {size} "
+        raise InputError(f"{data.name}: the file is cut short ({max(0, min(length - start, size))} of {size} "
                          "bytes of image data)")
 
 
@@ -179,7 +216,7 @@ def _gzip_length(path: Path, expected: int) -> int:
 def _read_file(path: Path) -> tuple[sitk.Image, str | None]:
     if path.suffix.lower() == ".mhd":
         _check_meta_data_file(path)
-    if path.name.lower().endswith((".nii", ".nii.gz")):
+    if path.name.lower().endswith((".nii", ".nii.gz", ".hdr")):
         _check_nifti_length(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
@@ -281,6 +318,10 @@ def volume_from_image(image: sitk.Image, name: str, raw_modality: str | None = N
     dim = image.GetDimension()
     if dim not in (2, 3):
         raise InputError(f"{name}: {dim}-D image; expected a 2-D slice or a 3-D volume")
+    if 0 in image.GetSize():
+        raise InputError(f"{name}: image of size {' × '.join(map(str, image.GetSize()))} holds no voxels")
+    if "complex" in image.GetPixelIDTypeAsString():
+        raise InputError(f"{name}: complex pixels; expected a greyscale image of real values")
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"{name}: {image.GetNumberOfComponentsPerPixel()}-component pixels; expected a greyscale image")
     if min(image.GetSize()[:2]) < MIN_SIZE:
@@ -293,10 +334,14 @@ def volume_from_image(image: sitk.Image, name: str, raw_modality: str | None = N
     if not np.all(np.isfinite(array)):
         finite_before = np.all(np.isfinite(sitk.GetArrayViewFromImage(image)))  # float64 beyond float32's range
         raise InputError(f"{name}: image contains {'values beyond the float32 range' if finite_before else 'NaN or infinite values'}")
-    if float(array.max() - array.min()) == 0.0:
+    low, high = float(array.min()), float(array.max())
+    if high == low:
         raise InputError(f"{name}: image is constant (empty); nothing to assess")
-    return Volume(array=array, reference=image, modality=_resolve_modality(raw_modality, modality, array, name),
-                  name=name)
+    modality = _resolve_modality(raw_modality, modality, array, name)
+    if modality == "ct" and max(-low, high) > MAX_ABS_HU:
+        raise InputError(f"{name}: values from {low:.4g} to {high:.4g} are not Hounsfield units (CT lies within "
+                         f"±{MAX_ABS_HU:g})")
+    return Volume(array=array, reference=image, modality=modality, name=name)
 
 
 def canonical_size(image: sitk.Image, spacing_mm: float = CANONICAL_SPACING_MM) -> tuple[int, int]:

@@ -96,7 +96,7 @@ def _row_problem(row: dict) -> str | None:
     missing = [k for k in FIELDS if k != "score" and row.get(k) in (None, "")]
     if missing:
         return f"no {', '.join(missing)}"
-    if not row["slice"].isdigit():
+    if not row["slice"].isdecimal():  # isdigit takes "²", which int() refuses
         return f"slice {row['slice']} is no slice number"
     try:
         if row["score"] and not 0.0 <= float(row["score"]) <= 1.0:

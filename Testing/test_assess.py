@@ -454,3 +454,23 @@ def test_the_student_s_map_is_read_where_the_slice_lies_in_its_field():
     match = {(dy, dx): np.corrcoef(hmap[core], np.roll(smooth, (dy, dx), axis=(0, 1))[core])[0, 1]
              for dy in range(-2, 3) for dx in range(-2, 3)}
     assert match[0, 0] > 0.9 and max(match, key=match.get) == (0, 0), match
+
+
+def test_a_student_that_gives_nan_is_refused_not_written_as_a_score():
+    """Weights that are finite but blow the activations up (a training at an absurd learning rate) gave NaN
+    scores, written to result.json as bare NaN, which is not JSON."""
+    from EDIQALib.assess import slice_background, student_scorer
+    from EDIQALib.errors import InputError
+    from EDIQALib.signals import InsertionConfig
+    from EDIQALib.simulate import phantom
+
+    class Blown(torch.nn.Module):
+        def for_inference(self):
+            return self
+
+        def forward(self, x):
+            return torch.full((len(x),), float("nan")), torch.zeros(len(x), 1, x.shape[2] // 4, x.shape[3] // 4)
+
+    background = slice_background(phantom(3, size=200, kind="body"), "ct", InsertionConfig(), with_psf=False)
+    with pytest.raises(InputError, match="NaN or infinite outputs: its weights are broken"):
+        student_scorer(Blown(), InsertionConfig())([[background]], [0])

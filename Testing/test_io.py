@@ -4,6 +4,8 @@ from __future__ import annotations
 import gzip
 import os
 
+import shutil
+
 import numpy as np
 import pydicom
 import pytest
@@ -119,6 +121,11 @@ def _save(tmp_path, arr, name="bad.nrrd"):
     (lambda t: _save_image(t, sitk.GetImageFromArray(np.ones((80, 80, 3), np.float32), isVector=True)), "component"),
     (lambda t: _save(t, np.random.default_rng(0).normal(-500, 300, size=(2, 40, 40)).astype(np.float32)), "under 64"),
     (lambda t: _save(t, np.random.default_rng(0).normal(100, 10, size=(1, 80, 80)).astype(np.float32)), "modality"),
+    (lambda t: _write_bytes(t / "none.mha", b"ObjectType = Image\nNDims = 3\nDimSize = 96 96 0\nElementType = MET_SHORT"
+                            b"\nElementDataFile = LOCAL\n"), "96 × 96 × 0 holds no voxels"),
+    (lambda t: _save(t, np.full((1, 80, 80), -1000 + 1j, np.complex64)), "complex pixels"),
+    (lambda t: _save(t, np.where(np.eye(80, dtype=bool), 3e38, -1000.0).astype(np.float32)[None]),
+     "not Hounsfield units"),
 ])
 def test_bad_input_raises_one_clear_error(tmp_path, make, message):
     with pytest.raises(InputError, match=message):
@@ -134,6 +141,38 @@ def test_file_cut_short_is_refused(tmp_path, suffix):
     cut = _write_bytes(tmp_path / f"cut{suffix}", data[: int(0.6 * len(data))])
     with pytest.raises(InputError, match="cut short|truncated"):
         read_volume(cut)
+
+
+def test_the_image_file_of_a_nifti_pair_cut_short_is_refused(tmp_path):
+    sitk.WriteImage(ct_image(), str(tmp_path / "ct.hdr"))
+    assert read_volume(tmp_path / "ct.hdr").array.shape == (2, 96, 96)
+    data = (tmp_path / "ct.img").read_bytes()
+    (tmp_path / "ct.img").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=rf"ct\.img: the file is cut short \({len(data) // 2} of {len(data)} bytes"):
+        read_volume(tmp_path / "ct.hdr")
+
+
+@pytest.mark.parametrize("spoil, says", [
+    (lambda f: f["slice001.dcm"].write_bytes(f["slice001.dcm"].read_bytes()[:3000]), "slice001.dcm is a DICOM file the series cannot read"),
+    (lambda f: shutil.copy(f["slice002.dcm"], f["slice002.dcm"].with_name("copy.dcm")), "two slices of the series lie at one position"),
+    (lambda f: f["slice001.dcm"].unlink(), r"unevenly spaced \(2 to 4 mm apart\)"),
+    (lambda f: _retag(f["slice002.dcm"], Modality="MR"), r"several modalities \(CT, MR\)"),
+])
+def test_a_dicom_series_with_a_slice_damaged_twice_missing_or_of_another_modality_is_refused(tmp_path, spoil, says):
+    """ITK stacks what it can read at one spacing: a damaged file was left out, a copy or a gap put every
+    later slice at a wrong place, and the first slice's modality stood for all, each without a word."""
+    _write_dicom_series(tmp_path / "series", ct_image(slices=4, spacing=(0.7, 0.7, 2.0)))
+    assert read_volume(tmp_path / "series").array.shape[0] == 4
+    spoil({f.name: f for f in (tmp_path / "series").iterdir()})
+    with pytest.raises(InputError, match=says):
+        read_volume(tmp_path / "series")
+
+
+def _retag(path, **tags) -> None:
+    ds = pydicom.dcmread(path)
+    for key, value in tags.items():
+        setattr(ds, key, value)
+    ds.save_as(path)
 
 
 def test_nifti_cut_short_names_the_missing_bytes(tmp_path):
