@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 from torch import nn
 from torchvision.models import resnet18
@@ -291,7 +292,11 @@ def save_weights(model: nn.Module, path: str | Path) -> None:
     """Save a model's state as safetensors, atomically."""
     path = Path(path)
     tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    except SafetensorError as exc:  # a full disk, raised as safetensors' own error
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"cannot write {path}: {exc}") from None
     os.replace(tmp, path)
 
 

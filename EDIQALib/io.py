@@ -444,7 +444,10 @@ def write_image(image: sitk.Image, path: str | os.PathLike) -> None:
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".tmp-", dir=dest.parent) as tmp:
-        sitk.WriteImage(image, str(Path(tmp) / dest.name), True, 1)  # fast gzip: volumes run to hundreds of MB
+        try:
+            sitk.WriteImage(image, str(Path(tmp) / dest.name), True, 1)  # fast gzip: volumes run to hundreds of MB
+        except RuntimeError as exc:  # ITK's own error (a full disk: "couldn't write gzip data")
+            raise OSError(f"cannot write {dest}: {_read_error_detail(exc, '')}") from None
         for written in Path(tmp).iterdir():
             os.replace(written, dest.parent / written.name)
 

@@ -197,3 +197,19 @@ def test_publish_detector_that_fails_leaves_the_published_model_usable(tmp_path)
     _assert_one_line_error(proc, "det2.json: a folder of that name is in the way")
     assert _contents(registry) == {**before, "det2.json": None}
     load_model(str(registry / "det1.safetensors"), "detector")
+
+
+def test_weights_that_cannot_be_written_are_an_os_error_and_leave_no_temporary(tmp_path, monkeypatch):
+    """safetensors raises its own error on a full disk, which the command line would show as a traceback."""
+    from safetensors import SafetensorError
+
+    import EDIQALib.detector as detector
+
+    def full_disk(tensors, path):
+        Path(path).write_bytes(b"half")
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
+
+    monkeypatch.setattr(detector, "save_file", full_disk)
+    with pytest.raises(OSError, match=r"cannot write .*w\.safetensors: Error while serializing.*StorageFull"):
+        save_weights(Student("lite"), tmp_path / "w.safetensors")
+    assert list(tmp_path.iterdir()) == []
