@@ -76,6 +76,16 @@ def _option_type(convert: Callable[[str], float], accept: Callable[[float], bool
 
 _positive_int = _option_type(int, lambda v: v >= 1, "{} is not a positive integer")
 _count = _option_type(int, lambda v: v >= 0, "{} is not a count (0 or more)")
+
+
+def _up_to(limit: int, lowest: int = 1) -> Callable:
+    """A whole number from ``lowest`` to ``limit``: counts that size what is built before the work starts
+    (insertion plans, batches, series lists), where an absurd value would fill the memory, not just take time."""
+    return _option_type(int, lambda v: lowest <= v <= limit, f"{{}}: choose from {lowest} to {limit:,}")
+
+
+_realizations, _repeats, _batch = _up_to(100_000), _up_to(1_000), _up_to(1_024)
+_bases = _up_to(10_000, lowest=0)  # phantoms and variants of a dataset or bank
 _seed = _option_type(int, lambda v: 0 <= v < 2**32, f"{{}} is not a seed (0 to {2**32 - 1})")
 _views = _option_type(int, lambda v: 1 <= v <= MAX_VIEWS, f"{{}} views: choose from 1 to {MAX_VIEWS}")
 _positive_float = _option_type(float, lambda v: 0 < v < math.inf, "{} is not a positive number")
@@ -772,8 +782,8 @@ def build_parser() -> argparse.ArgumentParser:
     def teacher_options(p: argparse.ArgumentParser, realizations: int, repeats: int,
                         model_help: str = "bundled detector name or .safetensors path") -> None:
         p.add_argument("--model", default="detector-lite", help=model_help)
-        p.add_argument("--realizations", type=_positive_int, default=realizations)
-        p.add_argument("--repeats", type=_positive_int, default=repeats)
+        p.add_argument("--realizations", type=_realizations, default=realizations)
+        p.add_argument("--repeats", type=_repeats, default=repeats)
         p.add_argument("--seed", type=_seed, default=0)
         p.add_argument("--readout", choices=READOUTS, default="agnostic",
                        help="class-agnostic mAP (default) or the paper's 4-class mAP")
@@ -853,22 +863,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder (resumes when it holds a run)")
     p.add_argument("--preset", choices=PRESETS, default="lite")
     p.add_argument("--iterations", type=_positive_int, default=4000)
-    p.add_argument("--batch-size", type=_positive_int, default=8)
-    p.add_argument("--crop", default=160, help=f"training crop side in pixels, at least {MIN_SIZE}",
-                   type=_option_type(int, lambda v: v >= MIN_SIZE, f"{{}} px is too small a crop (at least {MIN_SIZE})"))
+    p.add_argument("--batch-size", type=_batch, default=8)
+    p.add_argument("--crop", default=160, help=f"training crop side in pixels, {MIN_SIZE} to 1,024",
+                   type=_up_to(1_024, lowest=MIN_SIZE))
     p.add_argument("--lr", type=_positive_float, default=1e-3)
     p.add_argument("--snapshot-every", type=_positive_int, default=250)
-    p.add_argument("--phantoms", type=_positive_int, default=40, help="training body and head phantoms in the bank")
-    p.add_argument("--back-phantoms", type=_count, default=20,
+    p.add_argument("--phantoms", type=_up_to(10_000), default=40, help="training body and head phantoms in the bank")
+    p.add_argument("--back-phantoms", type=_bases, default=20,
                    help="training back phantoms (small field of view, thick fat) in the bank")
     p.add_argument("--init", help="fine-tune this trained detector (bundled name or .safetensors) instead of "
                                   "training from random weights")
-    p.add_argument("--bank-projections", type=_positive_int, default=200,
+    p.add_argument("--bank-projections", type=_up_to(10_000), default=200,
                    help="simulated acquisitions in the bank (3 doses each)")
-    p.add_argument("--workers", type=_positive_int, default=2)
+    p.add_argument("--workers", type=_up_to(256), default=2)
     p.add_argument("--no-validate", dest="validate", action="store_false",
                    help="keep the last checkpoint instead of the most valid one")
-    p.add_argument("--val-realizations", type=_positive_int, default=10)
+    p.add_argument("--val-realizations", type=_realizations, default=10)
     accumulate_option(p)
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -884,16 +894,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("make-dataset", help="write simulated series (dose, views, texture, blur) as NRRD")
     p.add_argument("--out", required=True)
-    p.add_argument("--phantoms", type=_count, default=30)
-    p.add_argument("--back-phantoms", type=_count, default=0,
+    p.add_argument("--phantoms", type=_bases, default=30)
+    p.add_argument("--back-phantoms", type=_bases, default=0,
                    help="back phantoms (small field, thick fat), seeded after the other phantoms")
     p.add_argument("--first-seed", type=_count, default=2000, help="seed of the first phantom")
-    p.add_argument("--real-variants", type=_count, default=8,
+    p.add_argument("--real-variants", type=_bases, default=8,
                    help="orientations of the real training CT slice (pydicom 693_J2KI), each with its own noise")
-    p.add_argument("--noisy-back-phantoms", type=_count, default=0,
+    p.add_argument("--noisy-back-phantoms", type=_bases, default=0,
                    help="back phantoms first given a noise of their own as an acquired slice carries (see "
                         "--noisy-variants), seeded after the plain back phantoms")
-    p.add_argument("--noisy-variants", type=_count, default=0,
+    p.add_argument("--noisy-variants", type=_bases, default=0,
                    help="more series of that slice, each first given a noise of its own as an acquired slice "
                         "carries (5-40 HU, grain 0.5-2 px per axis), which its dose and views series grow")
     common(p)
@@ -912,7 +922,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("select-detector", help="pick a run's most valid snapshot (validation series)")
     p.add_argument("run", help="train-detector run folder")
-    p.add_argument("--realizations", type=_positive_int, default=20)
+    p.add_argument("--realizations", type=_realizations, default=20)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     common(p)
     p.set_defaults(func=cmd_select_detector)
@@ -929,7 +939,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fine-tune member I (from 0) of the --init ensemble alone, e.g. to distil the ensemble "
                         "into one network on its own labels (`ediqa label --model`)")
     p.add_argument("--epochs", type=_positive_int, default=30)
-    p.add_argument("--batch-size", type=_positive_int, default=8)
+    p.add_argument("--batch-size", type=_batch, default=8)
     p.add_argument("--lr", type=_positive_float, default=1e-3)
     p.add_argument("--rank-weight", type=_weight, default=0.0,
                    help="weight of a pairwise ranking term between two versions of one slice (0: measured best)")
