@@ -145,7 +145,14 @@ def _simulate(args: argparse.Namespace) -> list[str]:
     sx, sy = vol.spacing_xy
     if abs(sx - sy) > 1e-3 * sx:
         raise InputError(f"{vol.name}: simulate needs square pixels (spacing {sx} x {sy} mm)")
+    photons = min(args.doses) * args.i0
+    if photons < 1.0:
+        raise InputError(f"dose {min(args.doses):g} at --i0 {args.i0:g} is {photons:.2g} photons per ray; "
+                         "at least 1 is needed")
     paths = [Path(args.out) / f"{vol.name}_dose{a.dose:g}_views{a.views}_{a.filter}.nrrd" for a in acqs]
+    if len(set(paths)) < len(paths):
+        raise InputError(f"--doses {','.join(f'{d:g}' for d in args.doses)}: two doses give one output name "
+                         "(equal to 6 significant digits)")
     check_outputs(paths, [args.input])
     progress = _progress(args)
     out_slices = [[] for _ in acqs]
@@ -644,7 +651,7 @@ def cmd_label(args: argparse.Namespace) -> None:
     from .teacher import teacher_scorer
 
     inputs = discover_series(args.data)
-    check_outputs([Path(args.out), *(maps_folder(args.out) / name / "map.npy" for name, _ in inputs)], [])
+    check_outputs([Path(args.out), *(maps_folder(args.out) / name / "map.npy" for name, _ in inputs)], args.data)
     device = _device(args.device)
     config = _teacher_config(args)
     model, entry = load_model(args.model, None, device)  # a detector (the teacher) or a student, as its card says

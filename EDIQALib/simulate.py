@@ -88,7 +88,8 @@ def _lag_correlation(residual: np.ndarray, flat: np.ndarray, axis: int, lag: int
     n = residual.shape[axis]
     pair = flat.take(range(n - lag), axis) & flat.take(range(lag, n), axis)
     a, b = residual.take(range(n - lag), axis)[pair], residual.take(range(lag, n), axis)[pair]
-    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
+    norm = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / norm) if norm > 0 else 0.0  # no residual at all (a constant slice): no grain
 
 
 def estimate_noise_grain(hu: np.ndarray) -> NoiseGrain:

@@ -270,10 +270,21 @@ def test_no_output_goes_into_an_input_folder(tmp_path):
 
 
 @pytest.mark.parametrize("option", [["--doses", "0"], ["--doses", "1,2"], ["--doses", ","], ["--views", "3"],
-                                    ["--i0", "-5"]])
+                                    ["--i0", "-5"], ["--doses", "1,1"], ["--doses", "0.1234567,0.1234568"],
+                                    ["--doses", "1e-10"]])
 def test_simulate_s_bad_options_are_one_line_and_write_nothing(tmp_path, ct_volume_file, option):
     assert_one_line_error(ediqa("simulate", ct_volume_file, *option, "--out", tmp_path / "sim"))
     assert not (tmp_path / "sim").exists()
+
+
+def test_label_writes_nothing_into_its_input_folders(tmp_path, ct_volume_file):
+    series = tmp_path / "series"
+    series.mkdir()
+    shutil.copy(ct_volume_file, series / "a.nrrd")
+    proc = ediqa("label", series, "--out", series / "labels.csv", *TINY)
+    assert_one_line_error(proc)
+    assert "would go into the input folder" in proc.stderr
+    assert [p.name for p in series.iterdir()] == ["a.nrrd"]
 
 
 def test_label_of_an_unreadable_input_writes_no_labels(tmp_path):

@@ -131,3 +131,14 @@ def test_own_noise_grows_with_falling_exposure_and_is_nested():
     along_rows = np.corrcoef(added[1][:, :-1].ravel(), added[1][:, 1:].ravel())[0, 1]
     down_columns = np.corrcoef(added[1][:-1].ravel(), added[1][1:].ravel())[0, 1]
     assert along_rows > down_columns + 0.1  # the grain's streaks (lengths 1 down, 2 along) are kept
+
+
+def test_a_constant_slice_has_no_grain_and_raises_no_warning():
+    """Padding slices are common in volumes (of air, or of a scanner's fill value): the noise estimate of a
+    constant slice of tissue or bone divided zero by zero."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        grains = [estimate_noise_grain(np.full((96, 96), hu, np.float32)) for hu in (-1000.0, 40.0, 3000.0)]
+    assert [g.sd_hu for g in grains] == [0.0] * 3
