@@ -27,6 +27,7 @@ import torch
 from .backgrounds import make_background
 from .detector import detect
 from .distill import Sample, agreement, scores_of
+from .errors import InputError
 from .series import Series
 from .simulate import phantom
 from .student import Student
@@ -107,8 +108,9 @@ def volume_seconds(model: str, shape: tuple[int, int, int], workdir: Path, devic
         proc = subprocess.run([sys.executable, "-m", "EDIQALib", "assess", str(src), "--model", model, "--device",
                                device, "--out", str(workdir / "out"), "--progress", "none"], capture_output=True, text=True)
         seconds.append(time.perf_counter() - start)
-        if proc.returncode != 0:
-            raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "assess failed")
+        if proc.returncode != 0:  # the child's own one line, or its last
+            why = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
+            raise InputError(f"assessing the bench's volume failed: {why.removeprefix('ediqa: error: ')}")
     peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 ** 2
     return statistics.median(seconds), peak_gb
 

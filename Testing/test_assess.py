@@ -18,6 +18,7 @@ from scipy import ndimage as ndi
 
 from EDIQALib.bench import held_out_agreement, summary_table, volume_seconds
 from EDIQALib.detector import save_weights
+from EDIQALib.errors import InputError
 from EDIQALib.distill import Sample, fidelity
 from EDIQALib.models import package_model
 from EDIQALib.report import bench_figure
@@ -133,7 +134,7 @@ def test_bench_volume_figure_is_of_a_real_assessment_in_a_child_process(tmp_path
     result = json.loads((tmp_path / "out" / "result.json").read_text(encoding="utf-8"))
     assert result["shape"] == [160, 160, 3] and len(result["slice_scores"]) == 3 and 0 < result["score"] < 1
     assert seconds >= result["seconds"] > 0  # the whole command, the assessment in it
-    with pytest.raises(RuntimeError, match="model not found"):
+    with pytest.raises(InputError, match="assessing the bench's volume failed: model not found"):
         volume_seconds("no-such-student", (3, 160, 160), tmp_path, runs=1)
 
 
@@ -460,7 +461,6 @@ def test_a_student_that_gives_nan_is_refused_not_written_as_a_score():
     """Weights that are finite but blow the activations up (a training at an absurd learning rate) gave NaN
     scores, written to result.json as bare NaN, which is not JSON."""
     from EDIQALib.assess import slice_background, student_scorer
-    from EDIQALib.errors import InputError
     from EDIQALib.signals import InsertionConfig
     from EDIQALib.simulate import phantom
 
