@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 from torchvision.models import resnet18
 from torchvision.models.detection import FasterRCNN, MaskRCNN
@@ -35,6 +34,7 @@ from .distributed import barrier, data_parallel, mean_over_ranks, split_parts, s
 from . import training_log
 from .choices import PRESETS
 from .errors import InputError
+from .io import write_bytes
 from .signals import SHAPES, InsertionConfig, object_blur, plan_insertion, render
 
 LITE_FPN_CHANNELS = 64
@@ -290,14 +290,7 @@ def _snapshot(model: nn.Module, opt: torch.optim.Optimizer, out: Path, step: int
 
 def save_weights(model: nn.Module, path: str | Path) -> None:
     """Save a model's state as safetensors, atomically."""
-    path = Path(path)
-    tmp = path.with_suffix(".tmp")
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    except SafetensorError as exc:  # a full disk, raised as safetensors' own error
-        tmp.unlink(missing_ok=True)
-        raise OSError(f"cannot write {path}: {exc}") from None
-    os.replace(tmp, path)
+    write_bytes(save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}), path)
 
 
 def load_resume_state(path: Path, device: torch.device | str) -> dict:

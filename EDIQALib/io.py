@@ -293,6 +293,8 @@ def read_volume(path: str | os.PathLike, modality: str | None = None) -> Volume:
     p = Path(path)
     if not p.exists():
         raise InputError(f"input not found: {p}")
+    if not os.access(p, os.R_OK | (os.X_OK if p.is_dir() else 0)):  # else ITK says "does not exist"
+        raise InputError(f"cannot read {p}: permission denied")
     with tempfile.TemporaryFile() as log:
         try:
             with _native_stderr_to(log):
@@ -452,18 +454,20 @@ def write_image(image: sitk.Image, path: str | os.PathLike) -> None:
             os.replace(written, dest.parent / written.name)
 
 
-def write_text(text: str, path: str | os.PathLike) -> None:
-    """Write a text file atomically."""
+def write_bytes(data: bytes, path: str | os.PathLike) -> None:
+    """Write a file atomically: staged in a temporary folder beside it, then renamed into place. It gets the
+    permissions that the user's umask gives a new file (a ``mkstemp`` file, or safetensors' own, is the
+    owner's alone: no one else could read a shared run's results)."""
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with tempfile.TemporaryDirectory(prefix=".tmp-", dir=dest.parent) as tmp:
+        (Path(tmp) / dest.name).write_bytes(data)
+        os.replace(Path(tmp) / dest.name, dest)
+
+
+def write_text(text: str, path: str | os.PathLike) -> None:
+    """Write a text file atomically (:func:`write_bytes`)."""
+    write_bytes(text.encode("utf-8"), path)
 
 
 def read_json(path: str | Path, what: str):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 
 import shutil
 
@@ -262,3 +263,13 @@ def test_modality_override_is_validated(ct_volume_file):
     assert read_volume(ct_volume_file, "mr").modality == "mr"
     with pytest.raises(InputError, match="unknown modality"):
         read_volume(ct_volume_file, "pet")
+
+
+def test_an_input_the_user_may_not_read_is_said_so(tmp_path, monkeypatch, ct_volume_file):
+    """ITK called such a file one that "does not exist", and such a folder one with no DICOM series."""
+    import EDIQALib.io as io
+
+    monkeypatch.setattr(io.os, "access", lambda path, mode: False)  # as another user (the tests may run as root)
+    for path in (ct_volume_file, tmp_path):
+        with pytest.raises(InputError, match=f"cannot read {re.escape(str(path))}: permission denied"):
+            read_volume(path)

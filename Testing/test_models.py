@@ -199,17 +199,17 @@ def test_publish_detector_that_fails_leaves_the_published_model_usable(tmp_path)
     load_model(str(registry / "det1.safetensors"), "detector")
 
 
-def test_weights_that_cannot_be_written_are_an_os_error_and_leave_no_temporary(tmp_path, monkeypatch):
-    """safetensors raises its own error on a full disk, which the command line would show as a traceback."""
-    from safetensors import SafetensorError
+def test_weights_and_results_are_readable_by_others_as_the_umask_allows(tmp_path):
+    """safetensors and ``mkstemp`` create files for their owner alone: a run's weights and a result's JSON
+    shared with a colleague (or published by another account) could not be read."""
+    import os
 
-    import EDIQALib.detector as detector
+    from EDIQALib.io import write_text
 
-    def full_disk(tensors, path):
-        Path(path).write_bytes(b"half")
-        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
-
-    monkeypatch.setattr(detector, "save_file", full_disk)
-    with pytest.raises(OSError, match=r"cannot write .*w\.safetensors: Error while serializing.*StorageFull"):
-        save_weights(Student("lite"), tmp_path / "w.safetensors")
-    assert list(tmp_path.iterdir()) == []
+    save_weights(Student("lite"), tmp_path / "w.safetensors")
+    write_text("{}", tmp_path / "result.json")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for name in ("w.safetensors", "result.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.json", "w.safetensors"]  # no temporary left
