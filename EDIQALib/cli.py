@@ -557,6 +557,16 @@ def _run_start(run: Path, run_info: dict, preset: str) -> dict:
     return _initial_student(settings["init"], settings.get("init_member"), preset)[0].state_dict()
 
 
+def _refuse_twice(paths: list[Path], what: str) -> None:
+    """One file or folder named twice (as itself, or by another path) would count twice: an ensemble of a
+    student with itself, a training set with every slice doubled."""
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        if p.resolve() in seen:
+            raise InputError(f"the {what} {p} is given twice (also as {seen[p.resolve()]})")
+        seen[p.resolve()] = p
+
+
 def cmd_publish_student(args: argparse.Namespace) -> None:
     from safetensors.torch import save_file
 
@@ -564,6 +574,7 @@ def cmd_publish_student(args: argparse.Namespace) -> None:
     from .student import blend_states, ensemble_state, student_for
 
     runs = [Path(r) for r in args.runs]
+    _refuse_twice(runs, "run")
     bests = [run / "stage2" / "best.safetensors" for run in runs]
     trainings, presets = [], set()
     for run, best in zip(runs, bests):
@@ -741,6 +752,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise InputError("--init starts stage 2 from a trained student; pass --stage1-iterations 0 with it")
     if args.stage1_iterations and not args.bank:
         raise InputError("stage 1 needs --bank (a train-detector run's bank.npz), or --stage1-iterations 0")
+    _refuse_twice([Path(p) for p in args.labels], "labels file")
     _check_resume(out, "ediqa train", args, ("preset", "init", "init_member"))
     train, val = split_by_series([s for labels in args.labels for s in load_samples(labels)], args.held_out)
     cfg = StudentTraining(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, rank_weight=args.rank_weight,

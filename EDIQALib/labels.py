@@ -84,10 +84,15 @@ def read_labels(csv_path: str | Path) -> list[dict]:
     if reader.fieldnames != FIELDS:
         raise InputError(f"{csv_path} is not a labels CSV of `ediqa label` (its header is not {','.join(FIELDS)})")
     rows = list(reader)
+    lines: dict[tuple, int] = {}
     for line, row in enumerate(rows, start=2):
         problem = _row_problem(row)
+        key = (row["series"], row["file"], row["slice"])
+        if not problem and key in lines:
+            problem = f"slice {row['slice']} of {row['series']}/{row['file']} is labelled on line {lines[key]} too"
         if problem:
             raise InputError(f"{csv_path}, line {line}: not a labels row of `ediqa label` ({problem})")
+        lines[key] = line
     return rows
 
 

@@ -553,6 +553,20 @@ def test_train_s_bad_settings_and_labels_are_one_line_and_write_no_run(tmp_path,
     assert not (tmp_path / "run").exists()
 
 
+def test_a_labels_file_or_a_run_given_twice_is_refused(tmp_path):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("series,file,slice,score,assessable,map,path\n", encoding="utf-8")
+    (tmp_path / "sub").mkdir()
+    proc = ediqa("train", "--labels", labels, tmp_path / "sub" / ".." / "labels.csv", "--stage1-iterations", "0",
+                 "--out", tmp_path / "run")
+    assert_one_line_error(proc)
+    assert f"the labels file {tmp_path}/sub/../labels.csv is given twice (also as {labels})" in proc.stderr
+    assert not (tmp_path / "run").exists()
+    proc = ediqa("publish-student", tmp_path / "run-a", tmp_path / "run-a", "--models-dir", tmp_path / "reg")
+    assert_one_line_error(proc)
+    assert "the run" in proc.stderr and "is given twice" in proc.stderr and not (tmp_path / "reg").exists()
+
+
 def test_train_detector_checks_its_batch_before_building_a_bank(tmp_path):
     proc = ediqa("train-detector", "--batch-size", "3", "--accumulate", "2", "--out", tmp_path / "run")
     assert_one_line_error(proc)

@@ -139,7 +139,8 @@ def test_labels_rows_are_checked_as_they_are_read(tmp_path):
                 read_labels(labels)
     for row, says in (("s,a.nrrd,x,0.2,1,m.npy,a.nrrd", "slice x is no slice number"),
                       ("s,a.nrrd,²,0.2,1,m.npy,a.nrrd", "slice ² is no slice number"),
-                      ("s,a.nrrd,0,0.2,1,,a.nrrd", "no map"), ("s,,0,0.2,,m.npy,a.nrrd", "no file, assessable")):
+                      ("s,a.nrrd,0,0.2,1,,a.nrrd", "no map"), ("s,,0,0.2,,m.npy,a.nrrd", "no file, assessable"),
+                      ("s,a.nrrd,0,0.3,1,n.npy,a.nrrd", "slice 0 of s/a.nrrd is labelled on line 2 too")):
         labels.write_text(f"{','.join(FIELDS)}\ns,a.nrrd,0,0.2,1,m.npy,a.nrrd\n{row}\n", encoding="utf-8")
         with pytest.raises(InputError, match=f"line 3: not a labels row.*{says}"):
             read_labels(labels)
