@@ -94,6 +94,9 @@ _fraction = _option_type(float, lambda v: 0.0 <= v < 1.0, "{} is not a fraction 
 _photons = _option_type(float, lambda v: 1 <= v <= MAX_PHOTONS, f"{{}} photons per ray: choose from 1 to {MAX_PHOTONS:g}")
 
 
+MAX_BENCH_VOXELS = 200_000_000  # 2.5 times the 512 × 512 × 300 default: some 3 GB while the bench builds it
+
+
 def _volume_shape(text: str) -> list[int]:
     """``slices,rows,cols`` of the bench's synthetic volume: its slice is resampled to 320 px along its longer
     side (as a 512² slice at 0.7 mm × 320 / 512), so that the shorter side must keep ``MIN_SIZE`` pixels."""
@@ -106,6 +109,9 @@ def _volume_shape(text: str) -> list[int]:
     if len(shape) != 3 or not 1 <= shape[0] <= 2_000 or not MIN_SIZE <= min(shape[1:]) <= max(shape[1:]) <= 2_048:
         raise argparse.ArgumentTypeError(f"{text!r} is not three sizes, slices,rows,cols, of 1 to 2,000 slices of "
                                          f"{MIN_SIZE} to 2,048 pixels a side")
+    if math.prod(shape) > MAX_BENCH_VOXELS:
+        raise argparse.ArgumentTypeError(f"{text!r} is {math.prod(shape):,} voxels; at most {MAX_BENCH_VOXELS:,} "
+                                         "(the bench builds the volume in memory, some 16 bytes a voxel)")
     if min(shape[1:]) * 320 < MIN_SIZE * max(shape[1:]):
         raise argparse.ArgumentTypeError(f"{text!r}: rows and columns differ more than 5 times (the slice is "
                                          "resampled to 320 pixels along its longer side)")

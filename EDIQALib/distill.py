@@ -74,6 +74,8 @@ def load_samples(labels_csv: str | Path) -> list[Sample]:
                 vol = read_volume(path)
                 cache[path] = normalise(to_canonical(vol)[0], vol.modality)  # one scale for the volume
             samples.append(_labelled_slice(row, cache[path], np.load(maps_dir / row["map"])))
+        except InputError:
+            raise  # the image's own one line (an InputError is a ValueError)
         except (ValueError, OSError, EOFError) as exc:  # a slice it lacks, a map of another size, no map
             raise InputError(f"{labels_csv}, line {line}: not a labels row of `ediqa label` "
                              f"({exc.__class__.__name__}: {str(exc)[:80]})") from None

@@ -90,41 +90,66 @@ def _read_dicom_series(folder: Path) -> tuple[sitk.Image, str | None]:
     if len(ids) > 1:
         raise InputError(f"folder {folder} holds {len(ids)} DICOM series; point to one series folder")
     files = reader.GetGDCMSeriesFileNames(str(folder), ids[0])
-    left_out = sorted(f.name for f in folder.iterdir() if f.is_file() and _is_dicom_file(f)
-                      and str(f) not in files and f.name.upper() != "DICOMDIR")
+    name = Path(os.path.abspath(folder)).name  # "." is its folder's
+    left_out = _slices_left_out(folder, files, ids[0])
     if left_out:
-        raise InputError(f"{folder.name}: {left_out[0]} is a DICOM file the series cannot read (damaged or cut "
-                         "short?); a slice would be missing")
+        raise InputError(f"{name}: {left_out[0]} is a slice of the series that cannot be read (damaged or cut "
+                         "short?); the volume would miss it")
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
     image = reader.Execute()
     tags = [reader.GetMetaData(k, MODALITY_TAG).strip() if reader.HasMetaDataKey(k, MODALITY_TAG) else None
             for k in range(len(files))]
     if len(set(tags)) > 1:
-        raise InputError(f"{folder.name}: its slices are of several modalities ({', '.join(sorted(map(str, set(tags))))})")
-    _check_slice_positions(reader, image, folder.name)
+        raise InputError(f"{name}: its slices are of several modalities ({', '.join(sorted(map(str, set(tags))))})")
+    _check_slice_positions(reader, image, name)
     return image, tags[0]
 
 
+def _slices_left_out(folder: Path, files: tuple[str, ...], series_uid: str) -> list[str]:
+    """The files of ``folder`` that GDCM left out of its series although they are image slices of it (a file
+    cut short in its pixel data), or DICOM files whose header cannot be read at all. Files without the DICOM
+    preamble, hidden files (a copy's ``._`` resource forks) and DICOM objects that are no image of this
+    series (a DICOMDIR, a dose report, a presentation state) are not slices."""
+    import pydicom
+
+    taken = {os.path.realpath(f) for f in files}
+    left_out = []
+    for f in sorted(folder.iterdir()):
+        if f.name.startswith(".") or not f.is_file() or os.path.realpath(f) in taken:
+            continue
+        with open(f, "rb") as stream:
+            if stream.read(132)[128:] != b"DICM":
+                continue
+        try:
+            header = pydicom.dcmread(f, stop_before_pixels=True)
+        except Exception:  # pydicom fails in many ways on a damaged header
+            left_out.append(f.name)
+            continue
+        if header.get("SeriesInstanceUID") == series_uid and "Rows" in header:
+            left_out.append(f.name)
+    return left_out
+
+
 def _check_slice_positions(reader: sitk.ImageSeriesReader, image: sitk.Image, name: str) -> None:
-    """A series' slices (Image Position Patient, along the slice normal) must be distinct and evenly spaced:
-    ITK stacks them at one spacing whatever their positions, so a slice present twice or one missing puts
-    every later slice at a wrong place."""
+    """A series' slices (Image Position Patient, along the slice normal) must be distinct and evenly spaced
+    (to 10 %, or 0.15 mm: positions are often rounded to 0.1 mm): ITK stacks them at one spacing whatever their
+    positions, so a slice present twice or one missing puts every later slice at a wrong place."""
     positions = []
     for k in range(image.GetDepth()):
         try:
             positions.append([float(v) for v in reader.GetMetaData(k, "0020|0032").split("\\")])
         except (RuntimeError, ValueError):
             return  # no positions to judge by (e.g. a secondary capture): ITK's own spacing stands
-    if len(positions) < 3:
+    if len(positions) < 2 or any(len(p) != 3 for p in positions):
         return
     along = np.array(positions) @ np.array(image.GetDirection()).reshape(3, 3)[:, 2]  # on the slice normal
     steps = np.diff(np.sort(along))
-    if steps.min() < 1e-3 * steps.max():
+    if steps.min() < 1e-3 * max(steps.max(), 1e-3):
         raise InputError(f"{name}: two slices of the series lie at one position (a file present twice?)")
-    if steps.max() > 1.1 * steps.min():
+    if np.abs(steps - np.median(steps)).max() > max(0.1 * np.median(steps), 0.15):
         raise InputError(f"{name}: its slices are unevenly spaced ({steps.min():.3g} to {steps.max():.3g} mm "
-                         "apart): a slice is missing or the series is mixed")
+                         "apart): a slice is missing, or the series mixes spacings")
 
 
 def _check_meta_data_file(header: Path) -> None:
@@ -176,7 +201,12 @@ def _check_nifti_length(path: Path) -> None:
     Raises:
         InputError: the file (or its decompressed stream) ends before the voxel data do.
     """
-    data = path.with_suffix(".img") if path.suffix.lower() == ".hdr" else path
+    data = path
+    if path.suffix.lower() == ".hdr":  # the pair's data file, named as ITK looks for it
+        data = next((d for d in (path.with_suffix(s) for s in (".img", ".IMG", ".img.gz", ".IMG.GZ")) if d.exists()),
+                    None)
+        if data is None:
+            return  # no data file: ITK's reader says so
     try:
         with open(path, "rb") as f:
             head = f.read(540)

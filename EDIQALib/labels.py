@@ -69,7 +69,8 @@ def read_labels(csv_path: str | Path) -> list[dict]:
 
     Raises:
         InputError: the file is missing or not text, its header is another, or a row lacks a field, has a
-            slice that is no number or a score that is neither empty (not assessable) nor a number in [0, 1].
+            slice that is no number or a score that is neither empty (not assessable) nor a number in [0, 1],
+            or labels a slice that an earlier row labels.
     """
     csv_path = Path(csv_path)
     if not csv_path.is_file():

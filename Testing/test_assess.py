@@ -468,9 +468,16 @@ def test_a_student_that_gives_nan_is_refused_not_written_as_a_score():
         def for_inference(self):
             return self
 
+        def __init__(self, score: float, heat: float):
+            super().__init__()
+            self.score, self.heat = score, heat
+
         def forward(self, x):
-            return torch.full((len(x),), float("nan")), torch.zeros(len(x), 1, x.shape[2] // 4, x.shape[3] // 4)
+            return (torch.full((len(x),), self.score),
+                    torch.full((len(x), 1, x.shape[2] // 4, x.shape[3] // 4), self.heat))
 
     background = slice_background(phantom(3, size=200, kind="body"), "ct", InsertionConfig(), with_psf=False)
-    with pytest.raises(InputError, match="NaN or infinite outputs: its weights are broken"):
-        student_scorer(Blown(), InsertionConfig())([[background]], [0])
+    assert student_scorer(Blown(0.0, 0.0), InsertionConfig())([[background]], [0])[0][0][0] == 0.5
+    for score, heat in ((float("nan"), 0.0), (0.0, float("nan")), (float("inf"), 0.0)):
+        with pytest.raises(InputError, match="NaN or infinite outputs: its weights are broken"):
+            student_scorer(Blown(score, heat), InsertionConfig())([[background]], [0])

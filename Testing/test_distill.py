@@ -167,6 +167,10 @@ def test_labels_rows_that_do_not_fit_their_slice_are_refused(tmp_path):
         row(**bad)
         with pytest.raises(InputError, match=f"line 2: not a labels row.*{re.escape(says)}"):
             load_samples(labels)
+    labels.write_text("series,file,slice,score,assessable,map,path\ns,a.nrrd,0,0.2,1,s/a_s0000.npy,gone.nrrd\n",
+                      encoding="utf-8")
+    with pytest.raises(InputError, match=r"^input not found: .*gone\.nrrd$"):  # the image's own line, whole
+        load_samples(labels)
     labels.write_bytes(b"\xff\xfe\x00\x01")
     with pytest.raises(InputError, match="not text"):
         load_samples(labels)

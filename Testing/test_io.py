@@ -4,7 +4,6 @@ from __future__ import annotations
 import gzip
 import os
 import re
-
 import shutil
 
 import numpy as np
@@ -154,9 +153,10 @@ def test_the_image_file_of_a_nifti_pair_cut_short_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("spoil, says", [
-    (lambda f: f["slice001.dcm"].write_bytes(f["slice001.dcm"].read_bytes()[:3000]), "slice001.dcm is a DICOM file the series cannot read"),
+    (lambda f: f["slice001.dcm"].write_bytes(f["slice001.dcm"].read_bytes()[:3000]),
+     "series: slice001.dcm is a slice of the series that cannot be read"),
     (lambda f: shutil.copy(f["slice002.dcm"], f["slice002.dcm"].with_name("copy.dcm")), "two slices of the series lie at one position"),
-    (lambda f: f["slice001.dcm"].unlink(), r"unevenly spaced \(2 to 4 mm apart\)"),
+    (lambda f: f["slice001.dcm"].unlink(), r"series: its slices are unevenly spaced \(2 to 4 mm apart\)"),
     (lambda f: _retag(f["slice002.dcm"], Modality="MR"), r"several modalities \(CT, MR\)"),
 ])
 def test_a_dicom_series_with_a_slice_damaged_twice_missing_or_of_another_modality_is_refused(tmp_path, spoil, says):
@@ -167,6 +167,48 @@ def test_a_dicom_series_with_a_slice_damaged_twice_missing_or_of_another_modalit
     spoil({f.name: f for f in (tmp_path / "series").iterdir()})
     with pytest.raises(InputError, match=says):
         read_volume(tmp_path / "series")
+
+
+def test_a_dicom_series_reads_beside_files_that_are_no_slices_of_it_and_from_inside_its_folder(tmp_path, monkeypatch):
+    """A DICOMDIR, a report of the same series (no pixels), a copy's ``._`` resource fork, an empty ``.dcm``
+    note, positions rounded to 0.1 mm: none of them is a damaged or missing slice. Read from inside the
+    folder (``.``), GDCM names its files ``./...``."""
+    _write_dicom_series(tmp_path / "series", ct_image(slices=4, spacing=(0.7, 0.7, 0.625)))
+    folder = tmp_path / "series"
+    for k, f in enumerate(sorted(folder.iterdir())):  # z positions 0.6, 1.2, 1.9: steps of 0.6 and 0.7 mm
+        _retag(f, ImagePositionPatient=[*pydicom.dcmread(f).ImagePositionPatient[:2], round(0.625 * k, 1)])
+    report = pydicom.dcmread(folder / "slice000.dcm")
+    for key in ("PixelData", "Rows", "Columns"):
+        delattr(report, key)
+    report.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # a basic text report, of the same series
+    report.save_as(folder / "report.dcm")
+    report.SeriesInstanceUID = "1.2.3"
+    report.save_as(folder / "DICOMDIR.dcm")
+    (folder / "._slice000.dcm").write_bytes(b"\0\5\26\7" + b"\0" * 200)
+    (folder / "notes.dcm").write_bytes(b"")
+    assert read_volume(folder).array.shape == (4, 96, 96)
+    monkeypatch.chdir(folder)
+    assert read_volume(".").array.shape == (4, 96, 96)
+
+
+def test_two_slices_at_one_position_are_refused(tmp_path):
+    _write_dicom_series(tmp_path / "series", ct_image(slices=1))
+    shutil.copy(tmp_path / "series" / "slice000.dcm", tmp_path / "series" / "again.dcm")
+    with pytest.raises(InputError, match="two slices of the series lie at one position"):
+        read_volume(tmp_path / "series")
+
+
+def test_the_data_file_of_a_nifti_pair_is_found_as_itk_finds_it(tmp_path):
+    """``.img.gz`` beside the ``.hdr``: its length was not checked."""
+    sitk.WriteImage(ct_image(), str(tmp_path / "ct.hdr"))
+    data = (tmp_path / "ct.img").read_bytes()
+    (tmp_path / "ct.img").unlink()
+    (tmp_path / "ct.img.gz").write_bytes(gzip.compress(data[: len(data) // 2]))
+    with pytest.raises(InputError, match=rf"ct\.img\.gz: the file is cut short \({len(data) // 2} of"):
+        read_volume(tmp_path / "ct.hdr")
+    (tmp_path / "ct.img.gz").unlink()
+    with pytest.raises(InputError, match="cannot read ct.hdr"):  # no data file at all: ITK's own refusal
+        read_volume(tmp_path / "ct.hdr")
 
 
 def _retag(path, **tags) -> None:

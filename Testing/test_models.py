@@ -206,10 +206,12 @@ def test_weights_and_results_are_readable_by_others_as_the_umask_allows(tmp_path
 
     from EDIQALib.io import write_text
 
-    save_weights(Student("lite"), tmp_path / "w.safetensors")
-    write_text("{}", tmp_path / "result.json")
-    mask = os.umask(0o022)
-    os.umask(mask)
+    mask = os.umask(0o022)  # a common umask, under which a new file is readable by all
+    try:
+        save_weights(Student("lite"), tmp_path / "w.safetensors")
+        write_text("{}", tmp_path / "result.json")
+    finally:
+        os.umask(mask)
     for name in ("w.safetensors", "result.json"):
-        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
     assert sorted(p.name for p in tmp_path.iterdir()) == ["result.json", "w.safetensors"]  # no temporary left
