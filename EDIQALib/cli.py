@@ -314,6 +314,8 @@ def folder_names(names: list[str], reserved: tuple[str, ...] = ()) -> list[str]:
 
 
 def cmd_train_detector(args: argparse.Namespace) -> None:
+    from io import BytesIO
+
     import numpy as np
     import torch
 
@@ -321,6 +323,7 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
     from .backgrounds import build_bank, load_bank, training_bases
     from .detector import DetectorTraining, build_detector, check_batch, train_detector
     from .distributed import barrier, distributed_context, world_from_environment
+    from .io import write_bytes
     from .teacher import TeacherConfig
     from .validation import default_validation_series, validity_metric
 
@@ -337,8 +340,9 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
             if not bank_path.exists():
                 bank = build_bank(training_bases(args.phantoms, args.back_phantoms), args.bank_projections, seed=args.seed,
                                   workers=args.workers, progress=progress)
-                np.savez_compressed(out / "bank.tmp.npz", **bank)
-                (out / "bank.tmp.npz").replace(bank_path)
+                packed = BytesIO()
+                np.savez_compressed(packed, **bank)
+                write_bytes(packed.getvalue(), bank_path)
         barrier(world)
         bank = load_bank(bank_path)  # a damaged bank of an earlier run: refused before its run.json is rewritten
         if rank == 0:
@@ -409,15 +413,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_select_detector(args: argparse.Namespace) -> None:
-    import shutil
-
-    from .io import check_outputs, write_text
+    from .io import check_outputs, write_bytes, write_text
     from .teacher import TeacherConfig
     from .validation import default_validation_series, select_checkpoint, validity_metric
 
     run = Path(args.run)
-    check_outputs([run / "best.safetensors", run / "best.safetensors.tmp", run / "selection.json"],
-                  [])  # before the snapshots are evaluated
+    check_outputs([run / "best.safetensors", run / "selection.json"], [])  # before the snapshots are evaluated
     snapshots = sorted((run / "snapshots").glob("step*.safetensors"))
     if not snapshots:
         raise InputError(f"no snapshots in {run / 'snapshots'}")
@@ -427,9 +428,7 @@ def cmd_select_detector(args: argparse.Namespace) -> None:
     rows = select_checkpoint(snapshots, metric, run_info.get("args", {}).get("preset", "lite"),
                              progress=_progress(args))
     best = max((r for r in rows if r["validity"] is not None), key=lambda r: r["validity"])
-    staged = run / "best.safetensors.tmp"
-    shutil.copyfile(run / "snapshots" / best["snapshot"], staged)
-    staged.replace(run / "best.safetensors")
+    write_bytes((run / "snapshots" / best["snapshot"]).read_bytes(), run / "best.safetensors")
     write_text(json.dumps({"realizations": args.realizations, "snapshots": rows, "best": best}, indent=2),
                run / "selection.json")
     print(json.dumps(best))

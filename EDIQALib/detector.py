@@ -9,7 +9,7 @@ Presets:
 from __future__ import annotations
 
 import math
-import os
+from io import BytesIO
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -282,15 +282,21 @@ def _snapshot(model: nn.Module, opt: torch.optim.Optimizer, out: Path, step: int
         model.train()
         if entry["validity"] > best:
             save_weights(model, out / "best.safetensors")
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                "best": max(best, entry.get("validity", best))}, out / "state.tmp")
-    os.replace(out / "state.tmp", out / "state.pt")
+    save_resume_state({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                       "best": max(best, entry.get("validity", best))}, out / "state.pt")
     training_log.append(out, entry)
 
 
 def save_weights(model: nn.Module, path: str | Path) -> None:
     """Save a model's state as safetensors, atomically."""
     write_bytes(save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}), path)
+
+
+def save_resume_state(state: dict, path: Path) -> None:
+    """Write a run's resume state (what :func:`load_resume_state` reads) atomically."""
+    buffer = BytesIO()
+    torch.save(state, buffer)
+    write_bytes(buffer.getvalue(), path)
 
 
 def load_resume_state(path: Path, device: torch.device | str) -> dict:

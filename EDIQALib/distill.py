@@ -9,7 +9,6 @@ an optional pairwise ranking term within a series) and its local map (MSE inside
 from __future__ import annotations
 
 import math
-import os
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from scipy.stats import pearsonr, spearmanr
 from torch import nn
 from torch.utils.data import DistributedSampler
 
-from .detector import build_stage1_detector, load_resume_state, save_weights
+from .detector import build_stage1_detector, load_resume_state, save_resume_state, save_weights
 from .distributed import barrier, data_parallel, mean_over_ranks, split_parts, step_gradients
 from . import training_log
 from .errors import InputError
@@ -346,9 +345,8 @@ def train_student(student: Student, train: list[Sample], val: list[Sample], out_
                 best = quality
                 save_weights(student, out / "best.safetensors")
             save_weights(student, out / "last.safetensors")
-            torch.save({"model": student.state_dict(), "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(), "epoch": epoch, "best": best}, out / "state.tmp")
-            os.replace(out / "state.tmp", out / "state.pt")
+            save_resume_state({"model": student.state_dict(), "optimizer": opt.state_dict(),
+                               "scheduler": sched.state_dict(), "epoch": epoch, "best": best}, out / "state.pt")
             training_log.append(out, entry)
         barrier(world)
     if rank == 0 and not (out / "best.safetensors").exists():  # no epoch's figures were numbers

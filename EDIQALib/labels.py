@@ -20,7 +20,7 @@ import numpy as np
 
 from .assess import SliceScorer, slice_background
 from .errors import InputError
-from .io import check_same_geometry, read_volume
+from .io import check_same_geometry, read_volume, write_text
 from .preprocess import to_canonical, volume_range
 from .signals import InsertionConfig
 from .student import MAP_STRIDE
@@ -114,6 +114,15 @@ def _row_problem(row: dict) -> str | None:
     return None
 
 
+def _csv_text(rows: list[dict]) -> str:
+    """A labels CSV's text: the header and ``rows``."""
+    text = StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=FIELDS)
+    writer.writeheader()
+    writer.writerows({k: r.get(k, "") for k in FIELDS} for r in rows)
+    return text.getvalue()
+
+
 def _map_stem(file_name: str) -> str:
     """The file's name without its image suffix (``a_dose0.5.nrrd`` → ``a_dose0.5``): its maps' name."""
     lower = file_name.lower()
@@ -149,12 +158,7 @@ def label_series(inputs: list[tuple[str, list[Path]]], scorer: SliceScorer, inse
     for name, _, vols in units:
         check_same_geometry(vols, f"the images of series {name}")
     maps_dir.mkdir(parents=True, exist_ok=True)
-    tmp = part.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:  # rewrite the complete rows, then append
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows({k: r.get(k, "") for k in FIELDS} for r in own_rows)
-    os.replace(tmp, part)
+    write_text(_csv_text(own_rows), part)  # the complete rows again, then appended to
     home = Path(out_csv).resolve().parent  # image paths are written relative to the labels file
     path_of = {(name, f.name): os.path.relpath(Path(f).resolve(), home) for name, files in inputs for f in files}
     total = sum(v[0].array.shape[0] for _, _, v in units)
@@ -205,12 +209,7 @@ def merge_parts(inputs: list[tuple[str, list[Path]]], out_csv: str | Path, world
     file_index = {(name, f.name): i for name, files in inputs for i, f in enumerate(files)}
     ordered = sorted(rows.values(), key=lambda r: (series_index[r["series"]], int(r["slice"]),
                                                    file_index[(r["series"], r["file"])]))
-    tmp = out_csv.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows({k: r.get(k, "") for k in FIELDS} for r in ordered)
-    os.replace(tmp, out_csv)
+    write_text(_csv_text(ordered), out_csv)
     for p in parts:
         p.unlink(missing_ok=True)
     return len(ordered)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
+from io import BytesIO
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
 from .errors import InputError
+from .io import write_bytes
 
 LOG_NAME = "log.jsonl"
 CURVES_NAME = "training.png"
@@ -22,9 +23,9 @@ def append(out: Path, entry: dict) -> None:
     with open(out / LOG_NAME, "a") as f:
         f.write(json.dumps(entry) + "\n")
     entries = read(out / LOG_NAME)
-    staged = out / f".{CURVES_NAME}.tmp"
-    curves_figure(entries).savefig(staged, format="png", dpi=90)
-    os.replace(staged, out / CURVES_NAME)
+    png = BytesIO()
+    curves_figure(entries).savefig(png, format="png", dpi=90)
+    write_bytes(png.getvalue(), out / CURVES_NAME)
 
 
 def read(path: Path) -> list[dict]:

@@ -79,7 +79,7 @@ def test_training_curves_mark_the_epoch_the_run_keeps(tmp_path):
     for entry in entries:
         training_log.append(tmp_path, entry)
     assert [json.loads(line) for line in (tmp_path / "log.jsonl").read_text(encoding="utf-8").splitlines()] == entries
-    assert (tmp_path / "training.png").read_bytes()[:4] == b"\x89PNG" and not list(tmp_path.glob(".*.tmp"))
+    assert (tmp_path / "training.png").read_bytes()[:4] == b"\x89PNG" and not list(tmp_path.glob(".tmp*"))
     loss_axes, validation_axes = training_log.curves_figure(entries).axes
     assert [line.get_label() for line in loss_axes.get_lines()] == ["loss"]
     assert [line.get_label() for line in validation_axes.get_lines()] == ["plcc", "srocc", "kept: epoch 2"]
