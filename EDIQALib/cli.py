@@ -154,6 +154,11 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     _print_result(args, {"outputs": _simulate(args)})
 
 
+def _simulated_path(out: Path, name: str, acquisition) -> Path:
+    """Where ``simulate`` writes the image ``name`` acquired with ``acquisition`` (an :class:`Acquisition`)."""
+    return out / f"{name}_dose{acquisition.dose:g}_views{acquisition.views}_{acquisition.filter}.nrrd"
+
+
 def _simulate(args: argparse.Namespace) -> list[str]:
     """Write the simulated series of ``args.input``; returns the written paths, best dose first."""
     from .io import check_outputs, image_like, read_volume, write_image
@@ -173,7 +178,7 @@ def _simulate(args: argparse.Namespace) -> list[str]:
     if photons < 1.0:
         raise InputError(f"dose {min(args.doses):g} at --i0 {args.i0:g} is {photons:.2g} photons per ray; "
                          "at least 1 is needed")
-    paths = [Path(args.out) / f"{vol.name}_dose{a.dose:g}_views{a.views}_{a.filter}.nrrd" for a in acqs]
+    paths = [_simulated_path(Path(args.out), vol.name, a) for a in acqs]
     if len(set(paths)) < len(paths):
         raise InputError(f"--doses {','.join(f'{d:g}' for d in args.doses)}: two doses give one output name "
                          "(equal to 6 significant digits)")
@@ -801,14 +806,19 @@ def cmd_demo(args: argparse.Namespace) -> None:
     it (side-by-side comparison)."""
     from .io import check_outputs
     from .report import COMPARISON_FILES, RESULT_FILES
+    from .simulate import Acquisition
 
     out = Path(args.out)
-    check_outputs([*(out / "assess" / name for name in RESULT_FILES), out / "dose-series" / DEMO_SAMPLE.name,
-                   *(out / "compare" / name for name in COMPARISON_FILES)], [])  # each step's folder, before the first
     parse = build_parser().parse_args
+    simulation = parse(["simulate", str(DEMO_SAMPLE), "--out", str(out / "dose-series"), "--progress", args.progress])
+    planned = [_simulated_path(out / "dose-series", DEMO_SAMPLE.stem, Acquisition(d, simulation.views, simulation.filter))
+               for d in simulation.doses]
+    compared = folder_names([p.stem for p in planned], COMPARISON_FILES)
+    check_outputs([*(out / "assess" / name for name in RESULT_FILES), *planned,
+                   *(out / "compare" / folder / name for folder in compared for name in RESULT_FILES),
+                   *(out / "compare" / name for name in COMPARISON_FILES)], [])  # every step's outputs, before the first
     cmd_assess(parse(["assess", str(DEMO_SAMPLE), "--out", str(out / "assess"), "--progress", args.progress]))
-    series = _simulate(parse(["simulate", str(DEMO_SAMPLE), "--out", str(out / "dose-series"),
-                              "--progress", args.progress]))
+    series = _simulate(simulation)
     cmd_compare(parse(["compare", *series, "--out", str(out / "compare"), "--progress", args.progress]))
 
 

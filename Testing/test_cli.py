@@ -388,6 +388,13 @@ def test_demo_assesses_the_sample_and_compares_a_dose_series_with_the_shipped_st
     (blocked / "compare").write_text("a file")
     assert_one_line_error(ediqa("demo", "--out", blocked, "--progress", "none"))
     assert sorted(p.name for p in blocked.iterdir()) == ["compare"]
+    # so is a folder in the way of one input's results in the comparison, where the first run wrote them
+    inputs = sorted(p for p in (tmp_path / "compare").iterdir() if p.is_dir())
+    assert [p.name for p in inputs] == sorted(p.name[: -len(".nrrd")] for p in (tmp_path / "dose-series").iterdir())
+    blocked = tmp_path / "blocked-deeper"
+    (blocked / "compare" / inputs[0].name / "result.json").mkdir(parents=True)
+    assert_one_line_error(ediqa("demo", "--out", blocked, "--progress", "none"))
+    assert sorted(p.name for p in blocked.iterdir()) == ["compare"]
 
 
 @pytest.mark.parametrize("command", [["train", "--stage1-iterations", "0", "--out", "run"], ["bench"]])
