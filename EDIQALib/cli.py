@@ -201,7 +201,8 @@ def cmd_teacher(args: argparse.Namespace) -> None:
     volumes, folders = _inputs_and_folders(args, SERIES_FILES if len(args.inputs) > 1 else ())
     from .models import load_model
 
-    model, entry = load_model(args.model, "detector")  # torch loads from here on: a bad input or model answers at once
+    model, entry = load_model(args.model, "detector")  # torch loads from here on: a bad input or model answers at once,
+    # and an unknown model before the device is asked for
     device = _device(args.device)
     model.to(device)
     from .assess import assess_series
@@ -380,8 +381,9 @@ def cmd_validate(args: argparse.Namespace) -> None:
     from .validation import validity_report
 
     check_outputs([Path(args.out) / name for name in VALIDITY_FILES], [])
+    model, entry = load_model(args.model, "detector")  # an unknown model answers before the device is asked for
     device = _device(args.device)
-    model, entry = load_model(args.model, "detector", device)
+    model.to(device)
     config = _teacher_config(args)
     start = time.perf_counter()
     report = validity_report(model, config, tuple(args.kinds), device=device, progress=_progress(args))
@@ -401,9 +403,11 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from .report import BENCH_FILES, write_bench
 
     check_outputs([Path(args.out) / name for name in BENCH_FILES], [])
+    student, entry = load_model(args.student, "student")  # unknown models answer before the device is asked for
+    detector, _ = load_model(args.model, "detector")
     device = _device(args.device)
-    student, entry = load_model(args.student, "student", device)
-    detector, _ = load_model(args.model, "detector", device)
+    student.to(device)
+    detector.to(device)
     config = _teacher_config(args)
     shape = tuple(args.volume_shape)
     held_out = pool_labellings([load_samples(p) for p in args.labels]) if args.labels else None
@@ -691,9 +695,10 @@ def cmd_label(args: argparse.Namespace) -> None:
 
     inputs = discover_series(args.data)
     check_outputs([Path(args.out), *(maps_folder(args.out) / name / "map.npy" for name, _ in inputs)], args.data)
+    model, entry = load_model(args.model, None)  # a detector (the teacher) or a student, as its card says
     device = _device(args.device)
+    model.to(device)
     config = _teacher_config(args)
-    model, entry = load_model(args.model, None, device)  # a detector (the teacher) or a student, as its card says
     kind = entry.card["kind"]
     scorer = teacher_scorer(model, config, device) if kind == "detector" else student_scorer(model, config.insertion, device)
     with distributed_context(device) as (rank, world):

@@ -105,10 +105,11 @@ def _card_problem(card: dict) -> str | None:
     return None
 
 
-def load_model(name_or_path: str, kind: str | None, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelCard]:
+def load_model(name_or_path: str, kind: str | None) -> tuple[nn.Module, ModelCard]:
     """Build the card's network (``kind`` ``"detector"`` or ``"student"``, or ``None`` for whichever the card
-    says; its preset; a student ensemble when the weights are an ensemble's) and load its weights,
-    sha256-checked."""
+    says; its preset; a student ensemble when the weights are an ensemble's) on the CPU, in evaluation mode,
+    and load its weights, sha256-checked. The caller moves it to its device (after the model is known to be
+    good: asking for a device loads torch)."""
     entry = find_model(name_or_path)
     if kind is not None and entry.card["kind"] != kind:
         raise InputError(f"{entry.name} is not a {kind} model (kind={entry.card['kind']!r})")
@@ -127,7 +128,7 @@ def load_model(name_or_path: str, kind: str | None, device: torch.device | str =
 
         model = build_detector(preset)
     fit_weights(model, state, f"{entry.weights.name} (preset {preset!r})")
-    return model.to(device).eval(), entry
+    return model.eval(), entry
 
 
 class NonFiniteWeights(InputError):

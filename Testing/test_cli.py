@@ -330,6 +330,20 @@ def test_an_unknown_model_or_one_of_the_wrong_kind_answers_without_loading_torch
     assert not out.exists()
 
 
+@pytest.mark.parametrize("args", [["validate", "--kinds", "dose"], ["bench", "--student", "student-lite"],
+                                  ["label", "SERIES", "--out", "OUT/labels.csv"]])
+def test_every_command_names_an_unknown_model_before_it_asks_for_a_device(tmp_path, ct_volume_file, args):
+    """Without a GPU, ``--device cuda`` with a mistyped model name said "no CUDA device" first."""
+    (tmp_path / "series").mkdir()
+    shutil.copy(ct_volume_file, tmp_path / "series" / "a.nrrd")
+    args = [str(a).replace("SERIES", str(tmp_path / "series")).replace("OUT", str(tmp_path / "out")) for a in args]
+    out = [] if args[0] == "label" else ["--out", tmp_path / "out"]
+    proc = ediqa(*args, "--model", "nope", "--device", "cuda", *out)
+    assert_one_line_error(proc)
+    assert "model not found: nope" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("command", [["teacher", *TINY], ["assess"]])
 def test_cuda_asked_for_without_a_gpu_is_one_line_and_writes_nothing(tmp_path, ct_volume_file, command):
     import torch
