@@ -106,9 +106,13 @@ def _read_dicom_series(folder: Path) -> tuple[sitk.Image, str | None]:
     return image, tags[0]
 
 
+_DICOMDIR_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
+
+
 def _slices_left_out(folder: Path, files: tuple[str, ...], series_uid: str) -> list[str]:
     """The files of ``folder`` that GDCM left out of its series although they are image slices of it (a file
-    cut short in its pixel data), or DICOM files whose header cannot be read at all. Files without the DICOM
+    cut short in its pixel data), or DICOM files whose header cannot be read at all or ends before it names
+    its series (cut short in the header). Files without the DICOM
     preamble, hidden files (a copy's ``._`` resource forks) and DICOM objects that are no image of this
     series (a DICOMDIR, a dose report, a presentation state) are not slices."""
     import pydicom
@@ -126,7 +130,9 @@ def _slices_left_out(folder: Path, files: tuple[str, ...], series_uid: str) -> l
         except Exception:  # pydicom fails in many ways on a damaged header
             left_out.append(f.name)
             continue
-        if header.get("SeriesInstanceUID") == series_uid and "Rows" in header:
+        directory = header.get("file_meta", {}).get("MediaStorageSOPClassUID") == _DICOMDIR_CLASS
+        if (header.get("SeriesInstanceUID") == series_uid and "Rows" in header) or not (
+                "SeriesInstanceUID" in header or directory):  # every object but a DICOMDIR names its series
             left_out.append(f.name)
     return left_out
 

@@ -40,7 +40,7 @@ def discover_series(paths: list[str | Path]) -> list[tuple[str, list[Path]]]:
         if not name:
             raise InputError(f"{p} is no series folder (a series is named after its folder)")
         files = sorted(f for f in p.iterdir() if f.name.lower().endswith(IMAGE_SUFFIXES)) if p.is_dir() else []
-        out.append((name, files) if files else (name, [p]))
+        out.append((name, files) if files else (name, [Path(os.path.abspath(p))]))  # "." has a name so
     names = [n for n, _ in out]
     if len(set(names)) != len(names):
         raise InputError("series names must be unique (two inputs share a folder or file name)")

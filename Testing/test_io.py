@@ -155,6 +155,8 @@ def test_the_image_file_of_a_nifti_pair_cut_short_is_refused(tmp_path):
 @pytest.mark.parametrize("spoil, says", [
     (lambda f: f["slice001.dcm"].write_bytes(f["slice001.dcm"].read_bytes()[:3000]),
      "series: slice001.dcm is a slice of the series that cannot be read"),
+    (lambda f: f["slice003.dcm"].write_bytes(f["slice003.dcm"].read_bytes()[:400]),  # the last, cut in its header
+     "series: slice003.dcm is a slice of the series that cannot be read"),
     (lambda f: shutil.copy(f["slice002.dcm"], f["slice002.dcm"].with_name("copy.dcm")), "two slices of the series lie at one position"),
     (lambda f: f["slice001.dcm"].unlink(), r"series: its slices are unevenly spaced \(2 to 4 mm apart\)"),
     (lambda f: _retag(f["slice002.dcm"], Modality="MR"), r"several modalities \(CT, MR\)"),

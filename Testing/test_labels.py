@@ -113,6 +113,11 @@ def test_a_series_given_as_dot_is_named_after_its_folder(tmp_path, monkeypatch):
         (folder / name).write_bytes(b"")
     monkeypatch.chdir(folder)
     assert discover_series(["."]) == [("series-a", [Path("0.nrrd"), Path("1.nrrd")])]
+    dicom = tmp_path / "dicom-b"  # a DICOM series folder is a series of one: its file entry is the folder,
+    dicom.mkdir()  # named, where "." left the labels' file field empty (a file that resume and train refuse)
+    (dicom / "slice000.dcm").write_bytes(b"")
+    monkeypatch.chdir(dicom)
+    assert discover_series(["."]) == [("dicom-b", [dicom])]
     with pytest.raises(InputError, match="no series folder"):
         discover_series(["/"])
     (tmp_path / "patient-b").symlink_to(folder)  # a link keeps its own name, as an earlier labels file has it
