@@ -69,12 +69,16 @@ class Volume:
 
 
 def _is_dicom_file(path: Path) -> bool:
+    return path.suffix.lower() in (".dcm", ".dicom", ".ima") or _has_dicom_preamble(path)
+
+
+def _has_dicom_preamble(path: Path) -> bool:
+    """Whether the file carries the DICOM Part 10 preamble (``DICM`` after 128 bytes)."""
     try:
         with open(path, "rb") as f:
-            head = f.read(132)
+            return f.read(132)[128:] == b"DICM"
     except OSError:
         return False
-    return path.suffix.lower() in (".dcm", ".dicom", ".ima") or head[128:132] == b"DICM"
 
 
 def _read_dicom_series(folder: Path) -> tuple[sitk.Image, str | None]:
@@ -120,11 +124,8 @@ def _slices_left_out(folder: Path, files: tuple[str, ...], series_uid: str) -> l
     taken = {os.path.realpath(f) for f in files}
     left_out = []
     for f in sorted(folder.iterdir()):
-        if f.name.startswith(".") or not f.is_file() or os.path.realpath(f) in taken:
+        if f.name.startswith(".") or not f.is_file() or os.path.realpath(f) in taken or not _has_dicom_preamble(f):
             continue
-        with open(f, "rb") as stream:
-            if stream.read(132)[128:] != b"DICM":
-                continue
         try:
             header = pydicom.dcmread(f, stop_before_pixels=True)
         except Exception:  # pydicom fails in many ways on a damaged header
@@ -474,31 +475,35 @@ def check_outputs(outputs: list[Path], inputs: list[str | os.PathLike]) -> None:
             raise InputError(f"cannot write {out}: {exc.strerror or exc} in {folder}") from None
 
 
-def write_image(image: sitk.Image, path: str | os.PathLike) -> None:
-    """Write ``image`` atomically: into a temporary folder beside ``path``, then renamed into place.
+@contextmanager
+def staged_in(folder: Path) -> Iterator[Path]:
+    """A temporary folder in ``folder`` to write files into; when the block ends without error, each file
+    written there is renamed into ``folder`` (atomically, one by one), else all are discarded. Files get
+    the permissions the user's umask gives a new file (a ``mkstemp`` file, or safetensors' own, is the
+    owner's alone: no one else could read a shared run's results)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".tmp-", dir=folder) as tmp:
+        yield Path(tmp)
+        for written in sorted(Path(tmp).iterdir()):
+            os.replace(written, folder / written.name)
 
-    Formats with a separate data file (``.mhd`` + ``.raw``) move both.
-    """
+
+def write_image(image: sitk.Image, path: str | os.PathLike) -> None:
+    """Write ``image`` atomically (:func:`staged_in`); formats with a separate data file (``.mhd`` +
+    ``.raw``) move both."""
     dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".tmp-", dir=dest.parent) as tmp:
+    with staged_in(dest.parent) as tmp:
         try:
-            sitk.WriteImage(image, str(Path(tmp) / dest.name), True, 1)  # fast gzip: volumes run to hundreds of MB
+            sitk.WriteImage(image, str(tmp / dest.name), True, 1)  # fast gzip: volumes run to hundreds of MB
         except RuntimeError as exc:  # ITK's own error (a full disk: "couldn't write gzip data")
             raise OSError(f"cannot write {dest}: {_read_error_detail(exc, '')}") from None
-        for written in Path(tmp).iterdir():
-            os.replace(written, dest.parent / written.name)
 
 
 def write_bytes(data: bytes, path: str | os.PathLike) -> None:
-    """Write a file atomically: staged in a temporary folder beside it, then renamed into place. It gets the
-    permissions that the user's umask gives a new file (a ``mkstemp`` file, or safetensors' own, is the
-    owner's alone: no one else could read a shared run's results)."""
+    """Write a file atomically (:func:`staged_in`)."""
     dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".tmp-", dir=dest.parent) as tmp:
-        (Path(tmp) / dest.name).write_bytes(data)
-        os.replace(Path(tmp) / dest.name, dest)
+    with staged_in(dest.parent) as tmp:
+        (tmp / dest.name).write_bytes(data)
 
 
 def write_text(text: str, path: str | os.PathLike) -> None:

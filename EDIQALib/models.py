@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .choices import PRESETS
 from .errors import InputError
-from .io import check_outputs, read_json
+from .io import check_outputs, read_json, staged_in
 
 if TYPE_CHECKING:
     import torch
@@ -172,13 +170,10 @@ def package_model(weights: str | Path, name: str, kind: str, preset: str, card: 
     dest = models_dir / f"{name}.safetensors"
     card_path = dest.with_suffix(".json")
     check_outputs([dest, card_path], [weights])
-    models_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".tmp-", dir=models_dir) as tmp:
-        staged_weights, staged_card = Path(tmp) / dest.name, Path(tmp) / card_path.name
+    with staged_in(models_dir) as tmp:  # the card sorts before the weights: it is renamed into place first
+        staged_weights = tmp / dest.name
         shutil.copyfile(weights, staged_weights)
         full = {"name": name, "kind": kind, "preset": preset, **card, "sha256": sha256_of(staged_weights),
                 "size_bytes": staged_weights.stat().st_size}
-        staged_card.write_text(json.dumps(full, indent=2) + "\n", encoding="utf-8")
-        os.replace(staged_weights, dest)
-        os.replace(staged_card, card_path)
+        (tmp / card_path.name).write_text(json.dumps(full, indent=2) + "\n", encoding="utf-8")
     return dest
