@@ -99,6 +99,8 @@ def _read_dicom_series(folder: Path) -> tuple[sitk.Image, str | None]:
     if left_out:
         raise InputError(f"{name}: {left_out[0]} is a slice of the series that cannot be read (damaged or cut "
                          "short?); the volume would miss it")
+    if len(files) == 1:  # one file holds the series: a slice, or a multi-frame (enhanced) volume
+        return _read_file(Path(files[0]))
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
     image = reader.Execute()
@@ -340,7 +342,7 @@ def read_volume(path: str | os.PathLike, modality: str | None = None) -> Volume:
             log.seek(0)
             detail = _read_error_detail(exc, log.read().decode("utf-8", errors="replace"))
             raise InputError(f"cannot read {p.name}: not a readable image, or truncated ({detail})") from None
-    name = p.name
+    name = Path(os.path.abspath(p)).name  # "." and ".." are their folders'
     for ext in (".nii.gz", ".nrrd", ".nii", ".mha", ".mhd", ".dcm"):
         if name.lower().endswith(ext):
             name = name[: -len(ext)]

@@ -190,7 +190,54 @@ def test_a_dicom_series_reads_beside_files_that_are_no_slices_of_it_and_from_ins
     (folder / "notes.dcm").write_bytes(b"")
     assert read_volume(folder).array.shape == (4, 96, 96)
     monkeypatch.chdir(folder)
-    assert read_volume(".").array.shape == (4, 96, 96)
+    inside = read_volume(".")
+    assert inside.array.shape == (4, 96, 96) and inside.name == folder.name  # was ".", so results were "image-1"
+
+
+def _write_enhanced_ct(path, frames: np.ndarray, step_mm: float) -> None:
+    """One multi-frame (Enhanced CT) file: CT_small's header, ``frames`` as its stored values, one plane
+    position per frame, ``step_mm`` apart."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    dtype = ds.pixel_array.dtype
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.NumberOfFrames = len(frames)
+    shared = Dataset()
+    shared.PixelMeasuresSequence = Sequence([Dataset()])
+    shared.PixelMeasuresSequence[0].PixelSpacing = ds.PixelSpacing
+    shared.PlaneOrientationSequence = Sequence([Dataset()])
+    shared.PlaneOrientationSequence[0].ImageOrientationPatient = ds.ImageOrientationPatient
+    shared.PixelValueTransformationSequence = Sequence([Dataset()])
+    transform = shared.PixelValueTransformationSequence[0]
+    transform.RescaleIntercept, transform.RescaleSlope, transform.RescaleType = ds.RescaleIntercept, ds.RescaleSlope, "HU"
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    per_frame = []
+    for k in range(len(frames)):
+        frame = Dataset()
+        frame.PlanePositionSequence = Sequence([Dataset()])
+        x, y, z = map(float, ds.ImagePositionPatient)
+        frame.PlanePositionSequence[0].ImagePositionPatient = [x, y, z + step_mm * k]
+        per_frame.append(frame)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
+    ds.PixelData = frames.astype(dtype).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_multi_frame_dicom_reads_as_a_volume_alone_or_in_its_folder(tmp_path):
+    stored = pydicom.dcmread(get_testdata_file("CT_small.dcm")).pixel_array
+    frames = np.stack([stored + 40 * k for k in range(3)])  # frames told apart by their level
+    (tmp_path / "enhanced").mkdir()
+    _write_enhanced_ct(tmp_path / "enhanced" / "ct.dcm", frames, step_mm=2.5)
+    alone, in_folder = read_volume(tmp_path / "enhanced" / "ct.dcm"), read_volume(tmp_path / "enhanced")
+    assert in_folder.name == "enhanced"  # read as 4-D before, and refused
+    for vol in (alone, in_folder):
+        assert vol.array.shape == (3, 128, 128) and vol.modality == "ct"
+        assert vol.spacing == pytest.approx((0.661468, 0.661468, 2.5))
+        assert np.diff(vol.array.mean(axis=(1, 2))) == pytest.approx([40, 40])  # in order, rescaled to HU
 
 
 def test_two_slices_at_one_position_are_refused(tmp_path):
