@@ -175,15 +175,25 @@ def _check_meta_data_file(header: Path) -> None:
             raise InputError(f"cannot read {header.name}: its data file {names[0]} is missing")
 
 
-_NIFTI_FIELDS = {  # header size: offset and format of dim, bitpix and vox_offset (NIfTI-1, NIfTI-2)
-    348: ((40, "8h"), (72, "h"), (108, "f")),
-    540: ((16, "8q"), (14, "h"), (168, "q")),
+_NIFTI_FIELDS = {  # header size: offset and format of dim, datatype, bitpix and vox_offset (NIfTI-1, NIfTI-2)
+    348: ((40, "8h"), (70, "h"), (72, "h"), (108, "f")),
+    540: ((16, "8q"), (12, "h"), (14, "h"), (168, "q")),
 }
+_NIFTI_FLOATS = {16: "f4", 64: "f8"}  # NIfTI datatype codes of float32 and float64 voxels
 
 
-def _nifti_data_extent(head: bytes) -> tuple[int, int] | None:
-    """Where a NIfTI file's voxel data start and how many bytes they take, from its header; ``None`` when
-    ``head`` is not a NIfTI-1 or NIfTI-2 header (ITK then judges the file itself)."""
+@dataclass(frozen=True)
+class _NiftiData:
+    """Where a NIfTI file's voxel data start, how many bytes they take, and their dtype if they are floats."""
+
+    start: int
+    size: int
+    floats: np.dtype | None
+
+
+def _nifti_data(head: bytes) -> _NiftiData | None:
+    """The voxel data a NIfTI header announces; ``None`` when ``head`` is not a NIfTI-1 or NIfTI-2 header
+    (ITK then judges the file itself)."""
     for order in "<>":  # sizeof_hdr, read in the right byte order, is 348 or 540
         if len(head) >= 4 and (fields := _NIFTI_FIELDS.get(struct.unpack(order + "i", head[:4])[0])):
             break
@@ -191,24 +201,27 @@ def _nifti_data_extent(head: bytes) -> tuple[int, int] | None:
         return None
     if len(head) < max(offset + struct.calcsize(fmt) for offset, fmt in fields):
         return None
-    dim, bitpix, vox_offset = (struct.unpack_from(order + fmt, head, offset) for offset, fmt in fields)
+    dim, datatype, bitpix, vox_offset = (struct.unpack_from(order + fmt, head, offset) for offset, fmt in fields)
     if not 1 <= dim[0] <= 7 or not 0 <= vox_offset[0] < math.inf:
         return None
-    return int(vox_offset[0]), math.prod(dim[1:dim[0] + 1]) * bitpix[0] // 8
+    floats = _NIFTI_FLOATS.get(datatype[0])
+    return _NiftiData(int(vox_offset[0]), math.prod(dim[1:dim[0] + 1]) * bitpix[0] // 8,
+                      np.dtype(order + floats) if floats else None)
 
 
-def _check_nifti_length(path: Path) -> None:
+def _check_nifti_data(path: Path) -> None:
     """A NIfTI file (``.nii``, ``.nii.gz``, or the ``.img`` of a ``.hdr``/``.img`` pair) must hold all the
-    voxel data its header announces: ITK reads the missing part of a file cut short as zeros, and a gzip
-    stream cut short without complaint.
+    voxel data its header announces, and float voxels must be finite: ITK reads the missing part of a file
+    cut short as zeros, a gzip stream cut short without complaint, and NaN as 0.
 
     A plain file's length is its size. A gzip file whose trailer states the length that header and data
     take (ISIZE, modulo 2^32) is whole: the trailer is the stream's last 4 bytes, which a file cut short
     lacks. Only where it states another length (more than one gzip member, or bytes after the data) is the
-    stream decompressed and counted.
+    stream decompressed and counted. Float voxels are read once more, a block at a time.
 
     Raises:
-        InputError: the file (or its decompressed stream) ends before the voxel data do.
+        InputError: the file (or its decompressed stream) ends before the voxel data do, or holds NaN or
+            infinite floats.
     """
     data = path
     if path.suffix.lower() == ".hdr":  # the pair's data file, named as ITK looks for it
@@ -222,18 +235,32 @@ def _check_nifti_length(path: Path) -> None:
         if head[:2] == b"\x1f\x8b":  # ITK reads either, whatever the name
             with gzip.open(path, "rb") as f:
                 head = f.read(540)
-        extent = _nifti_data_extent(head)
-        if extent is None:
+        layout = _nifti_data(head)
+        if layout is None:
             return
-        start, size = extent if data == path else (0, extent[1])  # a pair's data start its own file
+        start = layout.start if data == path else 0  # a pair's data start its own file
         with open(data, "rb") as f:
             zipped = f.read(2) == b"\x1f\x8b"
-        length = _gzip_length(data, start + size) if zipped else data.stat().st_size
+        length = _gzip_length(data, start + layout.size) if zipped else data.stat().st_size
+        if length < start + layout.size:
+            raise InputError(f"{data.name}: the file is cut short ({max(0, min(length - start, layout.size))} of "
+                             f"{layout.size} bytes of image data)")
+        if layout.floats is not None and not _all_finite(data, zipped, start, layout.size, layout.floats):
+            raise InputError(f"{data.name}: image contains NaN or infinite values")
     except (OSError, EOFError, zlib.error):
         return  # unreadable, or a corrupt gzip stream: ITK's reader refuses it
-    if length < start + size:
-        raise InputError(f"{data.name}: the file is cut short ({max(0, min(length - start, size))} of {size} "
-                         "bytes of image data)")
+
+
+def _all_finite(path: Path, zipped: bool, start: int, size: int, dtype: np.dtype) -> bool:
+    """Whether the ``size`` bytes of ``dtype`` values from ``start`` of a (gzip) file are all finite."""
+    block = dtype.itemsize << 20
+    with (gzip.open(path, "rb") if zipped else open(path, "rb")) as f:
+        f.seek(start)
+        while size > 0 and (chunk := f.read(min(block, size))):
+            size -= len(chunk)
+            if not np.isfinite(np.frombuffer(chunk, dtype)).all():
+                return False
+    return True
 
 
 def _gzip_length(path: Path, expected: int) -> int:
@@ -256,7 +283,7 @@ def _read_file(path: Path) -> tuple[sitk.Image, str | None]:
     if path.suffix.lower() == ".mhd":
         _check_meta_data_file(path)
     if path.name.lower().endswith((".nii", ".nii.gz", ".hdr")):
-        _check_nifti_length(path)
+        _check_nifti_data(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     if _is_dicom_file(path):

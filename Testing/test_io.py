@@ -143,6 +143,17 @@ def test_file_cut_short_is_refused(tmp_path, suffix):
         read_volume(cut)
 
 
+@pytest.mark.parametrize("suffix, dtype, value", [(".nii", np.float32, np.nan), (".nii.gz", np.float32, np.nan),
+                                                   (".hdr", np.float64, np.nan), (".nii.gz", np.float64, -np.inf)])
+def test_nan_in_a_float_nifti_is_refused(tmp_path, suffix, dtype, value):
+    array = sitk.GetArrayFromImage(ct_image()).astype(dtype)
+    array[1, 40, 40] = value
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(tmp_path / f"ct{suffix}"))
+    data_file = "ct.img" if suffix == ".hdr" else f"ct{suffix}"
+    with pytest.raises(InputError, match=rf"{re.escape(data_file)}: image contains NaN or infinite values"):
+        read_volume(tmp_path / f"ct{suffix}")  # ITK's NIfTI reader reads NaN as 0: it was assessed
+
+
 def test_the_image_file_of_a_nifti_pair_cut_short_is_refused(tmp_path):
     sitk.WriteImage(ct_image(), str(tmp_path / "ct.hdr"))
     assert read_volume(tmp_path / "ct.hdr").array.shape == (2, 96, 96)
