@@ -14,7 +14,7 @@ import qt
 import slicer
 import vtk
 from slicer import vtkMRMLScalarVolumeNode
-from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
@@ -72,6 +72,7 @@ class EDIQAParameterNode:
     """The module's settings, saved with the scene."""
 
     inputVolume: vtkMRMLScalarVolumeNode
+    modality: Annotated[str, Choice(["auto", "ct", "mr"])] = "auto"  # auto: the DICOM tag, or CT's HU range
     opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.45
     realizations: Annotated[int, WithinRange(1, 1000)] = 100
     repeats: Annotated[int, WithinRange(1, 50)] = 5
@@ -119,6 +120,7 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.worstSliceButton.connect("clicked(bool)", self.onWorstSlice)
         self.ui.opacitySlider.connect("valueChanged(double)", self.onOpacity)
         self.ui.compareSelector.connect("checkedNodesChanged()", self._update_buttons)
+        self.ui.modelSelector.connect("currentIndexChanged(int)", self._update_buttons)
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -138,6 +140,8 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._cancel()
         self._result = self._assessed = None  # their nodes leave with the scene
         self._heatmap_ids.clear()
+        self.ui.scoreLabel.text = "—"
+        self.ui.statusLabel.text = ""
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -175,9 +179,11 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 button.enabled = button is self._running_button
             return
         self.ui.assessButton.enabled = bool(self._parameterNode and self._parameterNode.inputVolume)
-        self.ui.compareButton.enabled = len(self.ui.compareSelector.checkedNodes()) >= 2
+        # compare runs a student: not the teacher entry of the model list
+        self.ui.compareButton.enabled = len(self.ui.compareSelector.checkedNodes()) >= 2 and bool(
+            self.ui.modelSelector.currentData)
         self.ui.relabelButton.enabled = self.ui.retrainButton.enabled = True
-        self.ui.worstSliceButton.enabled = self._result is not None
+        self.ui.worstSliceButton.enabled = self._result is not None and self._assessed.GetScene() is not None
 
     # --- background work -------------------------------------------------------------------------
     def _ready(self, button) -> bool:
@@ -195,10 +201,13 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         from EDIQALib.runner import Runner
 
         self._unfinished = unfinished
-        self._runner = Runner(args, python=self.logic.python_executable(), env=self.logic.child_environment())
+        self._runner = Runner(args, python=self.logic.python_executable(), env=self.logic.child_environment(),
+                              cwd=ENGINE_ROOT)  # not Slicer's working folder, whose files the child would import
         self._running_button, self._on_done = button, on_done
         self._label = button.text
         button.text = "Cancel"
+        if button is self.ui.assessButton:
+            self.ui.scoreLabel.text = "—"  # not the previous volume's score beside this one's job
         self.ui.progressBar.visible = True
         self.ui.progressBar.value = 0
         self.ui.statusLabel.text = "Starting…"
@@ -279,8 +288,13 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             args = ["assess", src, "--model", model]
         else:
             args = ["teacher", src, "--realizations", str(p.realizations), "--repeats", str(p.repeats), "--seed", str(p.seed)]
-        args += ["--device", self.ui.deviceSelector.currentText, "--out", str(work / "out")]
+        args += [*self._modality_args(), "--device", self.ui.deviceSelector.currentText, "--out", str(work / "out")]
         self._start(self.ui.assessButton, args, lambda _: self._show_result(node, work / "out"))
+
+    def _modality_args(self) -> list[str]:
+        """``--modality`` as chosen in the panel; none for auto (the DICOM tag, or CT's HU range)."""
+        modality = self._parameterNode.modality
+        return [] if modality == "auto" else ["--modality", modality]
 
     def _export(self, nodes: list, work: Path) -> list[str] | None:
         """The nodes written for the child process (:meth:`EDIQALogic.export_volumes`), or ``None`` after
@@ -293,42 +307,41 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return None
 
     def _show_result(self, node, out_dir: Path) -> None:
+        if node.GetScene() is None:
+            self.ui.statusLabel.text = f"{node.GetName()} was removed from the scene while it was assessed."
+            return
         self._result, heat = self.logic.load_result(node, out_dir, self._parameterNode.opacity)
         self._heatmap_ids.add(heat.GetID())
         self._assessed = node
         score = self._result.score
-        self.ui.scoreLabel.text = "not assessable" if score != score else f"{score:.3f} ({self._result.method})"
+        shown = "not assessable" if score != score else f"{score:.3f} ({self._result.method})"
+        self.ui.scoreLabel.text = f"{node.GetName()}: {shown}"
         self._update_buttons()
 
     def onOpacity(self, value: float) -> None:
         """The heatmaps' opacity in every view that shows one of them (the compare views included)."""
-        manager = slicer.app.layoutManager()
-        for name in manager.sliceViewNames():
-            composite = manager.sliceWidget(name).mrmlSliceCompositeNode()
-            if composite.GetForegroundVolumeID() in self._heatmap_ids:
-                composite.SetForegroundOpacity(value)
+        from EDIQALib.scene import set_heatmap_opacity
+
+        set_heatmap_opacity(slicer.mrmlScene, self._heatmap_ids, value)
 
     def onWorstSlice(self) -> None:
         from EDIQALib.report import worst_slice
+        from EDIQALib.scene import slice_center_ras
 
         node = self._assessed  # the volume the result is of, whatever the input selector shows now
-        k = worst_slice(self._result)
-        ras = self.logic.slice_center_ras(node, k)
+        ras = slice_center_ras(node, worst_slice(self._result))
         slicer.modules.markups.logic().JumpSlicesToLocation(*ras, True)
 
     def onCompare(self) -> None:
-        model = self.ui.modelSelector.currentData
-        if self._runner is None and not model:
-            slicer.util.errorDisplay("Compare needs a student model; choose one in the model list.")
-            return
         if not self._ready(self.ui.compareButton):
             return
+        model = self.ui.modelSelector.currentData  # a student: the button is disabled for the teacher
         nodes = list(self.ui.compareSelector.checkedNodes())
         work = self._new_workdir("EDIQA-compare-")
         sources = self._export(nodes, work)
         if sources is None:
             return
-        args = ["compare", *sources, "--model", model, "--device", self.ui.deviceSelector.currentText,
+        args = ["compare", *sources, "--model", model, *self._modality_args(), "--device", self.ui.deviceSelector.currentText,
                 "--out", str(work / "out")]
         # compare's result names each input's results folder (its file name, made distinct where need be)
         self._start(self.ui.compareButton, args,
@@ -337,8 +350,8 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onRelabel(self) -> None:
         folder = self.ui.relabelFolderPathLineEdit.currentPath
-        if not folder:
-            slicer.util.errorDisplay("Choose a folder of series to relabel.")
+        if not folder or not Path(folder).is_dir():
+            slicer.util.errorDisplay(f"{folder} is no folder." if folder else "Choose a folder of series to relabel.")
             return
         if not self._ready(self.ui.relabelButton):
             return
@@ -388,8 +401,8 @@ class EDIQALogic(ScriptedLoadableModuleLogic):
     def child_environment(self) -> dict:
         env = dict(os.environ)
         lib_parent = str(Path(sys.modules["EDIQALib"].__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join([lib_parent, env.get("PYTHONPATH", "")])
-        return env
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (lib_parent, env.get("PYTHONPATH")) if p)  # no empty entry:
+        return env  # it would put the working folder on the child's path
 
     def ensure_dependencies(self) -> bool:
         """PyTorch through Slicer's PyTorch extension, the rest with pip — each after the user agrees."""
@@ -458,8 +471,7 @@ class EDIQALogic(ScriptedLoadableModuleLogic):
         heat = bridge.add_heatmap_node(slicer.mrmlScene, result, node)
         table = bridge.add_results_table(slicer.mrmlScene, result, node)
         chart = bridge.add_score_plot(slicer.mrmlScene, [table], [node.GetName()])
-        for name in ("Red", "Yellow", "Green"):
-            bridge.show_overlay(slicer.app.layoutManager().sliceWidget(name).mrmlSliceCompositeNode(), node, heat, opacity)
+        bridge.show_overlay_in_all_views(slicer.mrmlScene, node, heat, opacity)
         self._show_color_legend(heat)
         slicer.modules.plots.logic().ShowChartInLayout(chart)
         return result, heat
@@ -480,8 +492,10 @@ class EDIQALogic(ScriptedLoadableModuleLogic):
         bridge.show_compare_layout(layout_node, names)  # its views exist from here on
         logics = [slicer.app.layoutManager().sliceWidget(n).sliceLogic() for n in names]
         bridge.setup_compare(logics, nodes, heats, opacity=opacity)
-        slicer.modules.plots.logic().ShowChartInLayout(bridge.add_score_plot(slicer.mrmlScene, tables,
-                                                                             [n.GetName() for n in nodes]))
+        bridge.show_compare_chart(slicer.mrmlScene, bridge.add_score_plot(slicer.mrmlScene, tables,
+                                                                          [n.GetName() for n in nodes]))
+        for heat in heats:
+            self._show_color_legend(heat)
         return heats
 
     def register_user_model(self, run: Path) -> None:
@@ -489,13 +503,6 @@ class EDIQALogic(ScriptedLoadableModuleLogic):
 
         package_model(run / "stage2" / "best.safetensors", run.name, "student", "lite",
                       {"training": {"run": str(run)}}, USER_MODELS)
-
-    def slice_center_ras(self, node, k: int) -> tuple[float, float, float]:
-        from EDIQALib.scene import array_from_node, ijk_to_ras
-
-        nz, ny, nx = array_from_node(node).shape
-        ras = ijk_to_ras(node) @ [(nx - 1) / 2, (ny - 1) / 2, k, 1.0]
-        return float(ras[0]), float(ras[1]), float(ras[2])
 
     def _show_color_legend(self, heat) -> None:
         legend = slicer.modules.colors.logic().AddDefaultColorLegendDisplayNode(heat)
@@ -538,7 +545,7 @@ class EDIQATest(ScriptedLoadableModuleTest):
         try:
             [src] = logic.export_volumes([node], work)
             runner = Runner(["teacher", src, "--realizations", "2", "--repeats", "1", "--out", str(work / "out")],
-                            python=logic.python_executable(), env=logic.child_environment())
+                            python=logic.python_executable(), env=logic.child_environment(), cwd=ENGINE_ROOT)
             runner.start()
             try:
                 outcome = runner.wait(timeout=600)

@@ -53,9 +53,11 @@ class Runner:
         outcome = runner.wait()
     """
 
-    def __init__(self, args: Sequence[str], python: str = sys.executable, env: dict | None = None) -> None:
+    def __init__(self, args: Sequence[str], python: str = sys.executable, env: dict | None = None,
+                 cwd: str | os.PathLike | None = None) -> None:
         self.args = [python, "-m", "EDIQALib", *map(str, args), "--progress", "jsonl"]
         self.env = env
+        self.cwd = cwd  # ``python -m`` puts its working folder first on the module path
         self._proc: subprocess.Popen | None = None
         self._events: queue.Queue[Progress] = queue.Queue()
         self._output: list[str] = []
@@ -64,11 +66,12 @@ class Runner:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        """Start the child in a new process group (session on POSIX)."""
+        """Start the child in a new process group (session on POSIX; on Windows without a console window,
+        which would close the job with it)."""
         kwargs: dict = {"start_new_session": True} if os.name == "posix" else {
-            "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+            "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW}
         self._proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                      env=self.env, bufsize=1, **kwargs)
+                                      env=self.env, cwd=self.cwd, bufsize=1, **kwargs)
         self._threads = [threading.Thread(target=self._read_stdout, daemon=True),
                          threading.Thread(target=self._read_stderr, daemon=True)]
         for t in self._threads:

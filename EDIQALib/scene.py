@@ -24,6 +24,8 @@ COLOR_NODE_NAME = "EDIQA local quality"
 HIDDEN = -1.0  # heatmap voxels without a value (outside the body) are stored as this and thresholded away
 RESULT_ATTRIBUTE = "EDIQA.Result"  # on the nodes a result fills: what they hold, for the next result to find them
 RESULT_ID_ATTRIBUTE = "EDIQA.ResultNodeID"  # and their own ID: a copy a user makes of one carries another
+DICOM_MODALITY = "DICOM.Modality"  # the attribute of Slicer's DICOM import, on the series' subject hierarchy item
+COMPARE_PLOT_VIEW = "EDIQAPlot"  # the compare layout's plot view (its singleton tag and layout name)
 
 
 def ijk_to_ras(node) -> np.ndarray:
@@ -69,12 +71,21 @@ def image_from_node(node) -> sitk.Image:
     return image
 
 
+def dicom_modality(node) -> str | None:
+    """The DICOM modality of a volume node (``CT``, ``MR``…), where it has one: the ``DICOM.Modality``
+    attribute of its subject hierarchy item, where Slicer's DICOM import puts it, or of the node itself."""
+    scene = node.GetScene()
+    hierarchy = scene.GetFirstNodeByClass("vtkMRMLSubjectHierarchyNode") if scene is not None else None
+    item = hierarchy.GetItemByDataNode(node) if hierarchy is not None else 0
+    return (hierarchy.GetItemAttribute(item, DICOM_MODALITY) if item else "") or node.GetAttribute(DICOM_MODALITY)
+
+
 def export_node(node, path: str | Path) -> Path:
     """Write the node's voxels and geometry to ``path`` (NRRD) for the engine's child process, with its
-    DICOM modality (the ``DICOM.Modality`` attribute, where it has one) as the file's modality tag, which
-    the engine reads as it reads a DICOM file's. The node is not touched."""
+    DICOM modality (:func:`dicom_modality`) as the file's modality tag, which the engine reads as it reads
+    a DICOM file's. The node is not touched."""
     image = image_from_node(node)
-    modality = node.GetAttribute("DICOM.Modality")
+    modality = dicom_modality(node)
     if modality:
         image.SetMetaData(MODALITY_TAG, modality)
     sitk.WriteImage(image, str(path), True)
@@ -83,8 +94,7 @@ def export_node(node, path: str | Path) -> Path:
 
 def volume_from_node(node, modality: str | None = None) -> Volume:
     """An engine :class:`Volume` of a scalar volume node (checked like a file; the node is not touched)."""
-    raw = node.GetAttribute("DICOM.Modality")
-    return volume_from_image(image_from_node(node), node.GetName() or "volume", raw, modality)
+    return volume_from_image(image_from_node(node), node.GetName() or "volume", dicom_modality(node), modality)
 
 
 def result_node(scene, class_name: str, name: str, key: str):
@@ -132,7 +142,6 @@ def quality_color_node(scene):
     node.SetName(COLOR_NODE_NAME)
     node.SetTypeToUser()
     node.SetNumberOfColors(256)
-    node.SetNamesInitialised(True)
     for i in range(256):
         t = i / 255.0
         r, g = (1.0, 2 * t) if t < 0.5 else (2 * (1 - t), 1.0)
@@ -157,6 +166,7 @@ def add_heatmap_node(scene, result: QualityResult, input_node, display_max: floa
     display.AutoThresholdOff()
     display.SetThreshold(0.0, 1.0)
     display.ApplyThresholdOn()
+    display.SetInterpolate(False)  # interpolated, a hidden voxel's value drew a red rim along the map's edges
     node.SetAndObserveDisplayNodeID(display.GetID())
     return node
 
@@ -182,6 +192,35 @@ def show_overlay(composite_node, background_node, heatmap_node, opacity: float =
     composite_node.SetBackgroundVolumeID(background_node.GetID())
     composite_node.SetForegroundVolumeID(heatmap_node.GetID())
     composite_node.SetForegroundOpacity(float(opacity))
+
+
+def _nodes(scene, class_name: str) -> list:
+    nodes = scene.GetNodesByClass(class_name)
+    return [nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems())]
+
+
+def show_overlay_in_all_views(scene, background_node, heatmap_node, opacity: float = 0.45) -> None:
+    """:func:`show_overlay` in every slice view of the scene (through their composite nodes, so that it
+    works without the application's layout manager, as in headless Slicer)."""
+    for composite in _nodes(scene, "vtkMRMLSliceCompositeNode"):
+        show_overlay(composite, background_node, heatmap_node, opacity)
+
+
+def set_heatmap_opacity(scene, heatmap_ids: set[str], opacity: float) -> None:
+    """The overlay's opacity in every slice view whose foreground is one of the heatmaps ``heatmap_ids``."""
+    for composite in _nodes(scene, "vtkMRMLSliceCompositeNode"):
+        if composite.GetForegroundVolumeID() in heatmap_ids:
+            composite.SetForegroundOpacity(float(opacity))
+
+
+def slice_center_ras(node, k: int) -> tuple[float, float, float]:
+    """The world (RAS) position of the centre of slice ``k`` of a volume node, under its transforms: where
+    to jump the views to show that slice."""
+    nx, ny, _ = node.GetImageData().GetDimensions()
+    local = ijk_to_ras(node) @ [(nx - 1) / 2, (ny - 1) / 2, k, 1.0]
+    to_world = vtk.vtkGeneralTransform()
+    slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(node.GetParentTransformNode(), None, to_world)
+    return tuple(float(v) for v in to_world.TransformPoint(local[:3]))
 
 
 def add_results_table(scene, result: QualityResult, input_node):
@@ -225,12 +264,15 @@ def add_score_plot(scene, tables: list, names: list[str]):
 
 
 def compare_layout_xml(view_names: list[str]) -> str:
-    """A Slicer layout description with one axial slice view per name, side by side."""
+    """A Slicer layout description with one axial slice view per name, side by side, over the plot view
+    :data:`COMPARE_PLOT_VIEW` for the comparison's slice scores."""
     items = "".join(
         f'<item><view class="vtkMRMLSliceNode" singletontag="{n}"><property name="orientation" action="default">'
         f'Axial</property><property name="viewlabel" action="default">{i + 1}</property></view></item>'
         for i, n in enumerate(view_names))
-    return f'<layout type="horizontal">{items}</layout>'
+    plot = (f'<item><view class="vtkMRMLPlotViewNode" singletontag="{COMPARE_PLOT_VIEW}">'
+            '<property name="viewlabel" action="default">P</property></view></item>')
+    return f'<layout type="vertical"><item><layout type="horizontal">{items}</layout></item>{plot}</layout>'
 
 
 def show_compare_layout(layout_node, view_names: list[str], layout_id: int = 7501) -> None:
@@ -245,15 +287,26 @@ def show_compare_layout(layout_node, view_names: list[str], layout_id: int = 750
 
 def setup_compare(slice_logics: list, volumes: list, heatmaps: list, opacity: float = 0.45) -> list:
     """Put each volume with its heatmap in its own view of the compare layout (:func:`show_compare_layout`),
-    all views linked. ``slice_logics`` are the views' logics (Slicer's layout manager makes them in the
-    application; tests make them with ``vtkMRMLSliceLogic.AddSliceNode``). Returns the composite nodes."""
+    fitted to it, all views linked. ``slice_logics`` are the views' logics (Slicer's layout manager makes
+    them in the application; tests make them with ``vtkMRMLSliceLogic.AddSliceNode``). Returns the
+    composite nodes."""
     composites = []
     for logic, volume, heat in zip(slice_logics, volumes, heatmaps):
         composite = logic.GetSliceCompositeNode()
         show_overlay(composite, volume, heat, opacity)
         composite.SetLinkedControl(True)
+        logic.FitSliceToAll()  # a new view looks at the origin, where the volume may not be
         composites.append(composite)
     return composites
+
+
+def show_compare_chart(scene, chart) -> None:
+    """Show ``chart`` in the compare layout's plot view (:data:`COMPARE_PLOT_VIEW`), which
+    :func:`show_compare_layout` made. (Slicer's ``ShowChartInLayout`` would switch to a layout of its own,
+    away from the compare views.)"""
+    for view in _nodes(scene, "vtkMRMLPlotViewNode"):
+        if view.GetLayoutName() == COMPARE_PLOT_VIEW:
+            view.SetPlotChartNodeID(chart.GetID())
 
 
 def render_slice(slice_logic, width: int, height: int) -> np.ndarray:

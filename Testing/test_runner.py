@@ -28,6 +28,24 @@ def test_progress_in_order_and_result(tmp_path):
     assert all(Path(p).is_file() for p in outcome.result["outputs"])
 
 
+def test_the_child_runs_in_the_folder_it_is_given_not_the_caller_s(tmp_path, monkeypatch):
+    """``python -m`` puts its working folder first on the module path: Slicer's working folder could hold
+    a ``json.py`` that the child would import instead of the standard library's."""
+    src = tmp_path / "ct.nrrd"
+    sitk.WriteImage(ct_image(slices=1, size=80, spacing=(0.7, 0.7, 2.0)), str(src))
+    (tmp_path / "json.py").write_text("raise SystemExit('a stray json.py was imported')\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    args = ["simulate", src, "--doses", "1", "--views", "60", "--out", tmp_path / "sim"]
+    stray = Runner(args)
+    stray.start()
+    assert stray.wait(timeout=300).returncode != 0  # the hazard is real
+    runner = Runner(args, cwd=Path(__file__).resolve().parent.parent)
+    runner.start()
+    outcome = runner.wait(timeout=300)
+    assert outcome.returncode == 0, outcome.error
+    assert [Path(p).name for p in outcome.result["outputs"]] == ["ct_dose1_views60_ramp.nrrd"]
+
+
 def test_a_stray_line_before_the_result_does_not_hide_it(tmp_path):
     """A library's message on stdout (here printed by a wrapper of the interpreter) before the result line."""
     src = tmp_path / "ct.nrrd"

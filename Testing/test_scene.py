@@ -175,7 +175,8 @@ def test_compare_sets_one_composite_node_per_view():
     scene, _ = _scene()
     layout = slicer.vtkMRMLLayoutNode()
     scene.AddNode(layout)
-    vols = [_node_from_image(scene, ct_image(slices=1, size=80, seed=s), f"v{s}") for s in (3, 4, 5)]
+    far = (300.0, -200.0, 150.0)  # far from the origin, where a new view looks
+    vols = [_node_from_image(scene, ct_image(slices=1, size=80, seed=s, origin=far), f"v{s}") for s in (3, 4, 5)]
     heats = [bridge.add_heatmap_node(scene, _result("v", np.full((1, 80, 80), 0.5, np.float32), [0.5]), v)
              for v in vols]
     logics = []
@@ -190,9 +191,63 @@ def test_compare_sets_one_composite_node_per_view():
     assert "EDIQA3" in layout.GetLayoutDescription(7501)
     composites = bridge.setup_compare(logics, vols, heats, opacity=0.3)
     assert len({c.GetID() for c in composites}) == 3
-    for c, v, h in zip(composites, vols, heats):
+    for c, v, h, logic in zip(composites, vols, heats, logics):
         assert c.GetBackgroundVolumeID() == v.GetID() and c.GetForegroundVolumeID() == h.GetID()
         assert c.GetLinkedControl() and c.GetForegroundOpacity() == pytest.approx(0.3)
+        centre = bridge.ijk_to_ras(v) @ [39.5, 39.5, 0, 1]
+        view_centre = np.array([logic.GetSliceNode().GetXYToRAS().GetElement(r, 3) for r in range(3)]) + (
+            np.array([[logic.GetSliceNode().GetXYToRAS().GetElement(r, c) for c in range(2)] for r in range(3)])
+            @ np.array(logic.GetSliceNode().GetDimensions()[:2]) / 2)
+        assert np.allclose(view_centre[:2], centre[:2], atol=1.0)  # fitted: the volume in the middle of its view
+
+
+def test_the_compare_layout_keeps_its_views_and_shows_the_chart_in_its_own_plot_view():
+    scene, _ = _scene()
+    slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)
+    layout_logic = slicer.vtkMRMLLayoutLogic()  # makes a layout's views, as the application's layout manager does
+    layout_logic.SetMRMLScene(scene)
+    layout = layout_logic.GetLayoutNode()
+    bridge.show_compare_layout(layout, ["EDIQA1", "EDIQA2"])
+    node = _node_from_image(scene, ct_image(slices=1, size=80))
+    table = bridge.add_results_table(scene, _result("ct", np.full((1, 80, 80), 0.5, np.float32), [0.5]), node)
+    chart = bridge.add_score_plot(scene, [table, table], ["a", "b"])
+    bridge.show_compare_chart(scene, chart)
+    assert layout.GetViewArrangement() == 7501  # Slicer's ShowChartInLayout had switched it to Four-Up Plot
+    views = {scene.GetNodesByClass("vtkMRMLSliceNode").GetItemAsObject(i).GetLayoutName()
+             for i in range(scene.GetNodesByClass("vtkMRMLSliceNode").GetNumberOfItems())}
+    assert {"EDIQA1", "EDIQA2"} <= views
+    plot_view = scene.GetNodesByClass("vtkMRMLPlotViewNode").GetItemAsObject(0)
+    assert plot_view.GetLayoutName() == bridge.COMPARE_PLOT_VIEW and plot_view.GetPlotChartNodeID() == chart.GetID()
+
+
+def test_overlay_shows_in_every_view_and_the_worst_slice_is_found_under_the_input_s_transform():
+    import vtk
+
+    scene, _ = _scene()
+    node = _node_from_image(scene, ct_image(slices=3, size=80))
+    heat = bridge.add_heatmap_node(scene, _result("ct", np.full((3, 80, 80), 0.5, np.float32), [0.5] * 3), node)
+    logics = []
+    for name in ("Red", "Yellow", "EDIQA1"):
+        logic = slicer.vtkMRMLSliceLogic()
+        logic.SetMRMLScene(scene)
+        logic.AddSliceNode(name)
+        logics.append(logic)
+    bridge.show_overlay_in_all_views(scene, node, heat, 0.4)
+    bridge.set_heatmap_opacity(scene, {heat.GetID()}, 0.7)
+    for logic in logics:
+        composite = logic.GetSliceCompositeNode()
+        assert (composite.GetBackgroundVolumeID(), composite.GetForegroundVolumeID()) == (node.GetID(), heat.GetID())
+        assert composite.GetForegroundOpacity() == pytest.approx(0.7)
+    local = bridge.ijk_to_ras(node) @ [39.5, 39.5, 2, 1]
+    assert bridge.slice_center_ras(node, 2) == pytest.approx(tuple(local[:3]))
+    moved = slicer.vtkMRMLLinearTransformNode()  # a registration: the volume is shown 25 mm right, 40 mm up
+    scene.AddNode(moved)
+    shift = vtk.vtkMatrix4x4()
+    shift.SetElement(0, 3, 25.0)
+    shift.SetElement(2, 3, 40.0)
+    moved.SetMatrixTransformToParent(shift)
+    node.SetAndObserveTransformNodeID(moved.GetID())
+    assert bridge.slice_center_ras(node, 2) == pytest.approx(tuple(local[:3] + [25.0, 0.0, 40.0]))
 
 
 def test_heatmap_sits_under_the_input_s_transform():
@@ -206,18 +261,22 @@ def test_heatmap_sits_under_the_input_s_transform():
     assert bridge.ijk_to_ras(heat).tolist() == bridge.ijk_to_ras(node).tolist()
 
 
-@pytest.mark.parametrize("tag, values, modality", [("MR", (0.0, 800.0), "mr"), (None, (-1000.0, 400.0), "ct")])
-def test_an_exported_node_reads_back_with_its_geometry_and_modality(tmp_path, tag, values, modality):
+@pytest.mark.parametrize("tag, on, values, modality", [
+    ("MR", "item", (0.0, 800.0), "mr"), ("MR", "node", (0.0, 800.0), "mr"), (None, None, (-1000.0, 400.0), "ct")])
+def test_an_exported_node_reads_back_with_its_geometry_and_modality(tmp_path, tag, on, values, modality):
     from EDIQALib.io import read_volume
 
     scene, _ = _scene()
     image = ct_image(slices=2, size=80, spacing=(0.8, 0.9, 3.0))
     array = np.linspace(*values, sitk.GetArrayFromImage(image).size, dtype=np.float32)
     node = _node_from_image(scene, _like(image, array.reshape(sitk.GetArrayFromImage(image).shape)))
-    if tag:
-        node.SetAttribute("DICOM.Modality", tag)  # as Slicer's DICOM import sets it
+    if on == "item":  # where Slicer's DICOM import puts it: the series' subject hierarchy item
+        hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+        hierarchy.SetItemAttribute(hierarchy.CreateItem(hierarchy.GetSceneItemID(), node), "DICOM.Modality", tag)
+    elif on == "node":
+        node.SetAttribute("DICOM.Modality", tag)
     vol = read_volume(bridge.export_node(node, tmp_path / "node.nrrd"))
-    assert vol.modality == modality
+    assert vol.modality == modality and bridge.volume_from_node(node).modality == modality
     assert np.allclose(vol.reference.GetOrigin(), image.GetOrigin()) and np.allclose(vol.spacing, image.GetSpacing())
     assert np.allclose(vol.reference.GetDirection(), image.GetDirection())
     assert np.array_equal(vol.array, array.reshape(vol.array.shape))
@@ -248,13 +307,14 @@ def test_overlay_renders_colours_where_the_map_is_high_and_grey_where_hidden(tmp
     logic.AddSliceNode("Red")
     assert logic.GetSliceNode().SetOrientation("Axial")  # as Slicer's red view
     bridge.show_overlay(logic.GetSliceCompositeNode(), node, heat_node, opacity=0.5)
-    rgba = bridge.render_slice(logic, 256, 256).astype(int)
+    rgba = bridge.render_slice(logic, 512, 512).astype(int)  # 4 view pixels a voxel: between voxels shows
     r, g, b = rgba[..., 0], rgba[..., 1], rgba[..., 2]
     coloured = (g - b > 40)  # green-tinted: the heatmap's high end
     grey = (np.abs(r - g) <= 2) & (np.abs(g - b) <= 2)
+    assert not (r - g > 40).any()  # no red rim where the map meets hidden voxels (as interpolated, it had one)
     # an axial view is radiological, as overlay.png (report.edge_letters): anterior up, the patient's right
     # on the view's left, so the map's quadrant is the view's top-left one and the other three are grey
-    halves = {"top": slice(0, 128), "bottom": slice(128, 256), "left": slice(0, 128), "right": slice(128, 256)}
+    halves = {"top": slice(0, 256), "bottom": slice(256, 512), "left": slice(0, 256), "right": slice(256, 512)}
     quadrants = {(v, h): (halves[v], halves[h]) for v in ("top", "bottom") for h in ("left", "right")}
     assert coloured[quadrants["top", "left"]].mean() > 0.8
     for where in [q for q in quadrants if q != ("top", "left")]:
