@@ -370,7 +370,7 @@ def read_volume(path: str | os.PathLike, modality: str | None = None) -> Volume:
             detail = _read_error_detail(exc, log.read().decode("utf-8", errors="replace"))
             raise InputError(f"cannot read {p.name}: not a readable image, or truncated ({detail})") from None
     name = Path(os.path.abspath(p)).name  # "." and ".." are their folders'
-    for ext in (".nii.gz", ".nrrd", ".nii", ".mha", ".mhd", ".dcm"):
+    for ext in (".nii.gz", ".nrrd", ".nhdr", ".nii", ".hdr", ".mha", ".mhd", ".dcm", ".dicom", ".ima"):
         if name.lower().endswith(ext):
             name = name[: -len(ext)]
             break

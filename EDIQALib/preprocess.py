@@ -10,7 +10,7 @@ from scipy.optimize import OptimizeWarning, curve_fit
 from scipy.special import erf
 from skimage.filters import threshold_otsu
 
-from .io import CANONICAL_SPACING_MM, Volume, canonical_size, image_like
+from .io import CANONICAL_SPACING_MM, Volume, canonical_size
 
 CT_WINDOW = (-1000.0, 400.0)
 MR_PERCENTILES = (1.0, 99.0)
@@ -91,17 +91,65 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     return mask | ~np.isin(labels, outside)
 
 
-def _volume_image(volume: Volume) -> sitk.Image:
-    image = image_like(volume.array, volume.reference)
-    return image if image.GetDimension() == 3 else sitk.JoinSeries(image)
+# display axes per slice plane, keyed by the axis (LPS) the slices are stacked along: (axis, sign) of the
+# image's columns (left → right) and of its rows (top → bottom), as radiologists view such slices
+_DISPLAY_AXES = {
+    2: ((0, 1), (1, 1)),  # axial: the patient's right on the image's left, anterior at the top
+    1: ((0, 1), (2, -1)),  # coronal: the patient's right on the left, superior at the top
+    0: ((1, 1), (2, -1)),  # sagittal: anterior on the left, superior at the top
+}
+
+
+def display_turn(direction: tuple[float, ...]) -> tuple[bool, bool, bool]:
+    """How a slice stored with ``direction`` (a 3-D image's direction cosines, as SimpleITK gives them)
+    turns into the display orientation of its plane: ``(transpose, flip rows, flip columns)``, applied in
+    that order to ``(rows, columns)`` arrays. Turned so, one physical slice is one array whatever order
+    its file stores it in (a DICOM series and its NIfTI conversion, rows flipped), and the networks see it
+    as they learnt."""
+    d = np.asarray(direction, float).reshape(3, 3)
+    (col_axis, col_sign), (row_axis, row_sign) = _DISPLAY_AXES[int(np.argmax(np.abs(d[:, 2])))]
+    transpose = abs(d[row_axis, 0]) > abs(d[col_axis, 0])  # the stored columns run down the display
+    columns, rows = (d[:, 1], d[:, 0]) if transpose else (d[:, 0], d[:, 1])
+    return bool(transpose), bool(rows[row_axis] * row_sign < 0), bool(columns[col_axis] * col_sign < 0)
+
+
+def to_display(array: np.ndarray, turn: tuple[bool, bool, bool]) -> np.ndarray:
+    """``array`` (``(..., rows, columns)``) turned by :func:`display_turn`'s ``turn``."""
+    transpose, flip_rows, flip_columns = turn
+    out = np.swapaxes(array, -1, -2) if transpose else array
+    return np.ascontiguousarray(out[..., ::-1 if flip_rows else 1, ::-1 if flip_columns else 1])
+
+
+def from_display(array: np.ndarray, turn: tuple[bool, bool, bool]) -> np.ndarray:
+    """The inverse of :func:`to_display`: ``array`` back in the order it was stored in."""
+    transpose, flip_rows, flip_columns = turn
+    out = array[..., ::-1 if flip_rows else 1, ::-1 if flip_columns else 1]
+    return np.ascontiguousarray(np.swapaxes(out, -1, -2) if transpose else out)
+
+
+def _display_grid(volume: Volume) -> tuple[tuple[bool, bool, bool], tuple[int, int, int], tuple[float, float, float]]:
+    """The volume's :func:`display_turn`, and the size and spacing (x, y, z) of its voxels so turned."""
+    reference = volume.reference
+    n = reference.GetDimension()
+    direction = np.eye(3)
+    direction[:n, :n] = np.reshape(reference.GetDirection(), (n, n))  # a 2-D slice lies in the x-y plane
+    turn = display_turn(tuple(direction.ravel()))
+    (sx, sy), sz = volume.spacing_xy, (volume.spacing[2] if n == 3 else 1.0)
+    slices, rows, columns = volume.array.shape
+    if turn[0]:
+        return turn, (rows, columns, slices), (sy, sx, sz)
+    return turn, (columns, rows, slices), (sx, sy, sz)
 
 
 def to_canonical(volume: Volume, spacing_mm: float = CANONICAL_SPACING_MM) -> tuple[np.ndarray, sitk.Image]:
-    """Resample a volume in-plane to ``spacing_mm`` (slices untouched), linear interpolation.
+    """Turn a volume's slices to display orientation (:func:`display_turn`) and resample them in-plane to
+    ``spacing_mm`` (slices untouched), linear interpolation.
 
     Returns the resampled array ``(slices, rows, cols)`` and its 3-D grid (for :func:`from_canonical`).
     """
-    image = _volume_image(volume)
+    turn, _, spacing = _display_grid(volume)
+    image = sitk.GetImageFromArray(to_display(volume.array, turn))  # in index space: origin 0, no direction
+    image.SetSpacing(spacing)
     new_size = [*canonical_size(image, spacing_mm), image.GetSize()[2]]
     new_spacing = (spacing_mm, spacing_mm, image.GetSpacing()[2])
     fill = float(volume.array.min())
@@ -111,10 +159,10 @@ def to_canonical(volume: Volume, spacing_mm: float = CANONICAL_SPACING_MM) -> tu
 
 
 def from_canonical(array: np.ndarray, grid: sitk.Image, volume: Volume) -> np.ndarray:
-    """Resample an array on the canonical ``grid`` back onto ``volume``'s grid, in-plane only; NaN stays NaN.
+    """Resample an array on the canonical ``grid`` back onto ``volume``'s grid, in-plane only, and turn it
+    back to the volume's storage order; NaN stays NaN.
 
-    The two grids share origin, direction and slices and differ only in in-plane spacing, so the
-    resampling runs in index space (origin 0, identity direction, slices 1 apart, so that every slice
+    The resampling runs in index space (origin 0, identity direction, slices 1 apart, so that every slice
     lands exactly on its own): in physical space an oblique direction or a slice spacing such as 0.1 mm
     puts each slice a rounding error off its own, which gives it a hair of its neighbours' weight, and a
     neighbour without a map (NaN) then blanks it. The array's last row and column are repeated once, so
@@ -122,11 +170,11 @@ def from_canonical(array: np.ndarray, grid: sitk.Image, volume: Volume) -> np.nd
     padded = np.pad(np.asarray(array, np.float32), ((0, 0), (0, 1), (0, 1)), mode="edge")
     moving = sitk.GetImageFromArray(padded)
     moving.SetSpacing((*grid.GetSpacing()[:2], 1.0))
-    target = volume.reference if volume.reference.GetDimension() == 3 else sitk.JoinSeries(volume.reference)
-    reference = sitk.Image(target.GetSize(), sitk.sitkFloat32)
-    reference.SetSpacing((*target.GetSpacing()[:2], 1.0))
+    turn, size, spacing = _display_grid(volume)
+    reference = sitk.Image(size, sitk.sitkFloat32)
+    reference.SetSpacing((*spacing[:2], 1.0))
     out = sitk.Resample(moving, reference, sitk.Transform(), sitk.sitkLinear, float("nan"), sitk.sitkFloat32)
-    return sitk.GetArrayFromImage(out)
+    return from_display(sitk.GetArrayFromImage(out), turn)
 
 
 def _esf(d: np.ndarray, low: float, step: float, centre: float, sigma: float) -> np.ndarray:

@@ -333,6 +333,27 @@ def test_a_small_slice_is_scored_as_in_training():
     assert abs(logit[2] - logit[1]) > 1e-3
 
 
+def test_one_physical_slice_gets_one_score_and_one_map_however_its_file_stores_it():
+    """The bundled head slice, and the same voxels stored rows first, mirrored, or transposed (as NIfTI
+    converters store them): the shipped student scored them 0.148, 0.102 and 0.084 before."""
+    from EDIQALib.assess import assess_each
+    from EDIQALib.io import read_volume, volume_from_image
+
+    head = read_volume(Path(__file__).resolve().parent.parent / "Resources" / "SampleData" / "head-ct-slice.nrrd")
+    image = head.reference if head.reference.GetDimension() == 3 else sitk.JoinSeries(head.reference)
+    codes = ("LPS", "LAS", "RAS", "PLS")
+    stored = [sitk.DICOMOrient(image, code) for code in codes]
+    results = assess_each([volume_from_image(s, code, modality="ct") for s, code in zip(stored, codes)], device="cpu")
+    assert [r.score for r in results] == pytest.approx([results[0].score] * 4, abs=1e-6)
+    maps = []
+    for result, s in zip(results, stored):
+        heat = sitk.GetImageFromArray(result.heatmap.reshape(sitk.GetArrayFromImage(s).shape))
+        heat.CopyInformation(s)
+        maps.append(sitk.GetArrayFromImage(sitk.DICOMOrient(heat, "LPS")))  # each map in one physical order
+    for other in maps[1:]:
+        np.testing.assert_allclose(other, maps[0], atol=1e-5)
+
+
 def test_the_overlay_of_a_volume_plots_its_slice_scores_and_marks_the_shown_slice(tmp_path, student_file):
     import EDIQALib
     from EDIQALib.io import read_volume

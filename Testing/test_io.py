@@ -24,13 +24,14 @@ def assert_same_geometry(a: sitk.Image, b: sitk.Image) -> None:
     np.testing.assert_allclose(a.GetDirection(), b.GetDirection(), atol=1e-6)
 
 
-@pytest.mark.parametrize("suffix", [".nrrd", ".nii", ".nii.gz", ".mha", ".mhd"])
+@pytest.mark.parametrize("suffix", [".nrrd", ".nhdr", ".nii", ".nii.gz", ".hdr", ".mha", ".mhd"])
 def test_round_trip_keeps_values_and_geometry(tmp_path, suffix):
     original = ct_image()
     src = tmp_path / f"in{suffix}"
     sitk.WriteImage(original, str(src))
     vol = read_volume(src)
     assert vol.modality == "ct"  # inferred from HU
+    assert vol.name == "in"  # results are named so: "in.nhdr" and "in.hdr" were
     np.testing.assert_allclose(vol.array, sitk.GetArrayFromImage(original), atol=1e-3)
     out = tmp_path / "out" / f"copy{suffix}"
     write_image(image_like(vol.array * 2, vol.reference), out)

@@ -8,8 +8,8 @@ from scipy import ndimage as ndi
 
 from EDIQALib.errors import InputError
 from EDIQALib.io import read_volume, volume_from_image
-from EDIQALib.preprocess import (body_mask, estimate_psf_sigma, from_canonical, normalise_mr, outside_field,
-                                 to_canonical, window_ct)
+from EDIQALib.preprocess import (body_mask, display_turn, estimate_psf_sigma, from_canonical, normalise_mr,
+                                 outside_field, to_canonical, window_ct)
 from EDIQALib.simulate import phantom
 from conftest import ct_image
 
@@ -73,7 +73,6 @@ def test_canonical_resampling_round_trip(tmp_path):
     canon, grid = to_canonical(vol)
     assert canon.shape == (2, round(128 * 0.45 / 0.7), round(128 * 0.45 / 0.7))
     assert grid.GetSpacing()[:2] == (0.7, 0.7)
-    np.testing.assert_allclose(grid.GetDirection(), vol.reference.GetDirection())
     back = from_canonical(canon, grid, vol)
     assert back.shape == vol.array.shape
     interior = np.isfinite(back)
@@ -81,6 +80,45 @@ def test_canonical_resampling_round_trip(tmp_path):
     smooth = ndi.gaussian_filter(vol.array, (0, 2, 2))
     err = np.abs(ndi.gaussian_filter(np.where(interior, back, 0), (0, 2, 2)) - smooth)[:, 10:-10, 10:-10]
     assert np.median(err) < 15.0  # HU, after the down/up-sampling of a textured phantom
+
+
+@pytest.mark.parametrize("direction, turn", [
+    ((1, 0, 0, 0, 1, 0, 0, 0, 1), (False, False, False)),  # axial as DICOM stores it: as displayed
+    ((1, 0, 0, 0, -1, 0, 0, 0, -1), (False, True, False)),  # rows stored posterior to anterior (NIfTI's habit)
+    ((-1, 0, 0, 0, -1, 0, 0, 0, 1), (False, True, True)),  # RAS storage
+    ((0, 1, 0, 1, 0, 0, 0, 0, -1), (True, False, False)),  # columns along y: transposed
+    ((1, 0, 0, 0, 0, 1, 0, -1, 0), (False, False, False)),  # coronal as DICOM stores it (superior at the top)
+    ((0, 0, -1, 1, 0, 0, 0, -1, 0), (False, False, False)),  # sagittal as DICOM stores it (anterior on the left)
+    ((0, 0, 1, 1, 0, 0, 0, 1, 0), (False, True, False)),  # sagittal with rows stored inferior to superior
+    ((1, 0, 0, 0, 0.927, 0.375, 0, -0.375, 0.927), (False, False, False)),  # the gantry-tilted head slice
+])
+def test_display_turn_of_slices_stored_every_way(direction, turn):
+    # SimpleITK's direction: row-major, its columns the image's x, y and slice axes in LPS
+    assert display_turn(direction) == turn
+
+
+def test_a_slice_is_one_canonical_array_however_its_file_stores_it():
+    """The same physical voxels stored in each of the eight in-plane orders (as files from different
+    converters store them) make one canonical array, and a map on it goes back to each file's order."""
+    lps = ct_image(slices=2, size=96, spacing=(0.6, 0.9, 2.5), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1))
+    canon, grid = to_canonical(volume_from_image(lps, "ct", modality="ct"))
+    marked = canon.copy()
+    marked[:, :20, :10] = 5000.0  # a map that tells the corners apart
+    back_lps = sitk.GetArrayFromImage(_image_like(from_canonical(marked, grid, volume_from_image(lps, "ct")), lps))
+    for code in ("LPS", "LAS", "RPS", "RAS", "PLS", "ALS", "PRS", "ARS"):
+        stored = sitk.DICOMOrient(lps, code)  # the same voxels in physical space, stored in another order
+        vol = volume_from_image(stored, "ct", modality="ct")
+        assert code == "LPS" or not np.array_equal(vol.array, volume_from_image(lps, "ct").array)
+        other, other_grid = to_canonical(vol)
+        assert np.array_equal(other, canon), code
+        back = _image_like(from_canonical(marked, other_grid, vol), stored)
+        np.testing.assert_allclose(sitk.GetArrayFromImage(sitk.DICOMOrient(back, "LPS")), back_lps, err_msg=code)
+
+
+def _image_like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    image = sitk.GetImageFromArray(array)
+    image.CopyInformation(reference)
+    return image
 
 
 @pytest.mark.parametrize("spacing, says", [("1e30", r"1\.829e\+32 × 1\.829e\+32 pixels \(at most 8192\)"),
