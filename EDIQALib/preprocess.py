@@ -127,14 +127,21 @@ def from_display(array: np.ndarray, turn: tuple[bool, bool, bool]) -> np.ndarray
     return np.ascontiguousarray(np.swapaxes(out, -1, -2) if transpose else out)
 
 
+def display_axes(volume: Volume) -> tuple[tuple[bool, bool, bool], np.ndarray, np.ndarray]:
+    """The volume's :func:`display_turn`, and the directions (LPS) in which its slices, so turned, run
+    from left to right and from top to bottom."""
+    n = volume.reference.GetDimension()
+    d = np.eye(3)
+    d[:n, :n] = np.reshape(volume.reference.GetDirection(), (n, n))  # a 2-D slice lies in the x-y plane
+    turn = display_turn(tuple(d.ravel()))
+    columns, rows = (d[:, 1], d[:, 0]) if turn[0] else (d[:, 0], d[:, 1])
+    return turn, -columns if turn[2] else columns, -rows if turn[1] else rows
+
+
 def _display_grid(volume: Volume) -> tuple[tuple[bool, bool, bool], tuple[int, int, int], tuple[float, float, float]]:
     """The volume's :func:`display_turn`, and the size and spacing (x, y, z) of its voxels so turned."""
-    reference = volume.reference
-    n = reference.GetDimension()
-    direction = np.eye(3)
-    direction[:n, :n] = np.reshape(reference.GetDirection(), (n, n))  # a 2-D slice lies in the x-y plane
-    turn = display_turn(tuple(direction.ravel()))
-    (sx, sy), sz = volume.spacing_xy, (volume.spacing[2] if n == 3 else 1.0)
+    turn = display_axes(volume)[0]
+    (sx, sy), sz = volume.spacing_xy, (volume.spacing[2] if volume.reference.GetDimension() == 3 else 1.0)
     slices, rows, columns = volume.array.shape
     if turn[0]:
         return turn, (rows, columns, slices), (sy, sx, sz)

@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 
 from .assess import QualityResult, heatmap_display_max  # noqa: E402
 from .io import Volume, image_like, write_image  # noqa: E402
-from .preprocess import normalise, window_ct  # noqa: E402
+from .preprocess import display_axes, normalise, to_display, window_ct  # noqa: E402
 
 HEATMAP_CMAP = "RdYlGn"
 LPS_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))  # the ends of the physical x, y, z axes (LPS)
@@ -38,19 +38,18 @@ SERIES_AXIS = {"dose": "relative dose", "views": "views", "texture": "noise corr
 
 
 def edge_letters(volume: Volume) -> dict[str, str]:
-    """The patient directions at the image's left, right, top and bottom edges (R/L, A/P, I/S), from the
-    volume's direction cosines (LPS: +x toward the patient's left, +y posterior, +z superior); for an
-    oblique axis, the direction it is closest to."""
-    dim = volume.reference.GetDimension()
-    direction = np.array(volume.reference.GetDirection()).reshape(dim, dim)
+    """The patient directions at the left, right, top and bottom edges (R/L, A/P, I/S) of the volume's
+    slices as the figures show them (turned to display orientation, :func:`~EDIQALib.preprocess.display_axes`;
+    LPS: +x toward the patient's left, +y posterior, +z superior); for an oblique axis, the direction it is
+    closest to."""
+    _, columns, rows = display_axes(volume)
 
-    def ends(axis: int) -> tuple[str, str]:
-        d = direction[:, axis]
+    def ends(d: np.ndarray) -> tuple[str, str]:
         k = int(np.argmax(np.abs(d)))
         low, high = LPS_LETTERS[k]
         return (low, high) if d[k] > 0 else (high, low)
 
-    (left, right), (top, bottom) = ends(0), ends(1)
+    (left, right), (top, bottom) = ends(columns), ends(rows)
     return {"left": left, "right": right, "top": top, "bottom": bottom}
 
 
@@ -62,9 +61,14 @@ def _label_edges(ax: plt.Axes, volume: Volume) -> None:
         ax.text(x, y, letters[where], transform=ax.transAxes, ha=ha, va=va, color="white", fontweight="bold")
 
 
-def display_slice(volume: Volume, k: int) -> np.ndarray:
-    """Slice ``k`` in [0, 1] for the figures: CT in the soft-tissue window, MR as the student reads it."""
-    return window_ct(volume.array[k], CT_DISPLAY_WINDOW) if volume.modality == "ct" else normalise(volume.array[k], "mr")
+def display_slice(volume: Volume, k: int, heatmap: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """Slice ``k`` and its map (``heatmap``, the volume's) as the figures show them: turned to display
+    orientation (:func:`~EDIQALib.preprocess.display_turn`), the image in [0, 1] (CT in the soft-tissue
+    window, MR as the student reads it); with their spacing (x, y) in mm."""
+    turn = display_axes(volume)[0]
+    image = window_ct(volume.array[k], CT_DISPLAY_WINDOW) if volume.modality == "ct" else normalise(volume.array[k], "mr")
+    sx, sy = volume.spacing_xy
+    return to_display(image, turn), to_display(heatmap[k], turn), ((sy, sx) if turn[0] else (sx, sy))
 
 
 def _score_text(score: float | None) -> str:
@@ -112,9 +116,8 @@ def overlay_figure(volume: Volume, result: QualityResult, k: int | None = None) 
     """The image slice with the local-quality heatmap over it and a colour legend; for a volume, the
     per-slice scores below it, with that slice marked."""
     k = worst_slice(result) if k is None else k
-    image = display_slice(volume, k)
-    heat = np.ma.masked_invalid(result.heatmap[k])
-    sx, sy = volume.spacing_xy
+    image, heat, (sx, sy) = display_slice(volume, k, result.heatmap)
+    heat = np.ma.masked_invalid(heat)
     extent = (0, image.shape[1] * sx, image.shape[0] * sy, 0)
     image_height = 6 * image.shape[0] * sy / (image.shape[1] * sx) + 0.6
     if len(result.slice_scores) > 1:
@@ -257,17 +260,16 @@ def comparison_figure(results: list[QualityResult], volumes: list[Volume]) -> pl
         scores.set_xticks(range(n), [r.name for r in results], fontsize=8)
         scores.set_ylabel(f"{results[0].method} score")
     top = heatmap_display_max(results)
-    width = max(v.array.shape[2] * v.spacing_xy[0] for v in volumes)
-    height = max(v.array.shape[1] * v.spacing_xy[1] for v in volumes)
+    shown = [display_slice(v, worst_slice(r), r.heatmap) for r, v in zip(results, volumes)]
+    width = max(image.shape[1] * sx for image, _, (sx, _) in shown)
+    height = max(image.shape[0] * sy for image, _, (_, sy) in shown)
     panels = []
-    for i, (r, v) in enumerate(zip(results, volumes)):
+    for i, (r, v, (image, heat, (sx, sy))) in enumerate(zip(results, volumes, shown)):
         ax = fig.add_subplot(grid[1, i])
         k = worst_slice(r)
-        sx, sy = v.spacing_xy
-        extent = (0, v.array.shape[2] * sx, v.array.shape[1] * sy, 0)
-        ax.imshow(display_slice(v, k), cmap="gray", vmin=0, vmax=1, extent=extent)
-        im = ax.imshow(np.ma.masked_invalid(r.heatmap[k]), cmap=HEATMAP_CMAP, vmin=0, vmax=top, alpha=0.45,
-                       extent=extent)
+        extent = (0, image.shape[1] * sx, image.shape[0] * sy, 0)
+        ax.imshow(image, cmap="gray", vmin=0, vmax=1, extent=extent)
+        im = ax.imshow(np.ma.masked_invalid(heat), cmap=HEATMAP_CMAP, vmin=0, vmax=top, alpha=0.45, extent=extent)
         ax.set_title(f"{r.name}, slice {k}: {_score_text(r.slice_scores[k])}", fontsize=9)
         ax.set_xlim(0, width)
         ax.set_ylim(height, 0)

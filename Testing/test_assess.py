@@ -433,7 +433,7 @@ def test_the_comparison_figure_shows_bars_for_single_slices_and_curves_for_volum
 def test_the_overlay_names_the_patient_directions_at_the_image_edges(tmp_path, student_file):
     import EDIQALib
     from EDIQALib.io import read_volume
-    from EDIQALib.report import edge_letters, overlay_figure
+    from EDIQALib.report import display_slice, edge_letters, overlay_figure
 
     image = ct_image(slices=1, size=128, direction=(1, 0, 0, 0, 1, 0, 0, 0, 1))
     path = tmp_path / "axial.nrrd"
@@ -442,9 +442,15 @@ def test_the_overlay_names_the_patient_directions_at_the_image_edges(tmp_path, s
     assert edge_letters(volume) == {"left": "R", "right": "L", "top": "A", "bottom": "P"}  # the radiological view
     texts = {t.get_text() for t in overlay_figure(volume, EDIQALib.assess(path, model=str(student_file))).axes[0].texts}
     assert {"R", "L", "A", "P"} <= texts
-    image.SetDirection((-1, 0, 0, 0, 0, 1, 0, -1, 0))  # columns run to the patient's right, rows downward
+    image.SetDirection((-1, 0, 0, 0, 0, 1, 0, -1, 0))  # coronal, stored mirrored and upside down
     sitk.WriteImage(image, str(path))
-    assert edge_letters(read_volume(path)) == {"left": "L", "right": "R", "top": "S", "bottom": "I"}
+    assert edge_letters(read_volume(path)) == {"left": "R", "right": "L", "top": "S", "bottom": "I"}  # shown turned
+    image.SetDirection((0, 1, 0, 1, 0, 0, 0, 0, -1))  # axial, stored transposed
+    sitk.WriteImage(image, str(path))
+    turned = read_volume(path)
+    assert edge_letters(turned) == {"left": "R", "right": "L", "top": "A", "bottom": "P"}
+    shown = overlay_figure(turned, EDIQALib.assess(path, model=str(student_file))).axes[0].images[0].get_array()
+    assert np.allclose(shown, display_slice(volume, 0, np.zeros((1, 128, 128)))[0].T)  # shown as displayed
 
 
 def test_the_student_s_map_is_read_where_the_slice_lies_in_its_field():
