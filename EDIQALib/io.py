@@ -90,7 +90,10 @@ def _read_dicom_series(folder: Path) -> tuple[sitk.Image, str | None]:
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(warnings)
     if not ids:
-        raise InputError(f"no DICOM series found in folder {folder}")
+        inside = _folders_with_dicom(folder)
+        where = (f"; its sub-folder {inside[0]} holds DICOM files" if len(inside) == 1 else
+                 f"; {len(inside)} of its sub-folders, such as {inside[0]}, hold DICOM files" if inside else "")
+        raise InputError(f"no DICOM series found in folder {folder}{where}" + (": point to a series folder" if inside else ""))
     if len(ids) > 1:
         raise InputError(f"folder {folder} holds {len(ids)} DICOM series; point to one series folder")
     files = reader.GetGDCMSeriesFileNames(str(folder), ids[0])
@@ -115,6 +118,31 @@ def _read_dicom_series(folder: Path) -> tuple[sitk.Image, str | None]:
 _DICOMDIR_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
 
 
+def _folders_with_dicom(folder: Path) -> list[str]:
+    """The sub-folders of ``folder`` (a disc or an export tree) that hold DICOM files, relative to it."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if Path(root) != folder and any(_has_dicom_preamble(Path(root) / f) for f in sorted(files)[:3]):
+            found.append(os.path.relpath(root, folder))
+    return found
+
+
+def _is_directory(header) -> bool:
+    """Whether a DICOM header (pydicom's) is a DICOMDIR's: a disc's index of its files, with no image."""
+    return header.get("file_meta", {}).get("MediaStorageSOPClassUID") == _DICOMDIR_CLASS
+
+
+def _is_dicomdir(path: Path) -> bool:
+    """Whether the DICOM file ``path`` is a DICOMDIR (:func:`_is_directory`)."""
+    import pydicom
+
+    try:
+        return _is_directory(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"]))
+    except Exception:  # pydicom fails in many ways on damaged files: ITK's reader then judges them
+        return False
+
+
 def _slices_left_out(folder: Path, files: tuple[str, ...], series_uid: str) -> list[str]:
     """The files of ``folder`` that GDCM left out of its series although they are image slices of it (a file
     cut short in its pixel data), or DICOM files whose header cannot be read at all or ends before it names
@@ -133,9 +161,8 @@ def _slices_left_out(folder: Path, files: tuple[str, ...], series_uid: str) -> l
         except Exception:  # pydicom fails in many ways on a damaged header
             left_out.append(f.name)
             continue
-        directory = header.get("file_meta", {}).get("MediaStorageSOPClassUID") == _DICOMDIR_CLASS
         if (header.get("SeriesInstanceUID") == series_uid and "Rows" in header) or not (
-                "SeriesInstanceUID" in header or directory):  # every object but a DICOMDIR names its series
+                "SeriesInstanceUID" in header or _is_directory(header)):  # every object but a DICOMDIR names its series
             left_out.append(f.name)
     return left_out
 
@@ -287,6 +314,9 @@ def _read_file(path: Path) -> tuple[sitk.Image, str | None]:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     if _is_dicom_file(path):
+        if _is_dicomdir(path):
+            raise InputError(f"{path.name} is a DICOMDIR, the index of a DICOM disc, with no image: point to a "
+                             "series folder")
         reader.SetImageIO("GDCMImageIO")
     image = reader.Execute()
     modality = None

@@ -252,6 +252,25 @@ def test_multi_frame_dicom_reads_as_a_volume_alone_or_in_its_folder(tmp_path):
         assert np.diff(vol.array.mean(axis=(1, 2))) == pytest.approx([40, 40])  # in order, rescaled to HU
 
 
+def test_a_dicom_disc_points_to_its_series_folders(tmp_path):
+    """A disc's root and its DICOMDIR hold no image: the message says where the series are."""
+    from pydicom.fileset import FileSet
+
+    disc = FileSet()
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        disc.add(get_testdata_file(name))
+    disc.write(tmp_path / "disc")
+    with pytest.raises(InputError, match=r"no DICOM series found in folder .*disc; 2 of its sub-folders, such as "
+                                         r"PT000000/ST000000/SE000000, hold DICOM files: point to a series folder"):
+        read_volume(tmp_path / "disc")
+    with pytest.raises(InputError, match="DICOMDIR is a DICOMDIR, the index of a DICOM disc, with no image"):
+        read_volume(tmp_path / "disc" / "DICOMDIR")
+    assert read_volume(tmp_path / "disc" / "PT000000" / "ST000000" / "SE000000").array.shape == (1, 128, 128)
+    shutil.rmtree(tmp_path / "disc" / "PT000001")
+    with pytest.raises(InputError, match="its sub-folder PT000000/ST000000/SE000000 holds DICOM files"):
+        read_volume(tmp_path / "disc")
+
+
 def test_two_slices_at_one_position_are_refused(tmp_path):
     _write_dicom_series(tmp_path / "series", ct_image(slices=1))
     shutil.copy(tmp_path / "series" / "slice000.dcm", tmp_path / "series" / "again.dcm")
