@@ -5,6 +5,7 @@ teacher and the detector need: normalised image, body and saliency masks, and th
 """
 from __future__ import annotations
 
+import signal
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -78,6 +79,14 @@ def _degrade(args: tuple[np.ndarray, Degradation, int]) -> list[tuple[np.ndarray
     return out
 
 
+def _quiet_on_interrupt() -> None:
+    """In a worker: Ctrl-C and SIGTERM, which reach the whole process group, are left to the parent, which
+    cancels the work not yet started and waits for the projections under way (a worker that died of them
+    printed a traceback, and the pool's own thread another)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def build_bank(bases: dict[str, np.ndarray], n_projections: int, seed: int = 0, workers: int = 2,
                progress=None) -> dict[str, np.ndarray]:
     """Simulate ``n_projections`` degradations (3 nested doses each) of the given canonical HU slices.
@@ -94,7 +103,7 @@ def build_bank(bases: dict[str, np.ndarray], n_projections: int, seed: int = 0, 
         name = names[j % len(names)]
         jobs.append((bases[name], _draw_degradation(name, rng), seed * 100003 + j))
     images, psf, meta = [], [], []
-    with ProcessPoolExecutor(workers) as pool:
+    with ProcessPoolExecutor(workers, initializer=_quiet_on_interrupt) as pool:
         for j, result in enumerate(pool.map(_degrade, jobs)):
             for (image01, sigma), dose in zip(result, jobs[j][1].doses):
                 images.append(image01)

@@ -11,6 +11,7 @@ import math
 import os
 import platform
 import re
+import signal
 import sys
 import tempfile
 from collections.abc import Callable
@@ -334,7 +335,8 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
     from .validation import default_validation_series, validity_metric
 
     out = Path(args.out)
-    _check_resume(out, "ediqa train-detector", args, ("preset", "init"))
+    _check_resume(out, "ediqa train-detector", args,
+                  ("preset", "init", "phantoms", "back_phantoms", "bank_projections", "seed"))  # its bank's too
     check_batch(args.batch_size, args.accumulate, world_from_environment()[1])  # before the bank is built
     device = _device(args.device)
     initial, provenance = _initial_model(args.init, "detector", args.preset) if args.init else (None, None)  # before any output
@@ -512,9 +514,12 @@ def _check_run_state(out: Path) -> None:
     from . import training_log
     from .detector import load_resume_state
 
-    for state in sorted(out.glob("**/state.pt")):
+    def kept(name: str) -> list[Path]:  # not the files of a write that was cut off (a hidden staging folder)
+        return sorted(p for p in out.glob(f"**/{name}") if not any(part.startswith(".") for part in p.relative_to(out).parts))
+
+    for state in kept("state.pt"):
         load_resume_state(state, "cpu")
-    for log in sorted(out.glob(f"**/{training_log.LOG_NAME}")):
+    for log in kept(training_log.LOG_NAME):
         training_log.read(log)
 
 
@@ -1071,11 +1076,17 @@ def _keep_freed_memory() -> None:
     libc.mallopt(-3, 1 << 25)  # M_MMAP_THRESHOLD: blocks up to 32 MiB come from the heap, not fresh maps
 
 
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def run() -> None:
     """The console entry (``ediqa``, ``python -m EDIQALib``): :func:`main`, then exit at once. With torch
     loaded the interpreter's teardown takes about two seconds and does nothing useful: by the time
-    :func:`main` returns, every output has been written, closed and moved into place."""
+    :func:`main` returns, every output has been written, closed and moved into place. SIGTERM (``kill``,
+    the Slicer panel's Cancel) interrupts as Ctrl-C does, so that a write under way is discarded whole."""
     _keep_freed_memory()
+    signal.signal(signal.SIGTERM, _interrupt)
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()

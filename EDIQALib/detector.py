@@ -230,6 +230,8 @@ def train_detector(model: nn.Module, bank: list[Background], out_dir: str | Path
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step, best = int(state["step"]), float(state["best"])
+        if rank == 0:
+            training_log.keep_until(out, "step", step)
     parallel = data_parallel(model, world)
     with_masks = isinstance(model, MaskRCNN)
     running: dict[str, float] = {}
@@ -282,9 +284,9 @@ def _snapshot(model: nn.Module, opt: torch.optim.Optimizer, out: Path, step: int
         model.train()
         if entry["validity"] > best:
             save_weights(model, out / "best.safetensors")
+    training_log.append(out, entry)  # before the state (training_log.keep_until)
     save_resume_state({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                        "best": max(best, entry.get("validity", best))}, out / "state.pt")
-    training_log.append(out, entry)
 
 
 def save_weights(model: nn.Module, path: str | Path) -> None:

@@ -297,6 +297,8 @@ def train_student(student: Student, train: list[Sample], val: list[Sample], out_
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         epoch, best = int(state["epoch"]), float(state["best"])
+        if rank == 0:
+            training_log.keep_until(out, "epoch", epoch)
     versions = versions_of(train)
     n_pairs = len(version_pairs(versions, np.random.default_rng(0)))  # the same count every epoch
     sampler = DistributedSampler(range(n_pairs), num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
@@ -345,9 +347,9 @@ def train_student(student: Student, train: list[Sample], val: list[Sample], out_
                 best = quality
                 save_weights(student, out / "best.safetensors")
             save_weights(student, out / "last.safetensors")
+            training_log.append(out, entry)  # before the state (training_log.keep_until)
             save_resume_state({"model": student.state_dict(), "optimizer": opt.state_dict(),
                                "scheduler": sched.state_dict(), "epoch": epoch, "best": best}, out / "state.pt")
-            training_log.append(out, entry)
         barrier(world)
     if rank == 0 and not (out / "best.safetensors").exists():  # no epoch's figures were numbers
         raise InputError(f"training diverged: no epoch of {out} gave a finite loss and validation; start again "

@@ -537,14 +537,24 @@ def check_outputs(outputs: list[Path], inputs: list[str | os.PathLike]) -> None:
 @contextmanager
 def staged_in(folder: Path) -> Iterator[Path]:
     """A temporary folder in ``folder`` to write files into; when the block ends without error, each file
-    written there is renamed into ``folder`` (atomically, one by one), else all are discarded. Files get
+    written there is renamed into ``folder`` (atomically, one by one, in name order), else all are
+    discarded, with the folders made for them. Files get
     the permissions the user's umask gives a new file (a ``mkstemp`` file, or safetensors' own, is the
     owner's alone: no one else could read a shared run's results)."""
+    made = [p for p in (folder, *folder.parents) if not p.exists()]  # the leaf first
     folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".tmp-", dir=folder) as tmp:
-        yield Path(tmp)
-        for written in sorted(Path(tmp).iterdir()):
-            os.replace(written, folder / written.name)
+    try:
+        with tempfile.TemporaryDirectory(prefix=".tmp-", dir=folder) as tmp:
+            yield Path(tmp)
+            for written in sorted(Path(tmp).iterdir()):
+                os.replace(written, folder / written.name)
+    except BaseException:  # an error or an interrupt: the folders made for the files go with them
+        for p in made:
+            try:
+                p.rmdir()  # only while empty
+            except OSError:
+                break
+        raise
 
 
 def write_image(image: sitk.Image, path: str | os.PathLike) -> None:

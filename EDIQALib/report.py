@@ -7,11 +7,7 @@ from __future__ import annotations
 import csv
 import io as _io
 import json
-import os
-import tempfile
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib
@@ -22,7 +18,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .assess import QualityResult, heatmap_display_max  # noqa: E402
-from .io import Volume, image_like, write_image  # noqa: E402
+from .io import Volume, image_like, staged_in, write_image  # noqa: E402
 from .preprocess import display_axes, normalise, to_display, window_ct  # noqa: E402
 
 HEATMAP_CMAP = "RdYlGn"
@@ -74,18 +70,6 @@ def display_slice(volume: Volume, k: int, heatmap: np.ndarray) -> tuple[np.ndarr
 def _score_text(score: float | None) -> str:
     """A score as the figures print it: three decimals, or "not assessable" (``None`` or NaN)."""
     return "not assessable" if score is None or not np.isfinite(score) else f"{score:.3f}"
-
-
-@contextmanager
-def _staged(out_dir: str | Path, names: tuple[str, ...]) -> Iterator[Path]:
-    """A temporary folder in ``out_dir`` (made if need be) to write the files ``names`` into; once all are
-    written they replace ``out_dir``'s, each atomically, so that no reader sees a half-written set."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".tmp-", dir=out) as tmp:
-        yield Path(tmp)
-        for name in names:
-            os.replace(Path(tmp) / name, out / name)
 
 
 def worst_slice(result: QualityResult) -> int:
@@ -147,7 +131,7 @@ def _png_bytes(fig: plt.Figure) -> bytes:
 
 def write_outputs(result: QualityResult, volume: Volume, out_dir: str | Path) -> Path:
     """Write ``result.json``, ``heatmap.nrrd`` (float32, the input's geometry) and ``overlay.png``."""
-    with _staged(out_dir, RESULT_FILES) as t, ThreadPoolExecutor(1) as pool:
+    with staged_in(Path(out_dir)) as t, ThreadPoolExecutor(1) as pool:
         # SimpleITK compresses the heatmap without holding the GIL, while matplotlib draws the overlay
         heatmap = pool.submit(write_image, image_like(result.heatmap, volume.reference), t / "heatmap.nrrd")
         (t / "overlay.png").write_bytes(_png_bytes(overlay_figure(volume, result)))
@@ -171,7 +155,7 @@ def write_series_summary(results: list[QualityResult], out_dir: str | Path, sett
     writer = csv.DictWriter(csv_buf, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-    with _staged(out_dir, SERIES_FILES) as t:
+    with staged_in(Path(out_dir)) as t:
         (t / "series.json").write_text(json.dumps({**settings, "inputs": rows}, indent=2), encoding="utf-8")
         (t / "series.csv").write_text(csv_buf.getvalue(), encoding="utf-8")
         (t / "series.png").write_bytes(png)
@@ -202,7 +186,7 @@ def write_validity(report: dict, out_dir: str | Path, settings: dict) -> None:
     for e in report["series"]:
         for lv, sc, ns in zip(e["levels"], e["scores"], e["noise_sd_hu"]):
             lines.append(f"{e['base']},{e['kind']},{lv:g},{sc:.6f},{ns:.3f}")
-    with _staged(out_dir, VALIDITY_FILES) as t:
+    with staged_in(Path(out_dir)) as t:
         (t / "validity.json").write_text(json.dumps({**settings, **report}, indent=2), encoding="utf-8")
         (t / "validity.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
         (t / "validity.png").write_bytes(png)
@@ -238,7 +222,7 @@ def bench_figure(figures: dict) -> plt.Figure:
 def write_bench(figures: dict, out_dir: str | Path) -> None:
     """``bench.json`` (every figure) and ``bench.png`` (:func:`bench_figure`)."""
     png = _png_bytes(bench_figure(figures))
-    with _staged(out_dir, BENCH_FILES) as t:
+    with staged_in(Path(out_dir)) as t:
         (t / "bench.json").write_text(json.dumps(figures, indent=2), encoding="utf-8")
         (t / "bench.png").write_bytes(png)
 
@@ -289,7 +273,7 @@ def write_comparison(results: list[QualityResult], volumes: list[Volume], out_di
     for k in range(depth):
         cells = [r.slice_scores[k] if k < len(r.slice_scores) else None for r in results]
         lines.append(f"{k}," + ",".join("" if c is None else f"{c:.6f}" for c in cells))
-    with _staged(out_dir, COMPARISON_FILES) as t:
+    with staged_in(Path(out_dir)) as t:
         (t / "compare.json").write_text(json.dumps([r.to_json() for r in results], indent=2))
         (t / "compare.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
         (t / "compare.png").write_bytes(png)

@@ -28,6 +28,19 @@ def append(out: Path, entry: dict) -> None:
     write_bytes(png.getvalue(), out / CURVES_NAME)
 
 
+def keep_until(out: Path, key: str, last: int) -> None:
+    """Drop the lines of ``out/log.jsonl`` past ``last`` (by ``key``: ``epoch`` or ``step``), which a run
+    resumed from its resume state does again: each line is written before the state that follows it, so
+    that an interrupt between the two leaves a line too many, never one too few."""
+    path = out / LOG_NAME
+    if not path.exists():
+        return
+    entries = read(path)
+    kept = [entry for entry in entries if entry.get(key, 0) <= last]
+    if len(kept) < len(entries):
+        write_bytes("".join(json.dumps(entry) + "\n" for entry in kept).encode(), path)
+
+
 def read(path: Path) -> list[dict]:
     """A training log's entries; an input error where it is not one JSON object per line."""
     try:

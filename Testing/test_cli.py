@@ -509,6 +509,23 @@ def test_a_run_folder_is_resumed_only_by_its_own_command_and_preset(tmp_path):
         assert [p.name for p in (tmp_path / name).iterdir()] == ["run.json"]
 
 
+def test_a_run_is_checked_for_resuming_without_the_files_of_a_write_that_was_cut_off(tmp_path):
+    """A write killed outright (SIGKILL, a power cut) leaves its hidden staging folder: not the run's state."""
+    from EDIQALib.cli import _check_run_state
+    from EDIQALib.detector import save_resume_state
+
+    run = tmp_path / "run"
+    (run / "stage2" / ".tmp-x").mkdir(parents=True)
+    save_resume_state({"model": {}, "optimizer": {}, "best": 0.0, "epoch": 1}, run / "stage2" / "state.pt")
+    (run / "stage2" / "log.jsonl").write_text('{"epoch": 1, "loss": 0.5}\n', encoding="utf-8")
+    (run / "stage2" / ".tmp-x" / "state.pt").write_bytes(b"\x80\x02half a sta")
+    (run / "stage2" / ".tmp-x" / "log.jsonl").write_text('{"epoch": 2, "lo', encoding="utf-8")
+    _check_run_state(run)  # it was refused as "unreadable": the run could never be resumed
+    (run / "stage2" / "state.pt").write_bytes(b"\x80\x02half a sta")
+    with pytest.raises(InputError, match="resume state is unreadable"):
+        _check_run_state(run)
+
+
 def test_label_names_each_image_s_map_after_its_whole_name_and_resumes_only_a_labels_file(tmp_path):
     series = tmp_path / "series"
     series.mkdir()

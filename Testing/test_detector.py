@@ -79,12 +79,14 @@ def test_train_resume_and_detect(tmp_path):
     best = train_detector(model, bank, tmp_path / "run", DetectorTraining(**{**schedule.__dict__, "iterations": 2}),
                           validate=lambda m: calls.append(1) or -len(calls))
     assert best.name == "best.safetensors" and best.exists()
+    with open(tmp_path / "run" / "log.jsonl", "a", encoding="utf-8") as log:  # as if interrupted after the line
+        log.write(json.dumps({"step": 4, "loss": 9.0}) + "\n")  # of step 4, before its resume state
     # a new process would build a fresh model and resume from state.pt at step 2
     train_detector(build_detector("lite"), bank, tmp_path / "run", schedule,
                    validate=lambda m: calls.append(1) or -len(calls))
     run = tmp_path / "run"
     steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert steps == [2, 4]
+    assert steps == [2, 4]  # the line past the resume state is written again, not twice
     assert (run / "training.png").read_bytes()[:4] == b"\x89PNG"
     assert len(calls) == 2
     assert sorted(p.name for p in (run / "snapshots").iterdir()) == ["step000002.safetensors", "step000004.safetensors"]

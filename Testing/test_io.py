@@ -327,6 +327,23 @@ def test_a_write_that_fails_leaves_the_earlier_file_whole_and_nothing_else(tmp_p
     assert [p.name for p in tmp_path.iterdir()] == ["out.nrrd"]  # no temporary folder left behind
 
 
+def test_an_interrupted_write_leaves_no_folder_it_made(tmp_path):
+    """Ctrl-C during the write of a result into a new --out left that folder, empty."""
+    from EDIQALib.io import staged_in
+
+    with pytest.raises(KeyboardInterrupt):
+        with staged_in(tmp_path / "out" / "ct") as staging:
+            (staging / "result.json").write_text("{}", encoding="utf-8")
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "kept.txt").write_text("a user's file", encoding="utf-8")
+    with pytest.raises(KeyboardInterrupt):
+        with staged_in(tmp_path / "out" / "ct"):
+            raise KeyboardInterrupt
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["kept.txt"]  # what was there stays
+
+
 def test_a_nifti_in_two_gzip_members_is_counted_not_refused(tmp_path):
     # gzip's trailer states only the last member's length: such a stream is decompressed and counted
     plain = tmp_path / "ct.nii"

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from EDIQALib.runner import Runner
@@ -161,6 +163,32 @@ def test_cancel_ends_the_child_and_its_children(tmp_path):
         assert not (tmp_path / "run" / "bank.npz").exists()  # nothing half-written
     finally:
         _end_group(runner.pid)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupt_is_one_line_and_leaves_no_staging_behind(tmp_path, sig):
+    """Ctrl-C (SIGINT to the terminal's process group) or ``kill``/Cancel (SIGTERM) while the bank's workers
+    run: one line, not a traceback from each worker; nothing half-written, no worker left."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "EDIQALib", "train-detector", "--out", str(out), "--phantoms", "2",
+                             "--bank-projections", "40", "--workers", "2", "--progress", "none"],
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline, kids = time.monotonic() + 120, set()
+        while time.monotonic() < deadline and len(kids) < 2:
+            time.sleep(0.5)
+            kids = _descendants(proc.pid)
+        assert len(kids) >= 2, "the bank workers did not start"
+        os.killpg(proc.pid, sig)
+        _, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 130 and stderr.strip() == "ediqa: interrupted", stderr
+        assert not [p for p in out.rglob("*") if p.name.startswith(".tmp")] and not (out / "bank.npz").exists()
+        deadline = time.monotonic() + 10
+        while any(_alive(k) for k in kids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(k) for k in kids)
+    finally:
+        _end_group(proc.pid)
 
 
 def test_cancel_kills_a_child_that_ignores_the_polite_signal(tmp_path):
