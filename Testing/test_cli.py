@@ -504,6 +504,12 @@ def test_a_run_folder_is_resumed_only_by_its_own_command_and_preset(tmp_path):
     proc = ediqa(*train, "--preset", "paper", "--out", tmp_path / "student-run")
     assert_one_line_error(proc)
     assert "--preset lite" in proc.stderr
+    runs["detector-run"]["args"].update(phantoms=2, back_phantoms=0, bank_projections=40, seed=0)
+    (tmp_path / "detector-run" / "run.json").write_text(json.dumps(runs["detector-run"]), encoding="utf-8")
+    proc = ediqa("train-detector", "--out", tmp_path / "detector-run", "--phantoms", "5", "--back-phantoms", "0",
+                 "--bank-projections", "40", "--progress", "none")  # its bank was built from 2 phantoms
+    assert_one_line_error(proc)
+    assert "--phantoms 2" in proc.stderr
     for name, info in runs.items():  # nothing was written into either folder
         assert json.loads((tmp_path / name / "run.json").read_text(encoding="utf-8")) == info
         assert [p.name for p in (tmp_path / name).iterdir()] == ["run.json"]
