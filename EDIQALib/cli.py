@@ -708,8 +708,12 @@ def cmd_label(args: argparse.Namespace) -> None:
     scorer = teacher_scorer(model, config, device) if kind == "detector" else student_scorer(model, config.insertion, device)
     with distributed_context(device) as (rank, world):
         progress = _progress(args) if rank == 0 else None
-        written = label_series(inputs, scorer, config.insertion, args.out, args.resume, progress, rank, world,
-                               with_psf=kind == "detector")
+        labeller = {"model": {"name": entry.name, "sha256": entry.sha256}}
+        if kind == "detector":  # the teacher's settings; a student's verdict has none
+            labeller.update(realizations=config.realizations, repeats=config.repeats, seed=config.seed,
+                            readout=config.readout, psf=config.psf_aware, contrasts=list(config.insertion.contrasts))
+        written = label_series(inputs, scorer, config.insertion, args.out, labeller, args.resume, progress, rank,
+                               world, with_psf=kind == "detector")
         barrier(world)
         if world > 1 and rank == 0:
             merge_parts(inputs, args.out, world)

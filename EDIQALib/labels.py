@@ -11,6 +11,7 @@ flushed, so an interrupted run resumes with no duplicated or lost rows.
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections.abc import Callable
 from io import StringIO
@@ -134,13 +135,36 @@ def _part_path(out_csv: Path, rank: int, world: int) -> Path:
     return out_csv if world == 1 else out_csv.with_name(f"{out_csv.stem}.part{rank}.csv")
 
 
+LABELLER_NAME = "labeller.json"  # in the maps folder: what labelled the file (model and settings)
+
+
+def _check_labeller(out_csv: Path, labeller: dict) -> None:
+    """A labels file is continued only by what labelled it (its model and settings, as
+    :data:`LABELLER_NAME` records them): else its rows would mix two labellers' scores, unmarked."""
+    path = maps_folder(out_csv) / LABELLER_NAME
+    if not path.exists():
+        return
+    from .io import read_json
+
+    recorded = read_json(path, "labeller record")
+    changed = sorted(k for k in {*labeller, *(recorded if isinstance(recorded, dict) else {})}
+                     if not isinstance(recorded, dict) or recorded.get(k) != labeller.get(k))
+    if changed:
+        was = "; ".join(f"{k} {recorded.get(k) if isinstance(recorded, dict) else '?'}" for k in changed)
+        raise InputError(f"{out_csv} was labelled with {was}; resume it with the same model and settings, or "
+                         "choose another --out")
+
+
 def label_series(inputs: list[tuple[str, list[Path]]], scorer: SliceScorer, insertion: InsertionConfig,
-                 out_csv: str | Path, resume: bool = False, progress: Callable[[str, int, int], None] | None = None,
-                 rank: int = 0, world: int = 1, with_psf: bool = True) -> int:
+                 out_csv: str | Path, labeller: dict, resume: bool = False,
+                 progress: Callable[[str, int, int], None] | None = None, rank: int = 0, world: int = 1,
+                 with_psf: bool = True) -> int:
     """Label every slice of every series with ``scorer`` (the versions of one slice position in one call,
     so that the teacher shares its insertion maps across them); returns the number of rows written by this
     call. ``insertion`` sets the masks that decide where a slice is assessable; ``with_psf`` estimates each
     slice's PSF, which the teacher's resolution-aware insertion needs and a student does not.
+    ``labeller`` (its model and settings, JSON) is recorded beside the maps; a resumed file must have the
+    same.
 
     With ``world`` > 1 (``torchrun``), slice positions are dealt round-robin to ranks in a fixed order;
     each rank appends to its own part file (``<stem>.part<rank>.csv``), which :func:`merge_parts` joins.
@@ -151,6 +175,7 @@ def label_series(inputs: list[tuple[str, list[Path]]], scorer: SliceScorer, inse
     maps_dir = maps_folder(out_csv)
     if out_csv.exists() and not resume:
         raise InputError(f"{out_csv} exists; pass --resume to continue it or choose another --out")
+    _check_labeller(out_csv, labeller)
     done_rows = read_labels(out_csv) if out_csv.exists() and world > 1 else []
     own_rows = read_labels(part) if part.exists() and resume else []
     done = {(r["series"], r["file"], int(r["slice"])) for r in done_rows + own_rows}
@@ -158,6 +183,8 @@ def label_series(inputs: list[tuple[str, list[Path]]], scorer: SliceScorer, inse
     for name, _, vols in units:
         check_same_geometry(vols, f"the images of series {name}")
     maps_dir.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        write_text(json.dumps(labeller, indent=2), maps_dir / LABELLER_NAME)
     write_text(_csv_text(own_rows), part)  # the complete rows again, then appended to
     home = Path(out_csv).resolve().parent  # image paths are written relative to the labels file
     path_of = {(name, f.name): os.path.relpath(Path(f).resolve(), home) for name, files in inputs for f in files}

@@ -66,6 +66,15 @@ def test_label_then_resume_after_interruption(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["rows_written"] == 3  # the three rows it lacked, not all six again
     assert _rows(out) == full  # the row cut short written again whole, map and path included
+    labeller = json.loads((tmp_path / "labels_maps" / "labeller.json").read_text(encoding="utf-8"))
+    assert labeller["model"]["name"] == "detector-lite" and labeller["realizations"] == 2
+
+    # continued by another labeller, its rows would mix two teachers' scores without a mark
+    out.write_text("".join(lines[:4]))
+    for other in (["--realizations", "3"], ["--seed", "1"], ["--model", "student-lite"]):
+        proc = _label(data, out, "--resume", *other)
+        assert proc.returncode == 2 and "was labelled with" in proc.stderr and "Traceback" not in proc.stderr
+        assert out.read_text(encoding="utf-8") == "".join(lines[:4])  # nothing written
 
 
 def test_a_student_labels_each_slice_with_its_own_verdict(tmp_path):
