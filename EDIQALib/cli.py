@@ -340,11 +340,10 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
     check_batch(args.batch_size, args.accumulate, world_from_environment()[1])  # before the bank is built
     device = _device(args.device)
     initial, provenance = _initial_model(args.init, "detector", args.preset) if args.init else (None, None)  # before any output
-    with distributed_context(device) as (rank, world):
+    with distributed_context(device) as (rank, world), _run_lock(out, rank):
         progress = _progress(args) if rank == 0 else None
         bank_path = out / "bank.npz"
         if rank == 0:
-            out.mkdir(parents=True, exist_ok=True)
             if not bank_path.exists():
                 bank = build_bank(training_bases(args.phantoms, args.back_phantoms), args.bank_projections, seed=args.seed,
                                   workers=args.workers, progress=progress)
@@ -506,6 +505,16 @@ def _check_resume(out: Path, command: str, args: argparse.Namespace, keys: tuple
         raise InputError(f"{out} holds a run with {was}; resume it with the same settings (the same start), "
                          "or give another --out")
     _check_run_state(out)
+
+
+def _run_lock(out: Path, rank: int):
+    """A run folder is written by one run at a time (its rank 0: the others write nothing of it);
+    :func:`~EDIQALib.io.exclusive` on ``out/.lock``, which makes the folder."""
+    from contextlib import nullcontext
+
+    from .io import exclusive
+
+    return exclusive(out / ".lock", str(out)) if rank == 0 else nullcontext()
 
 
 def _check_run_state(out: Path) -> None:
@@ -693,7 +702,7 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
 def cmd_label(args: argparse.Namespace) -> None:
     from .assess import student_scorer
     from .distributed import barrier, distributed_context
-    from .io import check_outputs
+    from .io import check_outputs, exclusive
     from .labels import discover_series, label_series, maps_folder, merge_parts
     from .models import load_model
     from .teacher import teacher_scorer
@@ -706,7 +715,9 @@ def cmd_label(args: argparse.Namespace) -> None:
     config = _teacher_config(args)
     kind = entry.card["kind"]
     scorer = teacher_scorer(model, config, device) if kind == "detector" else student_scorer(model, config.insertion, device)
-    with distributed_context(device) as (rank, world):
+    labels = Path(args.out)
+    with distributed_context(device) as (rank, world), exclusive(  # each rank's own file: rank 0's is the CSV
+            labels.with_name(f".{labels.name}.lock{rank or ''}"), args.out):
         progress = _progress(args) if rank == 0 else None
         labeller = {"model": {"name": entry.name, "sha256": entry.sha256}}
         if kind == "detector":  # the teacher's settings; a student's verdict has none
@@ -785,10 +796,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     initial, provenance = (_initial_student(args.init, args.init_member, args.preset) if args.init
                            else (None, None))  # before any output
     bank = load_bank(args.bank) if args.stage1_iterations else None  # likewise
-    with distributed_context(device) as (rank, world):
+    with distributed_context(device) as (rank, world), _run_lock(out, rank):
         progress = _progress(args) if rank == 0 else None
         if rank == 0:
-            out.mkdir(parents=True, exist_ok=True)
             settings = {k: v for k, v in vars(args).items() if k not in ("func", "progress")}
             run_info = {"command": "ediqa train", "args": settings, "ranks": world, "train_slices": len(train),
                         "held_out_slices": len(val)}

@@ -557,6 +557,32 @@ def staged_in(folder: Path) -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def exclusive(lock: Path, what: str) -> Iterator[None]:
+    """Hold the lock file ``lock`` (made if need be) for the block, alone: a second process that asks for
+    it meanwhile is refused in one line instead of writing into ``what`` too. The system releases the lock
+    with the process, however that ends.
+
+    Raises:
+        InputError: another process holds the lock.
+    """
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+b") as f:
+        try:
+            if os.name == "posix":
+                import fcntl
+
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            else:
+                import msvcrt
+
+                msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            raise InputError(f"{what} is being written by another run; wait for it to end, or choose another "
+                             "--out") from None
+        yield
+
+
 def write_image(image: sitk.Image, path: str | os.PathLike) -> None:
     """Write ``image`` atomically (:func:`staged_in`); formats with a separate data file (``.mhd`` +
     ``.raw``) move both."""

@@ -532,6 +532,30 @@ def test_a_run_is_checked_for_resuming_without_the_files_of_a_write_that_was_cut
         _check_run_state(run)
 
 
+def test_a_run_folder_or_labels_file_is_written_by_one_run_at_a_time(tmp_path):
+    """Two runs into one --out at once (two terminals, a script started twice) wrote every log line twice,
+    or lost one run's labels: the second is refused while the first holds its lock."""
+    from EDIQALib.io import exclusive
+
+    src = tmp_path / "ct.nrrd"
+    sitk.WriteImage(ct_image(slices=1, size=80, spacing=(0.7, 0.7, 2.0)), str(src))
+    with exclusive(tmp_path / "run" / ".lock", "the first run"):
+        proc = ediqa("train-detector", "--out", tmp_path / "run", "--phantoms", "2", "--bank-projections", "40",
+                     "--progress", "none")
+        assert_one_line_error(proc)
+        assert "run is being written by another run" in proc.stderr
+        assert [p.name for p in (tmp_path / "run").iterdir()] == [".lock"]  # no bank, no run.json
+    with exclusive(tmp_path / ".labels.csv.lock", "the first run"):
+        proc = ediqa("label", src, "--out", tmp_path / "labels.csv", "--realizations", "2", "--repeats", "1",
+                     "--progress", "none")
+        assert_one_line_error(proc)
+        assert "labels.csv is being written by another run" in proc.stderr
+        assert not (tmp_path / "labels.csv").exists()
+    proc = ediqa("label", src, "--out", tmp_path / "labels.csv", "--realizations", "2", "--repeats", "1",
+                 "--progress", "none")  # once the first has ended
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_label_names_each_image_s_map_after_its_whole_name_and_resumes_only_a_labels_file(tmp_path):
     series = tmp_path / "series"
     series.mkdir()
