@@ -335,7 +335,8 @@ def test_a_small_slice_is_scored_as_in_training():
 
 def test_one_physical_slice_gets_one_score_and_one_map_however_its_file_stores_it():
     """The bundled head slice, and the same voxels stored with rows flipped (as NIfTI converters often
-    store them), mirrored, and transposed: the shipped student scored them 0.147, 0.100, 0.096 and 0.084."""
+    store them), rows and columns flipped, and transposed: the shipped student scored them 0.147, 0.100, 0.096
+    and 0.084."""
     from EDIQALib.assess import assess_each
     from EDIQALib.io import read_volume, volume_from_image
 
