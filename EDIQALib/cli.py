@@ -702,7 +702,7 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
 def cmd_label(args: argparse.Namespace) -> None:
     from .assess import student_scorer
     from .distributed import barrier, distributed_context
-    from .io import check_outputs, exclusive
+    from .io import check_outputs
     from .labels import discover_series, label_series, maps_folder, merge_parts
     from .models import load_model
     from .teacher import teacher_scorer
@@ -715,9 +715,7 @@ def cmd_label(args: argparse.Namespace) -> None:
     config = _teacher_config(args)
     kind = entry.card["kind"]
     scorer = teacher_scorer(model, config, device) if kind == "detector" else student_scorer(model, config.insertion, device)
-    labels = Path(args.out)
-    with distributed_context(device) as (rank, world), exclusive(  # each rank's own file: rank 0's is the CSV
-            labels.with_name(f".{labels.name}.lock{rank or ''}"), args.out):
+    with distributed_context(device) as (rank, world):
         progress = _progress(args) if rank == 0 else None
         labeller = {"model": {"name": entry.name, "sha256": entry.sha256}}
         if kind == "detector":  # the teacher's settings; a student's verdict has none

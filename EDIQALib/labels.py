@@ -21,7 +21,7 @@ import numpy as np
 
 from .assess import SliceScorer, slice_background
 from .errors import InputError
-from .io import check_same_geometry, read_volume, write_text
+from .io import check_same_geometry, exclusive, read_volume, write_text
 from .preprocess import to_canonical, volume_range
 from .signals import InsertionConfig
 from .student import MAP_STRIDE
@@ -182,44 +182,47 @@ def label_series(inputs: list[tuple[str, list[Path]]], scorer: SliceScorer, inse
     units = [(name, files, [read_volume(f) for f in files]) for name, files in inputs]  # bad input: nothing written
     for name, _, vols in units:
         check_same_geometry(vols, f"the images of series {name}")
-    maps_dir.mkdir(parents=True, exist_ok=True)
-    if rank == 0:
-        write_text(json.dumps(labeller, indent=2), maps_dir / LABELLER_NAME)
-    write_text(_csv_text(own_rows), part)  # the complete rows again, then appended to
-    home = Path(out_csv).resolve().parent  # image paths are written relative to the labels file
-    path_of = {(name, f.name): os.path.relpath(Path(f).resolve(), home) for name, files in inputs for f in files}
-    total = sum(v[0].array.shape[0] for _, _, v in units)
-    written, position = 0, -1
-    with open(part, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        for name, files, vols in units:
-            canon = [to_canonical(v)[0] for v in vols]
-            ranges = [volume_range(c, v.modality) for c, v in zip(canon, vols)]
-            for k in range(canon[0].shape[0]):
-                position += 1
-                keys = [(name, p.name, k) for p in files]
-                if position % world != rank or all(key in done for key in keys):
-                    continue
-                backgrounds = [slice_background(c[k], v.modality, insertion, with_psf, r)
-                               for c, v, r in zip(canon, vols, ranges)]
-                verdicts = scorer([backgrounds], [k])[0]
-                rows = []
-                for (series, fname, sl), (score, heatmap, assessable) in zip(keys, verdicts):
-                    if (series, fname, sl) in done:  # a unit cut short: its scores are recomputed identically
+    # one run at a time writes this file (two appended to files that replaced each other, and one run's rows
+    # were lost); taken once the inputs are read, so that bad input leaves nothing behind
+    with exclusive(part.with_name(f".{part.name}.lock"), str(out_csv)):
+        maps_dir.mkdir(parents=True, exist_ok=True)
+        if rank == 0:
+            write_text(json.dumps(labeller, indent=2), maps_dir / LABELLER_NAME)
+        write_text(_csv_text(own_rows), part)  # the complete rows again, then appended to
+        home = Path(out_csv).resolve().parent  # image paths are written relative to the labels file
+        path_of = {(name, f.name): os.path.relpath(Path(f).resolve(), home) for name, files in inputs for f in files}
+        total = sum(v[0].array.shape[0] for _, _, v in units)
+        written, position = 0, -1
+        with open(part, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=FIELDS)
+            for name, files, vols in units:
+                canon = [to_canonical(v)[0] for v in vols]
+                ranges = [volume_range(c, v.modality) for c, v in zip(canon, vols)]
+                for k in range(canon[0].shape[0]):
+                    position += 1
+                    keys = [(name, p.name, k) for p in files]
+                    if position % world != rank or all(key in done for key in keys):
                         continue
-                    map_name = f"{series}/{_map_stem(Path(fname).name)}_s{sl:04d}.npy"
-                    (maps_dir / series).mkdir(parents=True, exist_ok=True)
-                    np.save(maps_dir / map_name, pool_map(heatmap))
-                    rows.append({"series": series, "file": fname, "slice": sl,
-                                 "score": f"{score:.6f}" if assessable else "",
-                                 "assessable": int(assessable), "map": map_name,
-                                 "path": path_of[(series, fname)]})
-                writer.writerows(rows)
-                f.flush()
-                os.fsync(f.fileno())
-                written += len(rows)
-                if progress:
-                    progress("label", position + 1, total)
+                    backgrounds = [slice_background(c[k], v.modality, insertion, with_psf, r)
+                                   for c, v, r in zip(canon, vols, ranges)]
+                    verdicts = scorer([backgrounds], [k])[0]
+                    rows = []
+                    for (series, fname, sl), (score, heatmap, assessable) in zip(keys, verdicts):
+                        if (series, fname, sl) in done:  # a unit cut short: its scores are recomputed identically
+                            continue
+                        map_name = f"{series}/{_map_stem(Path(fname).name)}_s{sl:04d}.npy"
+                        (maps_dir / series).mkdir(parents=True, exist_ok=True)
+                        np.save(maps_dir / map_name, pool_map(heatmap))
+                        rows.append({"series": series, "file": fname, "slice": sl,
+                                     "score": f"{score:.6f}" if assessable else "",
+                                     "assessable": int(assessable), "map": map_name,
+                                     "path": path_of[(series, fname)]})
+                    writer.writerows(rows)
+                    f.flush()
+                    os.fsync(f.fileno())
+                    written += len(rows)
+                    if progress:
+                        progress("label", position + 1, total)
     return written
 
 
