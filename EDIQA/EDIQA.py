@@ -356,16 +356,17 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self._ready(self.ui.relabelButton):
             return
         p = self._parameterNode
-        labels = Path(folder) / "labels.csv"
+        root = Path(folder).resolve()  # the child runs elsewhere: no path relative to here
+        labels = root / "labels.csv"
         maps = labels.with_name(f"{labels.stem}_maps")  # written by label beside its CSV: not a series
-        series = sorted(str(s) for s in Path(folder).iterdir() if s.is_dir() and s != maps)
+        series = sorted(str(s) for s in root.iterdir() if s.is_dir() and s != maps)
         args = ["label", *series, "--out", str(labels), "--resume", "--realizations", str(p.realizations),
                 "--repeats", str(p.repeats), "--seed", str(p.seed), "--device", self.ui.deviceSelector.currentText]
         self._start(self.ui.relabelButton, args, lambda r: slicer.util.infoDisplay(f"Labels written: {labels}"))
 
     def onRetrain(self) -> None:
         folder = self.ui.relabelFolderPathLineEdit.currentPath
-        labels = Path(folder or ".") / "labels.csv"
+        labels = Path(folder or ".").resolve() / "labels.csv"  # the child runs elsewhere
         if not labels.exists():
             slicer.util.errorDisplay("Relabel a folder first: retraining reads its labels.csv.")
             return

@@ -6,6 +6,7 @@ modality (``"ct"`` in Hounsfield units or ``"mr"``).
 """
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import math
@@ -232,6 +233,8 @@ def _nifti_data(head: bytes) -> _NiftiData | None:
     if not 1 <= dim[0] <= 7 or not 0 <= vox_offset[0] < math.inf:
         return None
     floats = _NIFTI_FLOATS.get(datatype[0])
+    if floats and np.dtype(floats).itemsize * 8 != bitpix[0]:  # a header at odds with itself: ITK judges it
+        floats = None
     return _NiftiData(int(vox_offset[0]), math.prod(dim[1:dim[0] + 1]) * bitpix[0] // 8,
                       np.dtype(order + floats) if floats else None)
 
@@ -311,6 +314,8 @@ def _read_file(path: Path) -> tuple[sitk.Image, str | None]:
         _check_meta_data_file(path)
     if path.name.lower().endswith((".nii", ".nii.gz", ".hdr")):
         _check_nifti_data(path)
+    elif path.suffix.lower() == ".img" and path.with_suffix(".hdr").exists():  # the data file of a pair
+        _check_nifti_data(path.with_suffix(".hdr"))
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     if _is_dicom_file(path):
@@ -400,7 +405,7 @@ def read_volume(path: str | os.PathLike, modality: str | None = None) -> Volume:
             detail = _read_error_detail(exc, log.read().decode("utf-8", errors="replace"))
             raise InputError(f"cannot read {p.name}: not a readable image, or truncated ({detail})") from None
     name = Path(os.path.abspath(p)).name  # "." and ".." are their folders'
-    for ext in (".nii.gz", ".nrrd", ".nhdr", ".nii", ".hdr", ".mha", ".mhd", ".dcm", ".dicom", ".ima"):
+    for ext in (".nii.gz", ".nrrd", ".nhdr", ".nii", ".hdr", ".img", ".mha", ".mhd", ".dcm", ".dicom", ".ima"):
         if name.lower().endswith(ext):
             name = name[: -len(ext)]
             break
@@ -577,9 +582,13 @@ def exclusive(lock: Path, what: str) -> Iterator[None]:
                 import msvcrt
 
                 msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
-        except OSError:
-            raise InputError(f"{what} is being written by another run; wait for it to end, or choose another "
-                             "--out") from None
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):  # a file system without locks (some network ones)
+                sys.stderr.write(f"ediqa: warning: cannot lock {lock} ({exc.strerror}); nothing keeps a second run "
+                                 f"from writing into {what} at the same time\n")
+            else:
+                raise InputError(f"{what} is being written by another run; wait for it to end, or choose another "
+                                 "--out") from None
         yield
 
 

@@ -14,12 +14,14 @@ import csv
 import json
 import os
 from collections.abc import Callable
+from contextlib import nullcontext
 from io import StringIO
 from pathlib import Path
 
 import numpy as np
 
 from .assess import SliceScorer, slice_background
+from .distributed import barrier
 from .errors import InputError
 from .io import check_same_geometry, exclusive, read_volume, write_text
 from .preprocess import to_canonical, volume_range
@@ -139,11 +141,13 @@ LABELLER_NAME = "labeller.json"  # in the maps folder: what labelled the file (m
 
 
 def _check_labeller(out_csv: Path, labeller: dict) -> None:
-    """A labels file is continued only by what labelled it (its model and settings, as
-    :data:`LABELLER_NAME` records them): else its rows would mix two labellers' scores, unmarked."""
+    """A labels file (to be resumed) is continued only by what labelled it (its model and settings, as
+    :data:`LABELLER_NAME` records them): else its rows would mix two labellers' scores, unmarked. A file
+    without a record (of an earlier release, whose maps may lie in another orientation) is not continued."""
     path = maps_folder(out_csv) / LABELLER_NAME
     if not path.exists():
-        return
+        raise InputError(f"{out_csv} has no record of what labelled it (an earlier release made it); label into "
+                         "another --out")
     from .io import read_json
 
     recorded = read_json(path, "labeller record")
@@ -175,16 +179,19 @@ def label_series(inputs: list[tuple[str, list[Path]]], scorer: SliceScorer, inse
     maps_dir = maps_folder(out_csv)
     if out_csv.exists() and not resume:
         raise InputError(f"{out_csv} exists; pass --resume to continue it or choose another --out")
-    _check_labeller(out_csv, labeller)
     done_rows = read_labels(out_csv) if out_csv.exists() and world > 1 else []
     own_rows = read_labels(part) if part.exists() and resume else []
+    if out_csv.exists():  # resumed: a labels file, and of this labeller
+        _check_labeller(out_csv, labeller)
     done = {(r["series"], r["file"], int(r["slice"])) for r in done_rows + own_rows}
     units = [(name, files, [read_volume(f) for f in files]) for name, files in inputs]  # bad input: nothing written
     for name, _, vols in units:
         check_same_geometry(vols, f"the images of series {name}")
     # one run at a time writes this file (two appended to files that replaced each other, and one run's rows
-    # were lost); taken once the inputs are read, so that bad input leaves nothing behind
-    with exclusive(part.with_name(f".{part.name}.lock"), str(out_csv)):
+    # were lost): rank 0 holds the lock, taken once the inputs are read (bad input leaves nothing behind),
+    # before any rank writes
+    with exclusive(out_csv.with_name(f".{out_csv.name}.lock"), str(out_csv)) if rank == 0 else nullcontext():
+        barrier(world)
         maps_dir.mkdir(parents=True, exist_ok=True)
         if rank == 0:
             write_text(json.dumps(labeller, indent=2), maps_dir / LABELLER_NAME)

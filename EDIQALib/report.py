@@ -244,13 +244,13 @@ def comparison_figure(results: list[QualityResult], volumes: list[Volume]) -> pl
         scores.set_xticks(range(n), [r.name for r in results], fontsize=8)
         scores.set_ylabel(f"{results[0].method} score")
     top = heatmap_display_max(results)
-    shown = [display_slice(v, worst_slice(r), r.heatmap) for r, v in zip(results, volumes)]
+    worst = [worst_slice(r) for r in results]
+    shown = [display_slice(v, k, r.heatmap) for r, v, k in zip(results, volumes, worst)]
     width = max(image.shape[1] * sx for image, _, (sx, _) in shown)
     height = max(image.shape[0] * sy for image, _, (_, sy) in shown)
     panels = []
-    for i, (r, v, (image, heat, (sx, sy))) in enumerate(zip(results, volumes, shown)):
+    for i, (r, v, k, (image, heat, (sx, sy))) in enumerate(zip(results, volumes, worst, shown)):
         ax = fig.add_subplot(grid[1, i])
-        k = worst_slice(r)
         extent = (0, image.shape[1] * sx, image.shape[0] * sy, 0)
         ax.imshow(image, cmap="gray", vmin=0, vmax=1, extent=extent)
         im = ax.imshow(np.ma.masked_invalid(heat), cmap=HEATMAP_CMAP, vmin=0, vmax=top, alpha=0.45, extent=extent)

@@ -443,7 +443,7 @@ def test_the_overlay_names_the_patient_directions_at_the_image_edges(tmp_path, s
     assert edge_letters(volume) == {"left": "R", "right": "L", "top": "A", "bottom": "P"}  # the radiological view
     texts = {t.get_text() for t in overlay_figure(volume, EDIQALib.assess(path, model=str(student_file))).axes[0].texts}
     assert {"R", "L", "A", "P"} <= texts
-    image.SetDirection((-1, 0, 0, 0, 0, 1, 0, -1, 0))  # coronal, stored mirrored and upside down
+    image.SetDirection((-1, 0, 0, 0, 0, 1, 0, -1, 0))  # coronal, stored mirrored
     sitk.WriteImage(image, str(path))
     assert edge_letters(read_volume(path)) == {"left": "R", "right": "L", "top": "S", "bottom": "I"}  # shown turned
     image.SetDirection((0, 1, 0, 1, 0, 0, 0, 0, -1))  # axial, stored transposed

@@ -71,6 +71,12 @@ def test_label_then_resume_after_interruption(tmp_path):
 
     # continued by another labeller, its rows would mix two teachers' scores without a mark
     out.write_text("".join(lines[:4]))
+    record = tmp_path / "labels_maps" / "labeller.json"
+    kept = record.read_text(encoding="utf-8")
+    record.unlink()  # a file of an earlier release: nothing says what labelled it
+    proc = _label(data, out, "--resume")
+    assert proc.returncode == 2 and "has no record of what labelled it" in proc.stderr
+    record.write_text(kept, encoding="utf-8")
     for other in (["--realizations", "3"], ["--seed", "1"], ["--model", "student-lite"]):
         proc = _label(data, out, "--resume", *other)
         assert proc.returncode == 2 and "was labelled with" in proc.stderr and "Traceback" not in proc.stderr
