@@ -138,7 +138,7 @@ def display_axes(volume: Volume) -> tuple[tuple[bool, bool, bool], np.ndarray, n
     return turn, -columns if turn[2] else columns, -rows if turn[1] else rows
 
 
-def _display_grid(volume: Volume) -> tuple[tuple[bool, bool, bool], tuple[int, int, int], tuple[float, float, float]]:
+def display_grid(volume: Volume) -> tuple[tuple[bool, bool, bool], tuple[int, int, int], tuple[float, float, float]]:
     """The volume's :func:`display_turn`, and the size and spacing (x, y, z) of its voxels so turned."""
     turn = display_axes(volume)[0]
     (sx, sy), sz = volume.spacing_xy, (volume.spacing[2] if volume.reference.GetDimension() == 3 else 1.0)
@@ -154,7 +154,7 @@ def to_canonical(volume: Volume, spacing_mm: float = CANONICAL_SPACING_MM) -> tu
 
     Returns the resampled array ``(slices, rows, cols)`` and its 3-D grid (for :func:`from_canonical`).
     """
-    turn, _, spacing = _display_grid(volume)
+    turn, _, spacing = display_grid(volume)
     image = sitk.GetImageFromArray(to_display(volume.array, turn))  # in index space: origin 0, no direction
     image.SetSpacing(spacing)
     new_size = [*canonical_size(image, spacing_mm), image.GetSize()[2]]
@@ -177,7 +177,7 @@ def from_canonical(array: np.ndarray, grid: sitk.Image, volume: Volume) -> np.nd
     padded = np.pad(np.asarray(array, np.float32), ((0, 0), (0, 1), (0, 1)), mode="edge")
     moving = sitk.GetImageFromArray(padded)
     moving.SetSpacing((*grid.GetSpacing()[:2], 1.0))
-    turn, size, spacing = _display_grid(volume)
+    turn, size, spacing = display_grid(volume)
     reference = sitk.Image(size, sitk.sitkFloat32)
     reference.SetSpacing((*spacing[:2], 1.0))
     out = sitk.Resample(moving, reference, sitk.Transform(), sitk.sitkLinear, float("nan"), sitk.sitkFloat32)

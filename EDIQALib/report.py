@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 
 from .assess import QualityResult, heatmap_display_max  # noqa: E402
 from .io import Volume, image_like, staged_in, write_image  # noqa: E402
-from .preprocess import display_axes, normalise, to_display, window_ct  # noqa: E402
+from .preprocess import display_axes, display_grid, normalise, to_display, window_ct  # noqa: E402
 
 HEATMAP_CMAP = "RdYlGn"
 LPS_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))  # the ends of the physical x, y, z axes (LPS)
@@ -61,10 +61,9 @@ def display_slice(volume: Volume, k: int, heatmap: np.ndarray) -> tuple[np.ndarr
     """Slice ``k`` and its map (``heatmap``, the volume's) as the figures show them: turned to display
     orientation (:func:`~EDIQALib.preprocess.display_turn`), the image in [0, 1] (CT in the soft-tissue
     window, MR as the student reads it); with their spacing (x, y) in mm."""
-    turn = display_axes(volume)[0]
+    turn, _, (sx, sy, _) = display_grid(volume)
     image = window_ct(volume.array[k], CT_DISPLAY_WINDOW) if volume.modality == "ct" else normalise(volume.array[k], "mr")
-    sx, sy = volume.spacing_xy
-    return to_display(image, turn), to_display(heatmap[k], turn), ((sy, sx) if turn[0] else (sx, sy))
+    return to_display(image, turn), to_display(heatmap[k], turn), (sx, sy)
 
 
 def _score_text(score: float | None) -> str:

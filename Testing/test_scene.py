@@ -36,6 +36,17 @@ def _node_from_image(scene, image: sitk.Image, name="ct"):
     return node
 
 
+def _slice_logics(scene, names) -> list:
+    """One slice view's logic per name, as Slicer's layout manager makes them for a layout's views."""
+    logics = []
+    for name in names:
+        logic = slicer.vtkMRMLSliceLogic()
+        logic.SetMRMLScene(scene)
+        logic.AddSliceNode(name)
+        logics.append(logic)
+    return logics
+
+
 def _result(name, heat, scores):
     return QualityResult(name=name, score=float(np.nanmean([s for s in scores if s is not None])),
                          slice_scores=scores, assessable=[s is not None for s in scores], heatmap=heat,
@@ -179,12 +190,7 @@ def test_compare_sets_one_composite_node_per_view():
     vols = [_node_from_image(scene, ct_image(slices=1, size=80, seed=s, origin=far), f"v{s}") for s in (3, 4, 5)]
     heats = [bridge.add_heatmap_node(scene, _result("v", np.full((1, 80, 80), 0.5, np.float32), [0.5]), v)
              for v in vols]
-    logics = []
-    for name in ("EDIQA1", "EDIQA2", "EDIQA3"):
-        logic = slicer.vtkMRMLSliceLogic()
-        logic.SetMRMLScene(scene)
-        logic.AddSliceNode(name)
-        logics.append(logic)
+    logics = _slice_logics(scene, ("EDIQA1", "EDIQA2", "EDIQA3"))
     bridge.show_compare_layout(layout, ["EDIQA1", "EDIQA2"])  # an earlier comparison of two
     bridge.show_compare_layout(layout, ["EDIQA1", "EDIQA2", "EDIQA3"])  # this one: the layout grows a view
     assert layout.GetViewArrangement() == 7501
@@ -226,12 +232,7 @@ def test_overlay_shows_in_every_view_and_the_worst_slice_is_found_under_the_inpu
     scene, _ = _scene()
     node = _node_from_image(scene, ct_image(slices=3, size=80))
     heat = bridge.add_heatmap_node(scene, _result("ct", np.full((3, 80, 80), 0.5, np.float32), [0.5] * 3), node)
-    logics = []
-    for name in ("Red", "Yellow", "EDIQA1"):
-        logic = slicer.vtkMRMLSliceLogic()
-        logic.SetMRMLScene(scene)
-        logic.AddSliceNode(name)
-        logics.append(logic)
+    logics = _slice_logics(scene, ("Red", "Yellow", "EDIQA1"))
     bridge.show_overlay_in_all_views(scene, node, heat, 0.4)
     bridge.set_heatmap_opacity(scene, {heat.GetID()}, 0.7)
     for logic in logics:
