@@ -11,10 +11,10 @@ import time
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+import SimpleITK as sitk
 
 from .backgrounds import Background, make_background
 from .errors import InputError
@@ -29,7 +29,7 @@ Progress = Callable[[str, int, int], None]
 BATCH_SLICES = 32  # slices per student forward pass: at 320² the lite network costs 1.9 ms a slice, 2.8 ms at 8
 
 
-@dataclass
+@dataclass(eq=False)  # the heatmap is an array: compare fields, not results
 class QualityResult:
     """The verdict on one volume.
 
@@ -41,8 +41,10 @@ class QualityResult:
         heatmap: local quality ``(slices, rows, cols)`` on the input grid, NaN where undefined.
         method: ``"mD2IQA"`` (teacher) or ``"EDIQA"`` (student).
         model: name and sha256 of the weights used.
-        seconds: wall time of the assessment.
+        seconds: wall time of the assessment (resampling, masks, the network or the teacher, the heatmap
+            resampled back); reading the input, loading the model and writing outputs are not counted.
         shape, spacing: of the input, as the reference image has them (x, y[, z]).
+        modality: of the input as read, ``"ct"`` or ``"mr"`` (MR scores are not validated).
         details: method-specific extras (settings, PSF estimates, repeat scores).
     """
 
@@ -56,6 +58,7 @@ class QualityResult:
     seconds: float
     shape: tuple[int, ...]
     spacing: tuple[float, ...]
+    modality: str
     details: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -64,7 +67,7 @@ class QualityResult:
                 "score": None if not np.isfinite(self.score) else round(self.score, 6),
                 "slice_scores": [None if s is None else round(s, 6) for s in self.slice_scores],
                 "assessable": self.assessable, "model": self.model, "seconds": round(self.seconds, 3),
-                "shape": list(self.shape), "spacing": list(self.spacing), **self.details}
+                "shape": list(self.shape), "spacing": list(self.spacing), "modality": self.modality, **self.details}
 
 
 def caveats(volume: Volume, result: QualityResult) -> list[str]:
@@ -102,6 +105,11 @@ def slice_background(canonical_slice: np.ndarray, modality: str, config: Inserti
     return Background(image01, body, saliency_mask(image01, body, config), psf)
 
 
+def usable_cpus() -> int:
+    """The logical CPUs this process may run on (its affinity where the system reports one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def assess_series(volumes: list[Volume], scorer: SliceScorer, method: str, model: dict,
                   config: InsertionConfig, progress: Progress | None = None, chunk: int = 1,
                   with_psf: bool = True) -> list[QualityResult]:
@@ -122,7 +130,7 @@ def assess_series(volumes: list[Volume], scorer: SliceScorer, method: str, model
         return [slice_background(c[0][k], v.modality, config, with_psf, r) for c, v, r in zip(canon, volumes, ranges)]
 
     # masks and PSF fits are NumPy/SciPy work that releases the GIL: one thread per core
-    with ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:
+    with ThreadPoolExecutor(usable_cpus()) as pool:
         for first in range(0, n_slices, chunk):
             indices = list(range(first, min(first + chunk, n_slices)))
             positions = list(pool.map(position, indices))
@@ -133,14 +141,15 @@ def assess_series(volumes: list[Volume], scorer: SliceScorer, method: str, model
                     heat[i][k] = hmap
             if progress:
                 progress("slices", indices[-1] + 1, n_slices)
+    maps = [from_canonical(h, grid, v) for h, (_, grid), v in zip(heat, canon, volumes)]
     seconds = time.perf_counter() - start
     results = []
-    for i, (v, (_, grid)) in enumerate(zip(volumes, canon)):
-        valid = [s for s in scores[i] if s is not None]
+    for v, s, ok, hmap in zip(volumes, scores, flags, maps):
+        valid = [x for x in s if x is not None]
         results.append(QualityResult(
-            name=v.name, score=float(np.mean(valid)) if valid else float("nan"), slice_scores=scores[i],
-            assessable=flags[i], heatmap=from_canonical(heat[i], grid, v), method=method, model=model,
-            seconds=seconds / len(volumes), shape=v.shape, spacing=v.spacing))
+            name=v.name, score=float(np.mean(valid)) if valid else float("nan"), slice_scores=s,
+            assessable=ok, heatmap=hmap, method=method, model=model, seconds=seconds / len(volumes),
+            shape=v.shape, spacing=v.spacing, modality=v.modality))
     return results
 
 
@@ -201,22 +210,47 @@ def assess_each(volumes: list[Volume], model: str = "student-lite", device: str 
     return results
 
 
-def assess(image: str | Path | Volume, model: str = "student-lite", device: str = "auto",
+def assess(image: str | os.PathLike | sitk.Image | Volume, model: str = "student-lite", device: str = "auto",
            modality: str | None = None, progress: Progress | None = None) -> QualityResult:
-    """The Python API of ``ediqa assess``: one image (a path in any supported format, or a read
-    :class:`~EDIQALib.io.Volume`) → its :class:`QualityResult` (scores, per-slice scores, heatmap on the
-    input grid). ``modality`` (``"ct"`` or ``"mr"``) overrides what the file says. What ``ediqa assess``
-    prints as warnings (:func:`caveats`: an MR input, no assessable slice) comes as Python warnings.
+    """The Python API of ``ediqa assess``: one image → its :class:`QualityResult` (scores, per-slice scores,
+    heatmap on the input grid).
 
-    Example::
+    Args:
+        image: a path (NRRD, NIfTI, MHA/MHD, a DICOM file or series folder), a SimpleITK image (CT in HU),
+            or a :class:`~EDIQALib.io.Volume` from :func:`~EDIQALib.io.read_volume`.
+        model: a student's name in the registry or the path of its ``.safetensors`` (with its card).
+        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+        modality: ``"ct"`` or ``"mr"``, over what the file says (or, for CT, its Hounsfield units tell).
+        progress: called as ``progress("slices", done, total)`` as slices are scored; an exception raised
+            in it stops the assessment (a way to cancel).
+
+    Raises:
+        EDIQALib.errors.InputError: (a ``ValueError``) for input the engine refuses, with a one-line reason.
+
+    What ``ediqa assess`` prints as warnings (an MR input, no assessable slice) comes as Python warnings.
+    To write ``result.json``, ``heatmap.nrrd`` and ``overlay.png``, pass the result and the volume it
+    assessed to :func:`EDIQALib.report.write_outputs`. Example::
 
         import EDIQALib
-        result = EDIQALib.assess("scan.nrrd")
-        print(result.score, result.slice_scores)
-    """
-    from .io import read_volume
+        from EDIQALib.io import read_volume
+        from EDIQALib.report import write_outputs
 
-    volume = image if isinstance(image, Volume) else read_volume(image, modality)
+        volume = read_volume("scan.nrrd")
+        result = EDIQALib.assess(volume)
+        print(result.score, result.slice_scores)
+        write_outputs(result, volume, "out/scan")
+    """
+    from .io import MODALITY_TAG, read_volume, volume_from_image
+
+    if isinstance(image, Volume):
+        volume = image if modality is None else replace(image, modality=modality)
+    elif isinstance(image, sitk.Image):  # its DICOM Modality, where it was read from DICOM
+        tag = image.GetMetaData(MODALITY_TAG).strip() if image.HasMetaDataKey(MODALITY_TAG) else None
+        volume = volume_from_image(image, "image", tag, modality)
+    elif isinstance(image, (str, os.PathLike)):
+        volume = read_volume(image, modality)
+    else:
+        raise TypeError(f"assess takes a path, a SimpleITK image or an EDIQALib.io.Volume, not {type(image).__name__}")
     result = assess_each([volume], model, device, progress)[0]
     for caveat in caveats(volume, result):
         warnings.warn(caveat, stacklevel=2)

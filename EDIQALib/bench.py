@@ -8,7 +8,6 @@ noise draws; its heatmap on half-degraded slices; its fidelity to the teacher on
 """
 from __future__ import annotations
 
-import os
 import platform
 import resource
 import statistics
@@ -54,7 +53,9 @@ def _cpu_model() -> str:
 def host(device: str) -> dict:
     """What the times are of: the CPU's model, the logical CPUs this process may use, torch's threads,
     and the GPU's name when the bench runs on one."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    from .assess import usable_cpus
+
+    cpus = usable_cpus()
     gpu = {"gpu": torch.cuda.get_device_name()} if device == "cuda" else {}
     return {"cpu": _cpu_model(), "cpus": cpus, "threads": torch.get_num_threads(), **gpu}
 

@@ -53,6 +53,15 @@ class Volume:
     modality: str
     name: str
 
+    def __post_init__(self) -> None:
+        """Raises InputError for a modality other than ``"ct"``/``"mr"`` or an array off its image's grid."""
+        if self.modality not in MODALITIES:
+            raise InputError(f"{self.name}: modality {self.modality!r}; use one of {', '.join(MODALITIES)}")
+        grid = tuple(reversed(self.reference.GetSize()))
+        if self.array.shape != (grid if len(grid) == 3 else (1, *grid)):
+            raise InputError(f"{self.name}: array of shape {self.array.shape} is not on its image's grid "
+                             f"(slices, rows, columns) {grid}")
+
     @property
     def spacing_xy(self) -> tuple[float, float]:
         """In-plane spacing (column, row) in mm."""

@@ -117,14 +117,17 @@ def load_model(name_or_path: str, kind: str | None) -> tuple[nn.Module, ModelCar
         raise InputError(f"{entry.weights.name}: sha256 mismatch with its model card (corrupt or replaced weights)")
     preset = entry.card["preset"]
     state = read_weights(entry.weights)
-    if kind == "student":  # each kind imports its own network's module only
-        from .student import student_for
+    import torch
 
-        model = student_for(state, preset)
-    else:
-        from .detector import build_detector
+    with torch.random.fork_rng(devices=[]):  # initial weights, replaced below: the caller's generator is left as it was
+        if kind == "student":  # each kind imports its own network's module only
+            from .student import student_for
 
-        model = build_detector(preset)
+            model = student_for(state, preset)
+        else:
+            from .detector import build_detector
+
+            model = build_detector(preset)
     fit_weights(model, state, f"{entry.weights.name} (preset {preset!r})")
     return model.eval(), entry
 

@@ -10,16 +10,14 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure  # figures of their own: no pyplot, so a notebook's backend is left alone
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .assess import QualityResult, heatmap_display_max  # noqa: E402
-from .io import Volume, image_like, staged_in, write_image  # noqa: E402
-from .preprocess import display_axes, display_grid, normalise, to_display, window_ct  # noqa: E402
+from .assess import QualityResult, heatmap_display_max
+from .io import Volume, image_like, staged_in, write_image
+from .preprocess import display_axes, display_grid, normalise, to_display, window_ct
 
 HEATMAP_CMAP = "RdYlGn"
 LPS_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))  # the ends of the physical x, y, z axes (LPS)
@@ -49,7 +47,7 @@ def edge_letters(volume: Volume) -> dict[str, str]:
     return {"left": left, "right": right, "top": top, "bottom": bottom}
 
 
-def _label_edges(ax: plt.Axes, volume: Volume) -> None:
+def _label_edges(ax: Axes, volume: Volume) -> None:
     """The patient direction at each edge of the image on ``ax`` (:func:`edge_letters`)."""
     letters = edge_letters(volume)
     for where, (x, y, ha, va) in {"left": (0.01, 0.5, "left", "center"), "right": (0.99, 0.5, "right", "center"),
@@ -77,7 +75,7 @@ def worst_slice(result: QualityResult) -> int:
     return min(scored)[1] if scored else len(result.slice_scores) // 2
 
 
-def plot_slice_scores(ax: plt.Axes, results: list[QualityResult], marked: int | None = None) -> None:
+def plot_slice_scores(ax: Axes, results: list[QualityResult], marked: int | None = None) -> None:
     """Each result's per-slice scores as a curve on ``ax`` (gaps where a slice is not assessable), with
     slice ``marked`` drawn as a dashed line."""
     for r in results:
@@ -95,7 +93,7 @@ def plot_slice_scores(ax: plt.Axes, results: list[QualityResult], marked: int | 
     ax.set_ylabel(f"{results[0].method} score")
 
 
-def overlay_figure(volume: Volume, result: QualityResult, k: int | None = None) -> plt.Figure:
+def overlay_figure(volume: Volume, result: QualityResult, k: int | None = None) -> Figure:
     """The image slice with the local-quality heatmap over it and a colour legend; for a volume, the
     per-slice scores below it, with that slice marked."""
     k = worst_slice(result) if k is None else k
@@ -104,11 +102,12 @@ def overlay_figure(volume: Volume, result: QualityResult, k: int | None = None) 
     extent = (0, image.shape[1] * sx, image.shape[0] * sy, 0)
     image_height = 6 * image.shape[0] * sy / (image.shape[1] * sx) + 0.6
     if len(result.slice_scores) > 1:
-        fig, (ax, curve) = plt.subplots(2, 1, figsize=(6, image_height + 2),
-                                        gridspec_kw={"height_ratios": (image_height, 2)})
+        fig = Figure(figsize=(6, image_height + 2))
+        ax, curve = fig.subplots(2, 1, gridspec_kw={"height_ratios": (image_height, 2)})
         plot_slice_scores(curve, [result], marked=k)
     else:
-        fig, ax = plt.subplots(figsize=(6, image_height))
+        fig = Figure(figsize=(6, image_height))
+        ax = fig.subplots()
     ax.imshow(image, cmap="gray", vmin=0, vmax=1, extent=extent)
     im = ax.imshow(heat, cmap=HEATMAP_CMAP, vmin=0, vmax=heatmap_display_max([result]), alpha=0.45, extent=extent)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="local detectability (0 = lesions missed)")
@@ -121,10 +120,9 @@ def overlay_figure(volume: Volume, result: QualityResult, k: int | None = None) 
     return fig
 
 
-def _png_bytes(fig: plt.Figure) -> bytes:
+def _png_bytes(fig: Figure) -> bytes:
     buf = _io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
     return buf.getvalue()
 
 
@@ -143,7 +141,8 @@ def write_series_summary(results: list[QualityResult], out_dir: str | Path, sett
     """``series.json``, ``series.csv`` and ``series.png`` (scores side by side) for several inputs."""
     rows = [{"name": r.name, "score": r.to_json()["score"], "assessable_slices": int(sum(r.assessable)),
              "slices": len(r.assessable)} for r in results]
-    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(results)), 3.5))
+    fig = Figure(figsize=(max(4, 1.2 * len(results)), 3.5))
+    ax = fig.subplots()
     ax.bar(range(len(results)), [r.score for r in results], color="tab:blue")
     ax.set_xticks(range(len(results)), [r.name for r in results], rotation=30, ha="right")
     ax.set_ylabel(f"{results[0].method} score")
@@ -160,7 +159,7 @@ def write_series_summary(results: list[QualityResult], out_dir: str | Path, sett
         (t / "series.png").write_bytes(png)
 
 
-def plot_validity(ax: plt.Axes, report: dict, kind: str, ylabel: str) -> None:
+def plot_validity(ax: Axes, report: dict, kind: str, ylabel: str) -> None:
     """One kind of a validity report's series on ``ax``: each slice's scores against the series' levels,
     titled with the mean Spearman ρ beside the noise-SD estimate's."""
     for e in (e for e in report["series"] if e["kind"] == kind):
@@ -176,7 +175,8 @@ def plot_validity(ax: plt.Axes, report: dict, kind: str, ylabel: str) -> None:
 def write_validity(report: dict, out_dir: str | Path, settings: dict) -> None:
     """``validity.json``, ``validity.csv`` and ``validity.png`` (score vs level, one panel per series kind)."""
     kinds = list(report["summary"])
-    fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 3.6), squeeze=False)
+    fig = Figure(figsize=(4.2 * len(kinds), 3.6))
+    axes = fig.subplots(1, len(kinds), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
         plot_validity(ax, report, kind, "teacher score")
     fig.tight_layout()
@@ -191,14 +191,15 @@ def write_validity(report: dict, out_dir: str | Path, settings: dict) -> None:
         (t / "validity.png").write_bytes(png)
 
 
-def bench_figure(figures: dict) -> plt.Figure:
+def bench_figure(figures: dict) -> Figure:
     """The bench's figures at a glance: the student's score over each validity series (one panel per kind)
     and, with held-out labels, its score against the teacher's on every held-out slice; the speed figures
     in the title."""
     kinds = list(figures["validity"]["summary"])
     agreed = figures["fidelity"]
-    fig, axes = plt.subplots(1, len(kinds) + bool(agreed), figsize=(4.2 * (len(kinds) + bool(agreed)), 3.9),
-                             squeeze=False)
+    panels = len(kinds) + bool(agreed)
+    fig = Figure(figsize=(4.2 * panels, 3.9))
+    axes = fig.subplots(1, panels, squeeze=False)
     for ax, kind in zip(axes[0], kinds):
         plot_validity(ax, figures["validity"], kind, "student score")
     if agreed:
@@ -226,12 +227,12 @@ def write_bench(figures: dict, out_dir: str | Path) -> None:
         (t / "bench.png").write_bytes(png)
 
 
-def comparison_figure(results: list[QualityResult], volumes: list[Volume]) -> plt.Figure:
+def comparison_figure(results: list[QualityResult], volumes: list[Volume]) -> Figure:
     """Per-slice score curves in one chart, or one bar per input when every input is a single slice (in
     the order given: a dose series reads left to right); below, each input's worst slice with its heatmap,
     all in mm on common axes (true sizes) and on one colour scale."""
     n = len(results)
-    fig = plt.figure(figsize=(4 * max(n, 2), 7.5), layout="constrained")  # room for the colour bar
+    fig = Figure(figsize=(4 * max(n, 2), 7.5), layout="constrained")  # room for the colour bar
     grid = fig.add_gridspec(2, max(n, 2), height_ratios=(1, 1.4))
     scores = fig.add_subplot(grid[0, :])
     if max(len(r.slice_scores) for r in results) > 1:
@@ -285,9 +286,10 @@ def read_outputs(out_dir: str | Path) -> QualityResult:
     out = Path(out_dir)
     data = json.loads((out / "result.json").read_text(encoding="utf-8"))
     heat = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "heatmap.nrrd"))).astype(np.float32)
-    core = ("name", "score", "slice_scores", "assessable", "method", "model", "seconds", "shape", "spacing")
+    core = ("name", "score", "slice_scores", "assessable", "method", "model", "seconds", "shape", "spacing", "modality")
     return QualityResult(name=data["name"], score=np.nan if data["score"] is None else float(data["score"]),
                          slice_scores=data["slice_scores"], assessable=data["assessable"],
                          heatmap=heat.reshape((-1,) + heat.shape[-2:]), method=data["method"], model=data["model"],
                          seconds=data["seconds"], shape=tuple(data["shape"]), spacing=tuple(data["spacing"]),
+                         modality=data["modality"],
                          details={k: v for k, v in data.items() if k not in core})

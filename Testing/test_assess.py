@@ -189,6 +189,84 @@ def test_python_api_assesses_a_file_and_matches_the_cli(tmp_path, student_file):
     assert all(n < c for c, n in zip(*scores)), scores
 
 
+def test_python_api_takes_an_image_in_memory_or_a_volume_with_its_modality(tmp_path):
+    import EDIQALib
+    from EDIQALib.io import Volume, read_volume
+
+    path = tmp_path / "ct.nrrd"  # the shipped student: MR's normalisation moves its score
+    sitk.WriteImage(ct_image(slices=1, size=128, seed=9), str(path))
+    by_path = EDIQALib.assess(path, device="cpu")
+    in_memory = EDIQALib.assess(sitk.ReadImage(str(path)), device="cpu")
+    assert in_memory.score == pytest.approx(by_path.score, abs=1e-6) and by_path.modality == "ct"
+    with pytest.warns(UserWarning, match="MR"):
+        mr_by_path = EDIQALib.assess(path, device="cpu", modality="mr")
+    with pytest.warns(UserWarning, match="MR"):  # the modality given applies to a volume already read too
+        mr_volume = EDIQALib.assess(read_volume(path), device="cpu", modality="mr")
+    assert mr_volume.modality == "mr" and mr_volume.score == pytest.approx(mr_by_path.score, abs=1e-6)
+    assert mr_volume.score != pytest.approx(by_path.score, abs=1e-3)
+    with pytest.raises(TypeError, match="a path, a SimpleITK image or an EDIQALib.io.Volume"):
+        EDIQALib.assess(sitk.GetArrayFromImage(sitk.ReadImage(str(path))))
+    volume = read_volume(path)
+    with pytest.raises(InputError, match="modality 'CT'"):  # scored as MR before, without the MR warning
+        Volume(volume.array, volume.reference, "CT", "ct")
+    with pytest.raises(InputError, match="not on its image's grid"):
+        Volume(volume.array[:, :64], volume.reference, "ct", "ct")
+    assert (by_path == in_memory) is False  # results compare as objects (a heatmap is no truth value)
+
+
+def test_python_api_leaves_the_caller_s_random_numbers_and_plotting_backend_alone(tmp_path, student_file):
+    import EDIQALib
+
+    path = tmp_path / "ct.nrrd"
+    sitk.WriteImage(ct_image(slices=1, size=128, seed=9), str(path))
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    EDIQALib.assess(path, model=str(student_file), device="cpu")  # builds the network before its weights load
+    assert torch.equal(torch.rand(3), expected)
+    script = ("import matplotlib; matplotlib.use('svg'); import EDIQALib; from EDIQALib.io import read_volume; "
+              "from EDIQALib.report import write_outputs; import sys; v = read_volume(sys.argv[1]); "
+              "write_outputs(EDIQALib.assess(v, model=sys.argv[2], device='cpu'), v, sys.argv[3]); "
+              "print(matplotlib.get_backend())")
+    proc = subprocess.run([sys.executable, "-c", script, str(path), str(student_file), str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["svg"]  # a notebook's inline backend stays as it was
+    assert (tmp_path / "out" / "overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_assessment_runs_where_the_system_reports_no_cpu_affinity(tmp_path, student_file, monkeypatch):
+    import os
+
+    import EDIQALib
+
+    path = tmp_path / "ct.nrrd"
+    sitk.WriteImage(ct_image(slices=2, size=128, seed=9), str(path))
+    expected = EDIQALib.assess(path, model=str(student_file), device="cpu").slice_scores
+    monkeypatch.delattr(os, "sched_getaffinity")  # as on macOS and Windows
+    assert EDIQALib.assess(path, model=str(student_file), device="cpu").slice_scores == pytest.approx(expected)
+
+
+def test_the_assessment_time_counts_the_heatmap_resampled_back(tmp_path, student_file, monkeypatch):
+    import importlib
+    import time
+
+    import EDIQALib
+
+    assess_module = importlib.import_module("EDIQALib.assess")  # EDIQALib.assess is the function
+
+    path = tmp_path / "ct.nrrd"
+    sitk.WriteImage(ct_image(slices=1, size=128, seed=9), str(path))
+    resample_back = assess_module.from_canonical
+
+    def slow(*args):
+        time.sleep(0.5)
+        return resample_back(*args)
+
+    monkeypatch.setattr(assess_module, "from_canonical", slow)
+    assert EDIQALib.assess(path, model=str(student_file), device="cpu").seconds >= 0.5
+
+
 def _train_run(folder: Path, seed: int) -> Path:
     """An `ediqa train` run folder as publish-student reads it (a fresh student as its best)."""
     torch.manual_seed(seed)

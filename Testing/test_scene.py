@@ -50,7 +50,7 @@ def _slice_logics(scene, names) -> list:
 def _result(name, heat, scores):
     return QualityResult(name=name, score=float(np.nanmean([s for s in scores if s is not None])),
                          slice_scores=scores, assessable=[s is not None for s in scores], heatmap=heat,
-                         method="EDIQA", model={}, seconds=0.0, shape=(), spacing=())
+                         method="EDIQA", model={}, seconds=0.0, shape=(), spacing=(), modality="ct")
 
 
 def test_oblique_anisotropic_volume_round_trips():
