@@ -121,13 +121,13 @@ def assess_series(volumes: list[Volume], scorer: SliceScorer, method: str, model
     start = time.perf_counter()
     check_same_geometry(volumes, "inputs of one series")
     canon = [to_canonical(v) for v in volumes]
-    ranges = [volume_range(c[0], v.modality) for c, v in zip(canon, volumes)]
-    n_slices = canon[0][0].shape[0]
-    heat = [np.full(c[0].shape, np.nan, np.float32) for c in canon]
+    ranges = [volume_range(c, v.modality) for c, v in zip(canon, volumes)]
+    n_slices = canon[0].shape[0]
+    heat = [np.full(c.shape, np.nan, np.float32) for c in canon]
     scores: list[list[float | None]] = [[] for _ in volumes]
     flags: list[list[bool]] = [[] for _ in volumes]
     def position(k: int) -> list[Background]:
-        return [slice_background(c[0][k], v.modality, config, with_psf, r) for c, v, r in zip(canon, volumes, ranges)]
+        return [slice_background(c[k], v.modality, config, with_psf, r) for c, v, r in zip(canon, volumes, ranges)]
 
     # masks and PSF fits are NumPy/SciPy work that releases the GIL: one thread per core
     with ThreadPoolExecutor(usable_cpus()) as pool:
@@ -141,7 +141,8 @@ def assess_series(volumes: list[Volume], scorer: SliceScorer, method: str, model
                     heat[i][k] = hmap
             if progress:
                 progress("slices", indices[-1] + 1, n_slices)
-    maps = [from_canonical(h, grid, v) for h, (_, grid), v in zip(heat, canon, volumes)]
+    canon.clear()  # each map resampled back frees its canonical copy: a volume's copies stay few
+    maps = [from_canonical(heat.pop(0), v) for v in volumes]
     seconds = time.perf_counter() - start
     results = []
     for v, s, ok, hmap in zip(volumes, scores, flags, maps):

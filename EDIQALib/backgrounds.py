@@ -151,6 +151,6 @@ def training_bases(n_phantoms: int, n_backs: int, first_seed: int = 1000) -> dic
     bases.update({f"back-{s}": phantom(s, kind="back") for s in range(first_seed + n_phantoms,
                                                                        first_seed + n_phantoms + n_backs)})
     real = read_volume(get_testdata_file("693_J2KI.dcm"))
-    canon, _ = to_canonical(real)
+    canon = to_canonical(real)
     bases["pydicom-693_J2KI"] = np.maximum(canon[0], -1000.0)
     return bases

@@ -71,7 +71,7 @@ def load_samples(labels_csv: str | Path) -> list[Sample]:
             path = labels_csv.parent / row["path"]  # relative to the labels file, or absolute
             if path not in cache:
                 vol = read_volume(path)
-                cache[path] = normalise(to_canonical(vol)[0], vol.modality)  # one scale for the volume
+                cache[path] = normalise(to_canonical(vol), vol.modality)  # one scale for the volume
             samples.append(_labelled_slice(row, cache[path], np.load(maps_dir / row["map"])))
         except InputError:
             raise  # the image's own one line (an InputError is a ValueError)

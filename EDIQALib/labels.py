@@ -203,7 +203,7 @@ def label_series(inputs: list[tuple[str, list[Path]]], scorer: SliceScorer, inse
         with open(part, "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=FIELDS)
             for name, files, vols in units:
-                canon = [to_canonical(v)[0] for v in vols]
+                canon = [to_canonical(v) for v in vols]
                 ranges = [volume_range(c, v.modality) for c, v in zip(canon, vols)]
                 for k in range(canon[0].shape[0]):
                     position += 1

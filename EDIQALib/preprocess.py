@@ -148,11 +148,9 @@ def display_grid(volume: Volume) -> tuple[tuple[bool, bool, bool], tuple[int, in
     return turn, (columns, rows, slices), (sx, sy, sz)
 
 
-def to_canonical(volume: Volume, spacing_mm: float = CANONICAL_SPACING_MM) -> tuple[np.ndarray, sitk.Image]:
+def to_canonical(volume: Volume, spacing_mm: float = CANONICAL_SPACING_MM) -> np.ndarray:
     """Turn a volume's slices to display orientation (:func:`display_turn`) and resample them in-plane to
-    ``spacing_mm`` (slices untouched), linear interpolation.
-
-    Returns the resampled array ``(slices, rows, cols)`` and its 3-D grid (for :func:`from_canonical`).
+    ``spacing_mm`` (slices untouched), linear interpolation: the array ``(slices, rows, cols)``.
     """
     turn, _, spacing = display_grid(volume)
     image = sitk.GetImageFromArray(to_display(volume.array, turn))  # in index space: origin 0, no direction
@@ -162,25 +160,25 @@ def to_canonical(volume: Volume, spacing_mm: float = CANONICAL_SPACING_MM) -> tu
     fill = float(volume.array.min())
     out = sitk.Resample(image, new_size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(),
                         new_spacing, image.GetDirection(), fill, sitk.sitkFloat32)
-    return sitk.GetArrayFromImage(out), out
+    del image  # a volume's copies are freed as soon as they are done with: at most two at a time
+    return sitk.GetArrayFromImage(out)
 
 
-def from_canonical(array: np.ndarray, grid: sitk.Image, volume: Volume) -> np.ndarray:
-    """Resample an array on the canonical ``grid`` back onto ``volume``'s grid, in-plane only, and turn it
-    back to the volume's storage order; NaN stays NaN.
+def from_canonical(array: np.ndarray, volume: Volume, spacing_mm: float = CANONICAL_SPACING_MM) -> np.ndarray:
+    """Resample an array that :func:`to_canonical` gave for ``volume`` (or one on its grid) back onto the
+    volume's grid, in-plane only, and turn it back to the volume's storage order; NaN stays NaN.
 
     The resampling runs in index space (origin 0, identity direction, slices 1 apart, so that every slice
     lands exactly on its own): in physical space an oblique direction or a slice spacing such as 0.1 mm
     puts each slice a rounding error off its own, which gives it a hair of its neighbours' weight, and a
     neighbour without a map (NaN) then blanks it. The array's last row and column are repeated once, so
     that the volume's edge pixels past the last canonical sample (up to one canonical pixel) get a value."""
-    padded = np.pad(np.asarray(array, np.float32), ((0, 0), (0, 1), (0, 1)), mode="edge")
-    moving = sitk.GetImageFromArray(padded)
-    moving.SetSpacing((*grid.GetSpacing()[:2], 1.0))
+    moving = sitk.GetImageFromArray(np.pad(np.asarray(array, np.float32), ((0, 0), (0, 1), (0, 1)), mode="edge"))
+    moving.SetSpacing((spacing_mm, spacing_mm, 1.0))
     turn, size, spacing = display_grid(volume)
-    reference = sitk.Image(size, sitk.sitkFloat32)
-    reference.SetSpacing((*spacing[:2], 1.0))
-    out = sitk.Resample(moving, reference, sitk.Transform(), sitk.sitkLinear, float("nan"), sitk.sitkFloat32)
+    out = sitk.Resample(moving, size, sitk.Transform(), sitk.sitkLinear, (0.0, 0.0, 0.0), (*spacing[:2], 1.0),
+                        np.eye(3).ravel().tolist(), float("nan"), sitk.sitkFloat32)
+    del moving
     return from_display(sitk.GetArrayFromImage(out), turn)
 
 

@@ -107,7 +107,7 @@ def acceptance_bases() -> dict[str, np.ndarray]:
 
     bases = {}
     for label, fname in (("ct-head", "J2K_pixelrep_mismatch.dcm"), ("ct-spine", "CT_small.dcm")):
-        canon, _ = to_canonical(read_volume(get_testdata_file(fname)))
+        canon = to_canonical(read_volume(get_testdata_file(fname)))
         bases[label] = np.maximum(canon[0], -1000.0)
     bases.update({"phantom-1-body": phantom(1, kind="body"), "phantom-2-body": phantom(2, kind="body"),
                   "phantom-3-head": phantom(3, kind="head")})
