@@ -27,6 +27,7 @@ SliceVerdictLike = tuple[float, np.ndarray, bool]  # score, canonical heatmap, a
 SliceScorer = Callable[[list[list[Background]], list[int]], list[list[SliceVerdictLike]]]
 Progress = Callable[[str, int, int], None]
 BATCH_SLICES = 32  # slices per student forward pass: at 320² the lite network costs 1.9 ms a slice, 2.8 ms at 8
+BATCH_PIXELS = BATCH_SLICES * 512 * 512  # at most: coarse pixels make large slices at 0.7 mm (6 mm → 4389²)
 
 
 @dataclass(eq=False)  # the heatmap is an array: compare fields, not results
@@ -113,7 +114,8 @@ def usable_cpus() -> int:
 def assess_series(volumes: list[Volume], scorer: SliceScorer, method: str, model: dict,
                   config: InsertionConfig, progress: Progress | None = None, chunk: int = 1,
                   with_psf: bool = True) -> list[QualityResult]:
-    """Assess co-registered volumes, ``chunk`` slice positions per scorer call.
+    """Assess co-registered volumes, ``chunk`` slice positions per scorer call, fewer where the slices at
+    the canonical spacing are so large that ``chunk`` of them would exceed ``BATCH_PIXELS``.
 
     Raises:
         InputError: when the volumes of one series do not share their geometry.
@@ -122,7 +124,8 @@ def assess_series(volumes: list[Volume], scorer: SliceScorer, method: str, model
     check_same_geometry(volumes, "inputs of one series")
     canon = [to_canonical(v) for v in volumes]
     ranges = [volume_range(c, v.modality) for c, v in zip(canon, volumes)]
-    n_slices = canon[0].shape[0]
+    n_slices, rows, cols = canon[0].shape
+    chunk = max(1, min(chunk, BATCH_PIXELS // (rows * cols * len(volumes))))
     heat = [np.full(c.shape, np.nan, np.float32) for c in canon]
     scores: list[list[float | None]] = [[] for _ in volumes]
     flags: list[list[bool]] = [[] for _ in volumes]

@@ -267,6 +267,31 @@ def test_the_assessment_time_counts_the_heatmap_resampled_back(tmp_path, student
     assert EDIQALib.assess(path, model=str(student_file), device="cpu").seconds >= 0.5
 
 
+def test_large_slices_at_the_canonical_spacing_are_scored_in_fewer_per_batch(tmp_path):
+    import importlib
+
+    from EDIQALib.io import read_volume
+    from EDIQALib.signals import InsertionConfig
+
+    assess_module = importlib.import_module("EDIQALib.assess")  # EDIQALib.assess is the function
+    calls = []
+
+    def scorer(positions, indices):
+        calls.append(sum(b.image01.size for versions in positions for b in versions))
+        return [[(0.5, np.zeros_like(b.image01), True) for b in versions] for versions in positions]
+
+    for name, spacing in (("fine", 0.7), ("coarse", 5.0)):  # 128² at 5 mm: 914² slices at 0.7 mm
+        path = tmp_path / f"{name}.nrrd"
+        sitk.WriteImage(ct_image(slices=40, size=128, spacing=(spacing, spacing, 1.0), seed=3), str(path))
+        calls.clear()
+        assess_module.assess_series([read_volume(path)], scorer, "EDIQA", {}, InsertionConfig(),
+                                    chunk=assess_module.BATCH_SLICES, with_psf=False)
+        side = 128 if name == "fine" else 914
+        assert sum(calls) == 40 * side ** 2  # every slice, once
+        assert max(calls) == min(assess_module.BATCH_SLICES * side ** 2, assess_module.BATCH_PIXELS // side ** 2 * side ** 2)
+        assert max(calls) <= assess_module.BATCH_PIXELS
+
+
 def _train_run(folder: Path, seed: int) -> Path:
     """An `ediqa train` run folder as publish-student reads it (a fresh student as its best)."""
     torch.manual_seed(seed)
