@@ -172,7 +172,10 @@ def test_an_interrupt_is_one_line_and_leaves_no_staging_behind(tmp_path, sig):
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "EDIQALib", "train-detector", "--out", str(out), "--phantoms", "2",
                              "--bank-projections", "40", "--workers", "2", "--progress", "none"],
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            # as a terminal's foreground program: a shell's background job (a CI runner's, at
+                            # times) ignores Ctrl-C, and a child started from it would ignore it too
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline, kids = time.monotonic() + 120, set()
         while time.monotonic() < deadline and len(kids) < 2:
