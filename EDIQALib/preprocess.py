@@ -165,8 +165,8 @@ def to_canonical(volume: Volume, spacing_mm: float = CANONICAL_SPACING_MM) -> np
 
 
 def from_canonical(array: np.ndarray, volume: Volume, spacing_mm: float = CANONICAL_SPACING_MM) -> np.ndarray:
-    """Resample an array that :func:`to_canonical` gave for ``volume`` (or one on its grid) back onto the
-    volume's grid, in-plane only, and turn it back to the volume's storage order; NaN stays NaN.
+    """Resample an array that :func:`to_canonical` gave for ``volume`` at the same ``spacing_mm`` (or one
+    on its grid) back onto the volume's grid, in-plane only, and turn it back to the volume's storage order; NaN stays NaN.
 
     The resampling runs in index space (origin 0, identity direction, slices 1 apart, so that every slice
     lands exactly on its own): in physical space an oblique direction or a slice spacing such as 0.1 mm

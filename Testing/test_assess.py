@@ -5,6 +5,7 @@ handling, which is the same whatever the weights."""
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import subprocess
 import sys
@@ -24,6 +25,8 @@ from EDIQALib.models import package_model
 from EDIQALib.report import bench_figure
 from EDIQALib.student import Student, field_batch
 from conftest import ct_image
+
+ASSESS = importlib.import_module("EDIQALib.assess")  # the module: the package's EDIQALib.assess is the function
 
 
 @pytest.fixture(scope="module")
@@ -248,32 +251,26 @@ def test_assessment_runs_where_the_system_reports_no_cpu_affinity(tmp_path, stud
 
 
 def test_the_assessment_time_counts_the_heatmap_resampled_back(tmp_path, student_file, monkeypatch):
-    import importlib
     import time
 
     import EDIQALib
 
-    assess_module = importlib.import_module("EDIQALib.assess")  # EDIQALib.assess is the function
-
     path = tmp_path / "ct.nrrd"
     sitk.WriteImage(ct_image(slices=1, size=128, seed=9), str(path))
-    resample_back = assess_module.from_canonical
+    resample_back = ASSESS.from_canonical
 
     def slow(*args):
         time.sleep(0.5)
         return resample_back(*args)
 
-    monkeypatch.setattr(assess_module, "from_canonical", slow)
+    monkeypatch.setattr(ASSESS, "from_canonical", slow)
     assert EDIQALib.assess(path, model=str(student_file), device="cpu").seconds >= 0.5
 
 
 def test_large_slices_at_the_canonical_spacing_are_scored_in_fewer_per_batch(tmp_path):
-    import importlib
-
     from EDIQALib.io import read_volume
     from EDIQALib.signals import InsertionConfig
 
-    assess_module = importlib.import_module("EDIQALib.assess")  # EDIQALib.assess is the function
     calls = []
 
     def scorer(positions, indices):
@@ -284,12 +281,15 @@ def test_large_slices_at_the_canonical_spacing_are_scored_in_fewer_per_batch(tmp
         path = tmp_path / f"{name}.nrrd"
         sitk.WriteImage(ct_image(slices=40, size=128, spacing=(spacing, spacing, 1.0), seed=3), str(path))
         calls.clear()
-        assess_module.assess_series([read_volume(path)], scorer, "EDIQA", {}, InsertionConfig(),
-                                    chunk=assess_module.BATCH_SLICES, with_psf=False)
+        ASSESS.assess_series([read_volume(path)], scorer, "EDIQA", {}, InsertionConfig(),
+                             chunk=ASSESS.BATCH_SLICES, with_psf=False)
         side = 128 if name == "fine" else 914
         assert sum(calls) == 40 * side ** 2  # every slice, once
-        assert max(calls) == min(assess_module.BATCH_SLICES * side ** 2, assess_module.BATCH_PIXELS // side ** 2 * side ** 2)
-        assert max(calls) <= assess_module.BATCH_PIXELS
+        assert max(calls) <= ASSESS.BATCH_PIXELS
+        if name == "fine":
+            assert max(calls) == ASSESS.BATCH_SLICES * side ** 2  # small slices: full batches, as before
+        else:
+            assert len(calls) > -(-40 // ASSESS.BATCH_SLICES)  # large ones: more calls than full batches take
 
 
 def test_the_shipped_student_s_map_is_lower_where_one_half_of_a_slice_is_noisier():
