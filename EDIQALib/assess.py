@@ -18,8 +18,9 @@ import SimpleITK as sitk
 
 from .backgrounds import Background, make_background
 from .errors import InputError
-from .io import Volume, check_same_geometry
-from .preprocess import body_mask, estimate_psf_sigma, from_canonical, normalise, to_canonical, volume_range
+from .io import MAX_CANONICAL_PIXELS, Volume, check_same_geometry
+from .preprocess import (body_mask, canonical_shape, estimate_psf_sigma, from_canonical, normalise, to_canonical,
+                         volume_range)
 from .signals import InsertionConfig, saliency_mask
 
 SliceVerdictLike = tuple[float, np.ndarray, bool]  # score, canonical heatmap, assessable
@@ -27,7 +28,7 @@ SliceVerdictLike = tuple[float, np.ndarray, bool]  # score, canonical heatmap, a
 SliceScorer = Callable[[list[list[Background]], list[int]], list[list[SliceVerdictLike]]]
 Progress = Callable[[str, int, int], None]
 BATCH_SLICES = 32  # slices per student forward pass: at 320² the lite network costs 1.9 ms a slice, 2.8 ms at 8
-BATCH_PIXELS = BATCH_SLICES * 512 * 512  # at most: coarse pixels make large slices at 0.7 mm (6 mm → 4389²)
+BATCH_PIXELS = MAX_CANONICAL_PIXELS  # at most, and one slice at most: coarse pixels make large slices at 0.7 mm
 
 
 @dataclass(eq=False)  # the heatmap is an array: compare fields, not results
@@ -89,8 +90,9 @@ def heatmap_display_max(results: list[QualityResult]) -> float:
     detectability, rounded up to 0.05, within [0.05, 1]; one scale for results shown side by side. Local
     detectability seldom nears 1 (a full-dose head CT slice runs 0.02-0.25), so on a fixed 0-1 scale a
     whole slice shows in one colour."""
-    values = np.concatenate([r.heatmap[np.isfinite(r.heatmap)].ravel() for r in results])
-    top = float(np.percentile(values, 99)) if values.size else 1.0
+    finite = [r.heatmap[np.isfinite(r.heatmap)] for r in results]
+    values = finite[0] if len(finite) == 1 else np.concatenate(finite)  # one copy of a volume's map at a time
+    top = float(np.percentile(values, 99, overwrite_input=True)) if values.size else 1.0
     return float(np.clip(np.ceil(top / 0.05 - 1e-9) * 0.05, 0.05, 1.0))
 
 
@@ -115,37 +117,44 @@ def assess_series(volumes: list[Volume], scorer: SliceScorer, method: str, model
                   config: InsertionConfig, progress: Progress | None = None, chunk: int = 1,
                   with_psf: bool = True) -> list[QualityResult]:
     """Assess co-registered volumes, ``chunk`` slice positions per scorer call, fewer where the slices at
-    the canonical spacing are so large that ``chunk`` of them would exceed ``BATCH_PIXELS``.
+    the canonical spacing are so large that ``chunk`` of them would exceed ``BATCH_PIXELS``. The slices of
+    one call are resampled to the canonical spacing, scored and their maps resampled back before the next
+    call's, so that memory holds the inputs, their heatmaps and one call's slices, whatever the volumes' length.
 
     Raises:
         InputError: when the volumes of one series do not share their geometry.
     """
     start = time.perf_counter()
     check_same_geometry(volumes, "inputs of one series")
-    canon = [to_canonical(v) for v in volumes]
-    ranges = [volume_range(c, v.modality) for c, v in zip(canon, volumes)]
-    n_slices, rows, cols = canon[0].shape
+    fills = [float(v.array.min()) for v in volumes]  # of canonical pixels past a volume's edge
+    ranges = [volume_range(v.array, v.modality) for v in volumes]
+    n_slices = volumes[0].array.shape[0]
+    rows, cols = canonical_shape(volumes[0])
     chunk = max(1, min(chunk, BATCH_PIXELS // (rows * cols * len(volumes))))
-    heat = [np.full(c.shape, np.nan, np.float32) for c in canon]
+    maps = [np.empty(v.array.shape, np.float32) for v in volumes]
     scores: list[list[float | None]] = [[] for _ in volumes]
     flags: list[list[bool]] = [[] for _ in volumes]
-    def position(k: int) -> list[Background]:
-        return [slice_background(c[k], v.modality, config, with_psf, r) for c, v, r in zip(canon, volumes, ranges)]
+
+    def position(slabs: list[np.ndarray], j: int) -> list[Background]:
+        return [slice_background(s[j], v.modality, config, with_psf, r) for s, v, r in zip(slabs, volumes, ranges)]
 
     # masks and PSF fits are NumPy/SciPy work that releases the GIL: one thread per core
     with ThreadPoolExecutor(usable_cpus()) as pool:
         for first in range(0, n_slices, chunk):
-            indices = list(range(first, min(first + chunk, n_slices)))
-            positions = list(pool.map(position, indices))
-            for k, verdicts in zip(indices, scorer(positions, indices)):
+            block = slice(first, min(first + chunk, n_slices))
+            slabs = [to_canonical(v, slices=block, fill=f) for v, f in zip(volumes, fills)]
+            indices = list(range(block.start, block.stop))
+            positions = list(pool.map(lambda j: position(slabs, j), range(len(indices))))
+            heat = [np.full(s.shape, np.nan, np.float32) for s in slabs]
+            for j, verdicts in enumerate(scorer(positions, indices)):
                 for i, (score, hmap, ok) in enumerate(verdicts):
                     scores[i].append(float(score) if ok else None)
                     flags[i].append(bool(ok))
-                    heat[i][k] = hmap
+                    heat[i][j] = hmap
+            for m, h, v in zip(maps, heat, volumes):
+                m[block] = from_canonical(h, v)
             if progress:
                 progress("slices", indices[-1] + 1, n_slices)
-    canon.clear()  # each map resampled back frees its canonical copy: a volume's copies stay few
-    maps = [from_canonical(heat.pop(0), v) for v in volumes]
     seconds = time.perf_counter() - start
     results = []
     for v, s, ok, hmap in zip(volumes, scores, flags, maps):

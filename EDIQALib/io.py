@@ -32,7 +32,8 @@ MODALITIES = ("ct", "mr")
 MIN_SIZE = 64  # pixels a side, as read and as resampled to CANONICAL_SPACING_MM
 CANONICAL_SPACING_MM = 0.7  # the in-plane spacing every slice is assessed at
 MAX_ABS_HU = 1e5  # CT values beyond it are no Hounsfield units (extended CT scales reach some 30 000)
-MAX_CANONICAL_SIZE = 8192  # pixels a side at CANONICAL_SPACING_MM: 5.7 m, far beyond any body
+MAX_CANONICAL_PIXELS = 32 * 512 * 512  # of a slice at CANONICAL_SPACING_MM: 2896², a field 2 m across, beyond any
+# body; the most that one batch of the student holds (the pixels of 32 slices of 512²)
 _DICOM_MODALITY = {"CT": "ct", "MR": "mr"}
 MODALITY_TAG = "0008|0060"  # DICOM's Modality, read from DICOM files and from NRRD/MHA metadata alike
 
@@ -468,14 +469,14 @@ def _check_canonical_size(image: sitk.Image, name: str) -> None:
 
     Raises:
         InputError: the spacing is not finite, or the slice at ``CANONICAL_SPACING_MM`` would be under
-            ``MIN_SIZE`` or over ``MAX_CANONICAL_SIZE`` pixels a side.
+            ``MIN_SIZE`` pixels a side or over ``MAX_CANONICAL_PIXELS`` pixels in all.
     """
     spacing = " × ".join(f"{s:g}" for s in image.GetSpacing()[:2])
     if not all(math.isfinite(s) for s in image.GetSpacing()[:2]):
         raise InputError(f"{name}: in-plane spacing {spacing} mm is not a number")
     size = canonical_size(image)
-    if not all(MIN_SIZE <= n <= MAX_CANONICAL_SIZE for n in size):
-        limit = f"at most {MAX_CANONICAL_SIZE}" if max(size) > MAX_CANONICAL_SIZE else f"at least {MIN_SIZE}"
+    if min(size) < MIN_SIZE or size[0] * size[1] > MAX_CANONICAL_PIXELS:
+        limit = f"at least {MIN_SIZE} a side" if min(size) < MIN_SIZE else f"at most {MAX_CANONICAL_PIXELS:,} in all"
         raise InputError(f"{name}: in-plane spacing {spacing} mm: resampled to {CANONICAL_SPACING_MM} mm the slice "
                          f"would be {size[0]:.4g} × {size[1]:.4g} pixels ({limit})")
 

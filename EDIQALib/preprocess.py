@@ -42,9 +42,10 @@ def normalise_mr(values: np.ndarray, value_range: tuple[float, float] | None = N
 
 
 def volume_range(array: np.ndarray, modality: str) -> tuple[float, float] | None:
-    """The scale that :func:`normalise` applies to every slice of a volume: for MR the volume's own
-    :func:`mr_range`, so that a slice of background noise stays dark (no body, not assessable) instead of
-    being stretched to [0, 1] on its own; for CT ``None`` (the fixed HU window)."""
+    """The scale that :func:`normalise` applies to every slice of a volume (``array``: its voxels as read, before
+    its slices are resampled a few at a time): for MR the volume's own :func:`mr_range`, so that a slice of
+    background noise stays dark (no body, not assessable) instead of being stretched to [0, 1] on its own;
+    for CT ``None`` (the fixed HU window)."""
     return mr_range(array) if modality == "mr" else None
 
 
@@ -148,25 +149,37 @@ def display_grid(volume: Volume) -> tuple[tuple[bool, bool, bool], tuple[int, in
     return turn, (columns, rows, slices), (sx, sy, sz)
 
 
-def to_canonical(volume: Volume, spacing_mm: float = CANONICAL_SPACING_MM) -> np.ndarray:
-    """Turn a volume's slices to display orientation (:func:`display_turn`) and resample them in-plane to
-    ``spacing_mm`` (slices untouched), linear interpolation: the array ``(slices, rows, cols)``.
-    """
-    turn, _, spacing = display_grid(volume)
-    image = sitk.GetImageFromArray(to_display(volume.array, turn))  # in index space: origin 0, no direction
-    image.SetSpacing(spacing)
-    new_size = [*canonical_size(image, spacing_mm), image.GetSize()[2]]
-    new_spacing = (spacing_mm, spacing_mm, image.GetSpacing()[2])
-    fill = float(volume.array.min())
-    out = sitk.Resample(image, new_size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(),
-                        new_spacing, image.GetDirection(), fill, sitk.sitkFloat32)
+def canonical_shape(volume: Volume, spacing_mm: float = CANONICAL_SPACING_MM) -> tuple[int, int]:
+    """The (rows, columns) of the volume's slices as :func:`to_canonical` gives them."""
+    columns, rows = canonical_size(volume.reference, spacing_mm)  # as stored
+    return (columns, rows) if display_axes(volume)[0][0] else (rows, columns)
+
+
+def to_canonical(volume: Volume, spacing_mm: float = CANONICAL_SPACING_MM, slices: slice = slice(None),
+                 fill: float | None = None) -> np.ndarray:
+    """Turn a volume's slices (all, or ``slices`` of them) to display orientation (:func:`display_turn`) and
+    resample them in-plane to ``spacing_mm``, linear interpolation: the array ``(slices, rows, cols)``.
+
+    Canonical pixels beyond the volume's extent (up to half a canonical pixel past its last column or row)
+    take ``fill``, by default the volume's minimum: give it when resampling a volume a few slices at a time,
+    to compute it once. As in :func:`from_canonical`, the resampling runs in index space with slices 1 apart,
+    so that each slice comes from its own alone, and a few slices resample as they do within the whole."""
+    turn, _, (sx, sy, _) = display_grid(volume)
+    image = sitk.GetImageFromArray(to_display(volume.array[slices], turn))  # origin 0, no direction
+    image.SetSpacing((sx, sy, 1.0))
+    rows, columns = canonical_shape(volume, spacing_mm)
+    fill = float(volume.array.min()) if fill is None else fill
+    out = sitk.Resample(image, (columns, rows, image.GetSize()[2]), sitk.Transform(), sitk.sitkLinear,
+                        image.GetOrigin(), (spacing_mm, spacing_mm, 1.0), image.GetDirection(), fill,
+                        sitk.sitkFloat32)
     del image  # a volume's copies are freed as soon as they are done with: at most two at a time
     return sitk.GetArrayFromImage(out)
 
 
 def from_canonical(array: np.ndarray, volume: Volume, spacing_mm: float = CANONICAL_SPACING_MM) -> np.ndarray:
-    """Resample an array that :func:`to_canonical` gave for ``volume`` at the same ``spacing_mm`` (or one
-    on its grid) back onto the volume's grid, in-plane only, and turn it back to the volume's storage order; NaN stays NaN.
+    """Resample an array that :func:`to_canonical` gave for ``volume`` (or for some of its slices) at the same
+    ``spacing_mm``, or one on its grid, back onto the volume's grid, in-plane only, and turn it back to the
+    volume's storage order; NaN stays NaN.
 
     The resampling runs in index space (origin 0, identity direction, slices 1 apart, so that every slice
     lands exactly on its own): in physical space an oblique direction or a slice spacing such as 0.1 mm
@@ -175,9 +188,9 @@ def from_canonical(array: np.ndarray, volume: Volume, spacing_mm: float = CANONI
     that the volume's edge pixels past the last canonical sample (up to one canonical pixel) get a value."""
     moving = sitk.GetImageFromArray(np.pad(np.asarray(array, np.float32), ((0, 0), (0, 1), (0, 1)), mode="edge"))
     moving.SetSpacing((spacing_mm, spacing_mm, 1.0))
-    turn, size, spacing = display_grid(volume)
-    out = sitk.Resample(moving, size, sitk.Transform(), sitk.sitkLinear, (0.0, 0.0, 0.0), (*spacing[:2], 1.0),
-                        np.eye(3).ravel().tolist(), float("nan"), sitk.sitkFloat32)
+    turn, (columns, rows, _), spacing = display_grid(volume)
+    out = sitk.Resample(moving, (columns, rows, len(array)), sitk.Transform(), sitk.sitkLinear, (0.0, 0.0, 0.0),
+                        (*spacing[:2], 1.0), np.eye(3).ravel().tolist(), float("nan"), sitk.sitkFloat32)
     del moving
     return from_display(sitk.GetArrayFromImage(out), turn)
 

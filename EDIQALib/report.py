@@ -93,10 +93,13 @@ def plot_slice_scores(ax: Axes, results: list[QualityResult], marked: int | None
     ax.set_ylabel(f"{results[0].method} score")
 
 
-def overlay_figure(volume: Volume, result: QualityResult, k: int | None = None) -> Figure:
-    """The image slice with the local-quality heatmap over it and a colour legend; for a volume, the
-    per-slice scores below it, with that slice marked."""
+def overlay_figure(volume: Volume, result: QualityResult, k: int | None = None,
+                   display_max: float | None = None) -> Figure:
+    """The image slice (by default the worst, :func:`worst_slice`) with the local-quality heatmap over it
+    and a colour legend, its scale 0 to ``display_max`` (by default :func:`~EDIQALib.assess.heatmap_display_max`
+    of this result); for a volume, the per-slice scores below it, with that slice marked."""
     k = worst_slice(result) if k is None else k
+    display_max = heatmap_display_max([result]) if display_max is None else display_max
     image, heat, (sx, sy) = display_slice(volume, k, result.heatmap)
     heat = np.ma.masked_invalid(heat)
     extent = (0, image.shape[1] * sx, image.shape[0] * sy, 0)
@@ -109,7 +112,7 @@ def overlay_figure(volume: Volume, result: QualityResult, k: int | None = None) 
         fig = Figure(figsize=(6, image_height))
         ax = fig.subplots()
     ax.imshow(image, cmap="gray", vmin=0, vmax=1, extent=extent)
-    im = ax.imshow(heat, cmap=HEATMAP_CMAP, vmin=0, vmax=heatmap_display_max([result]), alpha=0.45, extent=extent)
+    im = ax.imshow(heat, cmap=HEATMAP_CMAP, vmin=0, vmax=display_max, alpha=0.45, extent=extent)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="local detectability (0 = lesions missed)")
     _label_edges(ax, volume)
     ax.set_title(f"{result.name}, slice {k}: {result.method} {_score_text(result.slice_scores[k])}\n"
@@ -128,10 +131,11 @@ def _png_bytes(fig: Figure) -> bytes:
 
 def write_outputs(result: QualityResult, volume: Volume, out_dir: str | Path) -> Path:
     """Write ``result.json``, ``heatmap.nrrd`` (float32, the input's geometry) and ``overlay.png``."""
+    display_max = heatmap_display_max([result])  # before the heatmap's copy for writing: one copy at a time
     with staged_in(Path(out_dir)) as t, ThreadPoolExecutor(1) as pool:
         # SimpleITK compresses the heatmap without holding the GIL, while matplotlib draws the overlay
         heatmap = pool.submit(write_image, image_like(result.heatmap, volume.reference), t / "heatmap.nrrd")
-        (t / "overlay.png").write_bytes(_png_bytes(overlay_figure(volume, result)))
+        (t / "overlay.png").write_bytes(_png_bytes(overlay_figure(volume, result, display_max=display_max)))
         (t / "result.json").write_text(json.dumps(result.to_json(), indent=2))
         heatmap.result()
     return Path(out_dir)

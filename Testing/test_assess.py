@@ -292,6 +292,41 @@ def test_large_slices_at_the_canonical_spacing_are_scored_in_fewer_per_batch(tmp
             assert len(calls) > -(-40 // ASSESS.BATCH_SLICES)  # large ones: more calls than full batches take
 
 
+def test_a_volume_is_resampled_scored_and_mapped_back_a_few_slices_at_a_time(tmp_path, monkeypatch):
+    """Memory holds one scorer call's slices at the canonical spacing, never the whole volume's: each call's
+    slices are resampled, scored and their maps resampled back before the next call's, and each map lands
+    on its own slice."""
+    from EDIQALib.io import read_volume
+    from EDIQALib.signals import InsertionConfig
+
+    steps = []
+    resample, resample_back = ASSESS.to_canonical, ASSESS.from_canonical
+
+    def to_canonical(*args, **kwargs):
+        out = resample(*args, **kwargs)
+        steps.append(("resample", len(out)))
+        return out
+
+    def from_canonical(array, volume):
+        steps.append(("back", len(array)))
+        return resample_back(array, volume)
+
+    def scorer(positions, indices):
+        steps.append(("score", len(indices)))
+        return [[(0.5, np.full(b.image01.shape, k / 100, np.float32), True) for b in versions]
+                for k, versions in zip(indices, positions)]
+
+    monkeypatch.setattr(ASSESS, "to_canonical", to_canonical)
+    monkeypatch.setattr(ASSESS, "from_canonical", from_canonical)
+    path = tmp_path / "ct.nrrd"
+    sitk.WriteImage(ct_image(slices=40, size=128, spacing=(0.6, 0.6, 1.0), seed=3), str(path))
+    (result,) = ASSESS.assess_series([read_volume(path)], scorer, "EDIQA", {}, InsertionConfig(), chunk=32,
+                                     with_psf=False)
+    assert steps == [("resample", 32), ("score", 32), ("back", 32), ("resample", 8), ("score", 8), ("back", 8)]
+    np.testing.assert_allclose(result.heatmap, np.arange(40)[:, None, None] / 100 * np.ones((40, 128, 128)),
+                               atol=1e-6)
+
+
 def test_the_shipped_student_s_map_is_lower_where_one_half_of_a_slice_is_noisier():
     from EDIQALib.bench import heatmap_half_noise
     from EDIQALib.models import load_model

@@ -8,10 +8,10 @@ from scipy import ndimage as ndi
 
 from EDIQALib.errors import InputError
 from EDIQALib.io import read_volume, volume_from_image
-from EDIQALib.preprocess import (body_mask, display_turn, estimate_psf_sigma, from_canonical, normalise_mr,
-                                 outside_field, to_canonical, window_ct)
+from EDIQALib.preprocess import (body_mask, canonical_shape, display_turn, estimate_psf_sigma, from_canonical,
+                                 normalise_mr, outside_field, to_canonical, window_ct)
 from EDIQALib.simulate import phantom
-from conftest import ct_image
+from conftest import OBLIQUE, ct_image
 
 
 def test_ct_window_maps_minus1000_400_to_unit_range():
@@ -120,17 +120,35 @@ def _image_like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
     return image
 
 
-@pytest.mark.parametrize("spacing, says", [("1e30", r"1\.829e\+32 × 1\.829e\+32 pixels \(at most 8192\)"),
-                                           ("1e6", r"1\.829e\+08 × 1\.829e\+08 pixels \(at most 8192\)"),
-                                           ("1e-6", r"1 × 1 pixels \(at least 64\)")], ids=["1e30", "1e6", "1e-6"])
+@pytest.mark.parametrize("spacing, says", [("1e30", r"1\.829e\+32 × 1\.829e\+32 pixels \(at most 8,388,608 in all\)"),
+                                           ("1e6", r"1\.829e\+08 × 1\.829e\+08 pixels \(at most 8,388,608 in all\)"),
+                                           ("20", r"3657 × 3657 pixels \(at most 8,388,608 in all\)"),
+                                           ("1e-6", r"1 × 1 pixels \(at least 64 a side\)")],
+                         ids=["1e30", "1e6", "2.6 m field", "1e-6"])
 def test_an_absurd_spacing_is_refused_before_resampling(tmp_path, spacing, says):
-    # resampled to 0.7 mm, the slice would be too large to allocate, or too small to assess
+    # resampled to 0.7 mm, the slice would be too large to allocate or to score in one batch, or too small to assess
     hu = phantom(3, size=128).astype("<f4")
     path = tmp_path / "ct.nrrd"
     path.write_bytes(f"NRRD0004\ntype: float\ndimension: 2\nsizes: 128 128\nspacings: {spacing} {spacing}\n"
                      "encoding: raw\nendian: little\n\n".encode() + hu.tobytes())
     with pytest.raises(InputError, match=rf"ct: in-plane spacing .* mm: resampled to 0\.7 mm the slice would be {says}"):
         read_volume(path)
+
+
+@pytest.mark.parametrize("direction", [(1, 0, 0, 0, 1, 0, 0, 0, 1), (0, 1, 0, 1, 0, 0, 0, 0, -1), OBLIQUE],
+                         ids=["axial", "transposed", "oblique"])
+def test_a_few_slices_resample_as_they_do_within_the_whole_volume(direction):
+    """A volume resampled a few slices at a time, to the canonical spacing and back, gives exactly what it
+    gives resampled whole: slice for slice, whatever its slice spacing and storage order."""
+    image = ct_image(slices=7, size=128, spacing=(0.45, 0.6, 0.1), direction=direction)
+    vol = volume_from_image(image, "ct", modality="ct")
+    whole = to_canonical(vol)
+    assert whole.shape[1:] == canonical_shape(vol)
+    fill = float(vol.array.min())
+    for block in (slice(0, 3), slice(3, 4), slice(4, 7)):
+        part = to_canonical(vol, slices=block, fill=fill)
+        assert np.array_equal(part, whole[block])
+        assert np.array_equal(from_canonical(part, vol), from_canonical(whole, vol)[block], equal_nan=True)
 
 
 def test_a_spacing_that_is_not_a_number_is_refused():
