@@ -143,6 +143,27 @@ def test_simulate_noise_follows_its_seed_and_differs_between_slices(tmp_path):
     assert not np.allclose(runs["a"][0], runs["a"][1], atol=1.0)
 
 
+def test_simulate_acquires_at_the_input_s_pixel_spacing(tmp_path):
+    """One water cylinder stored at 0.35 and at 0.7 mm pixels: simulated at its own spacing, water stays at
+    0 HU in both and the finer pixels come out noisier (less attenuation per pixel for the same photons)."""
+    yy, xx = np.mgrid[:128, :128]
+    hu = np.where(np.hypot(yy - 64, xx - 64) < 51, 0.0, -1000.0).astype(np.float32)
+    roi = (0, slice(49, 79), slice(49, 79))
+    sd = {}
+    for spacing in (0.35, 0.7):
+        image = sitk.GetImageFromArray(hu[None])
+        image.SetSpacing((spacing, spacing, 1.0))
+        src = tmp_path / f"water{spacing:g}.nrrd"
+        sitk.WriteImage(image, str(src))
+        proc = ediqa("simulate", src, "--doses", "1", "--views", "90", "--i0", "5e4", "--noiseless",
+                     "--out", tmp_path / "sim", "--progress", "none")
+        assert proc.returncode == 0, proc.stderr
+        water = sitk.GetArrayFromImage(sitk.ReadImage(json.loads(proc.stdout)["outputs"][0]))[roi]
+        assert abs(float(water.mean())) < 5.0, spacing
+        sd[spacing] = float(water.std())
+    assert sd[0.35] > 1.3 * sd[0.7], sd
+
+
 def test_simulate_grows_the_input_s_own_noise_unless_noiseless(tmp_path):
     """An acquired image's streaky noise grows at a lower dose; ``--noiseless`` adds none of it; the input
     file is left untouched."""

@@ -13,7 +13,7 @@ import SimpleITK as sitk
 from pydicom.data import get_testdata_file
 
 from EDIQALib.errors import InputError
-from EDIQALib.io import check_same_geometry, image_like, read_volume, write_image
+from EDIQALib.io import check_same_geometry, image_like, read_volume, volume_from_image, write_image
 from conftest import ct_image
 
 
@@ -410,6 +410,22 @@ def test_a_series_must_be_of_one_modality(tmp_path):
     check_same_geometry([ct, read_volume(tmp_path / "ct.dcm")], "inputs of one series")
     with pytest.raises(InputError, match="inputs of one series must be of one modality, but ct is CT and mr is MR"):
         check_same_geometry([ct, mr], "inputs of one series")
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda im: im.SetOrigin((im.GetOrigin()[0] + 50.0, *im.GetOrigin()[1:])), "origin"),  # 50 mm away
+    (lambda im: im.SetSpacing((0.7, 0.7, 2.5)), "spacing"),  # 0.8 mm pixels in the first
+    (lambda im: im.SetDirection((1, 0, 0, 0, 1, 0, 0, 0, 1)), "direction"),  # not oblique
+], ids=["origin", "spacing", "direction"])
+def test_versions_on_grids_that_differ_are_refused(change, says):
+    """Versions of one slice on grids that differ in origin, spacing or direction alone (the same voxels)
+    are refused, naming the property; copies of one grid are accepted."""
+    first = volume_from_image(ct_image(slices=1, size=64), "a", modality="ct")
+    other = ct_image(slices=1, size=64)
+    check_same_geometry([first, volume_from_image(other, "b", modality="ct")], "inputs of one series")
+    change(other)
+    with pytest.raises(InputError, match=f"inputs of one series must share one grid, but a and b differ in {says}"):
+        check_same_geometry([first, volume_from_image(other, "b", modality="ct")], "inputs of one series")
 
 
 def test_modality_override_is_validated(ct_volume_file):

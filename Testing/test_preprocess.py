@@ -81,6 +81,33 @@ def test_canonical_resampling_round_trip(tmp_path):
     assert np.median(err) < 15.0  # HU, after the down/up-sampling of a textured phantom
 
 
+@pytest.mark.parametrize("spacing", [(0.5, 0.9), (0.9, 0.5)], ids=["x0.5-y0.9", "x0.9-y0.5"])
+def test_canonical_resampling_keeps_positions(spacing):
+    """Ramps of the physical position (one slice along x, one along y, 1 per mm) at a spacing other than
+    0.7 mm: every canonical pixel holds the ramp at its own centre, and the round trip gives the volume
+    back wherever the canonical grid reaches (a shift of a fraction of a pixel would break both)."""
+    sx, sy = spacing
+    origin = (-40.0, 12.5, 7.0)
+    rows, columns = 96, 110
+    yy, xx = np.mgrid[:rows, :columns]
+    ramps = np.stack([origin[0] + xx * sx, origin[1] + yy * sy]).astype(np.float32)
+    image = sitk.GetImageFromArray(ramps)
+    image.SetSpacing((sx, sy, 2.0))
+    image.SetOrigin(origin)
+    vol = volume_from_image(image, "ramps", modality="ct")
+    canon = to_canonical(vol)
+    assert canon.shape == (2, round(rows * sy / 0.7), round(columns * sx / 0.7))
+    ci, cj = np.mgrid[:canon.shape[1], :canon.shape[2]]
+    reached = (cj * 0.7 <= (columns - 1) * sx) & (ci * 0.7 <= (rows - 1) * sy)  # within the samples
+    np.testing.assert_allclose(canon[0][reached], (origin[0] + cj * 0.7)[reached], atol=1e-3)
+    np.testing.assert_allclose(canon[1][reached], (origin[1] + ci * 0.7)[reached], atol=1e-3)
+    back = from_canonical(canon, vol)
+    last_x, last_y = (cj[reached].max() * 0.7, ci[reached].max() * 0.7)  # the last canonical sample in the grid
+    covered = (xx * sx <= last_x) & (yy * sy <= last_y)
+    assert covered.mean() > 0.9
+    np.testing.assert_allclose(back[:, covered], ramps[:, covered], atol=1e-3)
+
+
 @pytest.mark.parametrize("direction, turn", [
     ((1, 0, 0, 0, 1, 0, 0, 0, 1), (False, False, False)),  # axial as DICOM stores it: as displayed
     ((1, 0, 0, 0, -1, 0, 0, 0, -1), (False, True, False)),  # rows stored posterior to anterior (NIfTI's habit)
