@@ -171,7 +171,7 @@ def student_scorer(model, config: InsertionConfig, device: str = "cpu",
     """The student as a slice scorer: batched forward passes on slices mirrored out as in training
     (``field_batch``); its map upsampled and cut back to the slice, NaN outside the body and, as the
     teacher's, all NaN on a slice that is not assessable (where the teacher could not have inserted a
-    lesion). In float32 on a GPU as on a CPU, so that scores compare across devices (bfloat16 autocast
+    lesion; such a slice does not go through the network). In float32 on a GPU as on a CPU, so that scores compare across devices (bfloat16 autocast
     moved the sample's score by 0.0017)."""
     import torch
     import torch.nn.functional as F
@@ -184,20 +184,21 @@ def student_scorer(model, config: InsertionConfig, device: str = "cpu",
     @torch.inference_mode()
     def scorer(positions: list[list[Background]], indices: list[int]) -> list[list[SliceVerdictLike]]:
         flat = [bg for pos in positions for bg in pos]
-        verdicts: list[SliceVerdictLike] = []
-        for start in range(0, len(flat), batch_size):
-            chunk = flat[start:start + batch_size]
-            x = torch.from_numpy(field_batch([b.image01 for b in chunk]))
+        verdicts: list[SliceVerdictLike] = [(float("nan"), np.full(b.image01.shape, np.nan, np.float32), False)
+                                            for b in flat]  # what a slice that is not assessable gets
+        scored = [i for i, b in enumerate(flat) if is_assessable(b.body, b.salient, config)]  # no air through the network
+        for start in range(0, len(scored), batch_size):
+            chunk = scored[start:start + batch_size]
+            x = torch.from_numpy(field_batch([flat[i].image01 for i in chunk]))
             score, heat = model(x.to(device))
             if not (torch.isfinite(score).all() and torch.isfinite(heat).all()):
                 raise InputError("the student gives NaN or infinite outputs: its weights are broken "
                                  "(a training that diverged?)")
             heat = F.interpolate(torch.sigmoid(heat), scale_factor=4, mode="bilinear", align_corners=False)
-            for i, b in enumerate(chunk):
-                assessable = is_assessable(b.body, b.salient, config)
-                hmap = heat[i, 0, :b.image01.shape[0], :b.image01.shape[1]].cpu().numpy()
-                verdicts.append((float(torch.sigmoid(score[i])),
-                                 np.where(b.body & assessable, hmap, np.nan), assessable))
+            for j, i in enumerate(chunk):
+                b = flat[i]
+                hmap = heat[j, 0, :b.image01.shape[0], :b.image01.shape[1]].cpu().numpy()
+                verdicts[i] = (float(torch.sigmoid(score[j])), np.where(b.body, hmap, np.nan), True)
         n = len(positions[0]) if positions else 0
         return [verdicts[j * n:(j + 1) * n] for j in range(len(positions))]
 

@@ -24,6 +24,8 @@ from .simulate import FILTERS, MAX_PHOTONS, MAX_VIEWS
 if TYPE_CHECKING:
     from torch import nn
 
+    from .assess import Progress
+
 DEMO_SAMPLE = Path(__file__).resolve().parent.parent / "Resources" / "SampleData" / "head-ct-slice.nrrd"
 NOISY_FIRST_SEED = 100  # series seeds of the noisy real variants, apart from the plain ones (0, 1, ...)
 
@@ -197,9 +199,10 @@ def _simulate(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_teacher(args: argparse.Namespace) -> None:
-    from .report import SERIES_FILES, write_outputs, write_series_summary
+    from .report import SERIES_FILES, write_series_summary
 
-    volumes, folders = _inputs_and_folders(args, SERIES_FILES if len(args.inputs) > 1 else ())
+    progress = _progress(args)
+    volumes, folders = _inputs_and_folders(args, progress, SERIES_FILES if len(args.inputs) > 1 else ())
     from .models import load_model
 
     model, entry = load_model(args.model, "detector")  # torch loads from here on: a bad input or model answers at once,
@@ -210,7 +213,6 @@ def cmd_teacher(args: argparse.Namespace) -> None:
     from .teacher import teacher_scorer
 
     config = _teacher_config(args)
-    progress = _progress(args)
     scorer = teacher_scorer(model, config, device, progress)
     settings = {"method": "mD2IQA", "realizations": config.realizations, "repeats": config.repeats,
                 "seed": config.seed, "readout": config.readout, "psf_aware": config.psf_aware,
@@ -218,14 +220,28 @@ def cmd_teacher(args: argparse.Namespace) -> None:
     results = assess_series(volumes, scorer, "mD2IQA", {"name": entry.name, "sha256": entry.sha256},
                             config.insertion, progress)
     _warn(volumes, results)
-    summary = []
-    for vol, res, folder in zip(volumes, results, folders):
+    for res in results:
         res.details.update(settings)
-        write_outputs(res, vol, folder)
-        summary.append({"name": res.name, "score": res.to_json()["score"], "out": str(folder)})
-    if len(volumes) > 1:
-        write_series_summary(results, args.out, settings)
+    _write_results(volumes, results, folders, progress,
+                   (lambda: write_series_summary(results, args.out, settings)) if len(volumes) > 1 else None)
+    summary = [{"name": r.name, "score": r.to_json()["score"], "out": str(f)} for r, f in zip(results, folders)]
     _print_result(args, summary if len(summary) > 1 else summary[0])
+
+
+def _write_results(volumes: list, results: list, folders: list[Path], progress: Progress,
+                   summary: Callable[[], None] | None = None) -> None:
+    """Each input's result files (:func:`~EDIQALib.report.write_outputs`), then ``summary`` (the files that set
+    them side by side), as progress stage ``writing``: a large volume's heatmap takes seconds to compress."""
+    from .report import write_outputs
+
+    total = len(results) + (summary is not None)
+    progress("writing", 0, total)
+    for done, (vol, res, folder) in enumerate(zip(volumes, results, folders), start=1):
+        write_outputs(res, vol, folder)
+        progress("writing", done, total)
+    if summary is not None:
+        summary()
+        progress("writing", total, total)
 
 
 def _warn(volumes: list, results: list) -> None:
@@ -237,14 +253,15 @@ def _warn(volumes: list, results: list) -> None:
             sys.stderr.write(f"ediqa: warning: {caveat}\n")
 
 
-def _inputs_and_folders(args: argparse.Namespace, summary_files: tuple[str, ...] = ()) -> tuple[list, list[Path]]:
-    """The input volumes and the folder of each one's results: ``--out`` itself for one input without a
-    summary, else ``--out/<name>``. Before any work, every result file and ``summary_files`` (in ``--out``)
-    is checked to be writable without replacing an input."""
+def _inputs_and_folders(args: argparse.Namespace, progress: Progress,
+                        summary_files: tuple[str, ...] = ()) -> tuple[list, list[Path]]:
+    """The input volumes (read as progress stage ``reading``) and the folder of each one's results: ``--out``
+    itself for one input without a summary, else ``--out/<name>``. Before any work, every result file and
+    ``summary_files`` (in ``--out``) is checked to be writable without replacing an input."""
     from .io import check_outputs
     from .report import RESULT_FILES
 
-    volumes = _read_inputs(args, summary_files)
+    volumes = _read_inputs(args, progress, summary_files)
     out = Path(args.out)
     folders = [out] if len(volumes) == 1 and not summary_files else [out / v.name for v in volumes]
     check_outputs([f / name for f in folders for name in RESULT_FILES] + [out / name for name in summary_files],
@@ -253,30 +270,28 @@ def _inputs_and_folders(args: argparse.Namespace, summary_files: tuple[str, ...]
 
 
 def _assess_with_student(args: argparse.Namespace, summary_files: tuple[str, ...] = ()):
-    """The inputs, their result folders and the student's results (see :func:`_inputs_and_folders`)."""
+    """The inputs, their result folders, the student's results (see :func:`_inputs_and_folders`) and the
+    command's progress reporter."""
     from .assess import assess_each
 
-    volumes, folders = _inputs_and_folders(args, summary_files)
-    results = assess_each(volumes, args.model, args.device, _progress(args))
+    progress = _progress(args)
+    volumes, folders = _inputs_and_folders(args, progress, summary_files)
+    results = assess_each(volumes, args.model, args.device, progress)
     _warn(volumes, results)
-    return volumes, folders, results
+    return volumes, folders, results, progress
 
 
 def cmd_assess(args: argparse.Namespace) -> None:
-    from .report import write_outputs
-
-    volumes, folders, results = _assess_with_student(args)
-    write_outputs(results[0], volumes[0], folders[0])
+    volumes, folders, results, progress = _assess_with_student(args)
+    _write_results(volumes, results, folders, progress)
     _print_result(args, {"name": results[0].name, "score": results[0].to_json()["score"], "out": args.out})
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from .report import COMPARISON_FILES, write_comparison, write_outputs
+    from .report import COMPARISON_FILES, write_comparison
 
-    volumes, folders, results = _assess_with_student(args, COMPARISON_FILES)
-    for vol, res, folder in zip(volumes, results, folders):
-        write_outputs(res, vol, folder)
-    write_comparison(results, volumes, args.out)
+    volumes, folders, results, progress = _assess_with_student(args, COMPARISON_FILES)
+    _write_results(volumes, results, folders, progress, lambda: write_comparison(results, volumes, args.out))
     _print_result(args, [{"name": r.name, "score": r.to_json()["score"]} for r in results])
 
 
@@ -289,13 +304,19 @@ def _teacher_config(args: argparse.Namespace):
                          readout=args.readout, psf_aware=not args.no_psf, insertion=insertion)
 
 
-def _read_inputs(args: argparse.Namespace, summary_files: tuple[str, ...] = ()) -> list:
-    """The input volumes, each named as its results' folder will be (:func:`folder_names`)."""
+def _read_inputs(args: argparse.Namespace, progress: Progress,
+                 summary_files: tuple[str, ...] = ()) -> list:
+    """The input volumes, each named as its results' folder will be (:func:`folder_names`), read as progress
+    stage ``reading``: a DICOM series of hundreds of files takes seconds."""
     from dataclasses import replace
 
     from .io import read_volume
 
-    volumes = [read_volume(p, args.modality) for p in args.inputs]
+    volumes = []
+    for done, path in enumerate(args.inputs):
+        progress("reading", done, len(args.inputs))
+        volumes.append(read_volume(path, args.modality))
+    progress("reading", len(args.inputs), len(args.inputs))
     return [replace(v, name=name) for v, name in zip(volumes, folder_names([v.name for v in volumes], summary_files))]
 
 

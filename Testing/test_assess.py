@@ -82,6 +82,10 @@ def test_compare_writes_side_by_side_outputs(tmp_path, student_file):
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [(e["done"], e["total"]) for e in records[:-1] if e["stage"] == "slices"] == [(2, 4), (4, 4)]
+    # reading and writing show too (seconds for a DICOM series or a large heatmap): each input, then the comparison
+    assert [e["stage"] for e in records[:-1]] == ["reading"] * 3 + ["slices"] * 2 + ["writing"] * 4
+    assert [(e["done"], e["total"]) for e in records[:-1] if e["stage"] != "slices"] == [
+        (0, 2), (1, 2), (2, 2), (0, 3), (1, 3), (2, 3), (3, 3)]
     assert [r["name"] for r in records[-1]] == ["recon-a", "recon-b"]
     rows = (tmp_path / "cmp" / "compare.csv").read_text(encoding="utf-8").splitlines()
     assert rows[0] == "slice,recon-a,recon-b" and len(rows) == 3
@@ -632,6 +636,23 @@ def test_the_student_s_map_is_read_where_the_slice_lies_in_its_field():
     assert match[0, 0] > 0.9 and max(match, key=match.get) == (0, 0), match
 
 
+class _ConstantStudent(torch.nn.Module):
+    """A stand-in student whose outputs are constants (a score logit, a map logit); it records the size of
+    each batch it sees."""
+
+    def __init__(self, score: float, heat: float):
+        super().__init__()
+        self.score, self.heat, self.batches = score, heat, []
+
+    def for_inference(self):
+        return self
+
+    def forward(self, x):
+        self.batches.append(len(x))
+        return (torch.full((len(x),), self.score),
+                torch.full((len(x), 1, x.shape[2] // 4, x.shape[3] // 4), self.heat))
+
+
 def test_a_student_that_gives_nan_is_refused_not_written_as_a_score():
     """Weights that are finite but blow the activations up (a training at an absurd learning rate) gave NaN
     scores, written to result.json as bare NaN, which is not JSON."""
@@ -639,20 +660,28 @@ def test_a_student_that_gives_nan_is_refused_not_written_as_a_score():
     from EDIQALib.signals import InsertionConfig
     from EDIQALib.simulate import phantom
 
-    class Blown(torch.nn.Module):
-        def for_inference(self):
-            return self
-
-        def __init__(self, score: float, heat: float):
-            super().__init__()
-            self.score, self.heat = score, heat
-
-        def forward(self, x):
-            return (torch.full((len(x),), self.score),
-                    torch.full((len(x), 1, x.shape[2] // 4, x.shape[3] // 4), self.heat))
-
     background = slice_background(phantom(3, size=200, kind="body"), "ct", InsertionConfig(), with_psf=False)
-    assert student_scorer(Blown(0.0, 0.0), InsertionConfig())([[background]], [0])[0][0][0] == 0.5
+    assert student_scorer(_ConstantStudent(0.0, 0.0), InsertionConfig())([[background]], [0])[0][0][0] == 0.5
     for score, heat in ((float("nan"), 0.0), (0.0, float("nan")), (float("inf"), 0.0)):
         with pytest.raises(InputError, match="NaN or infinite outputs: its weights are broken"):
-            student_scorer(Blown(score, heat), InsertionConfig())([[background]], [0])
+            student_scorer(_ConstantStudent(score, heat), InsertionConfig())([[background]], [0])
+
+
+def test_slices_that_are_not_assessable_do_not_go_through_the_network():
+    """Slices of air (a volume's empty end slices) are not assessable: they get no score and no map without
+    a forward pass; the others fill the batches."""
+    from EDIQALib.assess import slice_background, student_scorer
+    from EDIQALib.signals import InsertionConfig
+    from EDIQALib.simulate import phantom
+
+    body = slice_background(phantom(3, size=200, kind="body"), "ct", InsertionConfig(), with_psf=False)
+    air = slice_background(np.random.default_rng(0).normal(-1000.0, 5.0, (200, 200)), "ct", InsertionConfig(),
+                           with_psf=False)
+    net = _ConstantStudent(0.0, 0.0)
+    verdicts = student_scorer(net, InsertionConfig(), batch_size=2)([[air], [body], [air], [body], [body]],
+                                                                    list(range(5)))
+    assert net.batches == [2, 1]
+    assert [v[0][2] for v in verdicts] == [False, True, False, True, True]
+    for (score, heat, assessable), in verdicts:
+        assert np.isnan(heat).all() != assessable
+        assert score == 0.5 if assessable else np.isnan(score)
