@@ -74,15 +74,31 @@ class QualityResult:
 
 def caveats(volume: Volume, result: QualityResult) -> list[str]:
     """What a user must know to read ``result`` (the CLI prints each as a warning line): an MR input (the
-    shipped models learnt from CT only, and their MR scores are not validated), and a result without one
-    assessable slice (its score is null)."""
+    shipped models learnt from CT only, and their MR scores are not validated), a volume that looks stored
+    across its acquired slices (its slices are scored as stored), and a result without one assessable slice
+    (its score is null)."""
     notes = []
     if volume.modality == "mr":
         notes.append(f"{result.name}: MR; the shipped detector and student were trained on CT only, and their MR "
                      "scores are not validated (see the README)")
+    if looks_stored_across(volume):
+        (sx, sy), sz = volume.spacing_xy, volume.spacing[2]
+        notes.append(f"{result.name}: its pixels are {sx:g} × {sy:g} mm and its slices {sz:g} mm apart, as in a "
+                     "volume stored across its acquired slices; the slices were scored as stored: reorient the "
+                     "volume (the acquired slices along its third axis) to score those")
     if not any(result.assessable):
         notes.append(f"{result.name}: no slice is assessable (too little body for a lesion); its score is null")
     return notes
+
+
+def looks_stored_across(volume: Volume) -> bool:
+    """Whether the volume's slices (along its third axis, as stored) look like reformats across its acquired
+    ones: pixels at least twice as long one way as the other (acquired pixels are square, or nearly), the
+    long way longer than the distance between slices (it is the acquisition's slice spacing)."""
+    if volume.reference.GetDimension() == 2:
+        return False
+    (sx, sy), sz = volume.spacing_xy, volume.spacing[2]
+    return max(sx, sy) >= 2 * min(sx, sy) and max(sx, sy) > sz
 
 
 def heatmap_display_max(results: list[QualityResult]) -> float:

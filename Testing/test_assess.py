@@ -221,6 +221,30 @@ def test_python_api_takes_an_image_in_memory_or_a_volume_with_its_modality(tmp_p
     assert (by_path == in_memory) is False  # results compare as objects (a heatmap is no truth value)
 
 
+@pytest.mark.parametrize("spacing, across", [((4.0, 0.7, 0.7), True), ((0.7, 3.0, 1.0), True),
+                                            ((0.9, 0.9, 0.5), False), ((0.5, 1.1, 5.0), False),
+                                            ((0.7, 0.7, 0.7), False)],
+                         ids=["sagittal-stored-axially", "coronal-stored-axially", "thin-slice-ct",
+                              "mr-rectangular-pixels", "isotropic"])
+def test_a_volume_stored_across_its_acquired_slices_is_named(spacing, across):
+    """Slices whose pixels are long one way, the long way longer than the distance between slices, are
+    reformats across the acquired slices; thin slices under square pixels, rectangular pixels under
+    thicker slices and isotropic voxels are not."""
+    from EDIQALib.assess import looks_stored_across
+    from EDIQALib.io import volume_from_image
+
+    assert looks_stored_across(volume_from_image(ct_image(slices=3, size=128, spacing=spacing), "ct")) == across
+
+
+def test_the_python_api_warns_of_a_volume_stored_across_its_acquired_slices(student_file):
+    import EDIQALib
+
+    image = ct_image(slices=3, size=128, spacing=(4.0, 0.7, 0.7))
+    with pytest.warns(UserWarning, match=r"image: its pixels are 4 × 0\.7 mm and its slices 0\.7 mm apart, as in a "
+                                         r"volume stored across its acquired slices"):
+        EDIQALib.assess(image, model=str(student_file), device="cpu")
+
+
 def test_python_api_leaves_the_caller_s_random_numbers_and_plotting_backend_alone(tmp_path, student_file):
     import EDIQALib
 
