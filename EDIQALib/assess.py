@@ -106,8 +106,12 @@ def heatmap_display_max(results: list[QualityResult]) -> float:
     detectability, rounded up to 0.05, within [0.05, 1]; one scale for results shown side by side. Local
     detectability seldom nears 1 (a full-dose head CT slice runs 0.02-0.25), so on a fixed 0-1 scale a
     whole slice shows in one colour."""
-    finite = [r.heatmap[np.isfinite(r.heatmap)] for r in results]
-    values = finite[0] if len(finite) == 1 else np.concatenate(finite)  # one copy of a volume's map at a time
+    values = np.empty(sum(int(np.count_nonzero(np.isfinite(r.heatmap))) for r in results), np.float32)
+    filled = 0
+    for heatmap in (h for r in results for h in r.heatmap):  # slice by slice: one copy of the maps' values in all
+        finite = heatmap[np.isfinite(heatmap)]
+        values[filled:filled + finite.size] = finite
+        filled += finite.size
     top = float(np.percentile(values, 99, overwrite_input=True)) if values.size else 1.0
     return float(np.clip(np.ceil(top / 0.05 - 1e-9) * 0.05, 0.05, 1.0))
 

@@ -574,6 +574,10 @@ def test_the_heatmap_colour_scale_spans_the_maps_values_on_one_scale_for_compare
     assert heatmap_display_max([low]) == pytest.approx(0.25)  # the 99th percentile, 0.208, rounded up to 0.05
     high = replace(low, heatmap=low.heatmap * 3)
     assert heatmap_display_max([low, high]) == heatmap_display_max([high]) == pytest.approx(0.65)
+    volume = replace(low, heatmap=np.concatenate([low.heatmap, high.heatmap / 2, high.heatmap / 2]))
+    top = np.ceil(np.nanpercentile(volume.heatmap, 99) / 0.05) * 0.05  # every slice's values count
+    assert top == pytest.approx(0.35)
+    assert heatmap_display_max([volume]) == heatmap_display_max([low, volume]) == pytest.approx(top)
     (heat,) = [im for im in overlay_figure(read_volume(path), low).axes[0].get_images() if im.get_cmap().name == "RdYlGn"]
     assert heat.get_clim() == pytest.approx((0.0, 0.25))
 
