@@ -14,6 +14,8 @@ import re
 import signal
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -395,8 +397,6 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
-    import time
-
     from .io import check_outputs
     from .models import load_model
     from .report import VALIDITY_FILES, write_validity
@@ -1113,6 +1113,30 @@ def _interrupt(signum: int, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _end_with_parent() -> None:
+    """Started by :class:`~EDIQALib.runner.Runner` (the Slicer panel), end as its Cancel ends it once the
+    process that started it is gone: killed or crashed, that process can cancel nothing, and the work (hours
+    of labelling or training) would go on unseen until its next progress line failed. A daemon thread checks
+    each second that this process's parent is still the one named in ``PARENT_ENV`` (on POSIX an orphan is
+    adopted by another); then it signals its process group (the runner makes this process its leader) as
+    Cancel does. Elsewhere, or when not started by a runner, a no-op."""
+    from .runner import PARENT_ENV
+
+    parent = os.environ.pop(PARENT_ENV, "")  # not for this process's own children: their parent is this one
+    if os.name != "posix" or not parent.isdigit():
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(parent):
+            time.sleep(1.0)
+        if os.getpgrp() == os.getpid():
+            os.killpg(os.getpgrp(), signal.SIGTERM)
+        else:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def run() -> None:
     """The console entry (``ediqa``, ``python -m EDIQALib``): :func:`main`, then exit at once. With torch
     loaded the interpreter's teardown takes about two seconds and does nothing useful: by the time
@@ -1120,6 +1144,7 @@ def run() -> None:
     the Slicer panel's Cancel) interrupts as Ctrl-C does, so that a write under way is discarded whole."""
     _keep_freed_memory()
     signal.signal(signal.SIGTERM, _interrupt)
+    _end_with_parent()
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()

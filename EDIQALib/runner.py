@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 
 WARNING_PREFIX = "ediqa: warning: "
+PARENT_ENV = "EDIQA_PARENT_PID"  # the process that started the child: the child ends when it is gone
 
 
 @dataclass
@@ -67,11 +68,13 @@ class Runner:
 
     def start(self) -> None:
         """Start the child in a new process group (session on POSIX; on Windows without a console window,
-        which would close the job with it)."""
+        which would close the job with it). On POSIX the child ends, as on Cancel, when this process is gone
+        (``PARENT_ENV``)."""
         kwargs: dict = {"start_new_session": True} if os.name == "posix" else {
             "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW}
+        env = {**(os.environ if self.env is None else self.env), PARENT_ENV: str(os.getpid())}
         self._proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                      env=self.env, cwd=self.cwd, bufsize=1, **kwargs)
+                                      env=env, cwd=self.cwd, bufsize=1, **kwargs)
         self._threads = [threading.Thread(target=self._read_stdout, daemon=True),
                          threading.Thread(target=self._read_stderr, daemon=True)]
         for t in self._threads:

@@ -165,6 +165,43 @@ def test_cancel_ends_the_child_and_its_children(tmp_path):
         _end_group(runner.pid)
 
 
+def test_the_child_ends_when_the_process_that_started_it_is_gone(tmp_path):
+    """Slicer killed or crashed can cancel nothing: its job ends as on Cancel within seconds, though it
+    would print no progress for minutes (one teacher repeat of 5000 realisations); nothing is written."""
+    src = tmp_path / "ct.nrrd"
+    sitk.WriteImage(ct_image(slices=1, size=160, spacing=(0.7, 0.7, 2.0)), str(src))
+    out = tmp_path / "out"
+    job = ["teacher", str(src), "--realizations", "5000", "--repeats", "1", "--out", str(out)]
+    parent = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom EDIQALib.runner import Runner\n"
+                               f"runner = Runner({job!r})\nrunner.start()\nprint(runner.pid, flush=True)\n"
+                               "time.sleep(600)\n"], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    try:
+        time.sleep(10)  # past loading torch and the detector: inside the repeat
+        assert _alive(child)
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 20
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(child)
+        assert not out.exists()
+    finally:
+        _end_group(child)
+
+
+def test_the_child_s_own_ediqa_processes_do_not_watch_its_parent():
+    """A command that runs ``ediqa`` in a process of its own (the bench's volume) does not pass the runner's
+    parent on: that process's parent is the command, and it would end at once, its group with it."""
+    from EDIQALib.runner import PARENT_ENV
+
+    code = ("import os\nfrom EDIQALib.cli import _end_with_parent\n_end_with_parent()\n"
+            f"print(os.environ.get({PARENT_ENV!r}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, PARENT_ENV: str(os.getpid())})
+    assert proc.returncode == 0 and proc.stdout.strip() == "None", proc.stderr
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_an_interrupt_is_one_line_and_leaves_no_staging_behind(tmp_path, sig):
     """Ctrl-C (SIGINT to the terminal's process group) or ``kill``/Cancel (SIGTERM) while the bank's workers
