@@ -722,9 +722,9 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
 
 def cmd_label(args: argparse.Namespace) -> None:
     from .assess import student_scorer
-    from .distributed import barrier, distributed_context
+    from .distributed import distributed_context
     from .io import check_outputs
-    from .labels import discover_series, label_series, maps_folder, merge_parts
+    from .labels import discover_series, label_series, maps_folder
     from .models import load_model
     from .teacher import teacher_scorer
 
@@ -744,9 +744,6 @@ def cmd_label(args: argparse.Namespace) -> None:
                             readout=config.readout, psf=config.psf_aware, contrasts=list(config.insertion.contrasts))
         written = label_series(inputs, scorer, config.insertion, args.out, labeller, args.resume, progress, rank,
                                world, with_psf=kind == "detector")
-        barrier(world)
-        if world > 1 and rank == 0:
-            merge_parts(inputs, args.out, world)
         written = _sum_over_ranks(written) if world > 1 else written
     if rank == 0:
         print(json.dumps({"rows_written": written, "labels": args.out, "model": entry.name, "ranks": world}))

@@ -171,7 +171,8 @@ def label_series(inputs: list[tuple[str, list[Path]]], scorer: SliceScorer, inse
     same.
 
     With ``world`` > 1 (``torchrun``), slice positions are dealt round-robin to ranks in a fixed order;
-    each rank appends to its own part file (``<stem>.part<rank>.csv``), which :func:`merge_parts` joins.
+    each rank appends to its own part file (``<stem>.part<rank>.csv``), which rank 0 then joins
+    (:func:`merge_parts`) before it lets go of the labels file's lock.
     Scores depend only on the seed, the slice and the images, so any sharding gives the same rows.
     """
     out_csv = Path(out_csv)
@@ -230,6 +231,9 @@ def label_series(inputs: list[tuple[str, list[Path]]], scorer: SliceScorer, inse
                     written += len(rows)
                     if progress:
                         progress("label", position + 1, total)
+        barrier(world)  # every rank's part is complete
+        if world > 1 and rank == 0:  # under the lock: a run let in before would append to a part merged away
+            merge_parts(inputs, out_csv, world)
     return written
 
 

@@ -109,6 +109,36 @@ def test_a_student_labels_each_slice_with_its_own_verdict(tmp_path):
     assert not (tmp_path / "x.csv").exists()
 
 
+def test_the_ranks_parts_are_merged_before_the_labels_file_is_unlocked(tmp_path, monkeypatch):
+    """Under ``torchrun``, rank 0 joins the ranks' part files into the labels file while it still holds the
+    file's lock: a second run let in before the merge would append to a part that the merge then removes."""
+    import EDIQALib.labels as labels
+    from EDIQALib.io import exclusive
+    from EDIQALib.signals import InsertionConfig
+
+    out = tmp_path / "labels.csv"
+    merge_parts, merged = labels.merge_parts, []
+
+    def merge(inputs, out_csv, world):
+        with pytest.raises(InputError, match="is being written by another run"):
+            with exclusive(out_csv.with_name(f".{out_csv.name}.lock"), str(out_csv)):
+                pass
+        merged.append(world)
+        return merge_parts(inputs, out_csv, world)
+
+    def scorer(positions, indices):
+        return [[(0.5, np.full(b.image01.shape, 0.5, np.float32), True) for b in versions] for versions in positions]
+
+    monkeypatch.setattr(labels, "barrier", lambda world: None)  # rank 0 of two, alone in this process
+    monkeypatch.setattr(labels, "merge_parts", merge)
+    labels.label_series(discover_series(_dataset(tmp_path)), scorer, InsertionConfig(), out, {"model": "test"},
+                        rank=0, world=2, with_psf=False)
+    assert merged == [2]
+    assert [(r["series"], r["file"], r["slice"]) for r in _rows(out)] == [  # rank 0's positions: 0 and 2
+        ("series-a", "0.nrrd", "0"), ("series-a", "1.nrrd", "0"), ("single.nrrd", "single.nrrd", "0")]
+    assert not list(tmp_path.glob("labels.part*.csv"))
+
+
 def test_pool_map_ignores_nan():
     heat = np.full((8, 8), np.nan, np.float32)
     heat[:4, :4] = 0.5
