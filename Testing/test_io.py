@@ -14,7 +14,7 @@ from pydicom.data import get_testdata_file
 
 from EDIQALib.errors import InputError
 from EDIQALib.io import check_same_geometry, image_like, read_volume, volume_from_image, write_image
-from conftest import ct_image
+from conftest import OBLIQUE, ct_image
 
 
 def assert_same_geometry(a: sitk.Image, b: sitk.Image) -> None:
@@ -86,8 +86,12 @@ def _write_dicom_series(folder, image: sitk.Image) -> None:
         writer.Execute(sl)
 
 
-def test_dicom_series_folder_keeps_geometry(tmp_path):
-    original = ct_image(slices=3)
+@pytest.mark.parametrize("direction", [OBLIQUE, (1, 0, 0, 0, 0.7071068, -0.7071068, 0, 0.7071068, 0.7071068)],
+                         ids=["turned-about-z", "tilted-45-about-x"])
+def test_dicom_series_folder_keeps_geometry(tmp_path, direction):
+    """A series turned in its plane, and one tilted out of it (its slices step along y and z): slice positions
+    are judged along the slice normal."""
+    original = ct_image(slices=3, direction=direction)
     _write_dicom_series(tmp_path / "series", original)
     vol = read_volume(tmp_path / "series")
     assert vol.modality == "ct"
