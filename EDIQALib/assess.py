@@ -19,8 +19,8 @@ import SimpleITK as sitk
 from .backgrounds import Background, make_background
 from .errors import InputError
 from .io import MAX_CANONICAL_PIXELS, Volume, check_same_geometry
-from .preprocess import (body_mask, canonical_shape, estimate_psf_sigma, from_canonical, normalise, to_canonical,
-                         volume_range)
+from .preprocess import (body_mask, canonical_range, canonical_shape, estimate_psf_sigma, from_canonical, normalise,
+                         to_canonical)
 from .signals import InsertionConfig, saliency_mask
 
 SliceVerdictLike = tuple[float, np.ndarray, bool]  # score, canonical heatmap, assessable
@@ -28,7 +28,8 @@ SliceVerdictLike = tuple[float, np.ndarray, bool]  # score, canonical heatmap, a
 SliceScorer = Callable[[list[list[Background]], list[int]], list[list[SliceVerdictLike]]]
 Progress = Callable[[str, int, int], None]
 BATCH_SLICES = 32  # slices per student forward pass: at 320² the lite network costs 1.9 ms a slice, 2.8 ms at 8
-BATCH_PIXELS = MAX_CANONICAL_PIXELS  # at most, and one slice at most: coarse pixels make large slices at 0.7 mm
+BATCH_PIXELS = MAX_CANONICAL_PIXELS  # per scorer call at most, or one slice position's (a slice of each input of
+# a series, each slice up to MAX_CANONICAL_PIXELS) where that is more: coarse pixels grow large at 0.7 mm
 
 
 @dataclass(eq=False)  # the heatmap is an array: compare fields, not results
@@ -95,7 +96,7 @@ def looks_stored_across(volume: Volume) -> bool:
     """Whether the volume's slices (along its third axis, as stored) look like reformats across its acquired
     ones: pixels at least twice as long one way as the other (acquired pixels are square, or nearly), the
     long way longer than the distance between slices (it is the acquisition's slice spacing)."""
-    if volume.reference.GetDimension() == 2:
+    if volume.array.shape[0] == 1:  # one slice: nothing to reorient
         return False
     (sx, sy), sz = volume.spacing_xy, volume.spacing[2]
     return max(sx, sy) >= 2 * min(sx, sy) and max(sx, sy) > sz
@@ -106,7 +107,7 @@ def heatmap_display_max(results: list[QualityResult]) -> float:
     detectability, rounded up to 0.05, within [0.05, 1]; one scale for results shown side by side. Local
     detectability seldom nears 1 (a full-dose head CT slice runs 0.02-0.25), so on a fixed 0-1 scale a
     whole slice shows in one colour."""
-    values = np.empty(sum(int(np.count_nonzero(np.isfinite(r.heatmap))) for r in results), np.float32)
+    values = np.empty(sum(int(np.count_nonzero(np.isfinite(h))) for r in results for h in r.heatmap), np.float32)
     filled = 0
     for heatmap in (h for r in results for h in r.heatmap):  # slice by slice: one copy of the maps' values in all
         finite = heatmap[np.isfinite(heatmap)]
@@ -147,7 +148,7 @@ def assess_series(volumes: list[Volume], scorer: SliceScorer, method: str, model
     start = time.perf_counter()
     check_same_geometry(volumes, "inputs of one series")
     fills = [float(v.array.min()) for v in volumes]  # of canonical pixels past a volume's edge
-    ranges = [volume_range(v.array, v.modality) for v in volumes]
+    ranges = [canonical_range(v, f) for v, f in zip(volumes, fills)]
     n_slices = volumes[0].array.shape[0]
     rows, cols = canonical_shape(volumes[0])
     chunk = max(1, min(chunk, BATCH_PIXELS // (rows * cols * len(volumes))))
@@ -191,8 +192,8 @@ def student_scorer(model, config: InsertionConfig, device: str = "cpu",
     """The student as a slice scorer: batched forward passes on slices mirrored out as in training
     (``field_batch``); its map upsampled and cut back to the slice, NaN outside the body and, as the
     teacher's, all NaN on a slice that is not assessable (where the teacher could not have inserted a
-    lesion; such a slice does not go through the network). In float32 on a GPU as on a CPU, so that scores compare across devices (bfloat16 autocast
-    moved the sample's score by 0.0017)."""
+    lesion; such a slice does not go through the network). In float32 on a GPU as on a CPU, so that scores
+    compare across devices (bfloat16 autocast moved the sample's score by 0.0017)."""
     import torch
     import torch.nn.functional as F
 
@@ -206,7 +207,7 @@ def student_scorer(model, config: InsertionConfig, device: str = "cpu",
         flat = [bg for pos in positions for bg in pos]
         verdicts: list[SliceVerdictLike] = [(float("nan"), np.full(b.image01.shape, np.nan, np.float32), False)
                                             for b in flat]  # what a slice that is not assessable gets
-        scored = [i for i, b in enumerate(flat) if is_assessable(b.body, b.salient, config)]  # no air through the network
+        scored = [i for i, b in enumerate(flat) if is_assessable(b.body, b.salient, config)]  # no air in the network
         for start in range(0, len(scored), batch_size):
             chunk = scored[start:start + batch_size]
             x = torch.from_numpy(field_batch([flat[i].image01 for i in chunk]))

@@ -1078,8 +1078,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         args.func(args)
     except InputError as exc:
         sys.stderr.write(f"ediqa: error: {exc}\n")
@@ -1114,22 +1114,28 @@ def _end_with_parent() -> None:
     """Started by :class:`~EDIQALib.runner.Runner` (the Slicer panel), end as its Cancel ends it once the
     process that started it is gone: killed or crashed, that process can cancel nothing, and the work (hours
     of labelling or training) would go on unseen until its next progress line failed. A daemon thread checks
-    each second that this process's parent is still the one named in ``PARENT_ENV`` (on POSIX an orphan is
-    adopted by another); then it signals its process group (the runner makes this process its leader) as
-    Cancel does. Elsewhere, or when not started by a runner, a no-op."""
+    each second that the process named in ``PARENT_ENV`` still exists (not this process's parent: Slicer
+    starts Python through a launcher, which outlives it); then it signals this process's group, which the
+    runner made for the job, as Cancel does. Elsewhere, or when not started by a runner, a no-op."""
     from .runner import PARENT_ENV
 
     parent = os.environ.pop(PARENT_ENV, "")  # not for this process's own children: their parent is this one
     if os.name != "posix" or not parent.isdigit():
         return
 
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # a process of another user's: it exists
+            pass
+        return True
+
     def watch() -> None:
-        while os.getppid() == int(parent):
+        while alive(int(parent)):
             time.sleep(1.0)
-        if os.getpgrp() == os.getpid():
-            os.killpg(os.getpgrp(), signal.SIGTERM)
-        else:
-            os.kill(os.getpid(), signal.SIGTERM)
+        os.killpg(os.getpgrp(), signal.SIGTERM)
 
     threading.Thread(target=watch, daemon=True).start()
 

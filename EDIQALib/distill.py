@@ -27,7 +27,7 @@ from . import training_log
 from .errors import InputError
 from .io import read_volume
 from .labels import maps_folder, read_labels
-from .preprocess import normalise, to_canonical, volume_range
+from .preprocess import normalise, to_canonical
 from .series import base_of
 from .student import MAP_STRIDE, PRESETS, Student, field_batch
 
@@ -71,7 +71,7 @@ def load_samples(labels_csv: str | Path) -> list[Sample]:
             path = labels_csv.parent / row["path"]  # relative to the labels file, or absolute
             if path not in cache:
                 vol = read_volume(path)
-                cache[path] = normalise(to_canonical(vol), vol.modality, volume_range(vol.array, vol.modality))
+                cache[path] = normalise(to_canonical(vol), vol.modality)  # one scale for the volume
             samples.append(_labelled_slice(row, cache[path], np.load(maps_dir / row["map"])))
         except InputError:
             raise  # the image's own one line (an InputError is a ValueError)

@@ -205,7 +205,7 @@ def label_series(inputs: list[tuple[str, list[Path]]], scorer: SliceScorer, inse
             writer = csv.DictWriter(f, fieldnames=FIELDS)
             for name, files, vols in units:
                 canon = [to_canonical(v) for v in vols]
-                ranges = [volume_range(v.array, v.modality) for v in vols]
+                ranges = [volume_range(c, v.modality) for c, v in zip(canon, vols)]
                 for k in range(canon[0].shape[0]):
                     position += 1
                     keys = [(name, p.name, k) for p in files]

@@ -42,11 +42,17 @@ def normalise_mr(values: np.ndarray, value_range: tuple[float, float] | None = N
 
 
 def volume_range(array: np.ndarray, modality: str) -> tuple[float, float] | None:
-    """The scale that :func:`normalise` applies to every slice of a volume (``array``: its voxels as read, before
-    its slices are resampled a few at a time): for MR the volume's own :func:`mr_range`, so that a slice of
-    background noise stays dark (no body, not assessable) instead of being stretched to [0, 1] on its own;
-    for CT ``None`` (the fixed HU window)."""
+    """The scale that :func:`normalise` applies to every slice of a volume (``array``, at the canonical
+    spacing): for MR the volume's own :func:`mr_range`, so that a slice of background noise stays dark (no
+    body, not assessable) instead of being stretched to [0, 1] on its own; for CT ``None`` (the fixed HU
+    window)."""
     return mr_range(array) if modality == "mr" else None
+
+
+def canonical_range(volume: Volume, fill: float | None = None) -> tuple[float, float] | None:
+    """:func:`volume_range` of the volume at the canonical spacing (:func:`to_canonical`, with ``fill``),
+    without keeping that copy: for MR it is resampled whole once for the scale alone; CT needs none."""
+    return volume_range(to_canonical(volume, fill=fill), "mr") if volume.modality == "mr" else None
 
 
 def normalise(array: np.ndarray, modality: str, value_range: tuple[float, float] | None = None) -> np.ndarray:

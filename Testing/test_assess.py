@@ -229,11 +229,12 @@ def test_python_api_takes_an_image_in_memory_or_a_volume_with_its_modality(tmp_p
 def test_a_volume_stored_across_its_acquired_slices_is_named(spacing, across):
     """Slices whose pixels are long one way, the long way longer than the distance between slices, are
     reformats across the acquired slices; thin slices under square pixels, rectangular pixels under
-    thicker slices and isotropic voxels are not."""
+    thicker slices and isotropic voxels are not, nor is a volume of one slice."""
     from EDIQALib.assess import looks_stored_across
     from EDIQALib.io import volume_from_image
 
     assert looks_stored_across(volume_from_image(ct_image(slices=3, size=128, spacing=spacing), "ct")) == across
+    assert not looks_stored_across(volume_from_image(ct_image(slices=1, size=128, spacing=spacing), "ct"))
 
 
 def test_the_python_api_warns_of_a_volume_stored_across_its_acquired_slices(student_file):

@@ -165,29 +165,40 @@ def test_cancel_ends_the_child_and_its_children(tmp_path):
         _end_group(runner.pid)
 
 
-def test_the_child_ends_when_the_process_that_started_it_is_gone(tmp_path):
+@pytest.mark.skipif(sys.platform != "linux", reason="reads processes from /proc")
+@pytest.mark.parametrize("launcher", [False, True], ids=["python", "through-a-launcher"])
+def test_the_child_ends_when_the_process_that_started_it_is_gone(tmp_path, launcher):
     """Slicer killed or crashed can cancel nothing: its job ends as on Cancel within seconds, though it
-    would print no progress for minutes (one teacher repeat of 5000 realisations); nothing is written."""
+    would print no progress for minutes (one teacher repeat of 50 000 realisations); nothing is written.
+    Slicer starts Python through a launcher (``PythonSlicer``) that outlives it: the job's parent is that."""
     src = tmp_path / "ct.nrrd"
     sitk.WriteImage(ct_image(slices=1, size=160, spacing=(0.7, 0.7, 2.0)), str(src))
     out = tmp_path / "out"
-    job = ["teacher", str(src), "--realizations", "5000", "--repeats", "1", "--out", str(out)]
+    python = sys.executable
+    if launcher:  # runs Python as its child, as a launcher does (no exec)
+        python = tmp_path / "launcher"
+        python.write_text(f'#!/bin/sh\n{sys.executable} "$@"\n', encoding="utf-8")
+        python.chmod(0o755)
+    job = ["teacher", str(src), "--realizations", "50000", "--repeats", "1", "--device", "cpu", "--out", str(out)]
     parent = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom EDIQALib.runner import Runner\n"
-                               f"runner = Runner({job!r})\nrunner.start()\nprint(runner.pid, flush=True)\n"
-                               "time.sleep(600)\n"], stdout=subprocess.PIPE, text=True)
-    child = int(parent.stdout.readline())
+                               f"runner = Runner({job!r}, python={str(python)!r})\nrunner.start()\n"
+                               "print(runner.pid, flush=True)\ntime.sleep(600)\n"], stdout=subprocess.PIPE, text=True)
+    group = int(parent.stdout.readline())  # the runner's child leads the job's process group
     try:
         time.sleep(10)  # past loading torch and the detector: inside the repeat
-        assert _alive(child)
+        job_processes = {group} | _descendants(group)
+        assert all(_alive(p) for p in job_processes) and len(job_processes) == 1 + launcher
         parent.kill()
         parent.wait()
         deadline = time.monotonic() + 20
-        while _alive(child) and time.monotonic() < deadline:
+        while any(_alive(p) for p in job_processes) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not _alive(child)
+        assert not any(_alive(p) for p in job_processes)
         assert not out.exists()
     finally:
-        _end_group(child)
+        parent.kill()
+        parent.wait()
+        _end_group(group)
 
 
 def test_the_child_s_own_ediqa_processes_do_not_watch_its_parent():
