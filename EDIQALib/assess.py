@@ -77,7 +77,7 @@ def caveats(volume: Volume, result: QualityResult) -> list[str]:
     """What a user must know to read ``result`` (the CLI prints each as a warning line): an MR input (the
     shipped models learnt from CT only, and their MR scores are not validated), a volume that looks stored
     across its acquired slices (its slices are scored as stored), and a result without one assessable slice
-    (its score is null)."""
+    (it has no score: null in ``result.json``, NaN in Python)."""
     notes = []
     if volume.modality == "mr":
         notes.append(f"{result.name}: MR; the shipped detector and student were trained on CT only, and their MR "
@@ -88,7 +88,8 @@ def caveats(volume: Volume, result: QualityResult) -> list[str]:
                      "volume stored across its acquired slices; the slices were scored as stored: reorient the "
                      "volume (the acquired slices along its third axis) to score those")
     if not any(result.assessable):
-        notes.append(f"{result.name}: no slice is assessable (too little body for a lesion); its score is null")
+        notes.append(f"{result.name}: no slice is assessable (too little body for a lesion); it has no score "
+                     "(null in result.json, NaN in Python)")
     return notes
 
 

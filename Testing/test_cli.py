@@ -480,7 +480,7 @@ def test_an_input_without_an_assessable_slice_scores_null_with_a_warning(tmp_pat
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["score"] is None
     assert proc.stderr.strip().splitlines() == ["ediqa: warning: air: no slice is assessable (too little body for a "
-                                                "lesion); its score is null"]
+                                                "lesion); it has no score (null in result.json, NaN in Python)"]
     heat = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "heatmap.nrrd")))
     assert np.isnan(heat).all()
 

@@ -90,7 +90,8 @@ def test_warnings_of_a_successful_child_reach_the_caller(tmp_path):
     runner.start()
     outcome = runner.wait(timeout=300)
     assert outcome.returncode == 0 and outcome.error is None
-    assert outcome.warnings == ["air: no slice is assessable (too little body for a lesion); its score is null"]
+    assert outcome.warnings == ["air: no slice is assessable (too little body for a lesion); it has no score (null in "
+                                "result.json, NaN in Python)"]
 
 
 def test_failing_child_surfaces_its_one_line_error(tmp_path):
