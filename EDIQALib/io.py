@@ -352,7 +352,7 @@ def _resolve_modality(raw: str | None, requested: str | None, array: np.ndarray,
     sample = array.ravel()[:: max(1, array.size // 1_000_000)]  # a million voxels tell HU from MR units
     if float(np.percentile(sample, 1)) <= -900.0:
         return "ct"  # air at about -1000: Hounsfield units
-    raise InputError(f"{name}: cannot tell the modality; pass --modality ct or --modality mr")
+    raise InputError(f"{name}: cannot tell the modality; give it as ct or mr (--modality, or modality= in Python)")
 
 
 _STDERR_LOCK = threading.Lock()  # file descriptor 2 is the process's: one redirection at a time

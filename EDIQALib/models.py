@@ -59,7 +59,7 @@ def resolve_device(name: str = "auto") -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for but no CUDA device is available")
+        raise InputError("device cuda was asked for but no CUDA device is available (--device, or device= in Python)")
     if name not in ("cpu", "cuda"):
         raise InputError(f"unknown device {name!r}; choose auto, cpu or cuda")
     return name
