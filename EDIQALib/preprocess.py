@@ -116,8 +116,14 @@ def display_turn(direction: tuple[float, ...]) -> tuple[bool, bool, bool]:
     d = np.asarray(direction, float).reshape(3, 3)
     (col_axis, col_sign), (row_axis, row_sign) = _DISPLAY_AXES[int(np.argmax(np.abs(d[:, 2])))]
     transpose = abs(d[row_axis, 0]) > abs(d[col_axis, 0])  # the stored columns run down the display
-    columns, rows = (d[:, 1], d[:, 0]) if transpose else (d[:, 0], d[:, 1])
+    columns, rows = _unflipped_axes(d, transpose)
     return bool(transpose), bool(rows[row_axis] * row_sign < 0), bool(columns[col_axis] * col_sign < 0)
+
+
+def _unflipped_axes(d: np.ndarray, transpose: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The directions (LPS, columns of the direction matrix ``d``) of the stored axes that run along a
+    display's columns and rows, transposed or not, before any flip."""
+    return (d[:, 1], d[:, 0]) if transpose else (d[:, 0], d[:, 1])
 
 
 def to_display(array: np.ndarray, turn: tuple[bool, bool, bool]) -> np.ndarray:
@@ -141,7 +147,7 @@ def display_axes(volume: Volume) -> tuple[tuple[bool, bool, bool], np.ndarray, n
     d = np.eye(3)
     d[:n, :n] = np.reshape(volume.reference.GetDirection(), (n, n))  # a 2-D slice lies in the x-y plane
     turn = display_turn(tuple(d.ravel()))
-    columns, rows = (d[:, 1], d[:, 0]) if turn[0] else (d[:, 0], d[:, 1])
+    columns, rows = _unflipped_axes(d, turn[0])
     return turn, -columns if turn[2] else columns, -rows if turn[1] else rows
 
 
