@@ -166,7 +166,7 @@ def _simulated_path(out: Path, name: str, acquisition) -> Path:
 
 def _simulate(args: argparse.Namespace) -> list[str]:
     """Write the simulated series of ``args.input``; returns the written paths, best dose first."""
-    from .io import check_outputs, image_like, read_volume, write_image
+    from .io import check_outputs, image_like, read_volume, staged_in, write_image
     from .simulate import NO_GRAIN, Acquisition, estimate_noise_grain, simulate_series
 
     try:
@@ -195,8 +195,9 @@ def _simulate(args: argparse.Namespace) -> list[str]:
         for i, rec in enumerate(simulate_series(hu, sx, acqs, i0=args.i0, seed=args.seed + k, grain=grain)):
             out_slices[i].append(rec)
         progress("simulate", k + 1, len(vol.array))
-    for path, slices in zip(paths, out_slices):
-        write_image(image_like(slices, vol.reference), path)
+    with staged_in(Path(args.out)) as staging:  # the series whole, or none of it
+        for path, slices in zip(paths, out_slices):
+            write_image(image_like(slices, vol.reference), staging / path.name)
     return [str(p) for p in paths]
 
 
@@ -224,26 +225,30 @@ def cmd_teacher(args: argparse.Namespace) -> None:
     _warn(volumes, results)
     for res in results:
         res.details.update(settings)
-    _write_results(volumes, results, folders, progress,
-                   (lambda: write_series_summary(results, args.out, settings)) if len(volumes) > 1 else None)
+    _write_results(volumes, results, folders, progress, Path(args.out),
+                   (lambda out: write_series_summary(results, out, settings)) if len(volumes) > 1 else None)
     summary = [{"name": r.name, "score": r.to_json()["score"], "out": str(f)} for r, f in zip(results, folders)]
     _print_result(args, summary if len(summary) > 1 else summary[0])
 
 
-def _write_results(volumes: list, results: list, folders: list[Path], progress: Progress,
-                   summary: Callable[[], None] | None = None) -> None:
-    """Each input's result files (:func:`~EDIQALib.report.write_outputs`), then ``summary`` (the files that set
-    them side by side), as progress stage ``writing``: a large volume's heatmap takes seconds to compress."""
+def _write_results(volumes: list, results: list, folders: list[Path], progress: Progress, out: Path,
+                   summary: Callable[[Path], None] | None = None) -> None:
+    """Each input's result files (:func:`~EDIQALib.report.write_outputs`) in its folder under ``out``, then
+    ``summary(out)`` (the files that set them side by side), as progress stage ``writing`` (a large volume's
+    heatmap takes seconds to compress). All are staged together and moved into place at the end: an
+    interrupt or an error leaves none of them, and an earlier run's set whole."""
+    from .io import staged_in
     from .report import write_outputs
 
     total = len(results) + (summary is not None)
     progress("writing", 0, total)
-    for done, (vol, res, folder) in enumerate(zip(volumes, results, folders), start=1):
-        write_outputs(res, vol, folder)
-        progress("writing", done, total)
-    if summary is not None:
-        summary()
-        progress("writing", total, total)
+    with staged_in(out) as staging:
+        for done, (vol, res, folder) in enumerate(zip(volumes, results, folders), start=1):
+            write_outputs(res, vol, staging / folder.relative_to(out))
+            progress("writing", done, total)
+        if summary is not None:
+            summary(staging)
+            progress("writing", total, total)
 
 
 def _warn(volumes: list, results: list) -> None:
@@ -285,7 +290,7 @@ def _assess_with_student(args: argparse.Namespace, summary_files: tuple[str, ...
 
 def cmd_assess(args: argparse.Namespace) -> None:
     volumes, folders, results, progress = _assess_with_student(args)
-    _write_results(volumes, results, folders, progress)
+    _write_results(volumes, results, folders, progress, Path(args.out))
     _print_result(args, {"name": results[0].name, "score": results[0].to_json()["score"], "out": args.out})
 
 
@@ -293,7 +298,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
     from .report import COMPARISON_FILES, write_comparison
 
     volumes, folders, results, progress = _assess_with_student(args, COMPARISON_FILES)
-    _write_results(volumes, results, folders, progress, lambda: write_comparison(results, volumes, args.out))
+    _write_results(volumes, results, folders, progress, Path(args.out),
+                   lambda out: write_comparison(results, volumes, out))
     _print_result(args, [{"name": r.name, "score": r.to_json()["score"]} for r in results])
 
 

@@ -102,6 +102,35 @@ def test_compare_writes_side_by_side_outputs(tmp_path, student_file):
         assert (tmp_path / "cmp" / entry["name"] / "heatmap.nrrd").exists()
 
 
+def test_an_interrupted_compare_writes_nothing_and_leaves_an_earlier_set_whole(tmp_path, student_file, monkeypatch):
+    """Each input's files and the comparison are moved into place together at the end: an interrupt while
+    they are written leaves none of them, and an earlier run's set as it was, not half replaced."""
+    from EDIQALib import cli, report
+
+    paths = [tmp_path / "recon-a.nrrd", tmp_path / "recon-b.nrrd"]
+    out = tmp_path / "cmp"
+    args = ["compare", *map(str, paths), "--model", str(student_file), "--out", str(out), "--progress", "none"]
+
+    def interrupted(*_):
+        raise KeyboardInterrupt
+
+    for seed, path in enumerate(paths):
+        sitk.WriteImage(ct_image(slices=2, size=128, seed=seed), str(path))
+    with monkeypatch.context() as m:
+        m.setattr(report, "write_comparison", interrupted)
+        assert cli.main(args) == 130
+    assert not out.exists()
+    assert cli.main(args) == 0
+    earlier = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert len(earlier) == 9
+    for seed, path in enumerate(paths):  # other images: every result would change
+        sitk.WriteImage(ct_image(slices=2, size=128, seed=seed + 7), str(path))
+    monkeypatch.setattr(report, "write_comparison", interrupted)
+    assert cli.main(args) == 130
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == earlier
+    assert [p.name for p in out.iterdir() if p.name.startswith(".tmp")] == []
+
+
 def test_assess_refuses_a_detector_as_student(tmp_path):
     sample = Path(__file__).resolve().parent.parent / "Resources" / "SampleData" / "head-ct-slice.nrrd"
     proc = _run("assess", sample, "--model", "detector-lite", "--out", tmp_path)

@@ -124,6 +124,28 @@ def test_simulate_writes_a_dose_series_in_input_geometry(tmp_path):
     assert err[1] > err[0]
 
 
+def test_an_interrupted_simulate_leaves_no_part_of_its_series(tmp_path, monkeypatch):
+    """The series is moved into place whole at the end: interrupted after its first image was written, it
+    leaves none (a series without its low doses would read as complete)."""
+    from EDIQALib import cli, io
+
+    src = tmp_path / "ct.nrrd"
+    sitk.WriteImage(ct_image(slices=1, size=96, spacing=(0.7, 0.7, 1.0)), str(src))
+    write, written = io.write_image, []
+
+    def interrupted_after_one(image, path):
+        if written:
+            raise KeyboardInterrupt
+        write(image, path)
+        written.append(path)
+
+    monkeypatch.setattr(io, "write_image", interrupted_after_one)
+    out = tmp_path / "sim"
+    assert cli.main(["simulate", str(src), "--doses", "1,0.1", "--views", "60", "--out", str(out),
+                     "--progress", "none"]) == 130
+    assert len(written) == 1 and not out.exists()
+
+
 def test_simulate_noise_follows_its_seed_and_differs_between_slices(tmp_path):
     """``--seed`` makes a simulation repeatable and another seed gives other noise; within one run each slice
     has its own noise (two identical slices come out different)."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import locale
 import os
 import re
 import shutil
@@ -65,6 +66,14 @@ def test_dicom_file_is_read_in_hounsfield_units():
 
 
 def _write_dicom_series(folder, image: sitk.Image) -> None:
+    ctype = locale.setlocale(locale.LC_CTYPE)
+    try:
+        _write_slices(folder, image)
+    finally:  # GDCM's writer sets the C locale for the whole process: later tests would decode text as ASCII
+        locale.setlocale(locale.LC_CTYPE, ctype)
+
+
+def _write_slices(folder, image: sitk.Image) -> None:
     folder.mkdir()
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
