@@ -235,19 +235,23 @@ def _write_results(volumes: list, results: list, folders: list[Path], progress: 
                    summary: Callable[[Path], None] | None = None) -> None:
     """Each input's result files (:func:`~EDIQALib.report.write_outputs`) in its folder under ``out``, then
     ``summary(out)`` (the files that set them side by side), as progress stage ``writing`` (a large volume's
-    heatmap takes seconds to compress). All are staged together and moved into place at the end: an
-    interrupt or an error leaves none of them, and an earlier run's set whole."""
+    heatmap takes seconds to compress). All are staged and moved into place together at the end: an
+    interrupt or an error before all are written leaves none of them, and an earlier run's set whole. Each
+    folder is staged in itself, on its own file system (an input's folder may be a link to another)."""
+    from contextlib import ExitStack
+
     from .io import staged_in
     from .report import write_outputs
 
     total = len(results) + (summary is not None)
     progress("writing", 0, total)
-    with staged_in(out) as staging:
+    with ExitStack() as staged:  # each folder's files renamed into place as the stack closes, or all discarded
+        summary_dir = None if summary is None else staged.enter_context(staged_in(out))  # closed last
         for done, (vol, res, folder) in enumerate(zip(volumes, results, folders), start=1):
-            write_outputs(res, vol, staging / folder.relative_to(out))
+            write_outputs(res, vol, staged.enter_context(staged_in(folder)))
             progress("writing", done, total)
         if summary is not None:
-            summary(staging)
+            summary(summary_dir)
             progress("writing", total, total)
 
 

@@ -551,9 +551,9 @@ def check_outputs(outputs: list[Path], inputs: list[str | os.PathLike]) -> None:
 
 @contextmanager
 def staged_in(folder: Path) -> Iterator[Path]:
-    """A temporary folder in ``folder`` to write files into, in folders of their own too; when the block ends
-    without error, each file written there is renamed to its place in ``folder`` (atomically, one by one, in
-    name order), else all are discarded, with the folders made for them. Files get
+    """A temporary folder in ``folder`` to write files into; when the block ends without error, each file
+    written there is renamed into ``folder`` (atomically, one by one, in name order), else all are
+    discarded, with the folders made for them. Files get
     the permissions the user's umask gives a new file (a ``mkstemp`` file, or safetensors' own, is the
     owner's alone: no one else could read a shared run's results)."""
     made = [p for p in (folder, *folder.parents) if not p.exists()]  # the leaf first
@@ -561,10 +561,8 @@ def staged_in(folder: Path) -> Iterator[Path]:
     try:
         with tempfile.TemporaryDirectory(prefix=".tmp-", dir=folder) as tmp:
             yield Path(tmp)
-            for written in sorted(p for p in Path(tmp).rglob("*") if not p.is_dir()):
-                target = folder / written.relative_to(tmp)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(written, target)
+            for written in sorted(Path(tmp).iterdir()):
+                os.replace(written, folder / written.name)
     except BaseException:  # an error or an interrupt: the folders made for the files go with them
         for p in made:
             try:

@@ -9,6 +9,7 @@ import importlib
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +130,26 @@ def test_an_interrupted_compare_writes_nothing_and_leaves_an_earlier_set_whole(t
     assert cli.main(args) == 130
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == earlier
     assert [p.name for p in out.iterdir() if p.name.startswith(".tmp")] == []
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir()
+                    or Path("/dev/shm").stat().st_dev == Path(tempfile.gettempdir()).stat().st_dev,
+                    reason="needs a second file system")
+def test_compare_writes_into_an_input_s_folder_that_links_to_another_file_system(tmp_path, student_file):
+    """Each folder's files are staged in that folder: a rename cannot cross file systems."""
+    from EDIQALib import cli
+
+    paths = [tmp_path / "recon-a.nrrd", tmp_path / "recon-b.nrrd"]
+    for seed, path in enumerate(paths):
+        sitk.WriteImage(ct_image(slices=1, size=128, seed=seed), str(path))
+    out = tmp_path / "cmp"
+    out.mkdir()
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as elsewhere:
+        (out / "recon-a").symlink_to(elsewhere)
+        assert cli.main(["compare", *map(str, paths), "--model", str(student_file), "--out", str(out),
+                         "--progress", "none"]) == 0
+        assert sorted(p.name for p in Path(elsewhere).iterdir()) == ["heatmap.nrrd", "overlay.png", "result.json"]
+    assert (out / "recon-b" / "result.json").is_file() and (out / "compare.json").is_file()
 
 
 def test_assess_refuses_a_detector_as_student(tmp_path):
