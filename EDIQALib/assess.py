@@ -206,8 +206,7 @@ def student_scorer(model, config: InsertionConfig, device: str = "cpu",
     @torch.inference_mode()
     def scorer(positions: list[list[Background]], indices: list[int]) -> list[list[SliceVerdictLike]]:
         flat = [bg for pos in positions for bg in pos]
-        verdicts: list[SliceVerdictLike] = [(float("nan"), np.full(b.image01.shape, np.nan, np.float32), False)
-                                            for b in flat]  # what a slice that is not assessable gets
+        verdicts: list[SliceVerdictLike | None] = [None] * len(flat)
         scored = [i for i, b in enumerate(flat) if is_assessable(b.body, b.salient, config)]  # no air in the network
         for start in range(0, len(scored), batch_size):
             chunk = scored[start:start + batch_size]
@@ -221,6 +220,8 @@ def student_scorer(model, config: InsertionConfig, device: str = "cpu",
                 b = flat[i]
                 hmap = heat[j, 0, :b.image01.shape[0], :b.image01.shape[1]].cpu().numpy()
                 verdicts[i] = (float(torch.sigmoid(score[j])), np.where(b.body, hmap, np.nan), True)
+        verdicts = [(float("nan"), np.full(b.image01.shape, np.nan, np.float32), False) if v is None else v
+                    for v, b in zip(verdicts, flat)]  # what a slice that is not assessable gets
         n = len(positions[0]) if positions else 0
         return [verdicts[j * n:(j + 1) * n] for j in range(len(positions))]
 

@@ -234,8 +234,8 @@ def cmd_teacher(args: argparse.Namespace) -> None:
 def _write_results(volumes: list, results: list, folders: list[Path], progress: Progress, out: Path,
                    summary: Callable[[Path], None] | None = None) -> None:
     """Each input's result files (:func:`~EDIQALib.report.write_outputs`) in its folder under ``out``, then
-    ``summary(out)`` (the files that set them side by side), as progress stage ``writing`` (a large volume's
-    heatmap takes seconds to compress). All are staged and moved into place together at the end: an
+    the files that set them side by side (``summary``, given the folder to write them into, staged in
+    ``out``), as progress stage ``writing`` (a large volume's heatmap takes seconds to compress). All are staged and moved into place together at the end: an
     interrupt or an error before all are written leaves none of them, and an earlier run's set whole. Each
     folder is staged in itself, on its own file system (an input's folder may be a link to another)."""
     from contextlib import ExitStack

@@ -103,20 +103,26 @@ def test_compare_writes_side_by_side_outputs(tmp_path, student_file):
         assert (tmp_path / "cmp" / entry["name"] / "heatmap.nrrd").exists()
 
 
+def _recons(folder: Path, slices: int, first_seed: int = 0) -> list[Path]:
+    """Two small CT volumes, ``recon-a`` and ``recon-b``, as a comparison's inputs (over earlier ones)."""
+    paths = [folder / "recon-a.nrrd", folder / "recon-b.nrrd"]
+    for seed, path in enumerate(paths, start=first_seed):
+        sitk.WriteImage(ct_image(slices=slices, size=128, seed=seed), str(path))
+    return paths
+
+
 def test_an_interrupted_compare_writes_nothing_and_leaves_an_earlier_set_whole(tmp_path, student_file, monkeypatch):
     """Each input's files and the comparison are moved into place together at the end: an interrupt while
     they are written leaves none of them, and an earlier run's set as it was, not half replaced."""
     from EDIQALib import cli, report
 
-    paths = [tmp_path / "recon-a.nrrd", tmp_path / "recon-b.nrrd"]
+    paths = _recons(tmp_path, slices=2)
     out = tmp_path / "cmp"
     args = ["compare", *map(str, paths), "--model", str(student_file), "--out", str(out), "--progress", "none"]
 
     def interrupted(*_):
         raise KeyboardInterrupt
 
-    for seed, path in enumerate(paths):
-        sitk.WriteImage(ct_image(slices=2, size=128, seed=seed), str(path))
     with monkeypatch.context() as m:
         m.setattr(report, "write_comparison", interrupted)
         assert cli.main(args) == 130
@@ -124,8 +130,7 @@ def test_an_interrupted_compare_writes_nothing_and_leaves_an_earlier_set_whole(t
     assert cli.main(args) == 0
     earlier = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert len(earlier) == 9
-    for seed, path in enumerate(paths):  # other images: every result would change
-        sitk.WriteImage(ct_image(slices=2, size=128, seed=seed + 7), str(path))
+    _recons(tmp_path, slices=2, first_seed=7)  # other images: every result would change
     monkeypatch.setattr(report, "write_comparison", interrupted)
     assert cli.main(args) == 130
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == earlier
@@ -139,9 +144,7 @@ def test_compare_writes_into_an_input_s_folder_that_links_to_another_file_system
     """Each folder's files are staged in that folder: a rename cannot cross file systems."""
     from EDIQALib import cli
 
-    paths = [tmp_path / "recon-a.nrrd", tmp_path / "recon-b.nrrd"]
-    for seed, path in enumerate(paths):
-        sitk.WriteImage(ct_image(slices=1, size=128, seed=seed), str(path))
+    paths = _recons(tmp_path, slices=1)
     out = tmp_path / "cmp"
     out.mkdir()
     with tempfile.TemporaryDirectory(dir="/dev/shm") as elsewhere:

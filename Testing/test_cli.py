@@ -18,7 +18,7 @@ from EDIQALib.cli import folder_names
 from EDIQALib.errors import InputError
 from EDIQALib.io import check_outputs, read_volume
 from EDIQALib.simulate import ACQUIRED_NOISE_SD_HU, correlated_noise, phantom
-from conftest import ct_image
+from conftest import ct_image, water_cylinder
 
 TINY = ["--realizations", "2", "--repeats", "1"]
 
@@ -168,8 +168,7 @@ def test_simulate_noise_follows_its_seed_and_differs_between_slices(tmp_path):
 def test_simulate_acquires_at_the_input_s_pixel_spacing(tmp_path):
     """One water cylinder stored at 0.35 and at 0.7 mm pixels: simulated at its own spacing, water stays at
     0 HU in both and the finer pixels come out noisier (less attenuation per pixel for the same photons)."""
-    yy, xx = np.mgrid[:128, :128]
-    hu = np.where(np.hypot(yy - 64, xx - 64) < 51, 0.0, -1000.0).astype(np.float32)
+    hu = water_cylinder(128)
     roi = (0, slice(49, 79), slice(49, 79))
     sd = {}
     for spacing in (0.35, 0.7):

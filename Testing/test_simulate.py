@@ -7,13 +7,7 @@ import pytest
 
 from EDIQALib.simulate import (ACQUIRED_NOISE_SD_HU, MAX_VIEWS, NO_GRAIN, Acquisition, NoiseGrain, correlated_noise,
                                estimate_noise_grain, phantom, simulate_series, with_acquired_noise)
-
-
-def water_cylinder(size=128):
-    yy, xx = np.mgrid[:size, :size]
-    hu = np.full((size, size), -1000.0, np.float32)
-    hu[(yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (0.4 * size) ** 2] = 0.0
-    return hu
+from conftest import water_cylinder
 
 
 def test_noise_follows_inverse_sqrt_dose():
