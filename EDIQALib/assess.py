@@ -104,14 +104,20 @@ def looks_stored_across(volume: Volume) -> bool:
 
 
 def heatmap_display_max(results: list[QualityResult]) -> float:
-    """The top of the heatmap's colour scale (its bottom is 0): the 99th percentile of the results' local
-    detectability, rounded up to 0.05, within [0.05, 1]; one scale for results shown side by side. Local
-    detectability seldom nears 1 (a full-dose head CT slice runs 0.02-0.25), so on a fixed 0-1 scale a
-    whole slice shows in one colour."""
-    values = np.empty(sum(int(np.count_nonzero(np.isfinite(h))) for r in results for h in r.heatmap), np.float32)
+    """The top of the heatmap's colour scale (its bottom is 0): the 99th percentile of a result's local
+    detectability, rounded up to 0.05, within [0.05, 1]; for results shown side by side, one scale, the
+    highest of theirs, so that no map saturates more than in its own overlay. Local detectability seldom
+    nears 1 (a full-dose head CT slice runs 0.02-0.25), so on a fixed 0-1 scale a whole slice shows in one
+    colour."""
+    return max(_display_max(r.heatmap) for r in results)
+
+
+def _display_max(heatmap: np.ndarray) -> float:
+    """:func:`heatmap_display_max` of one map; its values gathered slice by slice, one copy in all."""
+    values = np.empty(sum(int(np.count_nonzero(np.isfinite(h))) for h in heatmap), np.float32)
     filled = 0
-    for heatmap in (h for r in results for h in r.heatmap):  # slice by slice: one copy of the maps' values in all
-        finite = heatmap[np.isfinite(heatmap)]
+    for h in heatmap:
+        finite = h[np.isfinite(h)]
         values[filled:filled + finite.size] = finite
         filled += finite.size
     top = float(np.percentile(values, 99, overwrite_input=True)) if values.size else 1.0
@@ -228,23 +234,41 @@ def student_scorer(model, config: InsertionConfig, device: str = "cpu",
     return scorer
 
 
-def assess_each(volumes: list[Volume], model: str = "student-lite", device: str = "auto",
-                progress: Progress | None = None) -> list[QualityResult]:
-    """Assess each volume on its own with a student model (bundled name or ``.safetensors`` path)."""
+def student_assessor(model: str = "student-lite", device: str = "auto") -> Callable[..., QualityResult]:
+    """A student model (bundled name or ``.safetensors`` path), loaded once, as a function that assesses
+    one volume on its own: ``assess_one(volume, progress=None)``, progress ``("slices", done, total)`` over
+    the volume's slices."""
     from .models import load_model, resolve_device
 
     net, entry = load_model(model, "student")  # an unknown model answers before torch asks for a device
     device = resolve_device(device)
     net.to(device)
     scorer = student_scorer(net, InsertionConfig(), device)
+    record = {"name": entry.name, "sha256": entry.sha256}
+
+    def assess_one(volume: Volume, progress: Progress | None = None) -> QualityResult:
+        # no shared insertion maps are needed: each volume on its own
+        return assess_series([volume], scorer, "EDIQA", record, InsertionConfig(), progress, chunk=BATCH_SLICES,
+                             with_psf=False)[0]
+
+    return assess_one
+
+
+def assess_each(volumes: list[Volume], model: str = "student-lite", device: str = "auto",
+                progress: Progress | None = None) -> list[QualityResult]:
+    """Assess each volume on its own with a student model (:func:`student_assessor`); progress counts the
+    slices of all volumes."""
+    assess_one = student_assessor(model, device)
     total = sum(v.array.shape[0] for v in volumes)
     results: list[QualityResult] = []
-    for volume in volumes:  # no shared insertion maps are needed: each volume on its own
-        before = sum(len(r.slice_scores) for r in results)  # progress counts the slices of all volumes
-        step = None if progress is None else lambda stage, done, _, before=before: progress(stage, before + done, total)
-        results += assess_series([volume], scorer, "EDIQA", {"name": entry.name, "sha256": entry.sha256},
-                                 InsertionConfig(), step, chunk=BATCH_SLICES, with_psf=False)
+    for volume in volumes:
+        results.append(assess_one(volume, slices_counted(progress, sum(len(r.slice_scores) for r in results), total)))
     return results
+
+
+def slices_counted(progress: Progress | None, before: int, total: int) -> Progress | None:
+    """``progress`` for one volume's slices among ``total`` of several volumes, ``before`` of them done."""
+    return None if progress is None else lambda stage, done, _: progress(stage, before + done, total)
 
 
 def assess(image: str | os.PathLike | sitk.Image | Volume, model: str = "student-lite", device: str = "auto",

@@ -259,52 +259,78 @@ def _warn(volumes: list, results: list) -> None:
     """The results' caveats (:func:`~EDIQALib.assess.caveats`) as warning lines on stderr, after the work."""
     from .assess import caveats
 
-    for v, r in zip(volumes, results):
-        for caveat in caveats(v, r):
-            sys.stderr.write(f"ediqa: warning: {caveat}\n")
+    _warn_lines([c for v, r in zip(volumes, results) for c in caveats(v, r)])
+
+
+def _warn_lines(lines: list[str]) -> None:
+    for line in lines:
+        sys.stderr.write(f"ediqa: warning: {line}\n")
 
 
 def _inputs_and_folders(args: argparse.Namespace, progress: Progress,
                         summary_files: tuple[str, ...] = ()) -> tuple[list, list[Path]]:
-    """The input volumes (read as progress stage ``reading``) and the folder of each one's results: ``--out``
-    itself for one input without a summary, else ``--out/<name>``. Before any work, every result file and
-    ``summary_files`` (in ``--out``) is checked to be writable without replacing an input."""
+    """The input volumes (read as progress stage ``reading``) and the folder of each one's results
+    (:func:`_result_folders`)."""
+    from dataclasses import replace
+
+    volumes, names = _read_inputs(args, progress, summary_files, keep=lambda v: v)
+    return [replace(v, name=n) for v, n in zip(volumes, names)], _result_folders(args, names, summary_files)
+
+
+def _result_folders(args: argparse.Namespace, names: list[str], summary_files: tuple[str, ...]) -> list[Path]:
+    """The folder of each input's results: ``--out`` itself for one input without a summary, else
+    ``--out/<name>``. Before any work, every result file and ``summary_files`` (in ``--out``) is checked
+    to be writable without replacing an input."""
     from .io import check_outputs
     from .report import RESULT_FILES
 
-    volumes = _read_inputs(args, progress, summary_files)
     out = Path(args.out)
-    folders = [out] if len(volumes) == 1 and not summary_files else [out / v.name for v in volumes]
+    folders = [out] if len(names) == 1 and not summary_files else [out / n for n in names]
     check_outputs([f / name for f in folders for name in RESULT_FILES] + [out / name for name in summary_files],
                   args.inputs)
-    return volumes, folders
-
-
-def _assess_with_student(args: argparse.Namespace, summary_files: tuple[str, ...] = ()):
-    """The inputs, their result folders, the student's results (see :func:`_inputs_and_folders`) and the
-    command's progress reporter."""
-    from .assess import assess_each
-
-    progress = _progress(args)
-    volumes, folders = _inputs_and_folders(args, progress, summary_files)
-    results = assess_each(volumes, args.model, args.device, progress)
-    _warn(volumes, results)
-    return volumes, folders, results, progress
+    return folders
 
 
 def cmd_assess(args: argparse.Namespace) -> None:
-    volumes, folders, results, progress = _assess_with_student(args)
+    from .assess import assess_each
+
+    progress = _progress(args)
+    volumes, folders = _inputs_and_folders(args, progress)
+    results = assess_each(volumes, args.model, args.device, progress)
+    _warn(volumes, results)
     _write_results(volumes, results, folders, progress, Path(args.out))
     _print_result(args, {"name": results[0].name, "score": results[0].to_json()["score"], "out": args.out})
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from .report import COMPARISON_FILES, write_comparison
+    """Each input is read twice: first all of them, so that a bad one is refused before any work, then one
+    at a time to be assessed and written, so that memory holds one input and its heatmap, however many."""
+    from contextlib import ExitStack
+    from dataclasses import replace
 
-    volumes, folders, results, progress = _assess_with_student(args, COMPARISON_FILES)
-    _write_results(volumes, results, folders, progress, Path(args.out),
-                   lambda out: write_comparison(results, volumes, out))
-    _print_result(args, [{"name": r.name, "score": r.to_json()["score"]} for r in results])
+    from .assess import caveats, slices_counted, student_assessor
+    from .io import read_volume, staged_in
+    from .report import COMPARISON_FILES, compared_input, write_comparison, write_outputs
+
+    progress = _progress(args)
+    depths, names = _read_inputs(args, progress, COMPARISON_FILES, keep=lambda v: v.array.shape[0])
+    folders = _result_folders(args, names, COMPARISON_FILES)
+    assess_one = student_assessor(args.model, args.device)
+    compared, warnings = [], []
+    with ExitStack() as staged:  # every input's files and the comparison renamed into place together at the end
+        summary_dir = staged.enter_context(staged_in(Path(args.out)))  # closed last
+        for i, (path, name, folder) in enumerate(zip(args.inputs, names, folders)):
+            volume = replace(read_volume(path, args.modality), name=name)
+            result = assess_one(volume, slices_counted(progress, sum(depths[:i]), sum(depths)))
+            warnings += caveats(volume, result)
+            write_outputs(result, volume, staged.enter_context(staged_in(folder)))
+            progress("writing", i + 1, len(names) + 1)
+            compared.append(compared_input(result, volume))
+            del volume, result  # before the next input is read
+        write_comparison(compared, summary_dir)
+        progress("writing", len(names) + 1, len(names) + 1)
+    _warn_lines(warnings)
+    _print_result(args, [{"name": c.name, "score": c.result["score"]} for c in compared])
 
 
 def _teacher_config(args: argparse.Namespace):
@@ -316,20 +342,21 @@ def _teacher_config(args: argparse.Namespace):
                          readout=args.readout, psf_aware=not args.no_psf, insertion=insertion)
 
 
-def _read_inputs(args: argparse.Namespace, progress: Progress,
-                 summary_files: tuple[str, ...] = ()) -> list:
-    """The input volumes, each named as its results' folder will be (:func:`folder_names`), read as progress
-    stage ``reading``: a DICOM series of hundreds of files takes seconds."""
-    from dataclasses import replace
-
+def _read_inputs(args: argparse.Namespace, progress: Progress, summary_files: tuple[str, ...],
+                 keep: Callable) -> tuple[list, list[str]]:
+    """Each input read in turn as progress stage ``reading`` (a DICOM series of hundreds of files takes
+    seconds): what ``keep`` takes of its volume, and the name its results' folder will have
+    (:func:`folder_names`)."""
     from .io import read_volume
 
-    volumes = []
+    kept, names = [], []
     for done, path in enumerate(args.inputs):
         progress("reading", done, len(args.inputs))
-        volumes.append(read_volume(path, args.modality))
+        volume = read_volume(path, args.modality)
+        kept.append(keep(volume))
+        names.append(volume.name)
     progress("reading", len(args.inputs), len(args.inputs))
-    return [replace(v, name=name) for v, name in zip(volumes, folder_names([v.name for v in volumes], summary_files))]
+    return kept, folder_names(names, summary_files)
 
 
 def folder_names(names: list[str], reserved: tuple[str, ...] = ()) -> list[str]:
@@ -686,7 +713,7 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
     import SimpleITK as sitk
 
     from .backgrounds import training_bases
-    from .io import CANONICAL_SPACING_MM, MODALITY_TAG, check_outputs, write_image
+    from .io import CANONICAL_SPACING_MM, MODALITY_TAG, check_outputs, staged_in, write_image
     from .series import KINDS, LEVELS, make_series, series_name
     from .simulate import NO_GRAIN, estimate_noise_grain, phantom, with_acquired_noise
 
@@ -721,11 +748,13 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
         # what an acquired slice carries is measured, and its dose and views series grow it; phantoms carry none
         grain = estimate_noise_grain(hu) if source == "real" or noisy else NO_GRAIN
         series = make_series(kind, name, hu, seed=seed, grain=grain)
-        for path, image_hu in zip(files[(name, kind)], series.images_hu):
-            image = sitk.GetImageFromArray(image_hu)
-            image.SetSpacing((CANONICAL_SPACING_MM, CANONICAL_SPACING_MM))
-            image.SetMetaData(MODALITY_TAG, "CT")  # a field inside the body has no air to tell HU by
-            write_image(image, path)
+        paths = files[(name, kind)]
+        with staged_in(paths[0].parent) as staging:  # the series whole, or none of it: label reads what is there
+            for path, image_hu in zip(paths, series.images_hu):
+                image = sitk.GetImageFromArray(image_hu)
+                image.SetSpacing((CANONICAL_SPACING_MM, CANONICAL_SPACING_MM))
+                image.SetMetaData(MODALITY_TAG, "CT")  # a field inside the body has no air to tell HU by
+                write_image(image, staging / path.name)
         progress("make-dataset", j + 1, len(jobs))
     print(json.dumps({"series": len(jobs), "out": str(out)}))
 

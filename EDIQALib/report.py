@@ -8,6 +8,7 @@ import csv
 import io as _io
 import json
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,9 +48,8 @@ def edge_letters(volume: Volume) -> dict[str, str]:
     return {"left": left, "right": right, "top": top, "bottom": bottom}
 
 
-def _label_edges(ax: Axes, volume: Volume) -> None:
-    """The patient direction at each edge of the image on ``ax`` (:func:`edge_letters`)."""
-    letters = edge_letters(volume)
+def _label_edges(ax: Axes, letters: dict[str, str]) -> None:
+    """The patient direction at each edge of the image on ``ax`` (``letters``: :func:`edge_letters`)."""
     for where, (x, y, ha, va) in {"left": (0.01, 0.5, "left", "center"), "right": (0.99, 0.5, "right", "center"),
                                   "top": (0.5, 0.99, "center", "top"), "bottom": (0.5, 0.01, "center", "bottom")}.items():
         ax.text(x, y, letters[where], transform=ax.transAxes, ha=ha, va=va, color="white", fontweight="bold")
@@ -75,7 +75,7 @@ def worst_slice(result: QualityResult) -> int:
     return min(scored)[1] if scored else len(result.slice_scores) // 2
 
 
-def plot_slice_scores(ax: Axes, results: list[QualityResult], marked: int | None = None) -> None:
+def plot_slice_scores(ax: Axes, results: list[QualityResult] | list[ComparedInput], marked: int | None = None) -> None:
     """Each result's per-slice scores as a curve on ``ax`` (gaps where a slice is not assessable), with
     slice ``marked`` drawn as a dashed line."""
     for r in results:
@@ -114,7 +114,7 @@ def overlay_figure(volume: Volume, result: QualityResult, k: int | None = None,
     ax.imshow(image, cmap="gray", vmin=0, vmax=1, extent=extent)
     im = ax.imshow(heat, cmap=HEATMAP_CMAP, vmin=0, vmax=display_max, alpha=0.45, extent=extent)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="local detectability (0 = lesions missed)")
-    _label_edges(ax, volume)
+    _label_edges(ax, edge_letters(volume))
     ax.set_title(f"{result.name}, slice {k}: {result.method} {_score_text(result.slice_scores[k])}\n"
                  f"volume score {_score_text(result.score)}")
     ax.set_xlabel("mm")
@@ -231,54 +231,98 @@ def write_bench(figures: dict, out_dir: str | Path) -> None:
         (t / "bench.png").write_bytes(png)
 
 
-def comparison_figure(results: list[QualityResult], volumes: list[Volume]) -> Figure:
+@dataclass(eq=False)  # arrays inside: compare fields, not entries
+class ComparedInput:
+    """One input of a comparison as its figure and tables show it, without its volume and heatmap, so that
+    a comparison of many large volumes holds one at a time (:func:`compared_input`).
+
+    Attributes:
+        result: its ``result.json`` content (:meth:`~EDIQALib.assess.QualityResult.to_json`).
+        slice: the slice shown, its worst (:func:`worst_slice`).
+        image, heat: that slice and its map as :func:`display_slice` turns them, with their ``spacing`` (x, y).
+        letters: the patient directions at the image's edges (:func:`edge_letters`).
+        display_max: its own heatmap colour scale (:func:`~EDIQALib.assess.heatmap_display_max`).
+    """
+
+    result: dict
+    slice: int
+    image: np.ndarray
+    heat: np.ndarray
+    spacing: tuple[float, float]
+    letters: dict[str, str]
+    display_max: float
+
+    @property
+    def name(self) -> str:
+        return self.result["name"]
+
+    @property
+    def method(self) -> str:
+        return self.result["method"]
+
+    @property
+    def score(self) -> float:
+        return np.nan if self.result["score"] is None else self.result["score"]
+
+    @property
+    def slice_scores(self) -> list[float | None]:
+        return self.result["slice_scores"]
+
+
+def compared_input(result: QualityResult, volume: Volume) -> ComparedInput:
+    """What :func:`comparison_figure` and :func:`write_comparison` need of an assessed ``volume``."""
+    k = worst_slice(result)
+    image, heat, spacing = display_slice(volume, k, result.heatmap)  # views, which would hold the whole volumes
+    return ComparedInput(result=result.to_json(), slice=k, image=image.copy(), heat=heat.copy(), spacing=spacing,
+                         letters=edge_letters(volume), display_max=heatmap_display_max([result]))
+
+
+def comparison_figure(inputs: list[ComparedInput]) -> Figure:
     """Per-slice score curves in one chart, or one bar per input when every input is a single slice (in
     the order given: a dose series reads left to right); below, each input's worst slice with its heatmap,
-    all in mm on common axes (true sizes) and on one colour scale."""
-    n = len(results)
+    all in mm on common axes (true sizes) and on one colour scale, the highest of the inputs' own."""
+    n = len(inputs)
     fig = Figure(figsize=(4 * max(n, 2), 7.5), layout="constrained")  # room for the colour bar
     grid = fig.add_gridspec(2, max(n, 2), height_ratios=(1, 1.4))
     scores = fig.add_subplot(grid[0, :])
-    if max(len(r.slice_scores) for r in results) > 1:
-        plot_slice_scores(scores, results)
+    if max(len(c.slice_scores) for c in inputs) > 1:
+        plot_slice_scores(scores, inputs)
         scores.legend(fontsize=8)
     else:
-        bars = scores.bar(range(n), [r.score if np.isfinite(r.score) else 0.0 for r in results], color="tab:blue")
-        scores.bar_label(bars, [_score_text(r.score) for r in results], fontsize=8)
-        scores.set_xticks(range(n), [r.name for r in results], fontsize=8)
-        scores.set_ylabel(f"{results[0].method} score")
-    top = heatmap_display_max(results)
-    worst = [worst_slice(r) for r in results]
-    shown = [display_slice(v, k, r.heatmap) for r, v, k in zip(results, volumes, worst)]
-    width = max(image.shape[1] * sx for image, _, (sx, _) in shown)
-    height = max(image.shape[0] * sy for image, _, (_, sy) in shown)
+        bars = scores.bar(range(n), [c.score if np.isfinite(c.score) else 0.0 for c in inputs], color="tab:blue")
+        scores.bar_label(bars, [_score_text(c.score) for c in inputs], fontsize=8)
+        scores.set_xticks(range(n), [c.name for c in inputs], fontsize=8)
+        scores.set_ylabel(f"{inputs[0].method} score")
+    top = max(c.display_max for c in inputs)
+    width = max(c.image.shape[1] * c.spacing[0] for c in inputs)
+    height = max(c.image.shape[0] * c.spacing[1] for c in inputs)
     panels = []
-    for i, (r, v, k, (image, heat, (sx, sy))) in enumerate(zip(results, volumes, worst, shown)):
+    for i, c in enumerate(inputs):
         ax = fig.add_subplot(grid[1, i])
-        extent = (0, image.shape[1] * sx, image.shape[0] * sy, 0)
-        ax.imshow(image, cmap="gray", vmin=0, vmax=1, extent=extent)
-        im = ax.imshow(np.ma.masked_invalid(heat), cmap=HEATMAP_CMAP, vmin=0, vmax=top, alpha=0.45, extent=extent)
-        ax.set_title(f"{r.name}, slice {k}: {_score_text(r.slice_scores[k])}", fontsize=9)
+        extent = (0, c.image.shape[1] * c.spacing[0], c.image.shape[0] * c.spacing[1], 0)
+        ax.imshow(c.image, cmap="gray", vmin=0, vmax=1, extent=extent)
+        im = ax.imshow(np.ma.masked_invalid(c.heat), cmap=HEATMAP_CMAP, vmin=0, vmax=top, alpha=0.45, extent=extent)
+        ax.set_title(f"{c.name}, slice {c.slice}: {_score_text(c.slice_scores[c.slice])}", fontsize=9)
         ax.set_xlim(0, width)
         ax.set_ylim(height, 0)
-        _label_edges(ax, v)
+        _label_edges(ax, c.letters)
         ax.axis("off")
         panels.append(ax)
     fig.colorbar(im, ax=panels, fraction=0.03, pad=0.02, label="local detectability")
     return fig
 
 
-def write_comparison(results: list[QualityResult], volumes: list[Volume], out_dir: str | Path) -> None:
+def write_comparison(inputs: list[ComparedInput], out_dir: str | Path) -> None:
     """``compare.json``, ``compare.csv`` (per-slice scores side by side) and ``compare.png``
     (:func:`comparison_figure`)."""
-    png = _png_bytes(comparison_figure(results, volumes))
-    depth = max(len(r.slice_scores) for r in results)
-    lines = ["slice," + ",".join(r.name for r in results)]
+    png = _png_bytes(comparison_figure(inputs))
+    depth = max(len(c.slice_scores) for c in inputs)
+    lines = ["slice," + ",".join(c.name for c in inputs)]
     for k in range(depth):
-        cells = [r.slice_scores[k] if k < len(r.slice_scores) else None for r in results]
-        lines.append(f"{k}," + ",".join("" if c is None else f"{c:.6f}" for c in cells))
+        cells = [c.slice_scores[k] if k < len(c.slice_scores) else None for c in inputs]
+        lines.append(f"{k}," + ",".join("" if x is None else f"{x:.6f}" for x in cells))
     with staged_in(Path(out_dir)) as t:
-        (t / "compare.json").write_text(json.dumps([r.to_json() for r in results], indent=2))
+        (t / "compare.json").write_text(json.dumps([c.result for c in inputs], indent=2))
         (t / "compare.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
         (t / "compare.png").write_bytes(png)
 

@@ -83,10 +83,11 @@ def test_compare_writes_side_by_side_outputs(tmp_path, student_file):
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [(e["done"], e["total"]) for e in records[:-1] if e["stage"] == "slices"] == [(2, 4), (4, 4)]
-    # reading and writing show too (seconds for a DICOM series or a large heatmap): each input, then the comparison
-    assert [e["stage"] for e in records[:-1]] == ["reading"] * 3 + ["slices"] * 2 + ["writing"] * 4
+    # reading and writing show too (seconds for a DICOM series or a large heatmap): every input read, then
+    # each one assessed and written in turn, then the comparison
+    assert [e["stage"] for e in records[:-1]] == ["reading"] * 3 + ["slices", "writing"] * 2 + ["writing"]
     assert [(e["done"], e["total"]) for e in records[:-1] if e["stage"] != "slices"] == [
-        (0, 2), (1, 2), (2, 2), (0, 3), (1, 3), (2, 3), (3, 3)]
+        (0, 2), (1, 2), (2, 2), (1, 3), (2, 3), (3, 3)]
     assert [r["name"] for r in records[-1]] == ["recon-a", "recon-b"]
     rows = (tmp_path / "cmp" / "compare.csv").read_text(encoding="utf-8").splitlines()
     assert rows[0] == "slice,recon-a,recon-b" and len(rows) == 3
@@ -101,6 +102,42 @@ def test_compare_writes_side_by_side_outputs(tmp_path, student_file):
         own = json.loads((tmp_path / "cmp" / entry["name"] / "result.json").read_text(encoding="utf-8"))
         assert own["score"] == pytest.approx(entry["score"]) and own["slice_scores"] == entry["slice_scores"]
         assert (tmp_path / "cmp" / entry["name"] / "heatmap.nrrd").exists()
+
+
+def test_compare_holds_one_input_and_its_heatmap_at_a_time(tmp_path, student_file, monkeypatch):
+    """Memory holds the input being assessed, not every input and heatmap of the comparison: the inputs
+    read to be checked are let go, and each one with its result once they are written."""
+    import gc
+    import importlib
+    import weakref
+
+    from EDIQALib import cli, io
+
+    engine = importlib.import_module("EDIQALib.assess")  # the module, which EDIQALib.assess (the function) shadows
+
+    reads, assessed, alive = [], [], []
+    read, assess_series = io.read_volume, engine.assess_series
+
+    def reading(*args, **kwargs):
+        reads.append(args[0])
+        return read(*args, **kwargs)
+
+    def assessing(volumes, *args, **kwargs):
+        gc.collect()
+        alive.append(sum(earlier() is not None for earlier in assessed))  # earlier inputs and results
+        results = assess_series(volumes, *args, **kwargs)
+        assessed.extend(weakref.ref(x) for x in (*volumes, *results, *(r.heatmap for r in results)))
+        return results
+
+    monkeypatch.setattr(io, "read_volume", reading)
+    monkeypatch.setattr(engine, "assess_series", assessing)
+    (tmp_path / "more").mkdir()
+    paths = _recons(tmp_path, slices=2) + _recons(tmp_path / "more", slices=1)
+    assert cli.main(["compare", *map(str, paths), "--model", str(student_file), "--out", str(tmp_path / "cmp"),
+                     "--progress", "none"]) == 0
+    assert reads == [str(p) for p in paths] * 2  # all checked first, then each read again to be assessed
+    assert alive == [0] * 4  # no earlier input, result or heatmap is held while the next is assessed
+    assert len(json.loads((tmp_path / "cmp" / "compare.json").read_text(encoding="utf-8"))) == 4
 
 
 def _recons(folder: Path, slices: int, first_seed: int = 0) -> list[Path]:
@@ -640,27 +677,28 @@ def test_the_comparison_figure_shows_bars_for_single_slices_and_curves_for_volum
         tmp_path, student_file):
     import EDIQALib
     from EDIQALib.io import read_volume
-    from EDIQALib.report import comparison_figure
+    from EDIQALib.report import compared_input, comparison_figure
 
     def assessed(name, slices, seed):
         path = tmp_path / f"{name}.nrrd"
         sitk.WriteImage(ct_image(slices=slices, size=128, seed=seed), str(path))
-        return EDIQALib.assess(path, model=str(student_file), device="cpu"), read_volume(path)
+        return compared_input(EDIQALib.assess(path, model=str(student_file), device="cpu"), read_volume(path))
 
     singles = [assessed(f"one-{s}", 1, s) for s in (3, 5)]
     air = tmp_path / "air.nrrd"
     sitk.WriteImage(sitk.GetImageFromArray(np.random.default_rng(2).normal(-1000, 5, (1, 128, 128)).astype(np.float32)),
                     str(air))
     with pytest.warns(UserWarning, match="no slice is assessable"):  # the API's form of the CLI's warning line
-        unassessed = (EDIQALib.assess(air, model=str(student_file), device="cpu", modality="ct"), read_volume(air, "ct"))
-    fig = comparison_figure(*map(list, zip(*singles, unassessed)))
+        unassessed = compared_input(EDIQALib.assess(air, model=str(student_file), device="cpu", modality="ct"),
+                                    read_volume(air, "ct"))
+    fig = comparison_figure([*singles, unassessed])
     bars = fig.axes[0].patches
-    assert [b.get_height() for b in bars] == pytest.approx([r.score for r, _ in singles] + [0.0])
+    assert [b.get_height() for b in bars] == pytest.approx([c.score for c in singles] + [0.0])
     assert [t.get_text() for t in fig.axes[0].texts][-1] == "not assessable"
     tops = {im.get_clim() for ax in fig.axes[1:] for im in ax.get_images() if im.get_cmap().name == "RdYlGn"}
     assert len(tops) == 1  # one colour scale for both panels
     volumes = [assessed(f"vol-{s}", 2, s) for s in (3, 5)]
-    fig = comparison_figure(*map(list, zip(*volumes)))
+    fig = comparison_figure(volumes)
     assert not fig.axes[0].patches and len(fig.axes[0].get_lines()) == 2 and fig.axes[0].get_xlabel() == "slice"
 
 

@@ -495,6 +495,28 @@ def test_make_dataset_writes_every_series_kind_of_a_back_phantom(tmp_path):
     assert sorted(p.name for p in blocked.iterdir()) == ["back-77-views"]  # no series made before the check
 
 
+def test_an_interrupted_make_dataset_leaves_whole_series_only(tmp_path, monkeypatch):
+    """``label`` reads the images a series folder holds: an interrupt while a series is written leaves the
+    series made before it, whole, and nothing of the one being written."""
+    from EDIQALib import cli, io
+    from EDIQALib.series import LEVELS
+
+    write, written = io.write_image, []
+
+    def interrupted_at_the_seventh(image, path):
+        written.append(path)
+        if len(written) == 7:  # the second series (views), after the five images of the first (dose)
+            raise KeyboardInterrupt
+        write(image, path)
+
+    monkeypatch.setattr(io, "write_image", interrupted_at_the_seventh)
+    out = tmp_path / "data"
+    assert cli.main(["make-dataset", "--out", str(out), "--phantoms", "0", "--back-phantoms", "1", "--first-seed",
+                     "77", "--real-variants", "0", "--progress", "none"]) == 130
+    assert [p.name for p in out.iterdir()] == ["back-77-dose"]
+    assert len(list((out / "back-77-dose").iterdir())) == len(LEVELS["dose"]) == 5
+
+
 def test_an_input_without_an_assessable_slice_scores_null_with_a_warning(tmp_path):
     air = _write(tmp_path / "air.nrrd", np.random.default_rng(2).normal(-1000, 5, (1, 160, 160)).astype(np.float32))
     proc = ediqa("assess", air, "--out", tmp_path / "out", "--modality", "ct", "--progress", "none")
