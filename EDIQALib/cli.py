@@ -349,6 +349,7 @@ def _read_inputs(args: argparse.Namespace, progress: Progress, summary_files: tu
     (:func:`folder_names`)."""
     from .io import read_volume
 
+    _refuse_twice([Path(p) for p in args.inputs], "input")  # its results would be compared with themselves
     kept, names = [], []
     for done, path in enumerate(args.inputs):
         progress("reading", done, len(args.inputs))
@@ -645,7 +646,7 @@ def _run_start(run: Path, run_info: dict, preset: str) -> dict:
 
 def _refuse_twice(paths: list[Path], what: str) -> None:
     """One file or folder named twice (as itself, or by another path) would count twice: an ensemble of a
-    student with itself, a training set with every slice doubled."""
+    student with itself, a training set with every slice doubled, an image compared with itself."""
     seen: dict[Path, Path] = {}
     for p in paths:
         if p.resolve() in seen:

@@ -517,6 +517,15 @@ def test_an_interrupted_make_dataset_leaves_whole_series_only(tmp_path, monkeypa
     assert len(list((out / "back-77-dose").iterdir())) == len(LEVELS["dose"]) == 5
 
 
+@pytest.mark.parametrize("command", ["compare", "teacher"])
+def test_an_input_given_twice_is_refused_before_any_work(tmp_path, command):
+    image = tmp_path / "ct.nrrd"
+    sitk.WriteImage(ct_image(slices=1, size=128), str(image))
+    proc = ediqa(command, "ct.nrrd", image, "--out", tmp_path / "out", "--progress", "none", cwd=tmp_path)
+    assert_one_line_error(proc)
+    assert f"input {image} is given twice (also as ct.nrrd)" in proc.stderr and not (tmp_path / "out").exists()
+
+
 def test_an_input_without_an_assessable_slice_scores_null_with_a_warning(tmp_path):
     air = _write(tmp_path / "air.nrrd", np.random.default_rng(2).normal(-1000, 5, (1, 160, 160)).astype(np.float32))
     proc = ediqa("assess", air, "--out", tmp_path / "out", "--modality", "ct", "--progress", "none")
