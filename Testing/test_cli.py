@@ -257,9 +257,10 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, make, says
 def test_outputs_that_cannot_be_written_or_would_replace_the_input_are_refused_before_any_work(tmp_path, ct_volume_file):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
+    other = shutil.copy(ct_volume_file, tmp_path / "other.nrrd")
     for args in (("assess", ct_volume_file, "--out", blocker / "out"),
                  ("simulate", ct_volume_file, "--doses", "1", "--out", blocker / "sim"),
-                 ("compare", ct_volume_file, ct_volume_file, "--out", blocker),
+                 ("compare", ct_volume_file, other, "--out", blocker),
                  ("label", ct_volume_file, "--out", blocker / "labels.csv", *TINY)):
         proc = ediqa(*args)
         assert_one_line_error(proc)
