@@ -669,6 +669,12 @@ def test_the_heatmap_colour_scale_spans_the_maps_values_on_one_scale_for_compare
     top = np.ceil(np.nanpercentile(volume.heatmap, 99) / 0.05) * 0.05  # every slice's values count
     assert top == pytest.approx(0.35)
     assert heatmap_display_max([volume]) == heatmap_display_max([low, volume]) == pytest.approx(top)
+    # side by side, the highest of their own scales: a small map of high values keeps its own, 0.6, where
+    # the 99th percentile of both maps' values together (0.25: over 99 % of them are low's) would saturate it
+    small = np.full(low.heatmap.shape, np.nan, np.float32)
+    small.flat[:50] = np.linspace(0.3, 0.6, 50)
+    assert inside.sum() > 50 * 100
+    assert heatmap_display_max([low, replace(low, heatmap=small)]) == pytest.approx(0.6)
     (heat,) = [im for im in overlay_figure(read_volume(path), low).axes[0].get_images() if im.get_cmap().name == "RdYlGn"]
     assert heat.get_clim() == pytest.approx((0.0, 0.25))
 
