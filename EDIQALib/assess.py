@@ -254,23 +254,6 @@ def student_assessor(model: str = "student-lite", device: str = "auto") -> Calla
     return assess_one
 
 
-def assess_each(volumes: list[Volume], model: str = "student-lite", device: str = "auto",
-                progress: Progress | None = None) -> list[QualityResult]:
-    """Assess each volume on its own with a student model (:func:`student_assessor`); progress counts the
-    slices of all volumes."""
-    assess_one = student_assessor(model, device)
-    total = sum(v.array.shape[0] for v in volumes)
-    results: list[QualityResult] = []
-    for volume in volumes:
-        results.append(assess_one(volume, slices_counted(progress, sum(len(r.slice_scores) for r in results), total)))
-    return results
-
-
-def slices_counted(progress: Progress | None, before: int, total: int) -> Progress | None:
-    """``progress`` for one volume's slices among ``total`` of several volumes, ``before`` of them done."""
-    return None if progress is None else lambda stage, done, _: progress(stage, before + done, total)
-
-
 def assess(image: str | os.PathLike | sitk.Image | Volume, model: str = "student-lite", device: str = "auto",
            modality: str | None = None, progress: Progress | None = None) -> QualityResult:
     """The Python API of ``ediqa assess``: one image → its :class:`QualityResult` (scores, per-slice scores,
@@ -312,7 +295,7 @@ def assess(image: str | os.PathLike | sitk.Image | Volume, model: str = "student
         volume = read_volume(image, modality)
     else:
         raise TypeError(f"assess takes a path, a SimpleITK image or an EDIQALib.io.Volume, not {type(image).__name__}")
-    result = assess_each([volume], model, device, progress)[0]
+    result = student_assessor(model, device)(volume, progress)
     for caveat in caveats(volume, result):
         warnings.warn(caveat, stacklevel=2)
     return result

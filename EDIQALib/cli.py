@@ -292,11 +292,11 @@ def _result_folders(args: argparse.Namespace, names: list[str], summary_files: t
 
 
 def cmd_assess(args: argparse.Namespace) -> None:
-    from .assess import assess_each
+    from .assess import student_assessor
 
     progress = _progress(args)
-    volumes, folders = _inputs_and_folders(args, progress)
-    results = assess_each(volumes, args.model, args.device, progress)
+    volumes, folders = _inputs_and_folders(args, progress)  # one input
+    results = [student_assessor(args.model, args.device)(volumes[0], progress)]
     _warn(volumes, results)
     _write_results(volumes, results, folders, progress, Path(args.out))
     _print_result(args, {"name": results[0].name, "score": results[0].to_json()["score"], "out": args.out})
@@ -308,7 +308,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
     from contextlib import ExitStack
     from dataclasses import replace
 
-    from .assess import caveats, slices_counted, student_assessor
+    from .assess import caveats, student_assessor
     from .io import read_volume, staged_in
     from .report import COMPARISON_FILES, compared_input, write_comparison, write_outputs
 
@@ -321,7 +321,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
         summary_dir = staged.enter_context(staged_in(Path(args.out)))  # closed last
         for i, (path, name, folder) in enumerate(zip(args.inputs, names, folders)):
             volume = replace(read_volume(path, args.modality), name=name)
-            result = assess_one(volume, slices_counted(progress, sum(depths[:i]), sum(depths)))
+            before = sum(depths[:i])  # progress counts the slices of all inputs
+            result = assess_one(volume, lambda stage, done, _: progress(stage, before + done, sum(depths)))
             warnings += caveats(volume, result)
             write_outputs(result, volume, staged.enter_context(staged_in(folder)))
             progress("writing", i + 1, len(names) + 1)

@@ -603,14 +603,15 @@ def test_one_physical_slice_gets_one_score_and_one_map_however_its_file_stores_i
     """The bundled head slice, and the same voxels stored with rows flipped (as NIfTI converters often
     store them), rows and columns flipped, and transposed: the shipped student scored them 0.147, 0.100, 0.096
     and 0.084."""
-    from EDIQALib.assess import assess_each
+    from EDIQALib.assess import student_assessor
     from EDIQALib.io import read_volume, volume_from_image
 
     head = read_volume(Path(__file__).resolve().parent.parent / "Resources" / "SampleData" / "head-ct-slice.nrrd")
     image = head.reference if head.reference.GetDimension() == 3 else sitk.JoinSeries(head.reference)
     codes = ("LPS", "LAS", "RAS", "PLS")
     stored = [sitk.DICOMOrient(image, code) for code in codes]
-    results = assess_each([volume_from_image(s, code, modality="ct") for s, code in zip(stored, codes)], device="cpu")
+    assess_one = student_assessor(device="cpu")
+    results = [assess_one(volume_from_image(s, code, modality="ct")) for s, code in zip(stored, codes)]
     assert [r.score for r in results] == pytest.approx([results[0].score] * 4, abs=1e-6)
     maps = []
     for result, s in zip(results, stored):
