@@ -1,10 +1,21 @@
-"""Shared fixtures: small real-looking CT volumes with non-trivial geometry."""
+"""Shared fixtures: small real-looking CT volumes with non-trivial geometry, and the command line run in
+this process."""
 from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from EDIQALib.cli import main
 from EDIQALib.simulate import phantom
 
 OBLIQUE = (0.9800666, -0.1986693, 0.0, 0.1986693, 0.9800666, 0.0, 0.0, 0.0, 1.0)  # 11.5° about z
@@ -34,3 +45,41 @@ def ct_volume_file(tmp_path):
     path = tmp_path / "ct.nrrd"
     sitk.WriteImage(ct_image(), str(path))
     return path
+
+
+@contextlib.contextmanager
+def _output_to(out: TextIO, err: TextIO) -> Iterator[None]:
+    """Send this process's stdout and stderr to ``out`` and ``err``: Python's streams and the file
+    descriptors beneath them, which C libraries (ITK, torch) write to."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    os.dup2(out.fileno(), 1)
+    os.dup2(err.fileno(), 2)
+    try:
+        with open(1, "w", buffering=1, closefd=False) as stdout, \
+                open(2, "w", buffering=1, closefd=False) as stderr, \
+                contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+
+
+def ediqa(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``ediqa ARGS`` in this process and return its exit code, stdout and stderr as a child process's
+    would be. A child would spend seconds importing torch on each call; what only a process of its own
+    shows (SIGTERM and Ctrl-C, the console entry) is tested with one (``test_runner``)."""
+    argv = [str(a) for a in args]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, \
+            contextlib.chdir(cwd or os.getcwd()):
+        with _output_to(out, err):
+            try:
+                code = main(argv)
+            except SystemExit as exc:  # argparse: --help, a usage error
+                code = int(exc.code or 0)
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(["ediqa", *argv], code, out.read(), err.read())

@@ -25,7 +25,7 @@ from EDIQALib.distill import Sample, fidelity
 from EDIQALib.models import package_model
 from EDIQALib.report import bench_figure
 from EDIQALib.student import Student, field_batch
-from conftest import ct_image
+from conftest import ct_image, ediqa
 
 ASSESS = importlib.import_module("EDIQALib.assess")  # the module: the package's EDIQALib.assess is the function
 
@@ -34,11 +34,6 @@ ASSESS = importlib.import_module("EDIQALib.assess")  # the module: the package's
 def student_file(tmp_path_factory):
     torch.manual_seed(0)
     return _registered(Student("lite"), tmp_path_factory.mktemp("models"), "student-test")
-
-
-def _run(*args):
-    return subprocess.run([sys.executable, "-m", "EDIQALib", *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
 
 
 def test_assess_volume_outputs_in_input_geometry(tmp_path, student_file):
@@ -54,7 +49,7 @@ def test_assess_volume_outputs_in_input_geometry(tmp_path, student_file):
     src.SetDirection(image.GetDirection())
     path = tmp_path / "ct.nii.gz"
     sitk.WriteImage(src, str(path))
-    proc = _run("assess", path, "--model", student_file, "--out", tmp_path / "out", "--progress", "none")
+    proc = ediqa("assess", path, "--model", student_file, "--out", tmp_path / "out", "--progress", "none")
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "out" / "result.json").read_text(encoding="utf-8"))
     assert result["method"] == "EDIQA"
@@ -79,7 +74,7 @@ def test_compare_writes_side_by_side_outputs(tmp_path, student_file):
         p = tmp_path / f"{name}.nrrd"
         sitk.WriteImage(ct_image(slices=2, size=128, seed=seed), str(p))
         paths.append(p)
-    proc = _run("compare", *paths, "--model", student_file, "--out", tmp_path / "cmp", "--progress", "jsonl")
+    proc = ediqa("compare", *paths, "--model", student_file, "--out", tmp_path / "cmp", "--progress", "jsonl")
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [(e["done"], e["total"]) for e in records[:-1] if e["stage"] == "slices"] == [(2, 4), (4, 4)]
@@ -194,12 +189,12 @@ def test_compare_writes_into_an_input_s_folder_that_links_to_another_file_system
 
 def test_assess_refuses_a_detector_as_student(tmp_path):
     sample = Path(__file__).resolve().parent.parent / "Resources" / "SampleData" / "head-ct-slice.nrrd"
-    proc = _run("assess", sample, "--model", "detector-lite", "--out", tmp_path)
+    proc = ediqa("assess", sample, "--model", "detector-lite", "--out", tmp_path)
     assert proc.returncode == 2 and "not a student model" in proc.stderr
 
 
 def test_bench_measures_every_figure_in_one_run(tmp_path, student_file):
-    proc = _run("bench", "--student", student_file, "--realizations", "2", "--repeats", "1", "--dose-draws", "2",
+    proc = ediqa("bench", "--student", student_file, "--realizations", "2", "--repeats", "1", "--dose-draws", "2",
                 "--volume-shape", "3,160,160", "--kinds", "texture,blur", "--out", tmp_path, "--progress", "jsonl")
     assert proc.returncode == 0, proc.stderr
     figures = json.loads((tmp_path / "bench.json").read_text(encoding="utf-8"))
@@ -273,7 +268,7 @@ def test_python_api_assesses_a_file_and_matches_the_cli(tmp_path, student_file):
     result = EDIQALib.assess(path, model=str(student_file), device="cpu")
     assert isinstance(result, EDIQALib.QualityResult) and result.method == "EDIQA"
     assert len(result.slice_scores) == 2 and result.heatmap.shape == (2, 128, 128)
-    proc = _run("assess", path, "--model", student_file, "--out", tmp_path / "out", "--progress", "none")
+    proc = ediqa("assess", path, "--model", student_file, "--out", tmp_path / "out", "--progress", "none")
     assert proc.returncode == 0, proc.stderr
     cli = json.loads((tmp_path / "out" / "result.json").read_text(encoding="utf-8"))
     assert cli["slice_scores"] == pytest.approx(result.slice_scores, abs=1e-5)
@@ -475,7 +470,7 @@ def test_published_ensemble_scores_the_mean_of_its_members(tmp_path):
     for run in runs:
         card = package_model(run / "stage2" / "best.safetensors", run.name, "student", "lite", {}, tmp_path)
         singles.append(assess(image, model=str(card), device="cpu"))
-    proc = _run("publish-student", *runs, "--name", "ensemble", "--models-dir", tmp_path / "registry")
+    proc = ediqa("publish-student", *runs, "--name", "ensemble", "--models-dir", tmp_path / "registry")
     assert proc.returncode == 0, proc.stderr
     card = json.loads((tmp_path / "registry" / "ensemble.json").read_text(encoding="utf-8"))
     assert [m["args"]["seed"] for m in card["training"]["members"]] == [1, 2]
@@ -487,7 +482,7 @@ def test_published_ensemble_scores_the_mean_of_its_members(tmp_path):
 
     paper = _train_run(tmp_path / "paper", 3)
     (paper / "run.json").write_text(json.dumps({"command": "ediqa train", "args": {"preset": "paper"}}))
-    proc = _run("publish-student", runs[0], paper, "--name", "mixed", "--models-dir", tmp_path / "registry")
+    proc = ediqa("publish-student", runs[0], paper, "--name", "mixed", "--models-dir", tmp_path / "registry")
     assert proc.returncode == 2 and "must share their preset" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "registry" / "mixed.safetensors").exists()
 
@@ -507,7 +502,7 @@ def test_publishing_can_blend_a_fine_tuned_student_with_its_start(tmp_path):
     info["args"].update(init=str(start), init_member=1)
     info["init"] = _initial_student(str(start), 1, "lite")[1]  # as train records it
     (run / "run.json").write_text(json.dumps(info))
-    proc = _run("publish-student", run, "--blend-init", "0.25", "--name", "blend", "--models-dir", tmp_path / "reg")
+    proc = ediqa("publish-student", run, "--blend-init", "0.25", "--name", "blend", "--models-dir", tmp_path / "reg")
     assert proc.returncode == 0, proc.stderr
     begin, end = load_file(str(start)), load_file(str(run / "stage2" / "best.safetensors"))
     blend = load_file(str(tmp_path / "reg" / "blend.safetensors"))
@@ -520,7 +515,7 @@ def test_publishing_can_blend_a_fine_tuned_student_with_its_start(tmp_path):
     assert "0.25 of the start's" in card["blend_init"] and "fine-tuned from start" in card["description"]
     image = tmp_path / "ct.nrrd"
     sitk.WriteImage(ct_image(slices=1, size=160, spacing=(0.7, 0.7, 2.0)), str(image))
-    assert _run("assess", image, "--model", tmp_path / "reg" / "blend.safetensors", "--out", tmp_path / "out",
+    assert ediqa("assess", image, "--model", tmp_path / "reg" / "blend.safetensors", "--out", tmp_path / "out",
                 "--progress", "none").returncode == 0
 
     fresh = _train_run(tmp_path / "fresh", 7)  # no --init to blend with
@@ -529,7 +524,7 @@ def test_publishing_can_blend_a_fine_tuned_student_with_its_start(tmp_path):
     for runs, extra, message in (([fresh], ["--blend-init", "0.5"], "did not start from a trained student"),
                                  ([run], ["--blend-init", "0.5"], "has since changed"),
                                  ([run], ["--blend-init", "1"], "in [0, 1)")):
-        proc = _run("publish-student", *runs, *extra, "--name", "bad", "--models-dir", tmp_path / "reg")
+        proc = ediqa("publish-student", *runs, *extra, "--name", "bad", "--models-dir", tmp_path / "reg")
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
         assert not (tmp_path / "reg" / "bad.safetensors").exists()
 
@@ -554,13 +549,13 @@ def test_publish_student_refuses_unfinished_runs_and_unreadable_records_before_w
              ("run record", lambda: (run / "run.json").write_text("{", encoding="utf-8"))]
     for says, change in cases:  # each fixed in turn, until the next defect is the first one met
         change()
-        proc = _run("publish-student", run, "--bench", bench, "--name", "s", "--models-dir", registry)
+        proc = ediqa("publish-student", run, "--bench", bench, "--name", "s", "--models-dir", registry)
         assert proc.returncode == 2 and says in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and not registry.exists()
     # a run that fine-tuned a whole ensemble (`train --init` an ensemble) publishes as one
     (run / "run.json").write_text(json.dumps(info))
     save_weights(StudentEnsemble("lite", 2), weights)
-    proc = _run("publish-student", run, "--bench", bench, "--name", "s", "--models-dir", registry)
+    proc = ediqa("publish-student", run, "--bench", bench, "--name", "s", "--models-dir", registry)
     assert proc.returncode == 0, proc.stderr
     assert {k.split(".")[1] for k in load_file(str(registry / "s.safetensors"))} == {"0", "1"}
 

@@ -18,14 +18,9 @@ from EDIQALib.cli import folder_names
 from EDIQALib.errors import InputError
 from EDIQALib.io import check_outputs, read_volume
 from EDIQALib.simulate import ACQUIRED_NOISE_SD_HU, correlated_noise, phantom
-from conftest import ct_image, water_cylinder
+from conftest import ct_image, ediqa, water_cylinder
 
 TINY = ["--realizations", "2", "--repeats", "1"]
-
-
-def ediqa(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "EDIQALib", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=600)
 
 
 def assert_one_line_error(proc):
@@ -279,16 +274,19 @@ def test_outputs_that_cannot_be_written_or_would_replace_the_input_are_refused_b
     assert named.read_bytes() == before and not (tmp_path / "result.json").exists()
 
 
-def test_an_unforeseen_os_error_is_one_line_and_exit_2(tmp_path, ct_volume_file):
+def test_an_unforeseen_os_error_is_one_line_and_exit_2(tmp_path, ct_volume_file, monkeypatch):
     """What no check foresees (a disk that fills up while the outputs are written) ends as every error
     does: exit 2, one line naming the file, no traceback."""
+    import errno
+
+    import EDIQALib.io
+
+    def full(image, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(EDIQALib.io, "write_image", full)
     out = tmp_path / "sim"
-    code = ("import errno, sys\nimport EDIQALib.io\nfrom EDIQALib.cli import main\n"
-            "def full(image, path):\n    raise OSError(errno.ENOSPC, 'No space left on device', str(path))\n"
-            "EDIQALib.io.write_image = full\n"
-            f"sys.exit(main(['simulate', {str(ct_volume_file)!r}, '--doses', '1', '--views', '60',"
-            f" '--out', {str(out)!r}]))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    proc = ediqa("simulate", ct_volume_file, "--doses", "1", "--views", "60", "--out", out)
     assert_one_line_error(proc)
     assert "No space left on device" in proc.stderr and "_dose1_views60_ramp.nrrd" in proc.stderr
     assert not out.exists()

@@ -15,6 +15,7 @@ from EDIQALib.detector import DetectorTraining, build_detector, detect, train_de
 from EDIQALib.models import load_model
 from EDIQALib.signals import InsertionConfig
 from EDIQALib.simulate import phantom
+from conftest import ediqa
 
 
 def tiny_bank():
@@ -122,17 +123,14 @@ def test_paper_preset_builds_a_mask_rcnn_with_swin_fpn():
 
 
 def test_train_detector_can_fine_tune_the_shipped_detector(tmp_path):
-    import subprocess
-    import sys
     from pathlib import Path
 
     from safetensors.torch import load_file
 
-    run = [sys.executable, "-m", "EDIQALib", "train-detector", "--phantoms", "1", "--back-phantoms", "1",
+    run = ["train-detector", "--phantoms", "1", "--back-phantoms", "1",
            "--bank-projections", "2", "--workers", "1", "--iterations", "1", "--batch-size", "2", "--crop", "96",
            "--lr", "1e-7", "--no-validate", "--device", "cpu", "--progress", "none"]
-    proc = subprocess.run([*run, "--init", "detector-lite", "--out", str(tmp_path / "tuned")],
-                          capture_output=True, text=True, timeout=600)
+    proc = ediqa(*run, "--init", "detector-lite", "--out", tmp_path / "tuned")
     assert proc.returncode == 0, proc.stderr[-2000:]
     shipped = load_file(str(Path(__file__).resolve().parent.parent / "Resources" / "Models" / "detector-lite.safetensors"))
     tuned = load_file(str(tmp_path / "tuned" / "last.safetensors"))
@@ -143,7 +141,6 @@ def test_train_detector_can_fine_tune_the_shipped_detector(tmp_path):
     bank = np.load(tmp_path / "tuned" / "bank.npz")
     assert any(json.loads(m)["base"].startswith("back-") for m in bank["meta"])
 
-    proc = subprocess.run([*run, "--init", "student-lite", "--out", str(tmp_path / "bad")],
-                          capture_output=True, text=True, timeout=600)
+    proc = ediqa(*run, "--init", "student-lite", "--out", tmp_path / "bad")
     assert proc.returncode == 2 and "not a detector" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "bad").exists()

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -21,7 +19,7 @@ from EDIQALib.errors import InputError
 from EDIQALib.models import package_model
 from EDIQALib.simulate import phantom
 from EDIQALib.student import Student
-from conftest import ct_image
+from conftest import ct_image, ediqa
 
 
 def _series(tmp_path, seed):
@@ -36,9 +34,7 @@ def _series(tmp_path, seed):
 
 
 def _label(data, labels, realizations: int) -> None:
-    proc = subprocess.run([sys.executable, "-m", "EDIQALib", "label", *map(str, data), "--out", str(labels),
-                           "--realizations", str(realizations), "--repeats", "1", "--progress", "none"],
-                          capture_output=True, text=True, timeout=600)
+    proc = ediqa("label", *data, "--out", labels, "--realizations", realizations, "--repeats", "1", "--progress", "none")
     assert proc.returncode == 0, proc.stderr
 
 
@@ -212,12 +208,12 @@ def test_training_can_start_from_a_trained_student(tmp_path):
     data = [_series(tmp_path, s) for s in (44, 45)]
     labels = tmp_path / "labels.csv"
     _label(data, labels, 3)
-    train = [sys.executable, "-m", "EDIQALib", "train", "--labels", str(labels), "--stage1-iterations", "0",
+    train = ["train", "--labels", labels, "--stage1-iterations", "0",
              "--epochs", "1", "--batch-size", "4", "--held-out", "0", "--lr", "1e-7", "--device", "cpu",
              "--progress", "none"]
     runs = {"init": ["--init", "student-lite"], "fresh": [], "member": ["--init", "student-lite", "--init-member", "1"]}
     for name, extra in runs.items():
-        proc = subprocess.run([*train, *extra, "--out", str(tmp_path / name)], capture_output=True, text=True, timeout=600)
+        proc = ediqa(*train, *extra, "--out", tmp_path / name)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert "held out no series" in proc.stderr  # --held-out 0: the best epoch is the lowest loss's
     shipped = load_file(str(Path(__file__).resolve().parent.parent / "Resources" / "Models" / "student-lite.safetensors"))
@@ -239,8 +235,7 @@ def test_training_can_start_from_a_trained_student(tmp_path):
     run_info = json.loads((tmp_path / "member" / "run.json").read_text(encoding="utf-8"))
     assert run_info["args"]["init_member"] == 1 and run_info["init"]["name"] == "student-lite"
     # resuming it from another start would record a start its weights did not come from
-    proc = subprocess.run([*train, *runs["member"][:-1], "0", "--out", str(tmp_path / "member")],
-                          capture_output=True, text=True, timeout=600)
+    proc = ediqa(*train, *runs["member"][:-1], "0", "--out", tmp_path / "member")
     assert proc.returncode == 2 and "--init-member 1; resume it with the same settings" in proc.stderr, proc.stderr
     assert json.loads((tmp_path / "member" / "run.json").read_text(encoding="utf-8")) == run_info
 
@@ -251,7 +246,7 @@ def test_training_can_start_from_a_trained_student(tmp_path):
                            (["--init", "student-lite", "--init-member", "9"], "has members 0-"),
                            (["--init", str(one), "--init-member", "0"], "is one student, not an ensemble"),
                            (["--accumulate", "4"], "multiple of 2 × ranks × accumulate")):  # 4 = 2 pairs, not 4
-        proc = subprocess.run([*train, *extra, "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=600)
+        proc = ediqa(*train, *extra, "--out", tmp_path / "bad")
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr and not (tmp_path / "bad").exists()
 
@@ -264,7 +259,7 @@ def test_training_can_start_from_a_trained_student(tmp_path):
             ("stage2/log.jsonl", kept["stage2/log.jsonl"] + b"{not json\n", "not one JSON object per line"),
             ("run.json", kept["run.json"].replace(b'"args": {', b'"args": null, "was": {'), "args are not a JSON object")):
         (fresh / name).write_bytes(damaged)
-        proc = subprocess.run([*train, "--out", str(fresh)], capture_output=True, text=True, timeout=600)
+        proc = ediqa(*train, "--out", fresh)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
         assert (fresh / name).read_bytes() == damaged and all(

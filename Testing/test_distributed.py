@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 from EDIQALib.backgrounds import build_bank
 from EDIQALib.simulate import phantom
+from conftest import ediqa
 
 LABEL = ["label", "--realizations", "3", "--repeats", "1", "--progress", "none"]
 
@@ -43,8 +44,7 @@ def labelled(tmp_path_factory) -> tuple[list[Path], Path]:
     """The tiny dataset and its labels from one process."""
     tmp_path = tmp_path_factory.mktemp("labelled")
     data = _dataset(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "EDIQALib", *LABEL, *map(str, data), "--out", str(tmp_path / "single.csv")],
-                          capture_output=True, text=True, timeout=600)
+    proc = ediqa(*LABEL, *data, "--out", tmp_path / "single.csv")
     assert proc.returncode == 0, proc.stderr
     return data, tmp_path / "single.csv"
 

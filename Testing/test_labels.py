@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ from EDIQALib.errors import InputError
 from EDIQALib.labels import discover_series, pool_map
 from EDIQALib.models import MODELS_DIR
 from EDIQALib.simulate import phantom
+from conftest import ediqa
 
 
 def _dataset(tmp_path):
@@ -34,9 +33,7 @@ def _dataset(tmp_path):
 
 
 def _label(data, out, *extra):
-    return subprocess.run([sys.executable, "-m", "EDIQALib", "label", *map(str, data), "--out", str(out),
-                           "--realizations", "2", "--repeats", "1", "--progress", "none", *extra],
-                          capture_output=True, text=True, timeout=600)
+    return ediqa("label", *data, "--out", out, "--realizations", "2", "--repeats", "1", "--progress", "none", *extra)
 
 
 def _rows(path):

@@ -4,8 +4,6 @@ The networks here are freshly initialised tiny students (the values mean nothing
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,12 +15,7 @@ from EDIQALib.detector import save_weights
 from EDIQALib.errors import InputError
 from EDIQALib.models import find_model, load_model, package_model, read_weights
 from EDIQALib.student import Student
-from conftest import ct_image
-
-
-def _ediqa(*args):
-    return subprocess.run([sys.executable, "-m", "EDIQALib", *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
+from conftest import ct_image, ediqa
 
 
 def _assert_one_line_error(proc, *fragments: str) -> None:
@@ -77,7 +70,7 @@ def test_assess_with_nan_weights_is_one_line_and_writes_nothing(tmp_path):
     weights = _registered(tmp_path / "reg", "nanw", _nan_first_weight)
     image = tmp_path / "ct.nrrd"
     sitk.WriteImage(ct_image(slices=1, size=160, spacing=(0.7, 0.7, 2.0)), str(image))
-    proc = _ediqa("assess", image, "--model", weights, "--out", tmp_path / "out", "--progress", "none")
+    proc = ediqa("assess", image, "--model", weights, "--out", tmp_path / "out", "--progress", "none")
     _assert_one_line_error(proc, "nanw.safetensors", "NaN or infinite")
     assert not (tmp_path / "out").exists()
 
@@ -119,7 +112,7 @@ def test_assess_with_a_card_without_sha256_is_one_line(tmp_path):
     weights.with_suffix(".json").write_text(json.dumps(card), encoding="utf-8")
     image = tmp_path / "ct.nrrd"
     sitk.WriteImage(ct_image(slices=1, size=160, spacing=(0.7, 0.7, 2.0)), str(image))
-    proc = _ediqa("assess", image, "--model", weights, "--out", tmp_path / "out", "--progress", "none")
+    proc = ediqa("assess", image, "--model", weights, "--out", tmp_path / "out", "--progress", "none")
     _assert_one_line_error(proc, "nosha.json", "'sha256' is missing")
     assert not (tmp_path / "out").exists()
 
@@ -188,12 +181,12 @@ def test_publish_detector_that_fails_leaves_the_published_model_usable(tmp_path)
     torch.manual_seed(0)
     save_weights(build_detector("lite"), run / "best.safetensors")
     registry = tmp_path / "reg"
-    assert _ediqa("publish-detector", run, "--models-dir", registry, "--name", "det1").returncode == 0
+    assert ediqa("publish-detector", run, "--models-dir", registry, "--name", "det1").returncode == 0
     before = _contents(registry)
     torch.manual_seed(1)
     save_weights(build_detector("lite"), run / "best.safetensors")
     (registry / "det2.json").mkdir()
-    proc = _ediqa("publish-detector", run, "--models-dir", registry, "--name", "det2")
+    proc = ediqa("publish-detector", run, "--models-dir", registry, "--name", "det2")
     _assert_one_line_error(proc, "det2.json: a folder of that name is in the way")
     assert _contents(registry) == {**before, "det2.json": None}
     load_model(str(registry / "det1.safetensors"), "detector")
