@@ -46,7 +46,7 @@ class QualityResult:
         model: name and sha256 of the weights used.
         seconds: wall time of the assessment (resampling, masks, the network or the teacher, the heatmap
             resampled back); reading the input, loading the model and writing outputs are not counted.
-        shape, spacing: of the input, as the reference image has them (x, y[, z]).
+        shape, spacing: of the input, as its image has them (x, y[, z]).
         modality: of the input as read, ``"ct"`` or ``"mr"`` (MR scores are not validated).
         details: method-specific extras (settings, PSF estimates, repeat scores).
     """

@@ -197,7 +197,7 @@ def _simulate(args: argparse.Namespace) -> list[str]:
         progress("simulate", k + 1, len(vol.array))
     with staged_in(Path(args.out)) as staging:  # the series whole, or none of it
         for path, slices in zip(paths, out_slices):
-            write_image(image_like(slices, vol.reference), staging / path.name)
+            write_image(image_like(slices, vol.geometry), staging / path.name)
     return [str(p) for p in paths]
 
 

@@ -1,8 +1,7 @@
 """Read and write medical volumes with SimpleITK, keeping geometry exactly.
 
 Every reader returns a :class:`Volume`: a float32 array indexed ``[slice, row, column]`` (always 3-D; a
-2-D image is one slice), the original SimpleITK image (geometry reference, never modified), and the
-modality (``"ct"`` in Hounsfield units or ``"mr"``).
+2-D image is one slice), its :class:`Geometry` (where its voxels lie), and the modality (``"ct"`` in Hounsfield units or ``"mr"``).
 """
 from __future__ import annotations
 
@@ -38,19 +37,50 @@ _DICOM_MODALITY = {"CT": "ct", "MR": "mr"}
 MODALITY_TAG = "0008|0060"  # DICOM's Modality, read from DICOM files and from NRRD/MHA metadata alike
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """Where an image's voxels lie, as SimpleITK gives it: size (x, y[, z]), spacing in mm, origin and
+    direction (LPS). Only this of the image as read is kept: its pixels would be a second copy of the
+    volume's, which for a long float64 volume is gigabytes."""
+
+    size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+
+    @classmethod
+    def of(cls, image: sitk.Image) -> Geometry:
+        """The geometry of ``image``."""
+        return cls(tuple(image.GetSize()), tuple(image.GetSpacing()), tuple(image.GetOrigin()),
+                   tuple(image.GetDirection()))
+
+    @property
+    def dimension(self) -> int:
+        return len(self.size)
+
+    def apply_to(self, image: sitk.Image) -> sitk.Image:
+        """Give ``image``, of this size, this spacing, origin and direction exactly; returns it."""
+        if image.GetSize() != self.size:
+            raise ValueError(f"image size {image.GetSize()} does not match the geometry's {self.size}")
+        image.SetSpacing(self.spacing)
+        image.SetOrigin(self.origin)
+        image.SetDirection(self.direction)
+        return image
+
+
 @dataclass
 class Volume:
     """An image volume with its geometry.
 
     Attributes:
         array: float32 ``(slices, rows, columns)``; CT in HU.
-        reference: the image as read; carries origin, spacing and direction for writers.
+        geometry: the image's as read: size, spacing, origin and direction, for writers.
         modality: ``"ct"`` or ``"mr"``.
         name: a short name for reports (file stem).
     """
 
     array: np.ndarray
-    reference: sitk.Image
+    geometry: Geometry
     modality: str
     name: str
 
@@ -58,7 +88,7 @@ class Volume:
         """Raises InputError for a modality other than ``"ct"``/``"mr"`` or an array off its image's grid."""
         if self.modality not in MODALITIES:
             raise InputError(f"{self.name}: modality {self.modality!r}; use one of {', '.join(MODALITIES)}")
-        grid = tuple(reversed(self.reference.GetSize()))
+        grid = tuple(reversed(self.geometry.size))
         if self.array.shape != (grid if len(grid) == 3 else (1, *grid)):
             raise InputError(f"{self.name}: array of shape {self.array.shape} is not on its image's grid "
                              f"(slices, rows, columns) {grid}")
@@ -66,17 +96,17 @@ class Volume:
     @property
     def spacing_xy(self) -> tuple[float, float]:
         """In-plane spacing (column, row) in mm."""
-        s = self.reference.GetSpacing()
+        s = self.geometry.spacing
         return float(s[0]), float(s[1])
 
     @property
     def spacing(self) -> tuple[float, ...]:
-        return tuple(float(s) for s in self.reference.GetSpacing())
+        return tuple(float(s) for s in self.geometry.spacing)
 
     @property
     def shape(self) -> tuple[int, ...]:
-        """Shape as the reference image has it (x, y[, z])."""
-        return tuple(int(s) for s in self.reference.GetSize())
+        """Shape as the image has it (x, y[, z])."""
+        return tuple(int(s) for s in self.geometry.size)
 
 
 def _is_dicom_file(path: Path) -> bool:
@@ -439,7 +469,8 @@ def volume_from_image(image: sitk.Image, name: str, raw_modality: str | None = N
         raise InputError(f"{name}: {image.GetNumberOfComponentsPerPixel()}-component pixels; expected a greyscale image")
     if min(image.GetSize()[:2]) < MIN_SIZE:
         raise InputError(f"{name}: in-plane size {image.GetSize()[:2]} is under {MIN_SIZE} pixels")
-    _check_canonical_size(image, name)
+    geometry = Geometry.of(image)
+    _check_canonical_size(geometry, name)
     with np.errstate(over="ignore"):  # float64 beyond float32's range: refused below, in one line
         array = sitk.GetArrayViewFromImage(image).astype(np.float32)  # one copy, in float32
     if array.ndim == 2:
@@ -454,16 +485,16 @@ def volume_from_image(image: sitk.Image, name: str, raw_modality: str | None = N
     if modality == "ct" and max(-low, high) > MAX_ABS_HU:
         raise InputError(f"{name}: values from {low:.4g} to {high:.4g} are not Hounsfield units (CT lies within "
                          f"±{MAX_ABS_HU:g})")
-    return Volume(array=array, reference=image, modality=modality, name=name)
+    return Volume(array=array, geometry=geometry, modality=modality, name=name)
 
 
-def canonical_size(image: sitk.Image, spacing_mm: float = CANONICAL_SPACING_MM) -> tuple[int, int]:
-    """The in-plane size (columns, rows) of ``image`` resampled to ``spacing_mm``, its extent kept."""
-    columns, rows = (max(1, round(n * s / spacing_mm)) for n, s in zip(image.GetSize()[:2], image.GetSpacing()[:2]))
+def canonical_size(geometry: Geometry, spacing_mm: float = CANONICAL_SPACING_MM) -> tuple[int, int]:
+    """The in-plane size (columns, rows) of an image of ``geometry`` resampled to ``spacing_mm``, its extent kept."""
+    columns, rows = (max(1, round(n * s / spacing_mm)) for n, s in zip(geometry.size[:2], geometry.spacing[:2]))
     return columns, rows
 
 
-def _check_canonical_size(image: sitk.Image, name: str) -> None:
+def _check_canonical_size(geometry: Geometry, name: str) -> None:
     """An absurd in-plane spacing (a header's 1e6 or 1e-6 mm) would make the resampled slice too large to
     allocate or too small to assess.
 
@@ -471,10 +502,10 @@ def _check_canonical_size(image: sitk.Image, name: str) -> None:
         InputError: the spacing is not finite, or the slice at ``CANONICAL_SPACING_MM`` would be under
             ``MIN_SIZE`` pixels a side or over ``MAX_CANONICAL_PIXELS`` pixels in all.
     """
-    spacing = " × ".join(f"{s:g}" for s in image.GetSpacing()[:2])
-    if not all(math.isfinite(s) for s in image.GetSpacing()[:2]):
+    spacing = " × ".join(f"{s:g}" for s in geometry.spacing[:2])
+    if not all(math.isfinite(s) for s in geometry.spacing[:2]):
         raise InputError(f"{name}: in-plane spacing {spacing} mm is not a number")
-    size = canonical_size(image)
+    size = canonical_size(geometry)
     if min(size) < MIN_SIZE or size[0] * size[1] > MAX_CANONICAL_PIXELS:
         limit = f"at least {MIN_SIZE} a side" if min(size) < MIN_SIZE else f"at most {MAX_CANONICAL_PIXELS:,} in all"
         raise InputError(f"{name}: in-plane spacing {spacing} mm: resampled to {CANONICAL_SPACING_MM} mm the slice "
@@ -489,17 +520,17 @@ def check_same_geometry(volumes: list[Volume], what: str) -> None:
     Raises:
         InputError: naming the modalities, or the first property of the grid in which they differ.
     """
-    first = volumes[0].reference
-    tolerance = 1e-3 * min(first.GetSpacing())  # of the float rounding that copies of one grid carry
+    first = volumes[0].geometry
+    tolerance = 1e-3 * min(first.spacing)  # of the float rounding that copies of one grid carry
     for v in volumes[1:]:
         if v.modality != volumes[0].modality:
             raise InputError(f"{what} must be of one modality, but {volumes[0].name} is "
                              f"{volumes[0].modality.upper()} and {v.name} is {v.modality.upper()}")
-        image = v.reference
-        for name, a, b, tol in (("size", first.GetSize(), image.GetSize(), 0),
-                                ("spacing", first.GetSpacing(), image.GetSpacing(), tolerance),
-                                ("origin", first.GetOrigin(), image.GetOrigin(), tolerance),
-                                ("direction", first.GetDirection(), image.GetDirection(), 1e-4)):
+        other = v.geometry
+        for name, a, b, tol in (("size", first.size, other.size, 0),
+                                ("spacing", first.spacing, other.spacing, tolerance),
+                                ("origin", first.origin, other.origin, tolerance),
+                                ("direction", first.direction, other.direction, 1e-4)):
             if len(a) != len(b) or any(abs(x - y) > tol for x, y in zip(a, b)):
                 raise InputError(f"{what} must share one grid, but {volumes[0].name} and {v.name} differ in {name}: "
                                  f"{_rounded(a)} vs {_rounded(b)}")
@@ -509,16 +540,12 @@ def _rounded(values: tuple) -> tuple:
     return tuple(round(float(x), 4) for x in values)
 
 
-def image_like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
-    """A float32 SimpleITK image with ``reference``'s exact geometry; ``array`` is ``(slices, rows, cols)``."""
+def image_like(array: np.ndarray, geometry: Geometry) -> sitk.Image:
+    """A float32 SimpleITK image of ``geometry`` exactly; ``array`` is ``(slices, rows, cols)``."""
     arr = np.asarray(array, dtype=np.float32)
-    if reference.GetDimension() == 2:
+    if geometry.dimension == 2:
         arr = arr.reshape(arr.shape[-2:])
-    out = sitk.GetImageFromArray(arr)
-    if out.GetSize() != reference.GetSize():
-        raise ValueError(f"array size {out.GetSize()} does not match reference {reference.GetSize()}")
-    out.CopyInformation(reference)
-    return out
+    return geometry.apply_to(sitk.GetImageFromArray(arr))
 
 
 def check_outputs(outputs: list[Path], inputs: list[str | os.PathLike]) -> None:

@@ -143,9 +143,9 @@ def from_display(array: np.ndarray, turn: tuple[bool, bool, bool]) -> np.ndarray
 def display_axes(volume: Volume) -> tuple[tuple[bool, bool, bool], np.ndarray, np.ndarray]:
     """The volume's :func:`display_turn`, and the directions (LPS) in which its slices, so turned, run
     from left to right and from top to bottom."""
-    n = volume.reference.GetDimension()
+    n = volume.geometry.dimension
     d = np.eye(3)
-    d[:n, :n] = np.reshape(volume.reference.GetDirection(), (n, n))  # a 2-D slice lies in the x-y plane
+    d[:n, :n] = np.reshape(volume.geometry.direction, (n, n))  # a 2-D slice lies in the x-y plane
     turn = display_turn(tuple(d.ravel()))
     columns, rows = _unflipped_axes(d, turn[0])
     return turn, -columns if turn[2] else columns, -rows if turn[1] else rows
@@ -154,7 +154,7 @@ def display_axes(volume: Volume) -> tuple[tuple[bool, bool, bool], np.ndarray, n
 def display_grid(volume: Volume) -> tuple[tuple[bool, bool, bool], tuple[int, int, int], tuple[float, float, float]]:
     """The volume's :func:`display_turn`, and the size and spacing (x, y, z) of its voxels so turned."""
     turn = display_axes(volume)[0]
-    (sx, sy), sz = volume.spacing_xy, (volume.spacing[2] if volume.reference.GetDimension() == 3 else 1.0)
+    (sx, sy), sz = volume.spacing_xy, (volume.spacing[2] if volume.geometry.dimension == 3 else 1.0)
     slices, rows, columns = volume.array.shape
     if turn[0]:
         return turn, (rows, columns, slices), (sy, sx, sz)
@@ -163,7 +163,7 @@ def display_grid(volume: Volume) -> tuple[tuple[bool, bool, bool], tuple[int, in
 
 def canonical_shape(volume: Volume, spacing_mm: float = CANONICAL_SPACING_MM) -> tuple[int, int]:
     """The (rows, columns) of the volume's slices as :func:`to_canonical` gives them."""
-    columns, rows = canonical_size(volume.reference, spacing_mm)  # as stored
+    columns, rows = canonical_size(volume.geometry, spacing_mm)  # as stored
     return (columns, rows) if display_axes(volume)[0][0] else (rows, columns)
 
 

@@ -134,7 +134,7 @@ def write_outputs(result: QualityResult, volume: Volume, out_dir: str | Path) ->
     display_max = heatmap_display_max([result])  # before the heatmap's copy for writing: one copy at a time
     with staged_in(Path(out_dir)) as t, ThreadPoolExecutor(1) as pool:
         # SimpleITK compresses the heatmap without holding the GIL, while matplotlib draws the overlay
-        heatmap = pool.submit(write_image, image_like(result.heatmap, volume.reference), t / "heatmap.nrrd")
+        heatmap = pool.submit(write_image, image_like(result.heatmap, volume.geometry), t / "heatmap.nrrd")
         (t / "overlay.png").write_bytes(_png_bytes(overlay_figure(volume, result, display_max=display_max)))
         (t / "result.json").write_text(json.dumps(result.to_json(), indent=2))
         heatmap.result()

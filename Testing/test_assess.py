@@ -300,9 +300,9 @@ def test_python_api_takes_an_image_in_memory_or_a_volume_with_its_modality(tmp_p
         EDIQALib.assess(sitk.GetArrayFromImage(sitk.ReadImage(str(path))))
     volume = read_volume(path)
     with pytest.raises(InputError, match="modality 'CT'"):  # scored as MR before, without the MR warning
-        Volume(volume.array, volume.reference, "CT", "ct")
+        Volume(volume.array, volume.geometry, "CT", "ct")
     with pytest.raises(InputError, match="not on its image's grid"):
-        Volume(volume.array[:, :64], volume.reference, "ct", "ct")
+        Volume(volume.array[:, :64], volume.geometry, "ct", "ct")
     assert (by_path == in_memory) is False  # results compare as objects (a heatmap is no truth value)
 
 
@@ -599,10 +599,11 @@ def test_one_physical_slice_gets_one_score_and_one_map_however_its_file_stores_i
     store them), rows and columns flipped, and transposed: the shipped student scored them 0.147, 0.100, 0.096
     and 0.084."""
     from EDIQALib.assess import student_assessor
-    from EDIQALib.io import read_volume, volume_from_image
+    from EDIQALib.io import image_like, read_volume, volume_from_image
 
     head = read_volume(Path(__file__).resolve().parent.parent / "Resources" / "SampleData" / "head-ct-slice.nrrd")
-    image = head.reference if head.reference.GetDimension() == 3 else sitk.JoinSeries(head.reference)
+    image = image_like(head.array, head.geometry)
+    image = image if image.GetDimension() == 3 else sitk.JoinSeries(image)
     codes = ("LPS", "LAS", "RAS", "PLS")
     stored = [sitk.DICOMOrient(image, code) for code in codes]
     assess_one = student_assessor(device="cpu")

@@ -37,7 +37,7 @@ def test_round_trip_keeps_values_and_geometry(tmp_path, suffix):
         assert read_volume(tmp_path / "in.img").name == "in"
     np.testing.assert_allclose(vol.array, sitk.GetArrayFromImage(original), atol=1e-3)
     out = tmp_path / "out" / f"copy{suffix}"
-    write_image(image_like(vol.array * 2, vol.reference), out)
+    write_image(image_like(vol.array * 2, vol.geometry), out)
     back = sitk.ReadImage(str(out))
     assert_same_geometry(back, original)
     np.testing.assert_allclose(sitk.GetArrayFromImage(back), 2 * sitk.GetArrayFromImage(original), atol=2e-3)
@@ -50,7 +50,7 @@ def test_two_dimensional_image_round_trip(tmp_path):
     sitk.WriteImage(arr, str(src))
     vol = read_volume(src)
     assert vol.array.shape == (1, 96, 96)
-    write_image(image_like(vol.array, vol.reference), tmp_path / "back.nrrd")
+    write_image(image_like(vol.array, vol.geometry), tmp_path / "back.nrrd")
     back = sitk.ReadImage(str(tmp_path / "back.nrrd"))
     assert back.GetDimension() == 2
     assert_same_geometry(back, arr)
@@ -104,7 +104,7 @@ def test_dicom_series_folder_keeps_geometry(tmp_path, direction):
     _write_dicom_series(tmp_path / "series", original)
     vol = read_volume(tmp_path / "series")
     assert vol.modality == "ct"
-    assert_same_geometry(vol.reference, original)
+    assert_same_geometry(image_like(vol.array, vol.geometry), original)
     np.testing.assert_allclose(vol.array, np.round(sitk.GetArrayFromImage(original)), atol=1.0)
 
 

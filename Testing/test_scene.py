@@ -60,10 +60,9 @@ def test_oblique_anisotropic_volume_round_trips():
     vol = bridge.volume_from_node(node)
     assert vol.modality == "ct" and vol.name == "ct"
     np.testing.assert_allclose(vol.array, sitk.GetArrayFromImage(image), atol=1e-4)
-    back = vol.reference
-    np.testing.assert_allclose(back.GetSpacing(), image.GetSpacing(), rtol=1e-6)
-    np.testing.assert_allclose(back.GetOrigin(), image.GetOrigin(), atol=1e-5)
-    np.testing.assert_allclose(back.GetDirection(), image.GetDirection(), atol=1e-6)
+    np.testing.assert_allclose(vol.geometry.spacing, image.GetSpacing(), rtol=1e-6)
+    np.testing.assert_allclose(vol.geometry.origin, image.GetOrigin(), atol=1e-5)
+    np.testing.assert_allclose(vol.geometry.direction, image.GetDirection(), atol=1e-6)
     # one voxel, two routes to physical space: SimpleITK (LPS) and the node's IJK→RAS
     ras = bridge.ijk_to_ras(node) @ np.array([5, 7, 2, 1.0])
     lps = np.array(image.TransformIndexToPhysicalPoint((5, 7, 2)))
@@ -278,8 +277,8 @@ def test_an_exported_node_reads_back_with_its_geometry_and_modality(tmp_path, ta
         node.SetAttribute("DICOM.Modality", tag)
     vol = read_volume(bridge.export_node(node, tmp_path / "node.nrrd"))
     assert vol.modality == modality and bridge.volume_from_node(node).modality == modality
-    assert np.allclose(vol.reference.GetOrigin(), image.GetOrigin()) and np.allclose(vol.spacing, image.GetSpacing())
-    assert np.allclose(vol.reference.GetDirection(), image.GetDirection())
+    assert np.allclose(vol.geometry.origin, image.GetOrigin()) and np.allclose(vol.spacing, image.GetSpacing())
+    assert np.allclose(vol.geometry.direction, image.GetDirection())
     assert np.array_equal(vol.array, array.reshape(vol.array.shape))
 
 
