@@ -439,10 +439,10 @@ def cmd_validate(args: argparse.Namespace) -> None:
     from .io import check_outputs
     from .models import load_model
     from .report import VALIDITY_FILES, write_validity
-    from .validation import validity_report
 
     check_outputs([Path(args.out) / name for name in VALIDITY_FILES], [])
     model, entry = load_model(args.model, "detector")  # an unknown model answers before the device is asked for
+    from .validation import validity_report  # torch: bad outputs and models answer without it
     device = _device(args.device)
     model.to(device)
     config = _teacher_config(args)
@@ -457,8 +457,6 @@ def cmd_validate(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from .bench import run_bench, summary_table
-    from .distill import load_samples, pool_labellings
     from .io import check_outputs
     from .models import load_model
     from .report import BENCH_FILES, write_bench
@@ -466,6 +464,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     check_outputs([Path(args.out) / name for name in BENCH_FILES], [])
     student, entry = load_model(args.student, "student")  # unknown models answer before the device is asked for
     detector, _ = load_model(args.model, "detector")
+    from .bench import run_bench, summary_table  # torch: bad outputs and models answer without it
+    from .distill import load_samples, pool_labellings
     device = _device(args.device)
     student.to(device)
     detector.to(device)
@@ -763,15 +763,15 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
 
 def cmd_label(args: argparse.Namespace) -> None:
     from .assess import student_scorer
-    from .distributed import distributed_context
     from .io import check_outputs
     from .labels import discover_series, label_series, maps_folder
     from .models import load_model
-    from .teacher import teacher_scorer
 
     inputs = discover_series(args.data)
     check_outputs([Path(args.out), *(maps_folder(args.out) / name / "map.npy" for name, _ in inputs)], args.data)
     model, entry = load_model(args.model, None)  # a detector (the teacher) or a student, as its card says
+    from .distributed import distributed_context  # torch: bad inputs, outputs and models answer without it
+    from .teacher import teacher_scorer
     device = _device(args.device)
     model.to(device)
     config = _teacher_config(args)

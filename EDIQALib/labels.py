@@ -21,12 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from .assess import SliceScorer, slice_background
-from .distributed import barrier
+from .choices import MAP_STRIDE
 from .errors import InputError
 from .io import check_same_geometry, exclusive, read_volume, write_text
 from .preprocess import to_canonical, volume_range
 from .signals import InsertionConfig
-from .student import MAP_STRIDE
 
 FIELDS = ["series", "file", "slice", "score", "assessable", "map", "path"]
 IMAGE_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha", ".mhd")
@@ -175,6 +174,8 @@ def label_series(inputs: list[tuple[str, list[Path]]], scorer: SliceScorer, inse
     (:func:`merge_parts`) before it lets go of the labels file's lock.
     Scores depend only on the seed, the slice and the images, so any sharding gives the same rows.
     """
+    from .distributed import barrier  # torch: `label`'s bad input answers without it
+
     out_csv = Path(out_csv)
     part = _part_path(out_csv, rank, world)
     maps_dir = maps_folder(out_csv)

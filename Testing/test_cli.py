@@ -365,9 +365,15 @@ def test_an_unknown_model_or_one_of_the_wrong_kind_answers_without_loading_torch
     out = tmp_path / "out"
     stderr = _main_without_torch(["teacher", ct_volume_file, "--model", "nope", "--out", out],
                                  ["assess", ct_volume_file, "--model", "nope", "--out", out],
-                                 ["assess", ct_volume_file, "--model", "detector-lite", "--out", out])
-    assert stderr.splitlines() == ["ediqa: error: model not found: nope"] * 2 + [
-        "ediqa: error: detector-lite is not a student model (kind='detector')"]
+                                 ["label", ct_volume_file, "--model", "nope", "--out", out / "labels.csv"],
+                                 ["validate", "--model", "nope", "--out", out],
+                                 ["bench", "--student", "nope", "--out", out],
+                                 ["assess", ct_volume_file, "--model", "detector-lite", "--out", out],
+                                 ["bench", "--student", "detector-lite", "--out", out],
+                                 ["label", tmp_path / "missing", "--out", out / "labels.csv"])
+    assert stderr.splitlines() == ["ediqa: error: model not found: nope"] * 5 + [
+        "ediqa: error: detector-lite is not a student model (kind='detector')"] * 2 + [
+        f"ediqa: error: input not found: {tmp_path / 'missing'}"]
     assert not out.exists()
 
 

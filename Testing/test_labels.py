@@ -11,6 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 import EDIQALib
+from EDIQALib import distributed
 from EDIQALib.errors import InputError
 from EDIQALib.labels import discover_series, pool_map
 from EDIQALib.models import MODELS_DIR
@@ -126,7 +127,7 @@ def test_the_ranks_parts_are_merged_before_the_labels_file_is_unlocked(tmp_path,
     def scorer(positions, indices):
         return [[(0.5, np.full(b.image01.shape, 0.5, np.float32), True) for b in versions] for versions in positions]
 
-    monkeypatch.setattr(labels, "barrier", lambda world: None)  # rank 0 of two, alone in this process
+    monkeypatch.setattr(distributed, "barrier", lambda world: None)  # rank 0 of two, alone in this process
     monkeypatch.setattr(labels, "merge_parts", merge)
     labels.label_series(discover_series(_dataset(tmp_path)), scorer, InsertionConfig(), out, {"model": "test"},
                         rank=0, world=2, with_psf=False)
