@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from .errors import InputError
 from .simulate import FILTERS, MAX_PHOTONS, MAX_VIEWS
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from .assess import Progress
+    from .io import Volume
 
 DEMO_SAMPLE = Path(__file__).resolve().parent.parent / "Resources" / "SampleData" / "head-ct-slice.nrrd"
 NOISY_FIRST_SEED = 100  # series seeds of the noisy real variants, apart from the plain ones (0, 1, ...)
@@ -343,8 +344,11 @@ def _teacher_config(args: argparse.Namespace):
                          readout=args.readout, psf_aware=not args.no_psf, insertion=insertion)
 
 
+Kept = TypeVar("Kept")
+
+
 def _read_inputs(args: argparse.Namespace, progress: Progress, summary_files: tuple[str, ...],
-                 keep: Callable) -> tuple[list, list[str]]:
+                 keep: Callable[[Volume], Kept]) -> tuple[list[Kept], list[str]]:
     """Each input read in turn as progress stage ``reading`` (a DICOM series of hundreds of files takes
     seconds): what ``keep`` takes of its volume, and the name its results' folder will have
     (:func:`folder_names`)."""
