@@ -1,7 +1,8 @@
 """Read and write medical volumes with SimpleITK, keeping geometry exactly.
 
 Every reader returns a :class:`Volume`: a float32 array indexed ``[slice, row, column]`` (always 3-D; a
-2-D image is one slice), its :class:`Geometry` (where its voxels lie), and the modality (``"ct"`` in Hounsfield units or ``"mr"``).
+2-D image is one slice), its :class:`Geometry` (where its voxels lie), and the modality (``"ct"`` in
+Hounsfield units or ``"mr"``).
 """
 from __future__ import annotations
 

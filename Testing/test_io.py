@@ -455,3 +455,20 @@ def test_an_input_the_user_may_not_read_is_said_so(tmp_path, monkeypatch, ct_vol
     for path in (ct_volume_file, tmp_path):
         with pytest.raises(InputError, match=f"cannot read {re.escape(str(path))}: permission denied"):
             read_volume(path)
+
+
+def test_a_volume_keeps_the_geometry_of_its_image_not_its_voxels():
+    """The image as read was kept beside the volume's float32 array: a second copy of every voxel (for a
+    float64 file, twice the array's size)."""
+    import gc
+    import weakref
+
+    image = sitk.Cast(ct_image(), sitk.sitkFloat64)
+    read = weakref.ref(image)
+    vol = volume_from_image(image, "ct")
+    expected = (image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection())
+    del image
+    gc.collect()
+    assert read() is None
+    geometry = vol.geometry
+    assert (geometry.size, geometry.spacing, geometry.origin, geometry.direction) == expected  # exactly
