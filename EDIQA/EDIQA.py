@@ -481,7 +481,7 @@ class EDIQALogic(ScriptedLoadableModuleLogic):
         """Each volume with its heatmap (from its result ``folders``) side by side in linked views, curves in
         one chart; returns the heatmap nodes."""
         from EDIQALib import scene as bridge
-        from EDIQALib.assess import heatmap_display_max
+        from EDIQALib.assessment import heatmap_display_max
         from EDIQALib.report import read_outputs
 
         results = [read_outputs(folder) for folder in folders]

@@ -36,7 +36,7 @@ from .validation import acceptance_bases, acceptance_series, noise_sd_baseline, 
 Progress = Callable[[str, int, int], None]
 
 if TYPE_CHECKING:
-    from .assess import SliceScorer
+    from .assessment import SliceScorer
 
 
 def _cpu_model() -> str:
@@ -53,7 +53,7 @@ def _cpu_model() -> str:
 def host(device: str) -> dict:
     """What the times are of: the CPU's model, the logical CPUs this process may use, torch's threads,
     and the GPU's name when the bench runs on one."""
-    from .assess import usable_cpus
+    from .assessment import usable_cpus
 
     cpus = usable_cpus()
     gpu = {"gpu": torch.cuda.get_device_name()} if device == "cuda" else {}
@@ -119,7 +119,7 @@ def volume_seconds(model: str, shape: tuple[int, int, int], workdir: Path, devic
 def student_validity(student: Student, kinds: tuple[str, ...] = ("dose", "views", "texture", "blur"),
                      device: str = "cpu", progress: Progress | None = None) -> dict:
     """The student's Spearman ρ per evaluation series, beside the noise-SD baseline's."""
-    from .assess import student_scorer
+    from .assessment import student_scorer
     from .signals import InsertionConfig
 
     scorer = student_scorer(student, InsertionConfig(), device)
@@ -143,7 +143,7 @@ def student_validity(student: Student, kinds: tuple[str, ...] = ("dose", "views"
 
 def _student_scores(scorer: SliceScorer, series: Series) -> list[float]:
     """The student's score of each image of an evaluation series."""
-    from .assess import slice_background
+    from .assessment import slice_background
     from .signals import InsertionConfig
 
     positions = [[slice_background(im, "ct", InsertionConfig(), with_psf=False)] for im in series.images_hu]
@@ -158,7 +158,7 @@ def dose_order(student: Student, draws: int = 8, device: str = "cpu") -> dict:
     ``draws`` noise seeds (100, 101, ...; the validity figures use seed 7), each ranked by Spearman ρ.
     One draw per series is a noisy measurement; a student that swaps two close doses on some draws
     shows it here. Returns the share of series in exact order, the lowest ρ, and each base's ρs."""
-    from .assess import student_scorer
+    from .assessment import student_scorer
     from .signals import InsertionConfig
 
     scorer = student_scorer(student, InsertionConfig(), device)
@@ -177,7 +177,7 @@ def heatmap_half_noise(student: Student, cases: int = 20, extra_sd_hu: float = 6
     3000+, never used in training) and the two real acceptance slices, white noise of ``extra_sd_hu`` is
     added to one half of the slice (left, then right), and the mean map over the body is compared
     between the halves. Returns the number of cases and the fraction lower in the degraded half."""
-    from .assess import slice_background, student_scorer
+    from .assessment import slice_background, student_scorer
     from .signals import InsertionConfig
 
     scorer = student_scorer(student, InsertionConfig(), device)

@@ -26,7 +26,7 @@ from .simulate import FILTERS, MAX_PHOTONS, MAX_VIEWS
 if TYPE_CHECKING:
     from torch import nn
 
-    from .assess import Progress
+    from .assessment import Progress
     from .io import Volume
 
 DEMO_SAMPLE = Path(__file__).resolve().parent.parent / "Resources" / "SampleData" / "head-ct-slice.nrrd"
@@ -213,7 +213,7 @@ def cmd_teacher(args: argparse.Namespace) -> None:
     # and an unknown model before the device is asked for
     device = _device(args.device)
     model.to(device)
-    from .assess import assess_series
+    from .assessment import assess_series
     from .teacher import teacher_scorer
 
     config = _teacher_config(args)
@@ -257,8 +257,8 @@ def _write_results(volumes: list, results: list, folders: list[Path], progress: 
 
 
 def _warn(volumes: list, results: list) -> None:
-    """The results' caveats (:func:`~EDIQALib.assess.caveats`) as warning lines on stderr, after the work."""
-    from .assess import caveats
+    """The results' caveats (:func:`~EDIQALib.assessment.caveats`) as warning lines on stderr, after the work."""
+    from .assessment import caveats
 
     _warn_lines([c for v, r in zip(volumes, results) for c in caveats(v, r)])
 
@@ -293,7 +293,7 @@ def _result_folders(args: argparse.Namespace, names: list[str], summary_files: t
 
 
 def cmd_assess(args: argparse.Namespace) -> None:
-    from .assess import student_assessor
+    from .assessment import student_assessor
 
     progress = _progress(args)
     volumes, folders = _inputs_and_folders(args, progress)  # one input
@@ -309,7 +309,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
     from contextlib import ExitStack
     from dataclasses import replace
 
-    from .assess import caveats, student_assessor
+    from .assessment import caveats, student_assessor
     from .io import read_volume, staged_in
     from .report import COMPARISON_FILES, compared_input, write_comparison, write_outputs
 
@@ -766,7 +766,7 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
 
 
 def cmd_label(args: argparse.Namespace) -> None:
-    from .assess import student_scorer
+    from .assessment import student_scorer
     from .io import check_outputs
     from .labels import discover_series, label_series, maps_folder
     from .models import load_model

@@ -1,6 +1,6 @@
 """Labels for student training: series → one CSV row and one local map per slice, resumable.
 
-The labeller is a slice scorer (:data:`EDIQALib.assess.SliceScorer`): the teacher, or a trained student
+The labeller is a slice scorer (:data:`EDIQALib.assessment.SliceScorer`): the teacher, or a trained student
 whose verdicts another student is to learn (an ensemble distilled into one network).
 
 A *series* is a folder of co-registered images of one slice position (e.g. a dose series); its images
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .assess import SliceScorer, slice_background
+from .assessment import SliceScorer, slice_background
 from .choices import MAP_STRIDE
 from .errors import InputError
 from .io import check_same_geometry, exclusive, read_volume, write_text

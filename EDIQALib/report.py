@@ -16,7 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure  # figures of their own: no pyplot, so a notebook's backend is left alone
 from matplotlib.ticker import MaxNLocator
 
-from .assess import QualityResult, heatmap_display_max
+from .assessment import QualityResult, heatmap_display_max
 from .io import Volume, image_like, staged_in, write_image
 from .preprocess import display_axes, display_grid, normalise, to_display, window_ct
 
@@ -96,7 +96,7 @@ def plot_slice_scores(ax: Axes, results: list[QualityResult] | list[ComparedInpu
 def overlay_figure(volume: Volume, result: QualityResult, k: int | None = None,
                    display_max: float | None = None) -> Figure:
     """The image slice (by default the worst, :func:`worst_slice`) with the local-quality heatmap over it
-    and a colour legend, its scale 0 to ``display_max`` (by default :func:`~EDIQALib.assess.heatmap_display_max`
+    and a colour legend, its scale 0 to ``display_max`` (by default :func:`~EDIQALib.assessment.heatmap_display_max`
     of this result); for a volume, the per-slice scores below it, with that slice marked."""
     k = worst_slice(result) if k is None else k
     display_max = heatmap_display_max([result]) if display_max is None else display_max
@@ -237,11 +237,11 @@ class ComparedInput:
     a comparison of many large volumes holds one at a time (:func:`compared_input`).
 
     Attributes:
-        result: its ``result.json`` content (:meth:`~EDIQALib.assess.QualityResult.to_json`).
+        result: its ``result.json`` content (:meth:`~EDIQALib.assessment.QualityResult.to_json`).
         slice: the slice shown, its worst (:func:`worst_slice`).
         image, heat: that slice and its map as :func:`display_slice` turns them, with their ``spacing`` (x, y).
         letters: the patient directions at the image's edges (:func:`edge_letters`).
-        display_max: its own heatmap colour scale (:func:`~EDIQALib.assess.heatmap_display_max`).
+        display_max: its own heatmap colour scale (:func:`~EDIQALib.assessment.heatmap_display_max`).
     """
 
     result: dict

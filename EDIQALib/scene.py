@@ -15,7 +15,7 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from .assess import QualityResult, assess, heatmap_display_max
+from .assessment import QualityResult, assess, heatmap_display_max
 from .errors import InputError
 from .io import MODALITY_TAG, Volume, volume_from_image
 
@@ -153,7 +153,7 @@ def quality_color_node(scene):
 def add_heatmap_node(scene, result: QualityResult, input_node, display_max: float | None = None):
     """The result's heatmap as a volume node on the input's grid (:func:`result_node`: the one an earlier
     result of this model on this volume filled, or a new one), shown red→green from 0 to ``display_max``
-    (by default :func:`~EDIQALib.assess.heatmap_display_max` of this result, as in ``overlay.png``; a
+    (by default :func:`~EDIQALib.assessment.heatmap_display_max` of this result, as in ``overlay.png``; a
     comparison passes its common one); voxels without a value are hidden."""
     heat = np.where(np.isfinite(result.heatmap), result.heatmap, HIDDEN)
     node = result_node(scene, "vtkMRMLScalarVolumeNode", f"{input_node.GetName()} quality ({_label(result)})",
@@ -178,7 +178,7 @@ def assess_node(scene, node, model: str = "student-lite", device: str = "auto",
     so that it stays responsive). Returns ``(result, heatmap node, table node)``; the heatmap and table are
     those of :func:`add_heatmap_node` and :func:`add_results_table`. What ``ediqa assess`` prints as
     warnings (an MR input, no assessable slice) comes as Python warnings, as from
-    :func:`~EDIQALib.assess.assess`. The input node is not touched.
+    :func:`~EDIQALib.assessment.assess`. The input node is not touched.
 
     Raises:
         InputError: the node is no volume that can be assessed (as a bad file is for ``ediqa assess``).

@@ -172,7 +172,7 @@ def score_series(model: nn.Module, backgrounds: list[Background], config: Teache
 
 def teacher_scorer(model: nn.Module, config: TeacherConfig, device: torch.device | str = "cpu",
                    progress: Progress | None = None) -> Callable[[list[list[Background]], list[int]], list[list[tuple]]]:
-    """The teacher as a slice scorer for :func:`EDIQALib.assess.assess_series` (one slice position a call)."""
+    """The teacher as a slice scorer for :func:`EDIQALib.assessment.assess_series` (one slice position a call)."""
 
     def scorer(positions: list[list[Background]], indices: list[int]) -> list[list[tuple]]:
         return [[(v.score, v.heatmap, v.assessable) for v in score_series(model, bgs, config, k, device, progress)]

@@ -5,7 +5,6 @@ handling, which is the same whatever the weights."""
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import SimpleITK as sitk
 import torch
 from scipy import ndimage as ndi
 
+from EDIQALib import assessment
 from EDIQALib.bench import held_out_agreement, summary_table, volume_seconds
 from EDIQALib.detector import save_weights
 from EDIQALib.errors import InputError
@@ -27,7 +27,6 @@ from EDIQALib.report import bench_figure
 from EDIQALib.student import Student, field_batch
 from conftest import ct_image, ediqa
 
-ASSESS = importlib.import_module("EDIQALib.assess")  # the module: the package's EDIQALib.assess is the function
 
 
 @pytest.fixture(scope="module")
@@ -103,15 +102,12 @@ def test_compare_holds_one_input_and_its_heatmap_at_a_time(tmp_path, student_fil
     """Memory holds the input being assessed, not every input and heatmap of the comparison: the inputs
     read to be checked are let go, and each one with its result once they are written."""
     import gc
-    import importlib
     import weakref
 
-    from EDIQALib import cli, io
-
-    engine = importlib.import_module("EDIQALib.assess")  # the module, which EDIQALib.assess (the function) shadows
+    from EDIQALib import assessment, cli, io
 
     reads, assessed, alive = [], [], []
-    read, assess_series = io.read_volume, engine.assess_series
+    read, assess_series = io.read_volume, assessment.assess_series
 
     def reading(*args, **kwargs):
         reads.append(args[0])
@@ -125,7 +121,7 @@ def test_compare_holds_one_input_and_its_heatmap_at_a_time(tmp_path, student_fil
         return results
 
     monkeypatch.setattr(io, "read_volume", reading)
-    monkeypatch.setattr(engine, "assess_series", assessing)
+    monkeypatch.setattr(assessment, "assess_series", assessing)
     (tmp_path / "more").mkdir()
     paths = _recons(tmp_path, slices=2) + _recons(tmp_path / "more", slices=1)
     assert cli.main(["compare", *map(str, paths), "--model", str(student_file), "--out", str(tmp_path / "cmp"),
@@ -261,8 +257,15 @@ def test_bench_plots_student_against_teacher_on_held_out_slices():
 
 
 def test_python_api_assesses_a_file_and_matches_the_cli(tmp_path, student_file):
-    import EDIQALib
+    import inspect
 
+    import EDIQALib
+    import EDIQALib.assessment
+
+    # the function and the module it lives in have names of their own: the module was EDIQALib.assess,
+    # which the function shadowed (`import EDIQALib.assess` then gave the function)
+    assert inspect.isfunction(EDIQALib.assess) and inspect.ismodule(EDIQALib.assessment)
+    assert EDIQALib.assessment.assess is EDIQALib.assess
     path = tmp_path / "ct.nrrd"
     sitk.WriteImage(ct_image(slices=2, size=128, seed=9), str(path))
     result = EDIQALib.assess(path, model=str(student_file), device="cpu")
@@ -315,7 +318,7 @@ def test_a_volume_stored_across_its_acquired_slices_is_named(spacing, across):
     """Slices whose pixels are long one way, the long way longer than the distance between slices, are
     reformats across the acquired slices; thin slices under square pixels, rectangular pixels under
     thicker slices and isotropic voxels are not, nor is a volume of one slice."""
-    from EDIQALib.assess import looks_stored_across
+    from EDIQALib.assessment import looks_stored_across
     from EDIQALib.io import volume_from_image
 
     assert looks_stored_across(volume_from_image(ct_image(slices=3, size=128, spacing=spacing), "ct")) == across
@@ -371,13 +374,13 @@ def test_the_assessment_time_counts_the_heatmap_resampled_back(tmp_path, student
 
     path = tmp_path / "ct.nrrd"
     sitk.WriteImage(ct_image(slices=1, size=128, seed=9), str(path))
-    resample_back = ASSESS.from_canonical
+    resample_back = assessment.from_canonical
 
     def slow(*args):
         time.sleep(0.5)
         return resample_back(*args)
 
-    monkeypatch.setattr(ASSESS, "from_canonical", slow)
+    monkeypatch.setattr(assessment, "from_canonical", slow)
     assert EDIQALib.assess(path, model=str(student_file), device="cpu").seconds >= 0.5
 
 
@@ -395,15 +398,15 @@ def test_large_slices_at_the_canonical_spacing_are_scored_in_fewer_per_batch(tmp
         path = tmp_path / f"{name}.nrrd"
         sitk.WriteImage(ct_image(slices=40, size=128, spacing=(spacing, spacing, 1.0), seed=3), str(path))
         calls.clear()
-        ASSESS.assess_series([read_volume(path)], scorer, "EDIQA", {}, InsertionConfig(),
-                             chunk=ASSESS.BATCH_SLICES, with_psf=False)
+        assessment.assess_series([read_volume(path)], scorer, "EDIQA", {}, InsertionConfig(),
+                             chunk=assessment.BATCH_SLICES, with_psf=False)
         side = 128 if name == "fine" else 914
         assert sum(calls) == 40 * side ** 2  # every slice, once
-        assert max(calls) <= ASSESS.BATCH_PIXELS
+        assert max(calls) <= assessment.BATCH_PIXELS
         if name == "fine":
-            assert max(calls) == ASSESS.BATCH_SLICES * side ** 2  # small slices: full batches, as before
+            assert max(calls) == assessment.BATCH_SLICES * side ** 2  # small slices: full batches, as before
         else:
-            assert len(calls) > -(-40 // ASSESS.BATCH_SLICES)  # large ones: more calls than full batches take
+            assert len(calls) > -(-40 // assessment.BATCH_SLICES)  # large ones: more calls than full batches take
 
 
 def test_a_volume_is_resampled_scored_and_mapped_back_a_few_slices_at_a_time(tmp_path, monkeypatch):
@@ -414,7 +417,7 @@ def test_a_volume_is_resampled_scored_and_mapped_back_a_few_slices_at_a_time(tmp
     from EDIQALib.signals import InsertionConfig
 
     steps = []
-    resample, resample_back = ASSESS.to_canonical, ASSESS.from_canonical
+    resample, resample_back = assessment.to_canonical, assessment.from_canonical
 
     def to_canonical(*args, **kwargs):
         out = resample(*args, **kwargs)
@@ -430,11 +433,11 @@ def test_a_volume_is_resampled_scored_and_mapped_back_a_few_slices_at_a_time(tmp
         return [[(0.5, np.full(b.image01.shape, k / 100, np.float32), True) for b in versions]
                 for k, versions in zip(indices, positions)]
 
-    monkeypatch.setattr(ASSESS, "to_canonical", to_canonical)
-    monkeypatch.setattr(ASSESS, "from_canonical", from_canonical)
+    monkeypatch.setattr(assessment, "to_canonical", to_canonical)
+    monkeypatch.setattr(assessment, "from_canonical", from_canonical)
     path = tmp_path / "ct.nrrd"
     sitk.WriteImage(ct_image(slices=40, size=128, spacing=(0.6, 0.6, 1.0), seed=3), str(path))
-    (result,) = ASSESS.assess_series([read_volume(path)], scorer, "EDIQA", {}, InsertionConfig(), chunk=32,
+    (result,) = assessment.assess_series([read_volume(path)], scorer, "EDIQA", {}, InsertionConfig(), chunk=32,
                                      with_psf=False)
     assert steps == [("resample", 32), ("score", 32), ("back", 32), ("resample", 8), ("score", 8), ("back", 8)]
     np.testing.assert_allclose(result.heatmap, np.arange(40)[:, None, None] / 100 * np.ones((40, 128, 128)),
@@ -571,7 +574,7 @@ def test_a_small_slice_is_scored_as_in_training():
     """Assessment sees a slice smaller than the training field as training did (mirrored out to
     ``field_batch``), so the trained student's score of it is the one it learnt: the assessment path and
     the training batch path give the same score, and a smaller field alone would not."""
-    from EDIQALib.assess import slice_background, student_scorer
+    from EDIQALib.assessment import slice_background, student_scorer
     from EDIQALib.distill import Sample, predict
     from EDIQALib.signals import InsertionConfig
     from EDIQALib.simulate import phantom
@@ -598,7 +601,7 @@ def test_one_physical_slice_gets_one_score_and_one_map_however_its_file_stores_i
     """The bundled head slice, and the same voxels stored with rows flipped (as NIfTI converters often
     store them), rows and columns flipped, and transposed: the shipped student scored them 0.147, 0.100, 0.096
     and 0.084."""
-    from EDIQALib.assess import student_assessor
+    from EDIQALib.assessment import student_assessor
     from EDIQALib.io import image_like, read_volume, volume_from_image
 
     head = read_volume(Path(__file__).resolve().parent.parent / "Resources" / "SampleData" / "head-ct-slice.nrrd")
@@ -648,7 +651,7 @@ def test_the_heatmap_colour_scale_spans_the_maps_values_on_one_scale_for_compare
     from dataclasses import replace
 
     import EDIQALib
-    from EDIQALib.assess import heatmap_display_max
+    from EDIQALib.assessment import heatmap_display_max
     from EDIQALib.io import read_volume
     from EDIQALib.report import overlay_figure
 
@@ -734,7 +737,7 @@ def test_the_student_s_map_is_read_where_the_slice_lies_in_its_field():
     slice's own image, on a slice that is neither square nor as large as the field."""
     import torch.nn.functional as F
 
-    from EDIQALib.assess import slice_background, student_scorer
+    from EDIQALib.assessment import slice_background, student_scorer
     from EDIQALib.signals import InsertionConfig
     from EDIQALib.simulate import phantom
 
@@ -779,7 +782,7 @@ class _ConstantStudent(torch.nn.Module):
 def test_a_student_that_gives_nan_is_refused_not_written_as_a_score():
     """Weights that are finite but blow the activations up (a training at an absurd learning rate) gave NaN
     scores, written to result.json as bare NaN, which is not JSON."""
-    from EDIQALib.assess import slice_background, student_scorer
+    from EDIQALib.assessment import slice_background, student_scorer
     from EDIQALib.signals import InsertionConfig
     from EDIQALib.simulate import phantom
 
@@ -793,7 +796,7 @@ def test_a_student_that_gives_nan_is_refused_not_written_as_a_score():
 def test_slices_that_are_not_assessable_do_not_go_through_the_network():
     """Slices of air (a volume's empty end slices) are not assessable: they get no score and no map without
     a forward pass; the others fill the batches."""
-    from EDIQALib.assess import slice_background, student_scorer
+    from EDIQALib.assessment import slice_background, student_scorer
     from EDIQALib.signals import InsertionConfig
     from EDIQALib.simulate import phantom
 

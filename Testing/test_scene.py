@@ -11,7 +11,7 @@ import SimpleITK as sitk
 
 slicer = pytest.importorskip("slicer")
 
-from EDIQALib.assess import QualityResult  # noqa: E402
+from EDIQALib.assessment import QualityResult  # noqa: E402
 from EDIQALib import scene as bridge  # noqa: E402
 from conftest import ct_image  # noqa: E402
 
