@@ -317,13 +317,13 @@ def cmd_compare(args: argparse.Namespace) -> None:
     depths, names = _read_inputs(args, progress, COMPARISON_FILES, keep=lambda v: v.array.shape[0])
     folders = _result_folders(args, names, COMPARISON_FILES)
     assess_one = student_assessor(args.model, args.device)
-    compared, warnings = [], []
+    total, compared, warnings = sum(depths), [], []  # progress counts the slices of all inputs
     with ExitStack() as staged:  # every input's files and the comparison renamed into place together at the end
         summary_dir = staged.enter_context(staged_in(Path(args.out)))  # closed last
         for i, (path, name, folder) in enumerate(zip(args.inputs, names, folders)):
             volume = replace(read_volume(path, args.modality), name=name)
-            before = sum(depths[:i])  # progress counts the slices of all inputs
-            result = assess_one(volume, lambda stage, done, _: progress(stage, before + done, sum(depths)))
+            before = sum(depths[:i])
+            result = assess_one(volume, lambda stage, done, _: progress(stage, before + done, total))
             warnings += caveats(volume, result)
             write_outputs(result, volume, staged.enter_context(staged_in(folder)))
             progress("writing", i + 1, len(names) + 1)

@@ -97,17 +97,16 @@ class Volume:
     @property
     def spacing_xy(self) -> tuple[float, float]:
         """In-plane spacing (column, row) in mm."""
-        s = self.geometry.spacing
-        return float(s[0]), float(s[1])
+        return self.geometry.spacing[0], self.geometry.spacing[1]
 
     @property
     def spacing(self) -> tuple[float, ...]:
-        return tuple(float(s) for s in self.geometry.spacing)
+        return self.geometry.spacing
 
     @property
     def shape(self) -> tuple[int, ...]:
         """Shape as the image has it (x, y[, z])."""
-        return tuple(int(s) for s in self.geometry.size)
+        return self.geometry.size
 
 
 def _is_dicom_file(path: Path) -> bool:

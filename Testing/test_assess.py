@@ -399,7 +399,7 @@ def test_large_slices_at_the_canonical_spacing_are_scored_in_fewer_per_batch(tmp
         sitk.WriteImage(ct_image(slices=40, size=128, spacing=(spacing, spacing, 1.0), seed=3), str(path))
         calls.clear()
         assessment.assess_series([read_volume(path)], scorer, "EDIQA", {}, InsertionConfig(),
-                             chunk=assessment.BATCH_SLICES, with_psf=False)
+                                 chunk=assessment.BATCH_SLICES, with_psf=False)
         side = 128 if name == "fine" else 914
         assert sum(calls) == 40 * side ** 2  # every slice, once
         assert max(calls) <= assessment.BATCH_PIXELS
@@ -438,7 +438,7 @@ def test_a_volume_is_resampled_scored_and_mapped_back_a_few_slices_at_a_time(tmp
     path = tmp_path / "ct.nrrd"
     sitk.WriteImage(ct_image(slices=40, size=128, spacing=(0.6, 0.6, 1.0), seed=3), str(path))
     (result,) = assessment.assess_series([read_volume(path)], scorer, "EDIQA", {}, InsertionConfig(), chunk=32,
-                                     with_psf=False)
+                                         with_psf=False)
     assert steps == [("resample", 32), ("score", 32), ("back", 32), ("resample", 8), ("score", 8), ("back", 8)]
     np.testing.assert_allclose(result.heatmap, np.arange(40)[:, None, None] / 100 * np.ones((40, 128, 128)),
                                atol=1e-6)
