@@ -263,7 +263,7 @@ def assess(image: str | os.PathLike | sitk.Image | Volume, model: str = "student
         image: a path (NRRD, NIfTI, MHA/MHD, a DICOM file or series folder), a SimpleITK image (CT in HU),
             or a :class:`~EDIQALib.io.Volume` from :func:`~EDIQALib.io.read_volume`.
         model: a student's name in the registry or the path of its ``.safetensors`` (with its card).
-        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (the GPU of index N).
         modality: ``"ct"`` or ``"mr"``, over what the file says (or, for CT, its Hounsfield units tell).
         progress: called as ``progress("slices", done, total)`` as slices are scored; an exception raised
             in it stops the assessment (a way to cancel).

@@ -56,7 +56,7 @@ def host(device: str) -> dict:
     from .assessment import usable_cpus
 
     cpus = usable_cpus()
-    gpu = {"gpu": torch.cuda.get_device_name()} if device == "cuda" else {}
+    gpu = {"gpu": torch.cuda.get_device_name(device)} if device.startswith("cuda") else {}
     return {"cpu": _cpu_model(), "cpus": cpus, "threads": torch.get_num_threads(), **gpu}
 
 
@@ -72,8 +72,8 @@ def student_ms_per_slice(student: Student, size: int = 512, batch: int = 8, runs
         for _ in range(runs):
             start = time.perf_counter()
             student(x)
-            if device == "cuda":
-                torch.cuda.synchronize()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize(device)
             times.append((time.perf_counter() - start) / batch)
     return 1000.0 * statistics.median(times)
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from .choices import DEVICES, is_device_name
 from .errors import InputError
 from .simulate import FILTERS, MAX_PHOTONS, MAX_VIEWS
 
@@ -97,6 +98,7 @@ _views = _option_type(int, lambda v: 1 <= v <= MAX_VIEWS, f"{{}} views: choose f
 _positive_float = _option_type(float, lambda v: 0 < v < math.inf, "{} is not a positive number")
 _weight = _option_type(float, lambda v: 0 <= v < math.inf, "{} is not a weight (a number, 0 or more)")
 _fraction = _option_type(float, lambda v: 0.0 <= v < 1.0, "{} is not a fraction in [0, 1)")
+_device_name = _option_type(str, is_device_name, f"{{!r}} is not a device: choose {DEVICES}")
 _photons = _option_type(float, lambda v: 1 <= v <= MAX_PHOTONS, f"{{}} photons per ray: choose from 1 to {MAX_PHOTONS:g}")
 
 
@@ -916,6 +918,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ediqa", description="Task-based, no-reference image quality for CT and MR.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    def device_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--device", type=_device_name, default="auto", metavar=DEVICES,
+                       help="auto (default): a CUDA GPU when there is one, else the CPU; cuda:N: the GPU of index N")
+
     def teacher_options(p: argparse.ArgumentParser, realizations: int, repeats: int,
                         model_help: str = "bundled detector name or .safetensors path") -> None:
         p.add_argument("--model", default="detector-lite", help=model_help)
@@ -927,7 +933,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-psf", action="store_true", help="blur inserted objects by 1 px only (the paper)")
         p.add_argument("--contrasts", type=_contrasts,
                        help="object contrasts, window-normalised (default 0.03,0.04,0.05; the paper: 0.08,0.09,0.1)")
-        p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+        device_option(p)
 
     def accumulate_option(p: argparse.ArgumentParser) -> None:
         p.add_argument("--accumulate", type=_positive_int, default=1,
@@ -974,7 +980,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("inputs", nargs=1 if name == "assess" else "+", metavar="INPUT", help=image_help)
         p.add_argument("--model", default="student-lite", help="bundled student name or .safetensors path")
         modality_option(p)
-        p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+        device_option(p)
         p.add_argument("--out", default="out")
         common(p)
         p.set_defaults(func=cmd_assess if name == "assess" else cmd_compare)
@@ -1017,7 +1023,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-realizations", type=_realizations, default=10)
     accumulate_option(p)
     p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    device_option(p)
     common(p)
     p.set_defaults(func=cmd_train_detector)
 
@@ -1059,7 +1065,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("select-detector", help="pick a run's most valid snapshot (validation series)")
     p.add_argument("run", help="train-detector run folder")
     p.add_argument("--realizations", type=_realizations, default=20)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    device_option(p)
     common(p)
     p.set_defaults(func=cmd_select_detector)
 
@@ -1086,7 +1092,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--held-out", type=_fraction, default=0.2, help="fraction of series held out for validation")
     accumulate_option(p)
     p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    device_option(p)
     common(p)
     p.set_defaults(func=cmd_train)
 

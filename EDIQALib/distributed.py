@@ -13,6 +13,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from .errors import InputError
+
 T = TypeVar("T")
 
 
@@ -24,11 +26,14 @@ def world_from_environment() -> tuple[int, int]:
 @contextmanager
 def distributed_context(device: str) -> Iterator[tuple[int, int]]:
     """Join the process group when launched by ``torchrun``; yields (rank, world). On GPUs each rank
-    takes the device of its local rank."""
+    takes the device of its local rank: a GPU's index (``cuda:N``) is an input error there."""
     rank, world = world_from_environment()
     if world == 1:
         yield 0, 1
         return
+    if device.startswith("cuda:"):
+        raise InputError(f"--device {device}: under torchrun each rank takes the GPU of its local rank; pass "
+                         "--device cuda (and CUDA_VISIBLE_DEVICES to choose the GPUs)")
     if device == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     # ranks wait while rank 0 builds a training bank or validates a snapshot: allow hours, not minutes

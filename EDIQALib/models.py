@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .choices import PRESETS
+from .choices import DEVICES, PRESETS, is_device_name
 from .errors import InputError
 from .io import check_outputs, read_json, staged_in
 
@@ -52,16 +52,20 @@ def sha256_of(path: str | Path) -> str:
 
 
 def resolve_device(name: str = "auto") -> str:
-    """``"auto"`` → ``"cuda"`` when a CUDA device is present, else ``"cpu"``; ``"cuda"`` without one is an
-    input error."""
+    """``"auto"`` → ``"cuda"`` when a CUDA device is present, else ``"cpu"``; ``"cpu"``, ``"cuda"`` (the
+    first GPU) and ``"cuda:N"`` (the GPU of index N) as they are. A device that is not present, or a name
+    that is not one of these, is an input error."""
     import torch
 
+    if not is_device_name(name):
+        raise InputError(f"unknown device {name!r}; choose {DEVICES.replace('|', ', ')}")
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("device cuda was asked for but no CUDA device is available (--device, or device= in Python)")
-    if name not in ("cpu", "cuda"):
-        raise InputError(f"unknown device {name!r}; choose auto, cpu or cuda")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device {name} was asked for but no CUDA device is available (--device, or device= in Python)")
+    if name.startswith("cuda:") and int(name[5:]) >= (count := torch.cuda.device_count()):
+        present = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+        raise InputError(f"device {name} was asked for but the CUDA devices here are {present}")
     return name
 
 

@@ -361,6 +361,15 @@ def test_help_and_usage_errors_answer_without_loading_torch():
     assert re.search(r"choose from '?lite'?, '?paper'?", stderr)  # argparse quotes choices in some versions
 
 
+def test_a_device_that_is_no_device_name_is_a_usage_error_without_torch(tmp_path, ct_volume_file):
+    devices = ["gpu", "cuda:x", "cuda:-1", "cuda1", "CPU"]
+    stderr = _main_without_torch(*(["assess", ct_volume_file, "--device", d, "--out", tmp_path / "out"] for d in devices))
+    errors = [line for line in stderr.splitlines() if line.startswith("ediqa: error:")]
+    assert errors == [f"ediqa: error: argument --device: {d!r} is not a device: choose auto|cpu|cuda|cuda:N"
+                      for d in devices]
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_unknown_model_or_one_of_the_wrong_kind_answers_without_loading_torch(tmp_path, ct_volume_file):
     out = tmp_path / "out"
     stderr = _main_without_torch(["teacher", ct_volume_file, "--model", "nope", "--out", out],
@@ -391,15 +400,16 @@ def test_every_command_names_an_unknown_model_before_it_asks_for_a_device(tmp_pa
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
 @pytest.mark.parametrize("command", [["teacher", *TINY], ["assess"]])
-def test_cuda_asked_for_without_a_gpu_is_one_line_and_writes_nothing(tmp_path, ct_volume_file, command):
+def test_cuda_asked_for_without_a_gpu_is_one_line_and_writes_nothing(tmp_path, ct_volume_file, command, device):
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA device")
-    proc = ediqa(command[0], ct_volume_file, *command[1:], "--device", "cuda", "--out", tmp_path / "out")
+    proc = ediqa(command[0], ct_volume_file, *command[1:], "--device", device, "--out", tmp_path / "out")
     assert_one_line_error(proc)
-    assert "device cuda was asked for but no CUDA device is available (--device" in proc.stderr
+    assert f"device {device} was asked for but no CUDA device is available (--device" in proc.stderr
     assert not (tmp_path / "out").exists()
 
 

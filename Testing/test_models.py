@@ -4,6 +4,7 @@ The networks here are freshly initialised tiny students (the values mean nothing
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from EDIQALib.detector import save_weights
+from EDIQALib.distributed import distributed_context
 from EDIQALib.errors import InputError
-from EDIQALib.models import find_model, load_model, package_model, read_weights
+from EDIQALib.models import find_model, load_model, package_model, read_weights, resolve_device
 from EDIQALib.student import Student
 from conftest import ct_image, ediqa
 
@@ -208,3 +210,29 @@ def test_weights_and_results_are_readable_by_others_as_the_umask_allows(tmp_path
     for name in ("w.safetensors", "result.json"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
     assert sorted(p.name for p in tmp_path.iterdir()) == ["result.json", "w.safetensors"]  # no temporary left
+
+
+@pytest.mark.parametrize("gpus, name, says", [
+    (2, "cuda:1", None), (2, "cuda", None), (2, "auto", None),
+    (2, "cuda:2", "device cuda:2 was asked for but the CUDA devices here are cuda:0 to cuda:1"),
+    (1, "cuda:1", "device cuda:1 was asked for but the CUDA devices here are cuda:0"),
+    (0, "cuda:0", "device cuda:0 was asked for but no CUDA device is available"),
+    (2, "cuda:one", "unknown device 'cuda:one'; choose auto, cpu, cuda, cuda:N")])
+def test_a_gpu_is_chosen_by_its_index_among_those_present(monkeypatch, gpus, name, says):
+    """``cuda:N`` names the GPU of index N (a machine's GPUs are stood in for: this one may have none)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    if says is None:
+        assert resolve_device(name) == ("cuda" if name == "auto" else name)
+    else:
+        with pytest.raises(InputError, match=re.escape(says)):
+            resolve_device(name)
+
+
+def test_under_torchrun_a_gpu_index_is_refused_before_the_ranks_meet(monkeypatch):
+    """Each rank takes the GPU of its local rank; an index would put every rank on one GPU."""
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(InputError, match=r"--device cuda:1: under torchrun each rank takes the GPU of its local rank"):
+        with distributed_context("cuda:1"):
+            pytest.fail("the ranks met")
