@@ -32,8 +32,9 @@ MODALITIES = ("ct", "mr")
 MIN_SIZE = 64  # pixels a side, as read and as resampled to CANONICAL_SPACING_MM
 CANONICAL_SPACING_MM = 0.7  # the in-plane spacing every slice is assessed at
 MAX_ABS_HU = 1e5  # CT values beyond it are no Hounsfield units (extended CT scales reach some 30 000)
-MAX_CANONICAL_PIXELS = 32 * 512 * 512  # of a slice at CANONICAL_SPACING_MM: 2896², a field 2 m across, beyond any
-# body; the most that one batch of the student holds (the pixels of 32 slices of 512²)
+MAX_CANONICAL_SIDE = 2896  # pixels a side of a slice at CANONICAL_SPACING_MM: 2.03 m, beyond any body
+MAX_CANONICAL_PIXELS = 32 * 512 * 512  # the most that one batch of the student holds (the pixels of 32 slices of
+# 512²), and at least a slice of MAX_CANONICAL_SIDE², the largest there is
 _DICOM_MODALITY = {"CT": "ct", "MR": "mr"}
 MODALITY_TAG = "0008|0060"  # DICOM's Modality, read from DICOM files and from NRRD/MHA metadata alike
 
@@ -495,21 +496,24 @@ def canonical_size(geometry: Geometry, spacing_mm: float = CANONICAL_SPACING_MM)
 
 
 def _check_canonical_size(geometry: Geometry, name: str) -> None:
-    """An absurd in-plane spacing (a header's 1e6 or 1e-6 mm) would make the resampled slice too large to
-    allocate or too small to assess.
+    """An absurd in-plane spacing (a header's 1e6 or 1e-6 mm) or size (a strip metres long) would make the
+    resampled slice too large to allocate, too small to assess, or no slice of a body.
 
     Raises:
         InputError: the spacing is not finite, or the slice at ``CANONICAL_SPACING_MM`` would be under
-            ``MIN_SIZE`` pixels a side or over ``MAX_CANONICAL_PIXELS`` pixels in all.
+            ``MIN_SIZE`` or over ``MAX_CANONICAL_SIDE`` pixels a side.
     """
     spacing = " × ".join(f"{s:g}" for s in geometry.spacing[:2])
     if not all(math.isfinite(s) for s in geometry.spacing[:2]):
         raise InputError(f"{name}: in-plane spacing {spacing} mm is not a number")
     size = canonical_size(geometry)
-    if min(size) < MIN_SIZE or size[0] * size[1] > MAX_CANONICAL_PIXELS:
-        limit = f"at least {MIN_SIZE} a side" if min(size) < MIN_SIZE else f"at most {MAX_CANONICAL_PIXELS:,} in all"
-        raise InputError(f"{name}: in-plane spacing {spacing} mm: resampled to {CANONICAL_SPACING_MM} mm the slice "
-                         f"would be {size[0]:.4g} × {size[1]:.4g} pixels ({limit})")
+    if min(size) < MIN_SIZE or max(size) > MAX_CANONICAL_SIDE:
+        limit = (f"at least {MIN_SIZE} a side" if min(size) < MIN_SIZE else
+                 f"at most {MAX_CANONICAL_SIDE} a side, {MAX_CANONICAL_SIDE * CANONICAL_SPACING_MM / 1000:.2f} m")
+        columns, rows = geometry.size[:2]
+        resampled = " × ".join(str(n) if n < 10**6 else f"{n:.4g}" for n in size)
+        raise InputError(f"{name}: {columns} × {rows} pixels of {spacing} mm: resampled to {CANONICAL_SPACING_MM} mm "
+                         f"the slice would be {resampled} pixels ({limit})")
 
 
 def check_same_geometry(volumes: list[Volume], what: str) -> None:

@@ -147,18 +147,22 @@ def _image_like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
     return image
 
 
-@pytest.mark.parametrize("spacing, says", [("1e30", r"1\.829e\+32 × 1\.829e\+32 pixels \(at most 8,388,608 in all\)"),
-                                           ("1e6", r"1\.829e\+08 × 1\.829e\+08 pixels \(at most 8,388,608 in all\)"),
-                                           ("20", r"3657 × 3657 pixels \(at most 8,388,608 in all\)"),
-                                           ("1e-6", r"1 × 1 pixels \(at least 64 a side\)")],
-                         ids=["1e30", "1e6", "2.6 m field", "1e-6"])
-def test_an_absurd_spacing_is_refused_before_resampling(tmp_path, spacing, says):
-    # resampled to 0.7 mm, the slice would be too large to allocate or to score in one batch, or too small to assess
-    hu = phantom(3, size=128).astype("<f4")
+@pytest.mark.parametrize("size, spacing, says", [
+    ("128 128", "1e30", r"1\.829e\+32 × 1\.829e\+32 pixels \(at most 2896 a side, 2\.03 m\)"),
+    ("128 128", "1e6", r"1\.829e\+08 × 1\.829e\+08 pixels \(at most 2896 a side, 2\.03 m\)"),
+    ("128 128", "20", r"3657 × 3657 pixels \(at most 2896 a side, 2\.03 m\)"),
+    ("128 128", "1e-6", r"1 × 1 pixels \(at least 64 a side\)"),
+    ("128 4200", "0.7", r"128 × 4200 pixels \(at most 2896 a side, 2\.03 m\)")],
+    ids=["1e30", "1e6", "2.6 m field", "1e-6", "2.9 m strip"])
+def test_an_absurd_spacing_or_size_is_refused_before_resampling(tmp_path, size, spacing, says):
+    # resampled to 0.7 mm, the slice would be too large to allocate or to be a body's, or too small to assess
+    columns, rows = map(int, size.split())
+    hu = np.resize(phantom(3, size=128), (rows, columns)).astype("<f4")
     path = tmp_path / "ct.nrrd"
-    path.write_bytes(f"NRRD0004\ntype: float\ndimension: 2\nsizes: 128 128\nspacings: {spacing} {spacing}\n"
+    path.write_bytes(f"NRRD0004\ntype: float\ndimension: 2\nsizes: {size}\nspacings: {spacing} {spacing}\n"
                      "encoding: raw\nendian: little\n\n".encode() + hu.tobytes())
-    with pytest.raises(InputError, match=rf"ct: in-plane spacing .* mm: resampled to 0\.7 mm the slice would be {says}"):
+    with pytest.raises(InputError, match=rf"ct: {size.replace(' ', ' × ')} pixels of .* mm: resampled to 0\.7 mm the "
+                                         rf"slice would be {says}"):
         read_volume(path)
 
 
