@@ -770,11 +770,14 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
 def cmd_label(args: argparse.Namespace) -> None:
     from .assessment import student_scorer
     from .io import check_outputs
-    from .labels import discover_series, label_series, maps_folder
-    from .models import load_model
+    from .labels import check_new_or_resumed, discover_series, label_series, maps_folder, read_series
+    from .models import find_model, load_model
 
     inputs = discover_series(args.data)
     check_outputs([Path(args.out), *(maps_folder(args.out) / name / "map.npy" for name, _ in inputs)], args.data)
+    check_new_or_resumed(args.out, args.resume)
+    find_model(args.model)  # an unknown model answers before the images are read
+    series = read_series(inputs)
     model, entry = load_model(args.model, None)  # a detector (the teacher) or a student, as its card says
     from .distributed import distributed_context  # torch: bad inputs, outputs and models answer without it
     from .teacher import teacher_scorer
@@ -789,7 +792,7 @@ def cmd_label(args: argparse.Namespace) -> None:
         if kind == "detector":  # the teacher's settings; a student's verdict has none
             labeller.update(realizations=config.realizations, repeats=config.repeats, seed=config.seed,
                             readout=config.readout, psf=config.psf_aware, contrasts=list(config.insertion.contrasts))
-        written = label_series(inputs, scorer, config.insertion, args.out, labeller, args.resume, progress, rank,
+        written = label_series(series, scorer, config.insertion, args.out, labeller, args.resume, progress, rank,
                                world, with_psf=kind == "detector")
         written = _sum_over_ranks(written) if world > 1 else written
     if rank == 0:

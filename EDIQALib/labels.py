@@ -15,6 +15,7 @@ import json
 import os
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import numpy as np
 from .assessment import SliceScorer, slice_background
 from .choices import MAP_STRIDE
 from .errors import InputError
-from .io import check_same_geometry, exclusive, read_volume, write_text
+from .io import Volume, check_same_geometry, exclusive, read_volume, write_text
 from .preprocess import to_canonical, volume_range
 from .signals import InsertionConfig
 
@@ -47,6 +48,39 @@ def discover_series(paths: list[str | Path]) -> list[tuple[str, list[Path]]]:
     if len(set(names)) != len(names):
         raise InputError("series names must be unique (two inputs share a folder or file name)")
     return out
+
+
+def check_new_or_resumed(out_csv: str | Path, resume: bool) -> None:
+    """A labels file is written anew, or continued with ``resume``: never replaced.
+
+    Raises:
+        InputError: ``out_csv`` exists and ``resume`` is not set.
+    """
+    if Path(out_csv).exists() and not resume:
+        raise InputError(f"{out_csv} exists; pass --resume to continue it or choose another --out")
+
+
+@dataclass(frozen=True)
+class SeriesImages:
+    """A series to label: its name, its image files and their volumes (one grid, one modality)."""
+
+    name: str
+    files: list[Path]
+    volumes: list[Volume]
+
+
+def read_series(inputs: list[tuple[str, list[Path]]]) -> list[SeriesImages]:
+    """Read every image of every series of :func:`discover_series`, so that bad input is answered before any
+    work (and, on the command line, before torch is loaded).
+
+    Raises:
+        InputError: an image is missing, unreadable or unusable, or the images of a series differ in grid
+            or modality.
+    """
+    series = [SeriesImages(name, files, [read_volume(f) for f in files]) for name, files in inputs]
+    for s in series:
+        check_same_geometry(s.volumes, f"the images of series {s.name}")
+    return series
 
 
 def maps_folder(labels_csv: str | Path) -> Path:
@@ -158,11 +192,11 @@ def _check_labeller(out_csv: Path, labeller: dict) -> None:
                          "choose another --out")
 
 
-def label_series(inputs: list[tuple[str, list[Path]]], scorer: SliceScorer, insertion: InsertionConfig,
+def label_series(series: list[SeriesImages], scorer: SliceScorer, insertion: InsertionConfig,
                  out_csv: str | Path, labeller: dict, resume: bool = False,
                  progress: Callable[[str, int, int], None] | None = None, rank: int = 0, world: int = 1,
                  with_psf: bool = True) -> int:
-    """Label every slice of every series with ``scorer`` (the versions of one slice position in one call,
+    """Label every slice of every series (:func:`read_series`) with ``scorer`` (the versions of one slice position in one call,
     so that the teacher shares its insertion maps across them); returns the number of rows written by this
     call. ``insertion`` sets the masks that decide where a slice is assessable; ``with_psf`` estimates each
     slice's PSF, which the teacher's resolution-aware insertion needs and a student does not.
@@ -179,19 +213,14 @@ def label_series(inputs: list[tuple[str, list[Path]]], scorer: SliceScorer, inse
     out_csv = Path(out_csv)
     part = _part_path(out_csv, rank, world)
     maps_dir = maps_folder(out_csv)
-    if out_csv.exists() and not resume:
-        raise InputError(f"{out_csv} exists; pass --resume to continue it or choose another --out")
+    check_new_or_resumed(out_csv, resume)
     done_rows = read_labels(out_csv) if out_csv.exists() and world > 1 else []
     own_rows = read_labels(part) if part.exists() and resume else []
     if out_csv.exists():  # resumed: a labels file, and of this labeller
         _check_labeller(out_csv, labeller)
     done = {(r["series"], r["file"], int(r["slice"])) for r in done_rows + own_rows}
-    units = [(name, files, [read_volume(f) for f in files]) for name, files in inputs]  # bad input: nothing written
-    for name, _, vols in units:
-        check_same_geometry(vols, f"the images of series {name}")
     # one run at a time writes this file (two appended to files that replaced each other, and one run's rows
-    # were lost): rank 0 holds the lock, taken once the inputs are read (bad input leaves nothing behind),
-    # before any rank writes
+    # were lost): rank 0 holds the lock before any rank writes
     with exclusive(out_csv.with_name(f".{out_csv.name}.lock"), str(out_csv)) if rank == 0 else nullcontext():
         barrier(world)
         maps_dir.mkdir(parents=True, exist_ok=True)
@@ -199,12 +228,12 @@ def label_series(inputs: list[tuple[str, list[Path]]], scorer: SliceScorer, inse
             write_text(json.dumps(labeller, indent=2), maps_dir / LABELLER_NAME)
         write_text(_csv_text(own_rows), part)  # the complete rows again, then appended to
         home = Path(out_csv).resolve().parent  # image paths are written relative to the labels file
-        path_of = {(name, f.name): os.path.relpath(Path(f).resolve(), home) for name, files in inputs for f in files}
-        total = sum(v[0].array.shape[0] for _, _, v in units)
+        path_of = {(s.name, f.name): os.path.relpath(Path(f).resolve(), home) for s in series for f in s.files}
+        total = sum(s.volumes[0].array.shape[0] for s in series)
         written, position = 0, -1
         with open(part, "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=FIELDS)
-            for name, files, vols in units:
+            for name, files, vols in ((s.name, s.files, s.volumes) for s in series):
                 canon = [to_canonical(v) for v in vols]
                 ranges = [volume_range(c, v.modality) for c, v in zip(canon, vols)]
                 for k in range(canon[0].shape[0]):
@@ -216,16 +245,16 @@ def label_series(inputs: list[tuple[str, list[Path]]], scorer: SliceScorer, inse
                                    for c, v, r in zip(canon, vols, ranges)]
                     verdicts = scorer([backgrounds], [k])[0]
                     rows = []
-                    for (series, fname, sl), (score, heatmap, assessable) in zip(keys, verdicts):
-                        if (series, fname, sl) in done:  # a unit cut short: its scores are recomputed identically
+                    for (series_name, fname, sl), (score, heatmap, assessable) in zip(keys, verdicts):
+                        if (series_name, fname, sl) in done:  # a unit cut short: its scores are recomputed identically
                             continue
-                        map_name = f"{series}/{_map_stem(Path(fname).name)}_s{sl:04d}.npy"
-                        (maps_dir / series).mkdir(parents=True, exist_ok=True)
+                        map_name = f"{series_name}/{_map_stem(Path(fname).name)}_s{sl:04d}.npy"
+                        (maps_dir / series_name).mkdir(parents=True, exist_ok=True)
                         np.save(maps_dir / map_name, pool_map(heatmap))
-                        rows.append({"series": series, "file": fname, "slice": sl,
+                        rows.append({"series": series_name, "file": fname, "slice": sl,
                                      "score": f"{score:.6f}" if assessable else "",
                                      "assessable": int(assessable), "map": map_name,
-                                     "path": path_of[(series, fname)]})
+                                     "path": path_of[(series_name, fname)]})
                     writer.writerows(rows)
                     f.flush()
                     os.fsync(f.fileno())
@@ -234,7 +263,7 @@ def label_series(inputs: list[tuple[str, list[Path]]], scorer: SliceScorer, inse
                         progress("label", position + 1, total)
         barrier(world)  # every rank's part is complete
         if world > 1 and rank == 0:  # under the lock: a run let in before would append to a part merged away
-            merge_parts(inputs, out_csv, world)
+            merge_parts([(s.name, s.files) for s in series], out_csv, world)
     return written
 
 

@@ -386,6 +386,23 @@ def test_an_unknown_model_or_one_of_the_wrong_kind_answers_without_loading_torch
     assert not out.exists()
 
 
+def test_label_answers_an_unusable_image_or_a_labels_file_it_would_replace_without_loading_torch(tmp_path,
+                                                                                                ct_volume_file):
+    series = tmp_path / "series"
+    series.mkdir()
+    shutil.copy(ct_volume_file, series / "a.nrrd")
+    (series / "b.nrrd").write_bytes(b"NRRD0004\ntype: short\n")  # cut short in its header
+    done = tmp_path / "done.csv"
+    done.write_text("series,file,slice,score,assessable,map,path\n")
+    stderr = _main_without_torch(["label", series, "--out", tmp_path / "labels.csv"],
+                                 ["label", ct_volume_file, "--out", done])
+    first, second = stderr.splitlines()
+    assert first.startswith("ediqa: error: ") and "b.nrrd" in first
+    assert second == f"ediqa: error: {done} exists; pass --resume to continue it or choose another --out"
+    assert not (tmp_path / "labels.csv").exists() and not (tmp_path / "labels_maps").exists()
+    assert done.read_text() == "series,file,slice,score,assessable,map,path\n"
+
+
 @pytest.mark.parametrize("args", [["validate", "--kinds", "dose"], ["bench", "--student", "student-lite"],
                                   ["label", "SERIES", "--out", "OUT/labels.csv"]])
 def test_every_command_names_an_unknown_model_before_it_asks_for_a_device(tmp_path, ct_volume_file, args):

@@ -13,7 +13,7 @@ import SimpleITK as sitk
 import EDIQALib
 from EDIQALib import distributed
 from EDIQALib.errors import InputError
-from EDIQALib.labels import discover_series, pool_map
+from EDIQALib.labels import discover_series, pool_map, read_series
 from EDIQALib.models import MODELS_DIR
 from EDIQALib.simulate import phantom
 from conftest import ediqa
@@ -129,7 +129,7 @@ def test_the_ranks_parts_are_merged_before_the_labels_file_is_unlocked(tmp_path,
 
     monkeypatch.setattr(distributed, "barrier", lambda world: None)  # rank 0 of two, alone in this process
     monkeypatch.setattr(labels, "merge_parts", merge)
-    labels.label_series(discover_series(_dataset(tmp_path)), scorer, InsertionConfig(), out, {"model": "test"},
+    labels.label_series(read_series(discover_series(_dataset(tmp_path))), scorer, InsertionConfig(), out, {"model": "test"},
                         rank=0, world=2, with_psf=False)
     assert merged == [2]
     assert [(r["series"], r["file"], r["slice"]) for r in _rows(out)] == [  # rank 0's positions: 0 and 2
