@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -47,8 +48,17 @@ class _Parser(argparse.ArgumentParser):
         return action
 
     def error(self, message: str) -> None:  # one line, exit 2
-        sys.stderr.write(f"ediqa: error: {message}\n")
+        _say("error", message)
         raise SystemExit(2)
+
+
+_ONE_LINE = str.maketrans({"\n": "\\n", "\r": "\\r"})
+
+
+def _say(kind: str, text: str) -> None:
+    """``ediqa: <kind>: <text>`` as one line on stderr: a line break in ``text`` (a file's name may hold one)
+    is written as ``\\n``."""
+    sys.stderr.write(f"ediqa: {kind}: {text.translate(_ONE_LINE)}\n")
 
 
 def _model_name(text: str) -> str:
@@ -267,7 +277,7 @@ def _warn(volumes: list, results: list) -> None:
 
 def _warn_lines(lines: list[str]) -> None:
     for line in lines:
-        sys.stderr.write(f"ediqa: warning: {line}\n")
+        _say("warning", line)
 
 
 def _inputs_and_folders(args: argparse.Namespace, progress: Progress,
@@ -319,21 +329,21 @@ def cmd_compare(args: argparse.Namespace) -> None:
     depths, names = _read_inputs(args, progress, COMPARISON_FILES, keep=lambda v: v.array.shape[0])
     folders = _result_folders(args, names, COMPARISON_FILES)
     assess_one = student_assessor(args.model, args.device)
-    total, compared, warnings = sum(depths), [], []  # progress counts the slices of all inputs
+    total, compared, notes = sum(depths), [], []  # progress counts the slices of all inputs
     with ExitStack() as staged:  # every input's files and the comparison renamed into place together at the end
         summary_dir = staged.enter_context(staged_in(Path(args.out)))  # closed last
         for i, (path, name, folder) in enumerate(zip(args.inputs, names, folders)):
             volume = replace(read_volume(path, args.modality), name=name)
             before = sum(depths[:i])
             result = assess_one(volume, lambda stage, done, _: progress(stage, before + done, total))
-            warnings += caveats(volume, result)
+            notes += caveats(volume, result)
             write_outputs(result, volume, staged.enter_context(staged_in(folder)))
             progress("writing", i + 1, len(names) + 1)
             compared.append(compared_input(result, volume))
             del volume, result  # before the next input is read
         write_comparison(compared, summary_dir)
         progress("writing", len(names) + 1, len(names) + 1)
-    _warn_lines(warnings)
+    _warn_lines(notes)
     _print_result(args, [{"name": c.name, "score": c.result["score"]} for c in compared])
 
 
@@ -884,9 +894,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         best = train_student(student.to(device), train, val, out / "stage2", cfg, progress, rank, world)
     if rank == 0:
         if not val:
-            sys.stderr.write(f"ediqa: warning: --held-out {args.held_out:g} held out no series of these labels; "
-                             "the best epoch kept is the one of the lowest training loss, not the closest to the "
-                             "teacher\n")
+            _say("warning", f"--held-out {args.held_out:g} held out no series of these labels; the best epoch "
+                            "kept is the one of the lowest training loss, not the closest to the teacher")
         print(json.dumps({"best": str(best), "train_slices": len(train), "held_out_slices": len(val),
                           "ranks": world}))
 
@@ -1130,17 +1139,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# matplotlib's remarks on a figure's looks (a name's letters its font lacks, an image too long for the margins
+# around it): the figure is drawn all the same, and stderr keeps to the lines a user must read
+_LAYOUT_WARNINGS = (r"Glyph \d+ .* missing from", r"Tight layout not applied")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     try:
         args = build_parser().parse_args(argv)
-        args.func(args)
+        with warnings.catch_warnings():
+            for layout in _LAYOUT_WARNINGS:
+                warnings.filterwarnings("ignore", message=layout, category=UserWarning)
+            args.func(args)
     except InputError as exc:
-        sys.stderr.write(f"ediqa: error: {exc}\n")
+        _say("error", str(exc))
         return 2
     except OSError as exc:  # what no check foresaw: a full disk, a folder that vanished
         where = f" ({exc.filename})" if exc.filename else ""
-        sys.stderr.write(f"ediqa: error: {exc.strerror or exc}{where}\n")
+        _say("error", f"{exc.strerror or exc}{where}")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("ediqa: interrupted\n")

@@ -209,18 +209,36 @@ def _slices_left_out(folder: Path, files: tuple[str, ...], series_uid: str) -> l
     return left_out
 
 
+def _slice_values(reader: sitk.ImageSeriesReader, k: int, tag: str, count: int) -> list[float] | None:
+    """Slice ``k``'s ``count`` numbers of a multi-valued DICOM tag (``a\\b\\c``); ``None`` without them."""
+    try:
+        values = [float(v) for v in reader.GetMetaData(k, tag).split("\\")]
+    except (RuntimeError, ValueError):
+        return None
+    return values if len(values) == count and all(map(math.isfinite, values)) else None
+
+
 def _check_slice_positions(reader: sitk.ImageSeriesReader, image: sitk.Image, name: str) -> None:
-    """A series' slices (Image Position Patient, along the slice normal) must be distinct and evenly spaced
-    (to 10 %, or 0.15 mm: positions are often rounded to 0.1 mm): ITK stacks them at one spacing whatever their
-    positions, so a slice present twice or one missing puts every later slice at a wrong place."""
-    positions = []
-    for k in range(image.GetDepth()):
-        try:
-            positions.append([float(v) for v in reader.GetMetaData(k, "0020|0032").split("\\")])
-        except (RuntimeError, ValueError):
-            return  # no positions to judge by (e.g. a secondary capture): ITK's own spacing stands
-    if len(positions) < 2 or any(len(p) != 3 for p in positions):
+    """A series' slices must share their pixel spacing and orientation, and their positions (Image Position
+    Patient, along the slice normal) must be distinct and evenly spaced (to 10 %, or 0.15 mm: positions are
+    often rounded to 0.1 mm): ITK stacks the slices at the first one's spacing and orientation, and at one
+    step whatever their positions, so a slice present twice, one missing, or one without a position (put
+    last) sets every later slice at a wrong place. A series without positions at all (a secondary
+    capture) keeps ITK's spacing."""
+    files = [Path(f).name for f in reader.GetFileNames()]
+    for tag, count, what, tolerance in (("0028|0030", 2, "pixel spacing", 1e-3), ("0020|0037", 6, "orientation", 1e-3)):
+        values = [_slice_values(reader, k, tag, count) for k in range(image.GetDepth())]
+        odd = next((k for k, v in enumerate(values) if v is not None and values[0] is not None
+                    and np.abs(np.subtract(v, values[0])).max() > tolerance * max(1.0, np.abs(values[0]).max())), None)
+        if odd is not None:
+            raise InputError(f"{name}: its slices differ in {what} ({files[0]} and {files[odd]}): the folder mixes "
+                             "series, or a slice was reformatted")
+    positions = [_slice_values(reader, k, "0020|0032", 3) for k in range(image.GetDepth())]
+    if all(p is None for p in positions) or len(positions) < 2:
         return
+    if None in positions:
+        raise InputError(f"{name}: slice {files[positions.index(None)]} has no position (Image Position Patient): "
+                         "the volume cannot place it")
     along = np.array(positions) @ np.array(image.GetDirection()).reshape(3, 3)[:, 2]  # on the slice normal
     steps = np.diff(np.sort(along))
     if steps.min() < 1e-3 * max(steps.max(), 1e-3):
@@ -232,16 +250,18 @@ def _check_slice_positions(reader: sitk.ImageSeriesReader, image: sitk.Image, na
 
 def _check_meta_data_file(header: Path) -> None:
     """A MetaImage header (``.mhd``) names its data file: say so when that file is missing (MetaIO itself
-    would print its own complaint on stderr before SimpleITK's error)."""
+    would print its own complaint on stderr before SimpleITK's error). The name is bytes as the header
+    holds them, as MetaIO takes it; ``LOCAL``, ``LIST`` (with or without its dimension) and ``%d`` patterns
+    name no one file."""
     try:
-        lines = header.read_text(encoding="latin-1", errors="replace").splitlines()
+        lines = header.read_bytes().splitlines()
     except OSError:
         return
-    names = [ln.split("=", 1)[1].strip() for ln in lines if ln.split("=", 1)[0].strip() == "ElementDataFile"]
-    if names and names[0] not in ("LOCAL", "LIST") and "%" not in names[0]:
-        data = header.parent / names[0]
+    names = [ln.split(b"=", 1)[1].strip() for ln in lines if ln.split(b"=", 1)[0].strip() == b"ElementDataFile"]
+    if names and names[0].split()[:1] not in ([b"LOCAL"], [b"LIST"]) and b"%" not in names[0]:
+        data = header.parent / os.fsdecode(names[0])
         if not data.exists():
-            raise InputError(f"cannot read {header.name}: its data file {names[0]} is missing")
+            raise InputError(f"cannot read {header.name}: its data file {os.fsdecode(names[0])} is missing")
 
 
 _NIFTI_FIELDS = {  # header size: offset and format of dim, datatype, bitpix and vox_offset (NIfTI-1, NIfTI-2)
@@ -280,8 +300,27 @@ def _nifti_data(head: bytes) -> _NiftiData | None:
                       np.dtype(order + floats) if floats else None)
 
 
+_NIFTI_PAIR_SUFFIXES = (".hdr", ".hdr.gz", ".img", ".img.gz")
+
+
+def _nifti_pair_base(path: Path) -> str | None:
+    """The name of a ``.hdr``/``.img`` pair's file without its suffix (either may be gzipped); ``None`` for
+    another file."""
+    lower = path.name.lower()
+    return next((path.name[:-len(s)] for s in _NIFTI_PAIR_SUFFIXES if lower.endswith(s)), None)
+
+
+def _nifti_pair_file(path: Path, suffixes: tuple[str, ...]) -> Path | None:
+    """The file of ``path``'s pair with the first of ``suffixes`` (in lower or upper case) that exists, as
+    ITK looks for it."""
+    base = _nifti_pair_base(path)
+    candidates = (path.with_name(base + c) for s in suffixes for c in (s, s.upper()))
+    return next((c for c in candidates if c.exists()), None)
+
+
 def _check_nifti_data(path: Path) -> None:
-    """A NIfTI file (``.nii``, ``.nii.gz``, or the ``.img`` of a ``.hdr``/``.img`` pair) must hold all the
+    """A NIfTI file (``.nii``, ``.nii.gz``, or the data file of a ``.hdr``/``.img`` pair, ``path`` being its
+    header) must hold all the
     voxel data its header announces, and float voxels must be finite: ITK reads the missing part of a file
     cut short as zeros, a gzip stream cut short without complaint, and NaN as 0.
 
@@ -294,12 +333,9 @@ def _check_nifti_data(path: Path) -> None:
         InputError: the file (or its decompressed stream) ends before the voxel data do, or holds NaN or
             infinite floats.
     """
-    data = path
-    if path.suffix.lower() == ".hdr":  # the pair's data file, named as ITK looks for it
-        data = next((d for d in (path.with_suffix(s) for s in (".img", ".IMG", ".img.gz", ".IMG.GZ")) if d.exists()),
-                    None)
-        if data is None:
-            return  # no data file: ITK's reader says so
+    data = _nifti_pair_file(path, (".img", ".img.gz")) if _nifti_pair_base(path) else path
+    if data is None:
+        return  # no data file: ITK's reader says so
     try:
         with open(path, "rb") as f:
             head = f.read(540)
@@ -353,10 +389,10 @@ def _gzip_length(path: Path, expected: int) -> int:
 def _read_file(path: Path) -> tuple[sitk.Image, str | None]:
     if path.suffix.lower() == ".mhd":
         _check_meta_data_file(path)
-    if path.name.lower().endswith((".nii", ".nii.gz", ".hdr")):
+    if path.name.lower().endswith((".nii", ".nii.gz")):
         _check_nifti_data(path)
-    elif path.suffix.lower() == ".img" and path.with_suffix(".hdr").exists():  # the data file of a pair
-        _check_nifti_data(path.with_suffix(".hdr"))
+    elif _nifti_pair_base(path) is not None and (header := _nifti_pair_file(path, (".hdr", ".hdr.gz"))):
+        _check_nifti_data(header)  # either file of a pair names it: its header says what its data hold
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     if _is_dicom_file(path):
@@ -376,7 +412,7 @@ def _resolve_modality(raw: str | None, requested: str | None, array: np.ndarray,
         if requested not in MODALITIES:
             raise InputError(f"unknown modality {requested!r}; use one of {', '.join(MODALITIES)}")
         return requested
-    if raw is not None:
+    if raw:  # a blank tag says nothing
         if raw.upper() not in _DICOM_MODALITY:
             raise InputError(f"{name}: modality {raw!r} is not supported (CT or MR only)")
         return _DICOM_MODALITY[raw.upper()]
@@ -446,7 +482,8 @@ def read_volume(path: str | os.PathLike, modality: str | None = None) -> Volume:
             detail = _read_error_detail(exc, log.read().decode("utf-8", errors="replace"))
             raise InputError(f"cannot read {p.name}: not a readable image, or truncated ({detail})") from None
     name = Path(os.path.abspath(p)).name  # "." and ".." are their folders'
-    for ext in (".nii.gz", ".nrrd", ".nhdr", ".nii", ".hdr", ".img", ".mha", ".mhd", ".dcm", ".dicom", ".ima"):
+    for ext in (".nii.gz", ".hdr.gz", ".img.gz", ".nrrd", ".nhdr", ".nii", ".hdr", ".img", ".mha", ".mhd", ".dcm",
+                ".dicom", ".ima"):
         if name.lower().endswith(ext):
             name = name[: -len(ext)]
             break

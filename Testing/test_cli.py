@@ -806,3 +806,22 @@ def test_help_states_each_default_as_the_option_is_written():
     assert "default: 1,0.5,0.25,0.1,0.05" in simulate and "default: 360" in simulate
     assert "(default: True)" not in detector and "(default: False)" not in detector  # flags state no default
 
+
+
+def test_a_name_with_a_line_break_is_still_one_line_of_error(tmp_path):
+    proc = ediqa("assess", tmp_path / "new\nline.nrrd", "--out", tmp_path / "out")
+    assert proc.returncode == 2
+    assert proc.stderr == f"ediqa: error: input not found: {tmp_path}/new\\nline.nrrd\n"
+
+
+def test_letters_the_plots_font_lacks_leave_stderr_empty(tmp_path):
+    """matplotlib said, a line of source with each, which of a name's letters its font lacks (in a process
+    of its own: pytest records Python's warnings instead of printing them)."""
+    from EDIQALib.cli import DEMO_SAMPLE
+
+    named = tmp_path / "頭部 CT.nrrd"
+    shutil.copy(DEMO_SAMPLE, named)
+    proc = subprocess.run([sys.executable, "-m", "EDIQALib", "assess", named, "--out", tmp_path / "out", "--progress",
+                           "none"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert (tmp_path / "out" / "overlay.png").stat().st_size > 0

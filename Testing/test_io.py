@@ -198,10 +198,17 @@ def test_the_image_file_of_a_nifti_pair_cut_short_is_refused(tmp_path):
     (lambda f: shutil.copy(f["slice002.dcm"], f["slice002.dcm"].with_name("copy.dcm")), "two slices of the series lie at one position"),
     (lambda f: f["slice001.dcm"].unlink(), r"series: its slices are unevenly spaced \(2 to 4 mm apart\)"),
     (lambda f: _retag(f["slice002.dcm"], Modality="MR"), r"several modalities \(CT, MR\)"),
+    (lambda f: _untag(f["slice001.dcm"], "ImagePositionPatient"),
+     r"series: slice slice001\.dcm has no position \(Image Position Patient\)"),
+    (lambda f: _retag(f["slice002.dcm"], PixelSpacing=[0.8, 0.8]),
+     r"series: its slices differ in pixel spacing \(slice000\.dcm and slice002\.dcm\)"),
+    (lambda f: _retag(f["slice003.dcm"], ImageOrientationPatient=[1, 0, 0, 0, 0.9950042, 0.0998334]),
+     r"series: its slices differ in orientation \(slice000\.dcm and slice003\.dcm\)"),
 ])
-def test_a_dicom_series_with_a_slice_damaged_twice_missing_or_of_another_modality_is_refused(tmp_path, spoil, says):
-    """ITK stacks what it can read at one spacing: a damaged file was left out, a copy or a gap put every
-    later slice at a wrong place, and the first slice's modality stood for all, each without a word."""
+def test_a_dicom_series_with_a_slice_damaged_twice_missing_or_unlike_the_others_is_refused(tmp_path, spoil, says):
+    """ITK stacks what it can read at one spacing: a damaged file was left out, a copy, a gap or a slice
+    without a position (stacked last) put every later slice at a wrong place, and the first slice's modality,
+    pixel spacing and orientation stood for all, each without a word."""
     _write_dicom_series(tmp_path / "series", ct_image(slices=4, spacing=(0.7, 0.7, 2.0)))
     assert read_volume(tmp_path / "series").array.shape[0] == 4
     spoil({f.name: f for f in (tmp_path / "series").iterdir()})
@@ -318,10 +325,75 @@ def test_the_data_file_of_a_nifti_pair_is_found_as_itk_finds_it(tmp_path):
         read_volume(tmp_path / "ct.hdr")
 
 
+@pytest.mark.parametrize("header, data", [("ct.hdr.gz", "ct.img.gz"), ("ct.hdr", "ct.img.gz"), ("ct.hdr.gz", "ct.img")])
+def test_a_nifti_pair_is_checked_whatever_its_files_compression(tmp_path, header, data):
+    """ITK reads a pair by either file, gzipped or not; named ``.img.gz`` or ``.hdr.gz``, NaN (read as 0) and
+    a data file cut short (read as zeros) were assessed."""
+    array = sitk.GetArrayFromImage(ct_image()).astype(np.float32)
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(tmp_path / "ct.hdr"))
+    good = {"ct.hdr": (tmp_path / "ct.hdr").read_bytes(), "ct.img": (tmp_path / "ct.img").read_bytes()}
+    for f in tmp_path.iterdir():
+        f.unlink()
+
+    def write(name: str, content: bytes) -> None:
+        (tmp_path / name).write_bytes(gzip.compress(content) if name.endswith(".gz") else content)
+
+    write(header, good["ct.hdr"])
+    write(data, good["ct.img"])
+    for given in (header, data):
+        np.testing.assert_array_equal(read_volume(tmp_path / given).array, array)
+        assert read_volume(tmp_path / given).name == "ct"
+    nan = np.frombuffer(good["ct.img"], np.float32).copy()
+    nan[500] = np.nan
+    write(data, nan.tobytes())
+    for given in (header, data):
+        with pytest.raises(InputError, match=rf"{re.escape(data)}: image contains NaN or infinite values"):
+            read_volume(tmp_path / given)
+    write(data, good["ct.img"][: len(good["ct.img"]) // 2])
+    for given in (header, data):
+        with pytest.raises(InputError, match=rf"{re.escape(data)}: the file is cut short"):
+            read_volume(tmp_path / given)
+
+
+@pytest.mark.parametrize("data_file", ["ct ü.raw", "LIST 2D"])
+def test_a_metaimage_reads_whatever_its_data_file_is_named(tmp_path, data_file):
+    """A data file of a non-ASCII name, read from the header as latin-1, was said to be missing; so was a
+    ``LIST 2D`` of slice files (``LIST`` alone passed)."""
+    array = sitk.GetArrayFromImage(ct_image()).astype(np.int16)
+    files = [data_file] if data_file != "LIST 2D" else [f"slab{k}.raw" for k in range(array.shape[0])]
+    for name, part in zip(files, [array] if len(files) == 1 else list(array)):
+        (tmp_path / name).write_bytes(np.ascontiguousarray(part).astype("<i2").tobytes())
+    listed = "".join(f"{f}\n" for f in files) if data_file == "LIST 2D" else ""
+    (tmp_path / "ct.mhd").write_bytes(
+        ("ObjectType = Image\nNDims = 3\nDimSize = 96 96 2\nElementSpacing = 0.7 0.7 2\n"
+         "ElementType = MET_SHORT\nElementByteOrderMSB = False\n"
+         f"ElementDataFile = {data_file}\n{listed}").encode("utf-8"))
+    np.testing.assert_array_equal(read_volume(tmp_path / "ct.mhd").array, array)
+    for f in files:
+        (tmp_path / f).unlink()
+    says = f"its data file {data_file} is missing" if data_file != "LIST 2D" else "cannot read ct.mhd"
+    with pytest.raises(InputError, match=re.escape(says)):
+        read_volume(tmp_path / "ct.mhd")
+
+
+def test_a_blank_modality_tag_says_nothing(tmp_path):
+    """A Modality of spaces was "modality '' is not supported"; without the tag, CT is told by its HU."""
+    image = ct_image()
+    image.SetMetaData("0008|0060", "  ")
+    sitk.WriteImage(image, str(tmp_path / "ct.nrrd"))
+    assert read_volume(tmp_path / "ct.nrrd").modality == "ct"
+
+
 def _retag(path, **tags) -> None:
     ds = pydicom.dcmread(path)
     for key, value in tags.items():
         setattr(ds, key, value)
+    ds.save_as(path)
+
+
+def _untag(path, key: str) -> None:
+    ds = pydicom.dcmread(path)
+    delattr(ds, key)
     ds.save_as(path)
 
 
