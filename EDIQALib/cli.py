@@ -477,7 +477,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from .models import load_model
     from .report import BENCH_FILES, write_bench
 
-    check_outputs([Path(args.out) / name for name in BENCH_FILES], [])
+    check_outputs([Path(args.out) / name for name in BENCH_FILES], args.labels or [])
     student, entry = load_model(args.student, "student")  # unknown models answer before the device is asked for
     detector, _ = load_model(args.model, "detector")
     from .bench import run_bench, summary_table  # torch: bad outputs and models answer without it
@@ -549,7 +549,8 @@ def cmd_publish_detector(args: argparse.Namespace) -> None:
     }
     if (run / "selection.json").exists():
         card["selection_figures"] = read_json(run / "selection.json", "selection record")
-    dest = package_model(weights, args.name, "detector", preset, {**card, **records}, Path(args.models_dir))
+    dest = package_model(weights, args.name, "detector", preset, {**card, **records}, Path(args.models_dir),
+                         [weights, *filter(None, (args.validity, args.notes))])
     print(json.dumps({"weights": str(dest), "card": str(dest.with_suffix(".json"))}))
 
 
@@ -650,6 +651,11 @@ def _run_start(run: Path, run_info: dict, preset: str) -> dict:
     settings, recorded = run_info.get("args", {}), run_info.get("init")
     if not settings.get("init") or recorded is None:
         raise InputError(f"--blend-init: run {run} did not start from a trained student (--init)")
+    member = settings.get("init_member")
+    if not (isinstance(settings["init"], str) and isinstance(recorded, dict) and isinstance(recorded.get("sha256"), str)
+            and (member is None or (isinstance(member, int) and not isinstance(member, bool)))):
+        raise InputError(f"--blend-init: {run / 'run.json'} does not record its start as `ediqa train` does (args.init "
+                         "a name or path, args.init_member a number or null, init.sha256 a text)")
     try:
         start = find_model(settings["init"])
     except InputError:
@@ -662,20 +668,22 @@ def _run_start(run: Path, run_info: dict, preset: str) -> dict:
 
 
 def _refuse_twice(paths: list[Path], what: str) -> None:
-    """One file or folder named twice (as itself, or by another path) would count twice: an ensemble of a
-    student with itself, a training set with every slice doubled, an image compared with itself."""
-    seen: dict[Path, Path] = {}
-    for p in paths:
-        if p.resolve() in seen:
-            raise InputError(f"the {what} {p} is given twice (also as {seen[p.resolve()]})")
-        seen[p.resolve()] = p
+    """One file or folder named twice (as itself, or by another path or a hard link) would count twice: an
+    ensemble of a student with itself, a training set with every slice doubled, an image compared with
+    itself."""
+    from .io import same_file
+
+    for i, p in enumerate(paths):
+        earlier = next((q for q in paths[:i] if q.resolve() == p.resolve() or same_file(q, p)), None)
+        if earlier is not None:
+            raise InputError(f"the {what} {p} is given twice (also as {earlier})")
 
 
 def cmd_publish_student(args: argparse.Namespace) -> None:
     from safetensors.torch import save_file
 
     from .models import fit_weights, package_model, read_weights
-    from .student import blend_states, ensemble_state, student_for
+    from .student import StudentEnsemble, blend_states, ensemble_state, student_for
 
     runs = [Path(r) for r in args.runs]
     _refuse_twice(runs, "run")
@@ -698,6 +706,9 @@ def cmd_publish_student(args: argparse.Namespace) -> None:
     states = [read_weights(best) for best in bests]
     for best, state in zip(bests, states):  # each the weights of a student (or ensemble) of the runs' preset
         fit_weights(student_for(state, preset), state, f"{best} (preset {preset!r})")
+        if len(states) > 1 and isinstance(student_for(state, preset), StudentEnsemble):
+            raise InputError(f"{best} holds an ensemble (a run fine-tuned from one without --init-member): "
+                             "publish it alone, or fine-tune one member per run to publish them together")
     if args.blend_init:
         starts = [_run_start(run, info, preset) for run, info in zip(runs, trainings)]
         try:
@@ -722,7 +733,8 @@ def cmd_publish_student(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "student.safetensors"
         save_file(states[0] if len(states) == 1 else ensemble_state(states), str(weights))
-        dest = package_model(weights, args.name, "student", preset, {**card, **records}, Path(args.models_dir))
+        dest = package_model(weights, args.name, "student", preset, {**card, **records}, Path(args.models_dir),
+                             [*bests, *filter(None, (args.bench, args.notes))])
     print(json.dumps({"weights": str(dest), "card": str(dest.with_suffix(".json"))}))
 
 

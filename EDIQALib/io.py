@@ -593,13 +593,14 @@ def check_outputs(outputs: list[Path], inputs: list[str | os.PathLike]) -> None:
     """Before any work: every output path can be written, and none of them is an input.
 
     Raises:
-        InputError: an output path's folder lies under a file, cannot be created or written to, an output
-            is an existing folder, or an output would replace an input file or go into an input folder.
+        InputError: an output path's folder lies under a file, cannot be created or written to, a name in
+            it is longer than its file system allows, an output is an existing folder, or an output would
+            replace an input file (by its name or another: a link) or go into an input folder.
     """
     sources = [Path(i).resolve() for i in inputs]
     for out in outputs:
         target = Path(out).resolve()
-        if target in sources:
+        if target in sources or (target.is_file() and any(same_file(target, s) for s in sources)):
             raise InputError(f"{out} would overwrite the input {target.name}; choose another --out")
         inside = next((s for s in sources if s in target.parents), None)
         if inside is not None:
@@ -611,10 +612,31 @@ def check_outputs(outputs: list[Path], inputs: list[str | os.PathLike]) -> None:
             folder = folder.parent
         if not folder.is_dir():
             raise InputError(f"cannot write {out}: {folder} is a file, not a folder")
+        longest = _name_max(folder)
+        too_long = next((n for n in target.relative_to(folder).parts if len(os.fsencode(n)) > longest), None)
+        if too_long is not None:
+            raise InputError(f"cannot write into {folder}: the name {too_long[:40]}… is longer than the {longest} "
+                             "bytes its file system allows")
         try:  # the writers stage every output in a temporary folder there
             tempfile.TemporaryDirectory(prefix=".tmp-", dir=folder).cleanup()
         except OSError as exc:
             raise InputError(f"cannot write {out}: {exc.strerror or exc} in {folder}") from None
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` are one existing file or folder, by whatever names (hard links included)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either is missing or cannot be looked at
+        return False
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name, in bytes, that ``folder``'s file system takes (255 where it does not say)."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # no pathconf (Windows), or no answer
+        return 255
 
 
 @contextmanager

@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -168,15 +169,16 @@ def fit_weights(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> 
 
 
 def package_model(weights: str | Path, name: str, kind: str, preset: str, card: dict,
-                  models_dir: Path = MODELS_DIR) -> Path:
+                  models_dir: Path = MODELS_DIR, sources: Sequence[str | Path] = ()) -> Path:
     """Copy trained weights into the registry as ``<name>.safetensors`` with a card (sha256 filled in).
 
     Both are written into a temporary folder in the registry before either is moved into place, so that a
     failed write leaves the registry as it was; where they cannot be written (:func:`~EDIQALib.io.check_outputs`:
-    a folder in the way, a registry that is a file), an input error before anything is written."""
+    a folder in the way, a registry that is a file, or a name that would replace ``weights`` or one of the
+    other ``sources`` the model was made from), an input error before anything is written."""
     dest = models_dir / f"{name}.safetensors"
     card_path = dest.with_suffix(".json")
-    check_outputs([dest, card_path], [weights])
+    check_outputs([dest, card_path], [weights, *sources])
     with staged_in(models_dir) as tmp:  # the card sorts before the weights: it is renamed into place first
         staged_weights = tmp / dest.name
         shutil.copyfile(weights, staged_weights)

@@ -532,6 +532,41 @@ def test_publishing_can_blend_a_fine_tuned_student_with_its_start(tmp_path):
         assert not (tmp_path / "reg" / "bad.safetensors").exists()
 
 
+def test_publishing_refuses_to_replace_what_it_publishes_from_or_to_nest_ensembles(tmp_path):
+    """The card written over the notes it records, the weights over a run's best; runs whose bests are
+    ensembles published as an ensemble no network loads; a run record of another shape, a traceback."""
+    from EDIQALib.student import StudentEnsemble
+
+    runs = [_train_run(tmp_path / f"run{seed}", seed) for seed in (1, 2)]
+    registry = tmp_path / "reg"
+    registry.mkdir()
+    notes = registry / "notes.json"
+    notes.write_text('{"a": 1}')
+    best = runs[0] / "stage2" / "best.safetensors"
+    before = best.read_bytes()
+    for args, replaced in ((["--name", "notes", "--notes", notes, "--models-dir", registry], "notes.json"),
+                           (["--name", "best", "--models-dir", runs[0] / "stage2"], "best.safetensors")):
+        proc = ediqa("publish-student", *runs, *args)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"would overwrite the input {replaced}" in proc.stderr
+    assert notes.read_text() == '{"a": 1}' and best.read_bytes() == before
+
+    torch.manual_seed(4)
+    save_weights(StudentEnsemble("lite", 2), best)  # as `train --init <ensemble>` without --init-member saves it
+    proc = ediqa("publish-student", *runs, "--name", "nested", "--models-dir", registry)
+    assert proc.returncode == 2 and f"{best} holds an ensemble" in proc.stderr, proc.stderr
+    assert ediqa("publish-student", runs[0], "--name", "alone", "--models-dir", registry).returncode == 0
+
+    info = json.loads((runs[1] / "run.json").read_text())
+    for args, init in (({"init": 5}, {"name": "x", "sha256": "f0"}),
+                       ({"init": "student-lite", "init_member": "0"}, {"name": "x", "sha256": "f0"})):
+        (runs[1] / "run.json").write_text(json.dumps({**info, "args": {**info["args"], **args}, "init": init}))
+        proc = ediqa("publish-student", runs[1], "--blend-init", "0.5", "--name", "odd", "--models-dir", registry)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert "does not record its start as `ediqa train` does" in proc.stderr
+    assert sorted(f.name for f in registry.iterdir()) == ["alone.json", "alone.safetensors", "notes.json"]
+
+
 def test_publish_student_refuses_unfinished_runs_and_unreadable_records_before_writing(tmp_path):
     from safetensors.torch import load_file
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -825,3 +826,29 @@ def test_letters_the_plots_font_lacks_leave_stderr_empty(tmp_path):
                            "none"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stderr == ""
     assert (tmp_path / "out" / "overlay.png").stat().st_size > 0
+
+
+def test_an_input_given_again_by_a_hard_link_or_an_output_named_too_long_is_refused_before_any_work(tmp_path,
+                                                                                                  ct_volume_file):
+    linked = tmp_path / "linked.nrrd"
+    os.link(ct_volume_file, linked)
+    for command in (["compare"], ["teacher", *TINY]):
+        proc = ediqa(command[0], ct_volume_file, linked, *command[1:], "--out", tmp_path / "out")
+        assert_one_line_error(proc)
+        assert f"the input {linked} is given twice (also as {ct_volume_file})" in proc.stderr
+    named = tmp_path / ("a" * 240 + ".nrrd")  # its series' names add the dose and more: over 255 bytes
+    shutil.copy(ct_volume_file, named)
+    proc = ediqa("simulate", named, "--doses", "1", "--out", tmp_path / "out")
+    assert_one_line_error(proc)
+    assert "is longer than the 255 bytes" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_bench_does_not_write_over_the_labels_it_reads(tmp_path):
+    labels = tmp_path / "out" / "bench.json"
+    labels.parent.mkdir()
+    labels.write_text("series,file,slice,score,assessable,map,path\n")
+    proc = ediqa("bench", "--labels", labels, "--out", tmp_path / "out")
+    assert_one_line_error(proc)
+    assert "would overwrite the input bench.json" in proc.stderr
+    assert labels.read_text() == "series,file,slice,score,assessable,map,path\n"

@@ -14,7 +14,7 @@ import SimpleITK as sitk
 from pydicom.data import get_testdata_file
 
 from EDIQALib.errors import InputError
-from EDIQALib.io import check_same_geometry, image_like, read_volume, volume_from_image, write_image
+from EDIQALib.io import check_outputs, check_same_geometry, image_like, read_volume, volume_from_image, write_image
 from conftest import OBLIQUE, ct_image
 
 
@@ -544,3 +544,16 @@ def test_a_volume_keeps_the_geometry_of_its_image_not_its_voxels():
     assert read() is None
     geometry = vol.geometry
     assert (geometry.size, geometry.spacing, geometry.origin, geometry.direction) == expected  # exactly
+
+
+def test_an_output_is_no_input_by_a_hard_link_and_no_longer_a_name_than_its_folder_takes(tmp_path):
+    source = tmp_path / "in.nrrd"
+    source.write_bytes(b"x")
+    os.link(source, tmp_path / "linked.nrrd")
+    with pytest.raises(InputError, match="would overwrite the input linked.nrrd"):
+        check_outputs([tmp_path / "linked.nrrd"], [source])
+    long_name = "a" * 300 + ".nrrd"
+    with pytest.raises(InputError, match=rf"cannot write into {tmp_path}: the name a{{40}}… is longer than the 255 bytes its"):
+        check_outputs([tmp_path / "out" / long_name], [source])
+    check_outputs([tmp_path / "out" / ("a" * 250 + ".nrrd")], [source])
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["in.nrrd", "linked.nrrd"]
