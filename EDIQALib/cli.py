@@ -399,6 +399,15 @@ def folder_names(names: list[str], reserved: tuple[str, ...] = ()) -> list[str]:
 
 
 def cmd_train_detector(args: argparse.Namespace) -> None:
+    from .io import check_outputs
+    from .models import model_of_kind
+
+    out = Path(args.out)  # a run folder that cannot be written or resumed, an unknown --init: before torch
+    check_outputs([out / "run.json"], [])
+    if args.init:
+        model_of_kind(args.init, "detector")
+    _check_resume(out, "ediqa train-detector", args,
+                  ("preset", "init", "phantoms", "back_phantoms", "bank_projections", "seed"))  # its bank's too
     from io import BytesIO
 
     import numpy as np
@@ -412,9 +421,6 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
     from .teacher import TeacherConfig
     from .validation import default_validation_series, validity_metric
 
-    out = Path(args.out)
-    _check_resume(out, "ediqa train-detector", args,
-                  ("preset", "init", "phantoms", "back_phantoms", "bank_projections", "seed"))  # its bank's too
     check_batch(args.batch_size, args.accumulate, world_from_environment()[1])  # before the bank is built
     device = _device(args.device)
     initial, provenance = _initial_model(args.init, "detector", args.preset) if args.init else (None, None)  # before any output
@@ -474,13 +480,18 @@ def cmd_validate(args: argparse.Namespace) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> None:
     from .io import check_outputs
-    from .models import load_model
+    from .labels import read_labels
+    from .models import load_model, model_of_kind
     from .report import BENCH_FILES, write_bench
 
     check_outputs([Path(args.out) / name for name in BENCH_FILES], args.labels or [])
-    student, entry = load_model(args.student, "student")  # unknown models answer before the device is asked for
+    model_of_kind(args.student, "student")  # bad outputs, models and labels answer before torch is loaded
+    model_of_kind(args.model, "detector")
+    for labels in args.labels or []:
+        read_labels(labels)
+    student, entry = load_model(args.student, "student")
     detector, _ = load_model(args.model, "detector")
-    from .bench import run_bench, summary_table  # torch: bad outputs and models answer without it
+    from .bench import run_bench, summary_table
     from .distill import load_samples, pool_labellings
     device = _device(args.device)
     student.to(device)
@@ -500,8 +511,6 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 def cmd_select_detector(args: argparse.Namespace) -> None:
     from .io import check_outputs, write_bytes, write_text
-    from .teacher import TeacherConfig
-    from .validation import default_validation_series, select_checkpoint, validity_metric
 
     run = Path(args.run)
     check_outputs([run / "best.safetensors", run / "selection.json"], [])  # before the snapshots are evaluated
@@ -509,6 +518,8 @@ def cmd_select_detector(args: argparse.Namespace) -> None:
     if not snapshots:
         raise InputError(f"no snapshots in {run / 'snapshots'}")
     run_info, _ = _read_run(run, run)
+    from .teacher import TeacherConfig  # torch: a run that is none answers without it
+    from .validation import default_validation_series, select_checkpoint, validity_metric
     metric = validity_metric(default_validation_series(),
                              TeacherConfig(realizations=args.realizations, repeats=1), _device(args.device))
     rows = select_checkpoint(snapshots, metric, run_info.get("args", {}).get("preset", "lite"),
@@ -521,15 +532,15 @@ def cmd_select_detector(args: argparse.Namespace) -> None:
 
 
 def cmd_publish_detector(args: argparse.Namespace) -> None:
-    from .detector import build_detector
     from .io import read_json
-    from .models import fit_weights, package_model, read_weights
 
     run = Path(args.run)
     weights = run / "best.safetensors"
     if not weights.exists():
         raise InputError(f"no best.safetensors in {run}; train with validation first")
     run_info, log = _read_run(run, run)
+    from .detector import build_detector  # torch: a run that is none answers without it
+    from .models import fit_weights, package_model, read_weights
     preset = run_info.get("args", {}).get("preset", "lite")
     fit_weights(build_detector(preset), read_weights(weights), f"{weights} (preset {preset!r})")
     records = _card_records(args.validity, args.notes, "validity report")
@@ -680,11 +691,6 @@ def _refuse_twice(paths: list[Path], what: str) -> None:
 
 
 def cmd_publish_student(args: argparse.Namespace) -> None:
-    from safetensors.torch import save_file
-
-    from .models import fit_weights, package_model, read_weights
-    from .student import StudentEnsemble, blend_states, ensemble_state, student_for
-
     runs = [Path(r) for r in args.runs]
     _refuse_twice(runs, "run")
     bests = [run / "stage2" / "best.safetensors" for run in runs]
@@ -702,6 +708,10 @@ def cmd_publish_student(args: argparse.Namespace) -> None:
     if len(presets) > 1:
         raise InputError(f"the runs of one ensemble must share their preset; got {', '.join(sorted(presets))}")
     preset = presets.pop()
+    from safetensors.torch import save_file  # torch: runs that are none answer without it
+
+    from .models import fit_weights, package_model, read_weights
+    from .student import StudentEnsemble, blend_states, ensemble_state, student_for
     records = _card_records(args.bench, args.notes, "bench report")
     states = [read_weights(best) for best in bests]
     for best, state in zip(bests, states):  # each the weights of a student (or ensemble) of the runs' preset
@@ -858,6 +868,24 @@ def _initial_student(name_or_path: str, member: int | None, preset: str) -> tupl
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from .io import check_outputs
+    from .labels import read_labels
+    from .models import model_of_kind
+
+    out = Path(args.out)
+    if args.init_member is not None and not args.init:
+        raise InputError("--init-member picks a member of the --init ensemble; pass --init with it")
+    if args.init and args.stage1_iterations:
+        raise InputError("--init starts stage 2 from a trained student; pass --stage1-iterations 0 with it")
+    if args.stage1_iterations and not args.bank:
+        raise InputError("stage 1 needs --bank (a train-detector run's bank.npz), or --stage1-iterations 0")
+    _refuse_twice([Path(p) for p in args.labels], "labels file")
+    _check_resume(out, "ediqa train", args, ("preset", "init", "init_member"))
+    for labels in args.labels:  # bad labels, a run folder that cannot be written, an unknown --init: before torch
+        read_labels(labels)
+    check_outputs([out / "run.json"], args.labels)
+    if args.init:
+        model_of_kind(args.init, "student")
     import torch
 
     from .backgrounds import load_bank
@@ -867,16 +895,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .distributed import distributed_context, world_from_environment
     from .student import Student
 
-    out = Path(args.out)
     device = _device(args.device)
-    if args.init_member is not None and not args.init:
-        raise InputError("--init-member picks a member of the --init ensemble; pass --init with it")
-    if args.init and args.stage1_iterations:
-        raise InputError("--init starts stage 2 from a trained student; pass --stage1-iterations 0 with it")
-    if args.stage1_iterations and not args.bank:
-        raise InputError("stage 1 needs --bank (a train-detector run's bank.npz), or --stage1-iterations 0")
-    _refuse_twice([Path(p) for p in args.labels], "labels file")
-    _check_resume(out, "ediqa train", args, ("preset", "init", "init_member"))
     train, val = split_by_series([s for labels in args.labels for s in load_samples(labels)], args.held_out)
     cfg = StudentTraining(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, rank_weight=args.rank_weight,
                           map_weight=args.map_weight, mix=args.mix, accumulate=args.accumulate, seed=args.seed)

@@ -108,14 +108,21 @@ def _card_problem(card: dict) -> str | None:
     return None
 
 
+def model_of_kind(name_or_path: str, kind: str | None) -> ModelCard:
+    """:func:`find_model`, and a model of ``kind`` (``"detector"`` or ``"student"``; either for ``None``):
+    what the command line checks before it loads torch."""
+    entry = find_model(name_or_path)
+    if kind is not None and entry.card["kind"] != kind:
+        raise InputError(f"{entry.name} is not a {kind} model (kind={entry.card['kind']!r})")
+    return entry
+
+
 def load_model(name_or_path: str, kind: str | None) -> tuple[nn.Module, ModelCard]:
     """Build the card's network (``kind`` ``"detector"`` or ``"student"``, or ``None`` for whichever the card
     says; its preset; a student ensemble when the weights are an ensemble's) on the CPU, in evaluation mode,
     and load its weights, sha256-checked. The caller moves it to its device (after the model is known to be
     good: asking for a device loads torch)."""
-    entry = find_model(name_or_path)
-    if kind is not None and entry.card["kind"] != kind:
-        raise InputError(f"{entry.name} is not a {kind} model (kind={entry.card['kind']!r})")
+    entry = model_of_kind(name_or_path, kind)
     kind = entry.card["kind"]
     digest = sha256_of(entry.weights)
     if digest != entry.sha256:

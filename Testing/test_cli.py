@@ -852,3 +852,28 @@ def test_bench_does_not_write_over_the_labels_it_reads(tmp_path):
     assert_one_line_error(proc)
     assert "would overwrite the input bench.json" in proc.stderr
     assert labels.read_text() == "series,file,slice,score,assessable,map,path\n"
+
+
+def test_training_benching_and_publishing_answer_bad_input_without_loading_torch(tmp_path):
+    run, blocked, labels = tmp_path / "nosuchrun", tmp_path / "file", tmp_path / "labels.csv"
+    blocked.write_text("")
+    labels.write_text("series,file,slice,score,assessable,map,path\n")
+    stderr = _main_without_torch(["bench", "--model", "nope", "--out", tmp_path / "b"],
+                                 ["bench", "--labels", tmp_path / "missing.csv", "--out", tmp_path / "b"],
+                                 ["publish-student", run, "--models-dir", tmp_path / "reg"],
+                                 ["publish-detector", run, "--models-dir", tmp_path / "reg"],
+                                 ["select-detector", run],
+                                 ["train", "--labels", tmp_path / "missing.csv", "--out", tmp_path / "r",
+                                  "--stage1-iterations", "0"],
+                                 ["train", "--labels", labels, "--out", tmp_path / "r", "--stage1-iterations", "0",
+                                  "--init", "nope"],
+                                 ["train-detector", "--out", tmp_path / "t", "--init", "nope"],
+                                 ["train-detector", "--out", blocked / "run"])
+    lines = stderr.splitlines()
+    assert len(lines) == 9 and all(line.startswith("ediqa: error: ") for line in lines), stderr
+    for line, says in zip(lines, ["model not found: nope", "missing.csv", f"no stage2/best.safetensors in {run}",
+                                  f"no best.safetensors in {run}", f"no snapshots in {run / 'snapshots'}",
+                                  "missing.csv", "model not found: nope", "model not found: nope",
+                                  f"{blocked} is a file, not a folder"]):
+        assert says in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "labels.csv"]
