@@ -317,13 +317,15 @@ def write_comparison(inputs: list[ComparedInput], out_dir: str | Path) -> None:
     (:func:`comparison_figure`)."""
     png = _png_bytes(comparison_figure(inputs))
     depth = max(len(c.slice_scores) for c in inputs)
-    lines = ["slice," + ",".join(c.name for c in inputs)]
+    table = _io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")  # quotes a name that holds a comma or a quote
+    writer.writerow(["slice", *(c.name for c in inputs)])
     for k in range(depth):
         cells = [c.slice_scores[k] if k < len(c.slice_scores) else None for c in inputs]
-        lines.append(f"{k}," + ",".join("" if x is None else f"{x:.6f}" for x in cells))
+        writer.writerow([k, *("" if x is None else f"{x:.6f}" for x in cells)])
     with staged_in(Path(out_dir)) as t:
         (t / "compare.json").write_text(json.dumps([c.result for c in inputs], indent=2))
-        (t / "compare.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        (t / "compare.csv").write_text(table.getvalue(), encoding="utf-8")
         (t / "compare.png").write_bytes(png)
 
 

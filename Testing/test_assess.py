@@ -4,6 +4,7 @@ The network here is freshly initialised (the values mean nothing); what is check
 handling, which is the same whatever the weights."""
 from __future__ import annotations
 
+import csv
 import copy
 import json
 import subprocess
@@ -69,7 +70,7 @@ def test_assess_volume_outputs_in_input_geometry(tmp_path, student_file):
 
 def test_compare_writes_side_by_side_outputs(tmp_path, student_file):
     paths = []
-    for name, seed in (("recon-a", 3), ("recon-b", 5)):
+    for name, seed in (("recon-a", 3), ("recon,b", 5)):  # a comma in a name: quoted in the CSV
         p = tmp_path / f"{name}.nrrd"
         sitk.WriteImage(ct_image(slices=2, size=128, seed=seed), str(p))
         paths.append(p)
@@ -82,12 +83,14 @@ def test_compare_writes_side_by_side_outputs(tmp_path, student_file):
     assert [e["stage"] for e in records[:-1]] == ["reading"] * 3 + ["slices", "writing"] * 2 + ["writing"]
     assert [(e["done"], e["total"]) for e in records[:-1] if e["stage"] != "slices"] == [
         (0, 2), (1, 2), (2, 2), (1, 3), (2, 3), (3, 3)]
-    assert [r["name"] for r in records[-1]] == ["recon-a", "recon-b"]
-    rows = (tmp_path / "cmp" / "compare.csv").read_text(encoding="utf-8").splitlines()
-    assert rows[0] == "slice,recon-a,recon-b" and len(rows) == 3
+    assert [r["name"] for r in records[-1]] == ["recon-a", "recon,b"]
+    text = (tmp_path / "cmp" / "compare.csv").read_text(encoding="utf-8")
+    assert text.splitlines()[0] == 'slice,recon-a,"recon,b"'
+    rows = list(csv.reader(text.splitlines()))
+    assert rows[0] == ["slice", "recon-a", "recon,b"] and len(rows) == 3 and all(len(r) == 3 for r in rows)
     summary = json.loads((tmp_path / "cmp" / "compare.json").read_text(encoding="utf-8"))
-    assert [r["name"] for r in summary] == ["recon-a", "recon-b"]
-    cells = [row.split(",")[1:] for row in rows[1:]]  # one row per slice, one column per input
+    assert [r["name"] for r in summary] == ["recon-a", "recon,b"]
+    cells = [row[1:] for row in rows[1:]]  # one row per slice, one column per input
     for column, entry in enumerate(summary):
         assert [float(c[column]) if c[column] else None for c in cells] == pytest.approx(entry["slice_scores"], abs=1e-6)
     assert all(all(c) for c in cells)  # every slice of both inputs is assessable here
