@@ -715,8 +715,8 @@ def cmd_publish_student(args: argparse.Namespace) -> None:
     records = _card_records(args.bench, args.notes, "bench report")
     states = [read_weights(best) for best in bests]
     for best, state in zip(bests, states):  # each the weights of a student (or ensemble) of the runs' preset
-        fit_weights(student_for(state, preset), state, f"{best} (preset {preset!r})")
-        if len(states) > 1 and isinstance(student_for(state, preset), StudentEnsemble):
+        network = fit_weights(student_for(state, preset), state, f"{best} (preset {preset!r})")
+        if len(states) > 1 and isinstance(network, StudentEnsemble):
             raise InputError(f"{best} holds an ensemble (a run fine-tuned from one without --init-member): "
                              "publish it alone, or fine-tune one member per run to publish them together")
     if args.blend_init:

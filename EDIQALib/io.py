@@ -153,7 +153,7 @@ def _read_dicom_series(folder: Path) -> tuple[sitk.Image, str | None]:
             for k in range(len(files))]
     if len(set(tags)) > 1:
         raise InputError(f"{name}: its slices are of several modalities ({', '.join(sorted(map(str, set(tags))))})")
-    _check_slice_positions(reader, image, name)
+    _check_series_slices(reader, image, name)
     return image, tags[0]
 
 
@@ -218,7 +218,7 @@ def _slice_values(reader: sitk.ImageSeriesReader, k: int, tag: str, count: int) 
     return values if len(values) == count and all(map(math.isfinite, values)) else None
 
 
-def _check_slice_positions(reader: sitk.ImageSeriesReader, image: sitk.Image, name: str) -> None:
+def _check_series_slices(reader: sitk.ImageSeriesReader, image: sitk.Image, name: str) -> None:
     """A series' slices must share their pixel spacing and orientation, and their positions (Image Position
     Patient, along the slice normal) must be distinct and evenly spaced (to 10 %, or 0.15 mm: positions are
     often rounded to 0.1 mm): ITK stacks the slices at the first one's spacing and orientation, and at one
