@@ -196,9 +196,9 @@ def label_series(series: list[SeriesImages], scorer: SliceScorer, insertion: Ins
                  out_csv: str | Path, labeller: dict, resume: bool = False,
                  progress: Callable[[str, int, int], None] | None = None, rank: int = 0, world: int = 1,
                  with_psf: bool = True) -> int:
-    """Label every slice of every series (:func:`read_series`) with ``scorer`` (the versions of one slice position in one call,
-    so that the teacher shares its insertion maps across them); returns the number of rows written by this
-    call. ``insertion`` sets the masks that decide where a slice is assessable; ``with_psf`` estimates each
+    """Label every slice of every series (:func:`read_series`) with ``scorer`` (the versions of one slice
+    position in one call, so that the teacher shares its insertion maps across them); returns the number of
+    rows written by this call. ``insertion`` sets the masks that decide where a slice is assessable; ``with_psf`` estimates each
     slice's PSF, which the teacher's resolution-aware insertion needs and a student does not.
     ``labeller`` (its model and settings, JSON) is recorded beside the maps; a resumed file must have the
     same.
@@ -233,16 +233,16 @@ def label_series(series: list[SeriesImages], scorer: SliceScorer, insertion: Ins
         written, position = 0, -1
         with open(part, "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=FIELDS)
-            for name, files, vols in ((s.name, s.files, s.volumes) for s in series):
-                canon = [to_canonical(v) for v in vols]
-                ranges = [volume_range(c, v.modality) for c, v in zip(canon, vols)]
+            for unit in series:
+                canon = [to_canonical(v) for v in unit.volumes]
+                ranges = [volume_range(c, v.modality) for c, v in zip(canon, unit.volumes)]
                 for k in range(canon[0].shape[0]):
                     position += 1
-                    keys = [(name, p.name, k) for p in files]
+                    keys = [(unit.name, p.name, k) for p in unit.files]
                     if position % world != rank or all(key in done for key in keys):
                         continue
                     backgrounds = [slice_background(c[k], v.modality, insertion, with_psf, r)
-                                   for c, v, r in zip(canon, vols, ranges)]
+                                   for c, v, r in zip(canon, unit.volumes, ranges)]
                     verdicts = scorer([backgrounds], [k])[0]
                     rows = []
                     for (series_name, fname, sl), (score, heatmap, assessable) in zip(keys, verdicts):
