@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from .choices import DEVICES, is_device_name
 from .errors import InputError
-from .simulate import FILTERS, MAX_PHOTONS, MAX_VIEWS
+from .simulate import FILTERS, MAX_PHOTONS, MAX_VIEWS, MIN_VIEWS
 
 if TYPE_CHECKING:
     from torch import nn
@@ -104,7 +104,7 @@ def _up_to(limit: int, lowest: int = 1) -> Callable:
 _realizations, _repeats, _batch = _up_to(100_000), _up_to(1_000), _up_to(1_024)
 _bases = _up_to(10_000, lowest=0)  # phantoms and variants of a dataset or bank
 _seed = _option_type(int, lambda v: 0 <= v < 2**32, f"{{}} is not a seed (0 to {2**32 - 1})")
-_views = _option_type(int, lambda v: 1 <= v <= MAX_VIEWS, f"{{}} views: choose from 1 to {MAX_VIEWS}")
+_views = _option_type(int, lambda v: MIN_VIEWS <= v <= MAX_VIEWS, f"{{}} views: choose from {MIN_VIEWS} to {MAX_VIEWS}")
 _positive_float = _option_type(float, lambda v: 0 < v < math.inf, "{} is not a positive number")
 _weight = _option_type(float, lambda v: 0 <= v < math.inf, "{} is not a weight (a number, 0 or more)")
 _fraction = _option_type(float, lambda v: 0.0 <= v < 1.0, "{} is not a fraction in [0, 1)")

@@ -23,7 +23,8 @@ MU_WATER_PER_MM = 0.0192
 FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")
 DEFAULT_I0 = 2.0e5
 MAX_PHOTONS = 1e12  # per ray at dose 1: far above any scanner's, and below where Poisson sampling overflows
-MAX_VIEWS = 10_000  # projections per rotation: a scanner takes about 1 000-3 000
+MIN_VIEWS = 8  # projections per rotation: fewer leave FBP nothing but streaks
+MAX_VIEWS = 10_000  # a scanner takes about 1 000-3 000
 AIR_HU = -1000.0
 
 
@@ -40,8 +41,8 @@ class Acquisition:
             raise ValueError(f"unknown FBP filter {self.filter!r}; choose from {', '.join(FILTERS)}")
         if not 0.0 < self.dose <= 1.0:
             raise ValueError(f"dose {self.dose:g} must lie in (0, 1]")
-        if self.views < 8:
-            raise ValueError(f"{self.views} views are too few (at least 8)")
+        if self.views < MIN_VIEWS:
+            raise ValueError(f"{self.views} views are too few (at least {MIN_VIEWS})")
         if self.views > MAX_VIEWS:
             raise ValueError(f"{self.views} views are too many (at most {MAX_VIEWS})")
 

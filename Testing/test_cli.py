@@ -319,6 +319,12 @@ def test_simulate_s_bad_options_are_one_line_and_write_nothing(tmp_path, ct_volu
     assert not (tmp_path / "sim").exists()
 
 
+def test_simulate_s_views_range_is_the_one_it_takes(tmp_path, ct_volume_file):
+    proc = ediqa("simulate", ct_volume_file, "--views", "1", "--out", tmp_path / "sim")
+    assert_one_line_error(proc)
+    assert "choose from 8 to 10000" in proc.stderr  # not a range whose low end is refused later
+
+
 def test_label_writes_nothing_into_its_input_folders(tmp_path, ct_volume_file):
     series = tmp_path / "series"
     series.mkdir()
