@@ -1097,7 +1097,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("label", help="teacher labels (score + local map per slice) for student training")
     p.add_argument("data", nargs="+", metavar="DATA", help="series folders or image files")
     p.add_argument("--out", required=True, help="labels CSV; maps go to <name>_maps/")
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run into the same --out, with the same model and settings: the "
+                        "series it finished are kept, the others labelled")
     teacher_options(p, realizations=100, repeats=5,
                     model_help="the labeller: a detector (the teacher; default detector-lite) or a student, "
                                "e.g. an ensemble whose verdicts one network is to learn (teacher options then "
