@@ -88,7 +88,8 @@ def plot_slice_scores(ax: Axes, results: list[QualityResult] | list[ComparedInpu
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     if depth == 1:
         ax.set_xticks([0])
-    ax.set_ylim(bottom=0)  # differences read at their true size
+    top = max((s for r in results for s in r.slice_scores if s is not None), default=0.0)
+    ax.set_ylim(0, 1.1 * top or 1.0)  # from 0: differences read at their true size; no point on the frame
     ax.set_xlabel("slice")
     ax.set_ylabel(f"{results[0].method} score")
 
