@@ -313,8 +313,11 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._result, heat = self.logic.load_result(node, out_dir, self._parameterNode.opacity)
         self._heatmap_ids.add(heat.GetID())
         self._assessed = node
+        from EDIQALib.report import volume_score_text
+
+        text = volume_score_text(self._result)  # "not assessable", or the score ± the teacher's standard error
         score = self._result.score
-        shown = "not assessable" if score != score else f"{score:.3f} ({self._result.method})"
+        shown = text if score != score else f"{text} ({self._result.method})"
         self.ui.scoreLabel.text = f"{node.GetName()}: {shown}"
         self._update_buttons()
 

@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -23,9 +24,21 @@ from .preprocess import (body_mask, canonical_range, canonical_shape, estimate_p
                          to_canonical)
 from .signals import InsertionConfig, saliency_mask
 
-SliceVerdictLike = tuple[float, np.ndarray, bool]  # score, canonical heatmap, assessable
+
+
+class ScoredSlice(NamedTuple):
+    """A scorer's verdict on one slice: score, heatmap on the canonical grid, whether it is assessable, and
+    for the teacher its score in each repeat (the student has none). A plain ``(score, heatmap, assessable)``
+    tuple is one without repeats."""
+
+    score: float
+    heatmap: np.ndarray
+    assessable: bool
+    repeat_scores: tuple[float, ...] = ()
+
+
 # scorer(positions, slice indices): for each slice position, the versions of that slice (one per input)
-SliceScorer = Callable[[list[list[Background]], list[int]], list[list[SliceVerdictLike]]]
+SliceScorer = Callable[[list[list[Background]], list[int]], list[list[ScoredSlice]]]
 Progress = Callable[[str, int, int], None]
 BATCH_SLICES = 32  # slices per student forward pass: at 320² the lite network costs 1.9 ms a slice, 2.8 ms at 8
 BATCH_PIXELS = MAX_CANONICAL_PIXELS  # per scorer call at most, or one slice position's (a slice of each input of
@@ -48,7 +61,7 @@ class QualityResult:
             resampled back); reading the input, loading the model and writing outputs are not counted.
         shape, spacing: of the input, as its image has them (x, y[, z]).
         modality: of the input as read, ``"ct"`` or ``"mr"`` (MR scores are not validated).
-        details: method-specific extras (settings, PSF estimates, repeat scores).
+        details: method-specific extras: the teacher's settings, and its :func:`repeat_summary`.
     """
 
     name: str
@@ -162,6 +175,7 @@ def assess_series(volumes: list[Volume], scorer: SliceScorer, method: str, model
     maps = [np.empty(v.array.shape, np.float32) for v in volumes]
     scores: list[list[float | None]] = [[] for _ in volumes]
     flags: list[list[bool]] = [[] for _ in volumes]
+    repeats: list[list[tuple[float, ...]]] = [[] for _ in volumes]
 
     def position(slabs: list[np.ndarray], j: int) -> list[Background]:
         return [slice_background(s[j], v.modality, config, with_psf, r) for s, v, r in zip(slabs, volumes, ranges)]
@@ -175,9 +189,11 @@ def assess_series(volumes: list[Volume], scorer: SliceScorer, method: str, model
             positions = list(pool.map(lambda j: position(slabs, j), range(len(indices))))
             heat = [np.full(s.shape, np.nan, np.float32) for s in slabs]
             for j, verdicts in enumerate(scorer(positions, indices)):
-                for i, (score, hmap, ok) in enumerate(verdicts):
+                for i, verdict in enumerate(verdicts):
+                    score, hmap, ok, repeat_scores = ScoredSlice(*verdict)
                     scores[i].append(float(score) if ok else None)
                     flags[i].append(bool(ok))
+                    repeats[i].append(tuple(repeat_scores) if ok else ())
                     heat[i][j] = hmap
             for m, h, v in zip(maps, heat, volumes):
                 m[block] = from_canonical(h, v)
@@ -185,13 +201,41 @@ def assess_series(volumes: list[Volume], scorer: SliceScorer, method: str, model
                 progress("slices", indices[-1] + 1, n_slices)
     seconds = time.perf_counter() - start
     results = []
-    for v, s, ok, hmap in zip(volumes, scores, flags, maps):
+    for v, s, ok, hmap, reps in zip(volumes, scores, flags, maps, repeats):
         valid = [x for x in s if x is not None]
         results.append(QualityResult(
             name=v.name, score=float(np.mean(valid)) if valid else float("nan"), slice_scores=s,
             assessable=ok, heatmap=hmap, method=method, model=model, seconds=seconds / len(volumes),
-            shape=v.shape, spacing=v.spacing, modality=v.modality))
+            shape=v.shape, spacing=v.spacing, modality=v.modality, details=repeat_summary(reps)))
     return results
+
+
+def repeat_summary(slice_repeats: list[tuple[float, ...]]) -> dict:
+    """The volume's score in each repeat (the mean over its assessable slices of their scores in that
+    repeat: their mean is the volume's score) and its standard error over the repeats, ``score_se`` (``None``
+    with one repeat); empty where no slice has repeat scores (the student)."""
+    scored = [r for r in slice_repeats if r]
+    if not scored:
+        return {}
+    with warnings.catch_warnings():  # a repeat without one finite score stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        per_repeat = np.nanmean(np.array(scored, np.float64), axis=0)
+    return {"repeat_scores": [round(float(x), 6) for x in per_repeat], "score_se": _standard_error(per_repeat)}
+
+
+def paired_difference(result: QualityResult, reference: QualityResult) -> tuple[float, float | None]:
+    """``result``'s score minus ``reference``'s, and the standard error of that difference over the teacher's
+    repeats, paired: the versions of one series are scored on the same insertion maps in each repeat, so
+    the maps' share of the scatter cancels (``None`` with one repeat or without repeat scores)."""
+    a, b = result.details.get("repeat_scores"), reference.details.get("repeat_scores")
+    se = _standard_error(np.subtract(a, b)) if a and b and len(a) == len(b) else None
+    return result.score - reference.score, se
+
+
+def _standard_error(values: np.ndarray) -> float | None:
+    values = np.asarray(values, np.float64)
+    values = values[np.isfinite(values)]
+    return round(float(np.std(values, ddof=1) / np.sqrt(values.size)), 6) if values.size > 1 else None
 
 
 def student_scorer(model, config: InsertionConfig, device: str = "cpu",
@@ -210,9 +254,9 @@ def student_scorer(model, config: InsertionConfig, device: str = "cpu",
     model = model.for_inference()
 
     @torch.inference_mode()
-    def scorer(positions: list[list[Background]], indices: list[int]) -> list[list[SliceVerdictLike]]:
+    def scorer(positions: list[list[Background]], indices: list[int]) -> list[list[ScoredSlice]]:
         flat = [bg for pos in positions for bg in pos]
-        verdicts: list[SliceVerdictLike | None] = [None] * len(flat)
+        verdicts: list[ScoredSlice | None] = [None] * len(flat)
         scored = [i for i, b in enumerate(flat) if is_assessable(b.body, b.salient, config)]  # no air in the network
         for start in range(0, len(scored), batch_size):
             chunk = scored[start:start + batch_size]
@@ -225,8 +269,8 @@ def student_scorer(model, config: InsertionConfig, device: str = "cpu",
             for j, i in enumerate(chunk):
                 b = flat[i]
                 hmap = heat[j, 0, :b.image01.shape[0], :b.image01.shape[1]].cpu().numpy()
-                verdicts[i] = (float(torch.sigmoid(score[j])), np.where(b.body, hmap, np.nan), True)
-        verdicts = [(float("nan"), np.full(b.image01.shape, np.nan, np.float32), False) if v is None else v
+                verdicts[i] = ScoredSlice(float(torch.sigmoid(score[j])), np.where(b.body, hmap, np.nan), True)
+        verdicts = [ScoredSlice(float("nan"), np.full(b.image01.shape, np.nan, np.float32), False) if v is None else v
                     for v, b in zip(verdicts, flat)]  # what a slice that is not assessable gets
         n = len(positions[0]) if positions else 0
         return [verdicts[j * n:(j + 1) * n] for j in range(len(positions))]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .assessment import SliceScorer, slice_background
+from .assessment import ScoredSlice, SliceScorer, slice_background
 from .choices import MAP_STRIDE
 from .errors import InputError
 from .io import Volume, check_same_geometry, exclusive, read_volume, write_text
@@ -245,7 +245,8 @@ def label_series(series: list[SeriesImages], scorer: SliceScorer, insertion: Ins
                                    for c, v, r in zip(canon, unit.volumes, ranges)]
                     verdicts = scorer([backgrounds], [k])[0]
                     rows = []
-                    for (series_name, fname, sl), (score, heatmap, assessable) in zip(keys, verdicts):
+                    for (series_name, fname, sl), verdict in zip(keys, verdicts):
+                        score, heatmap, assessable, _ = ScoredSlice(*verdict)
                         if (series_name, fname, sl) in done:  # a unit cut short: its scores are recomputed identically
                             continue
                         map_name = f"{series_name}/{_map_stem(Path(fname).name)}_s{sl:04d}.npy"

@@ -16,7 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure  # figures of their own: no pyplot, so a notebook's backend is left alone
 from matplotlib.ticker import MaxNLocator
 
-from .assessment import QualityResult, heatmap_display_max
+from .assessment import QualityResult, heatmap_display_max, paired_difference
 from .io import Volume, image_like, staged_in, write_image
 from .preprocess import display_axes, display_grid, normalise, to_display, window_ct
 
@@ -69,6 +69,14 @@ def _score_text(score: float | None) -> str:
     return "not assessable" if score is None or not np.isfinite(score) else f"{score:.3f}"
 
 
+def volume_score_text(result: QualityResult) -> str:
+    """The volume's score as the figures and the Slicer panel print it, with the teacher's standard error
+    over its repeats where it has one (``0.209 ± 0.004 SE``)."""
+    se = result.details.get("score_se")
+    text = _score_text(result.score)
+    return f"{text} ± {se:.3f} SE" if se is not None and np.isfinite(result.score) else text
+
+
 def worst_slice(result: QualityResult) -> int:
     """Index of the lowest-scoring assessable slice (the middle slice when none is assessable)."""
     scored = [(s, k) for k, s in enumerate(result.slice_scores) if s is not None]
@@ -117,7 +125,7 @@ def overlay_figure(volume: Volume, result: QualityResult, k: int | None = None,
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="local detectability (0 = lesions missed)")
     _label_edges(ax, edge_letters(volume))
     ax.set_title(f"{result.name}, slice {k}: {result.method} {_score_text(result.slice_scores[k])}\n"
-                 f"volume score {_score_text(result.score)}")
+                 f"volume score {volume_score_text(result)}")
     ax.set_xlabel("mm")
     ax.set_ylabel("mm")
     fig.tight_layout()
@@ -143,12 +151,28 @@ def write_outputs(result: QualityResult, volume: Volume, out_dir: str | Path) ->
 
 
 def write_series_summary(results: list[QualityResult], out_dir: str | Path, settings: dict) -> None:
-    """``series.json``, ``series.csv`` and ``series.png`` (scores side by side) for several inputs."""
-    rows = [{"name": r.name, "score": r.to_json()["score"], "assessable_slices": int(sum(r.assessable)),
-             "slices": len(r.assessable)} for r in results]
-    fig = Figure(figsize=(max(4, 1.2 * len(results)), 3.5))
+    """``series.json``, ``series.csv`` and ``series.png`` (scores side by side, ± their standard error) for
+    several inputs: each input's score and ``score_se``, and its ``difference`` from the first input's score
+    with that difference's paired standard error (:func:`~EDIQALib.assessment.paired_difference`)."""
+    rows = []
+    for r in results:
+        difference, difference_se = paired_difference(r, results[0])
+        rows.append({"name": r.name, "score": r.to_json()["score"], "score_se": r.details.get("score_se"),
+                     "difference": round(difference, 6) if r is not results[0] and np.isfinite(difference) else None,
+                     "difference_se": difference_se if r is not results[0] else None,
+                     "assessable_slices": int(sum(r.assessable)), "slices": len(r.assessable)})
+    longest = max(len(r.name) for r in results)  # names run down-left, slanted: room for the first one's
+    fig = Figure(figsize=(max(4, 1.2 * len(results) + 0.07 * longest), 3.5 + 0.05 * longest))
     ax = fig.subplots()
-    ax.bar(range(len(results)), [r.score for r in results], color="tab:blue")
+    ax.bar(range(len(results)), [r.score for r in results], color="tab:blue",
+           yerr=[row["score_se"] or 0.0 for row in rows], capsize=4)
+    for x, row in enumerate(rows[1:], start=1):  # each difference from the first, ± its paired standard error
+        if row["difference"] is not None:
+            se = "" if row["difference_se"] is None else f" ± {row['difference_se']:.3f}"
+            ax.annotate(f"Δ {row['difference']:+.3f}{se}", (x, row["score"] + (row["score_se"] or 0.0)),
+                        xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=8)
+    tops = [row["score"] + (row["score_se"] or 0.0) for row in rows if row["score"] is not None]
+    ax.set_ylim(0, 1.15 * max(tops, default=0.0) or 1.0)  # room for the differences above the bars
     ax.set_xticks(range(len(results)), [r.name for r in results], rotation=30, ha="right")
     ax.set_ylabel(f"{results[0].method} score")
     ax.set_title("Series, on shared insertion maps" if results[0].method == "mD2IQA" else "Comparison", fontsize=10)

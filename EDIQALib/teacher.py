@@ -21,6 +21,7 @@ from pycocotools.cocoeval import COCOeval
 from torch import nn
 from torchvision.ops import box_iou
 
+from .assessment import ScoredSlice, SliceScorer
 from .backgrounds import Background
 from .detector import detect
 from .signals import Insertion, InsertionConfig, is_assessable, object_blur, plan_insertion, render
@@ -171,11 +172,12 @@ def score_series(model: nn.Module, backgrounds: list[Background], config: Teache
 
 
 def teacher_scorer(model: nn.Module, config: TeacherConfig, device: torch.device | str = "cpu",
-                   progress: Progress | None = None) -> Callable[[list[list[Background]], list[int]], list[list[tuple]]]:
-    """The teacher as a slice scorer for :func:`EDIQALib.assessment.assess_series` (one slice position a call)."""
+                   progress: Progress | None = None) -> SliceScorer:
+    """The teacher as a slice scorer for :func:`EDIQALib.assessment.assess_series` (one slice position a call),
+    its verdicts with their scores in each repeat."""
 
-    def scorer(positions: list[list[Background]], indices: list[int]) -> list[list[tuple]]:
-        return [[(v.score, v.heatmap, v.assessable) for v in score_series(model, bgs, config, k, device, progress)]
-                for bgs, k in zip(positions, indices)]
+    def scorer(positions: list[list[Background]], indices: list[int]) -> list[list[ScoredSlice]]:
+        return [[ScoredSlice(v.score, v.heatmap, v.assessable, tuple(v.repeat_scores))
+                 for v in score_series(model, bgs, config, k, device, progress)] for bgs, k in zip(positions, indices)]
 
     return scorer

@@ -278,6 +278,7 @@ def test_python_api_assesses_a_file_and_matches_the_cli(tmp_path, student_file):
     assert proc.returncode == 0, proc.stderr
     cli = json.loads((tmp_path / "out" / "result.json").read_text(encoding="utf-8"))
     assert cli["slice_scores"] == pytest.approx(result.slice_scores, abs=1e-5)
+    assert not result.details and "score_se" not in cli  # one forward pass: no repeats to scatter
     # the shipped student's verdicts through the API: much noise added, a lower score on every slice
     clean = sitk.ReadImage(str(path))
     noisy = sitk.GetImageFromArray(sitk.GetArrayFromImage(clean) + np.random.default_rng(0).normal(0, 150, (2, 128, 128)))
@@ -657,6 +658,17 @@ def test_one_physical_slice_gets_one_score_and_one_map_however_its_file_stores_i
         maps.append(sitk.GetArrayFromImage(sitk.DICOMOrient(heat, "LPS")))  # each map in one physical order
     for other in maps[1:]:
         np.testing.assert_allclose(other, maps[0], atol=1e-5)
+
+
+def test_a_volume_s_repeat_scores_average_its_slices_per_repeat_and_give_its_standard_error():
+    from EDIQALib.assessment import repeat_summary
+
+    # slice 1 is not assessable (no repeats); slice 2 missed one repeat's score
+    summary = repeat_summary([(0.1, 0.3, 0.2), (), (0.3, float("nan"), 0.4)])
+    assert summary["repeat_scores"] == pytest.approx([0.2, 0.3, 0.3])
+    assert summary["score_se"] == pytest.approx(np.std([0.2, 0.3, 0.3], ddof=1) / np.sqrt(3), abs=1e-6)
+    assert repeat_summary([(0.25,), (0.35,)]) == {"repeat_scores": [0.3], "score_se": None}  # one repeat
+    assert repeat_summary([(), ()]) == {}  # the student's slices: no repeats
 
 
 def test_the_overlay_of_a_volume_plots_its_slice_scores_and_marks_the_shown_slice(tmp_path, student_file):

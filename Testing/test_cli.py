@@ -80,10 +80,13 @@ def test_teacher_series_shares_maps_and_summarises(tmp_path):
     smaller = sitk.GetImageFromArray(arr)
     smaller.CopyInformation(image)
     sitk.WriteImage(smaller, str(c))
-    proc = ediqa("teacher", a, b, c, *TINY, "--out", tmp_path / "out", "--progress", "none")
+    proc = ediqa("teacher", a, b, c, "--realizations", "2", "--repeats", "2", "--out", tmp_path / "out",
+                 "--progress", "none")
     assert proc.returncode == 0, proc.stderr
     ra, rb = (json.loads((tmp_path / "out" / n / "result.json").read_text(encoding="utf-8")) for n in "ab")
     assert ra["score"] == rb["score"]  # identical images, identical insertion maps
+    assert len(ra["repeat_scores"]) == 2 and ra["score"] == pytest.approx(np.mean(ra["repeat_scores"]), abs=1e-6)
+    assert ra["score_se"] == pytest.approx(np.std(ra["repeat_scores"], ddof=1) / np.sqrt(2), abs=1e-6)
     # one set of insertion maps for all three, inside the body they share (c's): the same lesions are
     # scored in every version, so each map is defined at the same places, none of them right of the cut
     defined = [np.isfinite(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / n / "heatmap.nrrd"))))
@@ -92,9 +95,16 @@ def test_teacher_series_shares_maps_and_summarises(tmp_path):
     assert all(np.array_equal(defined[0], d) for d in defined[1:])
     summary = json.loads((tmp_path / "out" / "series.json").read_text(encoding="utf-8"))
     own = [json.loads((tmp_path / "out" / n / "result.json").read_text(encoding="utf-8")) for n in "abc"]
-    assert summary["inputs"] == [{"name": n, "score": r["score"], "assessable_slices": 1, "slices": 1}
-                                 for n, r in zip("abc", own)]
-    assert summary["realizations"] == 2 and summary["repeats"] == 1
+    assert [{k: e[k] for k in ("name", "score", "score_se", "assessable_slices", "slices")} for e in summary["inputs"]] == [
+        {"name": n, "score": r["score"], "score_se": r["score_se"], "assessable_slices": 1, "slices": 1}
+        for n, r in zip("abc", own)]
+    first, same, other = summary["inputs"]
+    assert first["difference"] is None and first["difference_se"] is None  # the reference of the differences
+    assert same["difference"] == 0 and same["difference_se"] == 0  # paired repeats: the same maps, the same image
+    paired = np.subtract(own[2]["repeat_scores"], own[0]["repeat_scores"])
+    assert other["difference"] == pytest.approx(own[2]["score"] - own[0]["score"], abs=2e-6)
+    assert other["difference_se"] == pytest.approx(np.std(paired, ddof=1) / np.sqrt(2), abs=1e-6)
+    assert summary["realizations"] == 2 and summary["repeats"] == 2
     with open(tmp_path / "out" / "series.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert [(r["name"], float(r["score"])) for r in rows] == [(n, pytest.approx(r["score"])) for n, r in zip("abc", own)]
