@@ -148,9 +148,9 @@ def _student_scores(scorer: SliceScorer, series: Series) -> list[float]:
 
     positions = [[slice_background(im, "ct", InsertionConfig(), with_psf=False)] for im in series.images_hu]
     verdicts = [versions[0] for versions in scorer(positions, list(range(len(positions))))]
-    if not all(assessable for _, _, assessable in verdicts):  # the student gives such an image no score
+    if not all(v.assessable for v in verdicts):  # the student gives such an image no score
         raise RuntimeError(f"an image of the {series.kind} series {series.name} is not assessable")
-    return [score for score, _, _ in verdicts]
+    return [v.score for v in verdicts]
 
 
 def dose_order(student: Student, draws: int = 8, device: str = "cpu") -> dict:

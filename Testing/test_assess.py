@@ -803,7 +803,7 @@ def test_the_student_s_map_is_read_where_the_slice_lies_in_its_field():
     hu = np.pad(phantom(3, size=200, kind="body")[:, 30:], ((0, 0), (0, 60)), constant_values=-1000.0)
     background = slice_background(hu, "ct", InsertionConfig(), with_psf=False)
     assert background.image01.shape == (200, 230)
-    score, hmap, ok = student_scorer(Brightness(), InsertionConfig())([[background]], [0])[0][0]
+    score, hmap, ok, _ = student_scorer(Brightness(), InsertionConfig())([[background]], [0])[0][0]
     assert ok and hmap.shape == background.image01.shape
     defined = np.isfinite(hmap)
     assert np.array_equal(defined, background.body)
@@ -860,6 +860,7 @@ def test_slices_that_are_not_assessable_do_not_go_through_the_network():
                                                                     list(range(5)))
     assert net.batches == [2, 1]
     assert [v[0][2] for v in verdicts] == [False, True, False, True, True]
-    for (score, heat, assessable), in verdicts:
+    for (score, heat, assessable, repeats), in verdicts:
+        assert repeats == ()  # one forward pass: no repeats
         assert np.isnan(heat).all() != assessable
         assert score == 0.5 if assessable else np.isnan(score)
