@@ -890,16 +890,18 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     from .backgrounds import load_bank
     from .detector import DetectorTraining, train_detector
-    from .distill import (StudentTraining, check_batch, load_samples, split_by_series, stage1_detectors,
-                          train_student, transfer_backbones)
+    from .distill import (StudentTraining, check_batch, fitting_batch, load_samples, split_by_series,
+                          stage1_detectors, train_student, transfer_backbones)
     from .distributed import distributed_context, world_from_environment
     from .student import Student
 
     device = _device(args.device)
     train, val = split_by_series([s for labels in args.labels for s in load_samples(labels)], args.held_out)
+    ranks = world_from_environment()[1]
+    args.batch_size = args.batch_size or fitting_batch(len(train), args.accumulate, ranks)  # run.json records it
     cfg = StudentTraining(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, rank_weight=args.rank_weight,
                           map_weight=args.map_weight, mix=args.mix, accumulate=args.accumulate, seed=args.seed)
-    check_batch(cfg, len(train), world_from_environment()[1])  # before any output or stage 1
+    check_batch(cfg, len(train), ranks)  # before any output or stage 1
     initial, provenance = (_initial_student(args.init, args.init_member, args.preset) if args.init
                            else (None, None))  # before any output
     bank = load_bank(args.bank) if args.stage1_iterations else None  # likewise
@@ -1126,7 +1128,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fine-tune member I (from 0) of the --init ensemble alone, e.g. to distil the ensemble "
                         "into one network on its own labels (`ediqa label --model`)")
     p.add_argument("--epochs", type=_positive_int, default=30)
-    p.add_argument("--batch-size", type=_batch, default=8)
+    p.add_argument("--batch-size", type=_batch,
+                   help="slices per step (default: 8, or on fewer training slices the most they fill, a multiple "
+                        "of 2 × ranks × accumulate)")
     p.add_argument("--lr", type=_positive_float, default=1e-3)
     p.add_argument("--rank-weight", type=_weight, default=0.0,
                    help="weight of a pairwise ranking term between two versions of one slice (0: measured best)")

@@ -260,6 +260,14 @@ def scores_of(student: Student, samples: list[Sample]) -> tuple[np.ndarray, np.n
     return predict(student, samples), np.array([s.score for s in samples])
 
 
+def fitting_batch(train_slices: int, accumulate: int, world: int) -> int:
+    """The default batch: :class:`StudentTraining`'s, or on a training set of fewer slices (a folder
+    relabelled in Slicer) the most it fills in whole pairs of versions on every rank and micro-batch; at
+    least one pair each, which :func:`check_batch` then judges."""
+    step = 2 * world * accumulate
+    return max(step, min(StudentTraining.batch_size, train_slices) // step * step)
+
+
 def check_batch(cfg: StudentTraining, train_slices: int, world: int) -> None:
     """Raises InputError unless the batch cuts into whole pairs of versions on every rank and micro-batch
     and the training set fills it."""

@@ -209,8 +209,7 @@ def test_training_can_start_from_a_trained_student(tmp_path):
     labels = tmp_path / "labels.csv"
     _label(data, labels, 3)
     train = ["train", "--labels", labels, "--stage1-iterations", "0",
-             "--epochs", "1", "--batch-size", "4", "--held-out", "0", "--lr", "1e-7", "--device", "cpu",
-             "--progress", "none"]
+             "--epochs", "1", "--held-out", "0", "--lr", "1e-7", "--device", "cpu", "--progress", "none"]
     runs = {"init": ["--init", "student-lite"], "fresh": [], "member": ["--init", "student-lite", "--init-member", "1"]}
     for name, extra in runs.items():
         proc = ediqa(*train, *extra, "--out", tmp_path / name)
@@ -234,6 +233,9 @@ def test_training_can_start_from_a_trained_student(tmp_path):
                    if k.startswith("members.0."))
     run_info = json.loads((tmp_path / "member" / "run.json").read_text(encoding="utf-8"))
     assert run_info["args"]["init_member"] == 1 and run_info["init"]["name"] == "student-lite"
+    # no --batch-size: the default 8 shrinks to the 4 slices these labels train on (as a folder relabelled
+    # in Slicer and retrained there), and the run records the batch it took
+    assert run_info["train_slices"] == 4 and run_info["args"]["batch_size"] == 4
     # resuming it from another start would record a start its weights did not come from
     proc = ediqa(*train, *runs["member"][:-1], "0", "--out", tmp_path / "member")
     assert proc.returncode == 2 and "--init-member 1; resume it with the same settings" in proc.stderr, proc.stderr
@@ -319,3 +321,11 @@ def test_every_series_of_one_slice_is_on_one_side_of_the_split():
     assert held_bases and held_bases.isdisjoint(base_of(s.group.split("/")[0]) for s in train)
     assert len(held) == 4 * len(held_bases)  # whole bases, every kind
     assert base_of("ct693-v3-blur") == "ct693-v3" and base_of("my-scan") == "my-scan"
+
+
+@pytest.mark.parametrize("train_slices, accumulate, world, batch", [
+    (100, 1, 1, 8), (100, 2, 2, 8), (100, 3, 1, 6), (4, 1, 1, 4), (5, 1, 1, 4), (1, 1, 1, 2)])
+def test_the_default_batch_fits_the_training_set_in_whole_pairs(train_slices, accumulate, world, batch):
+    from EDIQALib.distill import fitting_batch
+
+    assert fitting_batch(train_slices, accumulate, world) == batch
