@@ -175,7 +175,7 @@ def write_series_summary(results: list[QualityResult], out_dir: str | Path, sett
     ax.set_ylim(0, 1.15 * max(tops, default=0.0) or 1.0)  # room for the differences above the bars
     ax.set_xticks(range(len(results)), [r.name for r in results], rotation=30, ha="right")
     ax.set_ylabel(f"{results[0].method} score")
-    ax.set_title("Series, on shared insertion maps" if results[0].method == "mD2IQA" else "Comparison", fontsize=10)
+    ax.set_title("Series, on shared insertion maps", fontsize=10)
     fig.tight_layout()
     png = _png_bytes(fig)
     csv_buf = _io.StringIO()
