@@ -307,14 +307,14 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return None
 
     def _show_result(self, node, out_dir: Path) -> None:
+        from EDIQALib.report import volume_score_text
+
         if node.GetScene() is None:
             self.ui.statusLabel.text = f"{node.GetName()} was removed from the scene while it was assessed."
             return
         self._result, heat = self.logic.load_result(node, out_dir, self._parameterNode.opacity)
         self._heatmap_ids.add(heat.GetID())
         self._assessed = node
-        from EDIQALib.report import volume_score_text
-
         text = volume_score_text(self._result)  # "not assessable", or the score ± the teacher's standard error
         score = self._result.score
         shown = text if score != score else f"{text} ({self._result.method})"

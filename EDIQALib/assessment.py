@@ -25,7 +25,6 @@ from .preprocess import (body_mask, canonical_range, canonical_shape, estimate_p
 from .signals import InsertionConfig, saliency_mask
 
 
-
 class ScoredSlice(NamedTuple):
     """A scorer's verdict on one slice: score, heatmap on the canonical grid, whether it is assessable, and
     for the teacher its score in each repeat (the student has none). A plain ``(score, heatmap, assessable)``

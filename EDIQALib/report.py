@@ -71,7 +71,7 @@ def _score_text(score: float | None) -> str:
 
 def volume_score_text(result: QualityResult) -> str:
     """The volume's score as the figures and the Slicer panel print it, with the teacher's standard error
-    over its repeats where it has one (``0.209 ± 0.004 SE``)."""
+    over its repeats where it has one (``0.161 ± 0.007 SE``)."""
     se = result.details.get("score_se")
     text = _score_text(result.score)
     return f"{text} ± {se:.3f} SE" if se is not None and np.isfinite(result.score) else text
