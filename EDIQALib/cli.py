@@ -179,7 +179,7 @@ def _simulated_path(out: Path, name: str, acquisition) -> Path:
 
 def _simulate(args: argparse.Namespace) -> list[str]:
     """Write the simulated series of ``args.input``; returns the written paths, best dose first."""
-    from .io import check_outputs, image_like, read_volume, staged_in, write_image
+    from .io import MODALITY_TAG, check_outputs, image_like, read_volume, staged_in, write_image
     from .simulate import NO_GRAIN, Acquisition, estimate_noise_grain, simulate_series
 
     try:
@@ -210,7 +210,9 @@ def _simulate(args: argparse.Namespace) -> list[str]:
         progress("simulate", k + 1, len(vol.array))
     with staged_in(Path(args.out)) as staging:  # the series whole, or none of it
         for path, slices in zip(paths, out_slices):
-            write_image(image_like(slices, vol.geometry), staging / path.name)
+            image = image_like(slices, vol.geometry)
+            image.SetMetaData(MODALITY_TAG, "CT")  # read back as CT, whether or not its values reach air's
+            write_image(image, staging / path.name)
     return [str(p) for p in paths]
 
 

@@ -43,6 +43,11 @@ def discover_series(paths: list[str | Path]) -> list[tuple[str, list[Path]]]:
         if not name:
             raise InputError(f"{p} is no series folder (a series is named after its folder)")
         files = sorted(f for f in p.iterdir() if f.name.lower().endswith(IMAGE_SUFFIXES)) if p.is_dir() else []
+        stems = [_map_stem(f.name) for f in files]
+        twice = next((stem for stem in stems if stems.count(stem) > 1), None)
+        if twice is not None:  # their maps would be one file, the last written over the first
+            raise InputError(f"{p} holds two images named {twice} (with different suffixes); rename one, as "
+                             "their maps are named after the image without its suffix")
         out.append((name, files) if files else (name, [Path(os.path.abspath(p))]))  # "." has a name so
     names = [n for n, _ in out]
     if len(set(names)) != len(names):

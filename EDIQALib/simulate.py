@@ -40,7 +40,7 @@ class Acquisition:
         if self.filter not in FILTERS:
             raise ValueError(f"unknown FBP filter {self.filter!r}; choose from {', '.join(FILTERS)}")
         if not 0.0 < self.dose <= 1.0:
-            raise ValueError(f"dose {self.dose:g} must lie in (0, 1]")
+            raise ValueError(f"dose {self.dose!r} must lie in (0, 1]")  # not rounded into the range
         if self.views < MIN_VIEWS:
             raise ValueError(f"{self.views} views are too few (at least {MIN_VIEWS})")
         if self.views > MAX_VIEWS:

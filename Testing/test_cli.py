@@ -120,6 +120,8 @@ def test_simulate_writes_a_dose_series_in_input_geometry(tmp_path):
     files = json.loads(proc.stdout)["outputs"]
     assert len(files) == 2
     imgs = [sitk.ReadImage(f) for f in files]
+    # tagged CT: a simulated image whose values do not reach air's is read back as CT, not refused
+    assert all(im.GetMetaData("0008|0060") == "CT" for im in imgs)
     for im in imgs:
         assert im.GetSize() == image.GetSize()
         np.testing.assert_allclose(im.GetDirection(), image.GetDirection(), atol=1e-6)
@@ -327,6 +329,12 @@ def test_no_output_goes_into_an_input_folder(tmp_path):
 def test_simulate_s_bad_options_are_one_line_and_write_nothing(tmp_path, ct_volume_file, option):
     assert_one_line_error(ediqa("simulate", ct_volume_file, *option, "--out", tmp_path / "sim"))
     assert not (tmp_path / "sim").exists()
+
+
+def test_simulate_names_a_dose_it_refuses_unrounded(tmp_path, ct_volume_file):
+    proc = ediqa("simulate", ct_volume_file, "--doses", "1.0000001", "--out", tmp_path / "sim")
+    assert_one_line_error(proc)
+    assert "dose 1.0000001 must lie in (0, 1]" in proc.stderr  # not "dose 1", which lies in it
 
 
 def test_simulate_s_views_range_is_the_one_it_takes(tmp_path, ct_volume_file):

@@ -195,3 +195,13 @@ def test_labels_rows_are_checked_as_they_are_read(tmp_path):
     labels.write_text("series,file,slice\na,b.nrrd,0\n", encoding="utf-8")
     with pytest.raises(InputError, match="not a labels CSV of `ediqa label` .its header is not series,file,"):
         read_labels(labels)
+
+
+def test_a_series_with_two_images_of_one_name_is_refused(tmp_path):
+    series = tmp_path / "series"
+    series.mkdir()
+    image = sitk.GetImageFromArray(phantom(31, size=96, kind="body")[None].astype(np.float32))
+    for name in ("scan.nrrd", "scan.nii.gz"):  # their maps would both be scan_s0000.npy
+        sitk.WriteImage(image, str(series / name))
+    with pytest.raises(InputError, match="two images named scan"):
+        discover_series([series])
