@@ -56,16 +56,6 @@ class TeacherConfig:
     insertion: InsertionConfig = field(default_factory=InsertionConfig)
 
 
-@dataclass
-class SliceVerdict:
-    """The teacher's verdict on one image: score (NaN when not assessable), per-repeat mAPs, local map."""
-
-    score: float
-    repeat_scores: list[float]
-    heatmap: np.ndarray
-    assessable: bool
-
-
 def plans_for_slice(body: np.ndarray, salient: np.ndarray, config: TeacherConfig, slice_index: int
                     ) -> list[list[Insertion]]:
     """``repeats`` lists of ``realizations`` insertion plans for one slice position (seeded)."""
@@ -133,7 +123,7 @@ def series_masks(backgrounds: list[Background]) -> tuple[np.ndarray, np.ndarray]
 
 
 def score_series(model: nn.Module, backgrounds: list[Background], config: TeacherConfig, slice_index: int = 0,
-                 device: torch.device | str = "cpu", progress: Progress | None = None) -> list[SliceVerdict]:
+                 device: torch.device | str = "cpu", progress: Progress | None = None) -> list[ScoredSlice]:
     """Score co-registered versions of one slice on shared insertion maps.
 
     Args:
@@ -144,7 +134,7 @@ def score_series(model: nn.Module, backgrounds: list[Background], config: Teache
     body, salient = series_masks(backgrounds)
     if not is_assessable(body, salient, config.insertion):
         nan_map = np.full(shape, np.nan, np.float32)
-        return [SliceVerdict(float("nan"), [], nan_map.copy(), False) for _ in backgrounds]
+        return [ScoredSlice(float("nan"), nan_map.copy(), False) for _ in backgrounds]
     plans = plans_for_slice(body, salient, config, slice_index)
     total = len(backgrounds) * config.repeats
     verdicts = []
@@ -166,8 +156,8 @@ def score_series(model: nn.Module, backgrounds: list[Background], config: Teache
                 progress("teacher", v * config.repeats + rep + 1, total)
         heat = np.where((den > 0.05) & body, num / np.maximum(den, 1e-12), np.nan).astype(np.float32)
         valid = [s for s in repeat_scores if np.isfinite(s)]
-        verdicts.append(SliceVerdict(float(np.mean(valid)) if valid else float("nan"), repeat_scores, heat,
-                                     bool(valid)))
+        verdicts.append(ScoredSlice(float(np.mean(valid)) if valid else float("nan"), heat, bool(valid),
+                                    tuple(repeat_scores)))
     return verdicts
 
 
@@ -177,7 +167,6 @@ def teacher_scorer(model: nn.Module, config: TeacherConfig, device: torch.device
     its verdicts with their scores in each repeat."""
 
     def scorer(positions: list[list[Background]], indices: list[int]) -> list[list[ScoredSlice]]:
-        return [[ScoredSlice(v.score, v.heatmap, v.assessable, tuple(v.repeat_scores))
-                 for v in score_series(model, bgs, config, k, device, progress)] for bgs, k in zip(positions, indices)]
+        return [score_series(model, bgs, config, k, device, progress) for bgs, k in zip(positions, indices)]
 
     return scorer
