@@ -408,8 +408,7 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
     check_outputs([out / "run.json"], [])
     if args.init:
         model_of_kind(args.init, "detector")
-    _check_resume(out, "ediqa train-detector", args,
-                  ("preset", "init", "phantoms", "back_phantoms", "bank_projections", "seed"))  # its bank's too
+    _check_resume(out, "ediqa train-detector", args)
     from io import BytesIO
 
     import numpy as np
@@ -439,7 +438,7 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
         barrier(world)
         bank = load_bank(bank_path)  # a damaged bank of an earlier run: refused before its run.json is rewritten
         if rank == 0:
-            settings = {k: v for k, v in vars(args).items() if k not in ("func", "progress")}
+            settings = _run_settings(args)
             run_info = {"command": "ediqa train-detector", "args": settings, "ranks": world}
             if provenance is not None:
                 run_info["init"] = provenance
@@ -541,7 +540,14 @@ def cmd_publish_detector(args: argparse.Namespace) -> None:
     if not weights.exists():
         raise InputError(f"no best.safetensors in {run}; train with validation first")
     run_info, log = _read_run(run, run)
-    from .detector import build_detector  # torch: a run that is none answers without it
+    planned, done = run_info.get("args", {}).get("iterations"), log[-1].get("step", 0) if log else 0
+    if planned is not None and done < planned:
+        raise InputError(f"{run} stopped after step {done} of {planned}; finish it first (the same "
+                         "`ediqa train-detector` command resumes it)")
+    selection = read_json(run / "selection.json", "selection record") if (run / "selection.json").exists() else None
+    if selection is not None:
+        _check_selected(run, weights, selection)
+    from .detector import ARCHITECTURES, build_detector  # torch: a run that is none answers without it
     from .models import fit_weights, package_model, read_weights
     preset = run_info.get("args", {}).get("preset", "lite")
     fit_weights(build_detector(preset), read_weights(weights), f"{weights} (preset {preset!r})")
@@ -550,8 +556,8 @@ def cmd_publish_detector(args: argparse.Namespace) -> None:
     start = f"fine-tuned from {init['name']} (sha256 {init['sha256'][:12]}…, its training under training.init)" \
         if init else "trained from scratch"
     card = {
-        "description": "Teacher detector (mD2IQA, lite preset): Faster R-CNN, ResNet-18 trunk to stride 8, "
-                       f"64-channel FPN, {start} on lesions inserted into simulated CT.",
+        "description": f"Teacher detector (mD2IQA, {preset} preset): {ARCHITECTURES[preset]}, {start} on lesions "
+                       "inserted into simulated CT.",
         "training": {**run_info, "snapshots": log,
                      "data": "seeded synthetic body, head and back phantoms (seeds 1000+) and pydicom's "
                              "693_J2KI.dcm head CT slice, simulated across dose (3-100 %), views (60-720), FBP "
@@ -560,11 +566,23 @@ def cmd_publish_detector(args: argparse.Namespace) -> None:
         "selection": "checkpoint with the highest validity (Spearman rho + relative score drop) on held-out "
                      "phantom series (seeds 500-503)",
     }
-    if (run / "selection.json").exists():
-        card["selection_figures"] = read_json(run / "selection.json", "selection record")
+    if selection is not None:
+        card["selection_figures"] = selection
     dest = package_model(weights, args.name, "detector", preset, {**card, **records}, Path(args.models_dir),
                          [weights, *filter(None, (args.validity, args.notes))])
     print(json.dumps({"weights": str(dest), "card": str(dest.with_suffix(".json"))}))
+
+
+def _check_selected(run: Path, weights: Path, selection: object) -> None:
+    """A run's ``selection.json`` describes its ``best.safetensors`` only while that is still the snapshot
+    ``select-detector`` chose: training on after it writes a new best over it."""
+    chosen = selection.get("best", {}).get("snapshot") if isinstance(selection, dict) else None
+    if not isinstance(chosen, str):
+        raise InputError(f"selection record {run / 'selection.json'} names no chosen snapshot (best.snapshot)")
+    snapshot = run / "snapshots" / chosen
+    if not snapshot.is_file() or snapshot.read_bytes() != weights.read_bytes():
+        raise InputError(f"{weights} is no longer {chosen}, which {run / 'selection.json'} chose; run "
+                         "`ediqa select-detector` again, or remove selection.json to publish the best of training")
 
 
 def _card_records(metrics: str | None, notes: str | None, metrics_what: str) -> dict:
@@ -580,21 +598,43 @@ def _card_records(metrics: str | None, notes: str | None, metrics_what: str) -> 
     return records
 
 
-def _check_resume(out: Path, command: str, args: argparse.Namespace, keys: tuple[str, ...]) -> None:
-    """A run folder that holds a run is resumed only by the same command with the same ``keys`` settings
-    (what its weights are: preset, start); else one line, before anything is written."""
+RESUME_FREE = ("out", "device", "workers")  # where and how a run is carried on, not what it trains
+
+
+def _check_resume(out: Path, command: str, args: argparse.Namespace) -> None:
+    """A run folder that holds a run is resumed only by the same command with every setting its ``run.json``
+    records (but those of :data:`RESUME_FREE`): another start, data, seed, learning rate or length would
+    leave weights that no recorded setting describes, and a schedule planned for another length; else one
+    line, before anything is written. A setting the record lacks (an older run) is not compared."""
     info = _read_run_record(out)
     if not info:
         return
     if info.get("command") != command:
         raise InputError(f"{out} holds a run of {info.get('command')!r}, not of {command!r}; give another --out")
-    recorded = info.get("args", {})
-    changed = [k for k in keys if recorded.get(k) != getattr(args, k)]
+    given = json.loads(json.dumps(_run_settings(args)))  # as its record holds them: lists, not tuples
+    changed = [(k, v) for k, v in info.get("args", {}).items()
+               if k not in RESUME_FREE and k in given and given[k] != v]
     if changed:
-        was = ", ".join(f"--{k.replace('_', '-')} {recorded.get(k)}" for k in changed)
-        raise InputError(f"{out} holds a run with {was}; resume it with the same settings (the same start), "
-                         "or give another --out")
+        was = ", ".join(f"{_option(k, v)} (given {_option(k, given[k])})" for k, v in changed)
+        raise InputError(f"{out} holds a run with {was}; resume it with the same settings, or give another --out "
+                         "(to train on from its weights: --init)")
     _check_run_state(out)
+
+
+def _run_settings(args: argparse.Namespace) -> dict:
+    """The settings a run's ``run.json`` records: every argument but how progress is shown."""
+    return {k: v for k, v in vars(args).items() if k not in ("func", "progress")}
+
+
+def _option(key: str, value: object) -> str:
+    """A recorded setting as the user gave it: ``--lr 0.001``, ``--labels a.csv b.csv``, ``no --init``;
+    a switch as ``validate on``."""
+    name = key.replace("_", "-")
+    if isinstance(value, bool):
+        return f"{name} {'on' if value else 'off'}"
+    if value is None:
+        return f"no --{name}"
+    return f"--{name} {' '.join(map(str, value)) if isinstance(value, list) else value}"
 
 
 def _run_lock(out: Path, rank: int):
@@ -882,7 +922,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.stage1_iterations and not args.bank:
         raise InputError("stage 1 needs --bank (a train-detector run's bank.npz), or --stage1-iterations 0")
     _refuse_twice([Path(p) for p in args.labels], "labels file")
-    _check_resume(out, "ediqa train", args, ("preset", "init", "init_member"))
+    if args.batch_size is None:  # a resumed run keeps the batch it recorded; a new one's fits its data (below)
+        args.batch_size = _read_run_record(out).get("args", {}).get("batch_size")
+    _check_resume(out, "ediqa train", args)
     for labels in args.labels:  # bad labels, a run folder that cannot be written, an unknown --init: before torch
         read_labels(labels)
     check_outputs([out / "run.json"], args.labels)
@@ -910,7 +952,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     with distributed_context(device) as (rank, world), _run_lock(out, rank):
         progress = _progress(args) if rank == 0 else None
         if rank == 0:
-            settings = {k: v for k, v in vars(args).items() if k not in ("func", "progress")}
+            settings = _run_settings(args)
             run_info = {"command": "ediqa train", "args": settings, "ranks": world, "train_slices": len(train),
                         "held_out_slices": len(val)}
             if provenance is not None:
@@ -1151,6 +1193,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--name", type=_model_name, default=name, help="the model's name in the registry")
         p.add_argument("--models-dir", default=str(MODELS_DIR),
                        help="registry folder to publish into (default: the bundled models)")
+        common(p)
 
     p = sub.add_parser("publish-student", help="copy a train run's best student (several runs: their ensemble) "
                                                 "into Resources/Models with its card")
@@ -1161,7 +1204,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "(its --init): W of the start's, 1 - W of the best's (0: the best alone)")
     p.add_argument("--bench", help="bench.json from `ediqa bench` to record as the card's metrics")
     p.add_argument("--notes", help="JSON file of notes (training data, how it was made) to record in the card")
-    common(p)
     p.set_defaults(func=cmd_publish_student)
 
     p = sub.add_parser("publish-detector", help="copy a run's best detector into Resources/Models with its card")

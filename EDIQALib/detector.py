@@ -38,6 +38,8 @@ from .io import write_bytes
 from .signals import SHAPES, InsertionConfig, object_blur, plan_insertion, render
 
 LITE_FPN_CHANNELS = 64
+ARCHITECTURES = {"lite": "Faster R-CNN, ResNet-18 trunk to stride 8, 64-channel FPN",
+                 "paper": "Mask R-CNN, Swin-T FPN"}  # each preset's detector, as its model card names it
 IMAGE_MEAN, IMAGE_STD = 0.5, 0.25
 
 
@@ -234,7 +236,8 @@ def train_detector(model: nn.Module, bank: list[Background], out_dir: str | Path
             training_log.keep_until(out, "step", step)
     parallel = data_parallel(model, world)
     with_masks = isinstance(model, MaskRCNN)
-    running: dict[str, float] = {}
+    running: dict[str, float] = {}  # summed losses of the steps since the last snapshot
+    steps_run = 0  # how many: a last snapshot off the snapshot_every grid averages over fewer
 
     def loss_of(numbered: tuple[int, list[tuple[np.ndarray, dict[str, torch.Tensor]]]]) -> torch.Tensor:
         number, part = numbered  # the part's place in the whole batch seeds the detector's box sampling
@@ -259,12 +262,12 @@ def train_detector(model: nn.Module, bank: list[Background], out_dir: str | Path
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         opt.step()
         step += 1
+        steps_run += 1
         if progress:
             progress("train-detector", step, schedule.iterations)
         if step % schedule.snapshot_every == 0 or step == schedule.iterations:
-            entry = {"step": step, **{k: mean_over_ranks(v, world) / schedule.snapshot_every
-                                      for k, v in sorted(running.items())}}
-            running = {}
+            entry = {"step": step, **{k: mean_over_ranks(v, world) / steps_run for k, v in sorted(running.items())}}
+            running, steps_run = {}, 0
             if rank == 0:
                 _snapshot(model, opt, out, step, entry, validate, best)
                 best = max(best, entry.get("validity", best))

@@ -127,8 +127,8 @@ def validity_report(model: nn.Module, config: TeacherConfig, kinds: tuple[str, .
                     progress: Callable[[str, int, int], None] | None = None) -> dict:
     """Teacher scores, Spearman ρ and the noise-SD baseline for every (base slice, series kind).
 
-    Returns ``{"series": [...], "summary": {kind: {...}}}``; each series entry has the levels, scores,
-    ``rho`` (score vs quality order), ``ratio`` (worst / best score), and the noise-SD estimates with
+    Returns ``{"series": [...], "summary": {kind: {...}}}`` (a kind's ``max_ratio`` None where a ratio is); each series entry has the levels, scores,
+    ``rho`` (score vs quality order), ``ratio`` (worst / best score; None where the best scores 0), and the noise-SD estimates with
     their ``rho_noise_sd`` (how a noise-SD metric, lower = better, ranks the same images).
     """
     bases = acceptance_bases() if bases is None else bases
@@ -148,6 +148,7 @@ def validity_report(model: nn.Module, config: TeacherConfig, kinds: tuple[str, .
         rows = [e for e in entries if e["kind"] == kind]
         summary[kind] = {"mean_rho": float(np.mean([e["rho"] for e in rows])),
                          "min_rho": float(np.min([e["rho"] for e in rows])),
-                         "max_ratio": float(np.max([e["ratio"] if e["ratio"] is not None else np.inf for e in rows])),
+                         "max_ratio": None if any(e["ratio"] is None for e in rows)  # a best image scored 0
+                         else float(np.max([e["ratio"] for e in rows])),
                          "mean_rho_noise_sd": float(np.mean([e["rho_noise_sd"] for e in rows]))}
     return {"series": entries, "summary": summary}

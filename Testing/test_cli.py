@@ -640,6 +640,18 @@ def test_a_run_folder_is_resumed_only_by_its_own_command_and_preset(tmp_path):
                  "--bank-projections", "40", "--progress", "none")  # its bank was built from 2 phantoms
     assert_one_line_error(proc)
     assert "--phantoms 2" in proc.stderr
+    unread = str(tmp_path / "unread.csv")
+    runs["student-run"]["args"].update(labels=[unread], epochs=30, lr=0.001, batch_size=4, device="cpu")
+    (tmp_path / "student-run" / "run.json").write_text(json.dumps(runs["student-run"]), encoding="utf-8")
+    for changed, was in ((["--epochs", "40"], "--epochs 30 (given --epochs 40)"),  # a schedule of 30 epochs
+                         (["--batch-size", "8"], "--batch-size 4 (given --batch-size 8)"),
+                         (["--labels", unread, unread + "2"], f"--labels {unread} (given --labels {unread} {unread}2)")):
+        proc = ediqa(*train, *changed, "--out", tmp_path / "student-run")
+        assert_one_line_error(proc)
+        assert f"holds a run with {was}; resume it with the same settings" in proc.stderr, proc.stderr
+    proc = ediqa(*train, "--device", "auto", "--out", tmp_path / "student-run")  # its batch, on another device
+    assert_one_line_error(proc)
+    assert "holds a run" not in proc.stderr and "unread.csv" in proc.stderr  # the resumed run reads its labels
     for name, info in runs.items():  # nothing was written into either folder
         assert json.loads((tmp_path / name / "run.json").read_text(encoding="utf-8")) == info
         assert [p.name for p in (tmp_path / name).iterdir()] == ["run.json"]
@@ -820,7 +832,47 @@ def test_detector_runs_with_unusable_weights_or_records_are_refused_before_writi
         assert "validity report" in proc.stderr and not registry.exists()
     proc = ediqa("publish-detector", run, "--name", "det", "--models-dir", registry)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads((registry / "det.json").read_text(encoding="utf-8"))["preset"] == "lite"
+    card = json.loads((registry / "det.json").read_text(encoding="utf-8"))
+    assert card["preset"] == "lite" and "lite preset): Faster R-CNN, ResNet-18" in card["description"]
+
+
+def test_publish_detector_refuses_an_unfinished_run_and_a_selection_of_other_weights(tmp_path):
+    """A run stopped before its last step, or whose best weights are no longer the snapshot its
+    selection.json chose (training went on and found a new best): one line, nothing published. A paper
+    run's card names the paper's detector."""
+    import torch
+
+    from EDIQALib.detector import build_detector, save_weights
+
+    run, registry = tmp_path / "run", tmp_path / "reg"
+    (run / "snapshots").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"command": "ediqa train-detector",
+                                              "args": {"preset": "lite", "iterations": 4}}))
+    (run / "log.jsonl").write_text(json.dumps({"step": 2, "loss": 1.0}) + "\n")
+    torch.manual_seed(0)
+    save_weights(build_detector("lite"), run / "snapshots" / "step000002.safetensors")
+    save_weights(build_detector("lite"), run / "best.safetensors")
+    proc = ediqa("publish-detector", run, "--models-dir", registry, "--progress", "none")
+    assert_one_line_error(proc)
+    assert "stopped after step 2 of 4" in proc.stderr and not registry.exists()
+    with open(run / "log.jsonl", "a") as log:
+        log.write(json.dumps({"step": 4, "loss": 0.5}) + "\n")
+    selection = {"realizations": 1, "best": {"snapshot": "step000002.safetensors", "validity": 0.5}}
+    (run / "selection.json").write_text(json.dumps(selection))
+    proc = ediqa("publish-detector", run, "--models-dir", registry)
+    assert_one_line_error(proc)
+    assert "is no longer step000002.safetensors" in proc.stderr and not registry.exists()
+    (run / "best.safetensors").write_bytes((run / "snapshots" / "step000002.safetensors").read_bytes())
+    proc = ediqa("publish-detector", run, "--models-dir", registry, "--name", "det")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((registry / "det.json").read_text(encoding="utf-8"))["selection_figures"] == selection
+    (run / "selection.json").unlink()
+    (run / "run.json").write_text(json.dumps({"command": "ediqa train-detector", "args": {"preset": "paper"}}))
+    save_weights(build_detector("paper"), run / "best.safetensors")
+    proc = ediqa("publish-detector", run, "--models-dir", registry, "--name", "paper-det")
+    assert proc.returncode == 0, proc.stderr
+    card = json.loads((registry / "paper-det.json").read_text(encoding="utf-8"))
+    assert "paper preset): Mask R-CNN, Swin-T FPN" in card["description"] and "ResNet" not in card["description"]
 
 
 def test_help_states_each_default_as_the_option_is_written():
@@ -831,6 +883,13 @@ def test_help_states_each_default_as_the_option_is_written():
     assert "default: 1,0.5,0.25,0.1,0.05" in simulate and "default: 360" in simulate
     assert "(default: True)" not in detector and "(default: False)" not in detector  # flags state no default
 
+
+def test_every_command_takes_the_progress_option():
+    """The CLI contract: every command takes ``--progress jsonl`` (publish-detector refused it)."""
+    from EDIQALib.cli import build_parser
+
+    sub = build_parser()._subparsers._group_actions[0].choices
+    assert [name for name, p in sub.items() if "--progress {bar,jsonl,none}" not in p.format_help()] == []
 
 
 def test_a_name_with_a_line_break_is_still_one_line_of_error(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import load_file
 from torchvision.models.detection import MaskRCNN
@@ -100,6 +101,23 @@ def test_train_resume_and_detect(tmp_path):
     train_detector(build_detector("lite"), bank, tmp_path / "whole", schedule, validate=lambda m: 0.0)
     whole = load_file(str(tmp_path / "whole" / "snapshots" / "step000004.safetensors"))
     assert all(torch.allclose(whole[k], last[k], atol=1e-5) for k in whole)
+
+
+def test_a_last_snapshot_off_the_grid_logs_the_mean_loss_of_the_steps_it_covers(tmp_path):
+    """3 steps logged every 2: the line of step 3 averages one step's losses (it divided them by 2)."""
+    bank = tiny_bank()
+    logs = {}
+    for every in (1, 2):
+        torch.manual_seed(0)
+        train_detector(build_detector("lite"), bank, tmp_path / str(every),
+                       DetectorTraining(iterations=3, batch_size=2, crop_px=96, snapshot_every=every))
+        logs[every] = [json.loads(line) for line in (tmp_path / str(every) / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in logs[2]] == [2, 3]
+    step3 = logs[1][2]
+    assert step3["step"] == 3 and set(step3) == set(logs[2][1])
+    assert all(logs[2][1][k] == pytest.approx(step3[k], rel=1e-4) for k in step3)
+    first_two = {k: (logs[1][0][k] + logs[1][1][k]) / 2 for k in step3 if k != "step"}
+    assert all(logs[2][0][k] == pytest.approx(v, rel=1e-4) for k, v in first_two.items())
 
 
 def test_the_shipped_detector_finds_inserted_objects():

@@ -238,7 +238,14 @@ def test_training_can_start_from_a_trained_student(tmp_path):
     assert run_info["train_slices"] == 4 and run_info["args"]["batch_size"] == 4
     # resuming it from another start would record a start its weights did not come from
     proc = ediqa(*train, *runs["member"][:-1], "0", "--out", tmp_path / "member")
-    assert proc.returncode == 2 and "--init-member 1; resume it with the same settings" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "--init-member 1 (given --init-member 0); resume it" in proc.stderr, proc.stderr
+    assert json.loads((tmp_path / "member" / "run.json").read_text(encoding="utf-8")) == run_info
+    # ... or with another learning rate (its weights would not be what the run records); the same command,
+    # which took the default batch, resumes it (finished: no epoch left)
+    proc = ediqa(*[("1e-6" if a == "1e-7" else a) for a in train], *runs["member"], "--out", tmp_path / "member")
+    assert proc.returncode == 2 and "--lr 1e-07 (given --lr 1e-06)" in proc.stderr, proc.stderr
+    proc = ediqa(*train, *runs["member"], "--out", tmp_path / "member")
+    assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((tmp_path / "member" / "run.json").read_text(encoding="utf-8")) == run_info
 
     one = package_model(tmp_path / "fresh" / "stage2" / "best.safetensors", "one", "student", "lite", {}, tmp_path)
