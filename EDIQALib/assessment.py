@@ -85,15 +85,18 @@ class QualityResult:
                 "shape": list(self.shape), "spacing": list(self.spacing), "modality": self.modality, **self.details}
 
 
+def mr_caveat(name: str) -> str:
+    """The warning an MR input's scores (or labels) carry."""
+    return (f"{name}: MR; the shipped detector and student were trained on CT only, and their MR scores are not "
+            "validated (see the README)")
+
+
 def caveats(volume: Volume, result: QualityResult) -> list[str]:
     """What a user must know to read ``result`` (the CLI prints each as a warning line): an MR input (the
     shipped models learnt from CT only, and their MR scores are not validated), a volume that looks stored
     across its acquired slices (its slices are scored as stored), and a result without one assessable slice
     (it has no score: null in ``result.json``, NaN in Python)."""
-    notes = []
-    if volume.modality == "mr":
-        notes.append(f"{result.name}: MR; the shipped detector and student were trained on CT only, and their MR "
-                     "scores are not validated (see the README)")
+    notes = [mr_caveat(result.name)] if volume.modality == "mr" else []
     if looks_stored_across(volume):
         (sx, sy), sz = volume.spacing_xy, volume.spacing[2]
         notes.append(f"{result.name}: its pixels are {sx:g} × {sy:g} mm and its slices {sz:g} mm apart, as in a "

@@ -217,10 +217,12 @@ def _simulate(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_teacher(args: argparse.Namespace) -> None:
+    from .io import check_same_geometry
     from .report import SERIES_FILES, write_series_summary
 
     progress = _progress(args)
     volumes, folders = _inputs_and_folders(args, progress, SERIES_FILES if len(args.inputs) > 1 else ())
+    check_same_geometry(volumes, "inputs of one series")  # as assess_series does, before torch is loaded
     from .models import load_model
 
     model, entry = load_model(args.model, "detector")  # torch loads from here on: a bad input or model answers at once,
@@ -231,7 +233,7 @@ def cmd_teacher(args: argparse.Namespace) -> None:
     from .teacher import teacher_scorer
 
     config = _teacher_config(args)
-    scorer = teacher_scorer(model, config, device, progress)
+    scorer = teacher_scorer(model, config, device, progress, slices=volumes[0].array.shape[0])
     settings = {"method": "mD2IQA", "realizations": config.realizations, "repeats": config.repeats,
                 "seed": config.seed, "readout": config.readout, "psf_aware": config.psf_aware,
                 "contrasts": list(config.insertion.contrasts)}
@@ -842,7 +844,7 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
 
 
 def cmd_label(args: argparse.Namespace) -> None:
-    from .assessment import student_scorer
+    from .assessment import mr_caveat, student_scorer
     from .io import check_outputs
     from .labels import check_new_or_resumed, discover_series, label_series, maps_folder, read_series
     from .models import find_model, load_model
@@ -851,7 +853,7 @@ def cmd_label(args: argparse.Namespace) -> None:
     check_outputs([Path(args.out), *(maps_folder(args.out) / name / "map.npy" for name, _ in inputs)], args.data)
     check_new_or_resumed(args.out, args.resume)
     find_model(args.model)  # an unknown model answers before the images are read
-    series = read_series(inputs)
+    series = read_series(inputs, args.modality)
     model, entry = load_model(args.model, None)  # a detector (the teacher) or a student, as its card says
     from .distributed import distributed_context  # torch: bad inputs, outputs and models answer without it
     from .teacher import teacher_scorer
@@ -863,6 +865,8 @@ def cmd_label(args: argparse.Namespace) -> None:
     with distributed_context(device) as (rank, world):
         progress = _progress(args) if rank == 0 else None
         labeller = {"model": {"name": entry.name, "sha256": entry.sha256}}
+        if args.modality:  # how the images were read (a file labelled without it: as their tags or values say)
+            labeller["modality"] = args.modality
         if kind == "detector":  # the teacher's settings; a student's verdict has none
             labeller.update(realizations=config.realizations, repeats=config.repeats, seed=config.seed,
                             readout=config.readout, psf=config.psf_aware, contrasts=list(config.insertion.contrasts))
@@ -870,6 +874,7 @@ def cmd_label(args: argparse.Namespace) -> None:
                                world, with_psf=kind == "detector")
         written = _sum_over_ranks(written) if world > 1 else written
     if rank == 0:
+        _warn_lines([mr_caveat(s.name) for s in series if s.volumes[0].modality == "mr"])
         print(json.dumps({"rows_written": written, "labels": args.out, "model": entry.name, "ranks": world}))
 
 
@@ -1150,6 +1155,7 @@ def build_parser() -> argparse.ArgumentParser:
                     model_help="the labeller: a detector (the teacher; default detector-lite) or a student, "
                                "e.g. an ensemble whose verdicts one network is to learn (teacher options then "
                                "do not apply); bundled name or .safetensors path")
+    modality_option(p)
     common(p)
     p.set_defaults(func=cmd_label)
 

@@ -29,7 +29,8 @@ from .preprocess import to_canonical, volume_range
 from .signals import InsertionConfig
 
 FIELDS = ["series", "file", "slice", "score", "assessable", "map", "path"]
-IMAGE_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha", ".mhd")
+IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".hdr", ".hdr.gz", ".mha", ".mhd")  # of a series' images;
+# a NIfTI pair by its header (its .img read with it), a DICOM series as its folder
 
 
 def discover_series(paths: list[str | Path]) -> list[tuple[str, list[Path]]]:
@@ -74,15 +75,16 @@ class SeriesImages:
     volumes: list[Volume]
 
 
-def read_series(inputs: list[tuple[str, list[Path]]]) -> list[SeriesImages]:
-    """Read every image of every series of :func:`discover_series`, so that bad input is answered before any
-    work (and, on the command line, before torch is loaded).
+def read_series(inputs: list[tuple[str, list[Path]]], modality: str | None = None) -> list[SeriesImages]:
+    """Read every image of every series of :func:`discover_series` (of ``modality``, where given: see
+    :func:`~EDIQALib.io.read_volume`), so that bad input is answered before any work (and, on the command
+    line, before torch is loaded).
 
     Raises:
         InputError: an image is missing, unreadable or unusable, or the images of a series differ in grid
             or modality.
     """
-    series = [SeriesImages(name, files, [read_volume(f) for f in files]) for name, files in inputs]
+    series = [SeriesImages(name, files, [read_volume(f, modality) for f in files]) for name, files in inputs]
     for s in series:
         check_same_geometry(s.volumes, f"the images of series {s.name}")
     return series

@@ -162,11 +162,17 @@ def score_series(model: nn.Module, backgrounds: list[Background], config: Teache
 
 
 def teacher_scorer(model: nn.Module, config: TeacherConfig, device: torch.device | str = "cpu",
-                   progress: Progress | None = None) -> SliceScorer:
+                   progress: Progress | None = None, slices: int = 1) -> SliceScorer:
     """The teacher as a slice scorer for :func:`EDIQALib.assessment.assess_series` (one slice position a call),
-    its verdicts with their scores in each repeat."""
+    its verdicts with their scores in each repeat. Its ``progress`` (stage ``teacher``) counts the repeats
+    of every version of all ``slices`` positions of the volume, so that it runs once from 0 to its total."""
 
     def scorer(positions: list[list[Background]], indices: list[int]) -> list[list[ScoredSlice]]:
-        return [score_series(model, bgs, config, k, device, progress) for bgs, k in zip(positions, indices)]
+        verdicts = []
+        for bgs, k in zip(positions, indices):
+            within = None if progress is None else (
+                lambda stage, done, total, k=k: progress(stage, k * total + done, slices * total))
+            verdicts.append(score_series(model, bgs, config, k, device, within))
+        return verdicts
 
     return scorer

@@ -205,3 +205,34 @@ def test_a_series_with_two_images_of_one_name_is_refused(tmp_path):
         sitk.WriteImage(image, str(series / name))
     with pytest.raises(InputError, match="two images named scan"):
         discover_series([series])
+
+
+def test_a_series_folder_lists_every_image_format_the_engine_reads(tmp_path):
+    """A detached NRRD header (.nhdr + its data) and a NIfTI pair (.hdr + .img, listed once) are images of
+    the series; the data files beside them are not. Such a folder was "no DICOM series found"."""
+    series = tmp_path / "series"
+    series.mkdir()
+    image = sitk.GetImageFromArray(phantom(31, size=96, kind="body")[None].astype(np.float32))
+    for name in ("a.nhdr", "b.hdr", "c.nrrd"):
+        sitk.WriteImage(image, str(series / name))
+    assert sorted(p.name for p in series.iterdir()) == ["a.nhdr", "a.raw", "b.hdr", "b.img", "c.nrrd"]
+    assert discover_series([series]) == [("series", [series / "a.nhdr", series / "b.hdr", series / "c.nrrd"])]
+    assert [v.name for v in read_series(discover_series([series]))[0].volumes] == ["a", "b", "c"]
+
+
+def test_label_takes_the_modality_of_images_that_do_not_tell_it_and_warns_of_mr(tmp_path):
+    """An MR image without a DICOM tag was "cannot tell the modality; give it … (--modality …)", an option
+    `label` lacked. With it, the labels carry the caveat that `assess` prints, and a resume reads the images
+    as the run did."""
+    head = np.clip((phantom(5, 200, "head") + 1000) * 0.5, 0, None)
+    image = sitk.GetImageFromArray((head + np.random.default_rng(0).rayleigh(10.0, head.shape))[None].astype(np.float32))
+    sitk.WriteImage(image, str(tmp_path / "mr.nrrd"))
+    out = tmp_path / "labels.csv"
+    proc = _label([tmp_path / "mr.nrrd"], out)
+    assert proc.returncode == 2 and "cannot tell the modality" in proc.stderr and not out.exists()
+    proc = _label([tmp_path / "mr.nrrd"], out, "--modality", "mr")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: mr.nrrd: MR; the shipped detector and student were trained on CT only" in proc.stderr
+    assert len(_rows(out)) == 1
+    proc = _label([tmp_path / "mr.nrrd"], out, "--modality", "ct", "--resume")
+    assert proc.returncode == 2 and "modality" in proc.stderr, proc.stderr
