@@ -179,7 +179,7 @@ def _simulated_path(out: Path, name: str, acquisition) -> Path:
 
 def _simulate(args: argparse.Namespace) -> list[str]:
     """Write the simulated series of ``args.input``; returns the written paths, best dose first."""
-    from .io import MODALITY_TAG, check_outputs, image_like, read_volume, staged_in, write_image
+    from .io import check_outputs, image_like, read_volume, staged_in, write_image
     from .simulate import NO_GRAIN, Acquisition, estimate_noise_grain, simulate_series
 
     try:
@@ -210,9 +210,8 @@ def _simulate(args: argparse.Namespace) -> list[str]:
         progress("simulate", k + 1, len(vol.array))
     with staged_in(Path(args.out)) as staging:  # the series whole, or none of it
         for path, slices in zip(paths, out_slices):
-            image = image_like(slices, vol.geometry)
-            image.SetMetaData(MODALITY_TAG, "CT")  # read back as CT, whether or not its values reach air's
-            write_image(image, staging / path.name)
+            # tagged: read back as CT, whether or not its values reach air's
+            write_image(image_like(slices, vol.geometry), staging / path.name, "CT")
     return [str(p) for p in paths]
 
 
@@ -797,7 +796,7 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
     import SimpleITK as sitk
 
     from .backgrounds import training_bases
-    from .io import CANONICAL_SPACING_MM, MODALITY_TAG, check_outputs, staged_in, write_image
+    from .io import CANONICAL_SPACING_MM, check_outputs, staged_in, write_image
     from .series import KINDS, LEVELS, make_series, series_name
     from .simulate import NO_GRAIN, estimate_noise_grain, phantom, with_acquired_noise
 
@@ -837,8 +836,7 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
             for path, image_hu in zip(paths, series.images_hu):
                 image = sitk.GetImageFromArray(image_hu)
                 image.SetSpacing((CANONICAL_SPACING_MM, CANONICAL_SPACING_MM))
-                image.SetMetaData(MODALITY_TAG, "CT")  # a field inside the body has no air to tell HU by
-                write_image(image, staging / path.name)
+                write_image(image, staging / path.name, "CT")  # a field inside the body has no air to tell HU by
         progress("make-dataset", j + 1, len(jobs))
     print(json.dumps({"series": len(jobs), "out": str(out)}))
 

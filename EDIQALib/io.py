@@ -692,10 +692,13 @@ def exclusive(lock: Path, what: str) -> Iterator[None]:
         yield
 
 
-def write_image(image: sitk.Image, path: str | os.PathLike) -> None:
+def write_image(image: sitk.Image, path: str | os.PathLike, modality: str | None = None) -> None:
     """Write ``image`` atomically (:func:`staged_in`); formats with a separate data file (``.mhd`` +
-    ``.raw``) move both."""
+    ``.raw``) move both. ``modality`` (``"CT"``), where given, is written as the image's DICOM Modality
+    (:data:`MODALITY_TAG`), which :func:`read_volume` reads back whatever the image's values."""
     dest = Path(path)
+    if modality is not None:
+        image.SetMetaData(MODALITY_TAG, modality)
     with staged_in(dest.parent) as tmp:
         try:
             sitk.WriteImage(image, str(tmp / dest.name), True, 1)  # fast gzip: volumes run to hundreds of MB
