@@ -222,7 +222,7 @@ def repeat_summary(slice_repeats: list[tuple[float, ...]]) -> dict:
     with warnings.catch_warnings():  # a repeat without one finite score stays NaN
         warnings.simplefilter("ignore", RuntimeWarning)
         per_repeat = np.nanmean(np.array(scored, np.float64), axis=0)
-    return {"repeat_scores": [round(float(x), 6) for x in per_repeat], "score_se": _standard_error(per_repeat)}
+    return {"repeat_scores": [round(float(x), 6) for x in per_repeat], "score_se": standard_error(per_repeat)}
 
 
 def paired_difference(result: QualityResult, reference: QualityResult) -> tuple[float, float | None]:
@@ -230,11 +230,12 @@ def paired_difference(result: QualityResult, reference: QualityResult) -> tuple[
     repeats, paired: the versions of one series are scored on the same insertion maps in each repeat, so
     the maps' share of the scatter cancels (``None`` with one repeat or without repeat scores)."""
     a, b = result.details.get("repeat_scores"), reference.details.get("repeat_scores")
-    se = _standard_error(np.subtract(a, b)) if a and b and len(a) == len(b) else None
+    se = standard_error(np.subtract(a, b)) if a and b and len(a) == len(b) else None
     return result.score - reference.score, se
 
 
-def _standard_error(values: np.ndarray) -> float | None:
+def standard_error(values: np.ndarray) -> float | None:
+    """The standard error of the mean of ``values``' finite entries, to 6 decimals; ``None`` for fewer than two."""
     values = np.asarray(values, np.float64)
     values = values[np.isfinite(values)]
     return round(float(np.std(values, ddof=1) / np.sqrt(values.size)), 6) if values.size > 1 else None

@@ -189,10 +189,13 @@ def write_series_summary(results: list[QualityResult], out_dir: str | Path, sett
 
 
 def plot_validity(ax: Axes, report: dict, kind: str, ylabel: str) -> None:
-    """One kind of a validity report's series on ``ax``: each slice's scores against the series' levels,
-    titled with the mean Spearman ρ beside the noise-SD estimate's."""
+    """One kind of a validity report's series on ``ax``: each slice's scores against the series' levels (with
+    their standard errors, where the report has them), titled with the mean Spearman ρ beside the noise-SD
+    estimate's."""
     for e in (e for e in report["series"] if e["kind"] == kind):
-        ax.plot(range(len(e["levels"])), e["scores"], marker="o", label=f"{e['base']} (ρ={e['rho']:.2f})")
+        errors = [se or 0.0 for se in e["score_se"]] if "score_se" in e else None  # the teacher's; a student has none
+        ax.errorbar(range(len(e["levels"])), e["scores"], yerr=errors, marker="o", capsize=2,
+                    label=f"{e['base']} (ρ={e['rho']:.2f})")
         ax.set_xticks(range(len(e["levels"])), [f"{x:g}" for x in e["levels"]])
     s = report["summary"][kind]
     ax.set_title(f"{kind}: mean ρ {s['mean_rho']:.2f} (noise-SD ρ {s['mean_rho_noise_sd']:.2f})", fontsize=9)
@@ -210,10 +213,10 @@ def write_validity(report: dict, out_dir: str | Path, settings: dict) -> None:
         plot_validity(ax, report, kind, "teacher score")
     fig.tight_layout()
     png = _png_bytes(fig)
-    lines = ["base,kind,level,score,noise_sd_hu"]
+    lines = ["base,kind,level,score,score_se,noise_sd_hu"]
     for e in report["series"]:
-        for lv, sc, ns in zip(e["levels"], e["scores"], e["noise_sd_hu"]):
-            lines.append(f"{e['base']},{e['kind']},{lv:g},{sc:.6f},{ns:.3f}")
+        for lv, sc, se, ns in zip(e["levels"], e["scores"], e["score_se"], e["noise_sd_hu"]):
+            lines.append(f"{e['base']},{e['kind']},{lv:g},{sc:.6f},{'' if se is None else f'{se:.6f}'},{ns:.3f}")
     with staged_in(Path(out_dir)) as t:
         (t / "validity.json").write_text(json.dumps({**settings, **report}, indent=2), encoding="utf-8")
         (t / "validity.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")

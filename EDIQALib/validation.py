@@ -13,13 +13,31 @@ from .backgrounds import make_background
 from .errors import InputError
 from .series import Series, make_series
 from .simulate import NO_GRAIN, estimate_noise_grain
+from .assessment import ScoredSlice, standard_error
 from .teacher import TeacherConfig, score_series
+
+
+def series_verdicts(model: nn.Module, series: Series, config: TeacherConfig, device: str = "cpu") -> list[ScoredSlice]:
+    """The teacher's verdicts on every image of a series, on shared insertion maps."""
+    return score_series(model, [make_background(im) for im in series.images_hu], config, device=device)
 
 
 def series_scores(model: nn.Module, series: Series, config: TeacherConfig, device: str = "cpu") -> list[float]:
     """Teacher scores of every image of a series, on shared insertion maps."""
-    backgrounds = [make_background(im) for im in series.images_hu]
-    return [v.score for v in score_series(model, backgrounds, config, device=device)]
+    return [v.score for v in series_verdicts(model, series, config, device)]
+
+
+def step_uncertainty(verdicts: list[ScoredSlice]) -> dict:
+    """How sure each step along a series is: each image's ``score_se`` over the teacher's repeats, each
+    step's ``step_se`` (the paired standard error of the score's change to the next image: the images
+    share their insertion maps in each repeat, so the maps' scatter cancels), and ``significant_swaps``, the
+    steps where the score rises by more than two of those errors (a misordering that is not noise).
+    Errors and the count are ``None`` with one repeat."""
+    steps = list(zip(verdicts, verdicts[1:]))
+    step_se = [standard_error(np.subtract(b.repeat_scores, a.repeat_scores)) for a, b in steps]
+    return {"score_se": [standard_error(v.repeat_scores) for v in verdicts], "step_se": step_se,
+            "significant_swaps": None if None in step_se else
+            sum(b.score - a.score > 2 * se for (a, b), se in zip(steps, step_se))}
 
 
 def rank_agreement(scores: list[float]) -> float:
@@ -127,20 +145,24 @@ def validity_report(model: nn.Module, config: TeacherConfig, kinds: tuple[str, .
                     progress: Callable[[str, int, int], None] | None = None) -> dict:
     """Teacher scores, Spearman ρ and the noise-SD baseline for every (base slice, series kind).
 
-    Returns ``{"series": [...], "summary": {kind: {...}}}`` (a kind's ``max_ratio`` None where a ratio is); each series entry has the levels, scores,
-    ``rho`` (score vs quality order), ``ratio`` (worst / best score; None where the best scores 0), and the noise-SD estimates with
-    their ``rho_noise_sd`` (how a noise-SD metric, lower = better, ranks the same images).
+    Returns ``{"series": [...], "summary": {kind: {...}}}``. Each series entry has the levels, scores,
+    ``rho`` (score vs quality order), ``ratio`` (worst / best score; None where the best scores 0), the
+    errors of :func:`step_uncertainty`, and the noise-SD estimates with their ``rho_noise_sd`` (how a
+    noise-SD metric, lower = better, ranks the same images). A kind's summary has the mean and least ρ, the
+    greatest ratio (None where a series has none) and the sum of its series' ``significant_swaps``.
     """
     bases = acceptance_bases() if bases is None else bases
     entries = []
     jobs = [(name, kind) for kind in kinds for name in bases]
     for j, (name, kind) in enumerate(jobs):
         s = acceptance_series(kind, name, bases[name])
-        scores = series_scores(model, s, config, device)
+        verdicts = series_verdicts(model, s, config, device)
+        scores = [v.score for v in verdicts]
         noise = noise_sd_baseline(s)
         entries.append({"base": name, "kind": kind, "levels": list(s.levels), "scores": scores,
                         "rho": rank_agreement(scores), "ratio": scores[-1] / scores[0] if scores[0] > 0 else None,
-                        "noise_sd_hu": noise, "rho_noise_sd": rank_agreement([-x for x in noise])})
+                        **step_uncertainty(verdicts), "noise_sd_hu": noise,
+                        "rho_noise_sd": rank_agreement([-x for x in noise])})
         if progress:
             progress("validate", j + 1, len(jobs))
     summary = {}
@@ -150,5 +172,7 @@ def validity_report(model: nn.Module, config: TeacherConfig, kinds: tuple[str, .
                          "min_rho": float(np.min([e["rho"] for e in rows])),
                          "max_ratio": None if any(e["ratio"] is None for e in rows)  # a best image scored 0
                          else float(np.max([e["ratio"] for e in rows])),
-                         "mean_rho_noise_sd": float(np.mean([e["rho_noise_sd"] for e in rows]))}
+                         "mean_rho_noise_sd": float(np.mean([e["rho_noise_sd"] for e in rows])),
+                         "significant_swaps": None if any(e["significant_swaps"] is None for e in rows)
+                         else sum(e["significant_swaps"] for e in rows)}
     return {"series": entries, "summary": summary}

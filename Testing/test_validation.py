@@ -32,4 +32,32 @@ def test_a_report_with_a_best_image_scored_zero_is_standard_json():
                              {"body": phantom(5, 256, "body")})
     assert report["series"][0]["scores"] == [0.0] * 5 and report["series"][0]["ratio"] is None
     assert report["summary"]["dose"]["max_ratio"] is None
+    # one repeat: no standard errors, no count of significant swaps
+    assert report["series"][0]["score_se"] == [None] * 5 and report["series"][0]["step_se"] == [None] * 4
+    assert report["summary"]["dose"]["significant_swaps"] is None
     json.dumps(report, allow_nan=False)  # raises on NaN or infinity
+
+
+def test_a_step_up_a_series_is_a_significant_swap_only_beyond_two_paired_standard_errors():
+    """Repeats share their insertion maps across a series' images, so a step's error is that of the paired
+    differences: a small rise the repeats all agree on is significant, a larger one they scatter about is not."""
+    import numpy as np
+
+    from EDIQALib.assessment import ScoredSlice
+    from EDIQALib.validation import step_uncertainty
+
+    def verdict(*repeats: float) -> ScoredSlice:
+        return ScoredSlice(float(np.mean(repeats)), np.zeros((2, 2), np.float32), True, repeats)
+
+    a, b, c, d = (verdict(0.20, 0.22, 0.24), verdict(0.22, 0.23, 0.27),  # b: +0.02 ± 0.006, all three up
+                  verdict(0.17, 0.29, 0.23), verdict(0.20, 0.27, 0.25))  # c falls; d: +0.01 ± 0.015
+    got = step_uncertainty([a, b, c, d])
+
+    def se(values) -> float:
+        return pytest.approx(np.std(values, ddof=1) / np.sqrt(len(values)), abs=1e-6)
+
+    assert got["score_se"] == [se(v.repeat_scores) for v in (a, b, c, d)]
+    assert got["step_se"] == [se([0.02, 0.01, 0.03]), se([-0.05, 0.06, -0.04]), se([0.03, -0.02, 0.02])]
+    assert got["significant_swaps"] == 1
+    assert step_uncertainty([verdict(0.2), verdict(0.3)]) == {"score_se": [None, None], "step_se": [None],
+                                                             "significant_swaps": None}
