@@ -364,7 +364,8 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         maps = labels.with_name(f"{labels.stem}_maps")  # written by label beside its CSV: not a series
         series = sorted(str(s) for s in root.iterdir() if s.is_dir() and s != maps)
         args = ["label", *series, "--out", str(labels), "--resume", "--realizations", str(p.realizations),
-                "--repeats", str(p.repeats), "--seed", str(p.seed), "--device", self.ui.deviceSelector.currentText]
+                "--repeats", str(p.repeats), "--seed", str(p.seed), *self._modality_args(),
+                "--device", self.ui.deviceSelector.currentText]
         self._start(self.ui.relabelButton, args, lambda r: slicer.util.infoDisplay(f"Labels written: {labels}"))
 
     def onRetrain(self) -> None:

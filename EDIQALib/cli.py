@@ -409,7 +409,7 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
     check_outputs([out / "run.json"], [])
     if args.init:
         model_of_kind(args.init, "detector")
-    _check_resume(out, "ediqa train-detector", args)
+    _check_resume(out, _read_run_record(out), "ediqa train-detector", args)
     from io import BytesIO
 
     import numpy as np
@@ -541,7 +541,9 @@ def cmd_publish_detector(args: argparse.Namespace) -> None:
     if not weights.exists():
         raise InputError(f"no best.safetensors in {run}; train with validation first")
     run_info, log = _read_run(run, run)
-    planned, done = run_info.get("args", {}).get("iterations"), log[-1].get("step", 0) if log else 0
+    settings = run_info.get("args", {})
+    planned = settings.get("iterations")
+    done = log[-1].get("step", 0) if log else 0
     if planned is not None and done < planned:
         raise InputError(f"{run} stopped after step {done} of {planned}; finish it first (the same "
                          "`ediqa train-detector` command resumes it)")
@@ -550,7 +552,7 @@ def cmd_publish_detector(args: argparse.Namespace) -> None:
         _check_selected(run, weights, selection)
     from .detector import ARCHITECTURES, build_detector  # torch: a run that is none answers without it
     from .models import fit_weights, package_model, read_weights
-    preset = run_info.get("args", {}).get("preset", "lite")
+    preset = settings.get("preset", "lite")
     fit_weights(build_detector(preset), read_weights(weights), f"{weights} (preset {preset!r})")
     records = _card_records(args.validity, args.notes, "validity report")
     init = run_info.get("init")
@@ -577,11 +579,14 @@ def cmd_publish_detector(args: argparse.Namespace) -> None:
 def _check_selected(run: Path, weights: Path, selection: object) -> None:
     """A run's ``selection.json`` describes its ``best.safetensors`` only while that is still the snapshot
     ``select-detector`` chose: training on after it writes a new best over it."""
-    chosen = selection.get("best", {}).get("snapshot") if isinstance(selection, dict) else None
-    if not isinstance(chosen, str):
-        raise InputError(f"selection record {run / 'selection.json'} names no chosen snapshot (best.snapshot)")
+    from filecmp import cmp
+
+    best = selection.get("best") if isinstance(selection, dict) else None
+    chosen = best.get("snapshot") if isinstance(best, dict) else None
+    if not isinstance(chosen, str) or Path(chosen).name != chosen:
+        raise InputError(f"selection record {run / 'selection.json'} names no snapshot file it chose (best.snapshot)")
     snapshot = run / "snapshots" / chosen
-    if not snapshot.is_file() or snapshot.read_bytes() != weights.read_bytes():
+    if not snapshot.is_file() or not cmp(snapshot, weights, shallow=False):  # sizes first, then the bytes
         raise InputError(f"{weights} is no longer {chosen}, which {run / 'selection.json'} chose; run "
                          "`ediqa select-detector` again, or remove selection.json to publish the best of training")
 
@@ -599,22 +604,22 @@ def _card_records(metrics: str | None, notes: str | None, metrics_what: str) -> 
     return records
 
 
-RESUME_FREE = ("out", "device", "workers")  # where and how a run is carried on, not what it trains
+_RESUME_FREE = ("out", "device", "workers")  # where and how a run is carried on, not what it trains
 
 
-def _check_resume(out: Path, command: str, args: argparse.Namespace) -> None:
-    """A run folder that holds a run is resumed only by the same command with every setting its ``run.json``
-    records (but those of :data:`RESUME_FREE`): another start, data, seed, learning rate or length would
-    leave weights that no recorded setting describes, and a schedule planned for another length; else one
-    line, before anything is written. A setting the record lacks (an older run) is not compared."""
-    info = _read_run_record(out)
+def _check_resume(out: Path, info: dict, command: str, args: argparse.Namespace) -> None:
+    """A run folder that holds a run (``info``, its :func:`_read_run_record`) is resumed only by the same
+    command with every setting its ``run.json`` records (but those of :data:`_RESUME_FREE`): another start,
+    data, seed, learning rate or length would leave weights that no recorded setting describes, and a
+    schedule planned for another length; else one line, before anything is written. A setting the record
+    lacks (an older run) is not compared."""
     if not info:
         return
     if info.get("command") != command:
         raise InputError(f"{out} holds a run of {info.get('command')!r}, not of {command!r}; give another --out")
     given = json.loads(json.dumps(_run_settings(args)))  # as its record holds them: lists, not tuples
     changed = [(k, v) for k, v in info.get("args", {}).items()
-               if k not in RESUME_FREE and k in given and given[k] != v]
+               if k not in _RESUME_FREE and k in given and given[k] != v]
     if changed:
         was = ", ".join(f"{_option(k, v)} (given {_option(k, given[k])})" for k, v in changed)
         raise InputError(f"{out} holds a run with {was}; resume it with the same settings, or give another --out "
@@ -629,10 +634,10 @@ def _run_settings(args: argparse.Namespace) -> dict:
 
 def _option(key: str, value: object) -> str:
     """A recorded setting as the user gave it: ``--lr 0.001``, ``--labels a.csv b.csv``, ``no --init``;
-    a switch as ``validate on``."""
+    a switch (the runs' one, ``--no-validate``, stores False in ``validate``) as given or not."""
     name = key.replace("_", "-")
     if isinstance(value, bool):
-        return f"{name} {'on' if value else 'off'}"
+        return f"--no-{name}" if not value else f"no --no-{name}"
     if value is None:
         return f"no --{name}"
     return f"--{name} {' '.join(map(str, value)) if isinstance(value, list) else value}"
@@ -852,6 +857,7 @@ def cmd_label(args: argparse.Namespace) -> None:
     check_new_or_resumed(args.out, args.resume)
     find_model(args.model)  # an unknown model answers before the images are read
     series = read_series(inputs, args.modality)
+    _warn_lines([mr_caveat(s.name) for s in series if s.volumes[0].modality == "mr"])  # before hours of work
     model, entry = load_model(args.model, None)  # a detector (the teacher) or a student, as its card says
     from .distributed import distributed_context  # torch: bad inputs, outputs and models answer without it
     from .teacher import teacher_scorer
@@ -872,7 +878,6 @@ def cmd_label(args: argparse.Namespace) -> None:
                                world, with_psf=kind == "detector")
         written = _sum_over_ranks(written) if world > 1 else written
     if rank == 0:
-        _warn_lines([mr_caveat(s.name) for s in series if s.volumes[0].modality == "mr"])
         print(json.dumps({"rows_written": written, "labels": args.out, "model": entry.name, "ranks": world}))
 
 
@@ -925,9 +930,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.stage1_iterations and not args.bank:
         raise InputError("stage 1 needs --bank (a train-detector run's bank.npz), or --stage1-iterations 0")
     _refuse_twice([Path(p) for p in args.labels], "labels file")
+    recorded = _read_run_record(out)
     if args.batch_size is None:  # a resumed run keeps the batch it recorded; a new one's fits its data (below)
-        args.batch_size = _read_run_record(out).get("args", {}).get("batch_size")
-    _check_resume(out, "ediqa train", args)
+        args.batch_size = recorded.get("args", {}).get("batch_size")
+    _check_resume(out, recorded, "ediqa train", args)
     for labels in args.labels:  # bad labels, a run folder that cannot be written, an unknown --init: before torch
         read_labels(labels)
     check_outputs([out / "run.json"], args.labels)

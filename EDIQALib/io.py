@@ -694,8 +694,8 @@ def exclusive(lock: Path, what: str) -> Iterator[None]:
 
 def write_image(image: sitk.Image, path: str | os.PathLike, modality: str | None = None) -> None:
     """Write ``image`` atomically (:func:`staged_in`); formats with a separate data file (``.mhd`` +
-    ``.raw``) move both. ``modality`` (``"CT"``), where given, is written as the image's DICOM Modality
-    (:data:`MODALITY_TAG`), which :func:`read_volume` reads back whatever the image's values."""
+    ``.raw``) move both. ``modality`` (``"CT"``), where given, tags ``image`` itself with it as its DICOM
+    Modality (:data:`MODALITY_TAG`), which :func:`read_volume` reads back whatever the image's values."""
     dest = Path(path)
     if modality is not None:
         image.SetMetaData(MODALITY_TAG, modality)

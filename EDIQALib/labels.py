@@ -29,8 +29,8 @@ from .preprocess import to_canonical, volume_range
 from .signals import InsertionConfig
 
 FIELDS = ["series", "file", "slice", "score", "assessable", "map", "path"]
-IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".hdr", ".hdr.gz", ".mha", ".mhd")  # of a series' images;
-# a NIfTI pair by its header (its .img read with it), a DICOM series as its folder
+# the images of a series folder: a NIfTI pair by its header (its .img is read with it); a DICOM series is its folder
+IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".hdr", ".hdr.gz", ".mha", ".mhd")
 
 
 def discover_series(paths: list[str | Path]) -> list[tuple[str, list[Path]]]:

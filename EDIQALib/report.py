@@ -193,7 +193,8 @@ def plot_validity(ax: Axes, report: dict, kind: str, ylabel: str) -> None:
     their standard errors, where the report has them), titled with the mean Spearman ρ beside the noise-SD
     estimate's."""
     for e in (e for e in report["series"] if e["kind"] == kind):
-        errors = [se or 0.0 for se in e["score_se"]] if "score_se" in e else None  # the teacher's; a student has none
+        known = [se for se in e.get("score_se", []) if se is not None]  # the teacher's, with repeats; no student's
+        errors = [se or 0.0 for se in e["score_se"]] if known else None
         ax.errorbar(range(len(e["levels"])), e["scores"], yerr=errors, marker="o", capsize=2,
                     label=f"{e['base']} (ρ={e['rho']:.2f})")
         ax.set_xticks(range(len(e["levels"])), [f"{x:g}" for x in e["levels"]])

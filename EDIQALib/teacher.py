@@ -132,11 +132,13 @@ def score_series(model: nn.Module, backgrounds: list[Background], config: Teache
     """
     shape = backgrounds[0].image01.shape
     body, salient = series_masks(backgrounds)
+    total = len(backgrounds) * config.repeats
     if not is_assessable(body, salient, config.insertion):
+        if progress:  # nothing to repeat: its share of the count is done
+            progress("teacher", total, total)
         nan_map = np.full(shape, np.nan, np.float32)
         return [ScoredSlice(float("nan"), nan_map.copy(), False) for _ in backgrounds]
     plans = plans_for_slice(body, salient, config, slice_index)
-    total = len(backgrounds) * config.repeats
     verdicts = []
     for v, bg in enumerate(backgrounds):
         blur = object_blur(config.insertion, bg.psf_sigma_px if config.psf_aware else None)
@@ -164,15 +166,22 @@ def score_series(model: nn.Module, backgrounds: list[Background], config: Teache
 def teacher_scorer(model: nn.Module, config: TeacherConfig, device: torch.device | str = "cpu",
                    progress: Progress | None = None, slices: int = 1) -> SliceScorer:
     """The teacher as a slice scorer for :func:`EDIQALib.assessment.assess_series` (one slice position a call),
-    its verdicts with their scores in each repeat. Its ``progress`` (stage ``teacher``) counts the repeats
-    of every version of all ``slices`` positions of the volume, so that it runs once from 0 to its total."""
+    its verdicts with their scores in each repeat. ``progress`` (stage ``teacher``) counts the repeats of
+    every version at each of the volume's ``slices`` positions, once from 0 to its total."""
 
     def scorer(positions: list[list[Background]], indices: list[int]) -> list[list[ScoredSlice]]:
-        verdicts = []
-        for bgs, k in zip(positions, indices):
-            within = None if progress is None else (
-                lambda stage, done, total, k=k: progress(stage, k * total + done, slices * total))
-            verdicts.append(score_series(model, bgs, config, k, device, within))
-        return verdicts
+        return [score_series(model, bgs, config, k, device, _over_volume(progress, k, slices))
+                for bgs, k in zip(positions, indices)]
 
     return scorer
+
+
+def _over_volume(progress: Progress | None, position: int, slices: int) -> Progress | None:
+    """``progress`` of the slice at ``position`` (its done of its total) as a count over all ``slices``."""
+    if progress is None:
+        return None
+
+    def report(stage: str, done: int, total: int) -> None:
+        progress(stage, position * total + done, slices * total)
+
+    return report

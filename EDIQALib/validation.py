@@ -9,11 +9,11 @@ from scipy.stats import spearmanr
 from skimage.restoration import estimate_sigma
 from torch import nn
 
+from .assessment import ScoredSlice, standard_error
 from .backgrounds import make_background
 from .errors import InputError
 from .series import Series, make_series
 from .simulate import NO_GRAIN, estimate_noise_grain
-from .assessment import ScoredSlice, standard_error
 from .teacher import TeacherConfig, score_series
 
 

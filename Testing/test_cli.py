@@ -596,6 +596,16 @@ def test_an_input_without_an_assessable_slice_scores_null_with_a_warning(tmp_pat
     assert np.isnan(heat).all()
 
 
+def test_the_teacher_s_progress_reaches_its_total_past_a_slice_that_is_not_assessable(tmp_path):
+    hu = sitk.GetArrayFromImage(ct_image(slices=2, size=160))
+    hu[0] = -1000.0  # air: no lesion to insert, no repeat to count
+    path = _write(tmp_path / "ct.nrrd", hu)
+    proc = ediqa("teacher", path, *TINY, "--modality", "ct", "--out", tmp_path / "out", "--progress", "jsonl")
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [(e["done"], e["total"]) for e in events if e.get("stage") == "teacher"] == [(1, 2), (2, 2)]
+
+
 def test_mr_slices_without_a_body_are_not_assessed_and_do_not_stop_the_volume(tmp_path):
     """An MR volume with an empty (zero) slice and a slice of background noise: both are not assessable,
     the others are scored (each MR slice is normalised on its volume's scale, not stretched on its own)."""
@@ -636,12 +646,16 @@ def test_a_run_folder_is_resumed_only_by_its_own_command_and_preset(tmp_path):
     proc = ediqa(*train, "--preset", "paper", "--out", tmp_path / "student-run")
     assert_one_line_error(proc)
     assert "--preset lite" in proc.stderr
-    runs["detector-run"]["args"].update(phantoms=2, back_phantoms=0, bank_projections=40, seed=0)
+    runs["detector-run"]["args"].update(phantoms=2, back_phantoms=0, bank_projections=40, seed=0, validate=True)
     (tmp_path / "detector-run" / "run.json").write_text(json.dumps(runs["detector-run"]), encoding="utf-8")
     proc = ediqa("train-detector", "--out", tmp_path / "detector-run", "--phantoms", "5", "--back-phantoms", "0",
                  "--bank-projections", "40", "--progress", "none")  # its bank was built from 2 phantoms
     assert_one_line_error(proc)
     assert "--phantoms 2" in proc.stderr
+    proc = ediqa("train-detector", "--out", tmp_path / "detector-run", "--phantoms", "2", "--back-phantoms", "0",
+                 "--bank-projections", "40", "--no-validate", "--progress", "none")  # a switch, named as typed
+    assert_one_line_error(proc)
+    assert "holds a run with no --no-validate (given --no-validate);" in proc.stderr
     unread = str(tmp_path / "unread.csv")
     runs["student-run"]["args"].update(labels=[unread], epochs=30, lr=0.001, batch_size=4, device="cpu")
     (tmp_path / "student-run" / "run.json").write_text(json.dumps(runs["student-run"]), encoding="utf-8")
