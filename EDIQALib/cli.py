@@ -407,9 +407,8 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
 
     out = Path(args.out)  # a run folder that cannot be written or resumed, an unknown --init: before torch
     check_outputs([out / "run.json"], [])
-    if args.init:
-        model_of_kind(args.init, "detector")
-    _check_resume(out, _read_run_record(out), "ediqa train-detector", args)
+    inputs = {"init": model_of_kind(args.init, "detector").sha256 if args.init else None}
+    _check_resume(out, _read_run_record(out), "ediqa train-detector", args, inputs)
     from io import BytesIO
 
     import numpy as np
@@ -440,7 +439,7 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
         bank = load_bank(bank_path)  # a damaged bank of an earlier run: refused before its run.json is rewritten
         if rank == 0:
             settings = _run_settings(args)
-            run_info = {"command": "ediqa train-detector", "args": settings, "ranks": world}
+            run_info = {"command": "ediqa train-detector", "args": settings, "inputs_sha256": inputs, "ranks": world}
             if provenance is not None:
                 run_info["init"] = provenance
             (out / "run.json").write_text(json.dumps(run_info, indent=2), encoding="utf-8")
@@ -494,13 +493,15 @@ def cmd_bench(args: argparse.Namespace) -> None:
     student, entry = load_model(args.student, "student")
     detector, _ = load_model(args.model, "detector")
     from .bench import run_bench, summary_table
-    from .distill import load_samples, pool_labellings
+    from .distill import check_rankable, load_samples, pool_labellings
     device = _device(args.device)
     student.to(device)
     detector.to(device)
     config = _teacher_config(args)
     shape = tuple(args.volume_shape)
     held_out = pool_labellings([load_samples(p) for p in args.labels]) if args.labels else None
+    if held_out is not None:  # before the bench's minutes of work
+        check_rankable(held_out, "the --labels", "label more held-out slices")
     figures = run_bench(student, str(entry.weights), detector, config, shape, tuple(args.kinds),
                         args.teacher_runs, device, held_out, args.dose_draws, _progress(args))
     figures["model"] = {"name": entry.name, "sha256": entry.sha256}
@@ -555,6 +556,7 @@ def cmd_publish_detector(args: argparse.Namespace) -> None:
     preset = settings.get("preset", "lite")
     fit_weights(build_detector(preset), read_weights(weights), f"{weights} (preset {preset!r})")
     records = _card_records(args.validity, args.notes, "validity report")
+    _check_measured(records, weights, f"--validity {args.validity}")
     init = run_info.get("init")
     start = f"fine-tuned from {init['name']} (sha256 {init['sha256'][:12]}…, its training under training.init)" \
         if init else "trained from scratch"
@@ -591,6 +593,22 @@ def _check_selected(run: Path, weights: Path, selection: object) -> None:
                          "`ediqa select-detector` again, or remove selection.json to publish the best of training")
 
 
+def _check_measured(records: dict, weights: Path, report: str) -> None:
+    """A card's metrics (``records``' report, the file ``report``) must be of the weights it is published
+    with: the report names the sha256 of the model it measured."""
+    from .models import sha256_of
+
+    if "metrics" not in records:
+        return
+    model = records["metrics"].get("model")
+    measured = model.get("sha256") if isinstance(model, dict) else None
+    digest = sha256_of(weights)
+    if measured != digest:
+        what = f"a model of sha256 {measured[:12]}…" if isinstance(measured, str) else "no model it names"
+        raise InputError(f"{report} measured {what}, not the weights published ({digest[:12]}…): publish them "
+                         "without it, measure the published model, then publish again with its report")
+
+
 def _card_records(metrics: str | None, notes: str | None, metrics_what: str) -> dict:
     """The JSON files a model card records, read before anything is published: ``metrics`` (a bench or
     validity report, ``metrics_what``) and ``notes``, each where given."""
@@ -607,23 +625,29 @@ def _card_records(metrics: str | None, notes: str | None, metrics_what: str) -> 
 _RESUME_FREE = ("out", "device", "workers")  # where and how a run is carried on, not what it trains
 
 
-def _check_resume(out: Path, info: dict, command: str, args: argparse.Namespace) -> None:
+def _check_resume(out: Path, info: dict, command: str, args: argparse.Namespace, inputs: dict) -> None:
     """A run folder that holds a run (``info``, its :func:`_read_run_record`) is resumed only by the same
     command with every setting its ``run.json`` records (but those of :data:`_RESUME_FREE`): another start,
     data, seed, learning rate or length would leave weights that no recorded setting describes, and a
-    schedule planned for another length; else one line, before anything is written. A setting the record
-    lacks (an older run) is not compared."""
+    schedule planned for another length; else one line, before anything is written. The files a run reads
+    (``inputs``: the sha256 of its labels, bank and start, by option) are compared by their contents, by
+    whatever path they are given; a setting the record lacks (an older run) is not compared."""
     if not info:
         return
     if info.get("command") != command:
         raise InputError(f"{out} holds a run of {info.get('command')!r}, not of {command!r}; give another --out")
+    by_content = info.get("inputs_sha256", {})
     given = json.loads(json.dumps(_run_settings(args)))  # as its record holds them: lists, not tuples
     changed = [(k, v) for k, v in info.get("args", {}).items()
-               if k not in _RESUME_FREE and k in given and given[k] != v]
+               if k not in _RESUME_FREE and k not in by_content and k in given and given[k] != v]
     if changed:
         was = ", ".join(f"{_option(k, v)} (given {_option(k, given[k])})" for k, v in changed)
         raise InputError(f"{out} holds a run with {was}; resume it with the same settings, or give another --out "
                          "(to train on from its weights: --init)")
+    other = [k for k, digest in by_content.items() if inputs.get(k) != digest]
+    if other:
+        raise InputError(f"{out} holds a run whose {', '.join('--' + k for k in other)} held other data than "
+                         "given now (their sha256 differ); resume it with the same files, or give another --out")
     _check_run_state(out)
 
 
@@ -791,6 +815,7 @@ def cmd_publish_student(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "student.safetensors"
         save_file(states[0] if len(states) == 1 else ensemble_state(states), str(weights))
+        _check_measured(records, weights, f"--bench {args.bench}")
         dest = package_model(weights, args.name, "student", preset, {**card, **records}, Path(args.models_dir),
                              [*bests, *filter(None, (args.bench, args.notes))])
     print(json.dumps({"weights": str(dest), "card": str(dest.with_suffix(".json"))}))
@@ -920,7 +945,7 @@ def _initial_student(name_or_path: str, member: int | None, preset: str) -> tupl
 def cmd_train(args: argparse.Namespace) -> None:
     from .io import check_outputs
     from .labels import read_labels
-    from .models import model_of_kind
+    from .models import model_of_kind, sha256_of
 
     out = Path(args.out)
     if args.init_member is not None and not args.init:
@@ -930,27 +955,36 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.stage1_iterations and not args.bank:
         raise InputError("stage 1 needs --bank (a train-detector run's bank.npz), or --stage1-iterations 0")
     _refuse_twice([Path(p) for p in args.labels], "labels file")
+    for labels in args.labels:  # bad labels, a run folder that cannot be written, an unknown --init: before torch
+        read_labels(labels)
+    if args.stage1_iterations and not Path(args.bank).is_file():
+        raise InputError(f"--bank {args.bank}: no such file")
+    inputs = {"labels": [sha256_of(p) for p in args.labels],
+              "bank": sha256_of(args.bank) if args.stage1_iterations else None,
+              "init": model_of_kind(args.init, "student").sha256 if args.init else None}
     recorded = _read_run_record(out)
     if args.batch_size is None:  # a resumed run keeps the batch it recorded; a new one's fits its data (below)
         args.batch_size = recorded.get("args", {}).get("batch_size")
-    _check_resume(out, recorded, "ediqa train", args)
-    for labels in args.labels:  # bad labels, a run folder that cannot be written, an unknown --init: before torch
-        read_labels(labels)
+    _check_resume(out, recorded, "ediqa train", args, inputs)
     check_outputs([out / "run.json"], args.labels)
-    if args.init:
-        model_of_kind(args.init, "student")
     import torch
 
     from .backgrounds import load_bank
     from .detector import DetectorTraining, train_detector
-    from .distill import (StudentTraining, check_batch, fitting_batch, load_samples, split_by_series,
-                          stage1_detectors, train_student, transfer_backbones)
+    from .detector import check_batch as check_detector_batch  # stage 1's; stage 2's is distill's
+    from .distill import (StudentTraining, check_batch, check_rankable, fitting_batch, load_samples,
+                          split_by_series, stage1_detectors, train_student, transfer_backbones)
     from .distributed import distributed_context, world_from_environment
     from .student import Student
 
     device = _device(args.device)
     train, val = split_by_series([s for labels in args.labels for s in load_samples(labels)], args.held_out)
+    if val:  # none: the lowest training loss is kept (a warning says so)
+        check_rankable(val, f"the series held out by --held-out {args.held_out:g}",
+                       "hold out more (or, with --held-out 0, keep the epoch of the lowest training loss)")
     ranks = world_from_environment()[1]
+    if args.stage1_iterations:  # stage 1 trains detectors at their own batch: it cuts as the stage 2 batch must
+        check_detector_batch(DetectorTraining.batch_size, args.accumulate, ranks)
     args.batch_size = args.batch_size or fitting_batch(len(train), args.accumulate, ranks)  # run.json records it
     cfg = StudentTraining(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, rank_weight=args.rank_weight,
                           map_weight=args.map_weight, mix=args.mix, accumulate=args.accumulate, seed=args.seed)
@@ -962,8 +996,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         progress = _progress(args) if rank == 0 else None
         if rank == 0:
             settings = _run_settings(args)
-            run_info = {"command": "ediqa train", "args": settings, "ranks": world, "train_slices": len(train),
-                        "held_out_slices": len(val)}
+            run_info = {"command": "ediqa train", "args": settings, "inputs_sha256": inputs, "ranks": world,
+                        "train_slices": len(train), "held_out_slices": len(val)}
             if provenance is not None:
                 run_info["init"] = provenance
             (out / "run.json").write_text(json.dumps(run_info, indent=2), encoding="utf-8")

@@ -246,8 +246,20 @@ def predict(student: Student, samples: list[Sample], batch_size: int = 8) -> np.
 
 
 def agreement(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """PLCC and SROCC between predicted and true scores."""
+    """PLCC and SROCC between predicted and true scores (:func:`check_rankable` ones); 0 for predictions
+    that do not vary (a collapsed student ranks nothing)."""
+    if np.ptp(pred) == 0:
+        return {"plcc": 0.0, "srocc": 0.0}
     return {"plcc": float(pearsonr(pred, truth).statistic), "srocc": float(spearmanr(pred, truth).statistic)}
+
+
+def check_rankable(samples: list[Sample], what: str, remedy: str) -> None:
+    """Raises InputError (``what`` and ``remedy`` in its line) unless the teacher's scores of ``samples``
+    can measure a student's agreement with it (:func:`agreement`): two slices or more, whose scores differ."""
+    if len(samples) < 2 or np.ptp([s.score for s in samples]) == 0:
+        raise InputError(f"{what} hold {len(samples)} slice{'s' * (len(samples) != 1)}"
+                         f"{' whose teacher scores are all equal' if len(samples) > 1 else ''}: too few to "
+                         f"measure a student's agreement with the teacher; {remedy}")
 
 
 def fidelity(student: Student, samples: list[Sample]) -> dict[str, float]:

@@ -597,9 +597,20 @@ def test_publish_student_refuses_unfinished_runs_and_unreadable_records_before_w
     # a run that fine-tuned a whole ensemble (`train --init` an ensemble) publishes as one
     (run / "run.json").write_text(json.dumps(info))
     save_weights(StudentEnsemble("lite", 2), weights)
-    proc = ediqa("publish-student", run, "--bench", bench, "--name", "s", "--models-dir", registry)
+    proc = ediqa("publish-student", run, "--name", "s", "--models-dir", registry)
     assert proc.returncode == 0, proc.stderr
     assert {k.split(".")[1] for k in load_file(str(registry / "s.safetensors"))} == {"0", "1"}
+    # a bench's figures go into the card only when they are of the weights published
+    published = json.loads((registry / "s.json").read_text(encoding="utf-8"))["sha256"]
+    for model, says in (({}, "measured no model it names"),
+                        ({"name": "other", "sha256": "0" * 64}, "measured a model of sha256 000000000000…")):
+        bench.write_text(json.dumps({"model": model}), encoding="utf-8")
+        proc = ediqa("publish-student", run, "--bench", bench, "--name", "s2", "--models-dir", registry)
+        assert proc.returncode == 2 and f"--bench {bench} {says}, not the weights published" in proc.stderr, proc.stderr
+    bench.write_text(json.dumps({"model": {"name": "s", "sha256": published}}), encoding="utf-8")
+    proc = ediqa("publish-student", run, "--bench", bench, "--name", "s2", "--models-dir", registry)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((registry / "s2.json").read_text(encoding="utf-8"))["metrics"]["model"]["sha256"] == published
 
 
 def _registered(student: Student, folder: Path, name: str) -> Path:

@@ -636,7 +636,8 @@ def test_a_run_folder_is_resumed_only_by_its_own_command_and_preset(tmp_path):
     for name, info in runs.items():
         (tmp_path / name).mkdir()
         (tmp_path / name / "run.json").write_text(json.dumps(info), encoding="utf-8")
-    train = ["train", "--labels", tmp_path / "unread.csv", "--stage1-iterations", "0", "--progress", "none"]
+    (tmp_path / "labels.csv").write_text("series,file,slice,score,assessable,map,path\n")  # no rows
+    train = ["train", "--labels", tmp_path / "labels.csv", "--stage1-iterations", "0", "--progress", "none"]
     attempts = {"detector-run": [*train, "--out", tmp_path / "detector-run"],
                 "student-run": ["train-detector", "--out", tmp_path / "student-run", "--progress", "none"]}
     for name, args in attempts.items():
@@ -656,18 +657,20 @@ def test_a_run_folder_is_resumed_only_by_its_own_command_and_preset(tmp_path):
                  "--bank-projections", "40", "--no-validate", "--progress", "none")  # a switch, named as typed
     assert_one_line_error(proc)
     assert "holds a run with no --no-validate (given --no-validate);" in proc.stderr
-    unread = str(tmp_path / "unread.csv")
-    runs["student-run"]["args"].update(labels=[unread], epochs=30, lr=0.001, batch_size=4, device="cpu")
+    labels = str(tmp_path / "labels.csv")
+    runs["student-run"]["args"].update(labels=[labels], epochs=30, lr=0.001, batch_size=4, device="cpu")
     (tmp_path / "student-run" / "run.json").write_text(json.dumps(runs["student-run"]), encoding="utf-8")
+    shutil.copy(labels, tmp_path / "more.csv")
     for changed, was in ((["--epochs", "40"], "--epochs 30 (given --epochs 40)"),  # a schedule of 30 epochs
                          (["--batch-size", "8"], "--batch-size 4 (given --batch-size 8)"),
-                         (["--labels", unread, unread + "2"], f"--labels {unread} (given --labels {unread} {unread}2)")):
+                         (["--labels", labels, tmp_path / "more.csv"],
+                          f"--labels {labels} (given --labels {labels} {tmp_path / 'more.csv'})")):
         proc = ediqa(*train, *changed, "--out", tmp_path / "student-run")
         assert_one_line_error(proc)
         assert f"holds a run with {was}; resume it with the same settings" in proc.stderr, proc.stderr
     proc = ediqa(*train, "--device", "auto", "--out", tmp_path / "student-run")  # its batch, on another device
     assert_one_line_error(proc)
-    assert "holds a run" not in proc.stderr and "unread.csv" in proc.stderr  # the resumed run reads its labels
+    assert "holds a run" not in proc.stderr and "no assessable labelled slices" in proc.stderr  # resumed: read
     for name, info in runs.items():  # nothing was written into either folder
         assert json.loads((tmp_path / name / "run.json").read_text(encoding="utf-8")) == info
         assert [p.name for p in (tmp_path / name).iterdir()] == ["run.json"]
@@ -846,6 +849,11 @@ def test_detector_runs_with_unusable_weights_or_records_are_refused_before_writi
         proc = ediqa("publish-detector", run, "--validity", tmp_path / "validity.json", "--models-dir", registry)
         assert_one_line_error(proc)
         assert "validity report" in proc.stderr and not registry.exists()
+    (tmp_path / "validity.json").write_text(json.dumps({"model": {"name": "detector-lite", "sha256": "0" * 64}}))
+    proc = ediqa("publish-detector", run, "--validity", tmp_path / "validity.json", "--models-dir", registry)
+    assert_one_line_error(proc)  # a report of other weights
+    assert "measured a model of sha256 000000000000…, not the weights published" in proc.stderr
+    assert not registry.exists()
     proc = ediqa("publish-detector", run, "--name", "det", "--models-dir", registry)
     assert proc.returncode == 0, proc.stderr
     card = json.loads((registry / "det.json").read_text(encoding="utf-8"))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -247,6 +248,17 @@ def test_training_can_start_from_a_trained_student(tmp_path):
     proc = ediqa(*train, *runs["member"], "--out", tmp_path / "member")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((tmp_path / "member" / "run.json").read_text(encoding="utf-8")) == run_info
+    # its files are compared by content: the same labels by another path resume it, other labels by the
+    # same path do not
+    relative = [("labels.csv" if a == labels else a) for a in train]
+    proc = ediqa(*relative, *runs["member"], "--out", tmp_path / "member", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    content = labels.read_bytes()
+    first_score = content.splitlines()[1].split(b",")[3]
+    labels.write_bytes(content.replace(b"," + first_score + b",", b",%.6f," % (float(first_score) / 2), 1))
+    proc = ediqa(*train, *runs["member"], "--out", tmp_path / "member")
+    assert proc.returncode == 2 and "whose --labels held other data than given now" in proc.stderr, proc.stderr
+    labels.write_bytes(content)
 
     one = package_model(tmp_path / "fresh" / "stage2" / "best.safetensors", "one", "student", "lite", {}, tmp_path)
     for extra, message in ((["--init", "student-lite", "--stage1-iterations", "5"], "--stage1-iterations 0"),
@@ -254,7 +266,10 @@ def test_training_can_start_from_a_trained_student(tmp_path):
                            (["--init-member", "0"], "pass --init with it"),
                            (["--init", "student-lite", "--init-member", "9"], "has members 0-"),
                            (["--init", str(one), "--init-member", "0"], "is one student, not an ensemble"),
-                           (["--accumulate", "4"], "multiple of 2 × ranks × accumulate")):  # 4 = 2 pairs, not 4
+                           (["--accumulate", "4"], "multiple of 2 × ranks × accumulate"),  # 4 = 2 pairs, not 4
+                           # stage 1's detectors train at a batch of 8, which 3 micro-batches do not cut
+                           (["--bank", str(labels), "--stage1-iterations", "2", "--accumulate", "3"],
+                            "batch size 8 must be a multiple of ranks × accumulate (3)")):
         proc = ediqa(*train, *extra, "--out", tmp_path / "bad")
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr and not (tmp_path / "bad").exists()
@@ -336,3 +351,21 @@ def test_the_default_batch_fits_the_training_set_in_whole_pairs(train_slices, ac
     from EDIQALib.distill import fitting_batch
 
     assert fitting_batch(train_slices, accumulate, world) == batch
+
+
+def test_agreement_needs_two_held_out_slices_of_differing_scores_and_is_0_for_a_collapsed_student():
+    """One held-out slice was a traceback of scipy's after the first epoch, equal teacher scores NaN
+    figures and at the end "training diverged"; a student that predicts one score for all is NaN too."""
+    from EDIQALib.distill import agreement, check_rankable
+
+    def samples(*scores: float) -> list[Sample]:
+        return [Sample(np.zeros((8, 8), np.float32), v, np.zeros((2, 2), np.float32), f"s/{k}") for k, v in enumerate(scores)]
+
+    for scores, says in (((0.2,), "hold 1 slice: too few"), ((0.2, 0.2), "hold 2 slices whose teacher scores are all equal")):
+        with pytest.raises(InputError, match=f"^held out {says}.*; hold out more$"):
+            check_rankable(samples(*scores), "held out", "hold out more")
+    check_rankable(samples(0.2, 0.3), "held out", "hold out more")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scipy's ConstantInputWarning
+        assert agreement(np.array([0.3, 0.3, 0.3]), np.array([0.1, 0.2, 0.3])) == {"plcc": 0.0, "srocc": 0.0}
+    assert agreement(np.array([0.1, 0.3, 0.2]), np.array([0.1, 0.2, 0.3]))["srocc"] == pytest.approx(0.5)
