@@ -213,22 +213,23 @@ def run_bench(student: torch.nn.Module, student_name: str, detector: torch.nn.Mo
     """All figures, measured in this one run (see the module doc); with ``held_out`` teacher labels,
     also the student's fidelity to the teacher on them (PLCC, SROCC)."""
     hu = phantom(7, size=512, kind="body")  # a 512² slice at 0.7 mm
-    student_ms = student_ms_per_slice(student, device=device)
-    if progress:
-        progress("bench", 1, 4)
-    teacher_s = teacher_s_per_slice(detector, hu, config, teacher_runs, device)
-    if progress:
-        progress("bench", 2, 4)
+    done = 0
+
+    def measured(figure):  # one part done (stage ``bench``, of 7): what it measured
+        nonlocal done
+        done += 1
+        if progress:
+            progress("bench", done, 7)
+        return figure
+
+    student_ms = measured(student_ms_per_slice(student, device=device))
+    teacher_s = measured(teacher_s_per_slice(detector, hu, config, teacher_runs, device))
     with tempfile.TemporaryDirectory() as tmp:
-        volume_s, peak_gb = volume_seconds(student_name, volume_shape, Path(tmp), device)
-    if progress:
-        progress("bench", 3, 4)
-    validity = student_validity(student, kinds, device=device)
-    order = dose_order(student, dose_draws, device=device)
-    half_noise = heatmap_half_noise(student, device=device)
-    agreed = held_out_agreement(student, held_out) if held_out else None
-    if progress:
-        progress("bench", 4, 4)
+        volume_s, peak_gb = measured(volume_seconds(student_name, volume_shape, Path(tmp), device))
+    validity = measured(student_validity(student, kinds, device=device))
+    order = measured(dose_order(student, dose_draws, device=device))
+    half_noise = measured(heatmap_half_noise(student, device=device))
+    agreed = measured(held_out_agreement(student, held_out) if held_out else None)
     return {"student_ms_per_slice": round(student_ms, 2), "teacher_s_per_slice": round(teacher_s, 2),
             "teacher_realizations": config.realizations, "teacher_repeats": config.repeats,
             "speedup": round(teacher_s / (student_ms / 1000.0), 1), "volume_shape": list(volume_shape),

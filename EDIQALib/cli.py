@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from .choices import DEVICES, is_device_name
 from .errors import InputError
+from .progress import end_line
 from .simulate import FILTERS, MAX_PHOTONS, MAX_VIEWS, MIN_VIEWS
 
 if TYPE_CHECKING:
@@ -57,7 +58,8 @@ _ONE_LINE = str.maketrans({"\n": "\\n", "\r": "\\r"})
 
 def _say(kind: str, text: str) -> None:
     """``ediqa: <kind>: <text>`` as one line on stderr: a line break in ``text`` (a file's name may hold one)
-    is written as ``\\n``."""
+    is written as ``\\n``; a progress bar's line cut short is ended first."""
+    end_line()
     sys.stderr.write(f"ediqa: {kind}: {text.translate(_ONE_LINE)}\n")
 
 
@@ -491,7 +493,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     for labels in args.labels or []:
         read_labels(labels)
     student, entry = load_model(args.student, "student")
-    detector, _ = load_model(args.model, "detector")
+    detector, teacher = load_model(args.model, "detector")
     from .bench import run_bench, summary_table
     from .distill import check_rankable, load_samples, pool_labellings
     device = _device(args.device)
@@ -505,6 +507,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     figures = run_bench(student, str(entry.weights), detector, config, shape, tuple(args.kinds),
                         args.teacher_runs, device, held_out, args.dose_draws, _progress(args))
     figures["model"] = {"name": entry.name, "sha256": entry.sha256}
+    figures["teacher_model"] = {"name": teacher.name, "sha256": teacher.sha256}  # the detector timed
     write_bench(figures, args.out)
     if args.progress == "jsonl":  # every stdout line one JSON object: the figures, not the table
         _print_result(args, figures)
@@ -564,10 +567,11 @@ def cmd_publish_detector(args: argparse.Namespace) -> None:
         "description": f"Teacher detector (mD2IQA, {preset} preset): {ARCHITECTURES[preset]}, {start} on lesions "
                        "inserted into simulated CT.",
         "training": {**run_info, "snapshots": log,
-                     "data": "seeded synthetic body, head and back phantoms (seeds 1000+) and pydicom's "
-                             "693_J2KI.dcm head CT slice, simulated across dose (3-100 %), views (60-720), FBP "
-                             "filters, pre-blur (0-3 px) and correlated (isotropic or streaky) image noise; "
-                             "objects inserted with contrasts 0.03-0.10"},
+                     "data": f"{settings.get('phantoms')} seeded body and head phantoms and "
+                             f"{settings.get('back_phantoms')} back phantoms (seeds 1000+) and pydicom's 693_J2KI.dcm "
+                             f"head CT slice, in {settings.get('bank_projections')} simulated acquisitions (3 nested "
+                             "doses each) across dose (3-100 %), views (60-720), FBP filters, pre-blur (0-3 px) and "
+                             "correlated (isotropic or streaky) image noise; objects inserted with contrasts 0.03-0.10"},
         "selection": "checkpoint with the highest validity (Spearman rho + relative score drop) on held-out "
                      "phantom series (seeds 500-503)",
     }
@@ -591,6 +595,19 @@ def _check_selected(run: Path, weights: Path, selection: object) -> None:
     if not snapshot.is_file() or not cmp(snapshot, weights, shallow=False):  # sizes first, then the bytes
         raise InputError(f"{weights} is no longer {chosen}, which {run / 'selection.json'} chose; run "
                          "`ediqa select-detector` again, or remove selection.json to publish the best of training")
+
+
+def _how_trained(training: dict) -> str:
+    """How a ``train`` run (its ``run.json``) made its student, as its card says it."""
+    settings, init = training.get("args", {}), training.get("init")
+    if init:
+        member = settings.get("init_member")
+        return (f"stage-2 regression of the teacher's scores and maps, fine-tuned from {init['name']}"
+                f"{'' if member is None else f' (its member {member})'} (sha256 {init['sha256'][:12]}…)")
+    if settings.get("stage1_iterations"):
+        return ("two-stage distillation (stage-1 insertion detector on the student's backbone, stage-2 "
+                "regression of the teacher's scores and maps)")
+    return "stage-2 regression of the teacher's scores and maps from random weights (no stage 1)"
 
 
 def _check_measured(records: dict, weights: Path, report: str) -> None:
@@ -799,15 +816,13 @@ def cmd_publish_student(args: argparse.Namespace) -> None:
             raise InputError(f"--blend-init: {exc}") from None
     card = {
         "description": f"EDIQA student ({preset} preset): one forward pass → teacher score and local-quality "
-                       "heatmap; two-stage distillation (stage-1 insertion detector on the student's backbone, "
-                       "stage-2 regression of the teacher's scores and maps)"
+                       f"heatmap; {'; '.join(sorted({_how_trained(t) for t in trainings}))}"
                        + (f"; an ensemble of {len(runs)} students, their probabilities averaged"
-                          if len(runs) > 1 else "")
-                       + "".join(sorted({f"; fine-tuned from {t['init']['name']} (sha256 {t['init']['sha256'][:12]}…)"
-                                         for t in trainings if "init" in t}))
-                       + ".",
+                          if len(runs) > 1 else "") + ".",
         "training": trainings[0] if len(runs) == 1 else {"members": trainings},
-        "selection": "epoch with the highest PLCC + SROCC against the teacher on held-out series",
+        "selection": "; ".join(sorted({"epoch with the highest PLCC + SROCC against the teacher on held-out series"
+                                       if t.get("held_out_slices", 1) else "epoch of the lowest training loss "
+                                       "(no series held out)" for t in trainings})),
     }
     if args.blend_init:
         card["blend_init"] = (f"each run's best weights blended with the weights it started from (--init), "
@@ -848,7 +863,9 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
     files = {(name, kind): [out / series_name(name, kind) / f"{i}-{kind}-{level:g}.nrrd"
                             for i, level in enumerate(LEVELS[kind])] for name, *_, kind in jobs}
     check_outputs([path for paths in files.values() for path in paths], [])  # before any series is made
-    for j, (name, seed, source, noisy, kind) in enumerate(jobs):
+    # a series is moved into place whole: one there was made by an earlier run (interrupted), the same
+    missing = [job for job in jobs if not all(p.is_file() for p in files[(job[0], job[-1])])]
+    for j, (name, seed, source, noisy, kind) in enumerate(missing):
         if source == "phantom":
             hu = phantom(seed)
         elif source == "back":
@@ -867,8 +884,8 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
                 image = sitk.GetImageFromArray(image_hu)
                 image.SetSpacing((CANONICAL_SPACING_MM, CANONICAL_SPACING_MM))
                 write_image(image, staging / path.name, "CT")  # a field inside the body has no air to tell HU by
-        progress("make-dataset", j + 1, len(jobs))
-    print(json.dumps({"series": len(jobs), "out": str(out)}))
+        progress("make-dataset", j + 1, len(missing))
+    print(json.dumps({"series": len(jobs), "made": len(missing), "out": str(out)}))
 
 
 def cmd_label(args: argparse.Namespace) -> None:
@@ -1285,6 +1302,7 @@ def main(argv: list[str] | None = None) -> int:
         _say("error", f"{exc.strerror or exc}{where}")
         return 2
     except KeyboardInterrupt:
+        end_line()
         sys.stderr.write("ediqa: interrupted\n")
         return 130
     return 0

@@ -471,6 +471,7 @@ def read_volume(path: str | os.PathLike, modality: str | None = None) -> Volume:
     p = Path(path)
     if not p.exists():
         raise InputError(f"input not found: {p}")
+    check_utf8(p)
     if not os.access(p, os.R_OK | (os.X_OK if p.is_dir() else 0)):  # else ITK says "does not exist"
         raise InputError(f"cannot read {p}: permission denied")
     with tempfile.TemporaryFile() as log:
@@ -589,17 +590,29 @@ def image_like(array: np.ndarray, geometry: Geometry) -> sitk.Image:
     return geometry.apply_to(sitk.GetImageFromArray(arr))
 
 
+def check_utf8(path: Path) -> None:
+    """Raises InputError unless ``path`` (and the folders it is in) is named in UTF-8 text: the image
+    library (ITK) aborts the whole process on a name that is not, without a word of why."""
+    try:
+        str(path.absolute()).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"{ascii(str(path))[1:-1]}: a name in this path is not UTF-8 text, which the image "
+                         "library cannot take; rename it") from None
+
+
 def check_outputs(outputs: list[Path], inputs: list[str | os.PathLike]) -> None:
     """Before any work: every output path can be written, and none of them is an input.
 
     Raises:
-        InputError: an output path's folder lies under a file, cannot be created or written to, a name in
+        InputError: an output path is not named in UTF-8 (:func:`check_utf8`), its folder lies under a
+            file, cannot be created or written to, a name in
             it is longer than its file system allows, an output is an existing folder, or an output would
             replace an input file (by its name or another: a link) or go into an input folder.
     """
     sources = [Path(i).resolve() for i in inputs]
     for out in outputs:
         target = Path(out).resolve()
+        check_utf8(target)
         if target in sources or (target.is_file() and any(same_file(target, s) for s in sources)):
             raise InputError(f"{out} would overwrite the input {target.name}; choose another --out")
         inside = next((s for s in sources if s in target.parents), None)

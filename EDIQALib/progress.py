@@ -6,6 +6,17 @@ import sys
 import time
 
 
+_open_line = False  # a bar is drawn on stderr and its line not ended (a stage cut short by an error)
+
+
+def end_line() -> None:
+    """End the line of a bar cut short, so that what is written next to stderr starts a line of its own."""
+    global _open_line
+    if _open_line:
+        sys.stderr.write("\n")
+        _open_line = False
+
+
 class ProgressReporter:
     """Callable ``(stage, done, total)``; ``mode`` is ``"bar"``, ``"jsonl"`` or ``"none"``."""
 
@@ -15,6 +26,7 @@ class ProgressReporter:
         self._stage = None
 
     def __call__(self, stage: str, done: int, total: int) -> None:
+        global _open_line
         if self.mode == "jsonl":
             print(json.dumps({"stage": stage, "done": done, "total": total}), flush=True)
         elif self.mode == "bar" and sys.stderr.isatty():
@@ -25,6 +37,7 @@ class ProgressReporter:
             width = 30
             filled = int(width * done / max(total, 1))
             sys.stderr.write(f"\r{stage:>15} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-            if done >= total:
+            _open_line = done < total
+            if not _open_line:
                 sys.stderr.write("\n")
             sys.stderr.flush()

@@ -64,6 +64,12 @@ def display_slice(volume: Volume, k: int, heatmap: np.ndarray) -> tuple[np.ndarr
     return to_display(image, turn), to_display(heatmap[k], turn), (sx, sy)
 
 
+def _shown(name: str) -> str:
+    """An input's name as a plot shows it: as written, its ``$`` signs not read as matplotlib's math
+    (``a$x^2$b`` drew as "ax²b", and ``p$\\frac$`` stopped the plot with a traceback)."""
+    return name.replace("$", r"\$")
+
+
 def _score_text(score: float | None) -> str:
     """A score as the figures print it: three decimals, or "not assessable" (``None`` or NaN)."""
     return "not assessable" if score is None or not np.isfinite(score) else f"{score:.3f}"
@@ -88,7 +94,7 @@ def plot_slice_scores(ax: Axes, results: list[QualityResult] | list[ComparedInpu
     slice ``marked`` drawn as a dashed line."""
     for r in results:
         ys = [np.nan if s is None else s for s in r.slice_scores]
-        ax.plot(range(len(ys)), ys, marker="o" if len(ys) < 30 else None, label=f"{r.name}: {_score_text(r.score)}")
+        ax.plot(range(len(ys)), ys, marker="o" if len(ys) < 30 else None, label=f"{_shown(r.name)}: {_score_text(r.score)}")
     if marked is not None:
         ax.axvline(marked, color="0.4", linestyle="--", linewidth=1)
     depth = max(len(r.slice_scores) for r in results)
@@ -124,7 +130,7 @@ def overlay_figure(volume: Volume, result: QualityResult, k: int | None = None,
     im = ax.imshow(heat, cmap=HEATMAP_CMAP, vmin=0, vmax=display_max, alpha=0.45, extent=extent)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="local detectability (0 = lesions missed)")
     _label_edges(ax, edge_letters(volume))
-    ax.set_title(f"{result.name}, slice {k}: {result.method} {_score_text(result.slice_scores[k])}\n"
+    ax.set_title(f"{_shown(result.name)}, slice {k}: {result.method} {_score_text(result.slice_scores[k])}\n"
                  f"volume score {volume_score_text(result)}")
     ax.set_xlabel("mm")
     ax.set_ylabel("mm")
@@ -173,7 +179,7 @@ def write_series_summary(results: list[QualityResult], out_dir: str | Path, sett
                         xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=8)
     tops = [row["score"] + (row["score_se"] or 0.0) for row in rows if row["score"] is not None]
     ax.set_ylim(0, 1.15 * max(tops, default=0.0) or 1.0)  # room for the differences above the bars
-    ax.set_xticks(range(len(results)), [r.name for r in results], rotation=30, ha="right")
+    ax.set_xticks(range(len(results)), [_shown(r.name) for r in results], rotation=30, ha="right")
     ax.set_ylabel(f"{results[0].method} score")
     ax.set_title("Series, on shared insertion maps", fontsize=10)
     fig.tight_layout()
@@ -320,7 +326,7 @@ def comparison_figure(inputs: list[ComparedInput]) -> Figure:
     else:
         bars = scores.bar(range(n), [c.score if np.isfinite(c.score) else 0.0 for c in inputs], color="tab:blue")
         scores.bar_label(bars, [_score_text(c.score) for c in inputs], fontsize=8)
-        scores.set_xticks(range(n), [c.name for c in inputs], fontsize=8)
+        scores.set_xticks(range(n), [_shown(c.name) for c in inputs], fontsize=8)
         scores.set_ylabel(f"{inputs[0].method} score")
     top = max(c.display_max for c in inputs)
     width = max(c.image.shape[1] * c.spacing[0] for c in inputs)
@@ -331,7 +337,7 @@ def comparison_figure(inputs: list[ComparedInput]) -> Figure:
         extent = (0, c.image.shape[1] * c.spacing[0], c.image.shape[0] * c.spacing[1], 0)
         ax.imshow(c.image, cmap="gray", vmin=0, vmax=1, extent=extent)
         im = ax.imshow(np.ma.masked_invalid(c.heat), cmap=HEATMAP_CMAP, vmin=0, vmax=top, alpha=0.45, extent=extent)
-        ax.set_title(f"{c.name}, slice {c.slice}: {_score_text(c.slice_scores[c.slice])}", fontsize=9)
+        ax.set_title(f"{_shown(c.name)}, slice {c.slice}: {_score_text(c.slice_scores[c.slice])}", fontsize=9)
         ax.set_xlim(0, width)
         ax.set_ylim(height, 0)
         _label_edges(ax, c.letters)

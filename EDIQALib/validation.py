@@ -60,14 +60,17 @@ def validity_metric(series_list: list[Series], config: TeacherConfig, device: st
     from best to worst image (rewards a teacher that ranks correctly and does not saturate)."""
 
     def metric(model: nn.Module) -> float:
-        values = []
-        for s in series_list:
-            scores = series_scores(model, s, config, device)
-            drop = (scores[0] - scores[-1]) / max(scores[0], 1e-6)
-            values.append(rank_agreement(scores) + drop)
-        return float(np.mean(values))
+        return float(np.mean([series_validity(series_scores(model, s, config, device)) for s in series_list]))
 
     return metric
+
+
+def series_validity(scores: list[float]) -> float:
+    """One series' share of :func:`validity_metric`: Spearman ρ plus the score's relative drop from the best
+    image to the worst, within ±1 (a rise from a best image that scores almost 0 is as bad as a drop to 0
+    is good, not thousands of times worse)."""
+    drop = (scores[0] - scores[-1]) / scores[0] if scores[0] > 0 else 0.0
+    return rank_agreement(scores) + float(np.clip(drop, -1.0, 1.0))
 
 
 def default_validation_series() -> list[Series]:

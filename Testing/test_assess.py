@@ -199,6 +199,8 @@ def test_bench_measures_every_figure_in_one_run(tmp_path, student_file):
     figures = json.loads((tmp_path / "bench.json").read_text(encoding="utf-8"))
     lines = [json.loads(line) for line in proc.stdout.splitlines()]  # every line one JSON object ...
     assert lines[-1] == figures and all("stage" in e for e in lines[:-1])  # ... the figures last
+    assert [e["done"] for e in lines[:-1] if e["stage"] == "bench"] == list(range(1, 8))  # a step per part
+    assert figures["teacher_model"]["name"] == "detector-lite" and len(figures["teacher_model"]["sha256"]) == 64
     for key in ("student_ms_per_slice", "teacher_s_per_slice", "speedup", "volume_s", "peak_mem_gb"):
         assert figures[key] > 0, key
     # bench.json rounds each figure; the ratio is computed before rounding
@@ -471,6 +473,8 @@ def test_published_ensemble_scores_the_mean_of_its_members(tmp_path):
     from EDIQALib import assess
 
     runs = [_train_run(tmp_path / f"run{seed}", seed) for seed in (1, 2)]
+    (runs[1] / "run.json").write_text(json.dumps({"command": "ediqa train", "held_out_slices": 0,
+                                                  "args": {"preset": "lite", "seed": 2, "stage1_iterations": 9}}))
     image = tmp_path / "ct.nrrd"
     sitk.WriteImage(ct_image(slices=2, size=160, spacing=(0.7, 0.7, 2.0)), str(image))
     singles = []
@@ -481,6 +485,12 @@ def test_published_ensemble_scores_the_mean_of_its_members(tmp_path):
     assert proc.returncode == 0, proc.stderr
     card = json.loads((tmp_path / "registry" / "ensemble.json").read_text(encoding="utf-8"))
     assert [m["args"]["seed"] for m in card["training"]["members"]] == [1, 2]
+    assert card["description"].endswith(  # each run as it was trained and kept its best epoch
+        "heatmap; stage-2 regression of the teacher's scores and maps from random weights (no stage 1); two-stage "
+        "distillation (stage-1 insertion detector on the student's backbone, stage-2 regression of the teacher's "
+        "scores and maps); an ensemble of 2 students, their probabilities averaged.")
+    assert card["selection"] == ("epoch of the lowest training loss (no series held out); epoch with the highest "
+                                 "PLCC + SROCC against the teacher on held-out series")
     both = assess(image, model=str(tmp_path / "registry" / "ensemble.safetensors"), device="cpu")
     for k in range(2):  # the mean of the members' probabilities, slice by slice and pixel by pixel
         assert both.slice_scores[k] == pytest.approx(np.mean([s.slice_scores[k] for s in singles]), abs=1e-5)
@@ -519,7 +529,7 @@ def test_publishing_can_blend_a_fine_tuned_student_with_its_start(tmp_path):
         assert not torch.allclose(member, end[key], atol=1e-3) and not torch.allclose(member, begin[f"members.0.{key}"])
         torch.testing.assert_close(blend[key], 0.25 * member + 0.75 * end[key])
     card = json.loads((tmp_path / "reg" / "blend.json").read_text())
-    assert "0.25 of the start's" in card["blend_init"] and "fine-tuned from start" in card["description"]
+    assert "0.25 of the start's" in card["blend_init"] and "fine-tuned from start (its member 1)" in card["description"]
     image = tmp_path / "ct.nrrd"
     sitk.WriteImage(ct_image(slices=1, size=160, spacing=(0.7, 0.7, 2.0)), str(image))
     assert ediqa("assess", image, "--model", tmp_path / "reg" / "blend.safetensors", "--out", tmp_path / "out",

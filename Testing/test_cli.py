@@ -562,11 +562,11 @@ def test_an_interrupted_make_dataset_leaves_whole_series_only(tmp_path, monkeypa
 
     write, written = io.write_image, []
 
-    def interrupted_at_the_seventh(image, path):
+    def interrupted_at_the_seventh(image, path, modality=None):
         written.append(path)
         if len(written) == 7:  # the second series (views), after the five images of the first (dose)
             raise KeyboardInterrupt
-        write(image, path)
+        write(image, path, modality)
 
     monkeypatch.setattr(io, "write_image", interrupted_at_the_seventh)
     out = tmp_path / "data"
@@ -574,6 +574,14 @@ def test_an_interrupted_make_dataset_leaves_whole_series_only(tmp_path, monkeypa
                      "77", "--real-variants", "0", "--progress", "none"]) == 130
     assert [p.name for p in out.iterdir()] == ["back-77-dose"]
     assert len(list((out / "back-77-dose").iterdir())) == len(LEVELS["dose"]) == 5
+    # run again, it makes the rest and keeps the series made
+    made = {p: p.stat().st_mtime_ns for p in (out / "back-77-dose").iterdir()}
+    proc = ediqa("make-dataset", "--out", out, "--phantoms", "0", "--back-phantoms", "1", "--first-seed", "77",
+                 "--real-variants", "0", "--progress", "none")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"series": 4, "made": 3, "out": str(out)}
+    assert sorted(p.name for p in out.iterdir()) == ["back-77-blur", "back-77-dose", "back-77-texture", "back-77-views"]
+    assert {p: p.stat().st_mtime_ns for p in (out / "back-77-dose").iterdir()} == made
 
 
 @pytest.mark.parametrize("command", ["compare", "teacher"])
@@ -870,8 +878,8 @@ def test_publish_detector_refuses_an_unfinished_run_and_a_selection_of_other_wei
 
     run, registry = tmp_path / "run", tmp_path / "reg"
     (run / "snapshots").mkdir(parents=True)
-    (run / "run.json").write_text(json.dumps({"command": "ediqa train-detector",
-                                              "args": {"preset": "lite", "iterations": 4}}))
+    (run / "run.json").write_text(json.dumps({"command": "ediqa train-detector", "args": {
+        "preset": "lite", "iterations": 4, "phantoms": 3, "back_phantoms": 0, "bank_projections": 5}}))
     (run / "log.jsonl").write_text(json.dumps({"step": 2, "loss": 1.0}) + "\n")
     torch.manual_seed(0)
     save_weights(build_detector("lite"), run / "snapshots" / "step000002.safetensors")
@@ -889,7 +897,10 @@ def test_publish_detector_refuses_an_unfinished_run_and_a_selection_of_other_wei
     (run / "best.safetensors").write_bytes((run / "snapshots" / "step000002.safetensors").read_bytes())
     proc = ediqa("publish-detector", run, "--models-dir", registry, "--name", "det")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads((registry / "det.json").read_text(encoding="utf-8"))["selection_figures"] == selection
+    card = json.loads((registry / "det.json").read_text(encoding="utf-8"))
+    assert card["selection_figures"] == selection
+    assert card["training"]["data"].startswith("3 seeded body and head phantoms and 0 back phantoms (seeds 1000+) "
+                                               "and pydicom's 693_J2KI.dcm head CT slice, in 5 simulated acquisitions")
     (run / "selection.json").unlink()
     (run / "run.json").write_text(json.dumps({"command": "ediqa train-detector", "args": {"preset": "paper"}}))
     save_weights(build_detector("paper"), run / "best.safetensors")
@@ -933,6 +944,33 @@ def test_letters_the_plots_font_lacks_leave_stderr_empty(tmp_path):
                            "none"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stderr == ""
     assert (tmp_path / "out" / "overlay.png").stat().st_size > 0
+
+
+def test_a_name_that_is_not_utf8_is_one_line_not_an_abort(tmp_path, ct_volume_file):
+    """ITK aborted the process (exit 134, no line of ours) on such a name, and left staging folders."""
+    latin1 = tmp_path / os.fsdecode(b"lat\xe9n.nrrd")  # a name written on a Latin-1 system
+    shutil.copy(ct_volume_file, latin1)
+    for args in ([latin1, "--out", tmp_path / "out"], [ct_volume_file, "--out", tmp_path / os.fsdecode(b"o\xe9")]):
+        proc = subprocess.run([sys.executable, "-m", "EDIQALib", "assess", *map(os.fsencode, args), "--progress", "none"],
+                              capture_output=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.decode().endswith("a name in this path is not UTF-8 text, which the image library cannot "
+                                             "take; rename it\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["ct.nrrd", latin1.name])  # no output, no staging
+
+
+def test_names_with_dollar_signs_are_drawn_as_written(tmp_path, ct_volume_file):
+    """matplotlib reads text between two ``$`` as math: a name ``p$\\frac$`` stopped the overlay with a
+    traceback, and ``a$x^2$b`` was drawn as "ax²b"."""
+    from EDIQALib.report import _shown
+
+    names = [tmp_path / "p$\\frac$.nrrd", tmp_path / "a$x^2$b.nrrd"]
+    for name in names:
+        shutil.copy(ct_volume_file, name)
+    proc = ediqa("compare", *names, "--out", tmp_path / "out", "--progress", "none")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "p$\\frac$" / "overlay.png").stat().st_size > 0
+    assert _shown("a$x^2$b") == "a\\$x^2\\$b"  # matplotlib draws an escaped $ as the sign
 
 
 def test_an_input_given_again_by_a_hard_link_or_an_output_named_too_long_is_refused_before_any_work(tmp_path,
@@ -984,3 +1022,25 @@ def test_training_benching_and_publishing_answer_bad_input_without_loading_torch
                                   f"{blocked} is a file, not a folder"]):
         assert says in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "labels.csv"]
+
+
+def test_an_error_after_a_bar_cut_short_starts_its_own_line(monkeypatch):
+    """On a terminal the error was written on the bar's line: ``reading [....] 0/2ediqa: error: ...``."""
+    import io as stdio
+
+    from EDIQALib import cli
+    from EDIQALib.progress import ProgressReporter
+
+    class Terminal(stdio.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    ProgressReporter("bar")("reading", 0, 2)
+    cli._say("error", "nan: image contains NaN or infinite values")
+    ProgressReporter("bar")("reading", 2, 2)  # a bar that ends its own line is not ended twice
+    cli._say("warning", "done")
+    lines = terminal.getvalue().split("\n")
+    assert lines[0].endswith("] 0/2") and lines[1] == "ediqa: error: nan: image contains NaN or infinite values"
+    assert lines[2].endswith("] 2/2") and lines[3:] == ["ediqa: warning: done", ""]

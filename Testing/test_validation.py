@@ -61,3 +61,14 @@ def test_a_step_up_a_series_is_a_significant_swap_only_beyond_two_paired_standar
     assert got["significant_swaps"] == 1
     assert step_uncertainty([verdict(0.2), verdict(0.3)]) == {"score_se": [None, None], "step_se": [None],
                                                              "significant_swaps": None}
+
+
+def test_a_series_validity_lies_within_rho_plus_minus_one():
+    """The checkpoint-selection metric divided by max(best score, 1e-6): a series whose best image scored 0
+    and its worst 0.01 counted -10 000, and outweighed every other series."""
+    from EDIQALib.validation import series_validity
+
+    assert series_validity([0.2, 0.15, 0.1]) == pytest.approx(1.0 + 0.5)
+    assert series_validity([0.0, 0.005, 0.01]) == pytest.approx(-1.0)  # ρ -1, and no drop from 0
+    assert series_validity([0.001, 0.005, 0.01]) == pytest.approx(-2.0)  # a ninefold rise counts as -1
+    assert series_validity([0.0, 0.0, 0.0]) == 0.0
