@@ -11,7 +11,7 @@ import time
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -331,10 +331,11 @@ def assess(image: str | os.PathLike | sitk.Image | Volume, model: str = "student
         print(result.score, result.slice_scores)
         write_outputs(result, volume, "out/scan")
     """
-    from .io import MODALITY_TAG, read_volume, volume_from_image
+    from .io import MODALITY_TAG, image_like, read_volume, volume_from_image
 
-    if isinstance(image, Volume):
-        volume = image if modality is None else replace(image, modality=modality)
+    if isinstance(image, Volume):  # checked as a file's voxels are (one made by hand may hold NaN)
+        volume = volume_from_image(image_like(image.array, image.geometry), image.name,
+                                   modality=modality or image.modality)
     elif isinstance(image, sitk.Image):  # its DICOM Modality, where it was read from DICOM
         tag = image.GetMetaData(MODALITY_TAG).strip() if image.HasMetaDataKey(MODALITY_TAG) else None
         volume = volume_from_image(image, "image", tag, modality)

@@ -60,9 +60,16 @@ def array_from_node(node) -> np.ndarray:
 
 
 def image_from_node(node) -> sitk.Image:
-    """The node as a 3-D SimpleITK image (LPS physical space, the same voxels)."""
+    """The node as a 3-D SimpleITK image (LPS physical space, the same voxels).
+
+    Raises:
+        InputError: the node's IJK-to-RAS matrix has a zero or non-finite spacing (no image has one).
+    """
     matrix = ijk_to_ras(node)
     spacing = np.linalg.norm(matrix[:3, :3], axis=0)
+    if not (np.all(np.isfinite(matrix)) and np.all(spacing > 0)):
+        raise InputError(f"{node.GetName()}: its spacing ({', '.join(f'{s:g}' for s in spacing)} mm) or its "
+                         "position is zero or not a number; set the volume's spacing in Volumes > Volume Information")
     direction_lps = LPS_TO_RAS @ (matrix[:3, :3] / spacing)
     image = sitk.GetImageFromArray(array_from_node(node).astype(np.float32))
     image.SetSpacing(tuple(float(s) for s in spacing))

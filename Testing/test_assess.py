@@ -312,6 +312,18 @@ def test_python_api_takes_an_image_in_memory_or_a_volume_with_its_modality(tmp_p
         Volume(volume.array, volume.geometry, "CT", "ct")
     with pytest.raises(InputError, match="not on its image's grid"):
         Volume(volume.array[:, :64], volume.geometry, "ct", "ct")
+    # a volume made by hand is checked as a file's voxels and geometry are (NaN was scikit-image's
+    # ValueError, an image of one value a score of NaN, a NaN origin a result of NaN geometry)
+    holed = volume.array.copy()
+    holed[0, 5, 5] = np.nan
+    for made, says in ((Volume(holed, volume.geometry, "ct", "holed"), "holed: image contains NaN"),
+                       (Volume(np.zeros_like(holed), volume.geometry, "ct", "flat"), "flat: image is constant")):
+        with pytest.raises(InputError, match=says):
+            EDIQALib.assess(made, device="cpu")
+    image = sitk.ReadImage(str(path))
+    image.SetOrigin((0.0, float("nan"), 0.0))
+    with pytest.raises(InputError, match="image: its spacing, origin or direction holds NaN"):
+        EDIQALib.assess(image, device="cpu")
     assert (by_path == in_memory) is False  # results compare as objects (a heatmap is no truth value)
 
 

@@ -175,6 +175,10 @@ def test_a_node_that_cannot_be_assessed_is_one_clear_error_and_mr_warns():
     colour.SetAndObserveImageData(data)
     with pytest.raises(InputError, match="colour: 3 values per voxel"):
         bridge.assess_node(scene, colour, device="cpu")
+    flat = _node_from_image(scene, ct_image(slices=1, size=128), name="flat")
+    flat.SetSpacing(0.9, 0.9, 0.0)  # SimpleITK's RuntimeError, with an address of its own, before
+    with pytest.raises(InputError, match=r"flat: its spacing \(0.9, 0.9, 0 mm\) or its position is zero"):
+        bridge.assess_node(scene, flat, device="cpu")
     mr = _node_from_image(scene, ct_image(slices=1, size=200, spacing=(0.7, 0.7, 2.5)) + 1000, name="mr")
     with pytest.warns(UserWarning, match="mr: MR; .* not validated"):
         result, _, _ = bridge.assess_node(scene, mr, device="cpu", modality="mr")
