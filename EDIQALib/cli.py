@@ -546,11 +546,7 @@ def cmd_publish_detector(args: argparse.Namespace) -> None:
         raise InputError(f"no best.safetensors in {run}; train with validation first")
     run_info, log = _read_run(run, run)
     settings = run_info.get("args", {})
-    planned = settings.get("iterations")
-    done = log[-1].get("step", 0) if log else 0
-    if planned is not None and done < planned:
-        raise InputError(f"{run} stopped after step {done} of {planned}; finish it first (the same "
-                         "`ediqa train-detector` command resumes it)")
+    _check_finished(run, "step", log[-1].get("step", 0) if log else 0, settings.get("iterations"), "train-detector")
     selection = read_json(run / "selection.json", "selection record") if (run / "selection.json").exists() else None
     if selection is not None:
         _check_selected(run, weights, selection)
@@ -567,11 +563,9 @@ def cmd_publish_detector(args: argparse.Namespace) -> None:
         "description": f"Teacher detector (mD2IQA, {preset} preset): {ARCHITECTURES[preset]}, {start} on lesions "
                        "inserted into simulated CT.",
         "training": {**run_info, "snapshots": log,
-                     "data": f"{settings.get('phantoms')} seeded body and head phantoms and "
-                             f"{settings.get('back_phantoms')} back phantoms (seeds 1000+) and pydicom's 693_J2KI.dcm "
-                             f"head CT slice, in {settings.get('bank_projections')} simulated acquisitions (3 nested "
-                             "doses each) across dose (3-100 %), views (60-720), FBP filters, pre-blur (0-3 px) and "
-                             "correlated (isotropic or streaky) image noise; objects inserted with contrasts 0.03-0.10"},
+                     "data": f"{_bank_text(settings)} across dose (3-100 %), views (60-720), FBP filters, pre-blur "
+                             "(0-3 px) and correlated (isotropic or streaky) image noise; objects inserted with "
+                             "contrasts 0.03-0.10"},
         "selection": "checkpoint with the highest validity (Spearman rho + relative score drop) on held-out "
                      "phantom series (seeds 500-503)",
     }
@@ -580,6 +574,17 @@ def cmd_publish_detector(args: argparse.Namespace) -> None:
     dest = package_model(weights, args.name, "detector", preset, {**card, **records}, Path(args.models_dir),
                          [weights, *filter(None, (args.validity, args.notes))])
     print(json.dumps({"weights": str(dest), "card": str(dest.with_suffix(".json"))}))
+
+
+def _bank_text(settings: dict) -> str:
+    """What a detector run's bank was simulated from, with the counts its settings record (a record
+    without them: the kinds alone)."""
+    counts = [settings.get(k) for k in ("phantoms", "back_phantoms", "bank_projections")]
+    if not all(isinstance(n, int) for n in counts):
+        return ("seeded body, head and back phantoms (seeds 1000+) and pydicom's 693_J2KI.dcm head CT slice, "
+                "simulated")
+    return (f"{counts[0]} seeded body and head phantoms and {counts[1]} back phantoms (seeds 1000+) and pydicom's "
+            f"693_J2KI.dcm head CT slice, in {counts[2]} simulated acquisitions (3 nested doses each)")
 
 
 def _check_selected(run: Path, weights: Path, selection: object) -> None:
@@ -595,6 +600,15 @@ def _check_selected(run: Path, weights: Path, selection: object) -> None:
     if not snapshot.is_file() or not cmp(snapshot, weights, shallow=False):  # sizes first, then the bytes
         raise InputError(f"{weights} is no longer {chosen}, which {run / 'selection.json'} chose; run "
                          "`ediqa select-detector` again, or remove selection.json to publish the best of training")
+
+
+def _check_finished(run: Path, unit: str, done: object, planned: int | None, command: str) -> None:
+    """A run is published once it has run its ``planned`` steps or epochs (``unit``); ``done`` is from its log."""
+    if not isinstance(done, int):
+        raise InputError(f"{run}: its training log's last {unit} {done!r} is not a count")
+    if planned is not None and done < planned:
+        raise InputError(f"{run} stopped after {unit} {done} of {planned}; finish it first (the same "
+                         f"`ediqa {command}` command resumes it)")
 
 
 def _how_trained(training: dict) -> str:
@@ -639,7 +653,8 @@ def _card_records(metrics: str | None, notes: str | None, metrics_what: str) -> 
     return records
 
 
-_RESUME_FREE = ("out", "device", "workers")  # where and how a run is carried on, not what it trains
+# where and how a run is carried on, not what it trains (micro-batches: the same steps on fewer or more ranks)
+_RESUME_FREE = ("out", "device", "workers", "accumulate")
 
 
 def _check_resume(out: Path, info: dict, command: str, args: argparse.Namespace, inputs: dict) -> None:
@@ -648,7 +663,8 @@ def _check_resume(out: Path, info: dict, command: str, args: argparse.Namespace,
     data, seed, learning rate or length would leave weights that no recorded setting describes, and a
     schedule planned for another length; else one line, before anything is written. The files a run reads
     (``inputs``: the sha256 of its labels, bank and start, by option) are compared by their contents, by
-    whatever path they are given; a setting the record lacks (an older run) is not compared."""
+    whatever path they are given, where the record has their sha256 (a run of an earlier release: by the
+    paths it recorded); a setting the record lacks is not compared."""
     if not info:
         return
     if info.get("command") != command:
@@ -664,7 +680,8 @@ def _check_resume(out: Path, info: dict, command: str, args: argparse.Namespace,
     other = [k for k, digest in by_content.items() if inputs.get(k) != digest]
     if other:
         raise InputError(f"{out} holds a run whose {', '.join('--' + k for k in other)} held other data than "
-                         "given now (their sha256 differ); resume it with the same files, or give another --out")
+                         "given now (their sha256 differ, or their order); resume it with the same files, or give "
+                         "another --out")
     _check_run_state(out)
 
 
@@ -729,6 +746,10 @@ def _read_run_record(folder: Path) -> dict:
         problem = "its epochs or iterations are not a count"
     elif init is not None and not (isinstance(init, dict) and all(isinstance(init.get(k), str) for k in ("name", "sha256"))):
         problem = "its start (init) lacks a name or sha256"
+    elif not (isinstance(inputs := info.get("inputs_sha256", {}), dict) and all(
+            v is None or isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))
+            for v in inputs.values())):
+        problem = "its inputs_sha256 is not an object of sha256 texts"
     else:
         return info
     raise InputError(f"run record {path}: {problem}")
@@ -788,10 +809,7 @@ def cmd_publish_student(args: argparse.Namespace) -> None:
         if not best.exists():
             raise InputError(f"no stage2/best.safetensors in {run}; run `ediqa train` first")
         run_info, log = _read_run(run, run / "stage2")
-        planned = run_info.get("args", {}).get("epochs")
-        if planned is not None and len(log) < planned:
-            raise InputError(f"{run} stopped after epoch {len(log)} of {planned}; finish it first (the same "
-                             "`ediqa train` command resumes it)")
+        _check_finished(run, "epoch", len(log), run_info.get("args", {}).get("epochs"), "train")
         presets.add(run_info.get("args", {}).get("preset", "lite"))
         trainings.append({**run_info, "epochs": log})
     if len(presets) > 1:
@@ -1001,7 +1019,10 @@ def cmd_train(args: argparse.Namespace) -> None:
                        "hold out more (or, with --held-out 0, keep the epoch of the lowest training loss)")
     ranks = world_from_environment()[1]
     if args.stage1_iterations:  # stage 1 trains detectors at their own batch: it cuts as the stage 2 batch must
-        check_detector_batch(DetectorTraining.batch_size, args.accumulate, ranks)
+        try:
+            check_detector_batch(DetectorTraining.batch_size, args.accumulate, ranks)
+        except InputError as exc:
+            raise InputError(f"stage 1 (its detectors' batch: {DetectorTraining.batch_size}): {exc}") from None
     args.batch_size = args.batch_size or fitting_batch(len(train), args.accumulate, ranks)  # run.json records it
     cfg = StudentTraining(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, rank_weight=args.rank_weight,
                           map_weight=args.map_weight, mix=args.mix, accumulate=args.accumulate, seed=args.seed)
@@ -1151,7 +1172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("train-detector", help="train the teacher's detector on inserted lesions")
-    p.add_argument("--out", required=True, help="run folder (resumes when it holds a run)")
+    p.add_argument("--out", required=True, help="run folder (resumes the run it holds, given the same settings)")
     p.add_argument("--preset", choices=PRESETS, default="lite")
     p.add_argument("--iterations", type=_positive_int, default=4000)
     p.add_argument("--batch-size", type=_batch, default=8)
@@ -1223,7 +1244,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="two-stage distillation of the teacher into the student")
     p.add_argument("--labels", required=True, nargs="+", help="labels CSVs from `ediqa label`")
-    p.add_argument("--out", required=True, help="run folder (resumes when it holds a run)")
+    p.add_argument("--out", required=True, help="run folder (resumes the run it holds, given the same settings)")
     p.add_argument("--preset", choices=PRESETS, default="lite")
     p.add_argument("--bank", help="bank.npz of a train-detector run, for stage 1")
     p.add_argument("--stage1-iterations", type=_count, default=1000, help="0 skips stage 1")

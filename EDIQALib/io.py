@@ -87,13 +87,17 @@ class Volume:
     name: str
 
     def __post_init__(self) -> None:
-        """Raises InputError for a modality other than ``"ct"``/``"mr"`` or an array off its image's grid."""
+        """Raises InputError for a modality other than ``"ct"``/``"mr"``, an array off its image's grid, or a
+        spacing that is not a positive number."""
         if self.modality not in MODALITIES:
             raise InputError(f"{self.name}: modality {self.modality!r}; use one of {', '.join(MODALITIES)}")
         grid = tuple(reversed(self.geometry.size))
         if self.array.shape != (grid if len(grid) == 3 else (1, *grid)):
+            expected = grid if len(grid) == 3 else f"{(1, *grid)} (a 2-D image is one slice)"
             raise InputError(f"{self.name}: array of shape {self.array.shape} is not on its image's grid "
-                             f"(slices, rows, columns) {grid}")
+                             f"(slices, rows, columns) {expected}")
+        if not all(np.isfinite(s) and s > 0 for s in self.geometry.spacing):
+            raise InputError(f"{self.name}: spacing {self.geometry.spacing} is not positive millimetres")
 
     @property
     def spacing_xy(self) -> tuple[float, float]:

@@ -164,10 +164,12 @@ def score_series(model: nn.Module, backgrounds: list[Background], config: Teache
 
 
 def teacher_scorer(model: nn.Module, config: TeacherConfig, device: torch.device | str = "cpu",
-                   progress: Progress | None = None, slices: int = 1) -> SliceScorer:
+                   progress: Progress | None = None, slices: int | None = None) -> SliceScorer:
     """The teacher as a slice scorer for :func:`EDIQALib.assessment.assess_series` (one slice position a call),
     its verdicts with their scores in each repeat. ``progress`` (stage ``teacher``) counts the repeats of
-    every version at each of the volume's ``slices`` positions, once from 0 to its total."""
+    every version at each of the volume's ``slices`` positions (required with it), once from 0 to its total."""
+    if progress is not None and slices is None:
+        raise ValueError("teacher_scorer: progress counts over the volume's slices; give slices")
 
     def scorer(positions: list[list[Background]], indices: list[int]) -> list[list[ScoredSlice]]:
         return [score_series(model, bgs, config, k, device, _over_volume(progress, k, slices))
@@ -176,7 +178,7 @@ def teacher_scorer(model: nn.Module, config: TeacherConfig, device: torch.device
     return scorer
 
 
-def _over_volume(progress: Progress | None, position: int, slices: int) -> Progress | None:
+def _over_volume(progress: Progress | None, position: int, slices: int | None) -> Progress | None:
     """``progress`` of the slice at ``position`` (its done of its total) as a count over all ``slices``."""
     if progress is None:
         return None

@@ -32,11 +32,12 @@ def step_uncertainty(verdicts: list[ScoredSlice]) -> dict:
     step's ``step_se`` (the paired standard error of the score's change to the next image: the images
     share their insertion maps in each repeat, so the maps' scatter cancels), and ``significant_swaps``, the
     steps where the score rises by more than two of those errors (a misordering that is not noise).
-    Errors and the count are ``None`` with one repeat."""
+    Errors are ``None`` with one repeat or on an image not assessable, and the count ``None`` where a step's
+    error is, or where there is no step."""
     steps = list(zip(verdicts, verdicts[1:]))
     step_se = [standard_error(np.subtract(b.repeat_scores, a.repeat_scores)) for a, b in steps]
     return {"score_se": [standard_error(v.repeat_scores) for v in verdicts], "step_se": step_se,
-            "significant_swaps": None if None in step_se else
+            "significant_swaps": None if not steps or None in step_se else
             sum(b.score - a.score > 2 * se for (a, b), se in zip(steps, step_se))}
 
 

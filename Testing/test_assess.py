@@ -4,12 +4,13 @@ The network here is freshly initialised (the values mean nothing); what is check
 handling, which is the same whatever the weights."""
 from __future__ import annotations
 
-import csv
 import copy
+import csv
 import json
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -320,6 +321,9 @@ def test_python_api_takes_an_image_in_memory_or_a_volume_with_its_modality(tmp_p
                        (Volume(np.zeros_like(holed), volume.geometry, "ct", "flat"), "flat: image is constant")):
         with pytest.raises(InputError, match=says):
             EDIQALib.assess(made, device="cpu")
+    flat = replace(volume.geometry, spacing=(0.0, 0.7, 1.0))  # SimpleITK's RuntimeError before
+    with pytest.raises(InputError, match=r"spacing \(0.0, 0.7, 1.0\) is not positive millimetres"):
+        Volume(volume.array, flat, "ct", "flat")
     image = sitk.ReadImage(str(path))
     image.SetOrigin((0.0, float("nan"), 0.0))
     with pytest.raises(InputError, match="image: its spacing, origin or direction holds NaN"):

@@ -143,10 +143,10 @@ def test_an_interrupted_simulate_leaves_no_part_of_its_series(tmp_path, monkeypa
     sitk.WriteImage(ct_image(slices=1, size=96, spacing=(0.7, 0.7, 1.0)), str(src))
     write, written = io.write_image, []
 
-    def interrupted_after_one(image, path):
+    def interrupted_after_one(image, path, modality=None):
         if written:
             raise KeyboardInterrupt
-        write(image, path)
+        write(image, path, modality)
         written.append(path)
 
     monkeypatch.setattr(io, "write_image", interrupted_after_one)
@@ -296,7 +296,7 @@ def test_an_unforeseen_os_error_is_one_line_and_exit_2(tmp_path, ct_volume_file,
 
     import EDIQALib.io
 
-    def full(image, path):
+    def full(image, path, modality=None):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(EDIQALib.io, "write_image", full)
@@ -887,6 +887,11 @@ def test_publish_detector_refuses_an_unfinished_run_and_a_selection_of_other_wei
     proc = ediqa("publish-detector", run, "--models-dir", registry, "--progress", "none")
     assert_one_line_error(proc)
     assert "stopped after step 2 of 4" in proc.stderr and not registry.exists()
+    (run / "log.jsonl").write_text(json.dumps({"step": "2", "loss": 1.0}) + "\n")  # a log edited by hand
+    proc = ediqa("publish-detector", run, "--models-dir", registry)
+    assert_one_line_error(proc)
+    assert "its training log's last step '2' is not a count" in proc.stderr
+    (run / "log.jsonl").write_text(json.dumps({"step": 2, "loss": 1.0}) + "\n")
     with open(run / "log.jsonl", "a") as log:
         log.write(json.dumps({"step": 4, "loss": 0.5}) + "\n")
     selection = {"realizations": 1, "best": {"snapshot": "step000002.safetensors", "validity": 0.5}}

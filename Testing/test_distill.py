@@ -281,7 +281,9 @@ def test_training_can_start_from_a_trained_student(tmp_path):
             ("stage2/state.pt", b"not a state", "resume state is unreadable"),  # e.g. a disk that filled up
             ("stage2/state.pt", b"hello\n", "resume state is unreadable"),
             ("stage2/log.jsonl", kept["stage2/log.jsonl"] + b"{not json\n", "not one JSON object per line"),
-            ("run.json", kept["run.json"].replace(b'"args": {', b'"args": null, "was": {'), "args are not a JSON object")):
+            ("run.json", kept["run.json"].replace(b'"args": {', b'"args": null, "was": {'), "args are not a JSON object"),
+            ("run.json", kept["run.json"].replace(b'"inputs_sha256": {', b'"inputs_sha256": null, "was": {'),
+             "its inputs_sha256 is not an object of sha256 texts")):
         (fresh / name).write_bytes(damaged)
         proc = ediqa(*train, "--out", fresh)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
