@@ -513,9 +513,9 @@ def volume_from_image(image: sitk.Image, name: str, raw_modality: str | None = N
     if min(image.GetSize()[:2]) < MIN_SIZE:
         raise InputError(f"{name}: in-plane size {image.GetSize()[:2]} is under {MIN_SIZE} pixels")
     geometry = Geometry.of(image)
-    if not np.all(np.isfinite([*geometry.spacing, *geometry.origin, *geometry.direction])):
-        raise InputError(f"{name}: its spacing, origin or direction holds NaN or infinite values")
     _check_canonical_size(geometry, name)
+    if not np.all(np.isfinite([*geometry.spacing, *geometry.origin, *geometry.direction])):  # past the slice's
+        raise InputError(f"{name}: its spacing, origin or direction holds NaN or infinite values")
     with np.errstate(over="ignore"):  # float64 beyond float32's range: refused below, in one line
         array = sitk.GetArrayViewFromImage(image).astype(np.float32)  # one copy, in float32
     if array.ndim == 2:
