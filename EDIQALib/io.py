@@ -143,6 +143,8 @@ def _read_dicom_series(folder: Path) -> tuple[sitk.Image, str | None]:
     if len(ids) > 1:
         raise InputError(f"folder {folder} holds {len(ids)} DICOM series; point to one series folder")
     files = reader.GetGDCMSeriesFileNames(str(folder), ids[0])
+    for file in files:  # the folder's name was checked; its files' are handed to ITK by name too
+        check_utf8(Path(file))
     name = Path(os.path.abspath(folder)).name  # "." is its folder's
     left_out = _slices_left_out(folder, files, ids[0])
     if left_out:

@@ -557,3 +557,12 @@ def test_an_output_is_no_input_by_a_hard_link_and_no_longer_a_name_than_its_fold
         check_outputs([tmp_path / "out" / long_name], [source])
     check_outputs([tmp_path / "out" / ("a" * 250 + ".nrrd")], [source])
     assert sorted(f.name for f in tmp_path.iterdir()) == ["in.nrrd", "linked.nrrd"]
+
+
+def test_a_series_file_whose_name_is_not_utf8_is_one_line(tmp_path):
+    """The folder's name was checked, but not its files': ITK was given them by name, a TypeError."""
+    _write_dicom_series(tmp_path / "series", ct_image(slices=2, spacing=(0.7, 0.7, 2.0)))
+    first = sorted((tmp_path / "series").iterdir())[0]
+    first.rename(first.with_name(os.fsdecode(b"s\xe9.dcm")))
+    with pytest.raises(InputError, match="a name in this path is not UTF-8 text"):
+        read_volume(tmp_path / "series")
