@@ -24,7 +24,7 @@ ENGINE_ROOT = next((c for c in (Path(__file__).resolve().parent, Path(__file__).
                     if (c / "EDIQALib").is_dir()), Path(__file__).resolve().parent)
 if str(ENGINE_ROOT) not in sys.path:
     sys.path.insert(0, str(ENGINE_ROOT))
-# the bundled models (EDIQALib.models.MODELS_DIR), found without importing the engine: the panel must
+# the bundled models (EDIQALib.choices.MODELS_DIR), found without importing the engine: the panel must
 # open before PyTorch is installed, so that "Assess quality" can offer to install it
 BUNDLED_MODELS = ENGINE_ROOT / "Resources" / "Models"
 

@@ -2,10 +2,24 @@
 
 ``EDIQALib.assess(path)`` assesses an image with the bundled student and returns a
 :class:`~EDIQALib.assessment.QualityResult`.
+
+The two are loaded on first use, so that importing a light module of the package (the command line's
+parser, for its help) does not load SciPy, scikit-image and SimpleITK.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-
-from .assessment import QualityResult, assess  # noqa: E402  (the public API)
-
 __all__ = ["QualityResult", "assess"]
+
+if TYPE_CHECKING:
+    from .assessment import QualityResult, assess
+
+
+def __getattr__(name: str) -> Any:
+    """The public API's names, imported from :mod:`EDIQALib.assessment` when first asked for."""
+    if name in __all__:
+        from . import assessment
+        return getattr(assessment, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

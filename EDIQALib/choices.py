@@ -1,14 +1,22 @@
-"""Named choices of the engine's options (device names among them), and the label maps' stride, shared by the
-engine and the command line.
+"""Named choices and limits of the engine's options (device names among them), and the label maps' stride,
+shared by the engine and the command line.
 
-This module imports nothing but the standard library's ``re``, so that ``ediqa --help`` and a usage error
-answer at once, without loading torch (three to four seconds).
+This module imports nothing but the standard library, so that ``ediqa --help`` and a usage error answer at
+once, without loading torch (three to four seconds) or the image libraries (one second).
 """
 import re
+from pathlib import Path
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"  # the bundled models' registry
 
 PRESETS = ("lite", "paper")  # of the detector and of the student: ``lite`` for CPUs, ``paper`` for GPUs
 READOUTS = ("agnostic", "paper")  # the teacher's mAP: class-agnostic (the default), or the paper's 4-class
+MIN_SIZE = 64  # pixels a side of an image, as read and as resampled to the canonical spacing
 MAP_STRIDE = 4  # of the teacher's label maps (``ediqa label``), as of the heatmap the student returns
+FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")  # the simulator's FBP filters
+MAX_PHOTONS = 1e12  # per ray at dose 1: far above any scanner's, and below where Poisson sampling overflows
+MIN_VIEWS = 8  # projections per rotation: fewer leave FBP nothing but streaks
+MAX_VIEWS = 10_000  # a scanner takes about 1 000-3 000
 DEVICES = "auto|cpu|cuda|cuda:N"  # auto: a CUDA GPU when there is one; cuda: the first GPU; cuda:N: the GPU of index N
 
 

@@ -21,10 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from .choices import DEVICES, is_device_name
+from .choices import (DEVICES, FILTERS, MAX_PHOTONS, MAX_VIEWS, MIN_SIZE, MIN_VIEWS, MODELS_DIR, PRESETS,
+                      READOUTS, is_device_name)
 from .errors import InputError
 from .progress import end_line
-from .simulate import FILTERS, MAX_PHOTONS, MAX_VIEWS, MIN_VIEWS
 
 if TYPE_CHECKING:
     from torch import nn
@@ -120,8 +120,6 @@ MAX_BENCH_VOXELS = 200_000_000  # 2.5 times the 512 × 512 × 300 default: some 
 def _volume_shape(text: str) -> list[int]:
     """``slices,rows,cols`` of the bench's synthetic volume: its slice is resampled to 320 px along its longer
     side (as a 512² slice at 0.7 mm × 320 / 512), so that the shorter side must keep ``MIN_SIZE`` pixels."""
-    from .io import MIN_SIZE
-
     try:
         shape = [int(x) for x in text.split(",")]
     except ValueError:
@@ -1081,10 +1079,6 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``ediqa`` subcommand (built without torch: see ``choices``)."""
-    from .choices import PRESETS, READOUTS
-    from .io import MIN_SIZE  # of an image assessed, of a training crop (a whole object), of a bench volume's slice
-    from .models import MODELS_DIR
-
     parser = _Parser(prog="ediqa", description="Task-based, no-reference image quality for CT and MR.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 

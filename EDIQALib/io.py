@@ -26,10 +26,10 @@ from typing import IO
 import numpy as np
 import SimpleITK as sitk
 
+from .choices import MIN_SIZE
 from .errors import InputError
 
 MODALITIES = ("ct", "mr")
-MIN_SIZE = 64  # pixels a side, as read and as resampled to CANONICAL_SPACING_MM
 CANONICAL_SPACING_MM = 0.7  # the in-plane spacing every slice is assessed at
 MAX_ABS_HU = 1e5  # CT values beyond it are no Hounsfield units (extended CT scales reach some 30 000)
 MAX_CANONICAL_SIDE = 2896  # pixels a side of a slice at CANONICAL_SPACING_MM: 2.03 m, beyond any body

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .choices import DEVICES, PRESETS, is_device_name
+from .choices import DEVICES, MODELS_DIR, PRESETS, is_device_name
 from .errors import InputError
 from .io import check_outputs, read_json, staged_in
 
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
 DEFAULT_DETECTOR = "detector-lite"
 DEFAULT_STUDENT = "student-lite"
 KINDS = ("detector", "student")

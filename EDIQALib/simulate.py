@@ -19,12 +19,10 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.transform import iradon, radon
 
+from .choices import FILTERS, MAX_VIEWS, MIN_VIEWS
+
 MU_WATER_PER_MM = 0.0192
-FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")
 DEFAULT_I0 = 2.0e5
-MAX_PHOTONS = 1e12  # per ray at dose 1: far above any scanner's, and below where Poisson sampling overflows
-MIN_VIEWS = 8  # projections per rotation: fewer leave FBP nothing but streaks
-MAX_VIEWS = 10_000  # a scanner takes about 1 000-3 000
 AIR_HU = -1000.0
 
 

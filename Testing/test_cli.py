@@ -371,11 +371,11 @@ def test_four_d_input_is_rejected(tmp_path):
 
 def _main_without_torch(*argvs: list[str]) -> str:
     """Run ``main`` on each argument list in one child process, which must exit 0 or 2 each time and never
-    import torch or torchvision; returns the child's stderr."""
+    import torch, torchvision or the image libraries (seconds to load); returns the child's stderr."""
     code = ("import sys\nfrom EDIQALib.cli import main\n"
             f"for argv in {[list(map(str, a)) for a in argvs]!r}:\n"
             "    try:\n        main(argv)\n    except SystemExit as exc:\n        assert exc.code in (0, 2)\n"
-            "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'torchvision', 'scipy', 'skimage', 'SimpleITK') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
