@@ -117,6 +117,13 @@ _photons = _option_type(float, lambda v: 1 <= v <= MAX_PHOTONS, f"{{}} photons p
 MAX_BENCH_VOXELS = 200_000_000  # 2.5 times the 512 × 512 × 300 default: some 3 GB while the bench builds it
 
 
+def _path(text: str) -> str:
+    """An argparse type: a file or folder's path, refusing an empty one (which would name the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty text names no file or folder")
+    return text
+
+
 def _volume_shape(text: str) -> list[int]:
     """``slices,rows,cols`` of the bench's synthetic volume: its slice is resampled to 320 px along its longer
     side (as a 512² slice at 0.7 mm × 320 / 512), so that the shorter side must keep ``MIN_SIZE`` pixels."""
@@ -1088,7 +1095,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def teacher_options(p: argparse.ArgumentParser, realizations: int, repeats: int,
                         model_help: str = "bundled detector name or .safetensors path") -> None:
-        p.add_argument("--model", default="detector-lite", help=model_help)
+        p.add_argument("--model", type=_path, default="detector-lite", help=model_help)
         p.add_argument("--realizations", type=_realizations, default=realizations)
         p.add_argument("--repeats", type=_repeats, default=repeats)
         p.add_argument("--seed", type=_seed, default=0)
@@ -1115,7 +1122,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="terminal bar on stderr (default) or one JSON object per line on stdout")
 
     p = sub.add_parser("simulate", help="simulate a CT dose / sparse-view / filter series of an image")
-    p.add_argument("input", metavar="INPUT", help=image_help)
+    p.add_argument("input", type=_path, metavar="INPUT", help=image_help)
     p.add_argument("--doses", type=_float_list, default=[1.0, 0.5, 0.25, 0.1, 0.05])
     p.add_argument("--views", type=_views, default=360)
     p.add_argument("--filter", choices=FILTERS, default="ramp")
@@ -1125,32 +1132,32 @@ def build_parser() -> argparse.ArgumentParser:
                         "image's own noise is measured per slice and grows as the dose falls")
     p.add_argument("--seed", type=_seed, default=0)
     modality_option(p, ("ct",))  # a CT simulator: an image without a DICOM tag may be declared CT, never MR
-    p.add_argument("--out", default="simulated")
+    p.add_argument("--out", type=_path, default="simulated")
     common(p)
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("teacher", help="score images with the task-based teacher (mD2IQA)")
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
+    p.add_argument("inputs", type=_path, nargs="+", metavar="INPUT",
                    help=f"{image_help}; several: versions of one image, scored on the same insertion maps")
     teacher_options(p, realizations=100, repeats=5)
     modality_option(p)
-    p.add_argument("--out", default="out")
+    p.add_argument("--out", type=_path, default="out")
     common(p)
     p.set_defaults(func=cmd_teacher)
 
     for name, helptext in (("assess", "assess image quality with the student (fast)"),
                            ("compare", "assess several volumes side by side (JSON, CSV, PNG)")):
         p = sub.add_parser(name, help=helptext)
-        p.add_argument("inputs", nargs=1 if name == "assess" else "+", metavar="INPUT", help=image_help)
-        p.add_argument("--model", default="student-lite", help="bundled student name or .safetensors path")
+        p.add_argument("inputs", type=_path, nargs=1 if name == "assess" else "+", metavar="INPUT", help=image_help)
+        p.add_argument("--model", type=_path, default="student-lite", help="bundled student name or .safetensors path")
         modality_option(p)
         device_option(p)
-        p.add_argument("--out", default="out")
+        p.add_argument("--out", type=_path, default="out")
         common(p)
         p.set_defaults(func=cmd_assess if name == "assess" else cmd_compare)
 
     p = sub.add_parser("bench", help="student vs teacher speed, volume time, memory, validity → bench.json, bench.png")
-    p.add_argument("--student", default="student-lite", help="student to benchmark")
+    p.add_argument("--student", type=_path, default="student-lite", help="student to benchmark")
     teacher_options(p, realizations=100, repeats=5)
     p.add_argument("--teacher-runs", type=_positive_int, default=1, help="teacher timings to take the median of")
     p.add_argument("--volume-shape", default=[300, 512, 512], type=_volume_shape,
@@ -1159,14 +1166,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluation series for the validity figures")
     p.add_argument("--dose-draws", type=_positive_int, default=8,
                    help="noise draws of each evaluation slice's dose series for the dose-order figure")
-    p.add_argument("--labels", nargs="+", help="held-out teacher labels (`ediqa label` CSV) for the fidelity "
+    p.add_argument("--labels", type=_path, nargs="+",
+                   help="held-out teacher labels (`ediqa label` CSV) for the fidelity "
                    "figures; several labellings of the same slices (other --seed) are pooled")
-    p.add_argument("--out", default="out/bench")
+    p.add_argument("--out", type=_path, default="out/bench")
     common(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("train-detector", help="train the teacher's detector on inserted lesions")
-    p.add_argument("--out", required=True, help="run folder (resumes the run it holds, given the same settings)")
+    p.add_argument("--out", type=_path, required=True,
+                   help="run folder (resumes the run it holds, given the same settings)")
     p.add_argument("--preset", choices=PRESETS, default="lite")
     p.add_argument("--iterations", type=_positive_int, default=4000)
     p.add_argument("--batch-size", type=_batch, default=8)
@@ -1177,7 +1186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phantoms", type=_up_to(10_000), default=40, help="training body and head phantoms in the bank")
     p.add_argument("--back-phantoms", type=_bases, default=20,
                    help="training back phantoms (small field of view, thick fat) in the bank")
-    p.add_argument("--init", help="fine-tune this trained detector (bundled name or .safetensors) instead of "
+    p.add_argument("--init", type=_path,
+                   help="fine-tune this trained detector (bundled name or .safetensors) instead of "
                                   "training from random weights")
     p.add_argument("--bank-projections", type=_up_to(10_000), default=200,
                    help="simulated acquisitions in the bank (3 doses each)")
@@ -1194,12 +1204,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="teacher validity on dose / views / texture / blur series")
     teacher_options(p, realizations=20, repeats=2)
     p.add_argument("--kinds", type=_kind_list, default=["dose", "views", "texture", "blur"])
-    p.add_argument("--out", default="out/validity")
+    p.add_argument("--out", type=_path, default="out/validity")
     common(p)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("make-dataset", help="write simulated series (dose, views, texture, blur) as NRRD")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", type=_path, required=True)
     p.add_argument("--phantoms", type=_bases, default=30)
     p.add_argument("--back-phantoms", type=_bases, default=0,
                    help="back phantoms (small field, thick fat), seeded after the other phantoms")
@@ -1216,8 +1226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_make_dataset)
 
     p = sub.add_parser("label", help="teacher labels (score + local map per slice) for student training")
-    p.add_argument("data", nargs="+", metavar="DATA", help="series folders or image files")
-    p.add_argument("--out", required=True, help="labels CSV; maps go to <name>_maps/")
+    p.add_argument("data", type=_path, nargs="+", metavar="DATA", help="series folders or image files")
+    p.add_argument("--out", type=_path, required=True, help="labels CSV; maps go to <name>_maps/")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run into the same --out, with the same model and settings: the "
                         "series it finished are kept, the others labelled")
@@ -1230,19 +1240,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("select-detector", help="pick a run's most valid snapshot (validation series)")
-    p.add_argument("run", help="train-detector run folder")
+    p.add_argument("run", type=_path, help="train-detector run folder")
     p.add_argument("--realizations", type=_realizations, default=20)
     device_option(p)
     common(p)
     p.set_defaults(func=cmd_select_detector)
 
     p = sub.add_parser("train", help="two-stage distillation of the teacher into the student")
-    p.add_argument("--labels", required=True, nargs="+", help="labels CSVs from `ediqa label`")
-    p.add_argument("--out", required=True, help="run folder (resumes the run it holds, given the same settings)")
+    p.add_argument("--labels", type=_path, required=True, nargs="+", help="labels CSVs from `ediqa label`")
+    p.add_argument("--out", type=_path, required=True,
+                   help="run folder (resumes the run it holds, given the same settings)")
     p.add_argument("--preset", choices=PRESETS, default="lite")
-    p.add_argument("--bank", help="bank.npz of a train-detector run, for stage 1")
+    p.add_argument("--bank", type=_path, help="bank.npz of a train-detector run, for stage 1")
     p.add_argument("--stage1-iterations", type=_count, default=1000, help="0 skips stage 1")
-    p.add_argument("--init", help="start stage 2 from this trained student (bundled name or .safetensors): "
+    p.add_argument("--init", type=_path, help="start stage 2 from this trained student (bundled name or .safetensors): "
                                   "fine-tuning on new labels, with --stage1-iterations 0")
     p.add_argument("--init-member", type=_count, metavar="I",
                    help="fine-tune member I (from 0) of the --init ensemble alone, e.g. to distil the ensemble "
@@ -1267,30 +1278,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     def publish_options(p: argparse.ArgumentParser, name: str) -> None:
         p.add_argument("--name", type=_model_name, default=name, help="the model's name in the registry")
-        p.add_argument("--models-dir", default=str(MODELS_DIR),
+        p.add_argument("--models-dir", type=_path, default=str(MODELS_DIR),
                        help="registry folder to publish into (default: the bundled models)")
         common(p)
 
     p = sub.add_parser("publish-student", help="copy a train run's best student (several runs: their ensemble) "
                                                 "into Resources/Models with its card")
-    p.add_argument("runs", nargs="+", metavar="run", help="`ediqa train` run folder(s)")
+    p.add_argument("runs", type=_path, nargs="+", metavar="run", help="`ediqa train` run folder(s)")
     publish_options(p, "student-lite")
     p.add_argument("--blend-init", type=_fraction, default=0.0, metavar="W",
                    help="publish each run's best weights blended with the trained student it started from "
                         "(its --init): W of the start's, 1 - W of the best's (0: the best alone)")
-    p.add_argument("--bench", help="bench.json from `ediqa bench` to record as the card's metrics")
-    p.add_argument("--notes", help="JSON file of notes (training data, how it was made) to record in the card")
+    p.add_argument("--bench", type=_path, help="bench.json from `ediqa bench` to record as the card's metrics")
+    p.add_argument("--notes", type=_path,
+                   help="JSON file of notes (training data, how it was made) to record in the card")
     p.set_defaults(func=cmd_publish_student)
 
     p = sub.add_parser("publish-detector", help="copy a run's best detector into Resources/Models with its card")
-    p.add_argument("run", help="train-detector run folder")
+    p.add_argument("run", type=_path, help="train-detector run folder")
     publish_options(p, "detector-lite")
-    p.add_argument("--validity", help="validity.json from `ediqa validate` to record as the card's metrics")
-    p.add_argument("--notes", help="JSON file of calibration evidence to record in the card")
+    p.add_argument("--validity", type=_path, help="validity.json from `ediqa validate` to record as the card's metrics")
+    p.add_argument("--notes", type=_path, help="JSON file of calibration evidence to record in the card")
     p.set_defaults(func=cmd_publish_detector)
 
     p = sub.add_parser("demo", help="the student on the bundled sample and on a dose series simulated from it")
-    p.add_argument("--out", default="out/demo")
+    p.add_argument("--out", type=_path, default="out/demo")
     common(p)
     p.set_defaults(func=cmd_demo)
     return parser

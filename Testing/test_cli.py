@@ -397,6 +397,18 @@ def test_a_device_that_is_no_device_name_is_a_usage_error_without_torch(tmp_path
     assert not (tmp_path / "out").exists()
 
 
+def test_an_empty_path_is_a_usage_error_not_the_current_folder(tmp_path, ct_volume_file):
+    """``Path("")`` is the current folder: ``--out ""`` wrote a series there, and an input "" read it."""
+    work = tmp_path / "work"
+    work.mkdir()
+    for argv in (["simulate", ct_volume_file, "--doses", "1,0.5", "--out", ""], ["assess", "", "--out", "out"],
+                 ["compare", ct_volume_file, " ", "--out", "out"], ["teacher", ct_volume_file, "--model", ""]):
+        proc = ediqa(*argv, cwd=work)
+        assert_one_line_error(proc)
+        assert "an empty text names no file or folder" in proc.stderr
+    assert list(work.iterdir()) == []
+
+
 def test_an_unknown_model_or_one_of_the_wrong_kind_answers_without_loading_torch(tmp_path, ct_volume_file):
     out = tmp_path / "out"
     stderr = _main_without_torch(["teacher", ct_volume_file, "--model", "nope", "--out", out],
