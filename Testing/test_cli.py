@@ -369,28 +369,30 @@ def test_four_d_input_is_rejected(tmp_path):
     assert_one_line_error(ediqa("teacher", src, *TINY, "--out", tmp_path / "out"))
 
 
-def _main_without_torch(*argvs: list[str]) -> str:
+def _main_without_torch(*argvs: list[str], nor: tuple[str, ...] = ()) -> str:
     """Run ``main`` on each argument list in one child process, which must exit 0 or 2 each time and never
-    import torch, torchvision or the image libraries (seconds to load); returns the child's stderr."""
+    import torch or torchvision (seconds to load), ``nor`` the modules named; returns the child's stderr."""
+    unwanted = ("torch", "torchvision", *nor)
     code = ("import sys\nfrom EDIQALib.cli import main\n"
             f"for argv in {[list(map(str, a)) for a in argvs]!r}:\n"
             "    try:\n        main(argv)\n    except SystemExit as exc:\n        assert exc.code in (0, 2)\n"
-            "print(sorted(m for m in ('torch', 'torchvision', 'scipy', 'skimage', 'SimpleITK') if m in sys.modules))")
+            f"print(sorted(m for m in {unwanted!r} if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
     return proc.stderr
 
 
-def test_help_and_usage_errors_answer_without_loading_torch():
+def test_help_and_usage_errors_answer_without_loading_torch_or_the_image_libraries():
     stderr = _main_without_torch(["--help"], ["train-detector", "--help"], ["teacher", "x.nrrd", "--realizations", "0"],
-                                 ["train-detector", "--preset", "huge"])
+                                 ["train-detector", "--preset", "huge"], nor=("scipy", "skimage", "SimpleITK"))
     assert re.search(r"choose from '?lite'?, '?paper'?", stderr)  # argparse quotes choices in some versions
 
 
 def test_a_device_that_is_no_device_name_is_a_usage_error_without_torch(tmp_path, ct_volume_file):
     devices = ["gpu", "cuda:x", "cuda:-1", "cuda1", "CPU"]
-    stderr = _main_without_torch(*(["assess", ct_volume_file, "--device", d, "--out", tmp_path / "out"] for d in devices))
+    stderr = _main_without_torch(*(["assess", ct_volume_file, "--device", d, "--out", tmp_path / "out"] for d in devices),
+                                 nor=("scipy", "skimage", "SimpleITK"))
     errors = [line for line in stderr.splitlines() if line.startswith("ediqa: error:")]
     assert errors == [f"ediqa: error: argument --device: {d!r} is not a device: choose auto|cpu|cuda|cuda:N"
                       for d in devices]
