@@ -378,17 +378,20 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         run = USER_MODELS / f"run-{qt.QDateTime.currentDateTime().toString('yyyyMMdd-hhmmss')}"
         p = self._parameterNode
-        start = self.ui.modelSelector.currentData or "student-lite"  # the teacher entry: the bundled student
+        # the teacher entry: the bundled student
+        start = self.ui.modelSelector.currentData or str(BUNDLED_MODELS / "student-lite.safetensors")
+        preset = self.logic.student_preset(start)
         # fine-tune the chosen student on the new labels (stage 2); a student from scratch needs the
         # detector's training bank and hours: `ediqa train` in a terminal
         args = ["train", "--labels", str(labels), "--out", str(run), "--epochs", str(p.epochs), "--lr", str(p.learningRate),
-                "--init", start, "--stage1-iterations", "0", "--device", self.ui.deviceSelector.currentText]
-        self._start(self.ui.retrainButton, args, lambda r: self._register_model(run), unfinished=run)
+                "--init", start, "--preset", preset, "--stage1-iterations", "0",
+                "--device", self.ui.deviceSelector.currentText]
+        self._start(self.ui.retrainButton, args, lambda r: self._register_model(run, preset), unfinished=run)
 
-    def _register_model(self, run: Path) -> None:
+    def _register_model(self, run: Path, preset: str) -> None:
         from EDIQALib.training_log import CURVES_NAME
 
-        self.logic.register_user_model(run)
+        self.logic.register_user_model(run, preset)
         self._fill_models()
         slicer.util.infoDisplay(f"New model saved in {USER_MODELS} and added to the model list.\n"
                                 f"Its training curves: {run / 'stage2' / CURVES_NAME}")
@@ -503,10 +506,16 @@ class EDIQALogic(ScriptedLoadableModuleLogic):
             self._show_color_legend(heat)
         return heats
 
-    def register_user_model(self, run: Path) -> None:
+    def student_preset(self, weights: str) -> str:
+        """The preset (``lite`` or ``paper``) of the student whose weights are ``weights``, from its card."""
+        card = json.loads(Path(weights).with_suffix(".json").read_text(encoding="utf-8"))
+        return card.get("preset", "lite")
+
+    def register_user_model(self, run: Path, preset: str) -> None:
+        """Add a retraining run's best student, of ``preset``, to the user's models."""
         from EDIQALib.models import package_model
 
-        package_model(run / "stage2" / "best.safetensors", run.name, "student", "lite",
+        package_model(run / "stage2" / "best.safetensors", run.name, "student", preset,
                       {"training": {"run": str(run)}}, USER_MODELS)
 
     def _show_color_legend(self, heat) -> None:

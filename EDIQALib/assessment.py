@@ -12,33 +12,20 @@ import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import numpy as np
 import SimpleITK as sitk
 
-from .backgrounds import Background, make_background
+from .backgrounds import Background, slice_background
+from .choices import DEFAULT_STUDENT, MAP_STRIDE
 from .errors import InputError
 from .io import MAX_CANONICAL_PIXELS, Volume, check_same_geometry
-from .preprocess import (body_mask, canonical_range, canonical_shape, estimate_psf_sigma, from_canonical, normalise,
-                         to_canonical)
-from .signals import InsertionConfig, saliency_mask
+from .preprocess import canonical_range, canonical_shape, from_canonical, to_canonical
+from .progress import Progress
+from .scoring import ScoredSlice, SliceScorer, standard_error
+from .signals import InsertionConfig
 
 
-class ScoredSlice(NamedTuple):
-    """A scorer's verdict on one slice: score, heatmap on the canonical grid, whether it is assessable, and
-    for the teacher its score in each repeat (the student has none). A plain ``(score, heatmap, assessable)``
-    tuple is one without repeats."""
-
-    score: float
-    heatmap: np.ndarray
-    assessable: bool
-    repeat_scores: tuple[float, ...] = ()
-
-
-# scorer(positions, slice indices): for each slice position, the versions of that slice (one per input)
-SliceScorer = Callable[[list[list[Background]], list[int]], list[list[ScoredSlice]]]
-Progress = Callable[[str, int, int], None]
 BATCH_SLICES = 32  # slices per student forward pass: at 320² the lite network costs 1.9 ms a slice, 2.8 ms at 8
 BATCH_PIXELS = MAX_CANONICAL_PIXELS  # per scorer call at most, or one slice position's (a slice of each input of
 # a series, each slice up to MAX_CANONICAL_PIXELS) where that is more: coarse pixels grow large at 0.7 mm
@@ -139,18 +126,6 @@ def _display_max(heatmap: np.ndarray) -> float:
     return float(np.clip(np.ceil(top / 0.05 - 1e-9) * 0.05, 0.05, 1.0))
 
 
-def slice_background(canonical_slice: np.ndarray, modality: str, config: InsertionConfig,
-                     with_psf: bool = True, value_range: tuple[float, float] | None = None) -> Background:
-    """A canonical slice of a volume as a :class:`Background` (normalised, masks, PSF estimate or NaN);
-    ``value_range``: its volume's :func:`~EDIQALib.preprocess.volume_range`."""
-    if modality == "ct" and with_psf:
-        return make_background(canonical_slice, config)
-    image01 = normalise(canonical_slice, modality, value_range)
-    body = body_mask(image01)
-    psf = estimate_psf_sigma(canonical_slice, body) if with_psf else float("nan")
-    return Background(image01, body, saliency_mask(image01, body, config), psf)
-
-
 def usable_cpus() -> int:
     """The logical CPUs this process may run on (its affinity where the system reports one)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -234,13 +209,6 @@ def paired_difference(result: QualityResult, reference: QualityResult) -> tuple[
     return result.score - reference.score, se
 
 
-def standard_error(values: np.ndarray) -> float | None:
-    """The standard error of the mean of ``values``' finite entries, to 6 decimals; ``None`` for fewer than two."""
-    values = np.asarray(values, np.float64)
-    values = values[np.isfinite(values)]
-    return round(float(np.std(values, ddof=1) / np.sqrt(values.size)), 6) if values.size > 1 else None
-
-
 def student_scorer(model, config: InsertionConfig, device: str = "cpu",
                    batch_size: int = BATCH_SLICES) -> SliceScorer:
     """The student as a slice scorer: batched forward passes on slices mirrored out as in training
@@ -268,7 +236,7 @@ def student_scorer(model, config: InsertionConfig, device: str = "cpu",
             if not (torch.isfinite(score).all() and torch.isfinite(heat).all()):
                 raise InputError("the student gives NaN or infinite outputs: its weights are broken "
                                  "(a training that diverged?)")
-            heat = F.interpolate(torch.sigmoid(heat), scale_factor=4, mode="bilinear", align_corners=False)
+            heat = F.interpolate(torch.sigmoid(heat), scale_factor=MAP_STRIDE, mode="bilinear", align_corners=False)
             for j, i in enumerate(chunk):
                 b = flat[i]
                 hmap = heat[j, 0, :b.image01.shape[0], :b.image01.shape[1]].cpu().numpy()
@@ -281,7 +249,7 @@ def student_scorer(model, config: InsertionConfig, device: str = "cpu",
     return scorer
 
 
-def student_assessor(model: str = "student-lite", device: str = "auto") -> Callable[..., QualityResult]:
+def student_assessor(model: str = DEFAULT_STUDENT, device: str = "auto") -> Callable[..., QualityResult]:
     """A student model (bundled name or ``.safetensors`` path), loaded once, as a function that assesses
     one volume on its own: ``assess_one(volume, progress=None)``, progress ``("slices", done, total)`` over
     the volume's slices."""
@@ -301,7 +269,7 @@ def student_assessor(model: str = "student-lite", device: str = "auto") -> Calla
     return assess_one
 
 
-def assess(image: str | os.PathLike | sitk.Image | Volume, model: str = "student-lite", device: str = "auto",
+def assess(image: str | os.PathLike | sitk.Image | Volume, model: str = DEFAULT_STUDENT, device: str = "auto",
            modality: str | None = None, progress: Progress | None = None) -> QualityResult:
     """The Python API of ``ediqa assess``: one image → its :class:`QualityResult` (scores, per-slice scores,
     heatmap on the input grid).

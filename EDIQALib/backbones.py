@@ -12,6 +12,9 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models import convnext_tiny, swin_t
 
+# what every backbone reads: an image in [0, 1] standardised by these (the detectors' and the student's
+# alike, so that stage-1 weights see in the student the input they were trained on)
+IMAGE_MEAN, IMAGE_STD = 0.5, 0.25
 
 class _Stages(nn.Module):
     """Runs ``body`` block by block and collects the outputs of the blocks listed in ``taps``."""

@@ -15,7 +15,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .errors import InputError
-from .preprocess import body_mask, estimate_psf_sigma, window_ct
+from .io import CANONICAL_SPACING_MM
+from .preprocess import body_mask, estimate_psf_sigma, normalise
 from .signals import InsertionConfig, saliency_mask
 from .simulate import FILTERS, Acquisition, correlated_noise, phantom, simulate_series
 
@@ -32,10 +33,17 @@ class Background:
 
 def make_background(hu: np.ndarray, config: InsertionConfig = InsertionConfig()) -> Background:
     """Normalise a canonical-spacing HU slice and derive its masks and PSF estimate."""
-    image01 = window_ct(hu)
+    return slice_background(hu, "ct", config)
+
+
+def slice_background(canonical_slice: np.ndarray, modality: str, config: InsertionConfig,
+                     with_psf: bool = True, value_range: tuple[float, float] | None = None) -> Background:
+    """A canonical slice of a volume as a :class:`Background` (normalised, masks, PSF estimate or NaN);
+    ``value_range``: its volume's :func:`~EDIQALib.preprocess.volume_range`."""
+    image01 = normalise(canonical_slice, modality, value_range)
     body = body_mask(image01)
-    return Background(image01=image01, body=body, salient=saliency_mask(image01, body, config),
-                      psf_sigma_px=estimate_psf_sigma(hu, body))
+    psf = estimate_psf_sigma(canonical_slice, body) if with_psf else float("nan")
+    return Background(image01, body, saliency_mask(image01, body, config), psf)
 
 
 @dataclass
@@ -69,7 +77,8 @@ def _degrade(args: tuple[np.ndarray, Degradation, int]) -> list[tuple[np.ndarray
     hu, deg, seed = args
     rng = np.random.default_rng(seed)
     src = ndi.gaussian_filter(hu, deg.preblur_px) if deg.preblur_px > 0 else hu
-    recs = simulate_series(src, 0.7, [Acquisition(d, deg.views, deg.filter) for d in deg.doses], i0=deg.i0, seed=seed)
+    recs = simulate_series(src, CANONICAL_SPACING_MM, [Acquisition(d, deg.views, deg.filter) for d in deg.doses],
+                           i0=deg.i0, seed=seed)
     out = []
     for rec in recs:
         if deg.noise_sd_hu > 0:
@@ -126,8 +135,8 @@ def load_bank(path: str | Path, config: InsertionConfig = InsertionConfig()) -> 
         InputError: the file is missing or is not such a bank.
     """
     try:
-        data = np.load(path)
-        images, shapes, psf = data["images"], data["shapes"], data["psf"]
+        with np.load(path) as data:
+            images, shapes, psf = data["images"], data["shapes"], data["psf"]
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise InputError(f"{path}: not a bank of `ediqa train-detector` ({exc.__class__.__name__})") from None
     out = []

@@ -15,28 +15,24 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .backgrounds import make_background
+from .backgrounds import make_background, slice_background
 from .detector import detect
 from .distill import Sample, agreement, scores_of
 from .errors import InputError
+from .progress import Progress
+from .scoring import SliceScorer
 from .series import Series
 from .simulate import phantom
 from .student import Student
 from .teacher import TeacherConfig, score_series
-from .validation import acceptance_bases, acceptance_series, noise_sd_baseline, rank_agreement
+from .validation import acceptance_bases, acceptance_series, rank_agreement, rho_summary, scored_series
 
-Progress = Callable[[str, int, int], None]
-
-if TYPE_CHECKING:
-    from .assessment import SliceScorer
 
 
 def _cpu_model() -> str:
@@ -112,7 +108,8 @@ def volume_seconds(model: str, shape: tuple[int, int, int], workdir: Path, devic
         if proc.returncode != 0:  # the child's own one line, or its last
             why = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
             raise InputError(f"assessing the bench's volume failed: {why.removeprefix('ediqa: error: ')}")
-    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 ** 2
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # kB on Linux, bytes on macOS
+    peak_gb = peak / 1024 ** (3 if sys.platform == "darwin" else 2)
     return statistics.median(seconds), peak_gb
 
 
@@ -123,27 +120,12 @@ def student_validity(student: Student, kinds: tuple[str, ...] = ("dose", "views"
     from .signals import InsertionConfig
 
     scorer = student_scorer(student, InsertionConfig(), device)
-    rows = []
-    bases = acceptance_bases()
-    jobs = [(name, kind) for kind in kinds for name in bases]
-    for j, (name, kind) in enumerate(jobs):
-        s = acceptance_series(kind, name, bases[name])
-        scores = _student_scores(scorer, s)
-        noise = noise_sd_baseline(s)
-        rows.append({"base": name, "kind": kind, "levels": list(s.levels), "scores": scores, "rho": rank_agreement(scores),
-                     "rho_noise_sd": rank_agreement([-n for n in noise])})
-        if progress:
-            progress("bench-validity", j + 1, len(jobs))
-    summary = {k: {"mean_rho": float(np.mean([r["rho"] for r in rows if r["kind"] == k])),
-                   "min_rho": float(np.min([r["rho"] for r in rows if r["kind"] == k])),
-                   "mean_rho_noise_sd": float(np.mean([r["rho_noise_sd"] for r in rows if r["kind"] == k]))}
-               for k in kinds}
-    return {"series": rows, "summary": summary}
+    rows = scored_series(lambda s: {"scores": _student_scores(scorer, s)}, kinds, "bench-validity", progress=progress)
+    return {"series": rows, "summary": rho_summary(rows, kinds)}
 
 
 def _student_scores(scorer: SliceScorer, series: Series) -> list[float]:
     """The student's score of each image of an evaluation series."""
-    from .assessment import slice_background
     from .signals import InsertionConfig
 
     positions = [[slice_background(im, "ct", InsertionConfig(), with_psf=False)] for im in series.images_hu]
@@ -177,7 +159,7 @@ def heatmap_half_noise(student: Student, cases: int = 20, extra_sd_hu: float = 6
     3000+, never used in training) and the two real acceptance slices, white noise of ``extra_sd_hu`` is
     added to one half of the slice (left, then right), and the mean map over the body is compared
     between the halves. Returns the number of cases and the fraction lower in the degraded half."""
-    from .assessment import slice_background, student_scorer
+    from .assessment import student_scorer
     from .signals import InsertionConfig
 
     scorer = student_scorer(student, InsertionConfig(), device)

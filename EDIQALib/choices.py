@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"  # the bundled models' registry
+DEFAULT_DETECTOR = "detector-lite"  # the teacher's detector
+DEFAULT_STUDENT = "student-lite"  # the student of `assess`
 
 PRESETS = ("lite", "paper")  # of the detector and of the student: ``lite`` for CPUs, ``paper`` for GPUs
 READOUTS = ("agnostic", "paper")  # the teacher's mAP: class-agnostic (the default), or the paper's 4-class

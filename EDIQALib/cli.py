@@ -21,15 +21,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from .choices import (DEVICES, FILTERS, MAX_PHOTONS, MAX_VIEWS, MIN_SIZE, MIN_VIEWS, MODELS_DIR, PRESETS,
-                      READOUTS, is_device_name)
+from .choices import (DEFAULT_DETECTOR, DEFAULT_STUDENT, DEVICES, FILTERS, MAX_PHOTONS, MAX_VIEWS, MIN_SIZE, MIN_VIEWS,
+                      MODELS_DIR, PRESETS, READOUTS, is_device_name)
 from .errors import InputError
 from .progress import end_line
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from .assessment import Progress
+    from .progress import Progress
     from .io import Volume
 
 DEMO_SAMPLE = Path(__file__).resolve().parent.parent / "Resources" / "SampleData" / "head-ct-slice.nrrd"
@@ -240,9 +240,7 @@ def cmd_teacher(args: argparse.Namespace) -> None:
 
     config = _teacher_config(args)
     scorer = teacher_scorer(model, config, device, progress, slices=volumes[0].array.shape[0])
-    settings = {"method": "mD2IQA", "realizations": config.realizations, "repeats": config.repeats,
-                "seed": config.seed, "readout": config.readout, "psf_aware": config.psf_aware,
-                "contrasts": list(config.insertion.contrasts)}
+    settings = {"method": "mD2IQA", **_teacher_settings(config)}
     results = assess_series(volumes, scorer, "mD2IQA", {"name": entry.name, "sha256": entry.sha256},
                             config.insertion, progress)
     _warn(volumes, results)
@@ -366,6 +364,12 @@ def _teacher_config(args: argparse.Namespace):
                          readout=args.readout, psf_aware=not args.no_psf, insertion=insertion)
 
 
+def _teacher_settings(config) -> dict:
+    """The teacher's settings as ``result.json``, ``validity.json`` and a labels file's record give them."""
+    return {"realizations": config.realizations, "repeats": config.repeats, "seed": config.seed,
+            "readout": config.readout, "psf_aware": config.psf_aware, "contrasts": list(config.insertion.contrasts)}
+
+
 Kept = TypeVar("Kept")
 
 
@@ -445,11 +449,7 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
         barrier(world)
         bank = load_bank(bank_path)  # a damaged bank of an earlier run: refused before its run.json is rewritten
         if rank == 0:
-            settings = _run_settings(args)
-            run_info = {"command": "ediqa train-detector", "args": settings, "inputs_sha256": inputs, "ranks": world}
-            if provenance is not None:
-                run_info["init"] = provenance
-            (out / "run.json").write_text(json.dumps(run_info, indent=2), encoding="utf-8")
+            _write_run_record(out, "ediqa train-detector", args, inputs, world, provenance)
         schedule = DetectorTraining(iterations=args.iterations, batch_size=args.batch_size, crop_px=args.crop,
                                     lr=args.lr, snapshot_every=args.snapshot_every, accumulate=args.accumulate,
                                     seed=args.seed)
@@ -478,9 +478,7 @@ def cmd_validate(args: argparse.Namespace) -> None:
     config = _teacher_config(args)
     start = time.perf_counter()
     report = validity_report(model, config, tuple(args.kinds), device=device, progress=_progress(args))
-    settings = {"model": {"name": entry.name, "sha256": entry.sha256}, "realizations": config.realizations,
-                "repeats": config.repeats, "seed": config.seed, "readout": config.readout,
-                "psf_aware": config.psf_aware, "contrasts": list(config.insertion.contrasts),
+    settings = {"model": {"name": entry.name, "sha256": entry.sha256}, **_teacher_settings(config),
                 "seconds": round(time.perf_counter() - start, 1)}
     write_validity(report, args.out, settings)
     _print_result(args, report["summary"])
@@ -688,6 +686,18 @@ def _check_resume(out: Path, info: dict, command: str, args: argparse.Namespace,
                          "given now (their sha256 differ, or their order); resume it with the same files, or give "
                          "another --out")
     _check_run_state(out)
+
+
+def _write_run_record(out: Path, command: str, args: argparse.Namespace, inputs: dict, ranks: int,
+                      provenance: dict | None, **counts: int) -> None:
+    """A run's ``run.json`` (written atomically: a run killed while writing it still resumes): its command,
+    settings (:func:`_run_settings`), inputs' sha256, ranks, its start where it has one and ``counts``."""
+    from .io import write_text
+
+    record = {"command": command, "args": _run_settings(args), "inputs_sha256": inputs, "ranks": ranks, **counts}
+    if provenance is not None:
+        record["init"] = provenance
+    write_text(json.dumps(record, indent=2), out / "run.json")
 
 
 def _run_settings(args: argparse.Namespace) -> dict:
@@ -924,7 +934,8 @@ def cmd_label(args: argparse.Namespace) -> None:
     series = read_series(inputs, args.modality)
     _warn_lines([mr_caveat(s.name) for s in series if s.volumes[0].modality == "mr"])  # before hours of work
     model, entry = load_model(args.model, None)  # a detector (the teacher) or a student, as its card says
-    from .distributed import distributed_context  # torch: bad inputs, outputs and models answer without it
+    # torch: bad inputs, outputs and models answered without it
+    from .distributed import distributed_context, sum_over_ranks
     from .teacher import teacher_scorer
     device = _device(args.device)
     model.to(device)
@@ -937,22 +948,12 @@ def cmd_label(args: argparse.Namespace) -> None:
         if args.modality:  # how the images were read (a file labelled without it: as their tags or values say)
             labeller["modality"] = args.modality
         if kind == "detector":  # the teacher's settings; a student's verdict has none
-            labeller.update(realizations=config.realizations, repeats=config.repeats, seed=config.seed,
-                            readout=config.readout, psf=config.psf_aware, contrasts=list(config.insertion.contrasts))
+            labeller.update(_teacher_settings(config))
         written = label_series(series, scorer, config.insertion, args.out, labeller, args.resume, progress, rank,
                                world, with_psf=kind == "detector")
-        written = _sum_over_ranks(written) if world > 1 else written
+        written = round(sum_over_ranks(written, world))
     if rank == 0:
         print(json.dumps({"rows_written": written, "labels": args.out, "model": entry.name, "ranks": world}))
-
-
-def _sum_over_ranks(value: int) -> int:
-    import torch
-    import torch.distributed as dist
-
-    total = torch.tensor([value], device="cuda" if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(total)
-    return int(total.item())
 
 
 def _initial_model(name_or_path: str, kind: str, preset: str) -> tuple[nn.Module, dict]:
@@ -1038,12 +1039,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     with distributed_context(device) as (rank, world), _run_lock(out, rank):
         progress = _progress(args) if rank == 0 else None
         if rank == 0:
-            settings = _run_settings(args)
-            run_info = {"command": "ediqa train", "args": settings, "inputs_sha256": inputs, "ranks": world,
-                        "train_slices": len(train), "held_out_slices": len(val)}
-            if provenance is not None:
-                run_info["init"] = provenance
-            (out / "run.json").write_text(json.dumps(run_info, indent=2), encoding="utf-8")
+            _write_run_record(out, "ediqa train", args, inputs, world, provenance,
+                              train_slices=len(train), held_out_slices=len(val))
         torch.manual_seed(args.seed)
         student = initial if initial is not None else Student(args.preset)
         if bank is not None:
@@ -1095,7 +1092,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def teacher_options(p: argparse.ArgumentParser, realizations: int, repeats: int,
                         model_help: str = "bundled detector name or .safetensors path") -> None:
-        p.add_argument("--model", type=_path, default="detector-lite", help=model_help)
+        p.add_argument("--model", type=_path, default=DEFAULT_DETECTOR, help=model_help)
         p.add_argument("--realizations", type=_realizations, default=realizations)
         p.add_argument("--repeats", type=_repeats, default=repeats)
         p.add_argument("--seed", type=_seed, default=0)
@@ -1149,7 +1146,7 @@ def build_parser() -> argparse.ArgumentParser:
                            ("compare", "assess several volumes side by side (JSON, CSV, PNG)")):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("inputs", type=_path, nargs=1 if name == "assess" else "+", metavar="INPUT", help=image_help)
-        p.add_argument("--model", type=_path, default="student-lite", help="bundled student name or .safetensors path")
+        p.add_argument("--model", type=_path, default=DEFAULT_STUDENT, help="bundled student name or .safetensors path")
         modality_option(p)
         device_option(p)
         p.add_argument("--out", type=_path, default="out")
@@ -1157,7 +1154,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=cmd_assess if name == "assess" else cmd_compare)
 
     p = sub.add_parser("bench", help="student vs teacher speed, volume time, memory, validity → bench.json, bench.png")
-    p.add_argument("--student", type=_path, default="student-lite", help="student to benchmark")
+    p.add_argument("--student", type=_path, default=DEFAULT_STUDENT, help="student to benchmark")
     teacher_options(p, realizations=100, repeats=5)
     p.add_argument("--teacher-runs", type=_positive_int, default=1, help="teacher timings to take the median of")
     p.add_argument("--volume-shape", default=[300, 512, 512], type=_volume_shape,
@@ -1285,7 +1282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("publish-student", help="copy a train run's best student (several runs: their ensemble) "
                                                 "into Resources/Models with its card")
     p.add_argument("runs", type=_path, nargs="+", metavar="run", help="`ediqa train` run folder(s)")
-    publish_options(p, "student-lite")
+    publish_options(p, DEFAULT_STUDENT)
     p.add_argument("--blend-init", type=_fraction, default=0.0, metavar="W",
                    help="publish each run's best weights blended with the trained student it started from "
                         "(its --init): W of the start's, 1 - W of the best's (0: the best alone)")
@@ -1296,7 +1293,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("publish-detector", help="copy a run's best detector into Resources/Models with its card")
     p.add_argument("run", type=_path, help="train-detector run folder")
-    publish_options(p, "detector-lite")
+    publish_options(p, DEFAULT_DETECTOR)
     p.add_argument("--validity", type=_path, help="validity.json from `ediqa validate` to record as the card's metrics")
     p.add_argument("--notes", type=_path, help="JSON file of calibration evidence to record in the card")
     p.set_defaults(func=cmd_publish_detector)

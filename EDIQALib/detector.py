@@ -28,19 +28,19 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from .backbones import SwinTStages
+from .backbones import IMAGE_MEAN, IMAGE_STD, SwinTStages
 from .backgrounds import Background
 from .distributed import barrier, data_parallel, mean_over_ranks, split_parts, step_gradients
 from . import training_log
 from .choices import PRESETS
 from .errors import InputError
 from .io import write_bytes
+from .progress import Progress
 from .signals import SHAPES, InsertionConfig, object_blur, plan_insertion, render
 
 LITE_FPN_CHANNELS = 64
 ARCHITECTURES = {"lite": "Faster R-CNN, ResNet-18 trunk to stride 8, 64-channel FPN",
                  "paper": "Mask R-CNN, Swin-T FPN"}  # each preset's detector, as its model card names it
-IMAGE_MEAN, IMAGE_STD = 0.5, 0.25
 
 
 class NativeSizeTransform(GeneralizedRCNNTransform):
@@ -204,7 +204,7 @@ def check_batch(batch_size: int, accumulate: int, world: int) -> None:
 def train_detector(model: nn.Module, bank: list[Background], out_dir: str | Path,
                    schedule: DetectorTraining = DetectorTraining(), config: InsertionConfig = InsertionConfig(),
                    validate: Callable[[nn.Module], float] | None = None,
-                   progress: Callable[[str, int, int], None] | None = None,
+                   progress: Progress | None = None,
                    device: torch.device | str = "cpu", rank: int = 0, world: int = 1) -> Path:
     """Train on insertions into bank images; resumable from ``out_dir/state.pt``.
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,8 @@ from .distributed import barrier, data_parallel, mean_over_ranks, split_parts, s
 from . import training_log
 from .errors import InputError
 from .io import read_volume
-from .labels import maps_folder, read_labels
+from .labels import labelled_modality, maps_folder, read_labels
+from .progress import Progress
 from .preprocess import normalise, to_canonical
 from .series import base_of
 from .student import MAP_STRIDE, PRESETS, Student, field_batch
@@ -59,9 +59,11 @@ class Sample:
 
 
 def load_samples(labels_csv: str | Path) -> list[Sample]:
-    """Assessable rows of a labels file, with their images and maps."""
+    """Assessable rows of a labels file, with their images (read as labelled: :func:`labelled_modality`)
+    and maps."""
     labels_csv = Path(labels_csv)
     maps_dir = maps_folder(labels_csv)
+    modality = labelled_modality(labels_csv)
     cache: dict[Path, np.ndarray] = {}
     samples = []
     for line, row in enumerate(read_labels(labels_csv), start=2):
@@ -70,7 +72,7 @@ def load_samples(labels_csv: str | Path) -> list[Sample]:
         try:
             path = labels_csv.parent / row["path"]  # relative to the labels file, or absolute
             if path not in cache:
-                vol = read_volume(path)
+                vol = read_volume(path, modality)
                 cache[path] = normalise(to_canonical(vol), vol.modality)  # one scale for the volume
             samples.append(_labelled_slice(row, cache[path], np.load(maps_dir / row["map"])))
         except InputError:
@@ -220,7 +222,7 @@ def distillation_loss(score_logit: torch.Tensor, map_logit: torch.Tensor, score:
     root = torch.exp(0.5 * F.logsigmoid(score_logit))  # √pred, with a finite gradient for any logit
     loss = F.mse_loss(root[scored], score[scored].sqrt()) if scored.any() else score_logit.sum() * 0.0
     if cfg.rank_weight > 0:
-        same = torch.tensor([[a == b for b in groups] for a in groups])
+        same = torch.tensor([[a == b for b in groups] for a in groups], device=score.device)
         order = torch.sign(score[:, None] - score[None, :])
         pairs = same & (order != 0) & scored[:, None] & scored[None, :]
         if pairs.any():
@@ -292,7 +294,7 @@ def check_batch(cfg: StudentTraining, train_slices: int, world: int) -> None:
 
 def train_student(student: Student, train: list[Sample], val: list[Sample], out_dir: str | Path,
                   cfg: StudentTraining = StudentTraining(),
-                  progress: Callable[[str, int, int], None] | None = None, rank: int = 0, world: int = 1) -> Path:
+                  progress: Progress | None = None, rank: int = 0, world: int = 1) -> Path:
     """Stage 2; resumable from ``out_dir/state.pt``; keeps ``best.safetensors`` (highest validation SROCC
     + PLCC) and one ``log.jsonl`` line per epoch (curves in ``training.png``). Returns the best weights' path.
 

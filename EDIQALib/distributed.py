@@ -76,13 +76,18 @@ def step_gradients(model: nn.Module, parts: list[T], loss_of: Callable[[T], torc
     return total
 
 
-def mean_over_ranks(value: float, world: int) -> float:
-    """The mean of ``value`` over all ranks (itself for one process)."""
+def sum_over_ranks(value: float, world: int) -> float:
+    """The sum of ``value`` over all ranks (itself for one process)."""
     if world == 1:
         return value
     t = torch.tensor([value], dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
     dist.all_reduce(t)
-    return float(t) / world
+    return float(t)
+
+
+def mean_over_ranks(value: float, world: int) -> float:
+    """The mean of ``value`` over all ranks (itself for one process)."""
+    return sum_over_ranks(value, world) / world
 
 
 def barrier(world: int) -> None:

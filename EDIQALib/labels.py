@@ -1,6 +1,6 @@
 """Labels for student training: series → one CSV row and one local map per slice, resumable.
 
-The labeller is a slice scorer (:data:`EDIQALib.assessment.SliceScorer`): the teacher, or a trained student
+The labeller is a slice scorer (:data:`EDIQALib.scoring.SliceScorer`): the teacher, or a trained student
 whose verdicts another student is to learn (an ensemble distilled into one network).
 
 A *series* is a folder of co-registered images of one slice position (e.g. a dose series); its images
@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from io import StringIO
@@ -21,11 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .assessment import ScoredSlice, SliceScorer, slice_background
+from .backgrounds import slice_background
 from .choices import MAP_STRIDE
 from .errors import InputError
-from .io import Volume, check_same_geometry, exclusive, read_volume, write_text
+from .io import Volume, check_same_geometry, exclusive, read_json, read_volume, write_text
 from .preprocess import to_canonical, volume_range
+from .progress import Progress
+from .scoring import ScoredSlice, SliceScorer
 from .signals import InsertionConfig
 
 FIELDS = ["series", "file", "slice", "score", "assessable", "map", "path"]
@@ -188,8 +189,6 @@ def _check_labeller(out_csv: Path, labeller: dict) -> None:
     if not path.exists():
         raise InputError(f"{out_csv} has no record of what labelled it (an earlier release made it); label into "
                          "another --out")
-    from .io import read_json
-
     recorded = read_json(path, "labeller record")
     changed = sorted(k for k in {*labeller, *(recorded if isinstance(recorded, dict) else {})}
                      if not isinstance(recorded, dict) or recorded.get(k) != labeller.get(k))
@@ -199,9 +198,17 @@ def _check_labeller(out_csv: Path, labeller: dict) -> None:
                          "choose another --out")
 
 
+def labelled_modality(labels_csv: str | Path) -> str | None:
+    """The modality that ``ediqa label --modality`` read a labels file's images as (its labeller record
+    holds it), so that training reads them alike; None where each image tells its own."""
+    path = maps_folder(Path(labels_csv)) / LABELLER_NAME
+    recorded = read_json(path, "labeller record") if path.exists() else None
+    return recorded.get("modality") if isinstance(recorded, dict) else None
+
+
 def label_series(series: list[SeriesImages], scorer: SliceScorer, insertion: InsertionConfig,
                  out_csv: str | Path, labeller: dict, resume: bool = False,
-                 progress: Callable[[str, int, int], None] | None = None, rank: int = 0, world: int = 1,
+                 progress: Progress | None = None, rank: int = 0, world: int = 1,
                  with_psf: bool = True) -> int:
     """Label every slice of every series (:func:`read_series`) with ``scorer`` (the versions of one slice
     position in one call, so that the teacher shares its insertion maps across them); returns the number of

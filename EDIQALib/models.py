@@ -24,8 +24,6 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-DEFAULT_DETECTOR = "detector-lite"
-DEFAULT_STUDENT = "student-lite"
 KINDS = ("detector", "student")
 
 

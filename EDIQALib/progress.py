@@ -4,7 +4,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 
+Progress = Callable[[str, int, int], None]  # (stage, done, total): what reports progress, all through the engine
 
 _open_line = False  # a bar is drawn on stderr and its line not ended (a stage cut short by an error)
 

@@ -22,7 +22,7 @@ PARENT_ENV = "EDIQA_PARENT_PID"  # the process that started the child: the child
 
 
 @dataclass
-class Progress:
+class ProgressEvent:
     """One progress event of the child."""
 
     stage: str
@@ -60,7 +60,7 @@ class Runner:
         self.env = env
         self.cwd = cwd  # ``python -m`` puts its working folder first on the module path
         self._proc: subprocess.Popen | None = None
-        self._events: queue.Queue[Progress] = queue.Queue()
+        self._events: queue.Queue[ProgressEvent] = queue.Queue()
         self._output: list[str] = []
         self._stderr = ""
         self._cancelled = False
@@ -94,7 +94,7 @@ class Runner:
             if line.startswith('{"stage"'):
                 try:
                     e = json.loads(line)
-                    self._events.put(Progress(e["stage"], int(e["done"]), int(e["total"])))
+                    self._events.put(ProgressEvent(e["stage"], int(e["done"]), int(e["total"])))
                     continue
                 except (ValueError, KeyError):
                     pass
@@ -104,7 +104,7 @@ class Runner:
         assert self._proc and self._proc.stderr
         self._stderr = self._proc.stderr.read()
 
-    def events(self) -> list[Progress]:
+    def events(self) -> list[ProgressEvent]:
         """Progress events received since the last call, in order."""
         out = []
         while True:

@@ -16,6 +16,7 @@ import vtk
 from vtk.util import numpy_support
 
 from .assessment import QualityResult, assess, heatmap_display_max
+from .choices import DEFAULT_STUDENT
 from .errors import InputError
 from .io import MODALITY_TAG, Volume, volume_from_image
 
@@ -178,7 +179,7 @@ def add_heatmap_node(scene, result: QualityResult, input_node, display_max: floa
     return node
 
 
-def assess_node(scene, node, model: str = "student-lite", device: str = "auto",
+def assess_node(scene, node, model: str = DEFAULT_STUDENT, device: str = "auto",
                 modality: str | None = None) -> tuple[QualityResult, object, object]:
     """Assess a volume node in this process, as ``ediqa assess`` does a file, and show the result in the
     scene: for scripts and headless Slicer (the module's panel runs the engine in a child process instead,
@@ -314,15 +315,3 @@ def show_compare_chart(scene, chart) -> None:
     for view in _nodes(scene, "vtkMRMLPlotViewNode"):
         if view.GetLayoutName() == COMPARE_PLOT_VIEW:
             view.SetPlotChartNodeID(chart.GetID())
-
-
-def render_slice(slice_logic, width: int, height: int) -> np.ndarray:
-    """Composite the view's layers offscreen, as Slicer does, into an RGBA array ``(height, width, 4)``
-    (row 0 at the top)."""
-    slice_logic.GetSliceNode().SetDimensions(width, height, 1)
-    slice_logic.FitSliceToAll()
-    producer = slice_logic.GetImageDataConnection().GetProducer()
-    producer.Update()
-    out = producer.GetOutput()
-    rgba = numpy_support.vtk_to_numpy(out.GetPointData().GetScalars()).reshape(height, width, -1)
-    return rgba[::-1].copy()

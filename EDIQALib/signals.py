@@ -13,7 +13,6 @@ from scipy import ndimage as ndi
 from skimage.draw import polygon as draw_polygon
 
 SHAPES = ("circle", "triangle", "square", "star")
-PAPER_CONTRASTS = (0.08, 0.09, 0.10)
 _SUPERSAMPLE = 4
 
 

@@ -24,14 +24,14 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import FeaturePyramidNetwork
 
-from .backbones import CompactStages, ConvNeXtTStages, SwinTStages, fold_batchnorm, fold_input_affine
+from .backbones import (IMAGE_MEAN, IMAGE_STD, CompactStages, ConvNeXtTStages, SwinTStages, fold_batchnorm,
+                        fold_input_affine)
 from .choices import MAP_STRIDE
 
 PRESETS = {
     "paper": {"backbones": (SwinTStages, ConvNeXtTStages), "fpn": 256, "hidden": 1024, "map": 32},
     "lite": {"backbones": (CompactStages,), "fpn": 24, "hidden": 64, "map": 8},
 }
-IMAGE_MEAN, IMAGE_STD = 0.5, 0.25
 MIN_FIELD_PX = 320  # the training phantoms' field; a smaller slice is mirrored out to it
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import io as _io
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,12 +20,11 @@ from pycocotools.cocoeval import COCOeval
 from torch import nn
 from torchvision.ops import box_iou
 
-from .assessment import ScoredSlice, SliceScorer
 from .backgrounds import Background
 from .detector import detect
+from .progress import Progress
+from .scoring import ScoredSlice, SliceScorer
 from .signals import Insertion, InsertionConfig, is_assessable, object_blur, plan_insertion, render
-
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)

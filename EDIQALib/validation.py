@@ -9,9 +9,10 @@ from scipy.stats import spearmanr
 from skimage.restoration import estimate_sigma
 from torch import nn
 
-from .assessment import ScoredSlice, standard_error
 from .backgrounds import make_background
 from .errors import InputError
+from .progress import Progress
+from .scoring import ScoredSlice, standard_error
 from .series import Series, make_series
 from .simulate import NO_GRAIN, estimate_noise_grain
 from .teacher import TeacherConfig, score_series
@@ -87,7 +88,7 @@ def default_validation_series() -> list[Series]:
 
 
 def select_checkpoint(snapshots: list[Path], metric: Callable[[nn.Module], float], preset: str = "lite",
-                      progress: Callable[[str, int, int], None] | None = None) -> list[dict]:
+                      progress: Progress | None = None) -> list[dict]:
     """Evaluate every snapshot with ``metric``; returns ``[{"snapshot", "validity"}]`` in input order, the
     validity ``None`` for a snapshot whose weights hold NaN (the run diverged there: no candidate).
 
@@ -146,7 +147,7 @@ def acceptance_series(kind: str, name: str, hu: np.ndarray, seed: int = 7) -> Se
 
 def validity_report(model: nn.Module, config: TeacherConfig, kinds: tuple[str, ...] = ("dose", "views", "texture", "blur"),
                     bases: dict[str, np.ndarray] | None = None, device: str = "cpu",
-                    progress: Callable[[str, int, int], None] | None = None) -> dict:
+                    progress: Progress | None = None) -> dict:
     """Teacher scores, Spearman ρ and the noise-SD baseline for every (base slice, series kind).
 
     Returns ``{"series": [...], "summary": {kind: {...}}}``. Each series entry has the levels, scores,
@@ -155,28 +156,48 @@ def validity_report(model: nn.Module, config: TeacherConfig, kinds: tuple[str, .
     noise-SD metric, lower = better, ranks the same images). A kind's summary has the mean and least ρ, the
     greatest ratio (None where a series has none) and the sum of its series' ``significant_swaps``.
     """
+    def teacher_on(s: Series) -> dict:
+        verdicts = series_verdicts(model, s, config, device)
+        scores = [v.score for v in verdicts]
+        return {"scores": scores, "ratio": scores[-1] / scores[0] if scores[0] > 0 else None,
+                **step_uncertainty(verdicts)}
+
+    entries = scored_series(teacher_on, kinds, "validate", bases, progress)
+    summary = rho_summary(entries, kinds)
+    for kind, row in summary.items():
+        ratios = [e["ratio"] for e in entries if e["kind"] == kind]
+        swaps = [e["significant_swaps"] for e in entries if e["kind"] == kind]
+        row["max_ratio"] = None if None in ratios else float(max(ratios))  # None: a best image scored 0
+        row["significant_swaps"] = None if None in swaps else sum(swaps)
+    return {"series": entries, "summary": summary}
+
+
+def scored_series(score: Callable[[Series], dict], kinds: tuple[str, ...], stage: str,
+                  bases: dict[str, np.ndarray] | None = None, progress: Progress | None = None) -> list[dict]:
+    """Each evaluation series (:func:`acceptance_series` of every kind of ``kinds`` on every base slice)
+    with what ``score`` says of it (its ``scores`` and more), their Spearman ρ (``rho``), and the noise-SD
+    estimates with how a noise-SD metric (lower = better) ranks the same images (``rho_noise_sd``)."""
     bases = acceptance_bases() if bases is None else bases
     entries = []
     jobs = [(name, kind) for kind in kinds for name in bases]
     for j, (name, kind) in enumerate(jobs):
         s = acceptance_series(kind, name, bases[name])
-        verdicts = series_verdicts(model, s, config, device)
-        scores = [v.score for v in verdicts]
+        found = score(s)
         noise = noise_sd_baseline(s)
-        entries.append({"base": name, "kind": kind, "levels": list(s.levels), "scores": scores,
-                        "rho": rank_agreement(scores), "ratio": scores[-1] / scores[0] if scores[0] > 0 else None,
-                        **step_uncertainty(verdicts), "noise_sd_hu": noise,
+        entries.append({"base": name, "kind": kind, "levels": list(s.levels), **found,
+                        "rho": rank_agreement(found["scores"]), "noise_sd_hu": noise,
                         "rho_noise_sd": rank_agreement([-x for x in noise])})
         if progress:
-            progress("validate", j + 1, len(jobs))
+            progress(stage, j + 1, len(jobs))
+    return entries
+
+
+def rho_summary(entries: list[dict], kinds: tuple[str, ...]) -> dict[str, dict]:
+    """Per kind of :func:`scored_series`' entries: the mean and least ρ, and the noise-SD metric's mean ρ."""
     summary = {}
     for kind in kinds:
         rows = [e for e in entries if e["kind"] == kind]
         summary[kind] = {"mean_rho": float(np.mean([e["rho"] for e in rows])),
                          "min_rho": float(np.min([e["rho"] for e in rows])),
-                         "max_ratio": None if any(e["ratio"] is None for e in rows)  # a best image scored 0
-                         else float(np.max([e["ratio"] for e in rows])),
-                         "mean_rho_noise_sd": float(np.mean([e["rho_noise_sd"] for e in rows])),
-                         "significant_swaps": None if any(e["significant_swaps"] is None for e in rows)
-                         else sum(e["significant_swaps"] for e in rows)}
-    return {"series": entries, "summary": summary}
+                         "mean_rho_noise_sd": float(np.mean([e["rho_noise_sd"] for e in rows]))}
+    return summary

@@ -650,7 +650,8 @@ def test_a_small_slice_is_scored_as_in_training():
     """Assessment sees a slice smaller than the training field as training did (mirrored out to
     ``field_batch``), so the trained student's score of it is the one it learnt: the assessment path and
     the training batch path give the same score, and a smaller field alone would not."""
-    from EDIQALib.assessment import slice_background, student_scorer
+    from EDIQALib.assessment import student_scorer
+    from EDIQALib.backgrounds import slice_background
     from EDIQALib.distill import Sample, predict
     from EDIQALib.signals import InsertionConfig
     from EDIQALib.simulate import phantom
@@ -826,7 +827,8 @@ def test_the_student_s_map_is_read_where_the_slice_lies_in_its_field():
     slice's own image, on a slice that is neither square nor as large as the field."""
     import torch.nn.functional as F
 
-    from EDIQALib.assessment import slice_background, student_scorer
+    from EDIQALib.assessment import student_scorer
+    from EDIQALib.backgrounds import slice_background
     from EDIQALib.signals import InsertionConfig
     from EDIQALib.simulate import phantom
 
@@ -871,7 +873,8 @@ class _ConstantStudent(torch.nn.Module):
 def test_a_student_that_gives_nan_is_refused_not_written_as_a_score():
     """Weights that are finite but blow the activations up (a training at an absurd learning rate) gave NaN
     scores, written to result.json as bare NaN, which is not JSON."""
-    from EDIQALib.assessment import slice_background, student_scorer
+    from EDIQALib.assessment import student_scorer
+    from EDIQALib.backgrounds import slice_background
     from EDIQALib.signals import InsertionConfig
     from EDIQALib.simulate import phantom
 
@@ -885,7 +888,8 @@ def test_a_student_that_gives_nan_is_refused_not_written_as_a_score():
 def test_slices_that_are_not_assessable_do_not_go_through_the_network():
     """Slices of air (a volume's empty end slices) are not assessable: they get no score and no map without
     a forward pass; the others fill the batches."""
-    from EDIQALib.assessment import slice_background, student_scorer
+    from EDIQALib.assessment import student_scorer
+    from EDIQALib.backgrounds import slice_background
     from EDIQALib.signals import InsertionConfig
     from EDIQALib.simulate import phantom
 

@@ -12,6 +12,7 @@ import SimpleITK as sitk
 
 import EDIQALib
 from EDIQALib import distributed
+from EDIQALib.distill import load_samples
 from EDIQALib.errors import InputError
 from EDIQALib.labels import discover_series, pool_map, read_series
 from EDIQALib.models import MODELS_DIR
@@ -236,3 +237,5 @@ def test_label_takes_the_modality_of_images_that_do_not_tell_it_and_warns_of_mr(
     assert len(_rows(out)) == 1
     proc = _label([tmp_path / "mr.nrrd"], out, "--modality", "ct", "--resume")
     assert proc.returncode == 2 and "modality" in proc.stderr, proc.stderr
+    # training reads the images as they were labelled ("cannot tell the modality" before)
+    assert len(load_samples(out)) == sum(r["assessable"] == "1" for r in _rows(out)) == 1

@@ -14,6 +14,19 @@ slicer = pytest.importorskip("slicer")
 from EDIQALib.assessment import QualityResult  # noqa: E402
 from EDIQALib import scene as bridge  # noqa: E402
 from conftest import ct_image  # noqa: E402
+from vtk.util import numpy_support  # noqa: E402
+
+
+def _render_slice(slice_logic, width: int, height: int) -> np.ndarray:
+    """Composite the view's layers offscreen, as Slicer does, into an RGBA array ``(height, width, 4)``
+    (row 0 at the top)."""
+    slice_logic.GetSliceNode().SetDimensions(width, height, 1)
+    slice_logic.FitSliceToAll()
+    producer = slice_logic.GetImageDataConnection().GetProducer()
+    producer.Update()
+    out = producer.GetOutput()
+    rgba = numpy_support.vtk_to_numpy(out.GetPointData().GetScalars()).reshape(height, width, -1)
+    return rgba[::-1].copy()
 
 
 def _scene():
@@ -311,7 +324,7 @@ def test_overlay_renders_colours_where_the_map_is_high_and_grey_where_hidden(tmp
     logic.AddSliceNode("Red")
     assert logic.GetSliceNode().SetOrientation("Axial")  # as Slicer's red view
     bridge.show_overlay(logic.GetSliceCompositeNode(), node, heat_node, opacity=0.5)
-    rgba = bridge.render_slice(logic, 512, 512).astype(int)  # 4 view pixels a voxel: between voxels shows
+    rgba = _render_slice(logic, 512, 512).astype(int)  # 4 view pixels a voxel: between voxels shows
     r, g, b = rgba[..., 0], rgba[..., 1], rgba[..., 2]
     coloured = (g - b > 40)  # green-tinted: the heatmap's high end
     grey = (np.abs(r - g) <= 2) & (np.abs(g - b) <= 2)

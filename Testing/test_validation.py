@@ -43,7 +43,7 @@ def test_a_step_up_a_series_is_a_significant_swap_only_beyond_two_paired_standar
     differences: a small rise the repeats all agree on is significant, a larger one they scatter about is not."""
     import numpy as np
 
-    from EDIQALib.assessment import ScoredSlice
+    from EDIQALib.scoring import ScoredSlice
     from EDIQALib.validation import step_uncertainty
 
     def verdict(*repeats: float) -> ScoredSlice:
