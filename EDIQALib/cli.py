@@ -1266,7 +1266,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mix", type=_fraction, default=0.0,
                    help="chance per slice and epoch of training on a mixed-quality composite of two versions "
                         "of the slice (map label only), so that the map follows quality within a slice")
-    p.add_argument("--held-out", type=_fraction, default=0.2, help="fraction of series held out for validation")
+    p.add_argument("--held-out", type=_fraction, default=0.2,
+                   help="fraction of base slices whose series (all kinds) are held out for validation")
     accumulate_option(p)
     p.add_argument("--seed", type=_seed, default=0)
     device_option(p)
