@@ -19,11 +19,13 @@ import SimpleITK as sitk
 from .backgrounds import Background, slice_background
 from .choices import DEFAULT_STUDENT, MAP_STRIDE
 from .errors import InputError
-from .io import MAX_CANONICAL_PIXELS, Volume, check_same_geometry
+from .io import (MAX_CANONICAL_PIXELS, MODALITY_TAG, Volume, check_same_geometry, image_like, read_volume,
+                 volume_from_image)
+from .models import load_model, resolve_device
 from .preprocess import canonical_range, canonical_shape, from_canonical, to_canonical
 from .progress import Progress
 from .scoring import ScoredSlice, SliceScorer, standard_error
-from .signals import InsertionConfig
+from .signals import InsertionConfig, is_assessable
 
 
 BATCH_SLICES = 32  # slices per student forward pass: at 320² the lite network costs 1.9 ms a slice, 2.8 ms at 8
@@ -219,7 +221,6 @@ def student_scorer(model, config: InsertionConfig, device: str = "cpu",
     import torch
     import torch.nn.functional as F
 
-    from .signals import is_assessable
     from .student import field_batch
 
     model = model.for_inference()
@@ -253,8 +254,6 @@ def student_assessor(model: str = DEFAULT_STUDENT, device: str = "auto") -> Call
     """A student model (bundled name or ``.safetensors`` path), loaded once, as a function that assesses
     one volume on its own: ``assess_one(volume, progress=None)``, progress ``("slices", done, total)`` over
     the volume's slices."""
-    from .models import load_model, resolve_device
-
     net, entry = load_model(model, "student")  # an unknown model answers before torch asks for a device
     device = resolve_device(device)
     net.to(device)
@@ -299,8 +298,6 @@ def assess(image: str | os.PathLike | sitk.Image | Volume, model: str = DEFAULT_
         print(result.score, result.slice_scores)
         write_outputs(result, volume, "out/scan")
     """
-    from .io import MODALITY_TAG, image_like, read_volume, volume_from_image
-
     if isinstance(image, Volume):  # checked as a file's voxels are (one made by hand may hold NaN)
         volume = volume_from_image(image_like(image.array, image.geometry), image.name,
                                    modality=modality or image.modality)

@@ -5,6 +5,7 @@ teacher and the detector need: normalised image, body and saliency masks, and th
 """
 from __future__ import annotations
 
+import json
 import signal
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
@@ -15,8 +16,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .errors import InputError
-from .io import CANONICAL_SPACING_MM
-from .preprocess import body_mask, estimate_psf_sigma, normalise
+from .io import CANONICAL_SPACING_MM, read_volume
+from .preprocess import body_mask, estimate_psf_sigma, normalise, to_canonical
 from .signals import InsertionConfig, saliency_mask
 from .simulate import FILTERS, Acquisition, correlated_noise, phantom, simulate_series
 
@@ -103,8 +104,6 @@ def build_bank(bases: dict[str, np.ndarray], n_projections: int, seed: int = 0, 
     Returns arrays ready for ``np.savez``: ``images`` (n, H, W) padded with air, ``shapes``, ``psf``,
     and ``meta`` (one JSON line per image).
     """
-    import json
-
     rng = np.random.default_rng(seed)
     names = sorted(bases)
     jobs = []
@@ -152,9 +151,6 @@ def training_bases(n_phantoms: int, n_backs: int, first_seed: int = 1000) -> dic
     phantoms (seeds never used for evaluation) and the pydicom head CT slice ``693_J2KI.dcm`` (the two
     other real CT slices are held out)."""
     from pydicom.data import get_testdata_file
-
-    from .io import read_volume
-    from .preprocess import to_canonical
 
     bases = {f"phantom-{s}": phantom(s) for s in range(first_seed, first_seed + n_phantoms)}
     bases.update({f"back-{s}": phantom(s, kind="back") for s in range(first_seed + n_phantoms,

@@ -21,6 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from .assessment import student_scorer, usable_cpus
 from .backgrounds import make_background, slice_background
 from .detector import detect
 from .distill import Sample, agreement, scores_of
@@ -28,6 +29,7 @@ from .errors import InputError
 from .progress import Progress
 from .scoring import SliceScorer
 from .series import Series
+from .signals import InsertionConfig
 from .simulate import phantom
 from .student import Student
 from .teacher import TeacherConfig, score_series
@@ -49,8 +51,6 @@ def _cpu_model() -> str:
 def host(device: str) -> dict:
     """What the times are of: the CPU's model, the logical CPUs this process may use, torch's threads,
     and the GPU's name when the bench runs on one."""
-    from .assessment import usable_cpus
-
     cpus = usable_cpus()
     gpu = {"gpu": torch.cuda.get_device_name(device)} if device.startswith("cuda") else {}
     return {"cpu": _cpu_model(), "cpus": cpus, "threads": torch.get_num_threads(), **gpu}
@@ -116,9 +116,6 @@ def volume_seconds(model: str, shape: tuple[int, int, int], workdir: Path, devic
 def student_validity(student: Student, kinds: tuple[str, ...] = ("dose", "views", "texture", "blur"),
                      device: str = "cpu", progress: Progress | None = None) -> dict:
     """The student's Spearman ρ per evaluation series, beside the noise-SD baseline's."""
-    from .assessment import student_scorer
-    from .signals import InsertionConfig
-
     scorer = student_scorer(student, InsertionConfig(), device)
     rows = scored_series(lambda s: {"scores": _student_scores(scorer, s)}, kinds, "bench-validity", progress=progress)
     return {"series": rows, "summary": rho_summary(rows, kinds)}
@@ -126,8 +123,6 @@ def student_validity(student: Student, kinds: tuple[str, ...] = ("dose", "views"
 
 def _student_scores(scorer: SliceScorer, series: Series) -> list[float]:
     """The student's score of each image of an evaluation series."""
-    from .signals import InsertionConfig
-
     positions = [[slice_background(im, "ct", InsertionConfig(), with_psf=False)] for im in series.images_hu]
     verdicts = [versions[0] for versions in scorer(positions, list(range(len(positions))))]
     if not all(v.assessable for v in verdicts):  # the student gives such an image no score
@@ -140,9 +135,6 @@ def dose_order(student: Student, draws: int = 8, device: str = "cpu") -> dict:
     ``draws`` noise seeds (100, 101, ...; the validity figures use seed 7), each ranked by Spearman ρ.
     One draw per series is a noisy measurement; a student that swaps two close doses on some draws
     shows it here. Returns the share of series in exact order, the lowest ρ, and each base's ρs."""
-    from .assessment import student_scorer
-    from .signals import InsertionConfig
-
     scorer = student_scorer(student, InsertionConfig(), device)
     bases = acceptance_bases()
     rhos = {name: [] for name in bases}
@@ -159,9 +151,6 @@ def heatmap_half_noise(student: Student, cases: int = 20, extra_sd_hu: float = 6
     3000+, never used in training) and the two real acceptance slices, white noise of ``extra_sd_hu`` is
     added to one half of the slice (left, then right), and the mean map over the body is compared
     between the halves. Returns the number of cases and the fraction lower in the degraded half."""
-    from .assessment import student_scorer
-    from .signals import InsertionConfig
-
     scorer = student_scorer(student, InsertionConfig(), device)
     real = acceptance_bases()
     bases = [phantom(3000 + i) for i in range(cases)] + [real["ct-head"], real["ct-spine"]]

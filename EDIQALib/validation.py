@@ -10,11 +10,15 @@ from skimage.restoration import estimate_sigma
 from torch import nn
 
 from .backgrounds import make_background
+from .detector import build_detector
 from .errors import InputError
+from .io import read_volume
+from .models import NonFiniteWeights, fit_weights, read_weights
+from .preprocess import to_canonical
 from .progress import Progress
 from .scoring import ScoredSlice, standard_error
 from .series import Series, make_series
-from .simulate import NO_GRAIN, estimate_noise_grain
+from .simulate import NO_GRAIN, estimate_noise_grain, phantom
 from .teacher import TeacherConfig, score_series
 
 
@@ -79,8 +83,6 @@ def default_validation_series() -> list[Series]:
     """Held-out series for checkpoint selection, on phantom seeds used neither in training nor in the
     acceptance figures: dose on two body phantoms, texture and blur on a third, dose and texture on a
     back phantom."""
-    from .simulate import phantom
-
     back = phantom(503, kind="back")
     return [make_series("dose", f"phantom-{s}", phantom(s, kind="body"), seed=s) for s in (500, 501)] + [
         make_series(kind, "phantom-502", phantom(502, kind="body"), seed=502) for kind in ("texture", "blur")] + [
@@ -96,9 +98,6 @@ def select_checkpoint(snapshots: list[Path], metric: Callable[[nn.Module], float
         InputError: a snapshot is unreadable or of another network (all are read before any is evaluated),
             or every snapshot holds NaN.
     """
-    from .detector import build_detector
-    from .models import NonFiniteWeights, fit_weights, read_weights
-
     models = []
     for path in snapshots:
         try:
@@ -123,10 +122,6 @@ def acceptance_bases() -> dict[str, np.ndarray]:
     (``J2K_pixelrep_mismatch.dcm`` head, ``CT_small.dcm`` spine) and three phantoms (seeds 1–3),
     none used to train the shipped detector; canonical spacing, HU."""
     from pydicom.data import get_testdata_file
-
-    from .io import read_volume
-    from .preprocess import to_canonical
-    from .simulate import phantom
 
     bases = {}
     for label, fname in (("ct-head", "J2K_pixelrep_mismatch.dcm"), ("ct-spine", "CT_small.dcm")):
