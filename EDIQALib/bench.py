@@ -114,10 +114,10 @@ def volume_seconds(model: str, shape: tuple[int, int, int], workdir: Path, devic
 
 
 def student_validity(student: Student, kinds: tuple[str, ...] = ("dose", "views", "texture", "blur"),
-                     device: str = "cpu", progress: Progress | None = None) -> dict:
+                     device: str = "cpu") -> dict:
     """The student's Spearman ρ per evaluation series, beside the noise-SD baseline's."""
     scorer = student_scorer(student, InsertionConfig(), device)
-    rows = scored_series(lambda s: {"scores": _student_scores(scorer, s)}, kinds, "bench-validity", progress=progress)
+    rows = scored_series(lambda s: {"scores": _student_scores(scorer, s)}, kinds)
     return {"series": rows, "summary": rho_summary(rows, kinds)}
 
 

@@ -157,7 +157,7 @@ def validity_report(model: nn.Module, config: TeacherConfig, kinds: tuple[str, .
         return {"scores": scores, "ratio": scores[-1] / scores[0] if scores[0] > 0 else None,
                 **step_uncertainty(verdicts)}
 
-    entries = scored_series(teacher_on, kinds, "validate", bases, progress)
+    entries = scored_series(teacher_on, kinds, bases, progress)
     summary = rho_summary(entries, kinds)
     for kind, row in summary.items():
         ratios = [e["ratio"] for e in entries if e["kind"] == kind]
@@ -167,11 +167,12 @@ def validity_report(model: nn.Module, config: TeacherConfig, kinds: tuple[str, .
     return {"series": entries, "summary": summary}
 
 
-def scored_series(score: Callable[[Series], dict], kinds: tuple[str, ...], stage: str,
+def scored_series(score: Callable[[Series], dict], kinds: tuple[str, ...],
                   bases: dict[str, np.ndarray] | None = None, progress: Progress | None = None) -> list[dict]:
     """Each evaluation series (:func:`acceptance_series` of every kind of ``kinds`` on every base slice)
     with what ``score`` says of it (its ``scores`` and more), their Spearman ρ (``rho``), and the noise-SD
-    estimates with how a noise-SD metric (lower = better) ranks the same images (``rho_noise_sd``)."""
+    estimates with how a noise-SD metric (lower = better) ranks the same images (``rho_noise_sd``);
+    ``progress`` counts the series (stage ``validate``)."""
     bases = acceptance_bases() if bases is None else bases
     entries = []
     jobs = [(name, kind) for kind in kinds for name in bases]
@@ -183,7 +184,7 @@ def scored_series(score: Callable[[Series], dict], kinds: tuple[str, ...], stage
                         "rho": rank_agreement(found["scores"]), "noise_sd_hu": noise,
                         "rho_noise_sd": rank_agreement([-x for x in noise])})
         if progress:
-            progress(stage, j + 1, len(jobs))
+            progress("validate", j + 1, len(jobs))
     return entries
 
 
