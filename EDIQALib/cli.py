@@ -77,6 +77,8 @@ def _kind_list(text: str) -> list[str]:
     kinds = [k for k in text.split(",") if k]
     if not kinds or any(k not in KINDS for k in kinds):
         raise argparse.ArgumentTypeError(f"{text!r}: choose among {', '.join(KINDS)}, comma-separated")
+    if len(set(kinds)) < len(kinds):
+        raise argparse.ArgumentTypeError(f"{text!r} names a kind twice")
     return kinds
 
 
@@ -187,7 +189,7 @@ def _simulated_path(out: Path, name: str, acquisition) -> Path:
 def _simulate(args: argparse.Namespace) -> list[str]:
     """Write the simulated series of ``args.input``; returns the written paths, best dose first."""
     from .io import check_outputs, image_like, read_volume, staged_in, write_image
-    from .simulate import NO_GRAIN, Acquisition, estimate_noise_grain, simulate_series
+    from .simulate import NO_GRAIN, Acquisition, estimate_noise_grain, simulate_series, slice_seed
 
     try:
         acqs = [Acquisition(dose=d, views=args.views, filter=args.filter) for d in args.doses]
@@ -212,7 +214,7 @@ def _simulate(args: argparse.Namespace) -> list[str]:
     out_slices = [[] for _ in acqs]
     for k, hu in enumerate(vol.array):
         grain = NO_GRAIN if args.noiseless else estimate_noise_grain(hu)
-        for i, rec in enumerate(simulate_series(hu, sx, acqs, i0=args.i0, seed=args.seed + k, grain=grain)):
+        for i, rec in enumerate(simulate_series(hu, sx, acqs, i0=args.i0, seed=slice_seed(args.seed, k), grain=grain)):
             out_slices[i].append(rec)
         progress("simulate", k + 1, len(vol.array))
     with staged_in(Path(args.out)) as staging:  # the series whole, or none of it
@@ -804,13 +806,14 @@ def _run_start(run: Path, run_info: dict, preset: str) -> dict:
 
 
 def _refuse_twice(paths: list[Path], what: str) -> None:
-    """One file or folder named twice (as itself, or by another path or a hard link) would count twice: an
-    ensemble of a student with itself, a training set with every slice doubled, an image compared with
-    itself."""
-    from .io import same_file
+    """One file or folder named twice (as itself, or by another path, a hard link or the other file of a NIfTI
+    pair) would count twice: an ensemble of a student with itself, a training set with every slice doubled,
+    an image compared with itself."""
+    from .io import image_file, same_file
 
-    for i, p in enumerate(paths):
-        earlier = next((q for q in paths[:i] if q.resolve() == p.resolve() or same_file(q, p)), None)
+    files = [image_file(p) for p in paths]
+    for i, (p, f) in enumerate(zip(paths, files)):
+        earlier = next((q for q, g in zip(paths[:i], files) if g.resolve() == f.resolve() or same_file(g, f)), None)
         if earlier is not None:
             raise InputError(f"the {what} {p} is given twice (also as {earlier})")
 
@@ -928,6 +931,7 @@ def cmd_label(args: argparse.Namespace) -> None:
     from .models import find_model, load_model
 
     inputs = discover_series(args.data)
+    _refuse_twice([f for _, files in inputs for f in files], "image")  # its slices would be labelled twice
     check_outputs([Path(args.out), *(maps_folder(args.out) / name / "map.npy" for name, _ in inputs)], args.data)
     check_new_or_resumed(args.out, args.resume)
     find_model(args.model)  # an unknown model answers before the images are read

@@ -644,6 +644,13 @@ def check_outputs(outputs: list[Path], inputs: list[str | os.PathLike]) -> None:
             raise InputError(f"cannot write {out}: {exc.strerror or exc} in {folder}") from None
 
 
+def image_file(path: Path) -> Path:
+    """The file that names ``path``'s image: a NIfTI pair's header for either of its files (``.hdr``,
+    ``.img``), ``path`` itself for any other."""
+    header = _nifti_pair_file(path, (".hdr", ".hdr.gz")) if _nifti_pair_base(path) is not None else None
+    return header or path
+
+
 def same_file(a: Path, b: Path) -> bool:
     """Whether ``a`` and ``b`` are one existing file or folder, by whatever names (hard links included)."""
     try:

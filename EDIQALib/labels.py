@@ -58,13 +58,21 @@ def discover_series(paths: list[str | Path]) -> list[tuple[str, list[Path]]]:
 
 
 def check_new_or_resumed(out_csv: str | Path, resume: bool) -> None:
-    """A labels file is written anew, or continued with ``resume``: never replaced.
+    """A labels file is written anew, or continued with ``resume``: never replaced, nor are the maps of
+    another (``labels.csv`` and ``labels.txt`` share ``labels_maps/``: :func:`maps_folder`).
 
     Raises:
-        InputError: ``out_csv`` exists and ``resume`` is not set.
+        InputError: without ``resume``, ``out_csv`` exists, or its maps folder holds maps.
     """
-    if Path(out_csv).exists() and not resume:
+    out_csv = Path(out_csv)
+    if resume:
+        return
+    if out_csv.exists():
         raise InputError(f"{out_csv} exists; pass --resume to continue it or choose another --out")
+    maps = maps_folder(out_csv)
+    if maps.is_dir() and any(maps.iterdir()):
+        raise InputError(f"{maps} holds maps already (of another labels file named {out_csv.stem}.*, or of one "
+                         "removed): choose another --out, or remove that folder")
 
 
 @dataclass(frozen=True)
@@ -230,7 +238,7 @@ def label_series(series: list[SeriesImages], scorer: SliceScorer, insertion: Ins
     check_new_or_resumed(out_csv, resume)
     done_rows = read_labels(out_csv) if out_csv.exists() and world > 1 else []
     own_rows = read_labels(part) if part.exists() and resume else []
-    if out_csv.exists():  # resumed: a labels file, and of this labeller
+    if out_csv.exists() or (maps_dir / LABELLER_NAME).exists():  # resumed: of this labeller (its parts too)
         _check_labeller(out_csv, labeller)
     done = {(r["series"], r["file"], int(r["slice"])) for r in done_rows + own_rows}
     # one run at a time writes this file (two appended to files that replaced each other, and one run's rows

@@ -128,15 +128,24 @@ def _pad_to_circle(hu: np.ndarray) -> tuple[np.ndarray, tuple[slice, slice]]:
     return canvas, (slice(top, top + h), slice(left, left + w))
 
 
+def slice_seed(seed: int, k: int) -> int | tuple[int, int]:
+    """The noise stream of slice ``k`` of a volume simulated with ``seed``: independent of every other
+    slice's and of every other seed's (``seed + k`` gave slice k + 1 of one seed slice k's noise of the
+    next). The first slice keeps the seed's own stream, as a single slice always had it."""
+    return seed if k == 0 else (seed, k)
+
+
 def simulate_series(hu: np.ndarray, spacing_mm: float, acquisitions: list[Acquisition],
-                    i0: float = DEFAULT_I0, seed: int = 0, grain: NoiseGrain = NO_GRAIN) -> list[np.ndarray]:
+                    i0: float = DEFAULT_I0, seed: int | tuple[int, ...] = 0,
+                    grain: NoiseGrain = NO_GRAIN) -> list[np.ndarray]:
     """Simulate CT acquisitions of one HU slice; returns one HU image per acquisition (same shape).
 
     Doses sharing a view count share one set of counts, thinned from the highest dose (nested). ``grain``
     is the slice's own noise (``estimate_noise_grain`` of an acquired slice), taken as that of dose 1 at
     the finest view count asked for. Every view carries the same photons per ray at one dose, so an
     acquisition's exposure relative to that is e = dose × views / finest views, and its own noise grows
-    by nested increments to variance SD² / e, as quantum noise does.
+    by nested increments to variance SD² / e, as quantum noise does. ``seed``: an integer, or integers
+    (the seed and a slice's index: :func:`slice_seed`) that name a stream of their own.
     """
     rng = np.random.default_rng(seed)
     canvas, crop = _pad_to_circle(np.maximum(hu.astype(np.float64), AIR_HU))

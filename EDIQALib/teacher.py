@@ -144,10 +144,7 @@ def score_series(model: nn.Module, backgrounds: list[Background], config: Teache
         den = np.zeros(shape, np.float64)
         repeat_scores = []
         for rep, rep_plans in enumerate(plans):
-            rendered = [render(p, shape, blur) for p in rep_plans]
-            images = [bg.image01 + signal for signal, _, _ in rendered]
-            dets = detect(model, images, device=device)
-            boxes = [b for _, _, b in rendered]
+            boxes, dets = _inserted_and_detected(model, bg.image01, rep_plans, blur, device)
             repeat_scores.append(coco_map(rep_plans, boxes, dets, config.readout == "agnostic"))
             for plan, b, det in zip(rep_plans, boxes, dets):
                 for centre, q in zip(plan.centres, _detection_quality(b, det, config.confidence)):
@@ -159,6 +156,22 @@ def score_series(model: nn.Module, backgrounds: list[Background], config: Teache
         verdicts.append(ScoredSlice(float(np.mean(valid)) if valid else float("nan"), heat, bool(valid),
                                     tuple(repeat_scores)))
     return verdicts
+
+
+RENDER_CHUNK = 64  # realisations rendered at a time, so that memory stays flat whatever --realizations: a
+# multiple of detect's batches on a CPU (8) and a GPU (64), so that its batches are those of one pass
+
+
+def _inserted_and_detected(model: nn.Module, image01: np.ndarray, plans: list[Insertion], blur: float,
+                           device: torch.device | str) -> tuple[list[np.ndarray], list[dict[str, np.ndarray]]]:
+    """Each realisation of ``plans`` inserted into ``image01`` and run through the detector: the inserted
+    objects' boxes and the detections, per realisation."""
+    boxes, dets = [], []
+    for start in range(0, len(plans), RENDER_CHUNK):
+        rendered = [render(p, image01.shape, blur) for p in plans[start:start + RENDER_CHUNK]]
+        dets += detect(model, [image01 + signal for signal, _, _ in rendered], device=device)
+        boxes += [b for _, _, b in rendered]
+    return boxes, dets
 
 
 def teacher_scorer(model: nn.Module, config: TeacherConfig, device: torch.device | str = "cpu",

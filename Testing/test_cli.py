@@ -158,7 +158,8 @@ def test_an_interrupted_simulate_leaves_no_part_of_its_series(tmp_path, monkeypa
 
 def test_simulate_noise_follows_its_seed_and_differs_between_slices(tmp_path):
     """``--seed`` makes a simulation repeatable and another seed gives other noise; within one run each slice
-    has its own noise (two identical slices come out different)."""
+    has its own noise (two identical slices come out different), and no slice shares its noise with a slice
+    of the next seed (slice k + 1 of seed 7 was slice k of seed 8)."""
     src = tmp_path / "ct.nrrd"
     twice = sitk.GetArrayFromImage(ct_image(slices=1, size=96, spacing=(0.7, 0.7, 1.0)))
     image = sitk.GetImageFromArray(np.concatenate([twice, twice]))
@@ -173,6 +174,28 @@ def test_simulate_noise_follows_its_seed_and_differs_between_slices(tmp_path):
     assert np.array_equal(runs["a"], runs["b"])
     assert not np.allclose(runs["a"], runs["c"], atol=1.0)
     assert not np.allclose(runs["a"][0], runs["a"][1], atol=1.0)
+    assert not np.allclose(runs["a"][1], runs["c"][0], atol=1.0)
+
+
+def test_an_image_named_twice_is_refused_by_teacher_and_label(tmp_path):
+    """The two files of a NIfTI pair name one image: `teacher c.hdr c.img` compared it with itself, and
+    `label` labelled an image given by two paths twice."""
+    sitk.WriteImage(ct_image(slices=1), str(tmp_path / "c.hdr"))
+    proc = ediqa("teacher", tmp_path / "c.hdr", tmp_path / "c.img", *TINY, "--out", tmp_path / "out")
+    assert_one_line_error(proc)
+    assert "is given twice" in proc.stderr and not (tmp_path / "out").exists()
+    (tmp_path / "link.hdr").symlink_to(tmp_path / "c.hdr")
+    (tmp_path / "link.img").symlink_to(tmp_path / "c.img")
+    proc = ediqa("label", tmp_path / "c.hdr", tmp_path / "link.hdr", "--out", tmp_path / "labels.csv", *TINY)
+    assert_one_line_error(proc)
+    assert "is given twice" in proc.stderr and not (tmp_path / "labels.csv").exists()
+
+
+def test_validate_refuses_a_kind_named_twice(tmp_path):
+    """`--kinds blur,blur` ran every blur series twice and wrote each twice."""
+    proc = ediqa("validate", "--kinds", "blur,blur", *TINY, "--out", tmp_path / "v")
+    assert_one_line_error(proc)
+    assert "names a kind twice" in proc.stderr and not (tmp_path / "v").exists()
 
 
 def test_simulate_acquires_at_the_input_s_pixel_spacing(tmp_path):

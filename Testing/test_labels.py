@@ -221,6 +221,22 @@ def test_a_series_folder_lists_every_image_format_the_engine_reads(tmp_path):
     assert [v.name for v in read_series(discover_series([series]))[0].volumes] == ["a", "b", "c"]
 
 
+def test_a_new_labels_file_does_not_take_over_the_maps_of_another(tmp_path):
+    """``m.csv`` and ``m.txt`` share ``m_maps/``: labelling the second overwrote the first's maps and its
+    record of what labelled it, so that the first then pointed at the second's maps."""
+    src = tmp_path / "slice.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(phantom(31, size=96, kind="body")[None].astype(np.float32)), str(src))
+    first = tmp_path / "m.csv"
+    assert _label([src], first, "--model", "student-lite").returncode == 0
+    before = {p: p.read_bytes() for p in (tmp_path / "m_maps").rglob("*") if p.is_file()}
+    proc = _label([src], tmp_path / "m.txt")
+    assert proc.returncode == 2 and "m_maps holds maps already" in proc.stderr, proc.stderr
+    assert not (tmp_path / "m.txt").exists()
+    assert {p: p.read_bytes() for p in (tmp_path / "m_maps").rglob("*") if p.is_file()} == before
+    proc = _label([src], tmp_path / "m.txt", "--resume")  # the maps' labeller, the student, is not this one
+    assert proc.returncode == 2 and "was labelled with" in proc.stderr, proc.stderr
+
+
 def test_label_takes_the_modality_of_images_that_do_not_tell_it_and_warns_of_mr(tmp_path):
     """An MR image without a DICOM tag was "cannot tell the modality; give it … (--modality …)", an option
     `label` lacked. With it, the labels carry the caveat that `assess` prints, and a resume reads the images
