@@ -625,7 +625,8 @@ def check_outputs(outputs: list[Path], inputs: list[str | os.PathLike]) -> None:
             raise InputError(f"{out} would overwrite the input {target.name}; choose another --out")
         inside = next((s for s in sources if s in target.parents), None)
         if inside is not None:
-            raise InputError(f"{out} would go into the input folder {inside}; choose another --out")
+            where = "the input folder" if inside.is_dir() else "a folder named as the input file"
+            raise InputError(f"{out} would go into {where} {inside}; choose another --out")
         if target.is_dir():
             raise InputError(f"cannot write {out}: a folder of that name is in the way")
         folder = target.parent

@@ -346,6 +346,10 @@ def test_no_output_goes_into_an_input_folder(tmp_path):
     with pytest.raises(InputError, match="into the input folder"):
         check_outputs([series / "result.json"], [series])
     check_outputs([tmp_path / "out" / "result.json"], [series])
+    image = tmp_path / "ct.nrrd"  # `simulate ct.nrrd --out ct.nrrd`: not a folder
+    image.write_bytes(b"")
+    with pytest.raises(InputError, match="into a folder named as the input file"):
+        check_outputs([image / "ct_dose1.nrrd"], [image])
 
 
 @pytest.mark.parametrize("option", [["--doses", "0"], ["--doses", "1,2"], ["--doses", ","], ["--views", "3"],
