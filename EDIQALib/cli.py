@@ -1387,9 +1387,11 @@ def run() -> None:
     """The console entry (``ediqa``, ``python -m EDIQALib``): :func:`main`, then exit at once. With torch
     loaded the interpreter's teardown takes about two seconds and does nothing useful: by the time
     :func:`main` returns, every output has been written, closed and moved into place. SIGTERM (``kill``,
-    the Slicer panel's Cancel) interrupts as Ctrl-C does, so that a write under way is discarded whole."""
+    the Slicer panel's Cancel) interrupts as Ctrl-C does, so that a write under way is discarded whole;
+    started with SIGTERM ignored, it leaves it so, as Python leaves an ignored SIGINT."""
     _keep_freed_memory()
-    signal.signal(signal.SIGTERM, _interrupt)
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, _interrupt)
     _end_with_parent()
     code = main()
     sys.stdout.flush()
