@@ -13,6 +13,7 @@ DEFAULT_STUDENT = "student-lite"  # the student of `assess`
 
 PRESETS = ("lite", "paper")  # of the detector and of the student: ``lite`` for CPUs, ``paper`` for GPUs
 READOUTS = ("agnostic", "paper")  # the teacher's mAP: class-agnostic (the default), or the paper's 4-class
+KINDS = ("dose", "views", "texture", "blur")  # of the evaluation series (``EDIQALib.series``)
 MIN_SIZE = 64  # pixels a side of an image, as read and as resampled to the canonical spacing
 MAP_STRIDE = 4  # of the teacher's label maps (``ediqa label``), as of the heatmap the student returns
 FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")  # the simulator's FBP filters

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from .choices import (DEFAULT_DETECTOR, DEFAULT_STUDENT, DEVICES, FILTERS, MAX_PHOTONS, MAX_VIEWS, MIN_SIZE, MIN_VIEWS,
-                      MODELS_DIR, PRESETS, READOUTS, is_device_name)
+from .choices import (DEFAULT_DETECTOR, DEFAULT_STUDENT, DEVICES, FILTERS, KINDS, MAX_PHOTONS, MAX_VIEWS, MIN_SIZE,
+                      MIN_VIEWS, MODELS_DIR, PRESETS, READOUTS, is_device_name)
 from .errors import InputError
 from .progress import end_line
 
@@ -72,8 +72,6 @@ def _model_name(text: str) -> str:
 
 def _kind_list(text: str) -> list[str]:
     """Evaluation series kinds, comma-separated, from dose, views, texture, blur."""
-    from .series import KINDS
-
     kinds = [k for k in text.split(",") if k]
     if not kinds or any(k not in KINDS for k in kinds):
         raise argparse.ArgumentTypeError(f"{text!r}: choose among {', '.join(KINDS)}, comma-separated")
@@ -878,7 +876,7 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
 
     from .backgrounds import training_bases
     from .io import CANONICAL_SPACING_MM, check_outputs, staged_in, write_image
-    from .series import KINDS, LEVELS, make_series, series_name
+    from .series import LEVELS, make_series, series_name
     from .simulate import NO_GRAIN, estimate_noise_grain, phantom, with_acquired_noise
 
     out = Path(args.out)
@@ -931,7 +929,9 @@ def cmd_label(args: argparse.Namespace) -> None:
     from .models import find_model, load_model
 
     inputs = discover_series(args.data)
-    _refuse_twice([f for _, files in inputs for f in files], "image")  # its slices would be labelled twice
+    _refuse_twice([Path(d) for d in args.data], "input")  # its slices would be labelled twice
+    for _, files in inputs:  # likewise in one series (an image a series shares with another is fine)
+        _refuse_twice(files, "image")
     check_outputs([Path(args.out), *(maps_folder(args.out) / name / "map.npy" for name, _ in inputs)], args.data)
     check_new_or_resumed(args.out, args.resume)
     find_model(args.model)  # an unknown model answers before the images are read

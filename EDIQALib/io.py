@@ -646,10 +646,10 @@ def check_outputs(outputs: list[Path], inputs: list[str | os.PathLike]) -> None:
 
 
 def image_file(path: Path) -> Path:
-    """The file that names ``path``'s image: a NIfTI pair's header for either of its files (``.hdr``,
-    ``.img``), ``path`` itself for any other."""
-    header = _nifti_pair_file(path, (".hdr", ".hdr.gz")) if _nifti_pair_base(path) is not None else None
-    return header or path
+    """The file that names ``path``'s image: a NIfTI pair's header for its data file (``.img``, ``.img.gz``),
+    ``path`` itself for any other (a header among them)."""
+    data = path.name.lower().endswith((".img", ".img.gz"))
+    return (_nifti_pair_file(path, (".hdr", ".hdr.gz")) if data else None) or path
 
 
 def same_file(a: Path, b: Path) -> bool:

@@ -11,6 +11,7 @@ flushed, so an interrupted run resumes with no duplicated or lost rows.
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import os
 from contextlib import nullcontext
@@ -70,7 +71,10 @@ def check_new_or_resumed(out_csv: str | Path, resume: bool) -> None:
     if out_csv.exists():
         raise InputError(f"{out_csv} exists; pass --resume to continue it or choose another --out")
     maps = maps_folder(out_csv)
-    if maps.is_dir() and any(maps.iterdir()):
+    if (maps / LABELLER_NAME).exists() or any(out_csv.parent.glob(f"{glob.escape(out_csv.stem)}.part*.csv")):
+        raise InputError(f"{maps} holds the maps of an interrupted run (or of another labels file named "
+                         f"{out_csv.stem}.*): pass --resume to continue it, or choose another --out")
+    if maps.is_dir() and any(not p.name.startswith(".") for p in maps.iterdir()):
         raise InputError(f"{maps} holds maps already (of another labels file named {out_csv.stem}.*, or of one "
                          "removed): choose another --out, or remove that folder")
 
@@ -198,6 +202,8 @@ def _check_labeller(out_csv: Path, labeller: dict) -> None:
         raise InputError(f"{out_csv} has no record of what labelled it (an earlier release made it); label into "
                          "another --out")
     recorded = read_json(path, "labeller record")
+    if isinstance(recorded, dict) and "psf" in recorded:  # earlier releases' name of psf_aware
+        recorded["psf_aware"] = recorded.pop("psf")
     changed = sorted(k for k in {*labeller, *(recorded if isinstance(recorded, dict) else {})}
                      if not isinstance(recorded, dict) or recorded.get(k) != labeller.get(k))
     if changed:

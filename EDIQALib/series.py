@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from .choices import KINDS
 from .io import CANONICAL_SPACING_MM
 from .simulate import NO_GRAIN, Acquisition, NoiseGrain, correlated_noise, simulate_series
 
@@ -20,7 +21,6 @@ VIEWS = (720, 360, 180, 90, 45)
 NOISE_LENGTHS_PX = (0.0, 1.0, 2.0, 3.0)
 BLURS_PX = (0.0, 1.0, 2.0, 3.0)
 EQUAL_NOISE_SD_HU = 40.0
-KINDS = ("dose", "views", "texture", "blur")
 LEVELS = {"dose": DOSES, "views": VIEWS, "texture": NOISE_LENGTHS_PX, "blur": BLURS_PX}
 
 

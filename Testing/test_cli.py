@@ -412,7 +412,8 @@ def _main_without_torch(*argvs: list[str], nor: tuple[str, ...] = ()) -> str:
 
 def test_help_and_usage_errors_answer_without_loading_torch_or_the_image_libraries():
     stderr = _main_without_torch(["--help"], ["train-detector", "--help"], ["teacher", "x.nrrd", "--realizations", "0"],
-                                 ["train-detector", "--preset", "huge"], nor=("scipy", "skimage", "SimpleITK"))
+                                 ["train-detector", "--preset", "huge"], ["validate", "--kinds", "dose,dose"],
+                                 ["bench", "--kinds", "x"], nor=("scipy", "skimage", "SimpleITK"))
     assert re.search(r"choose from '?lite'?, '?paper'?", stderr)  # argparse quotes choices in some versions
 
 

@@ -230,11 +230,26 @@ def test_a_new_labels_file_does_not_take_over_the_maps_of_another(tmp_path):
     assert _label([src], first, "--model", "student-lite").returncode == 0
     before = {p: p.read_bytes() for p in (tmp_path / "m_maps").rglob("*") if p.is_file()}
     proc = _label([src], tmp_path / "m.txt")
-    assert proc.returncode == 2 and "m_maps holds maps already" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "m_maps holds the maps of an interrupted run" in proc.stderr, proc.stderr
     assert not (tmp_path / "m.txt").exists()
     assert {p: p.read_bytes() for p in (tmp_path / "m_maps").rglob("*") if p.is_file()} == before
     proc = _label([src], tmp_path / "m.txt", "--resume")  # the maps' labeller, the student, is not this one
     assert proc.returncode == 2 and "was labelled with" in proc.stderr, proc.stderr
+
+
+def test_a_teacher_labels_file_of_an_earlier_release_resumes(tmp_path):
+    """Earlier releases recorded the teacher's resolution-aware insertion as ``psf``; the Slicer panel
+    relabels a folder with --resume, so a renamed key must not refuse its labels."""
+    from EDIQALib.labels import LABELLER_NAME, _check_labeller, maps_folder
+
+    settings = {"model": {"name": "detector-lite", "sha256": "0" * 64}, "realizations": 2, "repeats": 1,
+                "seed": 0, "readout": "agnostic", "contrasts": [0.03, 0.04, 0.05]}
+    out = tmp_path / "labels.csv"
+    maps_folder(out).mkdir()
+    (maps_folder(out) / LABELLER_NAME).write_text(json.dumps({**settings, "psf": True}))
+    _check_labeller(out, {**settings, "psf_aware": True})
+    with pytest.raises(InputError, match="labelled with psf_aware True"):
+        _check_labeller(out, {**settings, "psf_aware": False})
 
 
 def test_label_takes_the_modality_of_images_that_do_not_tell_it_and_warns_of_mr(tmp_path):
