@@ -76,9 +76,9 @@ class EDIQAParameterNode:
     opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.45
     realizations: Annotated[int, WithinRange(1, 1000)] = 100
     repeats: Annotated[int, WithinRange(1, 50)] = 5
-    seed: int = 0
+    seed: Annotated[int, WithinRange(0, 1_000_000)] = 0  # the CLI takes no negative seed
     epochs: Annotated[int, WithinRange(1, 1000)] = 30
-    learningRate: float = 1e-3
+    learningRate: Annotated[float, WithinRange(1e-6, 1.0)] = 1e-3  # nor a learning rate of 0
 
 
 class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -234,8 +234,10 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         else:
             self._unfinished = None
             self.ui.statusLabel.text = "Done." + "".join(f" Warning: {w}" for w in outcome.warnings)
-            with slicer.util.tryWithErrorDisplay("Could not load the results.", waitCursor=True):
+            try:  # one dialog, not a traceback: the warnings and the clean-up below still follow
                 self._on_done(outcome.result)
+            except Exception as exc:  # a result that does not load (a file, a node removed meanwhile)
+                slicer.util.errorDisplay(f"Could not load the results: {exc}")
             if outcome.warnings:  # e.g. an MR volume (not validated), or no slice assessable
                 slicer.util.warningDisplay("\n".join(outcome.warnings))
         self._remove_workdir()  # the results are in the scene now
@@ -323,6 +325,8 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onOpacity(self, value: float) -> None:
         """The heatmaps' opacity in every view that shows one of them (the compare views included)."""
+        if not self._heatmap_ids:  # none yet: the engine's packages may not be installed yet either
+            return
         from EDIQALib.scene import set_heatmap_opacity
 
         set_heatmap_opacity(slicer.mrmlScene, self._heatmap_ids, value)
@@ -348,8 +352,17 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 "--out", str(work / "out")]
         # compare's result names each input's results folder (its file name, made distinct where need be)
         self._start(self.ui.compareButton, args,
-                    lambda result: self._heatmap_ids.update(h.GetID() for h in self.logic.load_comparison(
-                        nodes, [work / "out" / entry["name"] for entry in result], self._parameterNode.opacity)))
+                    lambda result: self._show_comparison(nodes, [work / "out" / entry["name"] for entry in result]))
+
+    def _show_comparison(self, nodes: list, folders: list[Path]) -> None:
+        """Each compared volume beside its heatmap, but those removed from the scene while the job ran."""
+        kept = [(node, folder) for node, folder in zip(nodes, folders) if node.GetScene() is not None]
+        if kept:
+            heats = self.logic.load_comparison([n for n, _ in kept], [f for _, f in kept], self._parameterNode.opacity)
+            self._heatmap_ids.update(h.GetID() for h in heats)
+        if len(kept) < len(nodes):
+            slicer.util.warningDisplay(f"{len(nodes) - len(kept)} of the compared volumes were removed from the scene "
+                                       "while they were assessed: their results are not shown.")
 
     def onRelabel(self) -> None:
         folder = self.ui.relabelFolderPathLineEdit.currentPath
@@ -363,6 +376,10 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         labels = root / "labels.csv"
         maps = labels.with_name(f"{labels.stem}_maps")  # written by label beside its CSV: not a series
         series = sorted(str(s) for s in root.iterdir() if s.is_dir() and s != maps)
+        if not series:
+            slicer.util.errorDisplay(f"{root} holds no series folders: relabelling reads a folder of series "
+                                     "folders (one per series, its images inside).")
+            return
         args = ["label", *series, "--out", str(labels), "--resume", "--realizations", str(p.realizations),
                 "--repeats", str(p.repeats), "--seed", str(p.seed), *self._modality_args(),
                 "--device", self.ui.deviceSelector.currentText]
@@ -414,6 +431,10 @@ class EDIQALogic(ScriptedLoadableModuleLogic):
 
     def ensure_dependencies(self) -> bool:
         """PyTorch through Slicer's PyTorch extension, the rest with pip — each after the user agrees."""
+        if _importable("torch") and not _importable("torchvision"):  # installed without it, by hand or elsewhere
+            slicer.util.errorDisplay("EDIQA needs torchvision beside PyTorch: install the torchvision that matches "
+                                     "your PyTorch (or reinstall PyTorch with the PyTorch extension).")
+            return False
         try:
             import torch  # noqa: F401
         except ImportError:
@@ -553,7 +574,8 @@ class EDIQATest(ScriptedLoadableModuleTest):
         node = SampleData.downloadSample("EDIQAHeadCT")
         logic = EDIQALogic()
         # no dialogs: a headless run could not answer them
-        missing = ([] if _importable("torch") else ["torch (the PyTorch extension)"]) + logic.missing_packages()
+        missing = ([] if _importable("torch") and _importable("torchvision") else
+                   ["torch and torchvision (the PyTorch extension)"]) + logic.missing_packages()
         self.assertFalse(missing, f"install first: {', '.join(missing)}")
         work = Path(tempfile.mkdtemp(prefix="EDIQA-test-"))
         try:
