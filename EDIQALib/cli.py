@@ -1024,6 +1024,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     device = _device(args.device)
     train, val = split_by_series([s for labels in args.labels for s in load_samples(labels)], args.held_out)
+    if not train:
+        raise InputError(f"--held-out {args.held_out:g} holds out every series of the labels ({len(val)} slice{'s' * (len(val) != 1)}): "
+                         "nothing is left to train on; hold out less, or label more series")
     if val:  # none: the lowest training loss is kept (a warning says so)
         check_rankable(val, f"the series held out by --held-out {args.held_out:g}",
                        "hold out more (or, with --held-out 0, keep the epoch of the lowest training loss)")

@@ -63,17 +63,21 @@ def check_new_or_resumed(out_csv: str | Path, resume: bool) -> None:
     another (``labels.csv`` and ``labels.txt`` share ``labels_maps/``: :func:`maps_folder`).
 
     Raises:
-        InputError: without ``resume``, ``out_csv`` exists, or its maps folder holds maps.
+        InputError: the maps folder is another labels file's (its record names it); or, without ``resume``,
+            ``out_csv`` exists or its maps folder holds maps.
     """
     out_csv = Path(out_csv)
+    maps = maps_folder(out_csv)
+    owner = _maps_owner(out_csv)
+    if owner not in (None, out_csv.name):
+        raise InputError(f"{maps} holds the maps of {owner}, not of {out_csv.name}: choose another --out")
     if resume:
         return
     if out_csv.exists():
         raise InputError(f"{out_csv} exists; pass --resume to continue it or choose another --out")
-    maps = maps_folder(out_csv)
-    if (maps / LABELLER_NAME).exists() or any(out_csv.parent.glob(f"{glob.escape(out_csv.stem)}.part*.csv")):
-        raise InputError(f"{maps} holds the maps of an interrupted run (or of another labels file named "
-                         f"{out_csv.stem}.*): pass --resume to continue it, or choose another --out")
+    if owner is not None or any(out_csv.parent.glob(f"{glob.escape(out_csv.stem)}.part*.csv")):
+        raise InputError(f"{maps} holds the maps of an interrupted run of {out_csv.name}: pass --resume to "
+                         "continue it, or choose another --out")
     if maps.is_dir() and any(not p.name.startswith(".") for p in maps.iterdir()):
         raise InputError(f"{maps} holds maps already (of another labels file named {out_csv.stem}.*, or of one "
                          "removed): choose another --out, or remove that folder")
@@ -165,6 +169,8 @@ def _row_problem(row: dict) -> str | None:
             return f"score {row['score']} outside 0-1"
     except ValueError:
         return f"score {row['score']} is no number"
+    if row["assessable"] not in ("0", "1"):
+        return f"assessable {row['assessable']!r}, not 0 or 1"
     if row["assessable"] == "1" and not row["score"]:
         return "an assessable slice without a score"
     return None
@@ -193,6 +199,16 @@ def _part_path(out_csv: Path, rank: int, world: int) -> Path:
 LABELLER_NAME = "labeller.json"  # in the maps folder: what labelled the file (model and settings)
 
 
+def _maps_owner(out_csv: Path) -> str | None:
+    """The labels file whose maps the maps folder of ``out_csv`` holds, as its labeller record names it
+    (records of earlier releases name none: ``out_csv`` itself); None where there is no record."""
+    path = maps_folder(out_csv) / LABELLER_NAME
+    if not path.exists():
+        return None
+    recorded = read_json(path, "labeller record")
+    return recorded.get("labels_file", out_csv.name) if isinstance(recorded, dict) else out_csv.name
+
+
 def _check_labeller(out_csv: Path, labeller: dict) -> None:
     """A labels file (to be resumed) is continued only by what labelled it (its model and settings, as
     :data:`LABELLER_NAME` records them): else its rows would mix two labellers' scores, unmarked. A file
@@ -202,8 +218,10 @@ def _check_labeller(out_csv: Path, labeller: dict) -> None:
         raise InputError(f"{out_csv} has no record of what labelled it (an earlier release made it); label into "
                          "another --out")
     recorded = read_json(path, "labeller record")
-    if isinstance(recorded, dict) and "psf" in recorded:  # earlier releases' name of psf_aware
-        recorded["psf_aware"] = recorded.pop("psf")
+    if isinstance(recorded, dict):  # earlier releases named psf_aware psf, and no labels file
+        recorded = {"labels_file": out_csv.name, **recorded}
+        if "psf" in recorded:
+            recorded["psf_aware"] = recorded.pop("psf")
     changed = sorted(k for k in {*labeller, *(recorded if isinstance(recorded, dict) else {})}
                      if not isinstance(recorded, dict) or recorded.get(k) != labeller.get(k))
     if changed:
@@ -239,6 +257,7 @@ def label_series(series: list[SeriesImages], scorer: SliceScorer, insertion: Ins
     from .distributed import barrier  # torch: `label`'s bad input answers without it
 
     out_csv = Path(out_csv)
+    labeller = {"labels_file": out_csv.name, **labeller}  # the maps folder's owner: a.csv's, not a.txt's
     part = _part_path(out_csv, rank, world)
     maps_dir = maps_folder(out_csv)
     check_new_or_resumed(out_csv, resume)

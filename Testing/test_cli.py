@@ -833,6 +833,22 @@ def test_train_s_bad_settings_and_labels_are_one_line_and_write_no_run(tmp_path,
     assert not (tmp_path / "run").exists()
 
 
+def test_train_whose_held_out_series_are_all_says_so(tmp_path):
+    """A --held-out that holds out every series was "batch size 2 must be … at most the 0 training slices",
+    naming a --batch-size never given."""
+    labels = tmp_path / "labels.csv"
+    sitk.WriteImage(ct_image(slices=1, size=96, spacing=(0.7, 0.7, 1.0)), str(tmp_path / "a.nrrd"))
+    (tmp_path / "labels_maps" / "s").mkdir(parents=True)
+    np.save(tmp_path / "labels_maps" / "s" / "a.npy", np.zeros((24, 24), np.float16))  # 96 px at stride 4
+    labels.write_text("series,file,slice,score,assessable,map,path\ns,a.nrrd,0,0.2,1,s/a.npy,a.nrrd\n",
+                      encoding="utf-8")
+    proc = ediqa("train", "--labels", labels, "--stage1-iterations", "0", "--held-out", "0.999",
+                 "--out", tmp_path / "run")
+    assert_one_line_error(proc)
+    assert "--held-out 0.999 holds out every series of the labels (1 slice): nothing is left" in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_labels_file_or_a_run_given_twice_is_refused(tmp_path):
     labels = tmp_path / "labels.csv"
     labels.write_text("series,file,slice,score,assessable,map,path\n", encoding="utf-8")

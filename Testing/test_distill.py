@@ -151,16 +151,17 @@ def test_labels_rows_that_do_not_fit_their_slice_are_refused(tmp_path):
     (tmp_path / "labels_maps" / "s" / "empty.npy").write_bytes(b"")  # a map cut to nothing
     labels = tmp_path / "labels.csv"
 
-    def row(slice_="0", score="0.2", map_="s/a_s0000.npy"):
-        labels.write_text(f"series,file,slice,score,assessable,map,path\ns,a.nrrd,{slice_},{score},1,{map_},a.nrrd\n",
-                          encoding="utf-8")
+    def row(slice_="0", score="0.2", map_="s/a_s0000.npy", assessable="1"):
+        labels.write_text("series,file,slice,score,assessable,map,path\n"
+                          f"s,a.nrrd,{slice_},{score},{assessable},{map_},a.nrrd\n", encoding="utf-8")
 
     row()
     assert [s.score for s in load_samples(labels)] == [0.2]
     for bad, says in (({"slice_": "-1"}, "slice -1 is no slice number"), ({"slice_": "1"}, "slice 1 of a volume of 1"),
                       ({"score": "inf"}, "outside 0-1"),
                       ({"score": "nan"}, "outside 0-1"), ({"map_": "s/small.npy"}, "a map of (10, 10)"),
-                      ({"map_": "s/none.npy"}, "FileNotFoundError"), ({"map_": "s/empty.npy"}, "EOFError")):
+                      ({"map_": "s/none.npy"}, "FileNotFoundError"), ({"map_": "s/empty.npy"}, "EOFError"),
+                      ({"assessable": "2"}, "assessable '2', not 0 or 1")):  # was skipped as not assessable
         row(**bad)
         with pytest.raises(InputError, match=f"line 2: not a labels row.*{re.escape(says)}"):
             load_samples(labels)

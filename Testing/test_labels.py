@@ -230,11 +230,16 @@ def test_a_new_labels_file_does_not_take_over_the_maps_of_another(tmp_path):
     assert _label([src], first, "--model", "student-lite").returncode == 0
     before = {p: p.read_bytes() for p in (tmp_path / "m_maps").rglob("*") if p.is_file()}
     proc = _label([src], tmp_path / "m.txt")
-    assert proc.returncode == 2 and "m_maps holds the maps of an interrupted run" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "m_maps holds the maps of m.csv, not of m.txt" in proc.stderr, proc.stderr
     assert not (tmp_path / "m.txt").exists()
     assert {p: p.read_bytes() for p in (tmp_path / "m_maps").rglob("*") if p.is_file()} == before
-    proc = _label([src], tmp_path / "m.txt", "--resume")  # the maps' labeller, the student, is not this one
-    assert proc.returncode == 2 and "was labelled with" in proc.stderr, proc.stderr
+    # nor with --resume, even by the same labeller (the maps are of m.csv's images)
+    proc = _label([src], tmp_path / "m.txt", "--model", "student-lite", "--resume")
+    assert proc.returncode == 2 and "m_maps holds the maps of m.csv, not of m.txt" in proc.stderr, proc.stderr
+    assert {p: p.read_bytes() for p in (tmp_path / "m_maps").rglob("*") if p.is_file()} == before
+    (tmp_path / "m.csv").unlink()  # its maps stay: a new m.csv is the run they were of, to resume
+    proc = _label([src], first, "--model", "student-lite")
+    assert proc.returncode == 2 and "interrupted run of m.csv: pass --resume" in proc.stderr, proc.stderr
 
 
 def test_a_teacher_labels_file_of_an_earlier_release_resumes(tmp_path):
@@ -247,6 +252,7 @@ def test_a_teacher_labels_file_of_an_earlier_release_resumes(tmp_path):
     out = tmp_path / "labels.csv"
     maps_folder(out).mkdir()
     (maps_folder(out) / LABELLER_NAME).write_text(json.dumps({**settings, "psf": True}))
+    settings["labels_file"] = out.name  # as label_series gives it; earlier records have none
     _check_labeller(out, {**settings, "psf_aware": True})
     with pytest.raises(InputError, match="labelled with psf_aware True"):
         _check_labeller(out, {**settings, "psf_aware": False})
