@@ -1017,12 +1017,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .backgrounds import load_bank
     from .detector import DetectorTraining, train_detector
     from .detector import check_batch as check_detector_batch  # stage 1's; stage 2's is distill's
-    from .distill import (StudentTraining, check_batch, check_rankable, fitting_batch, load_samples,
-                          split_by_series, stage1_detectors, train_student, transfer_backbones)
+    from .distill import (StudentTraining, check_batch, check_rankable, check_series_apart, fitting_batch,
+                          load_samples, split_by_series, stage1_detectors, train_student, transfer_backbones)
     from .distributed import distributed_context, world_from_environment
     from .student import Student
 
     device = _device(args.device)
+    check_series_apart(args.labels)
     train, val = split_by_series([s for labels in args.labels for s in load_samples(labels)], args.held_out)
     if not train:
         raise InputError(f"--held-out {args.held_out:g} holds out every series of the labels ({len(val)} slice{'s' * (len(val) != 1)}): "

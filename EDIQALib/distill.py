@@ -85,6 +85,27 @@ def load_samples(labels_csv: str | Path) -> list[Sample]:
     return samples
 
 
+def check_series_apart(labels_csvs: list[str | Path]) -> None:
+    """Training takes the slices of one series name for versions of one slice (paired, joined by ``--mix``,
+    ranked together): two labels files may share a series (two labellings of its images), not a name for
+    other images (two patients' ``dose`` folders).
+
+    Raises:
+        InputError: a series name of two labels files whose images lie in other folders.
+    """
+    seen: dict[str, tuple[Path, set[Path]]] = {}
+    for labels_csv in map(Path, labels_csvs):
+        folders: dict[str, set[Path]] = {}
+        for row in read_labels(labels_csv):
+            folders.setdefault(row["series"], set()).add((labels_csv.parent / row["path"]).resolve().parent)
+        for series, where in folders.items():
+            first, first_where = seen.setdefault(series, (labels_csv, where))
+            if first_where != where:
+                raise InputError(f"the series {series} of {labels_csv} holds other images than the series "
+                                 f"{series} of {first}: train would take them for versions of one slice; "
+                                 "label them under distinct series (folder) names")
+
+
 def _labelled_slice(row: dict, volume01: np.ndarray, heatmap: np.ndarray) -> Sample:
     """One labels row as a :class:`Sample`: its slice of the (normalised, canonical) volume, its score and
     its map. Raises ValueError where the row does not fit them: a slice the volume does not have, a map of

@@ -849,6 +849,28 @@ def test_train_whose_held_out_series_are_all_says_so(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_train_refuses_one_series_name_for_other_images_in_two_labels_files(tmp_path):
+    """Two patients' `dose` folders, labelled into two files, were versions of one slice to train: `--mix`
+    joined the two (a traceback where their sizes differed). Two labellings of the same images still train."""
+    for patient, size in (("p1", 96), ("p2", 128)):
+        (tmp_path / patient).mkdir()
+        sitk.WriteImage(ct_image(slices=1, size=size, spacing=(0.7, 0.7, 1.0)), str(tmp_path / patient / "a.nrrd"))
+        (tmp_path / f"{patient}_maps" / "dose").mkdir(parents=True)
+        np.save(tmp_path / f"{patient}_maps" / "dose" / "a.npy", np.zeros((size // 4, size // 4), np.float16))
+        (tmp_path / f"{patient}.csv").write_text("series,file,slice,score,assessable,map,path\n"
+                                                 f"dose,a.nrrd,0,0.2,1,dose/a.npy,{patient}/a.nrrd\n", encoding="utf-8")
+    proc = ediqa("train", "--labels", tmp_path / "p1.csv", tmp_path / "p2.csv", "--stage1-iterations", "0",
+                 "--out", tmp_path / "run")
+    assert_one_line_error(proc)
+    assert "the series dose of" in proc.stderr and "holds other images" in proc.stderr
+    assert not (tmp_path / "run").exists()
+    shutil.copy(tmp_path / "p1.csv", tmp_path / "again.csv")  # the same images labelled again: no refusal
+    shutil.copytree(tmp_path / "p1_maps", tmp_path / "again_maps")
+    proc = ediqa("train", "--labels", tmp_path / "p1.csv", tmp_path / "again.csv", "--stage1-iterations", "0",
+                 "--held-out", "0.999", "--out", tmp_path / "run")
+    assert "holds out every series" in proc.stderr  # past the series check, to the next one
+
+
 def test_a_labels_file_or_a_run_given_twice_is_refused(tmp_path):
     labels = tmp_path / "labels.csv"
     labels.write_text("series,file,slice,score,assessable,map,path\n", encoding="utf-8")
