@@ -240,7 +240,7 @@ def cmd_teacher(args: argparse.Namespace) -> None:
 
     config = _teacher_config(args)
     scorer = teacher_scorer(model, config, device, progress, slices=volumes[0].array.shape[0])
-    settings = {"method": "mD2IQA", **_teacher_settings(config)}
+    settings = {"method": "mD2IQA", **config.settings()}
     results = assess_series(volumes, scorer, "mD2IQA", {"name": entry.name, "sha256": entry.sha256},
                             config.insertion, progress)
     _warn(volumes, results)
@@ -364,12 +364,6 @@ def _teacher_config(args: argparse.Namespace):
                          readout=args.readout, psf_aware=not args.no_psf, insertion=insertion)
 
 
-def _teacher_settings(config) -> dict:
-    """The teacher's settings as ``result.json``, ``validity.json`` and a labels file's record give them."""
-    return {"realizations": config.realizations, "repeats": config.repeats, "seed": config.seed,
-            "readout": config.readout, "psf_aware": config.psf_aware, "contrasts": list(config.insertion.contrasts)}
-
-
 Kept = TypeVar("Kept")
 
 
@@ -478,7 +472,7 @@ def cmd_validate(args: argparse.Namespace) -> None:
     config = _teacher_config(args)
     start = time.perf_counter()
     report = validity_report(model, config, tuple(args.kinds), device=device, progress=_progress(args))
-    settings = {"model": {"name": entry.name, "sha256": entry.sha256}, **_teacher_settings(config),
+    settings = {"model": {"name": entry.name, "sha256": entry.sha256}, **config.settings(),
                 "seconds": round(time.perf_counter() - start, 1)}
     write_validity(report, args.out, settings)
     _print_result(args, report["summary"])
@@ -952,7 +946,7 @@ def cmd_label(args: argparse.Namespace) -> None:
         if args.modality:  # how the images were read (a file labelled without it: as their tags or values say)
             labeller["modality"] = args.modality
         if kind == "detector":  # the teacher's settings; a student's verdict has none
-            labeller.update(_teacher_settings(config))
+            labeller.update(config.settings())
         written = label_series(series, scorer, config.insertion, args.out, labeller, args.resume, progress, rank,
                                world, with_psf=kind == "detector")
         written = round(sum_over_ranks(written, world))
@@ -1026,8 +1020,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     check_series_apart(args.labels)
     train, val = split_by_series([s for labels in args.labels for s in load_samples(labels)], args.held_out)
     if not train:
-        raise InputError(f"--held-out {args.held_out:g} holds out every series of the labels ({len(val)} slice{'s' * (len(val) != 1)}): "
-                         "nothing is left to train on; hold out less, or label more series")
+        slices = f"{len(val)} slice{'s' * (len(val) != 1)}"
+        raise InputError(f"--held-out {args.held_out:g} holds out every series of the labels ({slices}): nothing "
+                         "is left to train on; hold out less, or label more series")
     if val:  # none: the lowest training loss is kept (a warning says so)
         check_rankable(val, f"the series held out by --held-out {args.held_out:g}",
                        "hold out more (or, with --held-out 0, keep the epoch of the lowest training loss)")

@@ -199,33 +199,38 @@ def _part_path(out_csv: Path, rank: int, world: int) -> Path:
 LABELLER_NAME = "labeller.json"  # in the maps folder: what labelled the file (model and settings)
 
 
-def _maps_owner(out_csv: Path) -> str | None:
-    """The labels file whose maps the maps folder of ``out_csv`` holds, as its labeller record names it
-    (records of earlier releases name none: ``out_csv`` itself); None where there is no record."""
-    path = maps_folder(out_csv) / LABELLER_NAME
+def _labeller_record(labels_csv: str | Path) -> dict | None:
+    """What labelled a labels file, as its maps folder's :data:`LABELLER_NAME` records it (a record that is no
+    JSON object: an empty one), in today's names: earlier releases named ``psf_aware`` ``psf`` and no labels
+    file (their record is their own file's). None where there is no record."""
+    labels_csv = Path(labels_csv)
+    path = maps_folder(labels_csv) / LABELLER_NAME
     if not path.exists():
         return None
     recorded = read_json(path, "labeller record")
-    return recorded.get("labels_file", out_csv.name) if isinstance(recorded, dict) else out_csv.name
+    recorded = {"labels_file": labels_csv.name, **(recorded if isinstance(recorded, dict) else {})}
+    if "psf" in recorded:
+        recorded["psf_aware"] = recorded.pop("psf")
+    return recorded
+
+
+def _maps_owner(out_csv: Path) -> str | None:
+    """The labels file whose maps the maps folder of ``out_csv`` holds; None where there is no record."""
+    recorded = _labeller_record(out_csv)
+    return None if recorded is None else recorded["labels_file"]
 
 
 def _check_labeller(out_csv: Path, labeller: dict) -> None:
     """A labels file (to be resumed) is continued only by what labelled it (its model and settings, as
     :data:`LABELLER_NAME` records them): else its rows would mix two labellers' scores, unmarked. A file
     without a record (of an earlier release, whose maps may lie in another orientation) is not continued."""
-    path = maps_folder(out_csv) / LABELLER_NAME
-    if not path.exists():
+    recorded = _labeller_record(out_csv)
+    if recorded is None:
         raise InputError(f"{out_csv} has no record of what labelled it (an earlier release made it); label into "
                          "another --out")
-    recorded = read_json(path, "labeller record")
-    if isinstance(recorded, dict):  # earlier releases named psf_aware psf, and no labels file
-        recorded = {"labels_file": out_csv.name, **recorded}
-        if "psf" in recorded:
-            recorded["psf_aware"] = recorded.pop("psf")
-    changed = sorted(k for k in {*labeller, *(recorded if isinstance(recorded, dict) else {})}
-                     if not isinstance(recorded, dict) or recorded.get(k) != labeller.get(k))
+    changed = sorted(k for k in {*labeller, *recorded} if recorded.get(k) != labeller.get(k))
     if changed:
-        was = "; ".join(f"{k} {recorded.get(k) if isinstance(recorded, dict) else '?'}" for k in changed)
+        was = "; ".join(f"{k} {recorded.get(k)}" for k in changed)
         raise InputError(f"{out_csv} was labelled with {was}; resume it with the same model and settings, or "
                          "choose another --out")
 
@@ -233,9 +238,7 @@ def _check_labeller(out_csv: Path, labeller: dict) -> None:
 def labelled_modality(labels_csv: str | Path) -> str | None:
     """The modality that ``ediqa label --modality`` read a labels file's images as (its labeller record
     holds it), so that training reads them alike; None where each image tells its own."""
-    path = maps_folder(Path(labels_csv)) / LABELLER_NAME
-    recorded = read_json(path, "labeller record") if path.exists() else None
-    return recorded.get("modality") if isinstance(recorded, dict) else None
+    return (_labeller_record(labels_csv) or {}).get("modality")
 
 
 def label_series(series: list[SeriesImages], scorer: SliceScorer, insertion: InsertionConfig,

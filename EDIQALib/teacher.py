@@ -53,6 +53,12 @@ class TeacherConfig:
     splat_sigma_px: float = 12.0
     insertion: InsertionConfig = field(default_factory=InsertionConfig)
 
+    def settings(self) -> dict:
+        """The settings a user chooses, as ``result.json``, ``validity.json`` and a labels file's record give
+        them."""
+        return {"realizations": self.realizations, "repeats": self.repeats, "seed": self.seed,
+                "readout": self.readout, "psf_aware": self.psf_aware, "contrasts": list(self.insertion.contrasts)}
+
 
 def plans_for_slice(body: np.ndarray, salient: np.ndarray, config: TeacherConfig, slice_index: int
                     ) -> list[list[Insertion]]:
