@@ -151,7 +151,9 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
-            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            # the first volume the selector offers: it hides label maps, which are scalar volume nodes too
+            first = next((n for n in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+                          if not n.IsA("vtkMRMLLabelMapVolumeNode")), None)
             if first:
                 self._parameterNode.inputVolume = first
 
@@ -513,6 +515,8 @@ class EDIQALogic(ScriptedLoadableModuleLogic):
         from EDIQALib.report import read_outputs
 
         results = [read_outputs(folder) for folder in folders]
+        for result, node in zip(results, nodes):  # all of them before any is shown
+            bridge.check_result_fits(result, node)
         scale = heatmap_display_max(results)  # one colour scale for all, as in compare.png
         heats = [bridge.add_heatmap_node(slicer.mrmlScene, r, node, scale) for r, node in zip(results, nodes)]
         tables = [bridge.add_results_table(slicer.mrmlScene, r, node) for r, node in zip(results, nodes)]

@@ -146,8 +146,9 @@ class NonFiniteWeights(InputError):
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a ``.safetensors`` file; an unreadable or malformed file, or one that holds NaN or
-    infinite values (weights of a diverged run, whose scores would be NaN or constant), is an input error."""
+    """The tensors of a ``.safetensors`` file; an input error for an unreadable or malformed file, for a
+    tensor of a type the networks cannot take (complex, 8-bit floats), and for NaN or infinite values as the
+    networks would read them, in float32 (weights of a diverged run, whose scores would be NaN or constant)."""
     import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -156,9 +157,15 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         state = load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise InputError(f"{path}: not readable as safetensors weights ({str(exc).splitlines()[0][:100]})") from None
-    bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    floats = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+    odd = next((k for k, v in state.items() if v.is_complex() or (v.is_floating_point() and v.dtype not in floats)), None)
+    if odd is not None:
+        raise InputError(f"{path}: tensor {odd!r} is of type {str(state[odd].dtype).removeprefix('torch.')}, "
+                         "not a real float or integer type")
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v.float()).all()), None)
     if bad is not None:
-        raise NonFiniteWeights(f"{path}: weights hold NaN or infinite values (tensor {bad!r})")
+        raise NonFiniteWeights(f"{path}: weights hold NaN or infinite values, or values beyond float32's range "
+                               f"(tensor {bad!r})")
     return state
 
 
@@ -167,8 +174,10 @@ def fit_weights(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> 
     names ``what`` they are. Returns ``model``."""
     try:
         model.load_state_dict({k: v.float() for k, v in state.items()})
-    except RuntimeError as exc:
-        raise InputError(f"{what}: weights do not fit the network ({str(exc).splitlines()[0][:100]})") from None
+    except RuntimeError as exc:  # its first line names the network; the next ones say what does not fit
+        lines = str(exc).splitlines()
+        why = " ".join(line.strip() for line in lines[1:]) or lines[0]
+        raise InputError(f"{what}: weights do not fit the network ({why[:120]})") from None
     return model
 
 
@@ -179,10 +188,19 @@ def package_model(weights: str | Path, name: str, kind: str, preset: str, card: 
     Both are written into a temporary folder in the registry before either is moved into place, so that a
     failed write leaves the registry as it was; where they cannot be written (:func:`~EDIQALib.io.check_outputs`:
     a folder in the way, a registry that is a file, or a name that would replace ``weights`` or one of the
-    other ``sources`` the model was made from), an input error before anything is written."""
+    other ``sources`` the model was made from), and where the name is a model of another kind in the registry
+    (a student published as ``detector-lite`` would take the teacher's detector away), an input error before
+    anything is written."""
     dest = models_dir / f"{name}.safetensors"
     card_path = dest.with_suffix(".json")
     check_outputs([dest, card_path], [weights, *sources])
+    try:
+        replaced = read_json(card_path, "model card") if card_path.is_file() else {}
+    except InputError:  # a broken card: it may be replaced, whatever it was
+        replaced = {}
+    if isinstance(replaced, dict) and replaced.get("kind", kind) != kind:
+        raise InputError(f"{name} in {models_dir} is a {replaced['kind']} model, which a {kind} would replace: "
+                         "choose another --name")
     with staged_in(models_dir) as tmp:  # the card sorts before the weights: it is renamed into place first
         staged_weights = tmp / dest.name
         shutil.copyfile(weights, staged_weights)

@@ -230,6 +230,18 @@ def write_validity(report: dict, out_dir: str | Path, settings: dict) -> None:
         (t / "validity.png").write_bytes(png)
 
 
+def _wrapped(phrases: list[str], width: int) -> str:
+    """``phrases`` joined by spaces into lines of at most ``width`` characters, none of them broken (a
+    phrase longer than ``width`` on a line of its own)."""
+    lines = [phrases[0]]
+    for phrase in phrases[1:]:
+        if len(lines[-1]) + 1 + len(phrase) <= width:
+            lines[-1] += " " + phrase
+        else:
+            lines.append(phrase)
+    return "\n".join(lines)
+
+
 def bench_figure(figures: dict) -> Figure:
     """The bench's figures at a glance: the student's score over each validity series (one panel per kind)
     and, with held-out labels, its score against the teacher's on every held-out slice; the speed figures
@@ -250,10 +262,11 @@ def bench_figure(figures: dict) -> Figure:
         ax.set_ylabel("student score")
         ax.set_title(f"{agreed['slices']} held-out slices: PLCC {agreed['plcc']:.3f}, SROCC {agreed['srocc']:.3f}",
                      fontsize=9)
-    fig.suptitle(f"student {figures['student_ms_per_slice']} ms per slice, teacher ({figures['teacher_realizations']} "
-                 f"× {figures['teacher_repeats']}) {figures['teacher_s_per_slice']} s: speedup {figures['speedup']:.0f}×; "
-                 f"volume {figures['volume_s']} s, {figures['peak_mem_gb']} GB "
-                 f"({figures.get('gpu') or figures.get('cpu') or figures['device']})", fontsize=10)
+    phrases = [f"student {figures['student_ms_per_slice']} ms per slice,",
+               f"teacher ({figures['teacher_realizations']} × {figures['teacher_repeats']}) {figures['teacher_s_per_slice']} s:",
+               f"speedup {figures['speedup']:.0f}×;", f"volume {figures['volume_s']} s, {figures['peak_mem_gb']} GB",
+               f"({figures.get('gpu') or figures.get('cpu') or figures['device']})"]
+    fig.suptitle(_wrapped(phrases, int(12 * 4.2 * panels)), fontsize=10)  # about 12 characters an inch at 10 pt
     fig.tight_layout()
     return fig
 

@@ -25,6 +25,7 @@ COLOR_NODE_NAME = "EDIQA local quality"
 HIDDEN = -1.0  # heatmap voxels without a value (outside the body) are stored as this and thresholded away
 RESULT_ATTRIBUTE = "EDIQA.Result"  # on the nodes a result fills: what they hold, for the next result to find them
 RESULT_ID_ATTRIBUTE = "EDIQA.ResultNodeID"  # and their own ID: a copy a user makes of one carries another
+RESULT_INPUT_ROLE = "EDIQAResultOf"  # and the nodes they are of, as node references, which an import renumbers
 DICOM_MODALITY = "DICOM.Modality"  # the attribute of Slicer's DICOM import, on the series' subject hierarchy item
 COMPARE_PLOT_VIEW = "EDIQAPlot"  # the compare layout's plot view (its singleton tag and layout name)
 
@@ -44,8 +45,8 @@ def _set_ijk_to_ras(node, matrix: np.ndarray) -> None:
     node.SetIJKToRASMatrix(m)
 
 
-def array_from_node(node) -> np.ndarray:
-    """A copy of the node's voxels as ``(slices, rows, columns)``.
+def node_shape(node) -> tuple[int, int, int]:
+    """The node's voxel grid as ``(slices, rows, columns)``, without copying its voxels.
 
     Raises:
         InputError: the node holds no voxels, or more than one value per voxel (a vector or colour volume).
@@ -57,14 +58,25 @@ def array_from_node(node) -> np.ndarray:
     if image.GetNumberOfScalarComponents() != 1:
         raise InputError(f"{name}: {image.GetNumberOfScalarComponents()} values per voxel; one (a scalar volume) is needed")
     nx, ny, nz = image.GetDimensions()
-    return numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(nz, ny, nx).copy()
+    return nz, ny, nx
+
+
+def array_from_node(node) -> np.ndarray:
+    """A copy of the node's voxels as ``(slices, rows, columns)``.
+
+    Raises:
+        InputError: as :func:`node_shape`.
+    """
+    shape = node_shape(node)
+    return numpy_support.vtk_to_numpy(node.GetImageData().GetPointData().GetScalars()).reshape(shape).copy()
 
 
 def image_from_node(node) -> sitk.Image:
     """The node as a 3-D SimpleITK image (LPS physical space, the same voxels).
 
     Raises:
-        InputError: the node's IJK-to-RAS matrix has a zero or non-finite spacing (no image has one).
+        InputError: the node's IJK-to-RAS matrix has a zero or non-finite spacing, or two of its axes point
+            the same way (no image has either).
     """
     matrix = ijk_to_ras(node)
     spacing = np.linalg.norm(matrix[:3, :3], axis=0)
@@ -72,6 +84,9 @@ def image_from_node(node) -> sitk.Image:
         raise InputError(f"{node.GetName()}: its spacing ({', '.join(f'{s:g}' for s in spacing)} mm) or its "
                          "position is zero or not a number; set the volume's spacing in Volumes > Volume Information")
     direction_lps = LPS_TO_RAS @ (matrix[:3, :3] / spacing)
+    if abs(np.linalg.det(direction_lps)) < 1e-6:
+        raise InputError(f"{node.GetName()}: two of its axes point the same way (its IJK-to-RAS directions are "
+                         "not independent); set its orientation in Volumes > Volume Information")
     image = sitk.GetImageFromArray(array_from_node(node).astype(np.float32))
     image.SetSpacing(tuple(float(s) for s in spacing))
     image.SetOrigin(tuple(float(v) for v in LPS_TO_RAS @ matrix[:3, 3]))
@@ -105,27 +120,36 @@ def volume_from_node(node, modality: str | None = None) -> Volume:
     return volume_from_image(image_from_node(node), node.GetName() or "volume", dicom_modality(node), modality)
 
 
-def result_node(scene, class_name: str, name: str, key: str):
-    """The node of ``class_name`` that an earlier result filled under ``key`` (what it holds, by node IDs,
-    since two volumes may share a name), to be filled again, or else a new one called ``name`` (made
+def _result_inputs(node) -> list[str | None]:
+    return [node.GetNthNodeReferenceID(RESULT_INPUT_ROLE, i) for i in range(node.GetNumberOfNodeReferences(RESULT_INPUT_ROLE))]
+
+
+def result_node(scene, class_name: str, name: str, key: str, inputs: list):
+    """The node of ``class_name`` that an earlier result filled with ``key`` (what it holds) of ``inputs``
+    (the nodes it is of, referenced by the node, since two volumes may share a name and a scene imported
+    into another renumbers its nodes), to be filled again, or else a new one called ``name`` (made
     unique beside other nodes of that name; a user's node, a copy of a result's included, is never reused). Assessing a volume again with
     the same model thus updates its result where it is shown, instead of adding one more heatmap volume to
     memory and one more table and chart to the scene."""
+    ids = [n.GetID() for n in inputs]
     nodes = scene.GetNodesByClass(class_name)
     for i in range(nodes.GetNumberOfItems()):
         node = nodes.GetItemAsObject(i)
-        if node.GetAttribute(RESULT_ATTRIBUTE) == key and node.GetAttribute(RESULT_ID_ATTRIBUTE) == node.GetID():
+        if (node.GetAttribute(RESULT_ATTRIBUTE) == key and node.GetAttribute(RESULT_ID_ATTRIBUTE) == node.GetID()
+                and _result_inputs(node) == ids):
             return node
     node = scene.AddNewNodeByClass(class_name, scene.GenerateUniqueName(name))
     node.SetAttribute(RESULT_ATTRIBUTE, key)
     node.SetAttribute(RESULT_ID_ATTRIBUTE, node.GetID())
+    for i, node_id in enumerate(ids):
+        node.SetNthNodeReferenceID(RESULT_INPUT_ROLE, i, node_id)
     return node
 
 
 def fill_volume_node(node, array: np.ndarray, like):
     """Make ``node`` (a scalar volume node) hold ``array`` (``(slices, rows, cols)``) on ``like``'s exact
     grid, under ``like``'s transform; returns ``node``."""
-    arr = np.ascontiguousarray(np.asarray(array, np.float32).reshape(array_from_node(like).shape))
+    arr = np.ascontiguousarray(np.asarray(array, np.float32).reshape(node_shape(like)))
     image = vtk.vtkImageData()
     image.SetDimensions(arr.shape[2], arr.shape[1], arr.shape[0])
     image.AllocateScalars(vtk.VTK_FLOAT, 1)
@@ -158,14 +182,28 @@ def quality_color_node(scene):
     return node
 
 
+def check_result_fits(result: QualityResult, input_node) -> None:
+    """Raises InputError unless ``result`` is of ``input_node``'s present voxel grid (a volume whose
+    voxels were replaced while it was assessed has another)."""
+    if node_shape(input_node) != result.heatmap.shape:
+        raise InputError(f"{input_node.GetName()}: its voxels changed while it was assessed "
+                         f"({' × '.join(map(str, result.heatmap.shape))} assessed, "
+                         f"{' × '.join(map(str, node_shape(input_node)))} now); assess it again")
+
+
 def add_heatmap_node(scene, result: QualityResult, input_node, display_max: float | None = None):
     """The result's heatmap as a volume node on the input's grid (:func:`result_node`: the one an earlier
     result of this model on this volume filled, or a new one), shown red→green from 0 to ``display_max``
     (by default :func:`~EDIQALib.assessment.heatmap_display_max` of this result, as in ``overlay.png``; a
-    comparison passes its common one); voxels without a value are hidden."""
+    comparison passes its common one); voxels without a value are hidden.
+
+    Raises:
+        InputError: as :func:`check_result_fits` (nothing is added to the scene).
+    """
+    check_result_fits(result, input_node)
     heat = np.where(np.isfinite(result.heatmap), result.heatmap, HIDDEN)
     node = result_node(scene, "vtkMRMLScalarVolumeNode", f"{input_node.GetName()} quality ({_label(result)})",
-                       f"heatmap of {input_node.GetID()} by {_label(result)}")
+                       f"heatmap by {_label(result)}", [input_node])
     fill_volume_node(node, heat, input_node)
     display = node.GetDisplayNode() or scene.AddNewNodeByClass("vtkMRMLScalarVolumeDisplayNode")
     display.SetAndObserveColorNodeID(quality_color_node(scene).GetID())
@@ -235,7 +273,7 @@ def add_results_table(scene, result: QualityResult, input_node):
     """A table node (:func:`result_node`) with one row per slice of ``input_node``'s result: slice index,
     score (NaN when not assessable), assessable."""
     table = result_node(scene, "vtkMRMLTableNode", f"{input_node.GetName()} slice scores ({_label(result)})",
-                        f"slice scores of {input_node.GetID()} by {_label(result)}")
+                        f"slice scores by {_label(result)}", [input_node])
     table.RemoveAllColumns()
     columns = [("slice", vtk.vtkIntArray()), ("score", vtk.vtkDoubleArray()), ("assessable", vtk.vtkIntArray())]
     for name, array in columns:
@@ -253,7 +291,7 @@ def add_score_plot(scene, tables: list, names: list[str]):
     """A plot chart (:func:`result_node`, one per set of ``tables``) with one line (score vs slice) per
     table, called by ``names``; returns the chart node."""
     chart = result_node(scene, "vtkMRMLPlotChartNode", f"EDIQA slice scores: {', '.join(names)}",
-                        f"chart of {' '.join(t.GetID() for t in tables)}")
+                        "chart of slice scores", tables)
     for series in [chart.GetNthPlotSeriesNode(k) for k in range(chart.GetNumberOfPlotSeriesNodes())]:
         scene.RemoveNode(series)  # the chart's own lines, of the result it showed before
     chart.RemoveAllPlotSeriesNodeIDs()

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from scipy import ndimage as ndi
 
 from EDIQALib import assessment
@@ -256,6 +257,10 @@ def test_bench_plots_student_against_teacher_on_held_out_slices():
     fig = bench_figure(figures)
     assert fig._suptitle.get_text().endswith("(AMD EPYC)")
     assert bench_figure({**figures, "device": "cuda", "gpu": "NVIDIA H100"})._suptitle.get_text().endswith("(NVIDIA H100)")
+    alone = bench_figure({**figures, "fidelity": None})  # one panel: the title was cut at both ends
+    FigureCanvasAgg(alone).draw()
+    title = alone._suptitle.get_window_extent()
+    assert len(alone.axes) == 1 and title.x0 >= 0 and title.x1 <= alone.bbox.width
     scatter = fig.axes[-1]
     assert len(fig.axes) == 2 and "PLCC" in scatter.get_title() and scatter.get_xlabel() == "teacher score"
     np.testing.assert_allclose(scatter.collections[0].get_offsets(),

@@ -60,6 +60,38 @@ def test_weights_that_are_not_finite_are_refused_when_read(tmp_path, edit):
         load_model(str(weights), "student")
 
 
+def _beyond_float32_in_float64(state: dict) -> None:
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    state[key] = state[key].double()
+    state[key].view(-1)[0] = 1e300  # finite as stored, infinite as the networks read it
+
+
+def test_weights_beyond_float32_are_refused_as_not_finite(tmp_path):
+    weights = _registered(tmp_path, "big", _beyond_float32_in_float64)
+    with pytest.raises(InputError, match=r"big\.safetensors.*beyond float32's range"):
+        read_weights(weights)
+
+
+@pytest.mark.parametrize("dtype, shown", [(torch.float8_e4m3fn, "float8_e4m3fn"), (torch.complex64, "complex64")])
+def test_weights_of_a_type_the_networks_cannot_take_are_one_line(tmp_path, dtype, shown):
+    def retype(state: dict) -> None:
+        key = next(k for k, v in state.items() if v.is_floating_point())
+        state[key] = state[key].to(dtype)
+
+    weights = _registered(tmp_path / "reg", "odd", retype)
+    image = tmp_path / "ct.nrrd"
+    sitk.WriteImage(ct_image(slices=1, size=160, spacing=(0.7, 0.7, 2.0)), str(image))
+    proc = ediqa("assess", image, "--model", weights, "--out", tmp_path / "out", "--progress", "none")
+    _assert_one_line_error(proc, "odd.safetensors", f"is of type {shown}, not a real float or integer type")
+    assert not (tmp_path / "out").exists()
+
+
+def test_weights_that_do_not_fit_say_what_does_not_fit(tmp_path):
+    weights = _registered(tmp_path, "short", lambda state: state.pop(next(k for k, v in state.items() if v.dim() > 1)))
+    with pytest.raises(InputError, match=r"do not fit the network \(Missing key\(s\) in state_dict"):
+        load_model(str(weights), "student")
+
+
 def test_init_weights_that_are_not_finite_are_refused(tmp_path):
     from EDIQALib.cli import _initial_student
 
@@ -171,6 +203,20 @@ def test_publish_into_a_registry_that_is_a_file_is_one_line(tmp_path):
     with pytest.raises(InputError, match="reg is a file, not a folder"):
         package_model(_registered(tmp_path / "src", "s"), "s", "student", "lite", {}, registry)
     assert registry.read_text(encoding="utf-8") == "not a folder"
+
+
+def test_publish_refuses_to_replace_a_model_of_another_kind(tmp_path):
+    """A student published under the detector's name took the teacher's detector away."""
+    registry = tmp_path / "reg"
+    weights = _registered(registry, "det")
+    card = json.loads(weights.with_suffix(".json").read_text(encoding="utf-8"))
+    weights.with_suffix(".json").write_text(json.dumps({**card, "kind": "detector"}), encoding="utf-8")
+    before = _contents(registry)
+    with pytest.raises(InputError, match="det in .* is a detector model, which a student would replace"):
+        package_model(_registered(tmp_path / "src", "s"), "det", "student", "lite", {}, registry)
+    assert _contents(registry) == before
+    package_model(_registered(tmp_path / "src", "s"), "s2", "student", "lite", {}, registry)
+    package_model(_registered(tmp_path / "src", "s"), "s2", "student", "lite", {}, registry)  # the same kind: replaced
 
 
 def test_publish_detector_that_fails_leaves_the_published_model_usable(tmp_path):

@@ -150,6 +150,41 @@ def test_assessing_again_with_the_same_model_fills_the_same_nodes():
     assert bridge.add_results_table(scene, again, twin).GetID() != nodes[1].GetID()
 
 
+def test_a_scene_imported_into_another_keeps_its_results_apart(tmp_path):
+    """An import renumbers the nodes whose IDs the scene already holds: a result found by its input's ID
+    was the imported volume's when another volume took that ID."""
+    first, _ = _scene()
+    ct = _node_from_image(first, ct_image(slices=2, size=80), name="ct")
+    result = _result("ct", np.full((2, 80, 80), 0.2, np.float32), [0.2, 0.2])
+    saved = bridge.add_results_table(first, result, ct), bridge.add_heatmap_node(first, result, ct)
+    first.SetURL(str(tmp_path / "first.mrml"))
+    assert first.Commit()
+    scene, _ = _scene()
+    other = _node_from_image(scene, ct_image(slices=2, size=80), name="other")
+    assert other.GetID() == ct.GetID()  # the ID the imported ct had
+    scene.SetURL(str(tmp_path / "first.mrml"))
+    assert scene.Import()
+    imported = scene.GetFirstNodeByName("ct")
+    assert imported.GetID() != ct.GetID()  # renumbered
+    shown = bridge.add_results_table(scene, result, other), bridge.add_heatmap_node(scene, result, other)
+    assert [n.GetName() for n in shown] == ["other slice scores (EDIQA)", "other quality (EDIQA)"]
+    assert {n.GetID() for n in shown}.isdisjoint(n.GetID() for n in saved)
+    assert bridge.add_results_table(scene, result, imported).GetID() == saved[0].GetID()  # ct's own, refilled
+
+
+def test_a_result_that_no_longer_fits_its_volume_adds_nothing():
+    from EDIQALib.errors import InputError
+
+    scene, _ = _scene()
+    node = _node_from_image(scene, ct_image(slices=3, size=80))
+    result = _result("ct", np.full((2, 80, 80), 0.2, np.float32), [0.2, 0.2])  # assessed with 2 slices
+    count = scene.GetNumberOfNodes()
+    with pytest.raises(InputError, match=r"ct: its voxels changed while it was assessed \(2 × 80 × 80 assessed, "
+                                         r"3 × 80 × 80 now\)"):
+        bridge.add_heatmap_node(scene, result, node)
+    assert scene.GetNumberOfNodes() == count
+
+
 def test_a_node_assessed_in_process_gets_the_file_s_scores_and_its_result_nodes(tmp_path):
     import EDIQALib
 
@@ -192,6 +227,12 @@ def test_a_node_that_cannot_be_assessed_is_one_clear_error_and_mr_warns():
     flat.SetSpacing(0.9, 0.9, 0.0)  # SimpleITK's RuntimeError, with an address of its own, before
     with pytest.raises(InputError, match=r"flat: its spacing \(0.9, 0.9, 0 mm\) or its position is zero"):
         bridge.assess_node(scene, flat, device="cpu")
+    skew = _node_from_image(scene, ct_image(slices=1, size=128), name="skew")
+    matrix = bridge.ijk_to_ras(skew)
+    matrix[:3, 1] = matrix[:3, 0]  # rows along the columns: ITK's RuntimeError, before
+    bridge._set_ijk_to_ras(skew, matrix)
+    with pytest.raises(InputError, match="skew: two of its axes point the same way"):
+        bridge.assess_node(scene, skew, device="cpu")
     mr = _node_from_image(scene, ct_image(slices=1, size=200, spacing=(0.7, 0.7, 2.5)) + 1000, name="mr")
     with pytest.warns(UserWarning, match="mr: MR; .* not validated"):
         result, _, _ = bridge.assess_node(scene, mr, device="cpu", modality="mr")
