@@ -801,11 +801,11 @@ def _refuse_twice(paths: list[Path], what: str) -> None:
     """One file or folder named twice (as itself, or by another path, a hard link or the other file of a NIfTI
     pair) would count twice: an ensemble of a student with itself, a training set with every slice doubled,
     an image compared with itself."""
-    from .io import image_file, same_file
+    from .io import image_file, resolved, same_file
 
     files = [image_file(p) for p in paths]
     for i, (p, f) in enumerate(zip(paths, files)):
-        earlier = next((q for q, g in zip(paths[:i], files) if g.resolve() == f.resolve() or same_file(g, f)), None)
+        earlier = next((q for q, g in zip(paths[:i], files) if resolved(g) == resolved(f) or same_file(g, f)), None)
         if earlier is not None:
             raise InputError(f"the {what} {p} is given twice (also as {earlier})")
 

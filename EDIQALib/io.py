@@ -226,8 +226,9 @@ def _slice_values(reader: sitk.ImageSeriesReader, k: int, tag: str, count: int) 
 
 def _check_series_slices(reader: sitk.ImageSeriesReader, image: sitk.Image, name: str) -> None:
     """A series' slices must share their pixel spacing and orientation, and their positions (Image Position
-    Patient, along the slice normal) must be distinct and evenly spaced (to 10 %, or 0.15 mm: positions are
-    often rounded to 0.1 mm): ITK stacks the slices at the first one's spacing and orientation, and at one
+    Patient) must lie on one line along the slice normal (to half a pixel, or 0.15 mm, from the first slice's
+    in its plane: not the sheared stack of a tilted gantry) and be distinct and evenly spaced along it (to
+    10 %, or 0.15 mm: positions are often rounded to 0.1 mm): ITK stacks the slices at the first one's spacing and orientation, and at one
     step whatever their positions, so a slice present twice, one missing, or one without a position (put
     last) sets every later slice at a wrong place. A series without positions at all (a secondary
     capture) keeps ITK's spacing."""
@@ -245,7 +246,14 @@ def _check_series_slices(reader: sitk.ImageSeriesReader, image: sitk.Image, name
     if None in positions:
         raise InputError(f"{name}: slice {files[positions.index(None)]} has no position (Image Position Patient): "
                          "the volume cannot place it")
-    along = np.array(positions) @ np.array(image.GetDirection()).reshape(3, 3)[:, 2]  # on the slice normal
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    along = np.array(positions) @ direction[:, 2]  # on the slice normal
+    across = np.array(positions) @ direction[:, :2]  # in the slices' plane, where they should all lie at one place
+    shift = np.linalg.norm(across - across[0], axis=1).max()
+    if shift > max(0.5 * min(image.GetSpacing()[:2]), 0.15):
+        raise InputError(f"{name}: its slices shift in their own plane from one to the next ({shift:.3g} mm from "
+                         "the first to the farthest: a tilted gantry?), which one volume grid cannot hold; resample "
+                         "the series to a regular grid first")
     steps = np.diff(np.sort(along))
     if steps.min() < 1e-3 * max(steps.max(), 1e-3):
         raise InputError(f"{name}: two slices of the series lie at one position (a file present twice?)")
@@ -477,6 +485,8 @@ def read_volume(path: str | os.PathLike, modality: str | None = None) -> Volume:
     p = Path(path)
     if not p.exists():
         raise InputError(f"input not found: {p}")
+    if not (p.is_file() or p.is_dir()):  # the image library would wait for a pipe's writer forever
+        raise InputError(f"cannot read {p}: neither a file nor a folder (a pipe or a device)")
     check_utf8(p)
     if not os.access(p, os.R_OK | (os.X_OK if p.is_dir() else 0)):  # else ITK says "does not exist"
         raise InputError(f"cannot read {p}: permission denied")
@@ -614,12 +624,16 @@ def check_outputs(outputs: list[Path], inputs: list[str | os.PathLike]) -> None:
     Raises:
         InputError: an output path is not named in UTF-8 (:func:`check_utf8`), its folder lies under a
             file, cannot be created or written to, a name in
-            it is longer than its file system allows, an output is an existing folder, or an output would
-            replace an input file (by its name or another: a link) or go into an input folder.
+            it is longer than its file system allows, an output is an existing folder, a link in its path
+            leads nowhere (or round in a loop), or an output would replace an input file (by its name or
+            another: a link) or go into an input folder.
     """
-    sources = [Path(i).resolve() for i in inputs]
+    sources = [resolved(i) for i in inputs]
     for out in outputs:
-        target = Path(out).resolve()
+        target = resolved(out)
+        dangling = next((p for p in (Path(out), *Path(out).parents) if p.is_symlink() and not p.exists()), None)
+        if dangling is not None:  # its folder would be made where the link stands, which fails after the work
+            raise InputError(f"cannot write {out}: {dangling} is a link to {os.readlink(dangling)}, which does not exist")
         check_utf8(target)
         if target in sources or (target.is_file() and any(same_file(target, s) for s in sources)):
             raise InputError(f"{out} would overwrite the input {target.name}; choose another --out")
@@ -647,9 +661,24 @@ def check_outputs(outputs: list[Path], inputs: list[str | os.PathLike]) -> None:
 
 def image_file(path: Path) -> Path:
     """The file that names ``path``'s image: a NIfTI pair's header for its data file (``.img``, ``.img.gz``),
-    ``path`` itself for any other (a header among them)."""
+    the one file in a folder of one file (a DICOM series of one slice), ``path`` itself for any other (a
+    header among them, a series folder)."""
+    if path.is_dir():
+        try:
+            files = [f for f in path.iterdir() if f.is_file()]
+        except OSError:  # not listable: it is refused when read
+            return path
+        return files[0] if len(files) == 1 else path
     data = path.name.lower().endswith((".img", ".img.gz"))
     return (_nifti_pair_file(path, (".hdr", ".hdr.gz")) if data else None) or path
+
+
+def resolved(path: str | os.PathLike) -> Path:
+    """``path`` made absolute, its links followed; a loop of links is an input error."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as exc:  # RuntimeError ("Symlink loop") up to Python 3.12
+        raise InputError(f"{path}: a loop of links ({exc})") from None
 
 
 def same_file(a: Path, b: Path) -> bool:

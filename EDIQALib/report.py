@@ -48,11 +48,13 @@ def edge_letters(volume: Volume) -> dict[str, str]:
     return {"left": left, "right": right, "top": top, "bottom": bottom}
 
 
-def _label_edges(ax: Axes, letters: dict[str, str]) -> None:
-    """The patient direction at each edge of the image on ``ax`` (``letters``: :func:`edge_letters`)."""
+def _label_edges(ax: Axes, letters: dict[str, str], width: float, height: float) -> None:
+    """The patient direction at each edge of the image on ``ax`` (``letters``: :func:`edge_letters`), drawn
+    with the extent ``(0, width, height, 0)``: at the image's own edges, where the panel is larger (a
+    comparison's smaller input), not on the blank beyond them."""
     for where, (x, y, ha, va) in {"left": (0.01, 0.5, "left", "center"), "right": (0.99, 0.5, "right", "center"),
-                                  "top": (0.5, 0.99, "center", "top"), "bottom": (0.5, 0.01, "center", "bottom")}.items():
-        ax.text(x, y, letters[where], transform=ax.transAxes, ha=ha, va=va, color="white", fontweight="bold")
+                                  "top": (0.5, 0.01, "center", "top"), "bottom": (0.5, 0.99, "center", "bottom")}.items():
+        ax.text(x * width, y * height, letters[where], ha=ha, va=va, color="white", fontweight="bold")
 
 
 def display_slice(volume: Volume, k: int, heatmap: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
@@ -129,7 +131,7 @@ def overlay_figure(volume: Volume, result: QualityResult, k: int | None = None,
     ax.imshow(image, cmap="gray", vmin=0, vmax=1, extent=extent)
     im = ax.imshow(heat, cmap=HEATMAP_CMAP, vmin=0, vmax=display_max, alpha=0.45, extent=extent)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="local detectability (0 = lesions missed)")
-    _label_edges(ax, edge_letters(volume))
+    _label_edges(ax, edge_letters(volume), extent[1], extent[2])
     ax.set_title(f"{_shown(result.name)}, slice {k}: {result.method} {_score_text(result.slice_scores[k])}\n"
                  f"volume score {volume_score_text(result)}")
     ax.set_xlabel("mm")
@@ -353,7 +355,7 @@ def comparison_figure(inputs: list[ComparedInput]) -> Figure:
         ax.set_title(f"{_shown(c.name)}, slice {c.slice}: {_score_text(c.slice_scores[c.slice])}", fontsize=9)
         ax.set_xlim(0, width)
         ax.set_ylim(height, 0)
-        _label_edges(ax, c.letters)
+        _label_edges(ax, c.letters, extent[1], extent[2])
         ax.axis("off")
         panels.append(ax)
     fig.colorbar(im, ax=panels, fraction=0.03, pad=0.02, label="local detectability")

@@ -780,9 +780,9 @@ def test_the_comparison_figure_shows_bars_for_single_slices_and_curves_for_volum
     from EDIQALib.io import read_volume
     from EDIQALib.report import compared_input, comparison_figure
 
-    def assessed(name, slices, seed):
+    def assessed(name, slices, seed, size=128):
         path = tmp_path / f"{name}.nrrd"
-        sitk.WriteImage(ct_image(slices=slices, size=128, seed=seed), str(path))
+        sitk.WriteImage(ct_image(slices=slices, size=size, seed=seed), str(path))
         return compared_input(EDIQALib.assess(path, model=str(student_file), device="cpu"), read_volume(path))
 
     singles = [assessed(f"one-{s}", 1, s) for s in (3, 5)]
@@ -798,6 +798,14 @@ def test_the_comparison_figure_shows_bars_for_single_slices_and_curves_for_volum
     assert [t.get_text() for t in fig.axes[0].texts][-1] == "not assessable"
     tops = {im.get_clim() for ax in fig.axes[1:] for im in ax.get_images() if im.get_cmap().name == "RdYlGn"}
     assert len(tops) == 1  # one colour scale for both panels
+    small = assessed("small", 1, 7, size=96)
+    fig = comparison_figure([singles[0], small])  # on common axes: the small image leaves its panel's edges blank
+    panel, c = fig.axes[2], small
+    FigureCanvasAgg(fig).draw()
+    corners = panel.transData.transform([(0, 0), (c.image.shape[1] * c.spacing[0], c.image.shape[0] * c.spacing[1])])
+    (x0, y0), (x1, y1) = corners.min(axis=0), corners.max(axis=0)  # the small image, in the figure's pixels
+    letters = [t.get_transform().transform(t.get_position()) for t in panel.texts if t.get_text() in ("R", "L", "A", "P")]
+    assert len(letters) == 4 and all(x0 <= x <= x1 and y0 <= y <= y1 for x, y in letters)  # not on the blank beyond
     volumes = [assessed(f"vol-{s}", 2, s) for s in (3, 5)]
     fig = comparison_figure(volumes)
     assert not fig.axes[0].patches and len(fig.axes[0].get_lines()) == 2 and fig.axes[0].get_xlabel() == "slice"

@@ -1074,6 +1074,29 @@ def test_an_input_given_again_by_a_hard_link_or_an_output_named_too_long_is_refu
     assert not (tmp_path / "out").exists()
 
 
+def test_links_that_lead_nowhere_or_round_and_an_input_that_cannot_be_read_are_refused_before_any_work(
+        tmp_path, ct_volume_file):
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "nowhere").symlink_to(tmp_path / "missing" / "sub")
+    os.mkfifo(tmp_path / "pipe.nrrd")  # the image library waited for a writer forever
+    for args, says in (([ct_volume_file, "--out", tmp_path / "loop" / "out"], "a loop of links"),
+                       ([ct_volume_file, "--out", tmp_path / "nowhere"],
+                        f"{tmp_path / 'nowhere'} is a link to {tmp_path / 'missing' / 'sub'}, which does not exist"),
+                       ([tmp_path / "pipe.nrrd", "--out", tmp_path / "out"], "neither a file nor a folder")):
+        proc = ediqa("assess", *args, "--progress", "none")
+        assert_one_line_error(proc)
+        assert says in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nrrd", "loop", "nowhere", "pipe.nrrd"]
+
+
+def test_a_one_file_series_folder_and_its_file_are_one_input(tmp_path):
+    (tmp_path / "one").mkdir()
+    sitk.WriteImage(sitk.Cast(ct_image(slices=1, size=128), sitk.sitkInt16), str(tmp_path / "one" / "s000.dcm"))
+    proc = ediqa("compare", tmp_path / "one", tmp_path / "one" / "s000.dcm", "--out", tmp_path / "out")
+    assert_one_line_error(proc)
+    assert f"the input {tmp_path / 'one' / 's000.dcm'} is given twice (also as {tmp_path / 'one'})" in proc.stderr
+
+
 def test_bench_does_not_write_over_the_labels_it_reads(tmp_path):
     labels = tmp_path / "out" / "bench.json"
     labels.parent.mkdir()

@@ -197,6 +197,10 @@ def test_the_image_file_of_a_nifti_pair_cut_short_is_refused(tmp_path):
      "series: slice003.dcm is a slice of the series that cannot be read"),
     (lambda f: shutil.copy(f["slice002.dcm"], f["slice002.dcm"].with_name("copy.dcm")), "two slices of the series lie at one position"),
     (lambda f: f["slice001.dcm"].unlink(), r"series: its slices are unevenly spaced \(2 to 4 mm apart\)"),
+    (lambda f: [_retag(f[f"slice00{k}.dcm"], ImagePositionPatient=[v + 1.5 * k * (i == 1) for i, v in
+                                                                   enumerate(pydicom.dcmread(f[f"slice00{k}.dcm"]).ImagePositionPatient)])
+                for k in range(4)],  # a tilted gantry's sheared stack: the slices were stacked straight
+     r"series: its slices shift in their own plane from one to the next \(4.5 mm from the first to the farthest"),
     (lambda f: _retag(f["slice002.dcm"], Modality="MR"), r"several modalities \(CT, MR\)"),
     (lambda f: _untag(f["slice001.dcm"], "ImagePositionPatient"),
      r"series: slice slice001\.dcm has no position \(Image Position Patient\)"),
