@@ -18,7 +18,7 @@ from matplotlib.ticker import MaxNLocator
 
 from .assessment import QualityResult, heatmap_display_max, paired_difference
 from .io import Volume, image_like, staged_in, write_image
-from .preprocess import display_axes, display_grid, normalise, to_display, window_ct
+from .preprocess import display_axes, display_grid, normalise, to_display, volume_range, window_ct
 
 HEATMAP_CMAP = "RdYlGn"
 LPS_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))  # the ends of the physical x, y, z axes (LPS)
@@ -60,9 +60,11 @@ def _label_edges(ax: Axes, letters: dict[str, str], width: float, height: float)
 def display_slice(volume: Volume, k: int, heatmap: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
     """Slice ``k`` and its map (``heatmap``, the volume's) as the figures show them: turned to display
     orientation (:func:`~EDIQALib.preprocess.display_turn`), the image in [0, 1] (CT in the soft-tissue
-    window, MR as the student reads it); with their spacing (x, y) in mm."""
+    window, MR on the volume's scale, as the student reads it: a slice of background noise stays dark); with
+    their spacing (x, y) in mm."""
     turn, _, (sx, sy, _) = display_grid(volume)
-    image = window_ct(volume.array[k], CT_DISPLAY_WINDOW) if volume.modality == "ct" else normalise(volume.array[k], "mr")
+    image = (window_ct(volume.array[k], CT_DISPLAY_WINDOW) if volume.modality == "ct"
+             else normalise(volume.array[k], "mr", volume_range(volume.array, "mr")))
     return to_display(image, turn), to_display(heatmap[k], turn), (sx, sy)
 
 

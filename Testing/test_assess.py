@@ -28,7 +28,7 @@ from EDIQALib.distill import Sample, fidelity
 from EDIQALib.models import package_model
 from EDIQALib.report import bench_figure
 from EDIQALib.student import Student, field_batch
-from conftest import ct_image, ediqa
+from conftest import ct_image, ediqa, water_cylinder
 
 
 
@@ -832,6 +832,20 @@ def test_the_overlay_names_the_patient_directions_at_the_image_edges(tmp_path, s
     assert edge_letters(turned) == {"left": "R", "right": "L", "top": "A", "bottom": "P"}
     shown = overlay_figure(turned, EDIQALib.assess(path, model=str(student_file))).axes[0].images[0].get_array()
     assert np.allclose(shown, display_slice(volume, 0, np.zeros((1, 128, 128)))[0].T)  # shown as displayed
+
+
+def test_an_mr_slice_is_shown_on_its_volume_s_scale(tmp_path):
+    """A slice of background noise was stretched to [0, 1] on its own, as bright as the body."""
+    from EDIQALib.io import read_volume
+    from EDIQALib.report import display_slice
+
+    body = (water_cylinder(128) > -500) * 800.0
+    noise = np.random.default_rng(0).normal(20, 5, (2, 128, 128))
+    path = tmp_path / "mr.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray((noise + [body, 0 * body]).astype(np.float32)), str(path))
+    volume = read_volume(path, "mr")
+    shown = [display_slice(volume, k, np.zeros(volume.array.shape))[0] for k in (0, 1)]
+    assert shown[0].max() == pytest.approx(1.0) and shown[1].max() < 0.1
 
 
 def test_the_student_s_map_is_read_where_the_slice_lies_in_its_field():
