@@ -514,6 +514,8 @@ def volume_from_image(image: sitk.Image, name: str, raw_modality: str | None = N
     ``raw_modality`` is a DICOM Modality value when known; ``modality`` an explicit ``"ct"``/``"mr"``.
     """
     dim = image.GetDimension()
+    if dim == 4 and image.GetSize()[3] == 1:  # a volume of one time point (ITK's NIfTI reader drops the axis itself)
+        image, dim = image[:, :, :, 0], 3
     if dim not in (2, 3):
         raise InputError(f"{name}: {dim}-D image; expected a 2-D slice or a 3-D volume")
     if 0 in image.GetSize():

@@ -148,6 +148,17 @@ def test_bad_input_raises_one_clear_error(tmp_path, make, message):
         read_volume(make(tmp_path))
 
 
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha", ".nii"])
+def test_a_volume_of_one_time_point_is_read_as_the_volume(tmp_path, suffix):
+    """A 4-D file whose fourth axis holds one volume was refused as 4-D in NRRD and MHA, read in NIfTI."""
+    image = ct_image(origin=(-40.0, 12.5, 7.0))
+    path = _save_image(tmp_path, sitk.JoinSeries([image]), f"one{suffix}")
+    volume = read_volume(path)
+    np.testing.assert_array_equal(volume.array, sitk.GetArrayFromImage(image))
+    np.testing.assert_allclose(volume.geometry.origin, image.GetOrigin())
+    np.testing.assert_allclose(volume.geometry.spacing, image.GetSpacing())
+
+
 @pytest.mark.parametrize("suffix", [".nii", ".nii.gz", ".nrrd"])
 def test_file_cut_short_is_refused(tmp_path, suffix):
     # ITK reads the missing voxels of a NIfTI file cut short as zeros; NRRD's reader refuses it itself
