@@ -203,6 +203,8 @@ def test_bench_measures_every_figure_in_one_run(tmp_path, student_file):
     assert lines[-1] == figures and all("stage" in e for e in lines[:-1])  # ... the figures last
     assert [e["done"] for e in lines[:-1] if e["stage"] == "bench"] == list(range(1, 8))  # a step per part
     assert figures["teacher_model"]["name"] == "detector-lite" and len(figures["teacher_model"]["sha256"]) == 64
+    assert figures["teacher_settings"] == {"realizations": 2, "repeats": 1, "seed": 0, "readout": "agnostic",
+                                           "psf_aware": True, "contrasts": [0.03, 0.04, 0.05]}
     for key in ("student_ms_per_slice", "teacher_s_per_slice", "speedup", "volume_s", "peak_mem_gb"):
         assert figures[key] > 0, key
     # bench.json rounds each figure; the ratio is computed before rounding
