@@ -151,9 +151,9 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
-            # the first volume the selector offers: it hides label maps, which are scalar volume nodes too
+            # the first volume the selector offers: it hides label maps (scalar volume nodes too) and hidden nodes
             first = next((n for n in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
-                          if not n.IsA("vtkMRMLLabelMapVolumeNode")), None)
+                          if not n.IsA("vtkMRMLLabelMapVolumeNode") and not n.GetHideFromEditors()), None)
             if first:
                 self._parameterNode.inputVolume = first
 

@@ -372,9 +372,9 @@ def _read_inputs(args: argparse.Namespace, progress: Progress, summary_files: tu
     """Each input read in turn as progress stage ``reading`` (a DICOM series of hundreds of files takes
     seconds): what ``keep`` takes of its volume, and the name its results' folder will have
     (:func:`folder_names`)."""
-    from .io import read_volume
+    from .io import input_file, read_volume
 
-    _refuse_twice([Path(p) for p in args.inputs], "input")  # its results would be compared with themselves
+    _refuse_twice([Path(p) for p in args.inputs], "input", input_file)  # its results would be compared with themselves
     kept, names = [], []
     for done, path in enumerate(args.inputs):
         progress("reading", done, len(args.inputs))
@@ -797,13 +797,13 @@ def _run_start(run: Path, run_info: dict, preset: str) -> dict:
     return _initial_student(settings["init"], settings.get("init_member"), preset)[0].state_dict()
 
 
-def _refuse_twice(paths: list[Path], what: str) -> None:
+def _refuse_twice(paths: list[Path], what: str, file_of: Callable[[Path], Path] | None = None) -> None:
     """One file or folder named twice (as itself, or by another path, a hard link or the other file of a NIfTI
-    pair) would count twice: an ensemble of a student with itself, a training set with every slice doubled,
-    an image compared with itself."""
+    pair; with ``file_of``, two paths it maps to one file) would count twice: an ensemble of a student with
+    itself, a training set with every slice doubled, an image compared with itself."""
     from .io import image_file, resolved, same_file
 
-    files = [image_file(p) for p in paths]
+    files = [(file_of or image_file)(p) for p in paths]
     for i, (p, f) in enumerate(zip(paths, files)):
         earlier = next((q for q, g in zip(paths[:i], files) if resolved(g) == resolved(f) or same_file(g, f)), None)
         if earlier is not None:

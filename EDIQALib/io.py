@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import gzip
+import itertools
 import json
 import math
 import os
@@ -226,7 +227,7 @@ def _slice_values(reader: sitk.ImageSeriesReader, k: int, tag: str, count: int) 
 
 def _check_series_slices(reader: sitk.ImageSeriesReader, image: sitk.Image, name: str) -> None:
     """A series' slices must share their pixel spacing and orientation, and their positions (Image Position
-    Patient) must lie on one line along the slice normal (to half a pixel, or 0.15 mm, from the first slice's
+    Patient) must lie on one line along the slice normal (to half a pixel, or 0.2 mm, from the first slice's
     in its plane: not the sheared stack of a tilted gantry) and be distinct and evenly spaced along it (to
     10 %, or 0.15 mm: positions are often rounded to 0.1 mm): ITK stacks the slices at the first one's spacing and orientation, and at one
     step whatever their positions, so a slice present twice, one missing, or one without a position (put
@@ -250,7 +251,7 @@ def _check_series_slices(reader: sitk.ImageSeriesReader, image: sitk.Image, name
     along = np.array(positions) @ direction[:, 2]  # on the slice normal
     across = np.array(positions) @ direction[:, :2]  # in the slices' plane, where they should all lie at one place
     shift = np.linalg.norm(across - across[0], axis=1).max()
-    if shift > max(0.5 * min(image.GetSpacing()[:2]), 0.15):
+    if shift > max(0.5 * min(image.GetSpacing()[:2]), 0.2):  # positions rounded to 0.1 mm differ by up to 0.17
         raise InputError(f"{name}: its slices shift in their own plane from one to the next ({shift:.3g} mm from "
                          "the first to the farthest: a tilted gantry?), which one volume grid cannot hold; resample "
                          "the series to a regular grid first")
@@ -480,7 +481,8 @@ def read_volume(path: str | os.PathLike, modality: str | None = None) -> Volume:
             from Hounsfield units.
 
     Raises:
-        InputError: missing, unreadable, 4-D, multi-component, too small, empty/constant or non-finite.
+        InputError: missing, not a file or folder (a pipe), unreadable, 4-D of more than one time point,
+            multi-component, too small, empty/constant or non-finite.
     """
     p = Path(path)
     if not p.exists():
@@ -517,7 +519,8 @@ def volume_from_image(image: sitk.Image, name: str, raw_modality: str | None = N
     if dim == 4 and image.GetSize()[3] == 1:  # a volume of one time point (ITK's NIfTI reader drops the axis itself)
         image, dim = image[:, :, :, 0], 3
     if dim not in (2, 3):
-        raise InputError(f"{name}: {dim}-D image; expected a 2-D slice or a 3-D volume")
+        times = f" of {image.GetSize()[3]} time points" if dim == 4 else ""
+        raise InputError(f"{name}: {dim}-D image{times}; expected a 2-D slice or a 3-D volume")
     if 0 in image.GetSize():
         raise InputError(f"{name}: image of size {' × '.join(map(str, image.GetSize()))} holds no voxels")
     if "complex" in image.GetPixelIDTypeAsString():
@@ -626,16 +629,14 @@ def check_outputs(outputs: list[Path], inputs: list[str | os.PathLike]) -> None:
     Raises:
         InputError: an output path is not named in UTF-8 (:func:`check_utf8`), its folder lies under a
             file, cannot be created or written to, a name in
-            it is longer than its file system allows, an output is an existing folder, a link in its path
-            leads nowhere (or round in a loop), or an output would replace an input file (by its name or
+            it is longer than its file system allows, an output is an existing folder, a link among its
+            folders leads nowhere (or round in a loop), or an output would replace an input file (by its name or
             another: a link) or go into an input folder.
     """
     sources = [resolved(i) for i in inputs]
     for out in outputs:
+        _check_linked_folders(Path(out))
         target = resolved(out)
-        dangling = next((p for p in (Path(out), *Path(out).parents) if p.is_symlink() and not p.exists()), None)
-        if dangling is not None:  # its folder would be made where the link stands, which fails after the work
-            raise InputError(f"cannot write {out}: {dangling} is a link to {os.readlink(dangling)}, which does not exist")
         check_utf8(target)
         if target in sources or (target.is_file() and any(same_file(target, s) for s in sources)):
             raise InputError(f"{out} would overwrite the input {target.name}; choose another --out")
@@ -661,26 +662,45 @@ def check_outputs(outputs: list[Path], inputs: list[str | os.PathLike]) -> None:
             raise InputError(f"cannot write {out}: {exc.strerror or exc} in {folder}") from None
 
 
+def _check_linked_folders(out: Path) -> None:
+    """Raises InputError where a folder of ``out`` is a link that leads nowhere or round in a loop: the
+    writers would make the folder where the link stands, which fails once the work is done. (A link at
+    ``out`` itself is replaced by the file written.)"""
+    for folder in out.parents:
+        if folder.is_symlink():
+            try:
+                os.stat(folder)
+            except OSError as exc:
+                why = ("a loop of links" if exc.errno == errno.ELOOP else
+                       f"a link to {os.readlink(folder)}, which does not exist")
+                raise InputError(f"cannot write {out}: {folder} is {why}") from None
+
+
 def image_file(path: Path) -> Path:
     """The file that names ``path``'s image: a NIfTI pair's header for its data file (``.img``, ``.img.gz``),
-    the one file in a folder of one file (a DICOM series of one slice), ``path`` itself for any other (a
-    header among them, a series folder)."""
-    if path.is_dir():
-        try:
-            files = [f for f in path.iterdir() if f.is_file()]
-        except OSError:  # not listable: it is refused when read
-            return path
-        return files[0] if len(files) == 1 else path
+    ``path`` itself for any other (a header among them)."""
     data = path.name.lower().endswith((".img", ".img.gz"))
     return (_nifti_pair_file(path, (".hdr", ".hdr.gz")) if data else None) or path
 
 
+def input_file(path: Path) -> Path:
+    """The file an input image is read from: :func:`image_file`'s, or the one file of a folder of one
+    visible file (a DICOM series of one slice, which is read as that file)."""
+    if not path.is_dir():
+        return image_file(path)
+    try:
+        visible = list(itertools.islice((f for f in path.iterdir() if not f.name.startswith(".") and f.is_file()), 2))
+    except OSError:  # not listable: it is refused when read
+        return path
+    return visible[0] if len(visible) == 1 else path
+
+
 def resolved(path: str | os.PathLike) -> Path:
-    """``path`` made absolute, its links followed; a loop of links is an input error."""
+    """``path`` made absolute, its links followed as far as they lead (a loop of links left as it is)."""
     try:
         return Path(path).resolve()
-    except (RuntimeError, OSError) as exc:  # RuntimeError ("Symlink loop") up to Python 3.12
-        raise InputError(f"{path}: a loop of links ({exc})") from None
+    except (RuntimeError, OSError):  # a loop, in the Python versions that raise on one
+        return Path(os.path.abspath(path))
 
 
 def same_file(a: Path, b: Path) -> bool:

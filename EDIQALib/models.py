@@ -198,7 +198,7 @@ def package_model(weights: str | Path, name: str, kind: str, preset: str, card: 
         replaced = read_json(card_path, "model card") if card_path.is_file() else {}
     except InputError:  # a broken card: it may be replaced, whatever it was
         replaced = {}
-    if isinstance(replaced, dict) and replaced.get("kind", kind) != kind:
+    if isinstance(replaced, dict) and replaced.get("kind") in KINDS and replaced["kind"] != kind:
         raise InputError(f"{name} in {models_dir} is a {replaced['kind']} model, which a {kind} would replace: "
                          "choose another --name")
     with staged_in(models_dir) as tmp:  # the card sorts before the weights: it is renamed into place first

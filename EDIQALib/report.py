@@ -21,6 +21,7 @@ from .io import Volume, image_like, staged_in, write_image
 from .preprocess import display_axes, display_grid, normalise, to_display, volume_range, window_ct
 
 HEATMAP_CMAP = "RdYlGn"
+PANEL_INCHES = 4.2  # the width of one plot in the validity and bench figures
 LPS_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))  # the ends of the physical x, y, z axes (LPS)
 CT_DISPLAY_WINDOW = (-160.0, 240.0)  # HU: the soft-tissue window (level 40, width 400) a reader knows
 RESULT_FILES = ("result.json", "heatmap.nrrd", "overlay.png")  # per input (write_outputs)
@@ -60,8 +61,8 @@ def _label_edges(ax: Axes, letters: dict[str, str], width: float, height: float)
 def display_slice(volume: Volume, k: int, heatmap: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
     """Slice ``k`` and its map (``heatmap``, the volume's) as the figures show them: turned to display
     orientation (:func:`~EDIQALib.preprocess.display_turn`), the image in [0, 1] (CT in the soft-tissue
-    window, MR on the volume's scale, as the student reads it: a slice of background noise stays dark); with
-    their spacing (x, y) in mm."""
+    window, MR on one scale for the volume, the percentiles the student's scale is of: a slice of background
+    noise stays dark); with their spacing (x, y) in mm."""
     turn, _, (sx, sy, _) = display_grid(volume)
     image = (window_ct(volume.array[k], CT_DISPLAY_WINDOW) if volume.modality == "ct"
              else normalise(volume.array[k], "mr", volume_range(volume.array, "mr")))
@@ -218,7 +219,7 @@ def plot_validity(ax: Axes, report: dict, kind: str, ylabel: str) -> None:
 def write_validity(report: dict, out_dir: str | Path, settings: dict) -> None:
     """``validity.json``, ``validity.csv`` and ``validity.png`` (score vs level, one panel per series kind)."""
     kinds = list(report["summary"])
-    fig = Figure(figsize=(4.2 * len(kinds), 3.6))
+    fig = Figure(figsize=(PANEL_INCHES * len(kinds), 3.6))
     axes = fig.subplots(1, len(kinds), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
         plot_validity(ax, report, kind, "teacher score")
@@ -253,7 +254,7 @@ def bench_figure(figures: dict) -> Figure:
     kinds = list(figures["validity"]["summary"])
     agreed = figures["fidelity"]
     panels = len(kinds) + bool(agreed)
-    fig = Figure(figsize=(4.2 * panels, 3.9))
+    fig = Figure(figsize=(PANEL_INCHES * panels, 3.9))
     axes = fig.subplots(1, panels, squeeze=False)
     for ax, kind in zip(axes[0], kinds):
         plot_validity(ax, figures["validity"], kind, "student score")
@@ -270,7 +271,7 @@ def bench_figure(figures: dict) -> Figure:
                f"teacher ({figures['teacher_realizations']} × {figures['teacher_repeats']}) {figures['teacher_s_per_slice']} s:",
                f"speedup {figures['speedup']:.0f}×;", f"volume {figures['volume_s']} s, {figures['peak_mem_gb']} GB",
                f"({figures.get('gpu') or figures.get('cpu') or figures['device']})"]
-    fig.suptitle(_wrapped(phrases, int(12 * 4.2 * panels)), fontsize=10)  # about 12 characters an inch at 10 pt
+    fig.suptitle(_wrapped(phrases, int(12 * PANEL_INCHES * panels)), fontsize=10)  # about 12 characters an inch at 10 pt
     fig.tight_layout()
     return fig
 

@@ -24,8 +24,10 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 COLOR_NODE_NAME = "EDIQA local quality"
 HIDDEN = -1.0  # heatmap voxels without a value (outside the body) are stored as this and thresholded away
 RESULT_ATTRIBUTE = "EDIQA.Result"  # on the nodes a result fills: what they hold, for the next result to find them
-RESULT_ID_ATTRIBUTE = "EDIQA.ResultNodeID"  # and their own ID: a copy a user makes of one carries another
-RESULT_INPUT_ROLE = "EDIQAResultOf"  # and the nodes they are of, as node references, which an import renumbers
+# and, as node references (which a scene import renumbers with the nodes, where IDs written in attributes stay
+# as they were): the nodes they are of, and themselves (a copy a user makes of one still refers to the original)
+RESULT_INPUT_ROLE = "EDIQAResultOf"
+RESULT_SELF_ROLE = "EDIQAResultNode"
 DICOM_MODALITY = "DICOM.Modality"  # the attribute of Slicer's DICOM import, on the series' subject hierarchy item
 COMPARE_PLOT_VIEW = "EDIQAPlot"  # the compare layout's plot view (its singleton tag and layout name)
 
@@ -130,17 +132,19 @@ def result_node(scene, class_name: str, name: str, key: str, inputs: list):
     into another renumbers its nodes), to be filled again, or else a new one called ``name`` (made
     unique beside other nodes of that name; a user's node, a copy of a result's included, is never reused). Assessing a volume again with
     the same model thus updates its result where it is shown, instead of adding one more heatmap volume to
-    memory and one more table and chart to the scene."""
+    memory and one more table and chart to the scene. (Result nodes of scenes saved by earlier releases name
+    their input by an ID in an attribute, which an import may have made another node's: they are kept as
+    they are, and a new result is shown in new nodes.)"""
     ids = [n.GetID() for n in inputs]
     nodes = scene.GetNodesByClass(class_name)
     for i in range(nodes.GetNumberOfItems()):
         node = nodes.GetItemAsObject(i)
-        if (node.GetAttribute(RESULT_ATTRIBUTE) == key and node.GetAttribute(RESULT_ID_ATTRIBUTE) == node.GetID()
+        if (node.GetAttribute(RESULT_ATTRIBUTE) == key and node.GetNodeReferenceID(RESULT_SELF_ROLE) == node.GetID()
                 and _result_inputs(node) == ids):
             return node
     node = scene.AddNewNodeByClass(class_name, scene.GenerateUniqueName(name))
     node.SetAttribute(RESULT_ATTRIBUTE, key)
-    node.SetAttribute(RESULT_ID_ATTRIBUTE, node.GetID())
+    node.SetNodeReferenceID(RESULT_SELF_ROLE, node.GetID())
     for i, node_id in enumerate(ids):
         node.SetNthNodeReferenceID(RESULT_INPUT_ROLE, i, node_id)
     return node

@@ -1087,14 +1087,25 @@ def test_links_that_lead_nowhere_or_round_and_an_input_that_cannot_be_read_are_r
         assert_one_line_error(proc)
         assert says in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nrrd", "loop", "nowhere", "pipe.nrrd"]
+    (tmp_path / "out").mkdir()  # a link to nowhere in the output's place is replaced by the file written
+    (tmp_path / "out" / "result.json").symlink_to(tmp_path / "archive" / "old.json")
+    proc = ediqa("assess", ct_volume_file, "--out", tmp_path / "out", "--progress", "none")
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "out" / "result.json").is_symlink() and not (tmp_path / "archive").exists()
 
 
 def test_a_one_file_series_folder_and_its_file_are_one_input(tmp_path):
+    from EDIQALib.cli import _refuse_twice
+
     (tmp_path / "one").mkdir()
     sitk.WriteImage(sitk.Cast(ct_image(slices=1, size=128), sitk.sitkInt16), str(tmp_path / "one" / "s000.dcm"))
+    (tmp_path / "one" / ".DS_Store").write_bytes(b"")  # a hidden file is no slice
     proc = ediqa("compare", tmp_path / "one", tmp_path / "one" / "s000.dcm", "--out", tmp_path / "out")
     assert_one_line_error(proc)
     assert f"the input {tmp_path / 'one' / 's000.dcm'} is given twice (also as {tmp_path / 'one'})" in proc.stderr
+    (tmp_path / "other").mkdir()  # label's series folders may share an image: two series of one image each
+    os.link(tmp_path / "one" / "s000.dcm", tmp_path / "other" / "s000.dcm")
+    _refuse_twice([tmp_path / "one", tmp_path / "other"], "input")
 
 
 def test_bench_does_not_write_over_the_labels_it_reads(tmp_path):

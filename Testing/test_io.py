@@ -108,6 +108,16 @@ def test_dicom_series_folder_keeps_geometry(tmp_path, direction):
     np.testing.assert_allclose(vol.array, np.round(sitk.GetArrayFromImage(original)), atol=1.0)
 
 
+def test_an_oblique_series_of_small_pixels_with_rounded_positions_is_read(tmp_path):
+    """Positions rounded to 0.1 mm put the slices of an oblique series up to 0.17 mm off one line, which
+    the sheared-stack check must take, also where half a pixel is less."""
+    _write_dicom_series(tmp_path / "series", ct_image(slices=4, size=200, spacing=(0.25, 0.25, 1.3),
+                                                      direction=(1, 0, 0, 0, 0.7071068, -0.7071068, 0, 0.7071068, 0.7071068)))
+    for path in (tmp_path / "series").iterdir():
+        _retag(path, ImagePositionPatient=[round(float(v), 1) for v in pydicom.dcmread(path).ImagePositionPatient])
+    assert read_volume(tmp_path / "series").array.shape == (4, 200, 200)
+
+
 def _write_bytes(path, data: bytes):
     path.write_bytes(data)
     return path

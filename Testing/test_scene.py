@@ -161,15 +161,19 @@ def test_a_scene_imported_into_another_keeps_its_results_apart(tmp_path):
     assert first.Commit()
     scene, _ = _scene()
     other = _node_from_image(scene, ct_image(slices=2, size=80), name="other")
-    assert other.GetID() == ct.GetID()  # the ID the imported ct had
+    users = scene.AddNewNodeByClass("vtkMRMLTableNode", "my table")
+    assert (other.GetID(), users.GetID()) == (ct.GetID(), saved[0].GetID())  # the IDs the imported nodes had
     scene.SetURL(str(tmp_path / "first.mrml"))
     assert scene.Import()
     imported = scene.GetFirstNodeByName("ct")
-    assert imported.GetID() != ct.GetID()  # renumbered
+    table = scene.GetFirstNodeByName(saved[0].GetName())
+    assert imported.GetID() != ct.GetID() and table.GetID() != saved[0].GetID()  # renumbered
     shown = bridge.add_results_table(scene, result, other), bridge.add_heatmap_node(scene, result, other)
     assert [n.GetName() for n in shown] == ["other slice scores (EDIQA)", "other quality (EDIQA)"]
-    assert {n.GetID() for n in shown}.isdisjoint(n.GetID() for n in saved)
-    assert bridge.add_results_table(scene, result, imported).GetID() == saved[0].GetID()  # ct's own, refilled
+    assert table.GetID() not in {n.GetID() for n in shown} and users.GetNumberOfColumns() == 0
+    tables = scene.GetNumberOfNodesByClass("vtkMRMLTableNode")
+    assert bridge.add_results_table(scene, result, imported).GetID() == table.GetID()  # ct's own, refilled
+    assert scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == tables
 
 
 def test_a_result_that_no_longer_fits_its_volume_adds_nothing():
