@@ -347,7 +347,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
             notes += caveats(volume, result)
             write_outputs(result, volume, staged.enter_context(staged_in(folder)))
             progress("writing", i + 1, len(names) + 1)
-            compared.append(compared_input(result, volume))
+            compared.append(compared_input(result, volume, path))
             del volume, result  # before the next input is read
         write_comparison(compared, summary_dir)
         progress("writing", len(names) + 1, len(names) + 1)

@@ -291,6 +291,7 @@ class ComparedInput:
 
     Attributes:
         result: its ``result.json`` content (:meth:`~EDIQALib.assessment.QualityResult.to_json`).
+        source: the input's path as given (its name alone may be another's, made unique).
         slice: the slice shown, its worst (:func:`worst_slice`).
         image, heat: that slice and its map as :func:`display_slice` turns them, with their ``spacing`` (x, y).
         letters: the patient directions at the image's edges (:func:`edge_letters`).
@@ -298,6 +299,7 @@ class ComparedInput:
     """
 
     result: dict
+    source: str
     slice: int
     image: np.ndarray
     heat: np.ndarray
@@ -322,11 +324,12 @@ class ComparedInput:
         return self.result["slice_scores"]
 
 
-def compared_input(result: QualityResult, volume: Volume) -> ComparedInput:
-    """What :func:`comparison_figure` and :func:`write_comparison` need of an assessed ``volume``."""
+def compared_input(result: QualityResult, volume: Volume, source: str | Path) -> ComparedInput:
+    """What :func:`comparison_figure` and :func:`write_comparison` need of an assessed ``volume``, read from
+    ``source``."""
     k = worst_slice(result)
     image, heat, spacing = display_slice(volume, k, result.heatmap)  # views, which would hold the whole volumes
-    return ComparedInput(result=result.to_json(), slice=k, image=image.copy(), heat=heat.copy(), spacing=spacing,
+    return ComparedInput(result=result.to_json(), source=str(source), slice=k, image=image.copy(), heat=heat.copy(), spacing=spacing,
                          letters=edge_letters(volume), display_max=heatmap_display_max([result]))
 
 
@@ -366,8 +369,8 @@ def comparison_figure(inputs: list[ComparedInput]) -> Figure:
 
 
 def write_comparison(inputs: list[ComparedInput], out_dir: str | Path) -> None:
-    """``compare.json``, ``compare.csv`` (per-slice scores side by side) and ``compare.png``
-    (:func:`comparison_figure`)."""
+    """``compare.json`` (each input's path as given and its ``result.json``), ``compare.csv`` (per-slice
+    scores side by side) and ``compare.png`` (:func:`comparison_figure`)."""
     png = _png_bytes(comparison_figure(inputs))
     depth = max(len(c.slice_scores) for c in inputs)
     table = _io.StringIO()
@@ -377,7 +380,7 @@ def write_comparison(inputs: list[ComparedInput], out_dir: str | Path) -> None:
         cells = [c.slice_scores[k] if k < len(c.slice_scores) else None for c in inputs]
         writer.writerow([k, *("" if x is None else f"{x:.6f}" for x in cells)])
     with staged_in(Path(out_dir)) as t:
-        (t / "compare.json").write_text(json.dumps([c.result for c in inputs], indent=2))
+        (t / "compare.json").write_text(json.dumps([{"input": c.source, **c.result} for c in inputs], indent=2))
         (t / "compare.csv").write_text(table.getvalue(), encoding="utf-8")
         (t / "compare.png").write_bytes(png)
 

@@ -92,6 +92,7 @@ def test_compare_writes_side_by_side_outputs(tmp_path, student_file):
     assert rows[0] == ["slice", "recon-a", "recon,b"] and len(rows) == 3 and all(len(r) == 3 for r in rows)
     summary = json.loads((tmp_path / "cmp" / "compare.json").read_text(encoding="utf-8"))
     assert [r["name"] for r in summary] == ["recon-a", "recon,b"]
+    assert [r["input"] for r in summary] == [str(p) for p in paths]  # which file each result is of
     cells = [row[1:] for row in rows[1:]]  # one row per slice, one column per input
     for column, entry in enumerate(summary):
         assert [float(c[column]) if c[column] else None for c in cells] == pytest.approx(entry["slice_scores"], abs=1e-6)
@@ -785,7 +786,7 @@ def test_the_comparison_figure_shows_bars_for_single_slices_and_curves_for_volum
     def assessed(name, slices, seed, size=128):
         path = tmp_path / f"{name}.nrrd"
         sitk.WriteImage(ct_image(slices=slices, size=size, seed=seed), str(path))
-        return compared_input(EDIQALib.assess(path, model=str(student_file), device="cpu"), read_volume(path))
+        return compared_input(EDIQALib.assess(path, model=str(student_file), device="cpu"), read_volume(path), path)
 
     singles = [assessed(f"one-{s}", 1, s) for s in (3, 5)]
     air = tmp_path / "air.nrrd"
@@ -793,7 +794,7 @@ def test_the_comparison_figure_shows_bars_for_single_slices_and_curves_for_volum
                     str(air))
     with pytest.warns(UserWarning, match="no slice is assessable"):  # the API's form of the CLI's warning line
         unassessed = compared_input(EDIQALib.assess(air, model=str(student_file), device="cpu", modality="ct"),
-                                    read_volume(air, "ct"))
+                                    read_volume(air, "ct"), air)
     fig = comparison_figure([*singles, unassessed])
     bars = fig.axes[0].patches
     assert [b.get_height() for b in bars] == pytest.approx([c.score for c in singles] + [0.0])
