@@ -247,9 +247,9 @@ def _check_series_slices(reader: sitk.ImageSeriesReader, image: sitk.Image, name
     if None in positions:
         raise InputError(f"{name}: slice {files[positions.index(None)]} has no position (Image Position Patient): "
                          "the volume cannot place it")
-    direction = np.array(image.GetDirection()).reshape(3, 3)
-    along = np.array(positions) @ direction[:, 2]  # on the slice normal
-    across = np.array(positions) @ direction[:, :2]  # in the slices' plane, where they should all lie at one place
+    xyz, direction = np.array(positions), np.array(image.GetDirection()).reshape(3, 3)
+    along = xyz @ direction[:, 2]  # on the slice normal
+    across = xyz @ direction[:, :2]  # in the slices' plane, where they should all lie at one place
     shift = np.linalg.norm(across - across[0], axis=1).max()
     if shift > max(0.5 * min(image.GetSpacing()[:2]), 0.2):  # positions rounded to 0.1 mm differ by up to 0.17
         raise InputError(f"{name}: its slices shift in their own plane from one to the next ({shift:.3g} mm from "

@@ -68,7 +68,7 @@ def check_new_or_resumed(out_csv: str | Path, resume: bool) -> None:
     """
     out_csv = Path(out_csv)
     maps = maps_folder(out_csv)
-    owner = _maps_owner(out_csv)
+    owner = (_labeller_record(out_csv) or {}).get("labels_file")  # None: no record
     if owner not in (None, out_csv.name):
         raise InputError(f"{maps} holds the maps of {owner}, not of {out_csv.name}: choose another --out")
     if resume:
@@ -212,12 +212,6 @@ def _labeller_record(labels_csv: str | Path) -> dict | None:
     if "psf" in recorded:
         recorded["psf_aware"] = recorded.pop("psf")
     return recorded
-
-
-def _maps_owner(out_csv: Path) -> str | None:
-    """The labels file whose maps the maps folder of ``out_csv`` holds; None where there is no record."""
-    recorded = _labeller_record(out_csv)
-    return None if recorded is None else recorded["labels_file"]
 
 
 def _check_labeller(out_csv: Path, labeller: dict) -> None:

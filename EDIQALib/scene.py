@@ -189,10 +189,11 @@ def quality_color_node(scene):
 def check_result_fits(result: QualityResult, input_node) -> None:
     """Raises InputError unless ``result`` is of ``input_node``'s present voxel grid (a volume whose
     voxels were replaced while it was assessed has another)."""
-    if node_shape(input_node) != result.heatmap.shape:
+    now = node_shape(input_node)
+    if now != result.heatmap.shape:
         raise InputError(f"{input_node.GetName()}: its voxels changed while it was assessed "
                          f"({' × '.join(map(str, result.heatmap.shape))} assessed, "
-                         f"{' × '.join(map(str, node_shape(input_node)))} now); assess it again")
+                         f"{' × '.join(map(str, now))} now); assess it again")
 
 
 def add_heatmap_node(scene, result: QualityResult, input_node, display_max: float | None = None):
