@@ -85,7 +85,7 @@ def caveats(volume: Volume, result: QualityResult) -> list[str]:
     shipped models learnt from CT only, and their MR scores are not validated), a volume that looks stored
     across its acquired slices (its slices are scored as stored), and a result without one assessable slice
     (it has no score: null in ``result.json``, NaN in Python)."""
-    notes = [mr_caveat(result.name)] if volume.modality == "mr" else []
+    notes = [mr_caveat(result.name)] if result.modality == "mr" else []
     if looks_stored_across(volume):
         (sx, sy), sz = volume.spacing_xy, volume.spacing[2]
         notes.append(f"{result.name}: its pixels are {sx:g} × {sy:g} mm and its slices {sz:g} mm apart, as in a "

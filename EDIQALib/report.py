@@ -58,13 +58,14 @@ def _label_edges(ax: Axes, letters: dict[str, str], width: float, height: float)
         ax.text(x * width, y * height, letters[where], ha=ha, va=va, color="white", fontweight="bold")
 
 
-def display_slice(volume: Volume, k: int, heatmap: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+def display_slice(volume: Volume, k: int, heatmap: np.ndarray,
+                  modality: str) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
     """Slice ``k`` and its map (``heatmap``, the volume's) as the figures show them: turned to display
-    orientation (:func:`~EDIQALib.preprocess.display_turn`), the image in [0, 1] (CT in the soft-tissue
-    window, MR on one scale for the volume, the percentiles the student's scale is of: a slice of background
-    noise stays dark); with their spacing (x, y) in mm."""
+    orientation (:func:`~EDIQALib.preprocess.display_turn`), the image in [0, 1] as the ``modality`` it was
+    assessed as (CT in the soft-tissue window, MR on one scale for the volume, the percentiles the student's
+    scale is of: a slice of background noise stays dark); with their spacing (x, y) in mm."""
     turn, _, (sx, sy, _) = display_grid(volume)
-    image = (window_ct(volume.array[k], CT_DISPLAY_WINDOW) if volume.modality == "ct"
+    image = (window_ct(volume.array[k], CT_DISPLAY_WINDOW) if modality == "ct"
              else normalise(volume.array[k], "mr", volume_range(volume.array, "mr")))
     return to_display(image, turn), to_display(heatmap[k], turn), (sx, sy)
 
@@ -120,7 +121,7 @@ def overlay_figure(volume: Volume, result: QualityResult, k: int | None = None,
     of this result); for a volume, the per-slice scores below it, with that slice marked."""
     k = worst_slice(result) if k is None else k
     display_max = heatmap_display_max([result]) if display_max is None else display_max
-    image, heat, (sx, sy) = display_slice(volume, k, result.heatmap)
+    image, heat, (sx, sy) = display_slice(volume, k, result.heatmap, result.modality)
     heat = np.ma.masked_invalid(heat)
     extent = (0, image.shape[1] * sx, image.shape[0] * sy, 0)
     image_height = 6 * image.shape[0] * sy / (image.shape[1] * sx) + 0.6
@@ -328,7 +329,7 @@ def compared_input(result: QualityResult, volume: Volume, source: str | Path) ->
     """What :func:`comparison_figure` and :func:`write_comparison` need of an assessed ``volume``, read from
     ``source``."""
     k = worst_slice(result)
-    image, heat, spacing = display_slice(volume, k, result.heatmap)  # views, which would hold the whole volumes
+    image, heat, spacing = display_slice(volume, k, result.heatmap, result.modality)  # views, which would hold the whole volumes
     return ComparedInput(result=result.to_json(), source=str(source), slice=k, image=image.copy(), heat=heat.copy(), spacing=spacing,
                          letters=edge_letters(volume), display_max=heatmap_display_max([result]))
 

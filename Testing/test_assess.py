@@ -835,7 +835,7 @@ def test_the_overlay_names_the_patient_directions_at_the_image_edges(tmp_path, s
     turned = read_volume(path)
     assert edge_letters(turned) == {"left": "R", "right": "L", "top": "A", "bottom": "P"}
     shown = overlay_figure(turned, EDIQALib.assess(path, model=str(student_file))).axes[0].images[0].get_array()
-    assert np.allclose(shown, display_slice(volume, 0, np.zeros((1, 128, 128)))[0].T)  # shown as displayed
+    assert np.allclose(shown, display_slice(volume, 0, np.zeros((1, 128, 128)), "ct")[0].T)  # shown as displayed
 
 
 def test_an_mr_slice_is_shown_on_its_volume_s_scale(tmp_path):
@@ -848,8 +848,24 @@ def test_an_mr_slice_is_shown_on_its_volume_s_scale(tmp_path):
     path = tmp_path / "mr.nrrd"
     sitk.WriteImage(sitk.GetImageFromArray((noise + [body, 0 * body]).astype(np.float32)), str(path))
     volume = read_volume(path, "mr")
-    shown = [display_slice(volume, k, np.zeros(volume.array.shape))[0] for k in (0, 1)]
+    shown = [display_slice(volume, k, np.zeros(volume.array.shape), "mr")[0] for k in (0, 1)]
     assert shown[0].max() == pytest.approx(1.0) and shown[1].max() < 0.1
+
+
+def test_the_overlay_shows_the_image_as_the_modality_it_was_assessed_as(tmp_path, student_file):
+    """``assess(volume, modality="mr")`` of a CT volume, then its overlay, drew the image in the CT window."""
+    import EDIQALib
+    from EDIQALib.io import read_volume
+    from EDIQALib.report import display_slice, overlay_figure
+
+    path = tmp_path / "ct.nrrd"
+    sitk.WriteImage(ct_image(slices=1, size=128), str(path))
+    volume = read_volume(path)
+    with pytest.warns(UserWarning, match="MR"):
+        result = EDIQALib.assess(volume, model=str(student_file), modality="mr")
+    shown = overlay_figure(volume, result).axes[0].images[0].get_array()
+    as_mr, as_ct = (display_slice(volume, 0, result.heatmap, m)[0] for m in ("mr", "ct"))
+    assert not np.allclose(as_mr, as_ct) and np.allclose(shown, as_mr)
 
 
 def test_the_student_s_map_is_read_where_the_slice_lies_in_its_field():
