@@ -527,6 +527,9 @@ def volume_from_image(image: sitk.Image, name: str, raw_modality: str | None = N
         raise InputError(f"{name}: complex pixels; expected a greyscale image of real values")
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"{name}: {image.GetNumberOfComponentsPerPixel()}-component pixels; expected a greyscale image")
+    if dim == 3 and 1 in image.GetSize()[:2] and image.GetSize()[2] >= MIN_SIZE:
+        raise InputError(f"{name}: {' × '.join(map(str, image.GetSize()))} voxels, a single slice lying along "
+                         "the third axis; slices are scored across the third axis: reorient it to N × M × 1")
     if min(image.GetSize()[:2]) < MIN_SIZE:
         raise InputError(f"{name}: in-plane size {image.GetSize()[:2]} is under {MIN_SIZE} pixels")
     geometry = Geometry.of(image)

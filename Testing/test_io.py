@@ -146,6 +146,8 @@ def _save(tmp_path, arr, name="bad.nrrd"):
     (lambda t: _save_image(t, sitk.JoinSeries([ct_image(), ct_image()])), "4-D"),
     (lambda t: _save_image(t, sitk.GetImageFromArray(np.ones((80, 80, 3), np.float32), isVector=True)), "component"),
     (lambda t: _save(t, np.random.default_rng(0).normal(-500, 300, size=(2, 40, 40)).astype(np.float32)), "under 64"),
+    (lambda t: _save(t, np.random.default_rng(0).normal(-500, 300, size=(96, 1, 96)).astype(np.float32)),
+     "a single slice lying along the third axis"),
     (lambda t: _save(t, np.random.default_rng(0).normal(100, 10, size=(1, 80, 80)).astype(np.float32)), "modality"),
     (lambda t: _write_bytes(t / "none.mha", b"ObjectType = Image\nNDims = 3\nDimSize = 96 96 0\nElementType = MET_SHORT"
                             b"\nElementDataFile = LOCAL\n"), "96 × 96 × 0 holds no voxels"),
