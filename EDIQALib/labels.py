@@ -14,6 +14,7 @@ import csv
 import glob
 import json
 import os
+import re
 from contextlib import nullcontext
 from dataclasses import dataclass
 from io import StringIO
@@ -75,7 +76,7 @@ def check_new_or_resumed(out_csv: str | Path, resume: bool) -> None:
         return
     if out_csv.exists():
         raise InputError(f"{out_csv} exists; pass --resume to continue it or choose another --out")
-    if owner is not None or any(out_csv.parent.glob(f"{glob.escape(out_csv.stem)}.part*.csv")):
+    if owner is not None or _leftover_parts(out_csv):
         raise InputError(f"{maps} holds the maps of an interrupted run of {out_csv.name}: pass --resume to "
                          "continue it, or choose another --out")
     if maps.is_dir() and any(not p.name.startswith(".") for p in maps.iterdir()):
@@ -142,9 +143,12 @@ def read_labels(csv_path: str | Path) -> list[dict]:
     if not text.endswith("\n"):  # the last row was cut short, wherever the cut fell
         text = text[: text.rfind("\n") + 1]
     reader = csv.DictReader(StringIO(text, newline=""))
-    if reader.fieldnames != FIELDS:
-        raise InputError(f"{csv_path} is not a labels CSV of `ediqa label` (its header is not {','.join(FIELDS)})")
-    rows = list(reader)
+    try:
+        if reader.fieldnames != FIELDS:
+            raise InputError(f"{csv_path} is not a labels CSV of `ediqa label` (its header is not {','.join(FIELDS)})")
+        rows = list(reader)
+    except csv.Error as e:  # a field over the csv module's size limit, a NUL byte
+        raise InputError(f"{csv_path}: not a labels CSV of `ediqa label` ({e})") from None
     lines: dict[tuple, int] = {}
     for line, row in enumerate(rows, start=2):
         problem = _row_problem(row)
@@ -194,6 +198,13 @@ def _map_stem(file_name: str) -> str:
 
 def _part_path(out_csv: Path, rank: int, world: int) -> Path:
     return out_csv if world == 1 else out_csv.with_name(f"{out_csv.stem}.part{rank}.csv")
+
+
+def _leftover_parts(out_csv: Path) -> list[Path]:
+    """The part files (``<stem>.part<rank>.csv``) that a run under ``torchrun`` left beside ``out_csv``, of
+    whatever number of ranks."""
+    pattern = re.compile(re.escape(out_csv.stem) + r"\.part\d+\.csv")
+    return sorted(p for p in out_csv.parent.glob(f"{glob.escape(out_csv.stem)}.part*.csv") if pattern.fullmatch(p.name))
 
 
 LABELLER_NAME = "labeller.json"  # in the maps folder: what labelled the file (model and settings)
@@ -258,15 +269,18 @@ def label_series(series: list[SeriesImages], scorer: SliceScorer, insertion: Ins
     part = _part_path(out_csv, rank, world)
     maps_dir = maps_folder(out_csv)
     check_new_or_resumed(out_csv, resume)
-    done_rows = read_labels(out_csv) if out_csv.exists() and world > 1 else []
-    own_rows = read_labels(part) if part.exists() and resume else []
     if out_csv.exists() or (maps_dir / LABELLER_NAME).exists():  # resumed: of this labeller (its parts too)
         _check_labeller(out_csv, labeller)
-    done = {(r["series"], r["file"], int(r["slice"])) for r in done_rows + own_rows}
+    inputs = [(s.name, s.files) for s in series]
     # one run at a time writes this file (two appended to files that replaced each other, and one run's rows
     # were lost): rank 0 holds the lock before any rank writes
     with exclusive(out_csv.with_name(f".{out_csv.name}.lock"), str(out_csv)) if rank == 0 else nullcontext():
+        if rank == 0 and _leftover_parts(out_csv):  # a run under torchrun cut short, of any number of ranks
+            merge_parts(inputs, out_csv)
         barrier(world)
+        done_rows = read_labels(out_csv) if out_csv.exists() and world > 1 else []
+        own_rows = read_labels(part) if part.exists() and resume else []
+        done = {(r["series"], r["file"], int(r["slice"])) for r in done_rows + own_rows}
         maps_dir.mkdir(parents=True, exist_ok=True)
         if rank == 0:
             write_text(json.dumps(labeller, indent=2), maps_dir / LABELLER_NAME)
@@ -274,7 +288,7 @@ def label_series(series: list[SeriesImages], scorer: SliceScorer, insertion: Ins
         home = Path(out_csv).resolve().parent  # image paths are written relative to the labels file
         path_of = {(s.name, f.name): os.path.relpath(Path(f).resolve(), home) for s in series for f in s.files}
         total = sum(s.volumes[0].array.shape[0] for s in series)
-        written, position = 0, -1
+        written, position, reported = 0, -1, 0
         with open(part, "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=FIELDS)
             for unit in series:
@@ -306,25 +320,35 @@ def label_series(series: list[SeriesImages], scorer: SliceScorer, insertion: Ins
                     written += len(rows)
                     if progress:
                         progress("label", position + 1, total)
+                        reported = position + 1
         barrier(world)  # every rank's part is complete
         if world > 1 and rank == 0:  # under the lock: a run let in before would append to a part merged away
-            merge_parts([(s.name, s.files) for s in series], out_csv, world)
+            merge_parts(inputs, out_csv)
+        if progress and reported < total:  # the positions other ranks labelled, or found done
+            progress("label", total, total)
     return written
 
 
-def merge_parts(inputs: list[tuple[str, list[Path]]], out_csv: str | Path, world: int) -> int:
-    """Join the ranks' part files (and an earlier merged file) into ``out_csv`` in single-process order,
-    atomically; the parts are removed. Returns the number of rows."""
+def merge_parts(inputs: list[tuple[str, list[Path]]], out_csv: str | Path) -> int:
+    """Join the ranks' part files (:func:`_leftover_parts`) and an earlier merged file into ``out_csv``,
+    atomically; the parts are removed. Rows of ``inputs`` (series name, its files) come in single-process
+    order, after the rows of other inputs that the file held (a resume with more or fewer series), which keep
+    their order. Returns the number of rows."""
     out_csv = Path(out_csv)
-    parts = [_part_path(out_csv, r, world) for r in range(world)]
+    parts = _leftover_parts(out_csv)
     rows: dict[tuple, dict] = {}
-    for path in ([out_csv] if out_csv.exists() else []) + [p for p in parts if p.exists()]:
+    for path in ([out_csv] if out_csv.exists() else []) + parts:
         for r in read_labels(path):
             rows[(r["series"], r["file"], int(r["slice"]))] = r
     series_index = {name: i for i, (name, _) in enumerate(inputs)}
     file_index = {(name, f.name): i for name, files in inputs for i, f in enumerate(files)}
-    ordered = sorted(rows.values(), key=lambda r: (series_index[r["series"]], int(r["slice"]),
-                                                   file_index[(r["series"], r["file"])]))
+
+    def order(r: dict) -> tuple:  # sorted() is stable: rows of other inputs stay as they were, first
+        if (r["series"], r["file"]) not in file_index:
+            return (0,)
+        return (1, series_index[r["series"]], int(r["slice"]), file_index[(r["series"], r["file"])])
+
+    ordered = sorted(rows.values(), key=order)
     write_text(_csv_text(ordered), out_csv)
     for p in parts:
         p.unlink(missing_ok=True)

@@ -118,12 +118,12 @@ def test_the_ranks_parts_are_merged_before_the_labels_file_is_unlocked(tmp_path,
     out = tmp_path / "labels.csv"
     merge_parts, merged = labels.merge_parts, []
 
-    def merge(inputs, out_csv, world):
+    def merge(inputs, out_csv):
         with pytest.raises(InputError, match="is being written by another run"):
             with exclusive(out_csv.with_name(f".{out_csv.name}.lock"), str(out_csv)):
                 pass
-        merged.append(world)
-        return merge_parts(inputs, out_csv, world)
+        merged.append(out_csv)
+        return merge_parts(inputs, out_csv)
 
     def scorer(positions, indices):
         return [[(0.5, np.full(b.image01.shape, 0.5, np.float32), True) for b in versions] for versions in positions]
@@ -132,10 +132,69 @@ def test_the_ranks_parts_are_merged_before_the_labels_file_is_unlocked(tmp_path,
     monkeypatch.setattr(labels, "merge_parts", merge)
     labels.label_series(read_series(discover_series(_dataset(tmp_path))), scorer, InsertionConfig(), out, {"model": "test"},
                         rank=0, world=2, with_psf=False)
-    assert merged == [2]
+    assert merged == [out]
     assert [(r["series"], r["file"], r["slice"]) for r in _rows(out)] == [  # rank 0's positions: 0 and 2
         ("series-a", "0.nrrd", "0"), ("series-a", "1.nrrd", "0"), ("single.nrrd", "single.nrrd", "0")]
     assert not list(tmp_path.glob("labels.part*.csv"))
+
+
+def _constant_scorer(positions, indices):
+    return [[(0.5, np.full(b.image01.shape, 0.5, np.float32), True) for b in versions] for versions in positions]
+
+
+def _keys(path):
+    return [(r["series"], r["file"], r["slice"]) for r in _rows(path)]
+
+
+def test_a_resume_under_torchrun_keeps_the_rows_of_other_inputs(tmp_path, monkeypatch):
+    """Rank 0 merged the parts in the order of this call's inputs, and rows of the series labelled before
+    (not among them) stopped it with a KeyError, the new rows left in the parts. Its progress ends at the
+    total, though the other rank labelled the last position."""
+    import EDIQALib.labels as labels
+    from EDIQALib.signals import InsertionConfig
+
+    monkeypatch.setattr(distributed, "barrier", lambda world: None)  # rank 0 of two, alone in this process
+    series_a, single = read_series(discover_series(_dataset(tmp_path)))
+    out = tmp_path / "labels.csv"
+    labels.label_series([single], _constant_scorer, InsertionConfig(), out, {"model": "test"}, with_psf=False)
+    progress = []
+    labels.label_series([series_a], _constant_scorer, InsertionConfig(), out, {"model": "test"}, resume=True,
+                        rank=0, world=2, with_psf=False, progress=lambda *event: progress.append(event))
+    assert progress == [("label", 1, 2), ("label", 2, 2)]
+    assert _keys(out) == [("single.nrrd", "single.nrrd", "0"), ("single.nrrd", "single.nrrd", "1"),
+                          ("series-a", "0.nrrd", "0"), ("series-a", "1.nrrd", "0")]  # rank 0's position of series-a
+    assert not list(tmp_path.glob("labels.part*.csv"))
+
+
+def test_one_process_resumes_a_run_of_two_ranks_cut_short(tmp_path, monkeypatch):
+    """The part files of a run under ``torchrun`` were neither read nor removed by a resume in one process,
+    which labelled everything again."""
+    import EDIQALib.labels as labels
+    from EDIQALib.signals import InsertionConfig
+
+    series = read_series(discover_series(_dataset(tmp_path)))
+    out = tmp_path / "labels.csv"
+    monkeypatch.setattr(distributed, "barrier", lambda world: None)
+    calls = []
+
+    def cut_short(positions, indices):  # rank 0 of two dies in its second slice position
+        calls.append(indices)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return _constant_scorer(positions, indices)
+
+    with pytest.raises(KeyboardInterrupt):
+        labels.label_series(series, cut_short, InsertionConfig(), out, {"model": "test"}, rank=0, world=2, with_psf=False)
+    assert not out.exists() and len(_rows(tmp_path / "labels.part0.csv")) == 2
+    seen = []
+
+    def scorer(positions, indices):
+        seen.append(len(positions[0]))
+        return _constant_scorer(positions, indices)
+
+    written = labels.label_series(series, scorer, InsertionConfig(), out, {"model": "test"}, resume=True, with_psf=False)
+    assert written == 4 and len(seen) == 3  # the two rows kept are not labelled again
+    assert len(_keys(out)) == len(set(_keys(out))) == 6 and not list(tmp_path.glob("labels.part*.csv"))
 
 
 def test_pool_map_ignores_nan():
@@ -196,6 +255,9 @@ def test_labels_rows_are_checked_as_they_are_read(tmp_path):
     labels.write_text("series,file,slice\na,b.nrrd,0\n", encoding="utf-8")
     with pytest.raises(InputError, match="not a labels CSV of `ediqa label` .its header is not series,file,"):
         read_labels(labels)
+    labels.write_text(f"{','.join(FIELDS)}\ns,{'b' * 200_000},0,0.2,1,m.npy,a.nrrd\n", encoding="utf-8")
+    with pytest.raises(InputError, match="labels.csv: not a labels CSV of `ediqa label` .field larger than field limit"):
+        read_labels(labels)  # the csv module's error, which was a traceback
 
 
 def test_a_series_with_two_images_of_one_name_is_refused(tmp_path):
