@@ -414,6 +414,8 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
     check_outputs([out / "run.json"], [])
     inputs = {"init": model_of_kind(args.init, "detector").sha256 if args.init else None}
     _check_resume(out, _read_run_record(out), "ediqa train-detector", args, inputs)
+    if (out / "bank.npz").exists() and not (out / "run.json").exists():  # no record says what the bank was made with
+        raise InputError(f"{out} holds a bank.npz without the run.json of its run; give another --out")
     from io import BytesIO
 
     import numpy as np
@@ -434,6 +436,8 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
         progress = _progress(args) if rank == 0 else None
         bank_path = out / "bank.npz"
         if rank == 0:
+            if not (out / "run.json").exists():  # a new run's settings, before its bank: a resume must match them
+                _write_run_record(out, "ediqa train-detector", args, inputs, world, provenance)
             if not bank_path.exists():
                 bank = build_bank(training_bases(args.phantoms, args.back_phantoms), args.bank_projections, seed=args.seed,
                                   workers=args.workers, progress=progress)

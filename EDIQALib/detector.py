@@ -273,7 +273,12 @@ def train_detector(model: nn.Module, bank: list[Background], out_dir: str | Path
                 best = max(best, entry.get("validity", best))
             barrier(world)
     best_path = out / "best.safetensors"
-    return best_path if best_path.exists() else out / "last.safetensors"
+    if best_path.exists():
+        return best_path
+    if not all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point()):
+        raise InputError(f"training diverged: the last weights of {out} hold NaN or infinite values; start again "
+                         "with a lower --lr and another --out")
+    return out / "last.safetensors"
 
 
 def _snapshot(model: nn.Module, opt: torch.optim.Optimizer, out: Path, step: int, entry: dict,

@@ -13,6 +13,7 @@ from torchvision.ops import box_iou
 from EDIQALib.backbones import SwinTStages
 from EDIQALib.backgrounds import make_background
 from EDIQALib.detector import DetectorTraining, build_detector, detect, train_detector, training_sample
+from EDIQALib.errors import InputError
 from EDIQALib.models import load_model
 from EDIQALib.signals import InsertionConfig
 from EDIQALib.simulate import phantom
@@ -118,6 +119,14 @@ def test_a_last_snapshot_off_the_grid_logs_the_mean_loss_of_the_steps_it_covers(
     assert all(logs[2][1][k] == pytest.approx(step3[k], rel=1e-4) for k in step3)
     first_two = {k: (logs[1][0][k] + logs[1][1][k]) / 2 for k in step3 if k != "step"}
     assert all(logs[2][0][k] == pytest.approx(v, rel=1e-4) for k, v in first_two.items())
+
+
+def test_a_run_that_diverged_without_validation_is_an_error(tmp_path):
+    """Its last weights, all NaN, were given as the run's result (exit 0); `train` said so already."""
+    torch.manual_seed(0)
+    with pytest.raises(InputError, match="training diverged: the last weights of .* hold NaN"):
+        train_detector(build_detector("lite"), tiny_bank(), tmp_path / "run",
+                       DetectorTraining(iterations=3, batch_size=2, crop_px=96, snapshot_every=3, lr=1e10))
 
 
 def test_the_shipped_detector_finds_inserted_objects():
