@@ -297,10 +297,16 @@ def scores_of(student: Student, samples: list[Sample]) -> tuple[np.ndarray, np.n
 
 def fitting_batch(train_slices: int, accumulate: int, world: int) -> int:
     """The default batch: :class:`StudentTraining`'s, or on a training set of fewer slices (a folder
-    relabelled in Slicer) the most it fills in whole pairs of versions on every rank and micro-batch; at
-    least one pair each, which :func:`check_batch` then judges."""
+    relabelled in Slicer) the most it fills in whole pairs of versions on every rank and micro-batch.
+
+    Raises:
+        InputError: the training set does not fill one pair on every rank and micro-batch.
+    """
     step = 2 * world * accumulate
-    return max(step, min(StudentTraining.batch_size, train_slices) // step * step)
+    if train_slices < step:
+        raise InputError(f"the {train_slices} training slices do not fill a batch of one pair of versions on each of "
+                         f"{world} rank(s) × {accumulate} micro-batches (--accumulate): lower --accumulate, or label more")
+    return min(StudentTraining.batch_size, train_slices) // step * step
 
 
 def check_batch(cfg: StudentTraining, train_slices: int, world: int) -> None:

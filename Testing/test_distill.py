@@ -349,11 +349,21 @@ def test_every_series_of_one_slice_is_on_one_side_of_the_split():
 
 
 @pytest.mark.parametrize("train_slices, accumulate, world, batch", [
-    (100, 1, 1, 8), (100, 2, 2, 8), (100, 3, 1, 6), (4, 1, 1, 4), (5, 1, 1, 4), (1, 1, 1, 2)])
+    (100, 1, 1, 8), (100, 2, 2, 8), (100, 3, 1, 6), (4, 1, 1, 4), (5, 1, 1, 4), (2, 1, 1, 2)])
 def test_the_default_batch_fits_the_training_set_in_whole_pairs(train_slices, accumulate, world, batch):
     from EDIQALib.distill import fitting_batch
 
     assert fitting_batch(train_slices, accumulate, world) == batch
+
+
+def test_a_training_set_that_fills_no_default_batch_says_so_without_a_batch_size():
+    """It was "batch size 200 must be a multiple of … and at most the 54 training slices", of a batch never given."""
+    from EDIQALib.distill import fitting_batch
+
+    for train_slices, accumulate, world in ((54, 100, 1), (1, 1, 1), (3, 1, 2)):
+        with pytest.raises(InputError, match=f"^the {train_slices} training slices do not fill a batch of one pair "
+                                             f"of versions on each of {world} rank.s. × {accumulate} micro-batches"):
+            fitting_batch(train_slices, accumulate, world)
 
 
 def test_agreement_needs_two_held_out_slices_of_differing_scores_and_is_0_for_a_collapsed_student():
