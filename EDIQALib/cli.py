@@ -247,7 +247,7 @@ def cmd_teacher(args: argparse.Namespace) -> None:
     for res in results:
         res.details.update(settings)
     _write_results(volumes, results, folders, progress, Path(args.out),
-                   (lambda out: write_series_summary(results, out, settings)) if len(volumes) > 1 else None)
+                   (lambda out: write_series_summary(results, args.inputs, out, settings)) if len(volumes) > 1 else None)
     summary = [{"name": r.name, "score": r.to_json()["score"], "out": str(f)} for r, f in zip(results, folders)]
     _print_result(args, summary if len(summary) > 1 else summary[0])
 

@@ -162,14 +162,16 @@ def write_outputs(result: QualityResult, volume: Volume, out_dir: str | Path) ->
     return Path(out_dir)
 
 
-def write_series_summary(results: list[QualityResult], out_dir: str | Path, settings: dict) -> None:
+def write_series_summary(results: list[QualityResult], sources: list[str | Path], out_dir: str | Path,
+                         settings: dict) -> None:
     """``series.json``, ``series.csv`` and ``series.png`` (scores side by side, ± their standard error) for
-    several inputs: each input's score and ``score_se``, and its ``difference`` from the first input's score
-    with that difference's paired standard error (:func:`~EDIQALib.assessment.paired_difference`)."""
+    several inputs: each input's path as given (``sources``), score and ``score_se``, and its ``difference``
+    from the first input's score with that difference's paired standard error
+    (:func:`~EDIQALib.assessment.paired_difference`)."""
     rows = []
-    for r in results:
+    for r, source in zip(results, sources):
         difference, difference_se = paired_difference(r, results[0])
-        rows.append({"name": r.name, "score": r.to_json()["score"], "score_se": r.details.get("score_se"),
+        rows.append({"name": r.name, "input": str(source), "score": r.to_json()["score"], "score_se": r.details.get("score_se"),
                      "difference": round(difference, 6) if r is not results[0] and np.isfinite(difference) else None,
                      "difference_se": difference_se if r is not results[0] else None,
                      "assessable_slices": int(sum(r.assessable)), "slices": len(r.assessable)})

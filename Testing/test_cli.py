@@ -97,9 +97,10 @@ def test_teacher_series_shares_maps_and_summarises(tmp_path):
     assert all(np.array_equal(defined[0], d) for d in defined[1:])
     summary = json.loads((tmp_path / "out" / "series.json").read_text(encoding="utf-8"))
     own = [json.loads((tmp_path / "out" / n / "result.json").read_text(encoding="utf-8")) for n in "abc"]
-    assert [{k: e[k] for k in ("name", "score", "score_se", "assessable_slices", "slices")} for e in summary["inputs"]] == [
-        {"name": n, "score": r["score"], "score_se": r["score_se"], "assessable_slices": 1, "slices": 1}
-        for n, r in zip("abc", own)]
+    assert [{k: e[k] for k in ("name", "input", "score", "score_se", "assessable_slices", "slices")}
+            for e in summary["inputs"]] == [
+        {"name": n, "input": str(path), "score": r["score"], "score_se": r["score_se"], "assessable_slices": 1, "slices": 1}
+        for n, r, path in zip("abc", own, (a, b, c))]
     first, same, other = summary["inputs"]
     assert first["difference"] is None and first["difference_se"] is None  # the reference of the differences
     assert same["difference"] == 0 and same["difference_se"] == 0  # paired repeats: the same maps, the same image
@@ -109,7 +110,8 @@ def test_teacher_series_shares_maps_and_summarises(tmp_path):
     assert summary["realizations"] == 2 and summary["repeats"] == 2
     with open(tmp_path / "out" / "series.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    assert [(r["name"], float(r["score"])) for r in rows] == [(n, pytest.approx(r["score"])) for n, r in zip("abc", own)]
+    assert [(r["name"], r["input"], float(r["score"])) for r in rows] == [
+        (n, str(path), pytest.approx(r["score"])) for n, r, path in zip("abc", own, (a, b, c))]
     assert (tmp_path / "out" / "series.png").read_bytes()[:4] == b"\x89PNG"
 
 
