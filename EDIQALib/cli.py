@@ -17,7 +17,8 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -1386,6 +1387,34 @@ def _end_with_parent() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+def _can_write_folder(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return folder.is_dir() and os.access(folder, os.W_OK)
+
+
+@contextmanager
+def _matplotlib_folder() -> Iterator[None]:
+    """Where matplotlib cannot write its configuration and cache folders (a home folder that is not writable
+    or does not exist, as in a container run under another user ID), a temporary one of its own, removed at
+    the end: matplotlib would make one, print two lines about it on stderr on every run, and leave it behind
+    (:func:`run` exits without the interpreter's clean-up). Elsewhere, or where ``MPLCONFIGDIR`` is set, a
+    no-op."""
+    try:
+        folders = [Path(os.environ.get(xdg) or Path.home() / default) / "matplotlib"
+                   for xdg, default in (("XDG_CONFIG_HOME", ".config"), ("XDG_CACHE_HOME", ".cache"))]
+    except RuntimeError:  # no home folder to be found
+        folders = []
+    if "MPLCONFIGDIR" in os.environ or (folders and all(_can_write_folder(f) for f in folders)):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="ediqa-matplotlib-") as folder:
+        os.environ["MPLCONFIGDIR"] = folder
+        yield
+
+
 def run() -> None:
     """The console entry (``ediqa``, ``python -m EDIQALib``): :func:`main`, then exit at once. With torch
     loaded the interpreter's teardown takes about two seconds and does nothing useful: by the time
@@ -1396,7 +1425,8 @@ def run() -> None:
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
         signal.signal(signal.SIGTERM, _interrupt)
     _end_with_parent()
-    code = main()
+    with _matplotlib_folder():
+        code = main()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -214,6 +214,23 @@ def test_the_child_s_own_ediqa_processes_do_not_watch_its_parent():
     assert proc.returncode == 0 and proc.stdout.strip() == "None", proc.stderr
 
 
+def test_without_a_writable_home_an_error_is_still_one_line_and_nothing_is_left_in_the_temporary_folder(tmp_path):
+    """Matplotlib, unable to write under the home folder (a container run under another user ID), printed two
+    lines of its own before the error and left a folder in the temporary folder on every run."""
+    home, temporary = tmp_path / "home", tmp_path / "tmp"
+    home.write_text("a file where the home folder should be", encoding="utf-8")
+    temporary.mkdir()
+    src = tmp_path / "ct.nrrd"
+    sitk.WriteImage(ct_image(slices=1, size=80, spacing=(0.7, 0.7, 2.0)), str(src))
+    env = {k: v for k, v in os.environ.items() if k not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")}
+    proc = subprocess.run([sys.executable, "-m", "EDIQALib", "assess", str(src), "--out", str(home / "out"),
+                           "--progress", "none"], capture_output=True, text=True, timeout=300,
+                          env={**env, "HOME": str(home), "TMPDIR": str(temporary)})
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"ediqa: error: cannot write {home / 'out' / 'result.json'}: {home} is a file, not a folder"], proc.stderr
+    assert not list(temporary.iterdir())
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_an_interrupt_is_one_line_and_leaves_no_staging_behind(tmp_path, sig):
     """Ctrl-C (SIGINT to the terminal's process group) or ``kill``/Cancel (SIGTERM) while the bank's workers
