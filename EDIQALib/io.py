@@ -155,7 +155,13 @@ def _read_dicom_series(folder: Path) -> tuple[sitk.Image, str | None]:
         return _read_file(Path(files[0]))
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
-    image = reader.Execute()
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        if "does not fully contain the requested region" in str(exc):  # ITK's words for a slice of another size
+            raise InputError(f"{name}: its slices differ in size (rows and columns): the folder mixes series, or a "
+                             "slice was cropped") from None
+        raise
     tags = [reader.GetMetaData(k, MODALITY_TAG).strip() if reader.HasMetaDataKey(k, MODALITY_TAG) else None
             for k in range(len(files))]
     if len(set(tags)) > 1:
@@ -465,9 +471,11 @@ def _native_stderr_to(log: IO[bytes]) -> Iterator[None]:
 def _read_error_detail(exc: RuntimeError, printed: str) -> str:
     """What went wrong in a failed read, in a few words, without object addresses: the first line ITK printed
     itself that is no warning's header (MetaIO's "data not read completely"), else the error line of
-    SimpleITK's exception, else its first line."""
+    SimpleITK's exception, else its first line after the one that names where it was thrown (a source
+    file of ITK's build)."""
     own = [ln for ln in printed.strip().splitlines() if ln.strip() and not ln.lstrip().startswith("WARNING")]
-    raised = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    raised = [ln for ln in lines if not ln.startswith("Exception thrown in SimpleITK")] or lines
     detail = own[0] if own else next((ln for ln in raised if "error" in ln.lower()), raised[0] if raised else "")
     return re.sub(r"\(0x[0-9a-fA-F]+\)", "", detail).strip().rstrip(":").strip()[:120]
 

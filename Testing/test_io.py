@@ -231,6 +231,9 @@ def test_the_image_file_of_a_nifti_pair_cut_short_is_refused(tmp_path):
      r"series: its slices differ in pixel spacing \(slice000\.dcm and slice002\.dcm\)"),
     (lambda f: _retag(f["slice003.dcm"], ImageOrientationPatient=[1, 0, 0, 0, 0.9950042, 0.0998334]),
      r"series: its slices differ in orientation \(slice000\.dcm and slice003\.dcm\)"),
+    (lambda f: _retag(f["slice001.dcm"], Rows=64, Columns=64,
+                      PixelData=pydicom.dcmread(f["slice001.dcm"]).pixel_array[:64, :64].tobytes()),
+     r"series: its slices differ in size \(rows and columns\)"),
 ])
 def test_a_dicom_series_with_a_slice_damaged_twice_missing_or_unlike_the_others_is_refused(tmp_path, spoil, says):
     """ITK stacks what it can read at one spacing: a damaged file was left out, a copy, a gap or a slice
@@ -422,6 +425,18 @@ def _untag(path, key: str) -> None:
     ds = pydicom.dcmread(path)
     delattr(ds, key)
     ds.save_as(path)
+
+
+def test_a_read_error_is_told_by_its_reason_not_by_where_in_itk_it_was_thrown():
+    """Where no line of SimpleITK's exception says "error", its first line was given: a path into ITK's build."""
+    from EDIQALib.io import _read_error_detail
+
+    exc = RuntimeError("Exception thrown in SimpleITK ImageFileReader_Execute: /build/ITK/itkImportImageContainer.hxx:179:\n"
+                       "Failed to allocate memory for image.")
+    assert _read_error_detail(exc, "") == "Failed to allocate memory for image."
+    exc = RuntimeError("Exception thrown in SimpleITK ImageFileReader_Execute: /build/ITK/itkImageFileReader.hxx:135:\n"
+                       "ITK ERROR: ImageFileReader(0x55d0): Could not create IO object for reading file a.xyz")
+    assert _read_error_detail(exc, "") == "ITK ERROR: ImageFileReader: Could not create IO object for reading file a.xyz"
 
 
 def test_nifti_cut_short_names_the_missing_bytes(tmp_path):
