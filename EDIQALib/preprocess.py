@@ -38,7 +38,8 @@ def normalise_mr(values: np.ndarray, value_range: tuple[float, float] | None = N
     lo, hi = mr_range(values) if value_range is None else value_range
     if hi <= lo:
         return np.zeros(values.shape, np.float32)
-    return np.clip((values - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+    scaled = (values.astype(np.float64) - lo) / (hi - lo)  # in float64: values near float32's limits overflow it
+    return np.clip(scaled, 0.0, 1.0).astype(np.float32)
 
 
 def volume_range(array: np.ndarray, modality: str) -> tuple[float, float] | None:

@@ -1,6 +1,8 @@
 """Windowing, MR normalisation, body mask, canonical resampling round trip, PSF estimation."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -28,6 +30,10 @@ def test_mr_normalisation_is_percentile_based():
     spiked[0, 0] = 100 * values.max()  # one bright artefact voxel: min-max scaling would crush the rest
     with_spike = normalise_mr(spiked)
     assert with_spike[0, 0] == 1.0 and abs(np.median(with_spike) - np.median(out)) < 0.01
+    extreme = np.array([-3e38, 0.0, 3e38], np.float32)  # a difference beyond float32: a warning on stderr
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_allclose(normalise_mr(extreme, (-3e38, 3e38)), [0.0, 0.5, 1.0])
 
 
 def test_body_mask_covers_the_body_and_not_the_air():
