@@ -490,8 +490,11 @@ def read_volume(path: str | os.PathLike, modality: str | None = None) -> Volume:
 
     Raises:
         InputError: missing, not a file or folder (a pipe), unreadable, 4-D of more than one time point,
-            multi-component, too small, empty/constant or non-finite.
+            multi-component, too small, empty/constant or non-finite; an empty path (which would name the
+            current folder).
     """
+    if not os.fspath(path).strip():
+        raise InputError("an empty path names no input file or folder")
     p = Path(path)
     if not p.exists():
         raise InputError(f"input not found: {p}")

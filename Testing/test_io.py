@@ -160,6 +160,15 @@ def test_bad_input_raises_one_clear_error(tmp_path, make, message):
         read_volume(make(tmp_path))
 
 
+def test_an_empty_path_is_no_input_not_the_current_folder(tmp_path, monkeypatch):
+    """``EDIQALib.assess("")`` read the current folder, a DICOM series where it was one."""
+    _write_dicom_series(tmp_path / "series", ct_image(slices=2, spacing=(0.7, 0.7, 2.0)))
+    monkeypatch.chdir(tmp_path / "series")
+    for empty in ("", " "):
+        with pytest.raises(InputError, match="an empty path names no input"):
+            read_volume(empty)
+
+
 @pytest.mark.parametrize("suffix", [".nrrd", ".mha", ".nii"])
 def test_a_volume_of_one_time_point_is_read_as_the_volume(tmp_path, suffix):
     """A 4-D file whose fourth axis holds one volume was refused as 4-D in NRRD and MHA, read in NIfTI."""
