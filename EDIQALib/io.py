@@ -407,7 +407,13 @@ def _gzip_length(path: Path, expected: int) -> int:
     return length
 
 
+_PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")  # ITK reads them, with no spacing in mm
+
+
 def _read_file(path: Path) -> tuple[sitk.Image, str | None]:
+    if path.suffix.lower() in _PICTURE_SUFFIXES and not _is_dicom_file(path):
+        raise InputError(f"{path.name}: a picture file, with no pixel spacing in mm or patient geometry; give the "
+                         "image as NRRD, NIfTI, MHA/MHD or DICOM")
     if path.suffix.lower() == ".mhd":
         _check_meta_data_file(path)
     if path.name.lower().endswith((".nii", ".nii.gz")):

@@ -152,6 +152,8 @@ def _save(tmp_path, arr, name="bad.nrrd"):
     (lambda t: _write_bytes(t / "none.mha", b"ObjectType = Image\nNDims = 3\nDimSize = 96 96 0\nElementType = MET_SHORT"
                             b"\nElementDataFile = LOCAL\n"), "96 × 96 × 0 holds no voxels"),
     (lambda t: _save(t, np.full((1, 80, 80), -1000 + 1j, np.complex64)), "complex pixels"),
+    (lambda t: _save_image(t, sitk.GetImageFromArray(np.tile(np.arange(80, dtype=np.uint8), (80, 1))), "scan.png"),
+     "scan.png: a picture file, with no pixel spacing in mm"),  # read as 1 mm pixels, the score of another scale
     (lambda t: _save(t, np.where(np.eye(80, dtype=bool), 3e38, -1000.0).astype(np.float32)[None]),
      "not Hounsfield units"),
 ])
