@@ -124,7 +124,8 @@ def overlay_figure(volume: Volume, result: QualityResult, k: int | None = None,
     image, heat, (sx, sy) = display_slice(volume, k, result.heatmap, result.modality)
     heat = np.ma.masked_invalid(heat)
     extent = (0, image.shape[1] * sx, image.shape[0] * sy, 0)
-    image_height = 6 * image.shape[0] * sy / (image.shape[1] * sx) + 0.6
+    # 6 in wide; a wide slice keeps room for the colour legend's label, a tall one fits a page
+    image_height = min(max(6 * image.shape[0] * sy / (image.shape[1] * sx), 2.5), 8.0) + 0.6
     if len(result.slice_scores) > 1:
         fig = Figure(figsize=(6, image_height + 2))
         ax, curve = fig.subplots(2, 1, gridspec_kw={"height_ratios": (image_height, 2)})

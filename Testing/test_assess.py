@@ -868,6 +868,27 @@ def test_the_overlay_shows_the_image_as_the_modality_it_was_assessed_as(tmp_path
     assert not np.allclose(as_mr, as_ct) and np.allclose(shown, as_mr)
 
 
+def test_the_overlay_of_a_wide_slice_keeps_its_legend_and_of_a_tall_one_fits_a_page(tmp_path, student_file):
+    """A 64 × 1000 strip left the colour legend's label cut off; 0.5 × 1.5 mm pixels made a figure 20 in tall."""
+    import EDIQALib
+    from EDIQALib.io import read_volume
+    from EDIQALib.report import overlay_figure
+
+    heights = {}
+    for name, hu, spacing in (("wide", water_cylinder(1000)[468:532], (0.7, 0.7)), ("tall", water_cylinder(320), (0.5, 1.5))):
+        image = sitk.GetImageFromArray(np.stack([hu, hu]).astype(np.float32))
+        image.SetSpacing((*spacing, 2.0))
+        sitk.WriteImage(image, str(tmp_path / f"{name}.nrrd"))
+        volume = read_volume(tmp_path / f"{name}.nrrd")
+        fig = overlay_figure(volume, EDIQALib.assess(volume, model=str(student_file)))
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        legend = next(a for a in fig.axes if a.get_ylabel().startswith("local detectability"))
+        label = legend.yaxis.label.get_window_extent(renderer)
+        assert label.y0 >= 0 and label.y1 <= fig.bbox.height  # the whole label on the figure
+        heights[name] = fig.get_figheight()
+    assert heights["tall"] <= 11
+
+
 def test_the_student_s_map_is_read_where_the_slice_lies_in_its_field():
     """The scorer cuts each slice's map out of the network's field (the slice mirrored out at its bottom
     and right, 4× coarser): with a network whose map is its input's local brightness, the map follows the
