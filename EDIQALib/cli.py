@@ -455,7 +455,7 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
         validate = None
         if args.validate and rank == 0:
             validate = validity_metric(default_validation_series(),
-                                       TeacherConfig(realizations=args.val_realizations, repeats=1), device)
+                                       TeacherConfig(realizations=args.val_realizations, repeats=1), device, progress)
         torch.manual_seed(args.seed)
         model = initial if initial is not None else build_detector(args.preset)
         best = train_detector(model, bank, out, schedule, validate=validate,

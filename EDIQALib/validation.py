@@ -60,13 +60,19 @@ def noise_sd_baseline(series: Series) -> list[float]:
     return [float(estimate_sigma(im)) for im in series.images_hu]
 
 
-def validity_metric(series_list: list[Series], config: TeacherConfig, device: str = "cpu"
-                    ) -> Callable[[nn.Module], float]:
+def validity_metric(series_list: list[Series], config: TeacherConfig, device: str = "cpu",
+                    progress: Progress | None = None) -> Callable[[nn.Module], float]:
     """A checkpoint-selection metric: mean over series of Spearman ρ plus the relative score drop
-    from best to worst image (rewards a teacher that ranks correctly and does not saturate)."""
+    from best to worst image (rewards a teacher that ranks correctly and does not saturate); ``progress``
+    is called as ``progress("validate", done, total)`` over the series of each evaluation."""
 
     def metric(model: nn.Module) -> float:
-        return float(np.mean([series_validity(series_scores(model, s, config, device)) for s in series_list]))
+        shares = []
+        for s in series_list:
+            shares.append(series_validity(series_scores(model, s, config, device)))
+            if progress:
+                progress("validate", len(shares), len(series_list))
+        return float(np.mean(shares))
 
     return metric
 

@@ -38,6 +38,24 @@ def test_a_report_with_a_best_image_scored_zero_is_standard_json():
     json.dumps(report, allow_nan=False)  # raises on NaN or infinity
 
 
+def test_the_checkpoint_metric_reports_its_progress_over_its_series():
+    """`train-detector` showed nothing while it validated a snapshot, minutes at the default settings."""
+    import torch
+
+    from EDIQALib.detector import build_detector
+    from EDIQALib.series import make_series
+    from EDIQALib.simulate import phantom
+    from EDIQALib.teacher import TeacherConfig
+    from EDIQALib.validation import validity_metric
+
+    torch.manual_seed(0)
+    events = []
+    metric = validity_metric([make_series(kind, "p", phantom(5, 192, "body"), seed=5) for kind in ("dose", "blur")],
+                             TeacherConfig(realizations=1, repeats=1), progress=lambda *event: events.append(event))
+    assert metric(build_detector("lite").eval()) == 0.0  # an untrained detector finds nothing: ρ 0, no drop
+    assert events == [("validate", 1, 2), ("validate", 2, 2)]
+
+
 def test_a_step_up_a_series_is_a_significant_swap_only_beyond_two_paired_standard_errors():
     """Repeats share their insertion maps across a series' images, so a step's error is that of the paired
     differences: a small rise the repeats all agree on is significant, a larger one they scatter about is not."""
