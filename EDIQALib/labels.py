@@ -203,8 +203,10 @@ def _part_path(out_csv: Path, rank: int, world: int) -> Path:
 def _leftover_parts(out_csv: Path) -> list[Path]:
     """The part files (``<stem>.part<rank>.csv``) that a run under ``torchrun`` left beside ``out_csv``, of
     whatever number of ranks."""
-    pattern = re.compile(re.escape(out_csv.stem) + r"\.part\d+\.csv")
-    return sorted(p for p in out_csv.parent.glob(f"{glob.escape(out_csv.stem)}.part*.csv") if pattern.fullmatch(p.name))
+    pattern = re.compile(re.escape(out_csv.stem) + r"\.part(\d+)\.csv")
+    found = [(int(m.group(1)), p) for p in out_csv.parent.glob(f"{glob.escape(out_csv.stem)}.part*.csv")
+             if (m := pattern.fullmatch(p.name))]
+    return [p for _, p in sorted(found)]  # by rank: part2 before part10
 
 
 LABELLER_NAME = "labeller.json"  # in the maps folder: what labelled the file (model and settings)
@@ -259,7 +261,8 @@ def label_series(series: list[SeriesImages], scorer: SliceScorer, insertion: Ins
 
     With ``world`` > 1 (``torchrun``), slice positions are dealt round-robin to ranks in a fixed order;
     each rank appends to its own part file (``<stem>.part<rank>.csv``), which rank 0 then joins
-    (:func:`merge_parts`) before it lets go of the labels file's lock.
+    (:func:`merge_parts`) before it lets go of the labels file's lock. A resume first joins the part files
+    that a run under ``torchrun`` cut short left behind, of whatever number of ranks (also in one process).
     Scores depend only on the seed, the slice and the images, so any sharding gives the same rows.
     """
     from .distributed import barrier  # torch: `label`'s bad input answers without it
@@ -269,7 +272,9 @@ def label_series(series: list[SeriesImages], scorer: SliceScorer, insertion: Ins
     part = _part_path(out_csv, rank, world)
     maps_dir = maps_folder(out_csv)
     check_new_or_resumed(out_csv, resume)
-    if out_csv.exists() or (maps_dir / LABELLER_NAME).exists():  # resumed: of this labeller (its parts too)
+    if out_csv.exists():
+        read_labels(out_csv)  # a file that is no labels CSV is refused as that, before its labeller is asked for
+    if out_csv.exists() or (maps_dir / LABELLER_NAME).exists() or _leftover_parts(out_csv):  # resumed
         _check_labeller(out_csv, labeller)
     inputs = [(s.name, s.files) for s in series]
     # one run at a time writes this file (two appended to files that replaced each other, and one run's rows
@@ -278,13 +283,12 @@ def label_series(series: list[SeriesImages], scorer: SliceScorer, insertion: Ins
         if rank == 0 and _leftover_parts(out_csv):  # a run under torchrun cut short, of any number of ranks
             merge_parts(inputs, out_csv)
         barrier(world)
-        done_rows = read_labels(out_csv) if out_csv.exists() and world > 1 else []
-        own_rows = read_labels(part) if part.exists() and resume else []
-        done = {(r["series"], r["file"], int(r["slice"])) for r in done_rows + own_rows}
+        done_rows = read_labels(out_csv) if out_csv.exists() else []  # with the parts of a run cut short
+        done = {(r["series"], r["file"], int(r["slice"])) for r in done_rows}
         maps_dir.mkdir(parents=True, exist_ok=True)
         if rank == 0:
             write_text(json.dumps(labeller, indent=2), maps_dir / LABELLER_NAME)
-        write_text(_csv_text(own_rows), part)  # the complete rows again, then appended to
+        write_text(_csv_text(done_rows if world == 1 else []), part)  # the complete rows again, then appended to
         home = Path(out_csv).resolve().parent  # image paths are written relative to the labels file
         path_of = {(s.name, f.name): os.path.relpath(Path(f).resolve(), home) for s in series for f in s.files}
         total = sum(s.volumes[0].array.shape[0] for s in series)

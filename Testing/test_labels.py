@@ -108,6 +108,14 @@ def test_a_student_labels_each_slice_with_its_own_verdict(tmp_path):
     assert not (tmp_path / "x.csv").exists()
 
 
+def _constant_scorer(positions, indices):
+    return [[(0.5, np.full(b.image01.shape, 0.5, np.float32), True) for b in versions] for versions in positions]
+
+
+def _keys(path):
+    return [(r["series"], r["file"], r["slice"]) for r in _rows(path)]
+
+
 def test_the_ranks_parts_are_merged_before_the_labels_file_is_unlocked(tmp_path, monkeypatch):
     """Under ``torchrun``, rank 0 joins the ranks' part files into the labels file while it still holds the
     file's lock: a second run let in before the merge would append to a part that the merge then removes."""
@@ -125,25 +133,14 @@ def test_the_ranks_parts_are_merged_before_the_labels_file_is_unlocked(tmp_path,
         merged.append(out_csv)
         return merge_parts(inputs, out_csv)
 
-    def scorer(positions, indices):
-        return [[(0.5, np.full(b.image01.shape, 0.5, np.float32), True) for b in versions] for versions in positions]
-
     monkeypatch.setattr(distributed, "barrier", lambda world: None)  # rank 0 of two, alone in this process
     monkeypatch.setattr(labels, "merge_parts", merge)
-    labels.label_series(read_series(discover_series(_dataset(tmp_path))), scorer, InsertionConfig(), out, {"model": "test"},
-                        rank=0, world=2, with_psf=False)
+    labels.label_series(read_series(discover_series(_dataset(tmp_path))), _constant_scorer, InsertionConfig(), out,
+                        {"model": "test"}, rank=0, world=2, with_psf=False)
     assert merged == [out]
-    assert [(r["series"], r["file"], r["slice"]) for r in _rows(out)] == [  # rank 0's positions: 0 and 2
+    assert _keys(out) == [  # rank 0's positions: 0 and 2
         ("series-a", "0.nrrd", "0"), ("series-a", "1.nrrd", "0"), ("single.nrrd", "single.nrrd", "0")]
     assert not list(tmp_path.glob("labels.part*.csv"))
-
-
-def _constant_scorer(positions, indices):
-    return [[(0.5, np.full(b.image01.shape, 0.5, np.float32), True) for b in versions] for versions in positions]
-
-
-def _keys(path):
-    return [(r["series"], r["file"], r["slice"]) for r in _rows(path)]
 
 
 def test_a_resume_under_torchrun_keeps_the_rows_of_other_inputs(tmp_path, monkeypatch):
@@ -195,6 +192,36 @@ def test_one_process_resumes_a_run_of_two_ranks_cut_short(tmp_path, monkeypatch)
     written = labels.label_series(series, scorer, InsertionConfig(), out, {"model": "test"}, resume=True, with_psf=False)
     assert written == 4 and len(seen) == 3  # the two rows kept are not labelled again
     assert len(_keys(out)) == len(set(_keys(out))) == 6 and not list(tmp_path.glob("labels.part*.csv"))
+
+
+def test_a_run_of_three_ranks_cut_short_is_resumed_by_two(tmp_path, monkeypatch):
+    """Rank 2's part, beyond the two ranks' own, was neither read nor merged; a file of another name that
+    starts like a part is no part."""
+    import EDIQALib.labels as labels
+    from EDIQALib.signals import InsertionConfig
+
+    series = read_series(discover_series(_dataset(tmp_path)))
+    out = tmp_path / "labels.csv"
+    monkeypatch.setattr(distributed, "barrier", lambda world: None)
+    merge_parts = labels.merge_parts
+    monkeypatch.setattr(labels, "merge_parts", lambda *args: 0)  # the run dies before rank 0 merges
+    for rank in (0, 2):  # positions 0 and 3, and 2; rank 1 wrote nothing (each rank checks before any writes)
+        labels.label_series(series, _constant_scorer, InsertionConfig(), out, {"model": "test"}, resume=rank > 0,
+                            rank=rank, world=3, with_psf=False)
+    monkeypatch.setattr(labels, "merge_parts", merge_parts)
+    (tmp_path / "labels.partial.csv").write_text("notes\n", encoding="utf-8")
+    seen = []
+
+    def scorer(positions, indices):
+        seen.append(indices)
+        return _constant_scorer(positions, indices)
+
+    assert labels.label_series(series, scorer, InsertionConfig(), out, {"model": "test"}, resume=True, rank=0, world=2,
+                               with_psf=False) == 0
+    assert seen == []  # rank 0's positions, 0 and 2, were labelled by ranks 0 and 2 of the run cut short
+    assert _keys(out) == [("series-a", "0.nrrd", "0"), ("series-a", "1.nrrd", "0"), ("single.nrrd", "single.nrrd", "0"),
+                          ("single.nrrd", "single.nrrd", "1")]
+    assert [p.name for p in tmp_path.glob("labels.part*.csv")] == ["labels.partial.csv"]
 
 
 def test_pool_map_ignores_nan():
