@@ -158,7 +158,7 @@ def _read_dicom_series(folder: Path) -> tuple[sitk.Image, str | None]:
     try:
         image = reader.Execute()
     except RuntimeError as exc:
-        if "does not fully contain the requested region" in str(exc):  # ITK's words for a slice of another size
+        if any(words in str(exc) for words in ("does not fully contain the requested region", "Size mismatch")):
             raise InputError(f"{name}: its slices differ in size (rows and columns): the folder mixes series, or a "
                              "slice was cropped") from None
         raise
@@ -407,11 +407,12 @@ def _gzip_length(path: Path, expected: int) -> int:
     return length
 
 
-_PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")  # ITK reads them, with no spacing in mm
+# formats of pictures, which ITK reads (by their contents, whatever a file's name) as of 1 mm pixels
+_PICTURE_READERS = ("PNGImageIO", "JPEGImageIO", "JPEG2000ImageIO", "BMPImageIO", "TIFFImageIO", "LSMImageIO")
 
 
 def _read_file(path: Path) -> tuple[sitk.Image, str | None]:
-    if path.suffix.lower() in _PICTURE_SUFFIXES and not _is_dicom_file(path):
+    if not _is_dicom_file(path) and sitk.ImageFileReader.GetImageIOFromFileName(str(path)) in _PICTURE_READERS:
         raise InputError(f"{path.name}: a picture file, with no pixel spacing in mm or patient geometry; give the "
                          "image as NRRD, NIfTI, MHA/MHD or DICOM")
     if path.suffix.lower() == ".mhd":
@@ -544,7 +545,7 @@ def volume_from_image(image: sitk.Image, name: str, raw_modality: str | None = N
         raise InputError(f"{name}: complex pixels; expected a greyscale image of real values")
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"{name}: {image.GetNumberOfComponentsPerPixel()}-component pixels; expected a greyscale image")
-    if dim == 3 and 1 in image.GetSize()[:2] and image.GetSize()[2] >= MIN_SIZE:
+    if dim == 3 and 1 in image.GetSize()[:2] and min(max(image.GetSize()[:2]), image.GetSize()[2]) >= MIN_SIZE:
         raise InputError(f"{name}: {' × '.join(map(str, image.GetSize()))} voxels, a single slice lying along "
                          "the third axis; slices are scored across the third axis: reorient it to N × M × 1")
     if min(image.GetSize()[:2]) < MIN_SIZE:

@@ -148,12 +148,15 @@ def _save(tmp_path, arr, name="bad.nrrd"):
     (lambda t: _save(t, np.random.default_rng(0).normal(-500, 300, size=(2, 40, 40)).astype(np.float32)), "under 64"),
     (lambda t: _save(t, np.random.default_rng(0).normal(-500, 300, size=(96, 1, 96)).astype(np.float32)),
      "a single slice lying along the third axis"),
+    (lambda t: _save(t, np.random.default_rng(0).normal(-500, 300, size=(96, 1, 40)).astype(np.float32)), "under 64"),
     (lambda t: _save(t, np.random.default_rng(0).normal(100, 10, size=(1, 80, 80)).astype(np.float32)), "modality"),
     (lambda t: _write_bytes(t / "none.mha", b"ObjectType = Image\nNDims = 3\nDimSize = 96 96 0\nElementType = MET_SHORT"
                             b"\nElementDataFile = LOCAL\n"), "96 × 96 × 0 holds no voxels"),
     (lambda t: _save(t, np.full((1, 80, 80), -1000 + 1j, np.complex64)), "complex pixels"),
     (lambda t: _save_image(t, sitk.GetImageFromArray(np.tile(np.arange(80, dtype=np.uint8), (80, 1))), "scan.png"),
      "scan.png: a picture file, with no pixel spacing in mm"),  # read as 1 mm pixels, the score of another scale
+    (lambda t: _save_image(t, sitk.GetImageFromArray(np.tile(np.arange(80, dtype=np.uint16), (80, 1))), "scan.tif")
+     .rename(t / "scan"), "scan: a picture file"),  # known by its contents, not its name
     (lambda t: _save(t, np.where(np.eye(80, dtype=bool), 3e38, -1000.0).astype(np.float32)[None]),
      "not Hounsfield units"),
 ])
@@ -244,6 +247,9 @@ def test_the_image_file_of_a_nifti_pair_cut_short_is_refused(tmp_path):
      r"series: its slices differ in orientation \(slice000\.dcm and slice003\.dcm\)"),
     (lambda f: _retag(f["slice001.dcm"], Rows=64, Columns=64,
                       PixelData=pydicom.dcmread(f["slice001.dcm"]).pixel_array[:64, :64].tobytes()),
+     r"series: its slices differ in size \(rows and columns\)"),
+    (lambda f: _retag(f["slice001.dcm"], Rows=128, Columns=128,  # larger than the first: ITK words it otherwise
+                      PixelData=np.resize(pydicom.dcmread(f["slice001.dcm"]).pixel_array, (128, 128)).tobytes()),
      r"series: its slices differ in size \(rows and columns\)"),
 ])
 def test_a_dicom_series_with_a_slice_damaged_twice_missing_or_unlike_the_others_is_refused(tmp_path, spoil, says):
