@@ -81,8 +81,8 @@ def mr_caveat(name: str) -> str:
 
 
 def caveats(volume: Volume, result: QualityResult) -> list[str]:
-    """What a user must know to read ``result`` (the CLI prints each as a warning line): an MR input (the
-    shipped models learnt from CT only, and their MR scores are not validated), a volume that looks stored
+    """What a user must know to read ``result`` (the CLI prints each as a warning line): a result assessed as
+    MR (the shipped models learnt from CT only, and their MR scores are not validated), a volume that looks stored
     across its acquired slices (its slices are scored as stored), and a result without one assessable slice
     (it has no score: null in ``result.json``, NaN in Python)."""
     notes = [mr_caveat(result.name)] if result.modality == "mr" else []

@@ -436,8 +436,9 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
     with distributed_context(device) as (rank, world), _run_lock(out, rank):
         progress = _progress(args) if rank == 0 else None
         bank_path = out / "bank.npz"
+        new_run = not (out / "run.json").exists()
         if rank == 0:
-            if not (out / "run.json").exists():  # a new run's settings, before its bank: a resume must match them
+            if new_run:  # its settings before its bank: a run stopped while building it resumes only with them
                 _write_run_record(out, "ediqa train-detector", args, inputs, world, provenance)
             if not bank_path.exists():
                 bank = build_bank(training_bases(args.phantoms, args.back_phantoms), args.bank_projections, seed=args.seed,
@@ -447,7 +448,7 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
                 write_bytes(packed.getvalue(), bank_path)
         barrier(world)
         bank = load_bank(bank_path)  # a damaged bank of an earlier run: refused before its run.json is rewritten
-        if rank == 0:
+        if rank == 0 and not new_run:  # a resume records its ranks and free settings (device, workers) anew
             _write_run_record(out, "ediqa train-detector", args, inputs, world, provenance)
         schedule = DetectorTraining(iterations=args.iterations, batch_size=args.batch_size, crop_px=args.crop,
                                     lr=args.lr, snapshot_every=args.snapshot_every, accumulate=args.accumulate,
@@ -1388,11 +1389,9 @@ def _end_with_parent() -> None:
 
 
 def _can_write_folder(folder: Path) -> bool:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return False
-    return folder.is_dir() and os.access(folder, os.W_OK)
+    """Whether ``folder`` is, or could be made, a folder this process can write in (nothing is made)."""
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    return existing.is_dir() and os.access(existing, os.W_OK)
 
 
 @contextmanager
@@ -1400,17 +1399,27 @@ def _matplotlib_folder() -> Iterator[None]:
     """Where matplotlib cannot write its configuration and cache folders (a home folder that is not writable
     or does not exist, as in a container run under another user ID), a temporary one of its own, removed at
     the end: matplotlib would make one, print two lines about it on stderr on every run, and leave it behind
-    (:func:`run` exits without the interpreter's clean-up). Elsewhere, or where ``MPLCONFIGDIR`` is set, a
-    no-op."""
+    (:func:`run` exits without the interpreter's clean-up). Elsewhere, where ``MPLCONFIGDIR`` is set, or where
+    no temporary folder can be made either (matplotlib then says why), a no-op. The folders are matplotlib's:
+    under ``XDG_CONFIG_HOME`` and ``XDG_CACHE_HOME`` on Linux and FreeBSD, ``~/.matplotlib`` elsewhere."""
     try:
-        folders = [Path(os.environ.get(xdg) or Path.home() / default) / "matplotlib"
-                   for xdg, default in (("XDG_CONFIG_HOME", ".config"), ("XDG_CACHE_HOME", ".cache"))]
+        if sys.platform.startswith(("linux", "freebsd")):
+            folders = [Path(os.environ.get(xdg) or Path.home() / default) / "matplotlib"
+                       for xdg, default in (("XDG_CONFIG_HOME", ".config"), ("XDG_CACHE_HOME", ".cache"))]
+        else:
+            folders = [Path.home() / ".matplotlib"]
+        writable = all(_can_write_folder(f) for f in folders)
     except RuntimeError:  # no home folder to be found
-        folders = []
-    if "MPLCONFIGDIR" in os.environ or (folders and all(_can_write_folder(f) for f in folders)):
+        writable = False
+    if os.environ.get("MPLCONFIGDIR") or writable:
         yield
         return
-    with tempfile.TemporaryDirectory(prefix="ediqa-matplotlib-") as folder:
+    try:
+        temporary = tempfile.TemporaryDirectory(prefix="ediqa-matplotlib-")
+    except OSError:
+        yield
+        return
+    with temporary as folder:
         os.environ["MPLCONFIGDIR"] = folder
         yield
 
@@ -1420,7 +1429,8 @@ def run() -> None:
     loaded the interpreter's teardown takes about two seconds and does nothing useful: by the time
     :func:`main` returns, every output has been written, closed and moved into place. SIGTERM (``kill``,
     the Slicer panel's Cancel) interrupts as Ctrl-C does, so that a write under way is discarded whole;
-    started with SIGTERM ignored, it leaves it so, as Python leaves an ignored SIGINT."""
+    started with SIGTERM ignored, it leaves it so, as Python leaves an ignored SIGINT. Without a writable
+    home folder, matplotlib is given a temporary one (:func:`_matplotlib_folder`)."""
     _keep_freed_memory()
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
         signal.signal(signal.SIGTERM, _interrupt)

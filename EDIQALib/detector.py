@@ -219,6 +219,9 @@ def train_detector(model: nn.Module, bank: list[Background], out_dir: str | Path
     (``batch[rank::world]``) with gradients averaged across ranks (DistributedDataParallel); rank 0
     validates and writes. ``world`` ranks take the gradient steps of one process with ``accumulate = world``
     (BatchNorm's running statistics follow rank 0's share).
+
+    Raises:
+        InputError: (on rank 0) without a best snapshot, the last weights hold NaN or infinite values.
     """
     check_batch(schedule.batch_size, schedule.accumulate, world)
     out = Path(out_dir)
@@ -275,9 +278,9 @@ def train_detector(model: nn.Module, bank: list[Background], out_dir: str | Path
     best_path = out / "best.safetensors"
     if best_path.exists():
         return best_path
-    if not all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point()):
+    if rank == 0 and not all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point()):
         raise InputError(f"training diverged: the last weights of {out} hold NaN or infinite values; start again "
-                         "with a lower --lr and another --out")
+                         "in another folder with a lower learning rate")
     return out / "last.safetensors"
 
 

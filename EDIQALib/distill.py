@@ -304,8 +304,9 @@ def fitting_batch(train_slices: int, accumulate: int, world: int) -> int:
     """
     step = 2 * world * accumulate
     if train_slices < step:
+        remedies = ["label more slices"] + ["lower --accumulate"] * (accumulate > 1) + ["use fewer ranks"] * (world > 1)
         raise InputError(f"the {train_slices} training slices do not fill a batch of one pair of versions on each of "
-                         f"{world} rank(s) × {accumulate} micro-batches (--accumulate): lower --accumulate, or label more")
+                         f"{world} rank(s) × {accumulate} micro-batches (--accumulate): {', or '.join(remedies)}")
     return min(StudentTraining.batch_size, train_slices) // step * step
 
 

@@ -170,12 +170,13 @@ def write_series_summary(results: list[QualityResult], sources: list[str | Path]
     from the first input's score with that difference's paired standard error
     (:func:`~EDIQALib.assessment.paired_difference`)."""
     rows = []
-    for r, source in zip(results, sources):
+    for r, source in zip(results, sources, strict=True):
         difference, difference_se = paired_difference(r, results[0])
-        rows.append({"name": r.name, "input": str(source), "score": r.to_json()["score"], "score_se": r.details.get("score_se"),
+        rows.append({"name": r.name, "score": r.to_json()["score"], "score_se": r.details.get("score_se"),
                      "difference": round(difference, 6) if r is not results[0] and np.isfinite(difference) else None,
                      "difference_se": difference_se if r is not results[0] else None,
-                     "assessable_slices": int(sum(r.assessable)), "slices": len(r.assessable)})
+                     "assessable_slices": int(sum(r.assessable)), "slices": len(r.assessable),
+                     "input": str(source)})  # last: the columns of series.csv before it are as they were
     longest = max(len(r.name) for r in results)  # names run down-left, slanted: room for the first one's
     fig = Figure(figsize=(max(4, 1.2 * len(results) + 0.07 * longest), 3.5 + 0.05 * longest))
     ax = fig.subplots()

@@ -866,6 +866,7 @@ def test_the_overlay_shows_the_image_as_the_modality_it_was_assessed_as(tmp_path
     shown = overlay_figure(volume, result).axes[0].images[0].get_array()
     as_mr, as_ct = (display_slice(volume, 0, result.heatmap, m)[0] for m in ("mr", "ct"))
     assert not np.allclose(as_mr, as_ct) and np.allclose(shown, as_mr)
+    assert any("not validated" in note for note in assessment.caveats(volume, result))  # the CT volume, assessed as MR
 
 
 def test_the_overlay_of_a_wide_slice_keeps_its_legend_and_of_a_tall_one_fits_a_page(tmp_path, student_file):

@@ -360,9 +360,10 @@ def test_a_training_set_that_fills_no_default_batch_says_so_without_a_batch_size
     """It was "batch size 200 must be a multiple of … and at most the 54 training slices", of a batch never given."""
     from EDIQALib.distill import fitting_batch
 
-    for train_slices, accumulate, world in ((54, 100, 1), (1, 1, 1), (3, 1, 2)):
+    for train_slices, accumulate, world, remedy in ((54, 100, 1, "label more slices, or lower --accumulate$"),
+                                                    (1, 1, 1, "label more slices$"), (3, 1, 2, "or use fewer ranks$")):
         with pytest.raises(InputError, match=f"^the {train_slices} training slices do not fill a batch of one pair "
-                                             f"of versions on each of {world} rank.s. × {accumulate} micro-batches"):
+                                             f"of versions on each of {world} rank.s. × {accumulate} micro-batches.*{remedy}"):
             fitting_batch(train_slices, accumulate, world)
 
 
