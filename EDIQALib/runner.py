@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -72,9 +73,12 @@ class Runner:
         (``PARENT_ENV``)."""
         kwargs: dict = {"start_new_session": True} if os.name == "posix" else {
             "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW}
-        env = {**(os.environ if self.env is None else self.env), PARENT_ENV: str(os.getpid())}
-        self._proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                      env=env, cwd=self.cwd, bufsize=1, **kwargs)
+        # its output in UTF-8 whatever the locales (one undecodable byte ended the reader, and the child then
+        # blocked on a full pipe); a byte that is none anyway is replaced, not fatal
+        env = {**(os.environ if self.env is None else self.env), PARENT_ENV: str(os.getpid()),
+               "PYTHONIOENCODING": "utf-8"}
+        self._proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8",
+                                      errors="replace", env=env, cwd=self.cwd, bufsize=1, **kwargs)
         self._threads = [threading.Thread(target=self._read_stdout, daemon=True),
                          threading.Thread(target=self._read_stderr, daemon=True)]
         for t in self._threads:
@@ -134,17 +138,19 @@ class Runner:
         return RunResult(code, result, error, self._cancelled, warnings)
 
     def cancel(self, grace: float = 3.0) -> None:
-        """End the child and its whole process group: a polite signal first, then a kill."""
+        """End the child and its whole process group: a polite signal first, then, once the group is gone or
+        after ``grace`` seconds, a kill. The group is waited for, not the child alone: Slicer's child is a
+        launcher (``PythonSlicer``) that ends at once and leaves its own child, Python, ending the command as
+        on Ctrl-C (discarding a write under way)."""
         if not self.running:
             return
         self._cancelled = True
         assert self._proc is not None
         if os.name == "posix":
             _signal_group(self._proc.pid, signal.SIGTERM)
-            try:
-                self._proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                pass
+            deadline = time.monotonic() + grace
+            while _group_exists(self._proc) and time.monotonic() < deadline:
+                time.sleep(0.05)
             _signal_group(self._proc.pid, signal.SIGKILL)  # leftovers of the group, if any
         else:
             subprocess.run(["taskkill", "/F", "/T", "/PID", str(self._proc.pid)], capture_output=True)
@@ -154,5 +160,16 @@ class Runner:
 def _signal_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):  # gone (macOS answers EPERM for a group of unreaped processes)
         pass
+
+
+def _group_exists(leader: subprocess.Popen) -> bool:
+    """Whether a process of ``leader``'s group is left; ``leader`` itself is reaped once it has ended (an
+    unreaped process still counts in its group)."""
+    leader.poll()
+    try:
+        os.killpg(leader.pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True

@@ -166,6 +166,48 @@ def test_cancel_ends_the_child_and_its_children(tmp_path):
         _end_group(runner.pid)
 
 
+def _launcher(folder: Path) -> Path:
+    """A launcher as Slicer's ``PythonSlicer`` is one: it runs Python as its child (no exec), and ends at
+    once on SIGTERM."""
+    launcher = folder / "launcher"
+    launcher.write_text(f'#!/bin/sh\n{sys.executable} "$@"\n', encoding="utf-8")
+    launcher.chmod(0o755)
+    return launcher
+
+
+def test_cancel_through_a_launcher_lets_the_command_end_as_on_ctrl_c(tmp_path):
+    """The launcher ended at once on the polite signal, and the kill that followed at once ended Python
+    before it could discard its unfinished output."""
+    runner = Runner(["train-detector", "--out", tmp_path / "run", "--phantoms", "2", "--bank-projections", "40",
+                     "--workers", "2"], python=str(_launcher(tmp_path)))
+    runner.start()
+    try:
+        deadline, events = time.monotonic() + 120, []
+        while not events and time.monotonic() < deadline:
+            time.sleep(0.2)
+            events = runner.events()
+        assert events and events[0].stage == "bank", events
+        runner.cancel(grace=60)  # time to end on a busy machine: the bank's workers end first
+        outcome = runner.wait(timeout=10)
+        assert outcome.cancelled and outcome.error == "ediqa: interrupted", outcome
+        assert not [p for p in (tmp_path / "run").rglob("*") if p.name.startswith(".tmp")]
+    finally:
+        _end_group(runner.pid)
+
+
+def test_output_that_is_no_utf_8_neither_stops_the_reader_nor_loses_the_error(tmp_path):
+    """A byte the reader could not decode ended its thread: the child then blocked on a full pipe, and its
+    error line was lost."""
+    child = tmp_path / "child"
+    child.write_text("#!/bin/sh\nprintf 'caf\\351\\n' >&2\nhead -c 300000 /dev/zero | tr '\\0' '\\351'\n"
+                     "printf 'ediqa: error: the end\\n' >&2\nexit 2\n", encoding="utf-8")
+    child.chmod(0o755)
+    runner = Runner(["assess"], python=str(child))
+    runner.start()
+    outcome = runner.wait(timeout=60)
+    assert outcome.returncode == 2 and outcome.error == "ediqa: error: the end"
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="reads processes from /proc")
 @pytest.mark.parametrize("launcher", [False, True], ids=["python", "through-a-launcher"])
 def test_the_child_ends_when_the_process_that_started_it_is_gone(tmp_path, launcher):
@@ -175,11 +217,7 @@ def test_the_child_ends_when_the_process_that_started_it_is_gone(tmp_path, launc
     src = tmp_path / "ct.nrrd"
     sitk.WriteImage(ct_image(slices=1, size=160, spacing=(0.7, 0.7, 2.0)), str(src))
     out = tmp_path / "out"
-    python = sys.executable
-    if launcher:  # runs Python as its child, as a launcher does (no exec)
-        python = tmp_path / "launcher"
-        python.write_text(f'#!/bin/sh\n{sys.executable} "$@"\n', encoding="utf-8")
-        python.chmod(0o755)
+    python = _launcher(tmp_path) if launcher else sys.executable
     job = ["teacher", str(src), "--realizations", "50000", "--repeats", "1", "--device", "cpu", "--out", str(out)]
     parent = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom EDIQALib.runner import Runner\n"
                                f"runner = Runner({job!r}, python={str(python)!r})\nrunner.start()\n"
