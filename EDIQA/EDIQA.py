@@ -91,6 +91,7 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._runner = None
+        self._installing = False  # while the engine's dependencies install (Slicer handles clicks meanwhile)
         self._running_button = None
         self._on_done = None
         self._workdir = None
@@ -188,23 +189,42 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.worstSliceButton.enabled = self._result is not None and self._assessed.GetScene() is not None
 
     # --- background work -------------------------------------------------------------------------
-    def _ready(self, button) -> bool:
-        """Whether ``button``'s action may start: not while a job runs (its own button then cancels it), and
-        only with the engine's dependencies installed (asked for here, before anything imports the engine)."""
+    def _busy(self, button) -> bool:
+        """Whether a job runs or the dependencies install; a running job's own button (its Cancel) cancels it."""
         if self._runner is not None:
             if button is self._running_button:
                 self._cancel()
+            return True
+        return self._installing
+
+    def _ready(self, button) -> bool:
+        """Whether ``button``'s action may start: not while a job runs or the dependencies install, and only
+        with the engine's dependencies installed (asked for here, before anything imports the engine). The
+        install lets Slicer handle clicks: another action, or a closed scene, is checked for after it."""
+        if self._busy(button):
             return False
-        return self.logic.ensure_dependencies()
+        self._installing = True
+        try:
+            installed = self.logic.ensure_dependencies()
+        finally:
+            self._installing = False
+        return installed and self._runner is None and self._parameterNode is not None
 
     def _start(self, button, args: list[str], on_done, unfinished: Path | None = None) -> None:
         """Run ``ediqa args`` in the background; ``button`` turns into Cancel while it runs. The folder
         ``unfinished``, which the job fills, is removed if the job is cancelled or fails."""
         from EDIQALib.runner import Runner
 
+        runner = Runner(args, python=self.logic.python_executable(), env=self.logic.child_environment(),
+                        cwd=ENGINE_ROOT)  # not Slicer's working folder, whose files the child would import
+        try:
+            runner.start()
+        except OSError as exc:  # no Python to run, or (on Windows) a command line over its length limit
+            self._remove_workdir()
+            slicer.util.errorDisplay(f"Could not start the engine: {exc}")
+            return
         self._unfinished = unfinished
-        self._runner = Runner(args, python=self.logic.python_executable(), env=self.logic.child_environment(),
-                              cwd=ENGINE_ROOT)  # not Slicer's working folder, whose files the child would import
+        self._runner = runner
         self._running_button, self._on_done = button, on_done
         self._label = button.text
         button.text = "Cancel"
@@ -213,7 +233,6 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.visible = True
         self.ui.progressBar.value = 0
         self.ui.statusLabel.text = "Starting…"
-        self._runner.start()
         self._timer.start()
         self._update_buttons()
 
@@ -281,6 +300,8 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self._ready(self.ui.assessButton):
             return
         node = self._parameterNode.inputVolume
+        if node is None:  # the scene was closed while the dependencies installed
+            return
         work = self._new_workdir("EDIQA-")
         exported = self._export([node], work)
         if exported is None:
@@ -367,6 +388,8 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                        "while they were assessed: their results are not shown.")
 
     def onRelabel(self) -> None:
+        if self._busy(self.ui.relabelButton):  # its Cancel, whatever the folder field holds now
+            return
         folder = self.ui.relabelFolderPathLineEdit.currentPath
         if not folder or not Path(folder).is_dir():
             slicer.util.errorDisplay(f"{folder} is no folder." if folder else "Choose a folder of series to relabel.")
@@ -377,7 +400,8 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         root = Path(folder).resolve()  # the child runs elsewhere: no path relative to here
         labels = root / "labels.csv"
         maps = labels.with_name(f"{labels.stem}_maps")  # written by label beside its CSV: not a series
-        series = sorted(str(s) for s in root.iterdir() if s.is_dir() and s != maps)
+        series = sorted(str(s) for s in root.iterdir()  # hidden folders (a copy's, an archive's) are no series
+                        if s.is_dir() and s != maps and not s.name.startswith(".") and s.name != "__MACOSX")
         if not series:
             slicer.util.errorDisplay(f"{root} holds no series folders: relabelling reads a folder of series "
                                      "folders (one per series, its images inside).")
@@ -388,6 +412,8 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._start(self.ui.relabelButton, args, lambda r: slicer.util.infoDisplay(f"Labels written: {labels}"))
 
     def onRetrain(self) -> None:
+        if self._busy(self.ui.retrainButton):  # its Cancel, whatever the folder field holds now
+            return
         folder = self.ui.relabelFolderPathLineEdit.currentPath
         labels = Path(folder or ".").resolve() / "labels.csv"  # the child runs elsewhere
         if not labels.exists():

@@ -170,10 +170,11 @@ def _label(result: QualityResult) -> str:
 
 
 def quality_color_node(scene):
-    """The heatmap's colour table (red = lesions missed → yellow → green = found), created once per scene."""
-    existing = scene.GetFirstNodeByName(COLOR_NODE_NAME)
-    if existing is not None:
-        return existing
+    """The heatmap's colour table (red = lesions missed → yellow → green = found), created once per scene
+    (a node of another kind that bears its name is not it)."""
+    existing = scene.GetNodesByClassByName("vtkMRMLColorTableNode", COLOR_NODE_NAME)
+    if existing.GetNumberOfItems():
+        return existing.GetItemAsObject(0)
     node = slicer.vtkMRMLColorTableNode()
     node.SetName(COLOR_NODE_NAME)
     node.SetTypeToUser()
@@ -294,7 +295,9 @@ def add_results_table(scene, result: QualityResult, input_node):
 
 def add_score_plot(scene, tables: list, names: list[str]):
     """A plot chart (:func:`result_node`, one per set of ``tables``) with one line (score vs slice) per
-    table, called by ``names``; returns the chart node."""
+    table, called by ``names``, each in its own colour (those of ``compare.png``); returns the chart node."""
+    from matplotlib import colormaps
+
     chart = result_node(scene, "vtkMRMLPlotChartNode", f"EDIQA slice scores: {', '.join(names)}",
                         "chart of slice scores", tables)
     for series in [chart.GetNthPlotSeriesNode(k) for k in range(chart.GetNumberOfPlotSeriesNodes())]:
@@ -302,7 +305,7 @@ def add_score_plot(scene, tables: list, names: list[str]):
     chart.RemoveAllPlotSeriesNodeIDs()
     chart.SetXAxisTitle("slice")
     chart.SetYAxisTitle("quality score")
-    for table, name in zip(tables, names):
+    for k, (table, name) in enumerate(zip(tables, names)):
         series = slicer.vtkMRMLPlotSeriesNode()
         series.SetName(scene.GenerateUniqueName(name))
         scene.AddNode(series)
@@ -310,6 +313,7 @@ def add_score_plot(scene, tables: list, names: list[str]):
         series.SetXColumnName("slice")
         series.SetYColumnName("score")
         series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeScatter)
+        series.SetColor(*colormaps["tab10"](k % 10)[:3])  # all black by default
         chart.AddAndObservePlotSeriesNodeID(series.GetID())
     return chart
 

@@ -104,6 +104,18 @@ def test_heatmap_node_table_and_plot():
     assert chart.GetNumberOfPlotSeriesNodes() == 2
     series = chart.GetNthPlotSeriesNode(0)
     assert series.GetTableNodeID() == table.GetID() and series.GetYColumnName() == "score"
+    assert series.GetColor() != chart.GetNthPlotSeriesNode(1).GetColor()  # the lines were all black
+
+
+def test_a_node_of_another_kind_named_as_the_colour_table_is_not_taken_for_it():
+    """The heatmap took any node named "EDIQA local quality" (a user's text note) as its colour table, and
+    was shown with none."""
+    scene, _ = _scene()
+    note = slicer.vtkMRMLTextNode()
+    note.SetName(bridge.COLOR_NODE_NAME)
+    scene.AddNode(note)
+    table = bridge.quality_color_node(scene)
+    assert table.IsA("vtkMRMLColorTableNode") and bridge.quality_color_node(scene) is table
 
 
 def test_assessing_again_with_the_same_model_fills_the_same_nodes():
