@@ -267,7 +267,9 @@ def test_training_can_start_from_a_trained_student(tmp_path):
                            (["--init-member", "0"], "pass --init with it"),
                            (["--init", "student-lite", "--init-member", "9"], "has members 0-"),
                            (["--init", str(one), "--init-member", "0"], "is one student, not an ensemble"),
-                           (["--accumulate", "4"], "multiple of 2 × ranks × accumulate"),  # 4 = 2 pairs, not 4
+                           (["--accumulate", "4"], "the 4 training slices do not fill a batch of one pair of "
+                                                   "versions on each of 1 rank(s) × 4 micro-batches"),  # 2 pairs, not 4
+                           (["--accumulate", "2", "--batch-size", "6"], "multiple of 2 × ranks × accumulate"),
                            # stage 1's detectors train at a batch of 8, which 3 micro-batches do not cut
                            (["--bank", str(labels), "--stage1-iterations", "2", "--accumulate", "3"],
                             "batch size 8 must be a multiple of ranks × accumulate (3)")):
