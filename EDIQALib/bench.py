@@ -8,6 +8,7 @@ noise draws; its heatmap on half-degraded slices; its fidelity to the teacher on
 """
 from __future__ import annotations
 
+import json
 import platform
 import resource
 import statistics
@@ -34,6 +35,8 @@ from .simulate import phantom
 from .student import Student
 from .teacher import TeacherConfig, score_series
 from .validation import acceptance_bases, acceptance_series, rank_agreement, rho_summary, scored_series
+
+ENGINE_ROOT = Path(__file__).resolve().parent.parent  # the folder that holds EDIQALib
 
 
 
@@ -90,24 +93,40 @@ def teacher_s_per_slice(detector: torch.nn.Module, hu: np.ndarray, config: Teach
 def volume_seconds(model: str, shape: tuple[int, int, int], workdir: Path, device: str = "cpu",
                    runs: int = 3) -> tuple[float, float]:
     """Assess a synthetic ``(slices, rows, cols)`` CT volume with ``ediqa assess`` in a child process,
-    ``runs`` times: (median wall seconds, peak resident memory in GB)."""
+    ``runs`` times: (median wall seconds, peak resident memory in GB). The child runs in the engine's own
+    folder (``python -m`` puts its working folder first on the module path: a user's ``random.py`` there
+    stopped it).
+
+    Raises:
+        InputError: the child failed, or found no slice of the volume assessable (its time would be of no
+            assessment).
+    """
     slices, rows, cols = shape
-    base = phantom(7, size=max(rows, cols), kind="body")[:rows, :cols]
+    side = max(rows, cols)
+    top, left = (side - rows) // 2, (side - cols) // 2  # the middle of the body, not its corner
+    base = phantom(7, size=side, kind="body")[top:top + rows, left:left + cols]
     volume = np.repeat(base[None], slices, axis=0)
     volume += np.random.default_rng(0).normal(0, 20, volume.shape).astype(np.float32)
     image = sitk.GetImageFromArray(volume.astype(np.int16))
     image.SetSpacing((0.7 * 320 / max(rows, cols), 0.7 * 320 / max(rows, cols), 1.0))
+    workdir = workdir.resolve()  # the child runs elsewhere
     src = workdir / "volume.nrrd"
     sitk.WriteImage(image, str(src), True)
+    if Path(model).is_file():
+        model = str(Path(model).resolve())
     seconds = []
     for _ in range(runs):
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "EDIQALib", "assess", str(src), "--model", model, "--device",
-                               device, "--out", str(workdir / "out"), "--progress", "none"], capture_output=True, text=True)
+                               device, "--out", str(workdir / "out"), "--progress", "none"], capture_output=True, text=True,
+                              cwd=ENGINE_ROOT)
         seconds.append(time.perf_counter() - start)
         if proc.returncode != 0:  # the child's own one line, or its last
             why = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
             raise InputError(f"assessing the bench's volume failed: {why.removeprefix('ediqa: error: ')}")
+    if json.loads((workdir / "out" / "result.json").read_text(encoding="utf-8"))["score"] is None:
+        raise InputError(f"no slice of the bench's volume of {rows} × {cols} pixels is assessable: its time would be "
+                         "of no assessment; choose a --volume-shape nearer square")
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # kB on Linux, bytes on macOS
     peak_gb = peak / 1024 ** (3 if sys.platform == "darwin" else 2)
     return statistics.median(seconds), peak_gb

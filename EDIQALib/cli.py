@@ -522,6 +522,8 @@ def cmd_select_detector(args: argparse.Namespace) -> None:
     from .io import check_outputs, write_bytes, write_text
 
     run = Path(args.run)
+    if not run.is_dir():
+        raise InputError(f"run folder not found: {run}")
     check_outputs([run / "best.safetensors", run / "selection.json"], [])  # before the snapshots are evaluated
     snapshots = sorted((run / "snapshots").glob("step*.safetensors"))
     if not snapshots:

@@ -236,6 +236,16 @@ def test_bench_volume_figure_is_of_a_real_assessment_in_a_child_process(tmp_path
         volume_seconds("no-such-student", (3, 160, 160), tmp_path, runs=1)
 
 
+def test_bench_volume_of_a_strip_is_assessed_and_not_stopped_by_a_user_s_module(tmp_path, student_file, monkeypatch):
+    """A strip was cut from the phantom's corner, no body in it: the figure timed a start-up, not an
+    assessment. The child imported a ``random.py`` of the user's working folder before the standard library's."""
+    (tmp_path / "random.py").write_text("raise SystemExit('a stray random.py was imported')\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "work").mkdir()
+    volume_seconds(str(student_file), (1, 64, 320), Path("work"), runs=1)  # relative, as --out may be
+    assert json.loads((tmp_path / "work" / "out" / "result.json").read_text(encoding="utf-8"))["score"] is not None
+
+
 def test_bench_plots_student_against_teacher_on_held_out_slices():
     torch.manual_seed(0)
     student = Student("lite")
