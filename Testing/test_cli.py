@@ -839,8 +839,7 @@ def test_label_names_each_image_s_map_after_its_whole_name_and_resumes_only_a_la
                                          "do not all lie in (0, 1)"),
                                         (["bench", "--volume-shape", "1,32,32"], "1 to 2,000 slices of 64 to 2,048 pixels"),
                                         (["bench", "--volume-shape", "1,64,640"], "differ more than 5 times"),
-                                        (["bench", "--volume-shape", "2000,2048,2048"], "at most 200,000,000"),
-                                        (["select-detector", "no-such-run"], "run folder not found: no-such-run")])
+                                        (["bench", "--volume-shape", "2000,2048,2048"], "at most 200,000,000")])
 def test_bad_settings_of_the_long_commands_are_refused_at_once(args, says):
     proc = ediqa(*args)
     assert_one_line_error(proc)
@@ -1165,7 +1164,7 @@ def test_training_benching_and_publishing_answer_bad_input_without_loading_torch
     lines = stderr.splitlines()
     assert len(lines) == 9 and all(line.startswith("ediqa: error: ") for line in lines), stderr
     for line, says in zip(lines, ["model not found: nope", "missing.csv", f"no stage2/best.safetensors in {run}",
-                                  f"no best.safetensors in {run}", f"no snapshots in {run / 'snapshots'}",
+                                  f"no best.safetensors in {run}", f"run folder not found: {run}",
                                   "missing.csv", "model not found: nope", "model not found: nope",
                                   f"{blocked} is a file, not a folder"]):
         assert says in line
