@@ -769,18 +769,19 @@ def test_a_run_folder_or_labels_file_is_written_by_one_run_at_a_time(tmp_path):
     assert proc.returncode == 0, proc.stderr
 
 
-def test_a_detector_run_records_its_settings_before_it_builds_its_bank(tmp_path):
+def test_a_detector_run_records_its_settings_before_it_builds_its_bank(tmp_path, monkeypatch):
     """A run stopped while it built or loaded its bank had no run.json yet, so a resume with other settings
     took the old bank and recorded the new settings."""
-    run = ["train-detector", "--out", str(tmp_path / "run"), "--phantoms", "2", "--back-phantoms", "0",
+    import EDIQALib.backgrounds as backgrounds
+
+    def stopped(*args, **kwargs):  # Ctrl-C while the bank is built
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(backgrounds, "training_bases", lambda *args: {})
+    monkeypatch.setattr(backgrounds, "build_bank", stopped)
+    run = ["train-detector", "--out", tmp_path / "run", "--phantoms", "2", "--back-phantoms", "0",
            "--bank-projections", "40", "--workers", "1"]
-    proc = subprocess.Popen([sys.executable, "-m", "EDIQALib", *run, "--progress", "jsonl"], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
-    for line in proc.stdout:  # stopped as soon as the bank is being built
-        if json.loads(line).get("stage") == "bank":
-            proc.terminate()
-            break
-    proc.communicate(timeout=120)
+    assert ediqa(*run).returncode == 130
     assert not (tmp_path / "run" / "bank.npz").exists()
     assert json.loads((tmp_path / "run" / "run.json").read_text())["args"]["bank_projections"] == 40
     run[-3] = "30"
