@@ -24,6 +24,7 @@ import torch
 
 from .assessment import student_scorer, usable_cpus
 from .backgrounds import make_background, slice_background
+from .choices import ENGINE_ROOT
 from .detector import detect
 from .distill import Sample, agreement, scores_of
 from .errors import InputError
@@ -35,8 +36,6 @@ from .simulate import phantom
 from .student import Student
 from .teacher import TeacherConfig, score_series
 from .validation import acceptance_bases, acceptance_series, rank_agreement, rho_summary, scored_series
-
-ENGINE_ROOT = Path(__file__).resolve().parent.parent  # the folder that holds EDIQALib
 
 
 

@@ -7,7 +7,8 @@ once, without loading torch (three to four seconds) or the image libraries (one 
 import re
 from pathlib import Path
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"  # the bundled models' registry
+ENGINE_ROOT = Path(__file__).resolve().parent.parent  # the folder that holds EDIQALib and Resources
+MODELS_DIR = ENGINE_ROOT / "Resources" / "Models"  # the bundled models' registry
 DEFAULT_DETECTOR = "detector-lite"  # the teacher's detector
 DEFAULT_STUDENT = "student-lite"  # the student of `assess`
 

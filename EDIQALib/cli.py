@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from .choices import (DEFAULT_DETECTOR, DEFAULT_STUDENT, DEVICES, FILTERS, KINDS, MAX_PHOTONS, MAX_VIEWS, MIN_SIZE,
-                      MIN_VIEWS, MODELS_DIR, PRESETS, READOUTS, is_device_name)
+from .choices import (DEFAULT_DETECTOR, DEFAULT_STUDENT, DEVICES, ENGINE_ROOT, FILTERS, KINDS, MAX_PHOTONS, MAX_VIEWS,
+                      MIN_SIZE, MIN_VIEWS, MODELS_DIR, PRESETS, READOUTS, is_device_name)
 from .errors import InputError
 from .progress import end_line
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .progress import Progress
     from .io import Volume
 
-DEMO_SAMPLE = Path(__file__).resolve().parent.parent / "Resources" / "SampleData" / "head-ct-slice.nrrd"
+DEMO_SAMPLE = ENGINE_ROOT / "Resources" / "SampleData" / "head-ct-slice.nrrd"
 NOISY_FIRST_SEED = 100  # series seeds of the noisy real variants, apart from the plain ones (0, 1, ...)
 
 
