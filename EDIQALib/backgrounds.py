@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import zipfile
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -97,6 +100,29 @@ def _quiet_on_interrupt() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+@contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM that arrive inside are delivered at its end, to the handlers in place before it.
+
+    Around the hand-out of a pool's jobs: interrupted there, the jobs already handed out were all computed
+    before the pool let go (minutes, which a Cancel's grace does not wait for), and a worker forked there
+    could die of the signal before :func:`_quiet_on_interrupt` ran, with a traceback. Outside the main
+    thread, where handlers cannot be set, a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if held:
+            signal.raise_signal(held[0])
+
+
 def build_bank(bases: dict[str, np.ndarray], n_projections: int, seed: int = 0, workers: int = 2,
                progress=None) -> dict[str, np.ndarray]:
     """Simulate ``n_projections`` degradations (3 nested doses each) of the given canonical HU slices.
@@ -111,14 +137,19 @@ def build_bank(bases: dict[str, np.ndarray], n_projections: int, seed: int = 0, 
         name = names[j % len(names)]
         jobs.append((bases[name], _draw_degradation(name, rng), seed * 100003 + j))
     images, psf, meta = [], [], []
-    with ProcessPoolExecutor(workers, initializer=_quiet_on_interrupt) as pool:
-        for j, result in enumerate(pool.map(_degrade, jobs)):
-            for (image01, sigma), dose in zip(result, jobs[j][1].doses):
+    pool = ProcessPoolExecutor(workers, initializer=_quiet_on_interrupt)
+    try:
+        with _interrupts_held():  # the workers start here
+            futures = [pool.submit(_degrade, job) for job in jobs]
+        for j, (future, job) in enumerate(zip(futures, jobs)):
+            for (image01, sigma), dose in zip(future.result(), job[1].doses):
                 images.append(image01)
                 psf.append(sigma)
-                meta.append(json.dumps({**asdict(jobs[j][1]), "dose": float(dose)}))
+                meta.append(json.dumps({**asdict(job[1]), "dose": float(dose)}))
             if progress:
                 progress("bank", j + 1, n_projections)
+    finally:  # interrupted or failed: the jobs not started are dropped, those under way awaited
+        pool.shutdown(cancel_futures=True)
     size = max(max(im.shape) for im in images)
     stack = np.zeros((len(images), size, size), np.float32)
     for i, im in enumerate(images):
