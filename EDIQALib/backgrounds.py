@@ -9,11 +9,12 @@ import json
 import signal
 import threading
 import zipfile
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -23,6 +24,9 @@ from .io import CANONICAL_SPACING_MM, read_volume
 from .preprocess import body_mask, estimate_psf_sigma, normalise, to_canonical
 from .signals import InsertionConfig, saliency_mask
 from .simulate import FILTERS, Acquisition, correlated_noise, phantom, simulate_series
+
+Job = TypeVar("Job")
+Outcome = TypeVar("Outcome")
 
 
 @dataclass
@@ -102,12 +106,9 @@ def _quiet_on_interrupt() -> None:
 
 @contextmanager
 def _interrupts_held() -> Iterator[None]:
-    """Ctrl-C and SIGTERM that arrive inside are delivered at its end, to the handlers in place before it.
-
-    Around the hand-out of a pool's jobs: interrupted there, the jobs already handed out were all computed
-    before the pool let go (minutes, which a Cancel's grace does not wait for), and a worker forked there
-    could die of the signal before :func:`_quiet_on_interrupt` ran, with a traceback. Outside the main
-    thread, where handlers cannot be set, a no-op."""
+    """Ctrl-C and SIGTERM that arrive inside are delivered at its end, to the handlers in place before it:
+    a worker forked inside could otherwise die of one before :func:`_quiet_on_interrupt` ran, with a
+    traceback. Outside the main thread, where handlers cannot be set, a no-op."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -123,6 +124,33 @@ def _interrupts_held() -> Iterator[None]:
             signal.raise_signal(held[0])
 
 
+def _in_workers(fn: Callable[[Job], Outcome], jobs: list[Job], workers: int,
+                done: Callable[[int], None] | None = None) -> list[Outcome]:
+    """``[fn(job) for job in jobs]`` in ``workers`` processes, ``done(count)`` after each job finished.
+
+    A job is handed out only when a worker is free: interrupted, or when a job fails, the jobs not handed
+    out are dropped and only those under way are awaited (a pool's own queue holds more, which it would run
+    to their end first)."""
+    results: dict[int, Outcome] = {}
+    waiting = list(enumerate(jobs))[::-1]
+    running: dict[Future, int] = {}
+    pool = ProcessPoolExecutor(workers, initializer=_quiet_on_interrupt)
+    try:
+        while waiting or running:
+            while waiting and len(running) < workers:
+                index, job = waiting.pop()
+                with _interrupts_held():  # a worker may be forked here
+                    running[pool.submit(fn, job)] = index
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                results[running.pop(future)] = future.result()
+                if done:
+                    done(len(jobs) - len(waiting) - len(running))
+    finally:
+        pool.shutdown(cancel_futures=True)
+    return [results[index] for index in range(len(jobs))]
+
+
 def build_bank(bases: dict[str, np.ndarray], n_projections: int, seed: int = 0, workers: int = 2,
                progress=None) -> dict[str, np.ndarray]:
     """Simulate ``n_projections`` degradations (3 nested doses each) of the given canonical HU slices.
@@ -136,20 +164,14 @@ def build_bank(bases: dict[str, np.ndarray], n_projections: int, seed: int = 0, 
     for j in range(n_projections):
         name = names[j % len(names)]
         jobs.append((bases[name], _draw_degradation(name, rng), seed * 100003 + j))
+    degraded = _in_workers(_degrade, jobs, workers,
+                           (lambda count: progress("bank", count, n_projections)) if progress else None)
     images, psf, meta = [], [], []
-    pool = ProcessPoolExecutor(workers, initializer=_quiet_on_interrupt)
-    try:
-        with _interrupts_held():  # the workers start here
-            futures = [pool.submit(_degrade, job) for job in jobs]
-        for j, (future, job) in enumerate(zip(futures, jobs)):
-            for (image01, sigma), dose in zip(future.result(), job[1].doses):
-                images.append(image01)
-                psf.append(sigma)
-                meta.append(json.dumps({**asdict(job[1]), "dose": float(dose)}))
-            if progress:
-                progress("bank", j + 1, n_projections)
-    finally:  # interrupted or failed: the jobs not started are dropped, those under way awaited
-        pool.shutdown(cancel_futures=True)
+    for result, job in zip(degraded, jobs):
+        for (image01, sigma), dose in zip(result, job[1].doses):
+            images.append(image01)
+            psf.append(sigma)
+            meta.append(json.dumps({**asdict(job[1]), "dose": float(dose)}))
     size = max(max(im.shape) for im in images)
     stack = np.zeros((len(images), size, size), np.float32)
     for i, im in enumerate(images):

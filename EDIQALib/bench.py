@@ -197,8 +197,8 @@ def held_out_agreement(student: Student, held_out: list[Sample]) -> dict:
 
 def run_bench(student: torch.nn.Module, student_name: str, detector: torch.nn.Module, config: TeacherConfig,
               volume_shape: tuple[int, int, int], kinds: tuple[str, ...] = ("dose", "views", "texture", "blur"),
-              teacher_runs: int = 1, device: str = "cpu", held_out: list[Sample] | None = None,
-              dose_draws: int = 8, progress: Progress | None = None) -> dict:
+              teacher_runs: int = 1, volume_runs: int = 3, device: str = "cpu",
+              held_out: list[Sample] | None = None, dose_draws: int = 8, progress: Progress | None = None) -> dict:
     """All figures, measured in this one run (see the module doc); with ``held_out`` teacher labels,
     also the student's fidelity to the teacher on them (PLCC, SROCC)."""
     hu = phantom(7, size=512, kind="body")  # a 512² slice at 0.7 mm
@@ -214,7 +214,7 @@ def run_bench(student: torch.nn.Module, student_name: str, detector: torch.nn.Mo
     student_ms = measured(student_ms_per_slice(student, device=device))
     teacher_s = measured(teacher_s_per_slice(detector, hu, config, teacher_runs, device))
     with tempfile.TemporaryDirectory() as tmp:
-        volume_s, peak_gb = measured(volume_seconds(student_name, volume_shape, Path(tmp), device))
+        volume_s, peak_gb = measured(volume_seconds(student_name, volume_shape, Path(tmp), device, volume_runs))
     validity = measured(student_validity(student, kinds, device=device))
     order = measured(dose_order(student, dose_draws, device=device))
     half_noise = measured(heatmap_half_noise(student, device=device))
@@ -223,7 +223,7 @@ def run_bench(student: torch.nn.Module, student_name: str, detector: torch.nn.Mo
             "teacher_realizations": config.realizations, "teacher_repeats": config.repeats,
             "teacher_settings": config.settings(),  # all of them: seed, read-out, contrasts, PSF-aware
             "speedup": round(teacher_s / (student_ms / 1000.0), 1), "volume_shape": list(volume_shape),
-            "volume_s": round(volume_s, 2), "peak_mem_gb": round(peak_gb, 3), "device": device, **host(device),
+            "volume_runs": volume_runs, "volume_s": round(volume_s, 2), "peak_mem_gb": round(peak_gb, 3), "device": device, **host(device),
             "validity": validity, "dose_order": order, "heatmap_half_noise": half_noise, "fidelity": agreed}
 
 

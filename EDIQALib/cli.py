@@ -508,7 +508,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if held_out is not None:  # before the bench's minutes of work
         check_rankable(held_out, "the --labels", "label more held-out slices")
     figures = run_bench(student, str(entry.weights), detector, config, shape, tuple(args.kinds),
-                        args.teacher_runs, device, held_out, args.dose_draws, _progress(args))
+                        teacher_runs=args.teacher_runs, volume_runs=args.volume_runs, device=device,
+                        held_out=held_out, dose_draws=args.dose_draws, progress=_progress(args))
     figures["model"] = {"name": entry.name, "sha256": entry.sha256}
     figures["teacher_model"] = {"name": teacher.name, "sha256": teacher.sha256}  # the detector timed
     write_bench(figures, args.out)
@@ -531,10 +532,9 @@ def cmd_select_detector(args: argparse.Namespace) -> None:
     run_info, _ = _read_run(run, run)
     from .teacher import TeacherConfig  # torch: a run that is none answers without it
     from .validation import default_validation_series, select_checkpoint, validity_metric
-    metric = validity_metric(default_validation_series(),
-                             TeacherConfig(realizations=args.realizations, repeats=1), _device(args.device))
-    rows = select_checkpoint(snapshots, metric, run_info.get("args", {}).get("preset", "lite"),
-                             progress=_progress(args))
+    config, device = TeacherConfig(realizations=args.realizations, repeats=1), _device(args.device)
+    rows = select_checkpoint(snapshots, lambda: validity_metric(default_validation_series(), config, device),
+                             run_info.get("args", {}).get("preset", "lite"), progress=_progress(args))
     best = max((r for r in rows if r["validity"] is not None), key=lambda r: r["validity"])
     write_bytes((run / "snapshots" / best["snapshot"]).read_bytes(), run / "best.safetensors")
     write_text(json.dumps({"realizations": args.realizations, "snapshots": rows, "best": best}, indent=2),
@@ -1170,6 +1170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-runs", type=_positive_int, default=1, help="teacher timings to take the median of")
     p.add_argument("--volume-shape", default=[300, 512, 512], type=_volume_shape,
                    help="slices,rows,cols of the synthetic volume timed end to end")
+    p.add_argument("--volume-runs", type=_positive_int, default=3, help="volume timings to take the median of")
     p.add_argument("--kinds", type=_kind_list, default=["dose", "views", "texture", "blur"],
                    help="evaluation series for the validity figures")
     p.add_argument("--dose-draws", type=_positive_int, default=8,

@@ -95,10 +95,12 @@ def default_validation_series() -> list[Series]:
         make_series(kind, "back-503", back, seed=503) for kind in ("dose", "texture")]
 
 
-def select_checkpoint(snapshots: list[Path], metric: Callable[[nn.Module], float], preset: str = "lite",
-                      progress: Progress | None = None) -> list[dict]:
-    """Evaluate every snapshot with ``metric``; returns ``[{"snapshot", "validity"}]`` in input order, the
-    validity ``None`` for a snapshot whose weights hold NaN (the run diverged there: no candidate).
+def select_checkpoint(snapshots: list[Path], make_metric: Callable[[], Callable[[nn.Module], float]],
+                      preset: str = "lite", progress: Progress | None = None) -> list[dict]:
+    """Evaluate every snapshot with the metric ``make_metric()`` returns, made once every snapshot has been
+    read (its validation series take a while to simulate: an unusable snapshot is refused first); returns
+    ``[{"snapshot", "validity"}]`` in input order, the validity ``None`` for a snapshot whose weights hold
+    NaN (the run diverged there: no candidate).
 
     Raises:
         InputError: a snapshot is unreadable or of another network (all are read before any is evaluated),
@@ -112,6 +114,7 @@ def select_checkpoint(snapshots: list[Path], metric: Callable[[nn.Module], float
             models.append(None)
     if all(model is None for model in models):
         raise InputError("every snapshot holds NaN or infinite weights: the run diverged")
+    metric = make_metric()
     rows = []
     for i, (path, model) in enumerate(zip(snapshots, models)):
         rows.append({"snapshot": path.name, "validity": None if model is None else metric(model.eval())})

@@ -196,8 +196,9 @@ def test_assess_refuses_a_detector_as_student(tmp_path):
 
 
 def test_bench_measures_every_figure_in_one_run(tmp_path, student_file):
-    proc = ediqa("bench", "--student", student_file, "--realizations", "2", "--repeats", "1", "--dose-draws", "2",
-                "--volume-shape", "3,160,160", "--kinds", "texture,blur", "--out", tmp_path, "--progress", "jsonl")
+    proc = ediqa("bench", "--student", student_file, "--realizations", "2", "--repeats", "1", "--dose-draws", "1",
+                "--volume-shape", "3,160,160", "--volume-runs", "1", "--kinds", "texture,blur", "--out", tmp_path,
+                "--progress", "jsonl")
     assert proc.returncode == 0, proc.stderr
     figures = json.loads((tmp_path / "bench.json").read_text(encoding="utf-8"))
     lines = [json.loads(line) for line in proc.stdout.splitlines()]  # every line one JSON object ...
@@ -212,8 +213,9 @@ def test_bench_measures_every_figure_in_one_run(tmp_path, student_file):
     assert figures["speedup"] == pytest.approx(figures["teacher_s_per_slice"] / figures["student_ms_per_slice"] * 1000,
                                                rel=0.05, abs=0.1)
     assert set(figures["validity"]["summary"]) == {"texture", "blur"}
-    order = figures["dose_order"]  # every evaluation slice's dose series, two noise draws each
-    assert order["series"] == 10 and {len(v) for v in order["rho"].values()} == {2} and len(order["rho"]) == 5
+    assert figures["volume_runs"] == 1
+    order = figures["dose_order"]  # every evaluation slice's dose series, one noise draw each
+    assert order["series"] == 5 and {len(v) for v in order["rho"].values()} == {1} and len(order["rho"]) == 5
     every = [r for v in order["rho"].values() for r in v]
     assert order["min_rho"] == min(every) and order["in_order"] == pytest.approx(np.mean(np.isclose(every, 1.0)))
     assert figures["heatmap_half_noise"]["cases"] == 44  # 20 unseen phantoms + 2 real slices, each side

@@ -301,23 +301,25 @@ def test_an_interrupt_is_one_line_and_leaves_no_staging_behind(tmp_path, sig):
         _end_group(proc.pid)
 
 
-def test_an_interrupt_while_the_bank_s_jobs_are_handed_out_drops_those_not_started(monkeypatch):
-    """Interrupted while the bank's jobs were being handed out to its workers (the moment the workers
-    appear), the bank computed every job handed out so far before it let go: the interrupted run went on
-    for minutes. The interrupt now waits for the hand-out's end, and the jobs not started are dropped."""
+def test_an_interrupted_bank_waits_for_the_projections_under_way_only(monkeypatch):
+    """Interrupted, the bank ran every projection its pool had queued before it let go (up to five at two
+    workers; interrupted while handing them out, all of them): it now hands a projection out only to a free
+    worker, so that the interrupt waits for those under way only."""
     futures = []
 
     class Recording(ProcessPoolExecutor):
         def submit(self, fn, /, *args, **kwargs):
             futures.append(super().submit(fn, *args, **kwargs))
-            if len(futures) == 12:
-                os.kill(os.getpid(), signal.SIGINT)
             return futures[-1]
+
+    def interrupted(stage, done, total):
+        raise KeyboardInterrupt
 
     monkeypatch.setattr(backgrounds, "ProcessPoolExecutor", Recording)
     with pytest.raises(KeyboardInterrupt):
-        backgrounds.build_bank({"p": phantom(61, size=192, kind="body")}, 12, workers=2)
-    assert len(futures) == 12 and sum(f.cancelled() for f in futures) >= 4
+        backgrounds.build_bank({"p": phantom(61, size=192, kind="body")}, 12, workers=2, progress=interrupted)
+    assert len(futures) == 2 and all(f.done() for f in futures)
+
 
 def test_cancel_kills_a_child_that_ignores_the_polite_signal(tmp_path):
     """A child (and a process it started) that ignores SIGTERM is killed, group and all, once the grace

@@ -90,3 +90,26 @@ def test_a_series_validity_lies_within_rho_plus_minus_one():
     assert series_validity([0.0, 0.005, 0.01]) == pytest.approx(-1.0)  # ρ -1, and no drop from 0
     assert series_validity([0.001, 0.005, 0.01]) == pytest.approx(-2.0)  # a ninefold rise counts as -1
     assert series_validity([0.0, 0.0, 0.0]) == 0.0
+
+
+def test_every_snapshot_is_read_before_the_selection_s_metric_is_made(tmp_path):
+    """The metric's validation series take a while to simulate: a snapshot that cannot be used is refused
+    before they are made, and the metric is made once for all snapshots."""
+    from EDIQALib.detector import build_detector, save_weights
+    from EDIQALib.errors import InputError
+    from EDIQALib.validation import select_checkpoint
+
+    good, cut = tmp_path / "step000010.safetensors", tmp_path / "step000020.safetensors"
+    save_weights(build_detector("lite"), good)
+    cut.write_bytes(b"\0" * 32)
+    made = []
+
+    def make_metric():
+        made.append(True)
+        return lambda model: 0.5
+
+    with pytest.raises(InputError, match="step000020.safetensors: not readable"):
+        select_checkpoint([good, cut], make_metric)
+    assert not made
+    assert select_checkpoint([good, good], make_metric) == [{"snapshot": good.name, "validity": 0.5}] * 2
+    assert made == [True]
