@@ -229,23 +229,19 @@ def test_bench_measures_every_figure_in_one_run(tmp_path, student_file):
     assert f"{figures['speedup']}" in table
 
 
-def test_bench_volume_figure_is_of_a_real_assessment_in_a_child_process(tmp_path, student_file):
-    seconds, _ = volume_seconds(str(student_file), (3, 160, 160), tmp_path, runs=1)
-    result = json.loads((tmp_path / "out" / "result.json").read_text(encoding="utf-8"))
-    assert result["shape"] == [160, 160, 3] and len(result["slice_scores"]) == 3 and 0 < result["score"] < 1
-    assert seconds >= result["seconds"] > 0  # the whole command, the assessment in it
-    with pytest.raises(InputError, match="assessing the bench's volume failed: model not found"):
-        volume_seconds("no-such-student", (3, 160, 160), tmp_path, runs=1)
-
-
-def test_bench_volume_of_a_strip_is_assessed_and_not_stopped_by_a_user_s_module(tmp_path, student_file, monkeypatch):
-    """A strip was cut from the phantom's corner, no body in it: the figure timed a start-up, not an
-    assessment. The child imported a ``random.py`` of the user's working folder before the standard library's."""
+def test_bench_volume_figure_is_of_a_real_assessment_in_a_child_process(tmp_path, student_file, monkeypatch):
+    """The volume is assessed, by a child process of its own. A strip was cut from the phantom's corner, no
+    body in it: the figure timed a start-up, not an assessment. The child imported a ``random.py`` of the
+    user's working folder before the standard library's."""
     (tmp_path / "random.py").write_text("raise SystemExit('a stray random.py was imported')\n", encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "work").mkdir()
-    volume_seconds(str(student_file), (1, 64, 320), Path("work"), runs=1)  # relative, as --out may be
-    assert json.loads((tmp_path / "work" / "out" / "result.json").read_text(encoding="utf-8"))["score"] is not None
+    seconds, _ = volume_seconds(str(student_file), (2, 64, 320), Path("work"), runs=1)  # relative, as --out may be
+    result = json.loads((tmp_path / "work" / "out" / "result.json").read_text(encoding="utf-8"))
+    assert result["shape"] == [320, 64, 2] and len(result["slice_scores"]) == 2 and 0 < result["score"] < 1
+    assert seconds >= result["seconds"] > 0  # the whole command, the assessment in it
+    with pytest.raises(InputError, match="assessing the bench's volume failed: model not found"):
+        volume_seconds("no-such-student", (2, 64, 320), Path("work"), runs=1)
 
 
 def test_bench_plots_student_against_teacher_on_held_out_slices():

@@ -566,29 +566,21 @@ def test_a_missing_labels_file_is_one_line_and_exit_2(tmp_path, command):
 def test_make_dataset_seeds_noisy_back_phantoms_after_the_plain_ones(tmp_path):
     """A noisy back phantom is the back phantom of its seed plus a noise of its own: its texture series'
     first image (the slice plus 40 HU of white noise) differs from the plain one's by that noise alone."""
-    common = ("make-dataset", "--phantoms", "0", "--first-seed", "77", "--real-variants", "0", "--progress", "none")
-    assert ediqa(*common, "--out", tmp_path / "plain", "--back-phantoms", "2").returncode == 0
-    proc = ediqa(*common, "--out", tmp_path / "noisy", "--back-phantoms", "1", "--noisy-back-phantoms", "1")
+    data = tmp_path / "data"
+    common = ("make-dataset", "--out", data, "--phantoms", "0", "--first-seed", "77", "--real-variants", "0",
+              "--progress", "none")
+    assert ediqa(*common, "--back-phantoms", "2").returncode == 0
+    proc = ediqa(*common, "--back-phantoms", "1", "--noisy-back-phantoms", "1")  # back-77's series are there
     assert proc.returncode == 0, proc.stderr
-    names = sorted({p.name.rsplit("-", 1)[0] for p in (tmp_path / "noisy").iterdir()})
-    assert names == ["back-77", "noisy-back-78"]
-    plain, noisy = (sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / d / "0-texture-0.nrrd")))
-                    for d in ("plain/back-78-texture", "noisy/noisy-back-78-texture"))
+    assert json.loads(proc.stdout) == {"series": 8, "made": 4, "out": str(data)}
+    assert sorted({p.name.rsplit("-", 1)[0] for p in data.iterdir()}) == ["back-77", "back-78", "noisy-back-78"]
+    plain, noisy = (sitk.GetArrayFromImage(sitk.ReadImage(str(data / d / "0-texture-0.nrrd")))
+                    for d in ("back-78-texture", "noisy-back-78-texture"))
     low, high = ACQUIRED_NOISE_SD_HU
     assert low <= float(np.std(noisy - plain)) <= high
 
 
-def test_make_dataset_writes_every_series_kind_of_a_back_phantom(tmp_path):
-    proc = ediqa("make-dataset", "--out", tmp_path / "data", "--phantoms", "0", "--back-phantoms", "1",
-                 "--first-seed", "77", "--real-variants", "0", "--progress", "none")
-    assert proc.returncode == 0, proc.stderr
-    folders = sorted(p.name for p in (tmp_path / "data").iterdir())
-    assert folders == ["back-77-blur", "back-77-dose", "back-77-texture", "back-77-views"]
-    dose = sorted((tmp_path / "data" / "back-77-dose").iterdir())
-    assert len(dose) == 5
-    image = sitk.ReadImage(str(dose[0]))
-    assert image.GetSpacing() == (0.7, 0.7) and 110 <= image.GetSize()[0] <= 200
-    assert read_volume(dose[0]).modality == "ct"  # tagged: the field holds no air to tell HU by
+def test_make_dataset_refuses_a_file_where_a_series_goes_before_it_makes_any(tmp_path):
     blocked = tmp_path / "blocked"
     blocked.mkdir()
     (blocked / "back-77-views").write_text("a file where a series goes")
@@ -600,7 +592,8 @@ def test_make_dataset_writes_every_series_kind_of_a_back_phantom(tmp_path):
 
 def test_an_interrupted_make_dataset_leaves_whole_series_only(tmp_path, monkeypatch):
     """``label`` reads the images a series folder holds: an interrupt while a series is written leaves the
-    series made before it, whole, and nothing of the one being written."""
+    series made before it, whole, and nothing of the one being written. Run again, it makes the others:
+    every series kind of the back phantom, at the canonical spacing, tagged CT."""
     from EDIQALib import cli, io
     from EDIQALib.series import LEVELS
 
@@ -626,6 +619,11 @@ def test_an_interrupted_make_dataset_leaves_whole_series_only(tmp_path, monkeypa
     assert json.loads(proc.stdout) == {"series": 4, "made": 3, "out": str(out)}
     assert sorted(p.name for p in out.iterdir()) == ["back-77-blur", "back-77-dose", "back-77-texture", "back-77-views"]
     assert {p: p.stat().st_mtime_ns for p in (out / "back-77-dose").iterdir()} == made
+    views = sorted((out / "back-77-views").iterdir())
+    assert len(views) == len(LEVELS["views"])
+    image = sitk.ReadImage(str(views[0]))
+    assert image.GetSpacing() == (0.7, 0.7) and 110 <= image.GetSize()[0] <= 200
+    assert read_volume(views[0]).modality == "ct"  # tagged: the field holds no air to tell HU by
 
 
 @pytest.mark.parametrize("command", ["compare", "teacher"])
@@ -920,13 +918,19 @@ def test_train_detector_checks_its_batch_before_building_a_bank(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_detector_runs_with_unusable_weights_or_records_are_refused_before_writing(tmp_path):
+def test_detector_runs_with_unusable_weights_or_records_are_refused_before_writing(tmp_path, monkeypatch):
     """select-detector and publish-detector on a run whose snapshot, best weights or run record cannot be
-    used: one line, and nothing written (no best weights, no selection, nothing published)."""
+    used: one line, and nothing written (no best weights, no selection, nothing published). The snapshots
+    are compared on one validation series, not the six of a real selection."""
     import torch
 
+    from EDIQALib import validation
     from EDIQALib.detector import build_detector, save_weights
+    from EDIQALib.series import make_series
     from EDIQALib.student import Student
+
+    monkeypatch.setattr(validation, "default_validation_series",
+                        lambda: [make_series("dose", "phantom-500", phantom(500, kind="body"), seed=500)])
 
     run = tmp_path / "run"
     (run / "snapshots").mkdir(parents=True)
