@@ -108,13 +108,14 @@ def _quiet_on_interrupt() -> None:
 def _interrupts_held() -> Iterator[None]:
     """Ctrl-C and SIGTERM that arrive inside are delivered at its end, to the handlers in place before it:
     a worker forked inside could otherwise die of one before :func:`_quiet_on_interrupt` ran, with a
-    traceback. Outside the main thread, where handlers cannot be set, a no-op."""
-    if threading.current_thread() is not threading.main_thread():
+    traceback. Outside the main thread, where handlers cannot be set, or where a handler was set outside
+    Python (which could not be put back), a no-op."""
+    signals = (signal.SIGINT, signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or any(signal.getsignal(s) is None for s in signals):
         yield
         return
     held: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum)) for sig in signals}
     try:
         yield
     finally:

@@ -321,6 +321,21 @@ def test_an_interrupted_bank_waits_for_the_projections_under_way_only(monkeypatc
     assert len(futures) == 2 and all(f.done() for f in futures)
 
 
+def test_an_interrupt_while_a_worker_is_started_is_delivered_once_it_is():
+    """A worker forked while Ctrl-C arrived could die of it before it ignored it, with a traceback: while a
+    job is handed out (and a worker perhaps forked), the interrupt is held, then delivered as it was."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, not a background job
+    try:
+        handed_out = False
+        with pytest.raises(KeyboardInterrupt):
+            with backgrounds._interrupts_held():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.1)
+                handed_out = True
+        assert handed_out and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
 def test_cancel_kills_a_child_that_ignores_the_polite_signal(tmp_path):
     """A child (and a process it started) that ignores SIGTERM is killed, group and all, once the grace
     is over: cancel returns, and nothing of the group is left. (The engine keeps a SIGTERM ignored when it
