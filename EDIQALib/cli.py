@@ -1432,14 +1432,19 @@ def run() -> None:
     loaded the interpreter's teardown takes about two seconds and does nothing useful: by the time
     :func:`main` returns, every output has been written, closed and moved into place. SIGTERM (``kill``,
     the Slicer panel's Cancel) interrupts as Ctrl-C does, so that a write under way is discarded whole;
-    started with SIGTERM ignored, it leaves it so, as Python leaves an ignored SIGINT. Without a writable
-    home folder, matplotlib is given a temporary one (:func:`_matplotlib_folder`)."""
-    _keep_freed_memory()
+    started with SIGTERM ignored, it leaves it so, as Python leaves an ignored SIGINT. An interrupt before
+    :func:`main` takes over is the same one line. Without a writable home folder, matplotlib is given a
+    temporary one (:func:`_matplotlib_folder`)."""
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
         signal.signal(signal.SIGTERM, _interrupt)
-    _end_with_parent()
-    with _matplotlib_folder():
-        code = main()
+    try:
+        _keep_freed_memory()
+        _end_with_parent()
+        with _matplotlib_folder():
+            code = main()
+    except KeyboardInterrupt:  # before main's own handling began, or as it ended
+        sys.stderr.write("ediqa: interrupted\n")
+        code = 130
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

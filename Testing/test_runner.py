@@ -301,6 +301,15 @@ def test_an_interrupt_is_one_line_and_leaves_no_staging_behind(tmp_path, sig):
         _end_group(proc.pid)
 
 
+def test_an_interrupt_before_the_command_starts_is_one_line():
+    """Ctrl-C in the console entry's first steps, before the command's own handling began (as the watch on
+    the starting process is set up), printed a traceback."""
+    code = ("import EDIQALib.cli as cli\n"
+            "def interrupted():\n    raise KeyboardInterrupt\n"
+            "cli._end_with_parent = interrupted\ncli.run()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 130 and proc.stderr == "ediqa: interrupted\n", proc.stderr
+
 def test_an_interrupted_bank_waits_for_the_projections_under_way_only(monkeypatch):
     """Interrupted, the bank ran every projection its pool had queued before it let go (up to five at two
     workers; interrupted while handing them out, all of them): it now hands a projection out only to a free
