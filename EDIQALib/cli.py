@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import logging
 import math
 import os
 import platform
@@ -1424,6 +1425,8 @@ def _matplotlib_folder() -> Iterator[None]:
         return
     with temporary as folder:
         os.environ["MPLCONFIGDIR"] = folder
+        # its font cache is built on every run: matplotlib's note, after 5 s, that it is being built is no news
+        logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
         yield
 
 
@@ -1432,10 +1435,13 @@ def run() -> None:
     loaded the interpreter's teardown takes about two seconds and does nothing useful: by the time
     :func:`main` returns, every output has been written, closed and moved into place. SIGTERM (``kill``,
     the Slicer panel's Cancel) interrupts as Ctrl-C does, so that a write under way is discarded whole;
-    started with SIGTERM ignored, it leaves it so, as Python leaves an ignored SIGINT. An interrupt before
-    :func:`main` takes over is the same one line. Without a writable home folder, matplotlib is given a
-    temporary one (:func:`_matplotlib_folder`)."""
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
+    started with SIGTERM ignored, it leaves it so, as Python leaves an ignored SIGINT, unless started by
+    :class:`~EDIQALib.runner.Runner`, whose Cancel is that signal (a job inherits Slicer's dispositions).
+    An interrupt before :func:`main` takes over is the same one line. Without a writable home folder,
+    matplotlib is given a temporary one (:func:`_matplotlib_folder`)."""
+    from .runner import PARENT_ENV
+
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN or os.environ.get(PARENT_ENV):
         signal.signal(signal.SIGTERM, _interrupt)
     try:
         _keep_freed_memory()

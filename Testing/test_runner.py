@@ -190,7 +190,7 @@ def test_cancel_through_a_launcher_lets_the_command_end_as_on_ctrl_c(tmp_path):
             time.sleep(0.2)
             events = runner.events()
         assert events and events[0].stage == "bank", events
-        runner.cancel(grace=60)  # time to end on a busy machine: the bank's workers end first
+        runner.cancel(grace=120)  # time to end on a busy machine: the bank's projections under way end first
         outcome = runner.wait(timeout=10)
         assert outcome.cancelled and outcome.error == "ediqa: interrupted", outcome
         assert not [p for p in (tmp_path / "run").rglob("*") if p.name.startswith(".tmp")]
@@ -282,7 +282,7 @@ def test_an_interrupt_is_one_line_and_leaves_no_staging_behind(tmp_path, sig):
                             stderr=subprocess.PIPE, text=True, start_new_session=True,
                             # as a terminal's foreground program: a shell's background job (a CI runner's, at
                             # times) ignores Ctrl-C, and a child started from it would ignore it too
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGTERM)])
     try:
         deadline, kids = time.monotonic() + 120, set()
         while time.monotonic() < deadline and len(kids) < 2:
@@ -290,7 +290,7 @@ def test_an_interrupt_is_one_line_and_leaves_no_staging_behind(tmp_path, sig):
             kids = _descendants(proc.pid)
         assert len(kids) >= 2, "the bank workers did not start"
         os.killpg(proc.pid, sig)
-        _, stderr = proc.communicate(timeout=60)
+        _, stderr = proc.communicate(timeout=120)  # the bank's projections under way end first
         assert proc.returncode == 130 and stderr.strip() == "ediqa: interrupted", stderr
         assert not [p for p in out.rglob("*") if p.name.startswith(".tmp")] and not (out / "bank.npz").exists()
         deadline = time.monotonic() + 10
@@ -344,6 +344,30 @@ def test_an_interrupt_while_a_worker_is_started_is_delivered_once_it_is():
         assert handed_out and signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGINT, previous)
+
+def test_cancel_ends_a_job_started_where_sigterm_is_ignored(tmp_path):
+    """A job inherits the signal dispositions of the process that starts it: started from one that ignores
+    SIGTERM, it ignored Cancel's polite signal, and only the kill after the grace ended it."""
+    src = tmp_path / "ct.nrrd"
+    sitk.WriteImage(ct_image(slices=100, size=160, spacing=(0.7, 0.7, 2.0)), str(src))
+    runner = Runner(["simulate", src, "--doses", "1,0.5", "--views", "720", "--out", tmp_path / "sim"])
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        runner.start()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    try:
+        deadline, events = time.monotonic() + 120, []
+        while not events and time.monotonic() < deadline:
+            time.sleep(0.1)
+            events = runner.events()
+        assert events and events[-1].done < events[-1].total, events  # under way
+        runner.cancel(grace=60)
+        outcome = runner.wait(timeout=10)
+        assert outcome.returncode == 130 and outcome.error == "ediqa: interrupted", outcome
+        assert not (tmp_path / "sim").exists()
+    finally:
+        _end_group(runner.pid)
 
 def test_cancel_kills_a_child_that_ignores_the_polite_signal(tmp_path):
     """A child (and a process it started) that ignores SIGTERM is killed, group and all, once the grace
