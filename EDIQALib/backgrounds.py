@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -20,7 +18,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .errors import InputError
-from .io import CANONICAL_SPACING_MM, read_volume
+from .io import CANONICAL_SPACING_MM, interrupts_held, read_volume
 from .preprocess import body_mask, estimate_psf_sigma, normalise, to_canonical
 from .signals import InsertionConfig, saliency_mask
 from .simulate import FILTERS, Acquisition, correlated_noise, phantom, simulate_series
@@ -104,27 +102,6 @@ def _quiet_on_interrupt() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-@contextmanager
-def _interrupts_held() -> Iterator[None]:
-    """Ctrl-C and SIGTERM that arrive inside are delivered at its end, to the handlers in place before it:
-    a worker forked inside could otherwise die of one before :func:`_quiet_on_interrupt` ran, with a
-    traceback. Outside the main thread, where handlers cannot be set, or where a handler was set outside
-    Python (which could not be put back), a no-op."""
-    signals = (signal.SIGINT, signal.SIGTERM)
-    if threading.current_thread() is not threading.main_thread() or any(signal.getsignal(s) is None for s in signals):
-        yield
-        return
-    held: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum)) for sig in signals}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if held:
-            signal.raise_signal(held[0])
-
-
 def _in_workers(fn: Callable[[Job], Outcome], jobs: list[Job], workers: int,
                 done: Callable[[int], None] | None = None) -> list[Outcome]:
     """``[fn(job) for job in jobs]`` in ``workers`` processes, ``done(count)`` after each job finished.
@@ -140,7 +117,7 @@ def _in_workers(fn: Callable[[Job], Outcome], jobs: list[Job], workers: int,
         while waiting or running:
             while waiting and len(running) < workers:
                 index, job = waiting.pop()
-                with _interrupts_held():  # a worker may be forked here
+                with interrupts_held():  # a worker forked here could die of one before it ignored it
                     running[pool.submit(fn, job)] = index
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:

@@ -223,7 +223,8 @@ def run_bench(student: torch.nn.Module, student_name: str, detector: torch.nn.Mo
             "teacher_realizations": config.realizations, "teacher_repeats": config.repeats,
             "teacher_settings": config.settings(),  # all of them: seed, read-out, contrasts, PSF-aware
             "speedup": round(teacher_s / (student_ms / 1000.0), 1), "volume_shape": list(volume_shape),
-            "volume_runs": volume_runs, "volume_s": round(volume_s, 2), "peak_mem_gb": round(peak_gb, 3), "device": device, **host(device),
+            "volume_runs": volume_runs, "volume_s": round(volume_s, 2), "peak_mem_gb": round(peak_gb, 3),
+            "device": device, **host(device),
             "validity": validity, "dose_order": order, "heatmap_half_noise": half_noise, "fidelity": agreed}
 
 

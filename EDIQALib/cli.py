@@ -261,17 +261,15 @@ def _write_results(volumes: list, results: list, folders: list[Path], progress: 
     ``out``), as progress stage ``writing`` (a large volume's heatmap takes seconds to compress). All are staged and moved into place together at the end: an
     interrupt or an error before all are written leaves none of them, and an earlier run's set whole. Each
     folder is staged in itself, on its own file system (an input's folder may be a link to another)."""
-    from contextlib import ExitStack
-
-    from .io import staged_in
+    from .io import staged_together
     from .report import write_outputs
 
     total = len(results) + (summary is not None)
     progress("writing", 0, total)
-    with ExitStack() as staged:  # each folder's files renamed into place as the stack closes, or all discarded
-        summary_dir = None if summary is None else staged.enter_context(staged_in(out))  # closed last
+    with staged_together() as stage:  # every folder's files renamed into place at the end, or all discarded
+        summary_dir = None if summary is None else stage(out)  # renamed last
         for done, (vol, res, folder) in enumerate(zip(volumes, results, folders), start=1):
-            write_outputs(res, vol, staged.enter_context(staged_in(folder)))
+            write_outputs(res, vol, stage(folder))
             progress("writing", done, total)
         if summary is not None:
             summary(summary_dir)
@@ -328,11 +326,10 @@ def cmd_assess(args: argparse.Namespace) -> None:
 def cmd_compare(args: argparse.Namespace) -> None:
     """Each input is read twice: first all of them, so that a bad one is refused before any work, then one
     at a time to be assessed and written, so that memory holds one input and its heatmap, however many."""
-    from contextlib import ExitStack
     from dataclasses import replace
 
     from .assessment import caveats, student_assessor
-    from .io import read_volume, staged_in
+    from .io import read_volume, staged_together
     from .report import COMPARISON_FILES, compared_input, write_comparison, write_outputs
 
     progress = _progress(args)
@@ -340,14 +337,14 @@ def cmd_compare(args: argparse.Namespace) -> None:
     folders = _result_folders(args, names, COMPARISON_FILES)
     assess_one = student_assessor(args.model, args.device)
     total, compared, notes = sum(depths), [], []  # progress counts the slices of all inputs
-    with ExitStack() as staged:  # every input's files and the comparison renamed into place together at the end
-        summary_dir = staged.enter_context(staged_in(Path(args.out)))  # closed last
+    with staged_together() as stage:  # every input's files and the comparison renamed into place at the end
+        summary_dir = stage(Path(args.out))  # renamed last
         for i, (path, name, folder) in enumerate(zip(args.inputs, names, folders)):
             volume = replace(read_volume(path, args.modality), name=name)
             before = sum(depths[:i])
             result = assess_one(volume, lambda stage, done, _: progress(stage, before + done, total))
             notes += caveats(volume, result)
-            write_outputs(result, volume, staged.enter_context(staged_in(folder)))
+            write_outputs(result, volume, stage(folder))
             progress("writing", i + 1, len(names) + 1)
             compared.append(compared_input(result, volume, path))
             del volume, result  # before the next input is read

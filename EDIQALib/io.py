@@ -13,13 +13,15 @@ import json
 import math
 import os
 import re
+import shutil
+import signal
 import struct
 import sys
 import tempfile
 import threading
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -741,26 +743,63 @@ def _name_max(folder: Path) -> int:
 
 
 @contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM that arrive inside are delivered at its end, to the handlers in place before it:
+    for steps that must not be cut in two. Outside the main thread, where handlers cannot be set, or where a
+    handler was set outside Python (which could not be put back), a no-op."""
+    signals = (signal.SIGINT, signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or any(signal.getsignal(s) is None for s in signals):
+        yield
+        return
+    held: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum)) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if held:
+            signal.raise_signal(held[0])
+
+
+@contextmanager
 def staged_in(folder: Path) -> Iterator[Path]:
     """A temporary folder in ``folder`` to write files into; when the block ends without error, each file
     written there is renamed into ``folder`` (atomically, one by one, in name order), else all are
-    discarded, with the folders made for them. Files get
-    the permissions the user's umask gives a new file (a ``mkstemp`` file, or safetensors' own, is the
-    owner's alone: no one else could read a shared run's results)."""
+    discarded, with the folders made for them. Ctrl-C and SIGTERM wait for the renames and the clean-up to
+    end (:func:`interrupts_held`): an interrupt there left a set of files half old, half new, or a
+    temporary folder behind. Files get the permissions the user's umask gives a new file (a ``mkstemp``
+    file, or safetensors' own, is the owner's alone: no one else could read a shared run's results)."""
     made = [p for p in (folder, *folder.parents) if not p.exists()]  # the leaf first
     folder.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder))
     try:
-        with tempfile.TemporaryDirectory(prefix=".tmp-", dir=folder) as tmp:
-            yield Path(tmp)
-            for written in sorted(Path(tmp).iterdir()):
+        yield tmp
+        with interrupts_held():
+            for written in sorted(tmp.iterdir()):
                 os.replace(written, folder / written.name)
-    except BaseException:  # an error or an interrupt: the folders made for the files go with them
-        for p in made:
-            try:
-                p.rmdir()  # only while empty
-            except OSError:
-                break
+            tmp.rmdir()
+    except BaseException:  # an error or an interrupt: the files and the folders made for them go
+        with interrupts_held():
+            shutil.rmtree(tmp, ignore_errors=True)
+            for p in made:
+                try:
+                    p.rmdir()  # only while empty
+                except OSError:
+                    break
         raise
+
+
+@contextmanager
+def staged_together() -> Iterator[Callable[[Path], Path]]:
+    """Folders staged as one set: ``stage(folder)`` gives a :func:`staged_in` folder in ``folder``. When the
+    block ends without error, every one is renamed into place, the one staged first last, with Ctrl-C and
+    SIGTERM held until the last is (an interrupt between two left a set half old, half new); else all are
+    discarded."""
+    with ExitStack() as stack:
+        yield lambda folder: stack.enter_context(staged_in(folder))
+        with interrupts_held():
+            stack.close()
 
 
 @contextmanager

@@ -502,6 +502,70 @@ def test_an_interrupted_write_leaves_no_folder_it_made(tmp_path):
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["kept.txt"]  # what was there stays
 
 
+@pytest.fixture
+def ctrl_c_on_the_first_rename(monkeypatch):
+    """Ctrl-C arrives as the first staged file is renamed into place (with Python's own SIGINT handler,
+    as in a terminal: a background job ignores it)."""
+    import signal
+
+    from EDIQALib import io
+
+    replace = os.replace
+
+    def interrupted(src, dst):
+        replace(src, dst)
+        if not interrupted.sent:
+            interrupted.sent = True
+            os.kill(os.getpid(), signal.SIGINT)
+
+    interrupted.sent = False
+    monkeypatch.setattr(io.os, "replace", interrupted)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def _earlier_set(folder, names):
+    folder.mkdir(parents=True)
+    for name in names:
+        (folder / name).write_text("old", encoding="utf-8")
+
+
+def test_an_interrupt_while_a_set_is_renamed_into_place_leaves_it_whole(tmp_path, ctrl_c_on_the_first_rename):
+    """Ctrl-C as the files of a result were renamed over an earlier run's left the set half old, half new;
+    it now waits for the renames, and the temporary folder's removal, to end."""
+    from EDIQALib.io import staged_in
+
+    names = ["heatmap.nrrd", "overlay.png", "result.json"]
+    _earlier_set(tmp_path / "out", names)
+    with pytest.raises(KeyboardInterrupt):
+        with staged_in(tmp_path / "out") as staging:
+            for name in names:
+                (staging / name).write_text("new", encoding="utf-8")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == names  # no temporary folder left
+    assert {(tmp_path / "out" / n).read_text(encoding="utf-8") for n in names} == {"new"}
+
+
+def test_an_interrupt_between_the_folders_of_one_set_leaves_the_set_whole(tmp_path, ctrl_c_on_the_first_rename):
+    """A comparison's inputs and summary are renamed into place folder by folder: Ctrl-C after the first
+    left that folder new and the others old."""
+    from EDIQALib.io import staged_together
+
+    out = tmp_path / "out"
+    for folder in (out, out / "a", out / "b"):
+        _earlier_set(folder, ["result.json"])
+    with pytest.raises(KeyboardInterrupt):
+        with staged_together() as stage:
+            for folder in (out, out / "a", out / "b"):
+                (stage(folder) / "result.json").write_text("new", encoding="utf-8")
+    assert {(f / "result.json").read_text(encoding="utf-8") for f in (out, out / "a", out / "b")} == {"new"}
+    assert not [p for p in out.rglob(".tmp*")]
+    with pytest.raises(RuntimeError):  # an error before the end: every folder's earlier set stays
+        with staged_together() as stage:
+            (stage(out / "a") / "result.json").write_text("newer", encoding="utf-8")
+            raise RuntimeError("failed")
+    assert (out / "a" / "result.json").read_text(encoding="utf-8") == "new" and not list(out.rglob(".tmp*"))
+
 def test_a_nifti_in_two_gzip_members_is_counted_not_refused(tmp_path):
     # gzip's trailer states only the last member's length: such a stream is decompressed and counted
     plain = tmp_path / "ct.nii"

@@ -15,6 +15,7 @@ import pytest
 import SimpleITK as sitk
 
 from EDIQALib import backgrounds
+from EDIQALib.io import interrupts_held
 from EDIQALib.runner import Runner
 from EDIQALib.simulate import phantom
 from conftest import ct_image
@@ -337,7 +338,7 @@ def test_an_interrupt_while_a_worker_is_started_is_delivered_once_it_is():
     try:
         handed_out = False
         with pytest.raises(KeyboardInterrupt):
-            with backgrounds._interrupts_held():
+            with interrupts_held():
                 os.kill(os.getpid(), signal.SIGINT)
                 time.sleep(0.1)
                 handed_out = True
