@@ -266,10 +266,10 @@ def _write_results(volumes: list, results: list, folders: list[Path], progress: 
 
     total = len(results) + (summary is not None)
     progress("writing", 0, total)
-    with staged_together() as stage:  # every folder's files renamed into place at the end, or all discarded
-        summary_dir = None if summary is None else stage(out)  # renamed last
+    with staged_together() as stage_in:  # every folder's files renamed into place at the end, or all discarded
+        summary_dir = None if summary is None else stage_in(out)  # renamed last
         for done, (vol, res, folder) in enumerate(zip(volumes, results, folders), start=1):
-            write_outputs(res, vol, stage(folder))
+            write_outputs(res, vol, stage_in(folder))
             progress("writing", done, total)
         if summary is not None:
             summary(summary_dir)
@@ -337,14 +337,14 @@ def cmd_compare(args: argparse.Namespace) -> None:
     folders = _result_folders(args, names, COMPARISON_FILES)
     assess_one = student_assessor(args.model, args.device)
     total, compared, notes = sum(depths), [], []  # progress counts the slices of all inputs
-    with staged_together() as stage:  # every input's files and the comparison renamed into place at the end
-        summary_dir = stage(Path(args.out))  # renamed last
+    with staged_together() as stage_in:  # every input's files and the comparison renamed into place at the end
+        summary_dir = stage_in(Path(args.out))  # renamed last
         for i, (path, name, folder) in enumerate(zip(args.inputs, names, folders)):
             volume = replace(read_volume(path, args.modality), name=name)
             before = sum(depths[:i])
             result = assess_one(volume, lambda stage, done, _: progress(stage, before + done, total))
             notes += caveats(volume, result)
-            write_outputs(result, volume, stage(folder))
+            write_outputs(result, volume, stage_in(folder))
             progress("writing", i + 1, len(names) + 1)
             compared.append(compared_input(result, volume, path))
             del volume, result  # before the next input is read
@@ -1337,10 +1337,15 @@ def main(argv: list[str] | None = None) -> int:
         _say("error", f"{exc.strerror or exc}{where}")
         return 2
     except KeyboardInterrupt:
-        end_line()
-        sys.stderr.write("ediqa: interrupted\n")
-        return 130
+        return _interrupted()
     return 0
+
+
+def _interrupted() -> int:
+    """Say that the command was interrupted, in one line after any progress bar; the exit code."""
+    end_line()
+    sys.stderr.write("ediqa: interrupted\n")
+    return 130
 
 
 def _keep_freed_memory() -> None:
@@ -1446,8 +1451,7 @@ def run() -> None:
         with _matplotlib_folder():
             code = main()
     except KeyboardInterrupt:  # before main's own handling began, or as it ended
-        sys.stderr.write("ediqa: interrupted\n")
-        code = 130
+        code = _interrupted()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

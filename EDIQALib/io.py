@@ -792,7 +792,7 @@ def staged_in(folder: Path) -> Iterator[Path]:
 
 @contextmanager
 def staged_together() -> Iterator[Callable[[Path], Path]]:
-    """Folders staged as one set: ``stage(folder)`` gives a :func:`staged_in` folder in ``folder``. When the
+    """Folders staged as one set: ``stage_in(folder)`` gives a :func:`staged_in` folder in ``folder``. When the
     block ends without error, every one is renamed into place, the one staged first last, with Ctrl-C and
     SIGTERM held until the last is (an interrupt between two left a set half old, half new); else all are
     discarded."""

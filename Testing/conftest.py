@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -83,3 +84,12 @@ def ediqa(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
         out.seek(0)
         err.seek(0)
         return subprocess.CompletedProcess(["ediqa", *argv], code, out.read(), err.read())
+
+
+@pytest.fixture
+def ctrl_c_interrupts():
+    """Python's own Ctrl-C handler for the test, as in a terminal: a shell's background job (a CI runner's,
+    at times) starts with Ctrl-C ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

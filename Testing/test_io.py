@@ -503,9 +503,8 @@ def test_an_interrupted_write_leaves_no_folder_it_made(tmp_path):
 
 
 @pytest.fixture
-def ctrl_c_on_the_first_rename(monkeypatch):
-    """Ctrl-C arrives as the first staged file is renamed into place (with Python's own SIGINT handler,
-    as in a terminal: a background job ignores it)."""
+def ctrl_c_on_the_first_rename(monkeypatch, ctrl_c_interrupts):
+    """Ctrl-C arrives as the first staged file is renamed into place."""
     import signal
 
     from EDIQALib import io
@@ -520,9 +519,6 @@ def ctrl_c_on_the_first_rename(monkeypatch):
 
     interrupted.sent = False
     monkeypatch.setattr(io.os, "replace", interrupted)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
 
 
 def _earlier_set(folder, names):

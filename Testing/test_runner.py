@@ -331,20 +331,17 @@ def test_an_interrupted_bank_waits_for_the_projections_under_way_only(monkeypatc
     assert len(futures) == 2 and all(f.done() for f in futures)
 
 
-def test_an_interrupt_while_a_worker_is_started_is_delivered_once_it_is():
+def test_an_interrupt_while_a_worker_is_started_is_delivered_once_it_is(ctrl_c_interrupts):
     """A worker forked while Ctrl-C arrived could die of it before it ignored it, with a traceback: while a
     job is handed out (and a worker perhaps forked), the interrupt is held, then delivered as it was."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, not a background job
-    try:
-        handed_out = False
-        with pytest.raises(KeyboardInterrupt):
-            with interrupts_held():
-                os.kill(os.getpid(), signal.SIGINT)
-                time.sleep(0.1)
-                handed_out = True
-        assert handed_out and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    handed_out = False
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+            handed_out = True
+    assert handed_out and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
 
 def test_cancel_ends_a_job_started_where_sigterm_is_ignored(tmp_path):
     """A job inherits the signal dispositions of the process that starts it: started from one that ignores
