@@ -1,7 +1,10 @@
 """EDIQA: task-based, no-reference image quality in 3D Slicer (thin Qt layer over EDIQALib)."""
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
+import logging
 import os
 import re
 import shutil
@@ -53,6 +56,22 @@ class EDIQA(ScriptedLoadableModule):
             "Knowledge Distillation\", IEEE Trans. Instrum. Meas. 73 (2024) 4501715, doi:10.1109/TIM.2023.3346519. "
             "Sample data: pydicom test files (MIT licence).")
         slicer.app.connect("startupCompleted()", registerSampleData)
+        slicer.app.connect("startupCompleted()", observeSceneLoads)
+
+
+def observeSceneLoads():
+    """Restore the compare layout of a scene saved while it was shown, whenever a scene is loaded (a scene
+    file keeps the layout's number but not the layout), whether or not the module's panel was opened."""
+    slicer.mrmlScene.AddObserver(slicer.mrmlScene.EndImportEvent, _restoreCompareLayout)
+
+
+def _restoreCompareLayout(caller, event) -> None:
+    layout_manager = slicer.app.layoutManager()
+    if layout_manager is None:  # headless: no views to show
+        return
+    from EDIQALib.scene import restore_compare_layout  # imports no PyTorch
+
+    restore_compare_layout(slicer.mrmlScene, layout_manager.layoutLogic().GetLayoutNode())
 
 
 def registerSampleData():
@@ -62,9 +81,12 @@ def registerSampleData():
     root = Path(__file__).resolve().parent
     sample = next(p for p in (root / "Resources" / "SampleData" / "head-ct-slice.nrrd",
                               root.parent / "Resources" / "SampleData" / "head-ct-slice.nrrd") if p.exists())
+    # with its checksum: Sample Data keeps a copy in its cache, and would load an earlier release's sample
+    checksum = "SHA256:" + hashlib.sha256(sample.read_bytes()).hexdigest()
     SampleData.SampleDataLogic.registerCustomSampleDataSource(
         category="EDIQA", sampleName="EDIQAHeadCT", thumbnailFileName=str(root / "Resources" / "Icons" / "EDIQA.png"),
-        uris=sample.as_uri(), fileNames="head-ct-slice.nrrd", nodeNames="EDIQAHeadCT", loadFileType="VolumeFile")
+        uris=sample.as_uri(), fileNames="head-ct-slice.nrrd", nodeNames="EDIQAHeadCT", checksums=checksum,
+        loadFileType="VolumeFile")
 
 
 @parameterNodeWrapper
@@ -78,7 +100,7 @@ class EDIQAParameterNode:
     repeats: Annotated[int, WithinRange(1, 50)] = 5
     seed: Annotated[int, WithinRange(0, 1_000_000)] = 0  # the CLI takes no negative seed
     epochs: Annotated[int, WithinRange(1, 1000)] = 30
-    learningRate: Annotated[float, WithinRange(1e-6, 1.0)] = 1e-3  # nor a learning rate of 0
+    learningRate: Annotated[float, WithinRange(1e-6, 0.1)] = 1e-3  # nor a learning rate of 0
 
 
 class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -96,6 +118,8 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._on_done = None
         self._workdir = None
         self._unfinished = None  # a folder the running job fills, removed unless it finishes (a retraining's run)
+        self._names: dict[str, str] = {}  # the running job's exported files: the names of their nodes
+        self._last_args: list[str] = []
         self._timer = qt.QTimer()
         self._timer.setInterval(200)
         self._timer.timeout.connect(self._poll)
@@ -114,6 +138,8 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._fill_models()
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneEndImport)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeRemovedEvent, self.onNodeRemoved)
         self.ui.assessButton.connect("clicked(bool)", self.onAssess)
         self.ui.compareButton.connect("clicked(bool)", self.onCompare)
         self.ui.relabelButton.connect("clicked(bool)", self.onRelabel)
@@ -149,6 +175,21 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.parent.isEntered:
             self.initializeParameterNode()
 
+    def onSceneEndImport(self, caller, event) -> None:
+        """A loaded scene's heatmaps answer the opacity slider, as those of this session do."""
+        from EDIQALib.scene import result_heatmaps  # imports no PyTorch
+
+        self._heatmap_ids.update(h.GetID() for h in result_heatmaps(slicer.mrmlScene))
+
+    @vtk.calldata_type(vtk.VTK_OBJECT)
+    def onNodeRemoved(self, caller, event, node) -> None:
+        """The result shown goes with its volume (its worst slice is nowhere to go then)."""
+        self._heatmap_ids.discard(node.GetID())
+        if node is self._assessed:
+            self._result = self._assessed = None
+            self.ui.scoreLabel.text = "—"
+            self._update_buttons()
+
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
@@ -168,11 +209,16 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._update_buttons)
             self._update_buttons()
 
-    def _fill_models(self) -> None:
+    def _fill_models(self, select: str | None = None) -> None:
+        """The model list: bundled and user students, then the teacher; ``select`` (a weights path), or else
+        the model chosen before, stays chosen."""
+        chosen = select if select is not None else self.ui.modelSelector.currentData
         self.ui.modelSelector.clear()
         for name, path in self.logic.available_students():
             self.ui.modelSelector.addItem(name, path)
         self.ui.modelSelector.addItem(TEACHER_CHOICE, "")
+        index = self.ui.modelSelector.findData(chosen) if chosen is not None else -1
+        self.ui.modelSelector.setCurrentIndex(max(index, 0))
 
     def _update_buttons(self, *args) -> None:
         """While a job runs, its button (now Cancel) is the only one enabled; otherwise each action is
@@ -186,7 +232,7 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.compareButton.enabled = len(self.ui.compareSelector.checkedNodes()) >= 2 and bool(
             self.ui.modelSelector.currentData)
         self.ui.relabelButton.enabled = self.ui.retrainButton.enabled = True
-        self.ui.worstSliceButton.enabled = self._result is not None and self._assessed.GetScene() is not None
+        self.ui.worstSliceButton.enabled = self._result is not None
 
     # --- background work -------------------------------------------------------------------------
     def _busy(self, button) -> bool:
@@ -210,9 +256,11 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._installing = False
         return installed and self._runner is None and self._parameterNode is not None
 
-    def _start(self, button, args: list[str], on_done, unfinished: Path | None = None) -> None:
+    def _start(self, button, args: list[str], on_done, unfinished: Path | None = None,
+               names: dict[str, str] | None = None) -> None:
         """Run ``ediqa args`` in the background; ``button`` turns into Cancel while it runs. The folder
-        ``unfinished``, which the job fills, is removed if the job is cancelled or fails."""
+        ``unfinished``, which the job fills, is removed if the job is cancelled or fails. ``names`` maps the
+        files exported for the job to the names of their nodes, for its messages."""
         from EDIQALib.runner import Runner
 
         runner = Runner(args, python=self.logic.python_executable(), env=self.logic.child_environment(),
@@ -224,7 +272,9 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.errorDisplay(f"Could not start the engine: {exc}")
             return
         self._unfinished = unfinished
+        self._names = names or {}
         self._runner = runner
+        self._last_args = args
         self._running_button, self._on_done = button, on_done
         self._label = button.text
         button.text = "Cancel"
@@ -250,18 +300,26 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = "Cancelled."
         elif outcome.returncode != 0:
             self._remove_unfinished()
-            self.ui.statusLabel.text = outcome.error or f"Failed (exit code {outcome.returncode})."
-            slicer.util.errorDisplay(self.ui.statusLabel.text)
+            error = self._in_user_terms(outcome.error or f"it ended with exit code {outcome.returncode}")
+            self.ui.statusLabel.text = f"Failed: {error}"
+            logging.error(f"EDIQA: {' '.join(self._last_args)} failed:\n{outcome.stderr}")  # in Slicer's log
+            slicer.util.errorDisplay(f"EDIQA failed: {error}", detailedText=self._in_user_terms(outcome.stderr))
         else:
             self._unfinished = None
-            self.ui.statusLabel.text = "Done." + "".join(f" Warning: {w}" for w in outcome.warnings)
+            self.ui.statusLabel.text = "Done." if not outcome.warnings else "Done, with warnings."
             try:  # one dialog, not a traceback: the warnings and the clean-up below still follow
                 self._on_done(outcome.result)
             except Exception as exc:  # a result that does not load (a file, a node removed meanwhile)
                 slicer.util.errorDisplay(f"Could not load the results: {exc}")
-            if outcome.warnings:  # e.g. an MR volume (not validated), or no slice assessable
-                slicer.util.warningDisplay("\n".join(outcome.warnings))
+        if outcome.warnings and not outcome.cancelled:  # e.g. an MR volume (not validated), or no slice assessable
+            slicer.util.warningDisplay("\n".join(self._in_user_terms(w) for w in outcome.warnings))
         self._remove_workdir()  # the results are in the scene now
+
+    def _in_user_terms(self, text: str) -> str:
+        """``text`` with the files exported for the job named as the volumes the user chose."""
+        for path, name in self._names.items():
+            text = text.replace(path, name)
+        return text
 
     def _finish(self) -> None:
         self._timer.stop()
@@ -307,6 +365,7 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if exported is None:
             return
         [src] = exported
+        names = {src: node.GetName()}
         model = self.ui.modelSelector.currentData
         p = self._parameterNode
         if model:
@@ -314,7 +373,7 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         else:
             args = ["teacher", src, "--realizations", str(p.realizations), "--repeats", str(p.repeats), "--seed", str(p.seed)]
         args += [*self._modality_args(), "--device", self.ui.deviceSelector.currentText, "--out", str(work / "out")]
-        self._start(self.ui.assessButton, args, lambda _: self._show_result(node, work / "out"))
+        self._start(self.ui.assessButton, args, lambda _: self._show_result(node, work / "out"), names=names)
 
     def _modality_args(self) -> list[str]:
         """``--modality`` as chosen in the panel; none for auto (the DICOM tag, or CT's HU range)."""
@@ -375,7 +434,8 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 "--out", str(work / "out")]
         # compare's result names each input's results folder (its file name, made distinct where need be)
         self._start(self.ui.compareButton, args,
-                    lambda result: self._show_comparison(nodes, [work / "out" / entry["name"] for entry in result]))
+                    lambda result: self._show_comparison(nodes, [work / "out" / entry["name"] for entry in result]),
+                    names={src: node.GetName() for src, node in zip(sources, nodes)})
 
     def _show_comparison(self, nodes: list, folders: list[Path]) -> None:
         """Each compared volume beside its heatmap, but those removed from the scene while the job ran."""
@@ -431,13 +491,18 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         args = ["train", "--labels", str(labels), "--out", str(run), "--epochs", str(p.epochs), "--lr", str(p.learningRate),
                 "--init", start, "--preset", preset, "--stage1-iterations", "0",
                 "--device", self.ui.deviceSelector.currentText]
-        self._start(self.ui.retrainButton, args, lambda r: self._register_model(run, preset), unfinished=run)
+        self._start(self.ui.retrainButton, args, lambda r: self._publish(run), unfinished=run)
 
-    def _register_model(self, run: Path, preset: str) -> None:
+    def _publish(self, run: Path) -> None:
+        """The finished run's best student into the user's models, as ``ediqa publish-student`` publishes
+        (its card records the run's training), then into the model list, chosen."""
+        args = ["publish-student", str(run), "--name", run.name, "--models-dir", str(USER_MODELS)]
+        self._start(self.ui.retrainButton, args, lambda published: self._published(run, published["weights"]))
+
+    def _published(self, run: Path, weights: str) -> None:
         from EDIQALib.training_log import CURVES_NAME
 
-        self.logic.register_user_model(run, preset)
-        self._fill_models()
+        self._fill_models(select=weights)
         slicer.util.infoDisplay(f"New model saved in {USER_MODELS} and added to the model list.\n"
                                 f"Its training curves: {run / 'stage2' / CURVES_NAME}")
 
@@ -463,9 +528,7 @@ class EDIQALogic(ScriptedLoadableModuleLogic):
             slicer.util.errorDisplay("EDIQA needs torchvision beside PyTorch: install the torchvision that matches "
                                      "your PyTorch (or reinstall PyTorch with the PyTorch extension).")
             return False
-        try:
-            import torch  # noqa: F401
-        except ImportError:
+        if not _importable("torch"):
             try:
                 import PyTorchUtils
             except ImportError:
@@ -530,12 +593,14 @@ class EDIQALogic(ScriptedLoadableModuleLogic):
         chart = bridge.add_score_plot(slicer.mrmlScene, [table], [node.GetName()])
         bridge.show_overlay_in_all_views(slicer.mrmlScene, node, heat, opacity)
         self._show_color_legend(heat)
-        slicer.modules.plots.logic().ShowChartInLayout(chart)
+        if slicer.app.layoutManager() is not None:  # not headless: the views fitted to the volume, its chart shown
+            slicer.util.resetSliceViews()
+            slicer.modules.plots.logic().ShowChartInLayout(chart)
         return result, heat
 
     def load_comparison(self, nodes: list, folders: list[Path], opacity: float) -> list:
         """Each volume with its heatmap (from its result ``folders``) side by side in linked views, curves in
-        one chart; returns the heatmap nodes."""
+        one chart; returns the heatmap nodes. Headless, the result nodes only (there are no views)."""
         from EDIQALib import scene as bridge
         from EDIQALib.assessment import heatmap_display_max
         from EDIQALib.report import read_outputs
@@ -546,13 +611,14 @@ class EDIQALogic(ScriptedLoadableModuleLogic):
         scale = heatmap_display_max(results)  # one colour scale for all, as in compare.png
         heats = [bridge.add_heatmap_node(slicer.mrmlScene, r, node, scale) for r, node in zip(results, nodes)]
         tables = [bridge.add_results_table(slicer.mrmlScene, r, node) for r, node in zip(results, nodes)]
-        layout_node = slicer.app.layoutManager().layoutLogic().GetLayoutNode()
-        names = [f"EDIQA{i + 1}" for i in range(len(nodes))]
-        bridge.show_compare_layout(layout_node, names)  # its views exist from here on
-        logics = [slicer.app.layoutManager().sliceWidget(n).sliceLogic() for n in names]
-        bridge.setup_compare(logics, nodes, heats, opacity=opacity)
-        bridge.show_compare_chart(slicer.mrmlScene, bridge.add_score_plot(slicer.mrmlScene, tables,
-                                                                          [n.GetName() for n in nodes]))
+        chart = bridge.add_score_plot(slicer.mrmlScene, tables, [n.GetName() for n in nodes])
+        layout_manager = slicer.app.layoutManager()
+        if layout_manager is None:
+            return heats
+        names = bridge.compare_view_names(len(nodes))
+        bridge.show_compare_layout(layout_manager.layoutLogic().GetLayoutNode(), names)  # its views exist from here on
+        bridge.setup_compare([layout_manager.sliceWidget(n).sliceLogic() for n in names], nodes, heats, opacity=opacity)
+        bridge.show_compare_chart(slicer.mrmlScene, chart)
         for heat in heats:
             self._show_color_legend(heat)
         return heats
@@ -562,13 +628,6 @@ class EDIQALogic(ScriptedLoadableModuleLogic):
         card = json.loads(Path(weights).with_suffix(".json").read_text(encoding="utf-8"))
         return card.get("preset", "lite")
 
-    def register_user_model(self, run: Path, preset: str) -> None:
-        """Add a retraining run's best student, of ``preset``, to the user's models."""
-        from EDIQALib.models import package_model
-
-        package_model(run / "stage2" / "best.safetensors", run.name, "student", preset,
-                      {"training": {"run": str(run)}}, USER_MODELS)
-
     def _show_color_legend(self, heat) -> None:
         legend = slicer.modules.colors.logic().AddDefaultColorLegendDisplayNode(heat)
         legend.SetTitleText("Local detectability")
@@ -576,11 +635,8 @@ class EDIQALogic(ScriptedLoadableModuleLogic):
 
 
 def _importable(module: str) -> bool:
-    try:
-        __import__(module)
-        return True
-    except ImportError:
-        return False
+    """Whether ``module`` is installed (found, not imported: importing PyTorch into Slicer takes seconds)."""
+    return importlib.util.find_spec(module) is not None
 
 
 class EDIQATest(ScriptedLoadableModuleTest):
@@ -606,7 +662,8 @@ class EDIQATest(ScriptedLoadableModuleTest):
         # no dialogs: a headless run could not answer them
         missing = ([] if _importable("torch") and _importable("torchvision") else
                    ["torch and torchvision (the PyTorch extension)"]) + logic.missing_packages()
-        self.assertFalse(missing, f"install first: {', '.join(missing)}")
+        if missing:  # as on an extension build machine: PyTorch is installed on demand
+            self.skipTest(f"install first: {', '.join(missing)}")
         work = Path(tempfile.mkdtemp(prefix="EDIQA-test-"))
         try:
             [src] = logic.export_volumes([node], work)

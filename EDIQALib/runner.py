@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 
 WARNING_PREFIX = "ediqa: warning: "
+ERROR_PREFIX = "ediqa: error: "
 PARENT_ENV = "EDIQA_PARENT_PID"  # the process that started the child: the child ends when it is gone
 
 
@@ -33,14 +34,16 @@ class ProgressEvent:
 
 @dataclass
 class RunResult:
-    """How the child ended: exit code, its JSON result (``None`` when it printed none), its error line, and
-    its warning lines (``ediqa: warning: ...``, e.g. an input without an assessable slice)."""
+    """How the child ended: exit code, its JSON result (``None`` when it printed none), what went wrong in one
+    line (:func:`error_line`; ``None`` on success), its warning lines (``ediqa: warning: ...`` without the
+    prefix, e.g. an input without an assessable slice) and its whole stderr, for the details of a failure."""
 
     returncode: int
     result: object | None
     error: str | None
     cancelled: bool = False
     warnings: list[str] = field(default_factory=list)
+    stderr: str = ""
 
 
 class Runner:
@@ -95,14 +98,11 @@ class Runner:
     def _read_stdout(self) -> None:
         assert self._proc and self._proc.stdout
         for line in self._proc.stdout:
-            if line.startswith('{"stage"'):
-                try:
-                    e = json.loads(line)
-                    self._events.put(ProgressEvent(e["stage"], int(e["done"]), int(e["total"])))
-                    continue
-                except (ValueError, KeyError):
-                    pass
-            self._output.append(line)
+            event = _progress_event(line)
+            if event is not None:
+                self._events.put(event)
+            else:
+                self._output.append(line)
 
     def _read_stderr(self) -> None:
         assert self._proc and self._proc.stderr
@@ -125,17 +125,10 @@ class Runner:
             _signal_group(self._proc.pid, signal.SIGKILL)  # with them: the command's work is done
         for t in self._threads:
             t.join(timeout=10)
-        # the result is the last line (``--progress jsonl`` prints it on one line); anything printed before it
-        # (a library's stray message) is not part of it
-        lines = [ln for ln in self._output if ln.strip()]
-        try:
-            result = json.loads(lines[-1]) if lines else None
-        except json.JSONDecodeError:
-            result = None
-        errors = [ln for ln in self._stderr.strip().splitlines() if ln.strip()]
-        error = errors[-1] if code != 0 and errors else None
-        warnings = [ln.removeprefix(WARNING_PREFIX) for ln in errors if ln.startswith(WARNING_PREFIX)]
-        return RunResult(code, result, error, self._cancelled, warnings)
+        lines = [ln for ln in self._stderr.splitlines() if ln.strip()]
+        warnings = [ln.removeprefix(WARNING_PREFIX) for ln in lines if ln.startswith(WARNING_PREFIX)]
+        return RunResult(code, _last_json(self._output), error_line(code, lines) if code != 0 else None,
+                         self._cancelled, warnings, self._stderr)
 
     def cancel(self, grace: float = 3.0) -> None:
         """End the child and its whole process group: a polite signal first, then, once the group is gone or
@@ -155,6 +148,45 @@ class Runner:
         else:
             subprocess.run(["taskkill", "/F", "/T", "/PID", str(self._proc.pid)], capture_output=True)
         self._proc.wait()
+
+
+def _progress_event(line: str) -> ProgressEvent | None:
+    """The progress event a line of the child's stdout is, or ``None`` (a result, or a stray message)."""
+    if not line.startswith('{"stage"'):
+        return None
+    try:
+        e = json.loads(line)
+        return ProgressEvent(str(e["stage"]), int(e["done"]), int(e["total"]))
+    except (ValueError, KeyError, TypeError, OverflowError):  # not one after all: kept as output
+        return None
+
+
+def _last_json(lines: list[str]) -> object | None:
+    """The command's result: the last line of its stdout that is JSON (``--progress jsonl`` prints it on one
+    line); a library's stray message before or after it is not part of it."""
+    for line in reversed(lines):
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            continue
+    return None
+
+
+def error_line(returncode: int, stderr_lines: list[str]) -> str | None:
+    """What went wrong, in one line, for a child that ended with ``returncode`` (not 0): the command's own
+    line (``ediqa: error: ...`` without its prefix, or ``ediqa: interrupted``); for a child killed by a
+    signal, which prints none, the signal; else (a crash) the last line it printed, a traceback's exception."""
+    own = [ln for ln in stderr_lines if ln.startswith("ediqa: ") and not ln.startswith(WARNING_PREFIX)]
+    if own:
+        return own[-1].removeprefix(ERROR_PREFIX).removeprefix("ediqa: ")
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        cause = ", perhaps for lack of memory" if returncode == -getattr(signal, "SIGKILL", 9) else ""
+        return f"the engine was stopped by {name}{cause}"
+    return stderr_lines[-1] if stderr_lines else None
 
 
 def _signal_group(pgid: int, sig: int) -> None:

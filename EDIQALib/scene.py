@@ -4,10 +4,14 @@ Works against real MRML, inside 3D Slicer and with the ``slicer-core`` wheel (Qt
 logic), which is how it is tested. Every function takes the scene explicitly. The user's nodes are never
 modified, except the display/composite settings this module owns; a result's nodes (heatmap, table,
 chart) are filled again in place when the same volume is assessed again by the same model.
+
+Importing it loads no PyTorch (the engine's assessment is imported where it is used): Slicer restores a
+loaded scene's compare layout with it, also before PyTorch is installed.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import SimpleITK as sitk
@@ -15,10 +19,12 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from .assessment import QualityResult, assess, heatmap_display_max
 from .choices import DEFAULT_STUDENT
 from .errors import InputError
 from .io import MODALITY_TAG, Volume, volume_from_image
+
+if TYPE_CHECKING:
+    from .assessment import QualityResult
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 COLOR_NODE_NAME = "EDIQA local quality"
@@ -30,6 +36,8 @@ RESULT_INPUT_ROLE = "EDIQAResultOf"
 RESULT_SELF_ROLE = "EDIQAResultNode"
 DICOM_MODALITY = "DICOM.Modality"  # the attribute of Slicer's DICOM import, on the series' subject hierarchy item
 COMPARE_PLOT_VIEW = "EDIQAPlot"  # the compare layout's plot view (its singleton tag and layout name)
+COMPARE_VIEW_PREFIX = "EDIQA"  # the compare layout's slice views: EDIQA1, EDIQA2, ...
+COMPARE_LAYOUT_ID = 7501
 
 
 def ijk_to_ras(node) -> np.ndarray:
@@ -77,9 +85,12 @@ def image_from_node(node) -> sitk.Image:
     """The node as a 3-D SimpleITK image (LPS physical space, the same voxels).
 
     Raises:
-        InputError: the node's IJK-to-RAS matrix has a zero or non-finite spacing, or two of its axes point
-            the same way (no image has either).
+        InputError: the node is a heatmap of an EDIQA result (no image to assess), or its IJK-to-RAS matrix
+            has a zero or non-finite spacing, or two of its axes point the same way (no image has either).
     """
+    if node.GetAttribute(RESULT_ATTRIBUTE):
+        raise InputError(f"{node.GetName()} is a quality heatmap made by EDIQA, not an image to assess; "
+                         "choose the volume it is of")
     matrix = ijk_to_ras(node)
     spacing = np.linalg.norm(matrix[:3, :3], axis=0)
     if not (np.all(np.isfinite(matrix)) and np.all(spacing > 0)):
@@ -108,12 +119,17 @@ def dicom_modality(node) -> str | None:
 def export_node(node, path: str | Path) -> Path:
     """Write the node's voxels and geometry to ``path`` (NRRD) for the engine's child process, with its
     DICOM modality (:func:`dicom_modality`) as the file's modality tag, which the engine reads as it reads
-    a DICOM file's. The node is not touched."""
+    a DICOM file's. Uncompressed: the file is read once, and compressing a 512 × 512 × 300 volume took
+    about 6 s, while the panel waited. The node is not touched.
+
+    Raises:
+        InputError: as :func:`image_from_node`.
+    """
     image = image_from_node(node)
     modality = dicom_modality(node)
     if modality:
         image.SetMetaData(MODALITY_TAG, modality)
-    sitk.WriteImage(image, str(path), True)
+    sitk.WriteImage(image, str(path), False)
     return Path(path)
 
 
@@ -206,6 +222,8 @@ def add_heatmap_node(scene, result: QualityResult, input_node, display_max: floa
     Raises:
         InputError: as :func:`check_result_fits` (nothing is added to the scene).
     """
+    from .assessment import heatmap_display_max
+
     check_result_fits(result, input_node)
     heat = np.where(np.isfinite(result.heatmap), result.heatmap, HIDDEN)
     node = result_node(scene, "vtkMRMLScalarVolumeNode", f"{input_node.GetName()} quality ({_label(result)})",
@@ -235,6 +253,8 @@ def assess_node(scene, node, model: str = DEFAULT_STUDENT, device: str = "auto",
     Raises:
         InputError: the node is no volume that can be assessed (as a bad file is for ``ediqa assess``).
     """
+    from .assessment import assess
+
     result = assess(volume_from_node(node, modality), model=model, device=device)
     return result, add_heatmap_node(scene, result, node), add_results_table(scene, result, node)
 
@@ -330,7 +350,12 @@ def compare_layout_xml(view_names: list[str]) -> str:
     return f'<layout type="vertical"><item><layout type="horizontal">{items}</layout></item>{plot}</layout>'
 
 
-def show_compare_layout(layout_node, view_names: list[str], layout_id: int = 7501) -> None:
+def compare_view_names(count: int) -> list[str]:
+    """The compare layout's slice view names for ``count`` volumes."""
+    return [f"{COMPARE_VIEW_PREFIX}{i + 1}" for i in range(count)]
+
+
+def show_compare_layout(layout_node, view_names: list[str], layout_id: int = COMPARE_LAYOUT_ID) -> None:
     """Register the side-by-side layout of ``view_names`` (or update it, when an earlier comparison had
     other views) and select it, so that its views exist before :func:`setup_compare` fills them."""
     if not layout_node.IsLayoutDescription(layout_id):
@@ -338,6 +363,27 @@ def show_compare_layout(layout_node, view_names: list[str], layout_id: int = 750
     else:
         layout_node.SetLayoutDescription(layout_id, compare_layout_xml(view_names))
     layout_node.SetViewArrangement(layout_id)
+
+
+def restore_compare_layout(scene, layout_node, layout_id: int = COMPARE_LAYOUT_ID) -> bool:
+    """After a scene saved while a comparison was shown is loaded: register the compare layout again, with
+    the scene's compare views, and show it. A scene file keeps the layout's number but not its
+    description, so that the views were empty. Returns whether it restored the layout."""
+    if layout_node.GetViewArrangement() != layout_id or layout_node.IsLayoutDescription(layout_id):
+        return False
+    numbers = sorted(int(name[len(COMPARE_VIEW_PREFIX):]) for name in
+                     (view.GetLayoutName() or "" for view in _nodes(scene, "vtkMRMLSliceNode"))
+                     if name.startswith(COMPARE_VIEW_PREFIX) and name[len(COMPARE_VIEW_PREFIX):].isdigit())
+    if not numbers:
+        return False
+    show_compare_layout(layout_node, compare_view_names(numbers[-1]), layout_id)
+    return True
+
+
+def result_heatmaps(scene) -> list:
+    """The heatmap nodes of the EDIQA results in the scene (those of a loaded scene among them)."""
+    return [node for node in _nodes(scene, "vtkMRMLScalarVolumeNode")
+            if (node.GetAttribute(RESULT_ATTRIBUTE) or "").startswith("heatmap by ")]
 
 
 def setup_compare(slice_logics: list, volumes: list, heatmaps: list, opacity: float = 0.45) -> list:

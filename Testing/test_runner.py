@@ -77,7 +77,7 @@ def test_a_child_that_leaves_a_process_behind_does_not_hold_up_its_result(tmp_pa
     runner.start()
     start = time.monotonic()
     outcome = runner.wait(timeout=120)
-    assert outcome.returncode == 2 and outcome.error.startswith("ediqa: error: input not found")
+    assert outcome.returncode == 2 and outcome.error.startswith("input not found")
     assert time.monotonic() - start < 60  # a hang bound (the leftover lives 600 s), not a speed goal
     left = int((tmp_path / "left.pid").read_text(encoding="utf-8"))
     deadline = time.monotonic() + 5
@@ -103,7 +103,8 @@ def test_failing_child_surfaces_its_one_line_error(tmp_path):
     runner.start()
     outcome = runner.wait(timeout=120)
     assert outcome.returncode == 2
-    assert outcome.error.startswith("ediqa: error: input not found")
+    assert outcome.error.startswith("input not found")  # the line without its "ediqa: error: "
+    assert outcome.stderr.startswith("ediqa: error: input not found")
 
 
 def _descendants(pid: int) -> set[int]:
@@ -193,7 +194,7 @@ def test_cancel_through_a_launcher_lets_the_command_end_as_on_ctrl_c(tmp_path):
         assert events and events[0].stage == "bank", events
         runner.cancel(grace=120)  # time to end on a busy machine: the bank's projections under way end first
         outcome = runner.wait(timeout=10)
-        assert outcome.cancelled and outcome.error == "ediqa: interrupted", outcome
+        assert outcome.cancelled and outcome.error == "interrupted", outcome
         assert not [p for p in (tmp_path / "run").rglob("*") if p.name.startswith(".tmp")]
     finally:
         _end_group(runner.pid)
@@ -209,7 +210,49 @@ def test_output_that_is_no_utf_8_neither_stops_the_reader_nor_loses_the_error(tm
     runner = Runner(["assess"], python=str(child))
     runner.start()
     outcome = runner.wait(timeout=60)
-    assert outcome.returncode == 2 and outcome.error == "ediqa: error: the end"
+    assert outcome.returncode == 2 and outcome.error == "the end"
+
+
+def _fake_child(tmp_path, script: str) -> Runner:
+    """A runner of a stand-in for the engine: ``script`` (Python) in place of ``python -m EDIQALib ...``."""
+    child = tmp_path / "child"
+    child.write_text(f"#!{sys.executable}\n{script}", encoding="utf-8")
+    child.chmod(0o755)
+    return Runner(["assess"], python=str(child))
+
+
+def test_a_child_killed_by_a_signal_says_so_not_its_last_warning(tmp_path):
+    """Killed (as for lack of memory), the child prints no error of its own: its last stderr line, a
+    library's warning, was shown as the error."""
+    runner = _fake_child(tmp_path, "import os, signal, sys\nsys.stderr.write('x.py:1: UserWarning: big\\n  warn()\\n')\n"
+                                   "sys.stderr.flush()\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    runner.start()
+    outcome = runner.wait(timeout=60)
+    assert outcome.returncode == -signal.SIGKILL and not outcome.cancelled
+    assert outcome.error == "the engine was stopped by SIGKILL, perhaps for lack of memory"
+    assert "UserWarning: big" in outcome.stderr  # kept for the details
+
+
+def test_a_crash_shows_its_exception_and_keeps_its_traceback(tmp_path):
+    runner = _fake_child(tmp_path, "raise RuntimeError('something broke')\n")
+    runner.start()
+    outcome = runner.wait(timeout=60)
+    assert outcome.returncode == 1 and outcome.error == "RuntimeError: something broke"
+    assert outcome.stderr.startswith("Traceback")
+
+
+@pytest.mark.parametrize("bad", ['{"stage": "x", "done": 1, "total": null}', '{"stage": "x", "done": 1, "total": Infinity}',
+                                 '{"stage": "x", "done": "one", "total": 2}'])
+def test_a_malformed_progress_line_neither_stops_the_reader_nor_hides_the_result(tmp_path, bad):
+    """The reader ended on such a line: the child then blocked on a full pipe, and the job hung. A stray line
+    after the result does not hide it either."""
+    runner = _fake_child(tmp_path, f"import sys\nprint({bad!r})\nprint('x' * 300_000)\n"
+                                   "print('{\"stage\": \"x\", \"done\": 2, \"total\": 2}')\n"
+                                   "print('{\"score\": 0.5}')\nprint('a library says goodbye')\n")
+    runner.start()
+    outcome = runner.wait(timeout=60)
+    assert outcome.returncode == 0 and outcome.result == {"score": 0.5}
+    assert [(e.stage, e.done, e.total) for e in runner.events()] == [("x", 2, 2)]
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads processes from /proc")
@@ -362,7 +405,7 @@ def test_cancel_ends_a_job_started_where_sigterm_is_ignored(tmp_path):
         assert events and events[-1].done < events[-1].total, events  # under way
         runner.cancel(grace=60)
         outcome = runner.wait(timeout=10)
-        assert outcome.returncode == 130 and outcome.error == "ediqa: interrupted", outcome
+        assert outcome.returncode == 130 and outcome.error == "interrupted", outcome
         assert not (tmp_path / "sim").exists()
     finally:
         _end_group(runner.pid)

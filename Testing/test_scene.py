@@ -255,6 +255,21 @@ def test_a_node_that_cannot_be_assessed_is_one_clear_error_and_mr_warns():
     assert result.slice_scores[0] is not None
 
 
+def test_a_result_s_heatmap_is_no_image_to_assess_and_the_scene_s_heatmaps_are_found(tmp_path):
+    """The panel's volume selectors offer the heatmaps too: one assessed as a CT gave a meaningless score."""
+    from EDIQALib.errors import InputError
+
+    scene, _ = _scene()
+    node = _node_from_image(scene, ct_image(slices=1, size=80))
+    heat = bridge.add_heatmap_node(scene, _result("ct", np.full((1, 80, 80), 0.5, np.float32), [0.5]), node)
+    with pytest.raises(InputError, match=r"ct quality \(EDIQA\) is a quality heatmap made by EDIQA, not an image"):
+        bridge.export_node(heat, tmp_path / "heat.nrrd")
+    with pytest.raises(InputError, match="is a quality heatmap made by EDIQA"):
+        bridge.volume_from_node(heat)
+    assert not (tmp_path / "heat.nrrd").exists()
+    assert [h.GetID() for h in bridge.result_heatmaps(scene)] == [heat.GetID()]
+
+
 def test_compare_sets_one_composite_node_per_view():
     scene, _ = _scene()
     layout = slicer.vtkMRMLLayoutNode()
@@ -278,6 +293,42 @@ def test_compare_sets_one_composite_node_per_view():
             np.array([[logic.GetSliceNode().GetXYToRAS().GetElement(r, c) for c in range(2)] for r in range(3)])
             @ np.array(logic.GetSliceNode().GetDimensions()[:2]) / 2)
         assert np.allclose(view_centre[:2], centre[:2], atol=1.0)  # fitted: the volume in the middle of its view
+
+
+def test_a_scene_saved_with_a_comparison_shown_reopens_in_its_layout(tmp_path):
+    """A scene file keeps the layout's number, not its description: reopened where no comparison had been
+    made, the views were empty."""
+    def scene_with_layout():
+        scene, _ = _scene()
+        slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)
+        layout_logic = slicer.vtkMRMLLayoutLogic()  # as the application's layout manager has it
+        layout_logic.SetMRMLScene(scene)
+        return scene, layout_logic
+
+    saved, logic = scene_with_layout()
+    bridge.show_compare_layout(logic.GetLayoutNode(), bridge.compare_view_names(3))
+    saved.SetURL(str(tmp_path / "compared.mrml"))
+    assert saved.Commit()
+    scene, logic = scene_with_layout()
+    assert not bridge.restore_compare_layout(scene, logic.GetLayoutNode())  # not shown: nothing to restore
+    scene.SetURL(str(tmp_path / "compared.mrml"))
+    assert scene.Import()
+    layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
+    assert layout.GetViewArrangement() == bridge.COMPARE_LAYOUT_ID and not layout.GetCurrentLayoutDescription()
+    assert bridge.restore_compare_layout(scene, layout)
+    assert layout.GetCurrentLayoutDescription() == bridge.compare_layout_xml(["EDIQA1", "EDIQA2", "EDIQA3"])
+    assert not bridge.restore_compare_layout(scene, layout)  # registered now
+
+
+def test_the_bridge_imports_no_pytorch():
+    """Slicer restores a loaded scene's compare layout with the bridge, also where PyTorch is not installed."""
+    import subprocess
+    import sys
+
+    code = "import sys, EDIQALib.scene; print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
 
 
 def test_the_compare_layout_keeps_its_views_and_shows_the_chart_in_its_own_plot_view():
@@ -350,6 +401,8 @@ def test_an_exported_node_reads_back_with_its_geometry_and_modality(tmp_path, ta
     elif on == "node":
         node.SetAttribute("DICOM.Modality", tag)
     vol = read_volume(bridge.export_node(node, tmp_path / "node.nrrd"))
+    header = (tmp_path / "node.nrrd").read_bytes().split(b"\n\n", 1)[0]
+    assert b"encoding: raw" in header  # read once by the child: compressing it kept the panel waiting
     assert vol.modality == modality and bridge.volume_from_node(node).modality == modality
     assert np.allclose(vol.geometry.origin, image.GetOrigin()) and np.allclose(vol.spacing, image.GetSpacing())
     assert np.allclose(vol.geometry.direction, image.GetDirection())

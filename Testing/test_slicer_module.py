@@ -59,6 +59,7 @@ def test_extension_metadata():
                 "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
         assert re.search(rf'set\({key} "[^"]+"\)', text), key
     assert 'set(EXTENSION_DEPENDS "PyTorch")' in text
+    assert "Apache License, Version 2.0" in (ROOT / "LICENSE").read_text(encoding="utf-8")  # the index requires one
 
 
 def _reached_at_open(tree: ast.Module) -> list[ast.AST]:
@@ -109,3 +110,30 @@ def test_opening_the_panel_imports_nothing_of_the_engine():
     imported |= {node.module for part in at_open for node in ast.walk(part)
                  if isinstance(node, ast.ImportFrom) and node.module}
     assert not {name for name in imported if name.split(".")[0] in ("EDIQALib", "torch")}, imported
+
+
+def test_each_bound_spin_box_and_slider_offers_its_parameter_s_range():
+    """The parameter node's range replaces the .ui's when they are connected: a learning rate up to 1.0
+    was offered where the .ui said 0.1."""
+    source = MODULE.read_text(encoding="utf-8")
+    block = source[source.index("class EDIQAParameterNode"):source.index("class EDIQAWidget")]
+    ranges = {name: (float(lo.replace("_", "")), float(hi.replace("_", ""))) for name, lo, hi in
+              re.findall(r"^    (\w+): Annotated\[\w+, WithinRange\(([-\d._e]+), ([-\d._e]+)\)\]", block, re.M)}
+    checked = set()
+    for widget in ET.parse(UI).iter("widget"):
+        props = {p.get("name"): p for p in widget.findall("property")}
+        if "SlicerParameterName" not in props or "maximum" not in props:
+            continue
+        name = props["SlicerParameterName"].findtext("string")
+        bounds = tuple(float(next(iter(props[k])).text) for k in ("minimum", "maximum"))
+        assert bounds == ranges[name], f"{name}: the .ui offers {bounds}, the parameter node {ranges[name]}"
+        checked.add(name)
+    assert checked == set(ranges), f"ranges without a widget: {sorted(set(ranges) - checked)}"
+
+
+def test_the_labels_that_show_messages_wrap():
+    """A label without word wrap is as wide as its text: a long warning or error widened the whole panel."""
+    labels = {w.get("name"): w for w in ET.parse(UI).iter("widget") if w.get("class") == "QLabel"}
+    for name in set(re.findall(r"self\.ui\.(\w+Label)\.text =", MODULE.read_text(encoding="utf-8"))):
+        wrap = [p for p in labels[name].findall("property") if p.get("name") == "wordWrap"]
+        assert wrap and wrap[0].findtext("bool") == "true", name
