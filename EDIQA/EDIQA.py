@@ -95,6 +95,7 @@ class EDIQAParameterNode:
 
     inputVolume: vtkMRMLScalarVolumeNode
     modality: Annotated[str, Choice(["auto", "ct", "mr"])] = "auto"  # auto: the DICOM tag, or CT's HU range
+    device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.45
     realizations: Annotated[int, WithinRange(1, 1000)] = 100
     repeats: Annotated[int, WithinRange(1, 50)] = 5
@@ -134,7 +135,6 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = EDIQALogic()
-        self.ui.deviceSelector.addItems(["auto", "cpu", "cuda"])
         self._fill_models()
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -372,7 +372,7 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             args = ["assess", src, "--model", model]
         else:
             args = ["teacher", src, "--realizations", str(p.realizations), "--repeats", str(p.repeats), "--seed", str(p.seed)]
-        args += [*self._modality_args(), "--device", self.ui.deviceSelector.currentText, "--out", str(work / "out")]
+        args += [*self._modality_args(), "--device", p.device, "--out", str(work / "out")]
         self._start(self.ui.assessButton, args, lambda _: self._show_result(node, work / "out"), names=names)
 
     def _modality_args(self) -> list[str]:
@@ -430,7 +430,7 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         sources = self._export(nodes, work)
         if sources is None:
             return
-        args = ["compare", *sources, "--model", model, *self._modality_args(), "--device", self.ui.deviceSelector.currentText,
+        args = ["compare", *sources, "--model", model, *self._modality_args(), "--device", self._parameterNode.device,
                 "--out", str(work / "out")]
         # compare's result names each input's results folder (its file name, made distinct where need be)
         self._start(self.ui.compareButton, args,
@@ -468,7 +468,7 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         args = ["label", *series, "--out", str(labels), "--resume", "--realizations", str(p.realizations),
                 "--repeats", str(p.repeats), "--seed", str(p.seed), *self._modality_args(),
-                "--device", self.ui.deviceSelector.currentText]
+                "--device", p.device]
         self._start(self.ui.relabelButton, args, lambda r: slicer.util.infoDisplay(f"Labels written: {labels}"))
 
     def onRetrain(self) -> None:
@@ -490,7 +490,7 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # detector's training bank and hours: `ediqa train` in a terminal
         args = ["train", "--labels", str(labels), "--out", str(run), "--epochs", str(p.epochs), "--lr", str(p.learningRate),
                 "--init", start, "--preset", preset, "--stage1-iterations", "0",
-                "--device", self.ui.deviceSelector.currentText]
+                "--device", p.device]
         self._start(self.ui.retrainButton, args, lambda r: self._publish(run), unfinished=run)
 
     def _publish(self, run: Path) -> None:
