@@ -19,8 +19,8 @@ import SimpleITK as sitk
 from .backgrounds import Background, slice_background
 from .choices import DEFAULT_STUDENT, MAP_STRIDE
 from .errors import InputError
-from .io import (MAX_CANONICAL_PIXELS, MODALITY_TAG, Volume, check_same_geometry, image_like, read_volume,
-                 volume_from_image)
+from .io import (MAX_CANONICAL_PIXELS, MODALITY_TAG, Volume, check_same_geometry, image_like, looks_stored_across,
+                 read_volume, volume_from_image)
 from .models import load_model, resolve_device
 from .preprocess import canonical_range, canonical_shape, from_canonical, to_canonical
 from .progress import Progress
@@ -86,7 +86,7 @@ def caveats(volume: Volume, result: QualityResult) -> list[str]:
     across its acquired slices (its slices are scored as stored), and a result without one assessable slice
     (it has no score: null in ``result.json``, NaN in Python)."""
     notes = [mr_caveat(result.name)] if result.modality == "mr" else []
-    if looks_stored_across(volume):
+    if looks_stored_across(volume.spacing, volume.array.shape[0]):
         (sx, sy), sz = volume.spacing_xy, volume.spacing[2]
         notes.append(f"{result.name}: its pixels are {sx:g} × {sy:g} mm and its slices {sz:g} mm apart, as in a "
                      "volume stored across its acquired slices; the slices were scored as stored: reorient the "
@@ -95,16 +95,6 @@ def caveats(volume: Volume, result: QualityResult) -> list[str]:
         notes.append(f"{result.name}: no slice is assessable (too little body for a lesion); it has no score "
                      "(null in result.json, NaN in Python)")
     return notes
-
-
-def looks_stored_across(volume: Volume) -> bool:
-    """Whether the volume's slices (along its third axis, as stored) look like reformats across its acquired
-    ones: pixels at least twice as long one way as the other (acquired pixels are square, or nearly), the
-    long way longer than the distance between slices (it is the acquisition's slice spacing)."""
-    if volume.array.shape[0] == 1:  # one slice: nothing to reorient
-        return False
-    (sx, sy), sz = volume.spacing_xy, volume.spacing[2]
-    return max(sx, sy) >= 2 * min(sx, sy) and max(sx, sy) > sz
 
 
 def heatmap_display_max(results: list[QualityResult]) -> float:

@@ -157,19 +157,30 @@ def _read_dicom_series(folder: Path) -> tuple[sitk.Image, str | None]:
         return _read_file(Path(files[0]))
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
-    try:
-        image = reader.Execute()
-    except RuntimeError as exc:
-        if any(words in str(exc) for words in ("does not fully contain the requested region", "Size mismatch")):
-            raise InputError(f"{name}: its slices differ in size (rows and columns): the folder mixes series, or a "
-                             "slice was cropped") from None
-        raise
+    image = _execute_series(reader, name)
+    rescales = {tuple(reader.GetMetaData(k, tag).strip() if reader.HasMetaDataKey(k, tag) else ""
+                      for tag in ("0028|1052", "0028|1053")) for k in range(len(files))}
+    if len(rescales) > 1 and image.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
+        # ITK takes the pixel type from the first slice's rescale: with slices rescaled otherwise, a negative
+        # value of theirs wrapped round to +64 500 in an unsigned type
+        reader.SetOutputPixelType(sitk.sitkFloat32)
+        image = _execute_series(reader, name)
     tags = [reader.GetMetaData(k, MODALITY_TAG).strip() if reader.HasMetaDataKey(k, MODALITY_TAG) else None
             for k in range(len(files))]
     if len(set(tags)) > 1:
         raise InputError(f"{name}: its slices are of several modalities ({', '.join(sorted(map(str, set(tags))))})")
     _check_series_slices(reader, image, name)
     return image, tags[0]
+
+
+def _execute_series(reader: sitk.ImageSeriesReader, name: str) -> sitk.Image:
+    try:
+        return reader.Execute()
+    except RuntimeError as exc:
+        if any(words in str(exc) for words in ("does not fully contain the requested region", "Size mismatch")):
+            raise InputError(f"{name}: its slices differ in size (rows and columns): the folder mixes series, or a "
+                             "slice was cropped") from None
+        raise
 
 
 _DICOMDIR_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
@@ -240,7 +251,7 @@ def _check_series_slices(reader: sitk.ImageSeriesReader, image: sitk.Image, name
     10 %, or 0.15 mm: positions are often rounded to 0.1 mm): ITK stacks the slices at the first one's spacing and orientation, and at one
     step whatever their positions, so a slice present twice, one missing, or one without a position (put
     last) sets every later slice at a wrong place. A series without positions at all (a secondary
-    capture) keeps ITK's spacing."""
+    capture) keeps ITK's slice spacing; one without a pixel spacing is refused (GDCM reads it at 1 mm)."""
     files = [Path(f).name for f in reader.GetFileNames()]
     for tag, count, what, tolerance in (("0028|0030", 2, "pixel spacing", 1e-3), ("0020|0037", 6, "orientation", 1e-3)):
         values = [_slice_values(reader, k, tag, count) for k in range(image.GetDepth())]
@@ -249,26 +260,46 @@ def _check_series_slices(reader: sitk.ImageSeriesReader, image: sitk.Image, name
         if odd is not None:
             raise InputError(f"{name}: its slices differ in {what} ({files[0]} and {files[odd]}): the folder mixes "
                              "series, or a slice was reformatted")
+        if tag == "0028|0030" and all(v is None for v in values):
+            raise InputError(_NO_PIXEL_SPACING.format(name=name))
     positions = [_slice_values(reader, k, "0020|0032", 3) for k in range(image.GetDepth())]
+    _check_positions(positions, [f"slice {f}" for f in files], image, name, "slice")
+
+
+_NO_PIXEL_SPACING = ("{name}: no pixel spacing (DICOM Pixel Spacing), so the size of a lesion in mm is unknown; give "
+                     "the image with its spacing (e.g. as NRRD or NIfTI)")
+
+
+def _check_positions(positions: list[list[float] | None], labels: list[str], image: sitk.Image, name: str,
+                     kind: str) -> None:
+    """The positions (Image Position Patient) of the ``kind`` (``"slice"`` of a series, or ``"frame"`` of a
+    multi-frame file) of ``image``, called ``labels``, must lie on one line along the slice normal and be
+    distinct and evenly spaced along it (see :func:`_check_series_slices`). Frames must also be stored in
+    order along it: ITK stacks them as stored (a series' slices it sorts). Without any positions, they pass."""
     if all(p is None for p in positions) or len(positions) < 2:
         return
     if None in positions:
-        raise InputError(f"{name}: slice {files[positions.index(None)]} has no position (Image Position Patient): "
+        raise InputError(f"{name}: {labels[positions.index(None)]} has no position (Image Position Patient): "
                          "the volume cannot place it")
     xyz, direction = np.array(positions), np.array(image.GetDirection()).reshape(3, 3)
     along = xyz @ direction[:, 2]  # on the slice normal
     across = xyz @ direction[:, :2]  # in the slices' plane, where they should all lie at one place
     shift = np.linalg.norm(across - across[0], axis=1).max()
     if shift > max(0.5 * min(image.GetSpacing()[:2]), 0.2):  # positions rounded to 0.1 mm differ by up to 0.17
-        raise InputError(f"{name}: its slices shift in their own plane from one to the next ({shift:.3g} mm from "
+        raise InputError(f"{name}: its {kind}s shift in their own plane from one to the next ({shift:.3g} mm from "
                          "the first to the farthest: a tilted gantry?), which one volume grid cannot hold; resample "
                          "the series to a regular grid first")
     steps = np.diff(np.sort(along))
+    whole = "series" if kind == "slice" else "file"
     if steps.min() < 1e-3 * max(steps.max(), 1e-3):
-        raise InputError(f"{name}: two slices of the series lie at one position (a file present twice?)")
+        raise InputError(f"{name}: two {kind}s of the {whole} lie at one position"
+                         + (" (a file present twice?)" if kind == "slice" else ""))
+    if kind == "frame" and not (np.all(np.diff(along) > 0) or np.all(np.diff(along) < 0)):
+        raise InputError(f"{name}: its frames are not stored in the order of their positions, and would be stacked "
+                         "as stored; reorder them, or export the series as single slices")
     if np.abs(steps - np.median(steps)).max() > max(0.1 * np.median(steps), 0.15):
-        raise InputError(f"{name}: its slices are unevenly spaced ({steps.min():.3g} to {steps.max():.3g} mm "
-                         "apart): a slice is missing, or the series mixes spacings")
+        raise InputError(f"{name}: its {kind}s are unevenly spaced ({steps.min():.3g} to {steps.max():.3g} mm "
+                         f"apart): a {kind} is missing, or the {whole} mixes spacings")
 
 
 def _check_meta_data_file(header: Path) -> None:
@@ -431,10 +462,38 @@ def _read_file(path: Path) -> tuple[sitk.Image, str | None]:
                              "series folder")
         reader.SetImageIO("GDCMImageIO")
     image = reader.Execute()
+    if _is_dicom_file(path) and image.GetNumberOfComponentsPerPixel() == 1:
+        _check_dicom_file(path, image)
     modality = None
     if reader.HasMetaDataKey(MODALITY_TAG):
         modality = reader.GetMetaData(MODALITY_TAG).strip()
     return image, modality
+
+
+def _check_dicom_file(path: Path, image: sitk.Image) -> None:
+    """A DICOM file must give its pixel spacing (GDCM reads a file without one at 1 mm), and a multi-frame
+    file's frames must be placed as :func:`_check_positions` asks (GDCM reads frames that are not evenly
+    spaced at 1 mm on every axis, in-plane too, and stacks them as stored).
+
+    Raises:
+        InputError: either is not so.
+    """
+    import pydicom
+
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:  # pydicom fails in many ways on a damaged header, which ITK has read: its reading stands
+        return
+    frames = list(header.get("PerFrameFunctionalGroupsSequence") or [])
+    groups = [*(header.get("SharedFunctionalGroupsSequence") or []), *frames]
+    measured = [g.PixelMeasuresSequence[0] for g in groups if g.get("PixelMeasuresSequence")]
+    if "PixelSpacing" not in header and not any("PixelSpacing" in m for m in measured):
+        raise InputError(_NO_PIXEL_SPACING.format(name=path.name))
+    if image.GetDimension() == 3 and image.GetDepth() > 1 and len(frames) == image.GetDepth():
+        planes = [f.PlanePositionSequence[0] if f.get("PlanePositionSequence") else None for f in frames]
+        positions = [list(map(float, p.ImagePositionPatient)) if p is not None and "ImagePositionPatient" in p
+                     and len(p.ImagePositionPatient) == 3 else None for p in planes]
+        _check_positions(positions, [f"frame {k + 1}" for k in range(len(frames))], image, path.name, "frame")
 
 
 def _resolve_modality(raw: str | None, requested: str | None, array: np.ndarray, name: str) -> str:
@@ -551,7 +610,11 @@ def volume_from_image(image: sitk.Image, name: str, raw_modality: str | None = N
         raise InputError(f"{name}: {' × '.join(map(str, image.GetSize()))} voxels, a single slice lying along "
                          "the third axis; slices are scored across the third axis: reorient it to N × M × 1")
     if min(image.GetSize()[:2]) < MIN_SIZE:
-        raise InputError(f"{name}: in-plane size {image.GetSize()[:2]} is under {MIN_SIZE} pixels")
+        across = dim == 3 and looks_stored_across(image.GetSpacing(), image.GetDepth())
+        raise InputError(f"{name}: in-plane size {image.GetSize()[:2]} is under {MIN_SIZE} pixels" + (
+            f"; its pixels of {' × '.join(f'{s:g}' for s in image.GetSpacing()[:2])} mm, {image.GetSpacing()[2]:g} mm "
+            "apart, look like a volume stored across its acquired slices: reorient it (the acquired slices along "
+            "its third axis)" if across else ""))
     geometry = Geometry.of(image)
     _check_canonical_size(geometry, name)
     if not np.all(np.isfinite([*geometry.spacing, *geometry.origin, *geometry.direction])):  # past the slice's
@@ -571,6 +634,17 @@ def volume_from_image(image: sitk.Image, name: str, raw_modality: str | None = N
         raise InputError(f"{name}: values from {low:.4g} to {high:.4g} are not Hounsfield units (CT lies within "
                          f"±{MAX_ABS_HU:g})")
     return Volume(array=array, geometry=geometry, modality=modality, name=name)
+
+
+def looks_stored_across(spacing: tuple[float, ...], slices: int) -> bool:
+    """Whether the slices of a volume of ``spacing`` (x, y, z in mm) and ``slices`` slices (along its third axis,
+    as stored) look like reformats across its acquired ones: pixels at least twice as long one way as the other
+    (acquired pixels are square, or nearly), the long way longer than the distance between slices (it is the
+    acquisition's slice spacing)."""
+    if slices == 1:  # one slice: nothing to reorient
+        return False
+    (sx, sy), sz = spacing[:2], spacing[2]
+    return max(sx, sy) >= 2 * min(sx, sy) and max(sx, sy) > sz
 
 
 def canonical_size(geometry: Geometry, spacing_mm: float = CANONICAL_SPACING_MM) -> tuple[int, int]:

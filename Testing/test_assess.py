@@ -356,11 +356,11 @@ def test_a_volume_stored_across_its_acquired_slices_is_named(spacing, across):
     """Slices whose pixels are long one way, the long way longer than the distance between slices, are
     reformats across the acquired slices; thin slices under square pixels, rectangular pixels under
     thicker slices and isotropic voxels are not, nor is a volume of one slice."""
-    from EDIQALib.assessment import looks_stored_across
+    from EDIQALib.io import looks_stored_across
     from EDIQALib.io import volume_from_image
 
-    assert looks_stored_across(volume_from_image(ct_image(slices=3, size=128, spacing=spacing), "ct")) == across
-    assert not looks_stored_across(volume_from_image(ct_image(slices=1, size=128, spacing=spacing), "ct"))
+    assert looks_stored_across(volume_from_image(ct_image(slices=3, size=128, spacing=spacing), "ct").spacing, 3) == across
+    assert not looks_stored_across(volume_from_image(ct_image(slices=1, size=128, spacing=spacing), "ct").spacing, 1)
 
 
 def test_the_python_api_warns_of_a_volume_stored_across_its_acquired_slices(student_file):

@@ -286,9 +286,11 @@ def test_a_dicom_series_reads_beside_files_that_are_no_slices_of_it_and_from_ins
     assert inside.array.shape == (4, 96, 96) and inside.name == folder.name  # was ".", so results were "image-1"
 
 
-def _write_enhanced_ct(path, frames: np.ndarray, step_mm: float) -> None:
+def _write_enhanced_ct(path, frames: np.ndarray, step_mm: float, offsets_mm: list[float] | None = None,
+                       pixel_spacing: bool = True) -> None:
     """One multi-frame (Enhanced CT) file: CT_small's header, ``frames`` as its stored values, one plane
-    position per frame, ``step_mm`` apart."""
+    position per frame, ``step_mm`` apart (or at ``offsets_mm`` from the first), with its pixel spacing
+    unless ``pixel_spacing`` is false."""
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
     from pydicom.uid import ExplicitVRLittleEndian
@@ -300,7 +302,10 @@ def _write_enhanced_ct(path, frames: np.ndarray, step_mm: float) -> None:
     ds.NumberOfFrames = len(frames)
     shared = Dataset()
     shared.PixelMeasuresSequence = Sequence([Dataset()])
-    shared.PixelMeasuresSequence[0].PixelSpacing = ds.PixelSpacing
+    if pixel_spacing:
+        shared.PixelMeasuresSequence[0].PixelSpacing = ds.PixelSpacing
+    else:
+        del ds.PixelSpacing
     shared.PlaneOrientationSequence = Sequence([Dataset()])
     shared.PlaneOrientationSequence[0].ImageOrientationPatient = ds.ImageOrientationPatient
     shared.PixelValueTransformationSequence = Sequence([Dataset()])
@@ -312,7 +317,8 @@ def _write_enhanced_ct(path, frames: np.ndarray, step_mm: float) -> None:
         frame = Dataset()
         frame.PlanePositionSequence = Sequence([Dataset()])
         x, y, z = map(float, ds.ImagePositionPatient)
-        frame.PlanePositionSequence[0].ImagePositionPatient = [x, y, z + step_mm * k]
+        frame.PlanePositionSequence[0].ImagePositionPatient = [x, y, z + (step_mm * k if offsets_mm is None
+                                                                           else offsets_mm[k])]
         per_frame.append(frame)
     ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
     ds.PixelData = frames.astype(dtype).tobytes()
@@ -330,6 +336,58 @@ def test_multi_frame_dicom_reads_as_a_volume_alone_or_in_its_folder(tmp_path):
         assert vol.array.shape == (3, 128, 128) and vol.modality == "ct"
         assert vol.spacing == pytest.approx((0.661468, 0.661468, 2.5))
         assert np.diff(vol.array.mean(axis=(1, 2))) == pytest.approx([40, 40])  # in order, rescaled to HU
+
+
+@pytest.mark.parametrize("offsets, pixel_spacing, says", [
+    ([0, 3, 6, 15], True, r"ct\.dcm: its frames are unevenly spaced \(3 to 9 mm apart\): a frame is missing"),
+    ([0, 6, 3, 9], True, r"ct\.dcm: its frames are not stored in the order of their positions"),
+    ([0, 3, 3, 6], True, r"ct\.dcm: two frames of the file lie at one position"),
+    ([0, 3, 6, 9], False, r"ct\.dcm: no pixel spacing \(DICOM Pixel Spacing\), so the size of a lesion in mm is unknown"),
+], ids=["gap", "out-of-order", "twice", "no-pixel-spacing"])
+def test_a_multi_frame_file_whose_frames_cannot_stack_is_refused(tmp_path, offsets, pixel_spacing, says):
+    """GDCM read frames that are not evenly spaced at 1 mm on every axis (0.66 mm pixels read as 1 mm), and
+    stacked them as stored, a frame present twice among them; a file without a pixel spacing, at 1 mm."""
+    stored = pydicom.dcmread(get_testdata_file("CT_small.dcm")).pixel_array
+    _write_enhanced_ct(tmp_path / "ct.dcm", np.stack([stored] * 4), 3.0, offsets, pixel_spacing)
+    with pytest.raises(InputError, match=says):
+        read_volume(tmp_path / "ct.dcm")
+
+
+def test_a_dicom_slice_or_series_without_pixel_spacing_is_refused(tmp_path):
+    """Read at 1 mm pixels, its lesions were inserted at the wrong size and its score was another."""
+    _write_dicom_series(tmp_path / "series", ct_image(slices=2, spacing=(0.7, 0.7, 2.0)))
+    for f in (tmp_path / "series").iterdir():
+        _untag(f, "PixelSpacing")
+    with pytest.raises(InputError, match=r"series: no pixel spacing \(DICOM Pixel Spacing\)"):
+        read_volume(tmp_path / "series")
+    with pytest.raises(InputError, match=r"slice000\.dcm: no pixel spacing"):
+        read_volume(tmp_path / "series" / "slice000.dcm")
+
+
+def test_a_series_whose_slices_are_rescaled_differently_reads_in_hounsfield_units(tmp_path):
+    """ITK takes the series' pixel type from its first slice's rescale: unsigned there, a later slice's
+    negative values wrapped round to about +64 500 "HU", and air was read as body."""
+    image = ct_image(slices=3, spacing=(0.7, 0.7, 2.0))
+    hu = np.round(sitk.GetArrayFromImage(image))
+    _write_dicom_series(tmp_path / "series", image)
+    expected = hu.copy()
+    expected[0] = np.clip(hu[0], 0, None)  # the first slice stored unsigned as it is: no negative values
+    for k, f in enumerate(sorted((tmp_path / "series").iterdir())):
+        intercept = 0 if k == 0 else -1024
+        stored = (expected[k] - intercept).astype(np.uint16)
+        _retag(f, PixelRepresentation=0, BitsStored=16, HighBit=15, RescaleIntercept=intercept,
+               PixelData=stored.tobytes())
+    np.testing.assert_array_equal(read_volume(tmp_path / "series").array, expected)
+
+
+def test_a_short_stack_stored_across_its_acquired_slices_is_told_to_reorient(tmp_path):
+    """Twenty sagittal slices stored slice axis first: refused as an image under 64 pixels, as if its acquired
+    256 × 256 slices were not there."""
+    image = sitk.GetImageFromArray(np.full((128, 128, 20), -1000, np.int16))
+    image.SetSpacing((4.0, 0.7, 0.7))
+    with pytest.raises(InputError, match=r"in-plane size \(20, 128\) is under 64 pixels; its pixels of 4 × 0.7 mm, "
+                                         r"0.7 mm apart, look like a volume stored across its acquired slices: reorient"):
+        volume_from_image(image, "stack")
 
 
 def test_a_dicom_disc_points_to_its_series_folders(tmp_path):
