@@ -1343,6 +1343,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _interrupted() -> int:
     """Say that the command was interrupted, in one line after any progress bar; the exit code."""
+    io = sys.modules.get("EDIQALib.io")  # not imported: no read has sent stderr elsewhere
+    if io is not None:
+        io.restore_native_stderr()
     end_line()
     sys.stderr.write("ediqa: interrupted\n")
     return 130

@@ -122,7 +122,10 @@ def _is_dicom_file(path: Path) -> bool:
 
 
 def _has_dicom_preamble(path: Path) -> bool:
-    """Whether the file carries the DICOM Part 10 preamble (``DICM`` after 128 bytes)."""
+    """Whether the file carries the DICOM Part 10 preamble (``DICM`` after 128 bytes); a pipe or a device,
+    which would wait for a writer, carries none."""
+    if not path.is_file():
+        return False
     try:
         with open(path, "rb") as f:
             return f.read(132)[128:] == b"DICM"
@@ -131,6 +134,10 @@ def _has_dicom_preamble(path: Path) -> bool:
 
 
 def _read_dicom_series(folder: Path) -> tuple[sitk.Image, str | None]:
+    odd = next((f for f in sorted(folder.iterdir()) if f.exists() and not (f.is_file() or f.is_dir())), None)
+    if odd is not None:  # GDCM's scan then leaves a slice of the series out, or waits for a pipe's writer
+        raise InputError(f"{Path(os.path.abspath(folder)).name}: {odd.name} is not a file (a pipe or a device); move "
+                         "it out of the series folder")
     reader = sitk.ImageSeriesReader()
     warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK warns on stderr of a folder with no series
@@ -158,6 +165,9 @@ def _read_dicom_series(folder: Path) -> tuple[sitk.Image, str | None]:
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
     image = _execute_series(reader, name)
+    if image.GetDimension() != 3 or image.GetDepth() != len(files):
+        raise InputError(f"{name}: its {len(files)} files hold several frames each (multi-frame files), which do not "
+                         "stack as the slices of one series; give each file on its own")
     rescales = {tuple(reader.GetMetaData(k, tag).strip() if reader.HasMetaDataKey(k, tag) else ""
                       for tag in ("0028|1052", "0028|1053")) for k in range(len(files))}
     if len(rescales) > 1 and image.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
@@ -260,7 +270,7 @@ def _check_series_slices(reader: sitk.ImageSeriesReader, image: sitk.Image, name
         if odd is not None:
             raise InputError(f"{name}: its slices differ in {what} ({files[0]} and {files[odd]}): the folder mixes "
                              "series, or a slice was reformatted")
-        if tag == "0028|0030" and all(v is None for v in values):
+        if tag == "0028|0030" and any(v is None or min(v) <= 0 for v in values):
             raise InputError(_NO_PIXEL_SPACING.format(name=name))
     positions = [_slice_values(reader, k, "0020|0032", 3) for k in range(image.GetDepth())]
     _check_positions(positions, [f"slice {f}" for f in files], image, name, "slice")
@@ -313,25 +323,62 @@ def _check_meta_data_file(header: Path) -> None:
         return
     names = [ln.split(b"=", 1)[1].strip() for ln in lines if ln.split(b"=", 1)[0].strip() == b"ElementDataFile"]
     if names and names[0].split()[:1] not in ([b"LOCAL"], [b"LIST"]) and b"%" not in names[0]:
-        data = header.parent / os.fsdecode(names[0])
-        if not data.exists():
-            raise InputError(f"cannot read {header.name}: its data file {os.fsdecode(names[0])} is missing")
+        _check_data_file(header, header.parent / os.fsdecode(names[0]))
 
 
-_NIFTI_FIELDS = {  # header size: offset and format of dim, datatype, bitpix and vox_offset (NIfTI-1, NIfTI-2)
-    348: ((40, "8h"), (70, "h"), (72, "h"), (108, "f")),
-    540: ((16, "8q"), (12, "h"), (14, "h"), (168, "q")),
+def _check_data_file(header: Path, data: Path) -> None:
+    """The data file that the header file ``header`` names must be a file (ITK would wait for a pipe's
+    writer forever).
+
+    Raises:
+        InputError: it is missing, or it is no file (a pipe, a device or a folder).
+    """
+    if not data.exists():
+        raise InputError(f"cannot read {header.name}: its data file {data.name} is missing")
+    if not data.is_file():
+        raise InputError(f"cannot read {header.name}: its data file {data.name} is not a file (a pipe or a device)")
+
+
+def _check_nrrd_header(path: Path) -> None:
+    """A NRRD header's spacing fields must hold numbers (ITK reads a NaN spacing as 1 mm), and a detached
+    header's data file must be a file (:func:`_check_data_file`).
+
+    Raises:
+        InputError: either is not so.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16).split(b"\n\n", 1)[0].decode("latin-1")
+    except OSError:
+        return  # ITK's reader says what is wrong
+    fields = {key.strip().lower(): value.strip() for key, sep, value in (ln.partition(":") for ln in head.splitlines()[1:])
+              if sep and not key.startswith("#")}
+    for key in ("spacings", "space directions"):
+        numbers = re.findall(r"[-+0-9.eE]+|nan|inf", fields.get(key, ""), re.I)
+        if any(not math.isfinite(float(n)) for n in numbers if n.lower() not in ("e", "+", "-", ".")):
+            raise InputError(f"{path.name}: its {key} ({fields[key]}) are not all numbers")
+    data = fields.get("data file", fields.get("datafile"))
+    if data and not data.upper().startswith("LIST") and len(data.split()) == 1 and "%" not in data:
+        _check_data_file(path, path.parent / data)
+
+
+_NIFTI_FIELDS = {  # header size: offset and format of dim, datatype, bitpix, vox_offset and pixdim (NIfTI-1, -2)
+    348: ((40, "8h"), (70, "h"), (72, "h"), (108, "f"), (76, "8f")),
+    540: ((16, "8q"), (12, "h"), (14, "h"), (168, "q"), (104, "8d")),
 }
 _NIFTI_FLOATS = {16: "f4", 64: "f8"}  # NIfTI datatype codes of float32 and float64 voxels
 
 
 @dataclass(frozen=True)
 class _NiftiData:
-    """Where a NIfTI file's voxel data start, how many bytes they take, and their dtype if they are floats."""
+    """Where a NIfTI file's voxel data start (as its header says: it may be damaged), how many bytes they
+    take, their dtype if they are floats, and the voxel sizes (``pixdim``) in-plane and between slices (where
+    there are several)."""
 
-    start: int
+    start: float
     size: int
     floats: np.dtype | None
+    pixdim: tuple[float, ...]
 
 
 def _nifti_data(head: bytes) -> _NiftiData | None:
@@ -344,14 +391,15 @@ def _nifti_data(head: bytes) -> _NiftiData | None:
         return None
     if len(head) < max(offset + struct.calcsize(fmt) for offset, fmt in fields):
         return None
-    dim, datatype, bitpix, vox_offset = (struct.unpack_from(order + fmt, head, offset) for offset, fmt in fields)
-    if not 1 <= dim[0] <= 7 or not 0 <= vox_offset[0] < math.inf:
+    dim, datatype, bitpix, vox_offset, pixdim = (struct.unpack_from(order + fmt, head, offset) for offset, fmt in fields)
+    if not 1 <= dim[0] <= 7:
         return None
     floats = _NIFTI_FLOATS.get(datatype[0])
     if floats and np.dtype(floats).itemsize * 8 != bitpix[0]:  # a header at odds with itself: ITK judges it
         floats = None
-    return _NiftiData(int(vox_offset[0]), math.prod(dim[1:dim[0] + 1]) * bitpix[0] // 8,
-                      np.dtype(order + floats) if floats else None)
+    return _NiftiData(float(vox_offset[0]), math.prod(dim[1:dim[0] + 1]) * bitpix[0] // 8,
+                      np.dtype(order + floats) if floats else None,
+                      pixdim[1:1 + min(dim[0], 2)] + (pixdim[3:4] if dim[0] >= 3 and dim[3] > 1 else ()))
 
 
 _NIFTI_PAIR_SUFFIXES = (".hdr", ".hdr.gz", ".img", ".img.gz")
@@ -390,6 +438,8 @@ def _check_nifti_data(path: Path) -> None:
     data = _nifti_pair_file(path, (".img", ".img.gz")) if _nifti_pair_base(path) else path
     if data is None:
         return  # no data file: ITK's reader says so
+    if data != path:
+        _check_data_file(path, data)
     try:
         with open(path, "rb") as f:
             head = f.read(540)
@@ -399,7 +449,12 @@ def _check_nifti_data(path: Path) -> None:
         layout = _nifti_data(head)
         if layout is None:
             return
-        start = layout.start if data == path else 0  # a pair's data start its own file
+        if not 0 <= layout.start < math.inf:
+            raise InputError(f"{path.name}: its NIfTI header is damaged (the image data start at byte {layout.start:g})")
+        if not all(math.isfinite(d) and d != 0 for d in layout.pixdim):  # ITK reads them as 1 mm
+            raise InputError(f"{path.name}: its voxel size ({' × '.join(f'{d:g}' for d in layout.pixdim)} mm, the "
+                             "header's pixdim) is zero or not a number")
+        start = int(layout.start) if data == path else 0  # a pair's data start its own file
         with open(data, "rb") as f:
             zipped = f.read(2) == b"\x1f\x8b"
         length = _gzip_length(data, start + layout.size) if zipped else data.stat().st_size
@@ -450,6 +505,8 @@ def _read_file(path: Path) -> tuple[sitk.Image, str | None]:
                          "image as NRRD, NIfTI, MHA/MHD or DICOM")
     if path.suffix.lower() == ".mhd":
         _check_meta_data_file(path)
+    if path.suffix.lower() in (".nrrd", ".nhdr"):
+        _check_nrrd_header(path)
     if path.name.lower().endswith((".nii", ".nii.gz")):
         _check_nifti_data(path)
     elif _nifti_pair_base(path) is not None and (header := _nifti_pair_file(path, (".hdr", ".hdr.gz"))):
@@ -481,19 +538,55 @@ def _check_dicom_file(path: Path, image: sitk.Image) -> None:
     import pydicom
 
     try:
-        header = pydicom.dcmread(path, stop_before_pixels=True)
+        header = pydicom.dcmread(path, defer_size=1024)  # large values (the pixels) are not read
     except Exception:  # pydicom fails in many ways on a damaged header, which ITK has read: its reading stands
         return
     frames = list(header.get("PerFrameFunctionalGroupsSequence") or [])
     groups = [*(header.get("SharedFunctionalGroupsSequence") or []), *frames]
     measured = [g.PixelMeasuresSequence[0] for g in groups if g.get("PixelMeasuresSequence")]
-    if "PixelSpacing" not in header and not any("PixelSpacing" in m for m in measured):
+    spacings = [_numbers(m.get("PixelSpacing"), 2) for m in (header, *measured) if "PixelSpacing" in m]
+    if not spacings or any(v is None or min(v) <= 0 for v in spacings):
         raise InputError(_NO_PIXEL_SPACING.format(name=path.name))
+    _check_pixel_data_length(path, header)
     if image.GetDimension() == 3 and image.GetDepth() > 1 and len(frames) == image.GetDepth():
         planes = [f.PlanePositionSequence[0] if f.get("PlanePositionSequence") else None for f in frames]
-        positions = [list(map(float, p.ImagePositionPatient)) if p is not None and "ImagePositionPatient" in p
-                     and len(p.ImagePositionPatient) == 3 else None for p in planes]
+        positions = [_numbers(p.get("ImagePositionPatient"), 3) if p is not None else None for p in planes]
         _check_positions(positions, [f"frame {k + 1}" for k in range(len(frames))], image, path.name, "frame")
+
+
+def _numbers(values, count: int) -> list[float] | None:
+    """``count`` finite numbers from a DICOM value (a multi-valued decimal string); ``None`` otherwise."""
+    try:
+        numbers = [float(v) for v in values]
+    except (TypeError, ValueError):  # none, one number, or not numbers
+        return None
+    return numbers if len(numbers) == count and all(map(math.isfinite, numbers)) else None
+
+
+def _check_pixel_data_length(path: Path, header) -> None:
+    """The uncompressed pixel data of a DICOM file must hold every frame its header announces (GDCM reads
+    the missing ones as the lowest value: frames of air).
+
+    Raises:
+        InputError: they hold fewer bytes.
+    """
+    raw = header.get_item("PixelData", keep_deferred=True)  # its length, its value left unread
+    if raw is None or raw.length == 0xFFFFFFFF:
+        return  # none, or compressed (encapsulated, of undefined length): GDCM's decoder judges it
+    try:
+        rows, columns = int(header.Rows), int(header.Columns)
+        frames, samples = int(header.get("NumberOfFrames") or 1), int(header.get("SamplesPerPixel") or 1)
+        bits = int(header.BitsAllocated)
+    except (AttributeError, TypeError, ValueError):
+        return
+    if bits < 8:
+        return
+    expected = rows * columns * frames * samples * bits // 8
+    held = min(raw.length, max(0, path.stat().st_size - raw.value_tell)) if raw.value_tell else raw.length
+    if held < expected:
+        raise InputError(f"{path.name}: the file is cut short, or its header damaged: its pixel data hold {held} of "
+                         f"the {expected} bytes that {frames} frame{'s' if frames > 1 else ''} of {rows} × {columns} "
+                         "take")
 
 
 def _resolve_modality(raw: str | None, requested: str | None, array: np.ndarray, name: str) -> str:
@@ -512,6 +605,17 @@ def _resolve_modality(raw: str | None, requested: str | None, array: np.ndarray,
 
 
 _STDERR_LOCK = threading.Lock()  # file descriptor 2 is the process's: one redirection at a time
+_SAVED_STDERR: list[int] = []  # the process's own file descriptor 2 while a read sends it to its log
+
+
+def restore_native_stderr() -> None:
+    """Give file descriptor 2 back to the process's stderr where a read still sends it to its log: an
+    interrupt that ends a read can leave the redirection's own clean-up (:func:`_native_stderr_to`) to the
+    moment its frames are freed, after the line that says "interrupted" was written into the log."""
+    while _SAVED_STDERR:
+        saved = _SAVED_STDERR.pop()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 @contextmanager
@@ -528,12 +632,12 @@ def _native_stderr_to(log: IO[bytes]) -> Iterator[None]:
         except OSError:
             yield
             return
+        _SAVED_STDERR.append(saved)
         try:
             os.dup2(log.fileno(), 2)
             yield
         finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+            restore_native_stderr()
 
 
 def _read_error_detail(exc: RuntimeError, printed: str) -> str:
@@ -602,6 +706,8 @@ def volume_from_image(image: sitk.Image, name: str, raw_modality: str | None = N
         raise InputError(f"{name}: {dim}-D image{times}; expected a 2-D slice or a 3-D volume")
     if 0 in image.GetSize():
         raise InputError(f"{name}: image of size {' × '.join(map(str, image.GetSize()))} holds no voxels")
+    if "label" in image.GetPixelIDTypeAsString():  # SimpleITK aborts the process on its array view
+        raise InputError(f"{name}: label-map pixels (a segmentation); expected a greyscale image")
     if "complex" in image.GetPixelIDTypeAsString():
         raise InputError(f"{name}: complex pixels; expected a greyscale image of real values")
     if image.GetNumberOfComponentsPerPixel() != 1:
@@ -699,7 +805,7 @@ def check_same_geometry(volumes: list[Volume], what: str) -> None:
 
 
 def _rounded(values: tuple) -> tuple:
-    return tuple(round(float(x), 4) for x in values)
+    return tuple(x if isinstance(x, int) else round(float(x), 4) for x in values)
 
 
 def image_like(array: np.ndarray, geometry: Geometry) -> sitk.Image:

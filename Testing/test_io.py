@@ -6,6 +6,7 @@ import locale
 import os
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -743,3 +744,139 @@ def test_a_series_file_whose_name_is_not_utf8_is_one_line(tmp_path):
     first.rename(first.with_name(os.fsdecode(b"s\xe9.dcm")))
     with pytest.raises(InputError, match="a name in this path is not UTF-8 text"):
         read_volume(tmp_path / "series")
+
+
+def _header_pointing_to_a_pipe(tmp_path, kind: str) -> Path:
+    """A header file (NIfTI pair, MetaImage, detached NRRD) whose data file is a named pipe."""
+    image = ct_image(slices=1)
+    if kind == "nifti-pair":
+        sitk.WriteImage(image, str(tmp_path / "ct.hdr"))
+        data, header = tmp_path / "ct.img", tmp_path / "ct.hdr"
+    elif kind == "metaimage":
+        sitk.WriteImage(image, str(tmp_path / "ct.mhd"))
+        data, header = tmp_path / "ct.raw", tmp_path / "ct.mhd"
+    else:
+        sitk.WriteImage(image, str(tmp_path / "ct.nhdr"))
+        data, header = tmp_path / "ct.raw", tmp_path / "ct.nhdr"
+    assert data.is_file()
+    data.unlink()
+    os.mkfifo(data)
+    return header
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+@pytest.mark.parametrize("kind", ["nifti-pair", "metaimage", "detached-nrrd"])
+def test_a_header_whose_data_file_is_a_pipe_is_refused(tmp_path, kind):
+    """ITK waited for the pipe's writer forever (the input itself, a pipe, was refused; its data file not)."""
+    header = _header_pointing_to_a_pipe(tmp_path, kind)
+    with pytest.raises(InputError, match=rf"cannot read {header.name}: its data file ct\.(img|raw) is not a file"):
+        read_volume(header)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+def test_a_pipe_in_or_below_a_series_folder_is_named_not_waited_for(tmp_path):
+    """GDCM's scan left a good slice out beside a pipe (and the slice was blamed); a pipe in a sub-folder of a
+    folder without a series was opened to look for DICOM files, and waited for forever."""
+    _write_dicom_series(tmp_path / "series", ct_image(slices=3, spacing=(0.7, 0.7, 2.0)))
+    os.mkfifo(tmp_path / "series" / "zz.dcm")
+    with pytest.raises(InputError, match=r"series: zz\.dcm is not a file \(a pipe or a device\); move it out"):
+        read_volume(tmp_path / "series")
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    os.mkfifo(tmp_path / "empty" / "sub" / "a")
+    with pytest.raises(InputError, match="no DICOM series found in folder"):
+        read_volume(tmp_path / "empty")
+
+
+def test_a_series_of_multi_frame_files_is_refused(tmp_path):
+    """Their frames were stacked as slices of the files (a traceback, or the direction read from a 4-D image)."""
+    stored = pydicom.dcmread(get_testdata_file("CT_small.dcm")).pixel_array
+    (tmp_path / "frames").mkdir()
+    for k in range(2):
+        _write_enhanced_ct(tmp_path / "frames" / f"ct{k}.dcm", np.stack([stored] * 3), 2.0, [6.0 * k + 2.0 * j for j in range(3)])
+        ds = pydicom.dcmread(tmp_path / "frames" / f"ct{k}.dcm")
+        ds.SeriesInstanceUID, ds.SOPInstanceUID, ds.InstanceNumber = "1.2.3.4", f"1.2.3.4.{k}", k + 1
+        ds.save_as(tmp_path / "frames" / f"ct{k}.dcm")
+    with pytest.raises(InputError, match=r"frames: its 2 files hold several frames each \(multi-frame files\)"):
+        read_volume(tmp_path / "frames")
+
+
+@pytest.mark.parametrize("position", ["abc", "nan"])
+def test_a_frame_whose_position_is_no_number_is_refused(tmp_path, position):
+    stored = pydicom.dcmread(get_testdata_file("CT_small.dcm")).pixel_array
+    _write_enhanced_ct(tmp_path / "ct.dcm", np.stack([stored] * 3), 2.0)
+    data = (tmp_path / "ct.dcm").read_bytes()
+    z = b"-73.699997"  # frame 2's, as written (CT_small's z, -75.699997, plus 2 mm)
+    assert data.count(z) == 1
+    # a traceback for "abc", a message of frames out of order for NaN
+    (tmp_path / "ct.dcm").write_bytes(data.replace(z, position.encode().ljust(len(z))))
+    with pytest.raises(InputError, match=r"ct\.dcm: frame 2 has no position \(Image Position Patient\)"):
+        read_volume(tmp_path / "ct.dcm")
+
+
+def test_a_multi_frame_file_with_fewer_frames_than_its_header_says_is_refused(tmp_path):
+    """GDCM read the missing frame as air, and it was scored as a second slice (not assessable)."""
+    stored = pydicom.dcmread(get_testdata_file("CT_small.dcm")).pixel_array
+    _write_enhanced_ct(tmp_path / "ct.dcm", np.stack([stored] * 2), 2.0)
+    ds = pydicom.dcmread(tmp_path / "ct.dcm")
+    ds.PixelData = ds.PixelData[: len(ds.PixelData) // 2]
+    ds.save_as(tmp_path / "ct.dcm")
+    with pytest.raises(InputError, match=r"ct\.dcm: the file is cut short, or its header damaged: its pixel data hold "
+                                         r"32768 of the 65536 bytes that 2 frames of 128 × 128 take"):
+        read_volume(tmp_path / "ct.dcm")
+
+
+@pytest.mark.parametrize("spacing", [[0, 0], ["nan", "nan"]])
+def test_a_dicom_pixel_spacing_of_zero_or_no_number_is_refused(tmp_path, spacing):
+    """GDCM read it as 1 mm (a 0.66 mm slice's score went from 0.08 to 0.17)."""
+    _write_dicom_series(tmp_path / "series", ct_image(slices=2, spacing=(0.7, 0.7, 2.0)))
+    for f in (tmp_path / "series").iterdir():
+        _retag(f, PixelSpacing=spacing)
+    for given in (tmp_path / "series", tmp_path / "series" / "slice000.dcm"):
+        with pytest.raises(InputError, match=r"no pixel spacing \(DICOM Pixel Spacing\)"):
+            read_volume(given)
+
+
+def test_a_nifti_or_nrrd_spacing_of_zero_or_no_number_and_a_damaged_nifti_offset_are_refused(tmp_path):
+    """ITK read a pixdim of 0 or NaN, and a NRRD spacing of NaN, as 1 mm; a negative vox_offset read the
+    header's bytes as voxels."""
+    sitk.WriteImage(ct_image(slices=2), str(tmp_path / "ct.nii"))
+    data = bytearray((tmp_path / "ct.nii").read_bytes())
+    for name, offset, value in (("pixdim0", 80, 0.0), ("pixdimnan", 84, float("nan")), ("offset", 108, -100.0)):
+        spoilt = bytearray(data)
+        spoilt[offset:offset + 4] = np.float32(value).tobytes()
+        (tmp_path / f"{name}.nii").write_bytes(spoilt)
+    with pytest.raises(InputError, match=r"pixdim0\.nii: its voxel size \(0 × 0\.8 × 2\.5 mm, the header's pixdim\) is zero"):
+        read_volume(tmp_path / "pixdim0.nii")
+    with pytest.raises(InputError, match=r"pixdimnan\.nii: its voxel size \(0\.8 × nan × 2\.5 mm"):
+        read_volume(tmp_path / "pixdimnan.nii")
+    with pytest.raises(InputError, match=r"offset\.nii: its NIfTI header is damaged \(the image data start at byte -100\)"):
+        read_volume(tmp_path / "offset.nii")
+    sitk.WriteImage(ct_image(slices=2), str(tmp_path / "ct.nrrd"), False)
+    head, body = (tmp_path / "ct.nrrd").read_bytes().split(b"\n\n", 1)
+    head = re.sub(rb"space directions: .*", b"space directions: (nan,0,0) (0,0.7,0) (0,0,2)", head)
+    (tmp_path / "nan.nrrd").write_bytes(head + b"\n\n" + body)
+    with pytest.raises(InputError, match=r"nan\.nrrd: its space directions \(\(nan,0,0\) .*\) are not all numbers"):
+        read_volume(tmp_path / "nan.nrrd")
+
+
+def test_a_label_map_image_is_refused_not_the_end_of_the_process():
+    """SimpleITK aborts the whole process (Slicer's, in the Python API) on the array view of a label map."""
+    labels = sitk.Cast(sitk.Cast(ct_image(slices=1) > 0, sitk.sitkUInt8), sitk.sitkLabelUInt8)
+    with pytest.raises(InputError, match="ct: label-map pixels"):
+        volume_from_image(labels, "ct")
+
+
+def test_an_interrupt_during_a_read_does_not_lose_the_line_that_says_so():
+    """An interrupt can end a read before its redirection of stderr to the read's log is undone (that clean-up
+    runs when the exception's frames are freed): "ediqa: interrupted" went into the log, and the command ended
+    without a word."""
+    import subprocess
+    import sys
+
+    code = ("import tempfile\nfrom EDIQALib import cli\nfrom EDIQALib.io import _native_stderr_to\n"
+            "log = tempfile.TemporaryFile()\nredirection = _native_stderr_to(log)\n"
+            "redirection.__enter__()  # as an interrupt leaves it: not yet exited\n"
+            "code = cli._interrupted()\nredirection.__exit__(None, None, None)\nraise SystemExit(code)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 130 and out.stderr == "ediqa: interrupted\n", out.stderr
