@@ -272,8 +272,24 @@ def _check_series_slices(reader: sitk.ImageSeriesReader, image: sitk.Image, name
                              "series, or a slice was reformatted")
         if tag == "0028|0030" and any(v is None or min(v) <= 0 for v in values):
             raise InputError(_NO_PIXEL_SPACING.format(name=name))
+        if tag == "0020|0037" and values[0] is not None:
+            _check_orientation(values[0], name)
     positions = [_slice_values(reader, k, "0020|0032", 3) for k in range(image.GetDepth())]
     _check_positions(positions, [f"slice {f}" for f in files], image, name, "slice")
+
+
+def _check_orientation(orientation: list[float], name: str) -> None:
+    """A DICOM Image Orientation Patient must be two perpendicular unit directions (GDCM reads zeros, or two
+    directions along one line, as axial, without a word).
+
+    Raises:
+        InputError: it is not.
+    """
+    rows, columns = np.array(orientation[:3]), np.array(orientation[3:])
+    if not (abs(np.linalg.norm(rows) - 1) < 0.01 and abs(np.linalg.norm(columns) - 1) < 0.01
+            and abs(rows @ columns) < 0.01):
+        raise InputError(f"{name}: its orientation ({', '.join(f'{v:g}' for v in orientation)}, DICOM Image "
+                         "Orientation Patient) is not two perpendicular directions; the volume cannot be placed")
 
 
 _NO_PIXEL_SPACING = ("{name}: no pixel spacing (DICOM Pixel Spacing), so the size of a lesion in mm is unknown; give "
@@ -548,6 +564,11 @@ def _check_dicom_file(path: Path, image: sitk.Image) -> None:
     if not spacings or any(v is None or min(v) <= 0 for v in spacings):
         raise InputError(_NO_PIXEL_SPACING.format(name=path.name))
     _check_pixel_data_length(path, header)
+    planes = [g.PlaneOrientationSequence[0] for g in groups if g.get("PlaneOrientationSequence")]
+    orientation = next((o for o in (_numbers(m.get("ImageOrientationPatient"), 6) for m in (header, *planes))
+                        if o is not None), None)
+    if orientation is not None:
+        _check_orientation(orientation, path.name)
     if image.GetDimension() == 3 and image.GetDepth() > 1 and len(frames) == image.GetDepth():
         planes = [f.PlanePositionSequence[0] if f.get("PlanePositionSequence") else None for f in frames]
         positions = [_numbers(p.get("ImagePositionPatient"), 3) if p is not None else None for p in planes]

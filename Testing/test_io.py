@@ -880,3 +880,14 @@ def test_an_interrupt_during_a_read_does_not_lose_the_line_that_says_so():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.returncode == 130 and out.stderr == "ediqa: interrupted\n", out.stderr
+
+
+@pytest.mark.parametrize("orientation", [[0, 0, 0, 0, 0, 0], [1, 0, 0, 1, 0, 0]], ids=["zeros", "one-line"])
+def test_a_dicom_orientation_that_is_no_pair_of_directions_is_refused(tmp_path, orientation):
+    """GDCM read it as axial without a word."""
+    _write_dicom_series(tmp_path / "series", ct_image(slices=2, spacing=(0.7, 0.7, 2.0)))
+    for f in (tmp_path / "series").iterdir():
+        _retag(f, ImageOrientationPatient=orientation)
+    for given, name in ((tmp_path / "series", "series"), (tmp_path / "series" / "slice000.dcm", r"slice000\.dcm")):
+        with pytest.raises(InputError, match=rf"{name}: its orientation \(.*\) is not two perpendicular directions"):
+            read_volume(given)
