@@ -223,6 +223,7 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _update_buttons(self, *args) -> None:
         """While a job runs, its button (now Cancel) is the only one enabled; otherwise each action is
         enabled when it has its input."""
+        self.ui.worstSliceButton.enabled = self._result is not None
         if self._runner is not None:
             for button in (self.ui.assessButton, self.ui.compareButton, self.ui.relabelButton, self.ui.retrainButton):
                 button.enabled = button is self._running_button
@@ -232,7 +233,6 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.compareButton.enabled = len(self.ui.compareSelector.checkedNodes()) >= 2 and bool(
             self.ui.modelSelector.currentData)
         self.ui.relabelButton.enabled = self.ui.retrainButton.enabled = True
-        self.ui.worstSliceButton.enabled = self._result is not None
 
     # --- background work -------------------------------------------------------------------------
     def _busy(self, button) -> bool:
@@ -316,9 +316,10 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._remove_workdir()  # the results are in the scene now
 
     def _in_user_terms(self, text: str) -> str:
-        """``text`` with the files exported for the job named as the volumes the user chose."""
+        """``text`` with the files exported for the job (by path, or by file name) named as the volumes the
+        user chose."""
         for path, name in self._names.items():
-            text = text.replace(path, name)
+            text = text.replace(path, name).replace(Path(path).name, name)
         return text
 
     def _finish(self) -> None:
@@ -418,6 +419,8 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         from EDIQALib.scene import slice_center_ras
 
         node = self._assessed  # the volume the result is of, whatever the input selector shows now
+        if node is None or self._result is None:  # removed from the scene meanwhile
+            return
         ras = slice_center_ras(node, worst_slice(self._result))
         slicer.modules.markups.logic().JumpSlicesToLocation(*ras, True)
 

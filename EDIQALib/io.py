@@ -168,11 +168,11 @@ def _read_dicom_series(folder: Path) -> tuple[sitk.Image, str | None]:
     if image.GetDimension() != 3 or image.GetDepth() != len(files):
         raise InputError(f"{name}: its {len(files)} files hold several frames each (multi-frame files), which do not "
                          "stack as the slices of one series; give each file on its own")
-    rescales = {tuple(reader.GetMetaData(k, tag).strip() if reader.HasMetaDataKey(k, tag) else ""
-                      for tag in ("0028|1052", "0028|1053")) for k in range(len(files))}
+    rescales = {(_tag_number(reader, k, "0028|1052", 0.0), _tag_number(reader, k, "0028|1053", 1.0))
+                for k in range(len(files))}
     if len(rescales) > 1 and image.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
-        # ITK takes the pixel type from the first slice's rescale: with slices rescaled otherwise, a negative
-        # value of theirs wrapped round to +64 500 in an unsigned type
+        # ITK takes the pixel type from the first slice's rescale (an integer type for integer rescales): with
+        # slices rescaled otherwise, a negative value of theirs wrapped round to +64 500 in an unsigned type
         reader.SetOutputPixelType(sitk.sitkFloat32)
         image = _execute_series(reader, name)
     tags = [reader.GetMetaData(k, MODALITY_TAG).strip() if reader.HasMetaDataKey(k, MODALITY_TAG) else None
@@ -247,11 +247,13 @@ def _slices_left_out(folder: Path, files: tuple[str, ...], series_uid: str) -> l
 
 def _slice_values(reader: sitk.ImageSeriesReader, k: int, tag: str, count: int) -> list[float] | None:
     """Slice ``k``'s ``count`` numbers of a multi-valued DICOM tag (``a\\b\\c``); ``None`` without them."""
-    try:
-        values = [float(v) for v in reader.GetMetaData(k, tag).split("\\")]
-    except (RuntimeError, ValueError):
-        return None
-    return values if len(values) == count and all(map(math.isfinite, values)) else None
+    return _numbers(reader.GetMetaData(k, tag).split("\\"), count) if reader.HasMetaDataKey(k, tag) else None
+
+
+def _tag_number(reader: sitk.ImageSeriesReader, k: int, tag: str, default: float) -> float:
+    """Slice ``k``'s number in a one-valued DICOM tag; ``default`` without one."""
+    value = _slice_values(reader, k, tag, 1)
+    return value[0] if value is not None else default
 
 
 def _check_series_slices(reader: sitk.ImageSeriesReader, image: sitk.Image, name: str) -> None:
@@ -270,7 +272,8 @@ def _check_series_slices(reader: sitk.ImageSeriesReader, image: sitk.Image, name
         if odd is not None:
             raise InputError(f"{name}: its slices differ in {what} ({files[0]} and {files[odd]}): the folder mixes "
                              "series, or a slice was reformatted")
-        if tag == "0028|0030" and any(v is None or min(v) <= 0 for v in values):
+        if tag == "0028|0030" and not all(any(_positive(_slice_values(reader, k, t, 2)) for t in _SPACING_TAGS)
+                                          for k in range(image.GetDepth())):
             raise InputError(_NO_PIXEL_SPACING.format(name=name))
         if tag == "0020|0037" and values[0] is not None:
             _check_orientation(values[0], name)
@@ -286,14 +289,22 @@ def _check_orientation(orientation: list[float], name: str) -> None:
         InputError: it is not.
     """
     rows, columns = np.array(orientation[:3]), np.array(orientation[3:])
-    if not (abs(np.linalg.norm(rows) - 1) < 0.01 and abs(np.linalg.norm(columns) - 1) < 0.01
-            and abs(rows @ columns) < 0.01):
+    if not (abs(np.linalg.norm(rows) - 1) < 0.05 and abs(np.linalg.norm(columns) - 1) < 0.05
+            and abs(rows @ columns) < 0.05):  # loose: values are often written with few digits
         raise InputError(f"{name}: its orientation ({', '.join(f'{v:g}' for v in orientation)}, DICOM Image "
                          "Orientation Patient) is not two perpendicular directions; the volume cannot be placed")
 
 
-_NO_PIXEL_SPACING = ("{name}: no pixel spacing (DICOM Pixel Spacing), so the size of a lesion in mm is unknown; give "
-                     "the image with its spacing (e.g. as NRRD or NIfTI)")
+# where GDCM finds the pixel spacing (by the kind of image): Pixel Spacing, Imager Pixel Spacing (projection
+# images), Nominal Scanned Pixel Spacing (secondary captures); without any, it reads 1 mm
+_SPACING_TAGS = ("0028|0030", "0018|1164", "0018|2010")
+_NO_PIXEL_SPACING = ("{name}: no pixel spacing (DICOM Pixel Spacing missing, zero or not a number), so the size of a "
+                     "lesion in mm is unknown; give the image with its spacing (e.g. as NRRD or NIfTI)")
+
+
+def _positive(values: list[float] | None) -> bool:
+    """Whether a spacing was read and is positive (it is finite once read: :func:`_numbers`)."""
+    return values is not None and min(values) > 0
 
 
 def _check_positions(positions: list[list[float] | None], labels: list[str], image: sitk.Image, name: str,
@@ -319,7 +330,8 @@ def _check_positions(positions: list[list[float] | None], labels: list[str], ima
     whole = "series" if kind == "slice" else "file"
     if steps.min() < 1e-3 * max(steps.max(), 1e-3):
         raise InputError(f"{name}: two {kind}s of the {whole} lie at one position"
-                         + (" (a file present twice?)" if kind == "slice" else ""))
+                         + (" (a file present twice?)" if kind == "slice" else
+                            " (several phases, echoes or times in one file?)"))
     if kind == "frame" and not (np.all(np.diff(along) > 0) or np.all(np.diff(along) < 0)):
         raise InputError(f"{name}: its frames are not stored in the order of their positions, and would be stacked "
                          "as stored; reorder them, or export the series as single slices")
@@ -355,6 +367,9 @@ def _check_data_file(header: Path, data: Path) -> None:
         raise InputError(f"cannot read {header.name}: its data file {data.name} is not a file (a pipe or a device)")
 
 
+_NOT_A_NUMBER = re.compile(r"(?<![a-z])[-+]?(nan|inf)", re.I)
+
+
 def _check_nrrd_header(path: Path) -> None:
     """A NRRD header's spacing fields must hold numbers (ITK reads a NaN spacing as 1 mm), and a detached
     header's data file must be a file (:func:`_check_data_file`).
@@ -369,10 +384,13 @@ def _check_nrrd_header(path: Path) -> None:
         return  # ITK's reader says what is wrong
     fields = {key.strip().lower(): value.strip() for key, sep, value in (ln.partition(":") for ln in head.splitlines()[1:])
               if sep and not key.startswith("#")}
-    for key in ("spacings", "space directions"):
-        numbers = re.findall(r"[-+0-9.eE]+|nan|inf", fields.get(key, ""), re.I)
-        if any(not math.isfinite(float(n)) for n in numbers if n.lower() not in ("e", "+", "-", ".")):
-            raise InputError(f"{path.name}: its {key} ({fields[key]}) are not all numbers")
+    sizes, kinds = fields.get("sizes", "").split(), fields.get("kinds", "").lower().split()
+    spatial = [sizes[k] != "1" and (k >= len(kinds) or kinds[k] in ("domain", "space")) for k in range(len(sizes))]  # the axes an image's voxels are spaced along
+    directions = re.findall(r"\(([^)]*)\)", fields.get("space directions", ""))
+    spacings = [v for v, keep in zip(fields.get("spacings", "").split(), spatial) if keep]
+    if any(_NOT_A_NUMBER.search(v) for v in [*directions, *spacings]):
+        key = "space directions" if any(_NOT_A_NUMBER.search(v) for v in directions) else "spacings"
+        raise InputError(f"{path.name}: its {key} ({fields[key]}) are not all numbers")
     data = fields.get("data file", fields.get("datafile"))
     if data and not data.upper().startswith("LIST") and len(data.split()) == 1 and "%" not in data:
         _check_data_file(path, path.parent / data)
@@ -560,18 +578,18 @@ def _check_dicom_file(path: Path, image: sitk.Image) -> None:
     frames = list(header.get("PerFrameFunctionalGroupsSequence") or [])
     groups = [*(header.get("SharedFunctionalGroupsSequence") or []), *frames]
     measured = [g.PixelMeasuresSequence[0] for g in groups if g.get("PixelMeasuresSequence")]
-    spacings = [_numbers(m.get("PixelSpacing"), 2) for m in (header, *measured) if "PixelSpacing" in m]
-    if not spacings or any(v is None or min(v) <= 0 for v in spacings):
+    keywords = ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing")  # _SPACING_TAGS
+    if not any(_positive(_numbers(m.get(key), 2)) for m in (header, *measured) for key in keywords):
         raise InputError(_NO_PIXEL_SPACING.format(name=path.name))
     _check_pixel_data_length(path, header)
-    planes = [g.PlaneOrientationSequence[0] for g in groups if g.get("PlaneOrientationSequence")]
-    orientation = next((o for o in (_numbers(m.get("ImageOrientationPatient"), 6) for m in (header, *planes))
+    oriented = [g.PlaneOrientationSequence[0] for g in groups if g.get("PlaneOrientationSequence")]
+    orientation = next((o for o in (_numbers(m.get("ImageOrientationPatient"), 6) for m in (header, *oriented))
                         if o is not None), None)
     if orientation is not None:
         _check_orientation(orientation, path.name)
     if image.GetDimension() == 3 and image.GetDepth() > 1 and len(frames) == image.GetDepth():
-        planes = [f.PlanePositionSequence[0] if f.get("PlanePositionSequence") else None for f in frames]
-        positions = [_numbers(p.get("ImagePositionPatient"), 3) if p is not None else None for p in planes]
+        placed = [f.PlanePositionSequence[0] if f.get("PlanePositionSequence") else None for f in frames]
+        positions = [_numbers(p.get("ImagePositionPatient"), 3) if p is not None else None for p in placed]
         _check_positions(positions, [f"frame {k + 1}" for k in range(len(frames))], image, path.name, "frame")
 
 
@@ -591,9 +609,12 @@ def _check_pixel_data_length(path: Path, header) -> None:
     Raises:
         InputError: they hold fewer bytes.
     """
+    syntax = header.file_meta.get("TransferSyntaxUID")
+    if syntax is not None and (syntax.is_compressed or syntax.is_deflated):
+        return  # GDCM's decoder judges it (and a deflated file's offsets are not the file's)
     raw = header.get_item("PixelData", keep_deferred=True)  # its length, its value left unread
     if raw is None or raw.length == 0xFFFFFFFF:
-        return  # none, or compressed (encapsulated, of undefined length): GDCM's decoder judges it
+        return
     try:
         rows, columns = int(header.Rows), int(header.Columns)
         frames, samples = int(header.get("NumberOfFrames") or 1), int(header.get("SamplesPerPixel") or 1)
@@ -633,8 +654,11 @@ def restore_native_stderr() -> None:
     """Give file descriptor 2 back to the process's stderr where a read still sends it to its log: an
     interrupt that ends a read can leave the redirection's own clean-up (:func:`_native_stderr_to`) to the
     moment its frames are freed, after the line that says "interrupted" was written into the log."""
-    while _SAVED_STDERR:
-        saved = _SAVED_STDERR.pop()
+    while True:
+        try:
+            saved = _SAVED_STDERR.pop()
+        except IndexError:  # none left (another thread may have taken the last)
+            return
         os.dup2(saved, 2)
         os.close(saved)
 

@@ -163,8 +163,11 @@ def _progress_event(line: str) -> ProgressEvent | None:
 
 def _last_json(lines: list[str]) -> object | None:
     """The command's result: the last line of its stdout that is JSON (``--progress jsonl`` prints it on one
-    line); a library's stray message before or after it is not part of it."""
+    line) and no progress event (a malformed one); a library's stray message before or after it is not part
+    of it."""
     for line in reversed(lines):
+        if line.startswith('{"stage"'):
+            continue
         try:
             return json.loads(line)
         except json.JSONDecodeError:

@@ -38,6 +38,7 @@ DICOM_MODALITY = "DICOM.Modality"  # the attribute of Slicer's DICOM import, on 
 COMPARE_PLOT_VIEW = "EDIQAPlot"  # the compare layout's plot view (its singleton tag and layout name)
 COMPARE_VIEW_PREFIX = "EDIQA"  # the compare layout's slice views: EDIQA1, EDIQA2, ...
 COMPARE_LAYOUT_ID = 7501
+COMPARE_VIEWS_ATTRIBUTE = "EDIQA.CompareViews"  # on the layout node (saved with the scene): the comparison's views
 
 
 def ijk_to_ras(node) -> np.ndarray:
@@ -362,21 +363,21 @@ def show_compare_layout(layout_node, view_names: list[str], layout_id: int = COM
         layout_node.AddLayoutDescription(layout_id, compare_layout_xml(view_names))
     else:
         layout_node.SetLayoutDescription(layout_id, compare_layout_xml(view_names))
+    layout_node.SetAttribute(COMPARE_VIEWS_ATTRIBUTE, " ".join(view_names))
     layout_node.SetViewArrangement(layout_id)
 
 
 def restore_compare_layout(scene, layout_node, layout_id: int = COMPARE_LAYOUT_ID) -> bool:
     """After a scene saved while a comparison was shown is loaded: register the compare layout again, with
-    the scene's compare views, and show it. A scene file keeps the layout's number but not its
-    description, so that the views were empty. Returns whether it restored the layout."""
-    if layout_node.GetViewArrangement() != layout_id or layout_node.IsLayoutDescription(layout_id):
+    that comparison's views, and show it. A scene file keeps the layout's number but not its description,
+    so that the views were empty (or those of this session's last comparison). Returns whether it
+    restored the layout."""
+    names = (layout_node.GetAttribute(COMPARE_VIEWS_ATTRIBUTE) or "").split()
+    if layout_node.GetViewArrangement() != layout_id or not names:
         return False
-    numbers = sorted(int(name[len(COMPARE_VIEW_PREFIX):]) for name in
-                     (view.GetLayoutName() or "" for view in _nodes(scene, "vtkMRMLSliceNode"))
-                     if name.startswith(COMPARE_VIEW_PREFIX) and name[len(COMPARE_VIEW_PREFIX):].isdigit())
-    if not numbers:
+    if layout_node.IsLayoutDescription(layout_id) and layout_node.GetLayoutDescription(layout_id) == compare_layout_xml(names):
         return False
-    show_compare_layout(layout_node, compare_view_names(numbers[-1]), layout_id)
+    show_compare_layout(layout_node, names, layout_id)
     return True
 
 

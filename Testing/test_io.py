@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import locale
+import math
 import os
 import re
 import shutil
@@ -343,7 +344,7 @@ def test_multi_frame_dicom_reads_as_a_volume_alone_or_in_its_folder(tmp_path):
     ([0, 3, 6, 15], True, r"ct\.dcm: its frames are unevenly spaced \(3 to 9 mm apart\): a frame is missing"),
     ([0, 6, 3, 9], True, r"ct\.dcm: its frames are not stored in the order of their positions"),
     ([0, 3, 3, 6], True, r"ct\.dcm: two frames of the file lie at one position"),
-    ([0, 3, 6, 9], False, r"ct\.dcm: no pixel spacing \(DICOM Pixel Spacing\), so the size of a lesion in mm is unknown"),
+    ([0, 3, 6, 9], False, r"ct\.dcm: no pixel spacing \(DICOM Pixel Spacing missing, zero or not a number\), so the size of a lesion in mm is unknown"),
 ], ids=["gap", "out-of-order", "twice", "no-pixel-spacing"])
 def test_a_multi_frame_file_whose_frames_cannot_stack_is_refused(tmp_path, offsets, pixel_spacing, says):
     """GDCM read frames that are not evenly spaced at 1 mm on every axis (0.66 mm pixels read as 1 mm), and
@@ -359,7 +360,7 @@ def test_a_dicom_slice_or_series_without_pixel_spacing_is_refused(tmp_path):
     _write_dicom_series(tmp_path / "series", ct_image(slices=2, spacing=(0.7, 0.7, 2.0)))
     for f in (tmp_path / "series").iterdir():
         _untag(f, "PixelSpacing")
-    with pytest.raises(InputError, match=r"series: no pixel spacing \(DICOM Pixel Spacing\)"):
+    with pytest.raises(InputError, match=r"series: no pixel spacing \(DICOM Pixel Spacing missing, zero or not a number\)"):
         read_volume(tmp_path / "series")
     with pytest.raises(InputError, match=r"slice000\.dcm: no pixel spacing"):
         read_volume(tmp_path / "series" / "slice000.dcm")
@@ -832,7 +833,7 @@ def test_a_dicom_pixel_spacing_of_zero_or_no_number_is_refused(tmp_path, spacing
     for f in (tmp_path / "series").iterdir():
         _retag(f, PixelSpacing=spacing)
     for given in (tmp_path / "series", tmp_path / "series" / "slice000.dcm"):
-        with pytest.raises(InputError, match=r"no pixel spacing \(DICOM Pixel Spacing\)"):
+        with pytest.raises(InputError, match=r"no pixel spacing \(DICOM Pixel Spacing missing, zero or not a number\)"):
             read_volume(given)
 
 
@@ -891,3 +892,39 @@ def test_a_dicom_orientation_that_is_no_pair_of_directions_is_refused(tmp_path, 
     for given, name in ((tmp_path / "series", "series"), (tmp_path / "series" / "slice000.dcm", r"slice000\.dcm")):
         with pytest.raises(InputError, match=rf"{name}: its orientation \(.*\) is not two perpendicular directions"):
             read_volume(given)
+
+
+def test_deflated_dicom_and_a_secondary_capture_with_a_nominal_spacing_read_with_their_spacing(tmp_path):
+    """Neither is cut short or without a spacing: a deflated file's pixel data lie at offsets of the inflated
+    stream, and GDCM reads a secondary capture's spacing from Nominal Scanned Pixel Spacing."""
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, SecondaryCaptureImageStorage
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.save_as(tmp_path / "deflated.dcm", enforce_file_format=True)
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    ds.NominalScannedPixelSpacing = ds.PixelSpacing
+    del ds.PixelSpacing
+    ds.save_as(tmp_path / "capture.dcm")
+    for name in ("deflated.dcm", "capture.dcm"):
+        assert read_volume(tmp_path / name).spacing[:2] == pytest.approx((0.661468, 0.661468))
+
+
+@pytest.mark.parametrize("sizes, spacings, kinds, says", [
+    ("80 80 2 1", "0.7 0.7 2 nan", "domain domain domain list", None),  # NaN along a non-spatial axis, as NRRD writes
+    ("3 80 80 2", "nan 0.7 0.7 2", "vector domain domain domain", r"vec: 3-component pixels"),
+    ("80 80 2", "0.7 nan 2", "domain domain domain", r"vec\.nrrd: its spacings \(0\.7 nan 2\) are not all numbers"),
+], ids=["time-point", "vector", "in-plane"])
+def test_a_nrrd_spacing_of_nan_is_refused_along_the_image_s_axes_only(tmp_path, sizes, spacings, kinds, says):
+    voxels = math.prod(map(int, sizes.split()))
+    data = np.full(voxels, -1000, "<i2")
+    data[::7] = 40  # not constant
+    header = (f"NRRD0004\ntype: short\ndimension: {len(sizes.split())}\nsizes: {sizes}\nspacings: {spacings}\n"
+              f"kinds: {kinds}\nendian: little\nencoding: raw\n\n")
+    (tmp_path / "vec.nrrd").write_bytes(header.encode() + data.tobytes())
+    if says is None:
+        assert read_volume(tmp_path / "vec.nrrd").spacing == pytest.approx((0.7, 0.7, 2.0))
+    else:
+        with pytest.raises(InputError, match=says):
+            read_volume(tmp_path / "vec.nrrd")

@@ -248,7 +248,7 @@ def test_a_malformed_progress_line_neither_stops_the_reader_nor_hides_the_result
     after the result does not hide it either."""
     runner = _fake_child(tmp_path, f"import sys\nprint({bad!r})\nprint('x' * 300_000)\n"
                                    "print('{\"stage\": \"x\", \"done\": 2, \"total\": 2}')\n"
-                                   "print('{\"score\": 0.5}')\nprint('a library says goodbye')\n")
+                                   f"print('{{\"score\": 0.5}}')\nprint('a library says goodbye')\nprint({bad!r})\n")
     runner.start()
     outcome = runner.wait(timeout=60)
     assert outcome.returncode == 0 and outcome.result == {"score": 0.5}

@@ -307,6 +307,7 @@ def test_a_scene_saved_with_a_comparison_shown_reopens_in_its_layout(tmp_path):
 
     saved, logic = scene_with_layout()
     bridge.show_compare_layout(logic.GetLayoutNode(), bridge.compare_view_names(3))
+    bridge.show_compare_layout(logic.GetLayoutNode(), bridge.compare_view_names(2))  # the views of 3 stay in the scene
     saved.SetURL(str(tmp_path / "compared.mrml"))
     assert saved.Commit()
     scene, logic = scene_with_layout()
@@ -316,8 +317,13 @@ def test_a_scene_saved_with_a_comparison_shown_reopens_in_its_layout(tmp_path):
     layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
     assert layout.GetViewArrangement() == bridge.COMPARE_LAYOUT_ID and not layout.GetCurrentLayoutDescription()
     assert bridge.restore_compare_layout(scene, layout)
-    assert layout.GetCurrentLayoutDescription() == bridge.compare_layout_xml(["EDIQA1", "EDIQA2", "EDIQA3"])
+    assert layout.GetCurrentLayoutDescription() == bridge.compare_layout_xml(["EDIQA1", "EDIQA2"])
     assert not bridge.restore_compare_layout(scene, layout)  # registered now
+    # loaded where this session showed a comparison of three: the scene's own two
+    bridge.show_compare_layout(layout, bridge.compare_view_names(3))
+    scene.SetURL(str(tmp_path / "compared.mrml"))
+    assert scene.Import() and bridge.restore_compare_layout(scene, layout)
+    assert layout.GetCurrentLayoutDescription() == bridge.compare_layout_xml(["EDIQA1", "EDIQA2"])
 
 
 def test_the_bridge_imports_no_pytorch():
