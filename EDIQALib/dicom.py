@@ -1,0 +1,327 @@
+"""DICOM, read as the scanner wrote it or refused: series folders and single (or multi-frame) files.
+
+SimpleITK's GDCM reader stacks what it can read at one spacing, and falls back to 1 mm pixels, axial
+orientations or its first slice's pixel type where a file is at odds with itself or with the others; the
+checks here refuse such input in one line (:class:`~EDIQALib.errors.InputError`) instead of assessing an
+image at the wrong size or place. :mod:`EDIQALib.io` reads the files with them.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+
+MODALITY_TAG = "0008|0060"  # DICOM's Modality, read from DICOM files and from NRRD/MHA metadata alike
+
+
+def is_dicom_file(path: Path) -> bool:
+    """Whether ``path`` is a DICOM file: by its suffix, or by the DICOM Part 10 preamble."""
+    return path.suffix.lower() in (".dcm", ".dicom", ".ima") or _has_dicom_preamble(path)
+
+
+def _has_dicom_preamble(path: Path) -> bool:
+    """Whether the file carries the DICOM Part 10 preamble (``DICM`` after 128 bytes); a pipe or a device,
+    which would wait for a writer, carries none."""
+    if not path.is_file():
+        return False
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def series_files(folder: Path) -> list[str]:
+    """The files of the one DICOM series in ``folder``, in GDCM's order (by position).
+
+    Raises:
+        InputError: the folder holds no series or several, a pipe or a device, or an image slice of the
+            series that GDCM left out (damaged or cut short).
+    """
+    name = Path(os.path.abspath(folder)).name  # "." is its folder's
+    odd = next((f for f in sorted(folder.iterdir()) if f.exists() and not (f.is_file() or f.is_dir())), None)
+    if odd is not None:  # GDCM's scan then leaves a slice of the series out, or waits for a pipe's writer
+        raise InputError(f"{name}: {odd.name} is not a file (a pipe or a device); move "
+                         "it out of the series folder")
+    reader = sitk.ImageSeriesReader()
+    warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK warns on stderr of a folder with no series
+    try:
+        ids = reader.GetGDCMSeriesIDs(str(folder))
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings)
+    if not ids:
+        inside = _folders_with_dicom(folder)
+        where = (f"; its sub-folder {inside[0]} holds DICOM files" if len(inside) == 1 else
+                 f"; {len(inside)} of its sub-folders, such as {inside[0]}, hold DICOM files" if inside else "")
+        raise InputError(f"no DICOM series found in folder {folder}{where}" + (": point to a series folder" if inside else ""))
+    if len(ids) > 1:
+        raise InputError(f"folder {folder} holds {len(ids)} DICOM series; point to one series folder")
+    files = reader.GetGDCMSeriesFileNames(str(folder), ids[0])
+    left_out = _slices_left_out(folder, files, ids[0])
+    if left_out:
+        raise InputError(f"{name}: {left_out[0]} is a slice of the series that cannot be read (damaged or cut "
+                         "short?); the volume would miss it")
+    return list(files)
+
+
+def read_series(files: list[str], name: str) -> tuple[sitk.Image, str | None]:
+    """The image of a series of two or more single-frame DICOM files (:func:`series_files`), called ``name``
+    in messages, and its DICOM modality.
+
+    Raises:
+        InputError: its slices cannot stack as one volume (:func:`_check_series_slices`), or are multi-frame
+            files, of several sizes or of several modalities.
+    """
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()
+    image = _execute_series(reader, name)
+    if image.GetDimension() != 3 or image.GetDepth() != len(files):
+        raise InputError(f"{name}: its {len(files)} files hold several frames each (multi-frame files), which do not "
+                         "stack as the slices of one series; give each file on its own")
+    rescales = {(_tag_number(reader, k, "0028|1052", 0.0), _tag_number(reader, k, "0028|1053", 1.0))
+                for k in range(len(files))}
+    if len(rescales) > 1 and image.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
+        # ITK takes the pixel type from the first slice's rescale (an integer type for integer rescales): with
+        # slices rescaled otherwise, a negative value of theirs wrapped round to +64 500 in an unsigned type
+        reader.SetOutputPixelType(sitk.sitkFloat32)
+        image = _execute_series(reader, name)
+    tags = [reader.GetMetaData(k, MODALITY_TAG).strip() if reader.HasMetaDataKey(k, MODALITY_TAG) else None
+            for k in range(len(files))]
+    if len(set(tags)) > 1:
+        raise InputError(f"{name}: its slices are of several modalities ({', '.join(sorted(map(str, set(tags))))})")
+    _check_series_slices(reader, image, name)
+    return image, tags[0]
+
+
+def _execute_series(reader: sitk.ImageSeriesReader, name: str) -> sitk.Image:
+    try:
+        return reader.Execute()
+    except RuntimeError as exc:
+        if any(words in str(exc) for words in ("does not fully contain the requested region", "Size mismatch")):
+            raise InputError(f"{name}: its slices differ in size (rows and columns): the folder mixes series, or a "
+                             "slice was cropped") from None
+        raise
+
+
+_DICOMDIR_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
+
+
+def _folders_with_dicom(folder: Path) -> list[str]:
+    """The sub-folders of ``folder`` (a disc or an export tree) that hold DICOM files, relative to it."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if Path(root) != folder and any(_has_dicom_preamble(Path(root) / f) for f in sorted(files)[:3]):
+            found.append(os.path.relpath(root, folder))
+    return found
+
+
+def _is_directory(header) -> bool:
+    """Whether a DICOM header (pydicom's) is a DICOMDIR's: a disc's index of its files, with no image."""
+    return header.get("file_meta", {}).get("MediaStorageSOPClassUID") == _DICOMDIR_CLASS
+
+
+def is_dicomdir(path: Path) -> bool:
+    """Whether the DICOM file ``path`` is a DICOMDIR (:func:`_is_directory`)."""
+    import pydicom
+
+    try:
+        return _is_directory(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"]))
+    except Exception:  # pydicom fails in many ways on damaged files: ITK's reader then judges them
+        return False
+
+
+def _slices_left_out(folder: Path, files: tuple[str, ...], series_uid: str) -> list[str]:
+    """The files of ``folder`` that GDCM left out of its series although they are image slices of it (a file
+    cut short in its pixel data), or DICOM files whose header cannot be read at all or ends before it names
+    its series (cut short in the header). Files without the DICOM
+    preamble, hidden files (a copy's ``._`` resource forks) and DICOM objects that are no image of this
+    series (a DICOMDIR, a dose report, a presentation state) are not slices."""
+    import pydicom
+
+    taken = {os.path.realpath(f) for f in files}
+    left_out = []
+    for f in sorted(folder.iterdir()):
+        if f.name.startswith(".") or not f.is_file() or os.path.realpath(f) in taken or not _has_dicom_preamble(f):
+            continue
+        try:
+            header = pydicom.dcmread(f, stop_before_pixels=True)
+        except Exception:  # pydicom fails in many ways on a damaged header
+            left_out.append(f.name)
+            continue
+        if (header.get("SeriesInstanceUID") == series_uid and "Rows" in header) or not (
+                "SeriesInstanceUID" in header or _is_directory(header)):  # every object but a DICOMDIR names its series
+            left_out.append(f.name)
+    return left_out
+
+
+def _slice_values(reader: sitk.ImageSeriesReader, k: int, tag: str, count: int) -> list[float] | None:
+    """Slice ``k``'s ``count`` numbers of a multi-valued DICOM tag (``a\\b\\c``); ``None`` without them."""
+    return _numbers(reader.GetMetaData(k, tag).split("\\"), count) if reader.HasMetaDataKey(k, tag) else None
+
+
+def _tag_number(reader: sitk.ImageSeriesReader, k: int, tag: str, default: float) -> float:
+    """Slice ``k``'s number in a one-valued DICOM tag; ``default`` without one."""
+    value = _slice_values(reader, k, tag, 1)
+    return value[0] if value is not None else default
+
+
+def _check_series_slices(reader: sitk.ImageSeriesReader, image: sitk.Image, name: str) -> None:
+    """A series' slices must share their pixel spacing and orientation, and their positions (Image Position
+    Patient) must lie on one line along the slice normal (to half a pixel, or 0.2 mm, from the first slice's
+    in its plane: not the sheared stack of a tilted gantry) and be distinct and evenly spaced along it (to
+    10 %, or 0.15 mm: positions are often rounded to 0.1 mm): ITK stacks the slices at the first one's spacing and orientation, and at one
+    step whatever their positions, so a slice present twice, one missing, or one without a position (put
+    last) sets every later slice at a wrong place. A series without positions at all (a secondary
+    capture) keeps ITK's slice spacing; one without a pixel spacing is refused (GDCM reads it at 1 mm)."""
+    files = [Path(f).name for f in reader.GetFileNames()]
+    for tag, count, what, tolerance in (("0028|0030", 2, "pixel spacing", 1e-3), ("0020|0037", 6, "orientation", 1e-3)):
+        values = [_slice_values(reader, k, tag, count) for k in range(image.GetDepth())]
+        odd = next((k for k, v in enumerate(values) if v is not None and values[0] is not None
+                    and np.abs(np.subtract(v, values[0])).max() > tolerance * max(1.0, np.abs(values[0]).max())), None)
+        if odd is not None:
+            raise InputError(f"{name}: its slices differ in {what} ({files[0]} and {files[odd]}): the folder mixes "
+                             "series, or a slice was reformatted")
+        if tag == "0028|0030" and not all(any(_positive(_slice_values(reader, k, t, 2)) for t in _SPACING_TAGS)
+                                          for k in range(image.GetDepth())):
+            raise InputError(_NO_PIXEL_SPACING.format(name=name))
+        if tag == "0020|0037" and values[0] is not None:
+            _check_orientation(values[0], name)
+    positions = [_slice_values(reader, k, "0020|0032", 3) for k in range(image.GetDepth())]
+    _check_positions(positions, [f"slice {f}" for f in files], image, name, "slice")
+
+
+def _check_orientation(orientation: list[float], name: str) -> None:
+    """A DICOM Image Orientation Patient must be two perpendicular unit directions (GDCM reads zeros, or two
+    directions along one line, as axial, without a word).
+
+    Raises:
+        InputError: it is not.
+    """
+    rows, columns = np.array(orientation[:3]), np.array(orientation[3:])
+    if not (abs(np.linalg.norm(rows) - 1) < 0.05 and abs(np.linalg.norm(columns) - 1) < 0.05
+            and abs(rows @ columns) < 0.05):  # loose: values are often written with few digits
+        raise InputError(f"{name}: its orientation ({', '.join(f'{v:g}' for v in orientation)}, DICOM Image "
+                         "Orientation Patient) is not two perpendicular directions; the volume cannot be placed")
+
+
+# where GDCM finds the pixel spacing (by the kind of image): Pixel Spacing, Imager Pixel Spacing (projection
+# images), Nominal Scanned Pixel Spacing (secondary captures); without any, it reads 1 mm
+_SPACING_TAGS = ("0028|0030", "0018|1164", "0018|2010")
+_NO_PIXEL_SPACING = ("{name}: no pixel spacing (DICOM Pixel Spacing missing, zero or not a number), so the size of a "
+                     "lesion in mm is unknown; give the image with its spacing (e.g. as NRRD or NIfTI)")
+
+
+def _positive(values: list[float] | None) -> bool:
+    """Whether a spacing was read and is positive (it is finite once read: :func:`_numbers`)."""
+    return values is not None and min(values) > 0
+
+
+def _check_positions(positions: list[list[float] | None], labels: list[str], image: sitk.Image, name: str,
+                     kind: str) -> None:
+    """The positions (Image Position Patient) of the ``kind`` (``"slice"`` of a series, or ``"frame"`` of a
+    multi-frame file) of ``image``, called ``labels``, must lie on one line along the slice normal and be
+    distinct and evenly spaced along it (see :func:`_check_series_slices`). Frames must also be stored in
+    order along it: ITK stacks them as stored (a series' slices it sorts). Without any positions, they pass."""
+    if all(p is None for p in positions) or len(positions) < 2:
+        return
+    if None in positions:
+        raise InputError(f"{name}: {labels[positions.index(None)]} has no position (Image Position Patient): "
+                         "the volume cannot place it")
+    xyz, direction = np.array(positions), np.array(image.GetDirection()).reshape(3, 3)
+    along = xyz @ direction[:, 2]  # on the slice normal
+    across = xyz @ direction[:, :2]  # in the slices' plane, where they should all lie at one place
+    shift = np.linalg.norm(across - across[0], axis=1).max()
+    if shift > max(0.5 * min(image.GetSpacing()[:2]), 0.2):  # positions rounded to 0.1 mm differ by up to 0.17
+        raise InputError(f"{name}: its {kind}s shift in their own plane from one to the next ({shift:.3g} mm from "
+                         "the first to the farthest: a tilted gantry?), which one volume grid cannot hold; resample "
+                         "the series to a regular grid first")
+    steps = np.diff(np.sort(along))
+    whole = "series" if kind == "slice" else "file"
+    if steps.min() < 1e-3 * max(steps.max(), 1e-3):
+        raise InputError(f"{name}: two {kind}s of the {whole} lie at one position"
+                         + (" (a file present twice?)" if kind == "slice" else
+                            " (several phases, echoes or times in one file?)"))
+    if kind == "frame" and not (np.all(np.diff(along) > 0) or np.all(np.diff(along) < 0)):
+        raise InputError(f"{name}: its frames are not stored in the order of their positions, and would be stacked "
+                         "as stored; reorder them, or export the series as single slices")
+    if np.abs(steps - np.median(steps)).max() > max(0.1 * np.median(steps), 0.15):
+        raise InputError(f"{name}: its {kind}s are unevenly spaced ({steps.min():.3g} to {steps.max():.3g} mm "
+                         f"apart): a {kind} is missing, or the {whole} mixes spacings")
+
+
+def check_file(path: Path, image: sitk.Image) -> None:
+    """A DICOM file must give its pixel spacing (GDCM reads a file without one at 1 mm), and a multi-frame
+    file's frames must be placed as :func:`_check_positions` asks (GDCM reads frames that are not evenly
+    spaced at 1 mm on every axis, in-plane too, and stacks them as stored).
+
+    Raises:
+        InputError: either is not so.
+    """
+    import pydicom
+
+    try:
+        header = pydicom.dcmread(path, defer_size=1024)  # large values (the pixels) are not read
+    except Exception:  # pydicom fails in many ways on a damaged header, which ITK has read: its reading stands
+        return
+    frames = list(header.get("PerFrameFunctionalGroupsSequence") or [])
+    groups = [*(header.get("SharedFunctionalGroupsSequence") or []), *frames]
+    measured = [g.PixelMeasuresSequence[0] for g in groups if g.get("PixelMeasuresSequence")]
+    keywords = ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing")  # _SPACING_TAGS
+    if not any(_positive(_numbers(m.get(key), 2)) for m in (header, *measured) for key in keywords):
+        raise InputError(_NO_PIXEL_SPACING.format(name=path.name))
+    _check_pixel_data_length(path, header)
+    oriented = [g.PlaneOrientationSequence[0] for g in groups if g.get("PlaneOrientationSequence")]
+    orientation = next((o for o in (_numbers(m.get("ImageOrientationPatient"), 6) for m in (header, *oriented))
+                        if o is not None), None)
+    if orientation is not None:
+        _check_orientation(orientation, path.name)
+    if image.GetDimension() == 3 and image.GetDepth() > 1 and len(frames) == image.GetDepth():
+        placed = [f.PlanePositionSequence[0] if f.get("PlanePositionSequence") else None for f in frames]
+        positions = [_numbers(p.get("ImagePositionPatient"), 3) if p is not None else None for p in placed]
+        _check_positions(positions, [f"frame {k + 1}" for k in range(len(frames))], image, path.name, "frame")
+
+
+def _numbers(values, count: int) -> list[float] | None:
+    """``count`` finite numbers from a DICOM value (a multi-valued decimal string); ``None`` otherwise."""
+    try:
+        numbers = [float(v) for v in values]
+    except (TypeError, ValueError):  # none, one number, or not numbers
+        return None
+    return numbers if len(numbers) == count and all(map(math.isfinite, numbers)) else None
+
+
+def _check_pixel_data_length(path: Path, header) -> None:
+    """The uncompressed pixel data of a DICOM file must hold every frame its header announces (GDCM reads
+    the missing ones as the lowest value: frames of air).
+
+    Raises:
+        InputError: they hold fewer bytes.
+    """
+    syntax = header.file_meta.get("TransferSyntaxUID")
+    if syntax is not None and (syntax.is_compressed or syntax.is_deflated):
+        return  # GDCM's decoder judges it (and a deflated file's offsets are not the file's)
+    raw = header.get_item("PixelData", keep_deferred=True)  # its length, its value left unread
+    if raw is None or raw.length == 0xFFFFFFFF:
+        return
+    try:
+        rows, columns = int(header.Rows), int(header.Columns)
+        frames, samples = int(header.get("NumberOfFrames") or 1), int(header.get("SamplesPerPixel") or 1)
+        bits = int(header.BitsAllocated)
+    except (AttributeError, TypeError, ValueError):
+        return
+    if bits < 8:
+        return
+    expected = rows * columns * frames * samples * bits // 8
+    held = min(raw.length, max(0, path.stat().st_size - raw.value_tell)) if raw.value_tell else raw.length
+    if held < expected:
+        raise InputError(f"{path.name}: the file is cut short, or its header damaged: its pixel data hold {held} of "
+                         f"the {expected} bytes that {frames} frame{'s' if frames > 1 else ''} of {rows} × {columns} "
+                         "take")
