@@ -217,11 +217,12 @@ def test_training_can_start_from_a_trained_student(tmp_path):
         proc = ediqa(*train, *extra, "--out", tmp_path / name)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert "held out no series" in proc.stderr  # --held-out 0: the best epoch is the lowest loss's
-    # the Slicer panel publishes its retraining so: the shipped ensemble fine-tuned, one run
-    proc = ediqa("publish-student", tmp_path / "init", "--name", "run-1", "--models-dir", tmp_path / "user",
-                 "--progress", "none")
+    # the Slicer panel publishes its retraining so: the shipped ensemble fine-tuned, one run, into the folder
+    # that holds the run
+    proc = ediqa("publish-student", tmp_path / "init", "--name", "init", "--models-dir", tmp_path, "--progress", "jsonl")
     assert proc.returncode == 0, proc.stderr
-    card = json.loads((tmp_path / "user" / "run-1.json").read_text(encoding="utf-8"))
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["weights"] == str(tmp_path / "init.safetensors")
+    card = json.loads((tmp_path / "init.json").read_text(encoding="utf-8"))
     assert card["kind"] == "student" and card["training"]["init"]["name"] == "student-lite"
     shipped = load_file(str(Path(__file__).resolve().parent.parent / "Resources" / "Models" / "student-lite.safetensors"))
     learnt = {run: load_file(str(tmp_path / run / "stage2" / "best.safetensors")) for run in runs}
