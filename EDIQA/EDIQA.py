@@ -125,8 +125,8 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer.setInterval(200)
         self._timer.timeout.connect(self._poll)
         self._heatmap_ids: set[str] = set()  # of the heatmap nodes this panel shows (for the opacity slider)
-        self._result = None
-        self._assessed = None
+        self._slice_scores = None  # of the result shown (its worst slice is where the button goes)
+        self._assessed = None  # the volume it is of
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -165,7 +165,7 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event) -> None:
         self._cancel()
-        self._result = self._assessed = None  # their nodes leave with the scene
+        self._slice_scores = self._assessed = None  # their nodes leave with the scene
         self._heatmap_ids.clear()
         self.ui.scoreLabel.text = "—"
         self.ui.statusLabel.text = ""
@@ -176,17 +176,30 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.initializeParameterNode()
 
     def onSceneEndImport(self, caller, event) -> None:
-        """A loaded scene's heatmaps answer the opacity slider, as those of this session do."""
-        from EDIQALib.scene import result_heatmaps  # imports no PyTorch
+        """A loaded scene's heatmaps answer the opacity slider, as those of this session do; where no result
+        is shown, the input volume's result saved with the scene gives its score and worst slice."""
+        from EDIQALib.scene import result_heatmaps, saved_slice_scores  # imports no PyTorch
 
         self._heatmap_ids.update(h.GetID() for h in result_heatmaps(slicer.mrmlScene))
+        node = self._parameterNode.inputVolume if self._parameterNode else None
+        saved = saved_slice_scores(slicer.mrmlScene, node) if node is not None and self._assessed is None else None
+        if saved is None or not _importable("torch"):  # the engine's figures import PyTorch
+            return
+        from EDIQALib.report import score_text
+
+        made_by, scores = saved
+        assessable = [s for s in scores if s is not None]
+        score = sum(assessable) / len(assessable) if assessable else None  # the volume score: their mean
+        self._slice_scores, self._assessed = scores, node
+        self.ui.scoreLabel.text = f"{node.GetName()}: {score_text(score)} ({made_by}, saved with the scene)"
+        self._update_buttons()
 
     @vtk.calldata_type(vtk.VTK_OBJECT)
     def onNodeRemoved(self, caller, event, node) -> None:
         """The result shown goes with its volume (its worst slice is nowhere to go then)."""
         self._heatmap_ids.discard(node.GetID())
         if node is self._assessed:
-            self._result = self._assessed = None
+            self._slice_scores = self._assessed = None
             self.ui.scoreLabel.text = "—"
             self._update_buttons()
 
@@ -223,7 +236,7 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _update_buttons(self, *args) -> None:
         """While a job runs, its button (now Cancel) is the only one enabled; otherwise each action is
         enabled when it has its input."""
-        self.ui.worstSliceButton.enabled = self._result is not None
+        self.ui.worstSliceButton.enabled = self._slice_scores is not None
         if self._runner is not None:
             for button in (self.ui.assessButton, self.ui.compareButton, self.ui.relabelButton, self.ui.retrainButton):
                 button.enabled = button is self._running_button
@@ -397,12 +410,11 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if node.GetScene() is None:
             self.ui.statusLabel.text = f"{node.GetName()} was removed from the scene while it was assessed."
             return
-        self._result, heat = self.logic.load_result(node, out_dir, self._parameterNode.opacity)
+        result, heat = self.logic.load_result(node, out_dir, self._parameterNode.opacity)
         self._heatmap_ids.add(heat.GetID())
-        self._assessed = node
-        text = volume_score_text(self._result)  # "not assessable", or the score ± the teacher's standard error
-        score = self._result.score
-        shown = text if score != score else f"{text} ({self._result.method})"
+        self._slice_scores, self._assessed = result.slice_scores, node
+        text = volume_score_text(result)  # "not assessable", or the score ± the teacher's standard error
+        shown = text if result.score != result.score else f"{text} ({result.method})"
         self.ui.scoreLabel.text = f"{node.GetName()}: {shown}"
         self._update_buttons()
 
@@ -419,9 +431,9 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         from EDIQALib.scene import slice_center_ras
 
         node = self._assessed  # the volume the result is of, whatever the input selector shows now
-        if node is None or self._result is None:  # removed from the scene meanwhile
+        if node is None or self._slice_scores is None:  # removed from the scene meanwhile
             return
-        ras = slice_center_ras(node, worst_slice(self._result))
+        ras = slice_center_ras(node, worst_slice(self._slice_scores))
         slicer.modules.markups.logic().JumpSlicesToLocation(*ras, True)
 
     def onCompare(self) -> None:

@@ -76,7 +76,7 @@ def _shown(name: str) -> str:
     return name.replace("$", r"\$")
 
 
-def _score_text(score: float | None) -> str:
+def score_text(score: float | None) -> str:
     """A score as the figures print it: three decimals, or "not assessable" (``None`` or NaN)."""
     return "not assessable" if score is None or not np.isfinite(score) else f"{score:.3f}"
 
@@ -85,14 +85,15 @@ def volume_score_text(result: QualityResult) -> str:
     """The volume's score as the figures and the Slicer panel print it, with the teacher's standard error
     over its repeats where it has one (``0.161 ± 0.007 SE``)."""
     se = result.details.get("score_se")
-    text = _score_text(result.score)
+    text = score_text(result.score)
     return f"{text} ± {se:.3f} SE" if se is not None and np.isfinite(result.score) else text
 
 
-def worst_slice(result: QualityResult) -> int:
-    """Index of the lowest-scoring assessable slice (the middle slice when none is assessable)."""
-    scored = [(s, k) for k, s in enumerate(result.slice_scores) if s is not None]
-    return min(scored)[1] if scored else len(result.slice_scores) // 2
+def worst_slice(slice_scores: list[float | None]) -> int:
+    """Index of the lowest-scoring assessable slice of a result's ``slice_scores`` (``None``: not assessable;
+    the middle slice when none is)."""
+    scored = [(s, k) for k, s in enumerate(slice_scores) if s is not None]
+    return min(scored)[1] if scored else len(slice_scores) // 2
 
 
 def plot_slice_scores(ax: Axes, results: list[QualityResult] | list[ComparedInput], marked: int | None = None) -> None:
@@ -100,7 +101,7 @@ def plot_slice_scores(ax: Axes, results: list[QualityResult] | list[ComparedInpu
     slice ``marked`` drawn as a dashed line."""
     for r in results:
         ys = [np.nan if s is None else s for s in r.slice_scores]
-        ax.plot(range(len(ys)), ys, marker="o" if len(ys) < 30 else None, label=f"{_shown(r.name)}: {_score_text(r.score)}")
+        ax.plot(range(len(ys)), ys, marker="o" if len(ys) < 30 else None, label=f"{_shown(r.name)}: {score_text(r.score)}")
     if marked is not None:
         ax.axvline(marked, color="0.4", linestyle="--", linewidth=1)
     depth = max(len(r.slice_scores) for r in results)
@@ -119,7 +120,7 @@ def overlay_figure(volume: Volume, result: QualityResult, k: int | None = None,
     """The image slice (by default the worst, :func:`worst_slice`) with the local-quality heatmap over it
     and a colour legend, its scale 0 to ``display_max`` (by default :func:`~EDIQALib.assessment.heatmap_display_max`
     of this result); for a volume, the per-slice scores below it, with that slice marked."""
-    k = worst_slice(result) if k is None else k
+    k = worst_slice(result.slice_scores) if k is None else k
     display_max = heatmap_display_max([result]) if display_max is None else display_max
     image, heat, (sx, sy) = display_slice(volume, k, result.heatmap, result.modality)
     heat = np.ma.masked_invalid(heat)
@@ -137,7 +138,7 @@ def overlay_figure(volume: Volume, result: QualityResult, k: int | None = None,
     im = ax.imshow(heat, cmap=HEATMAP_CMAP, vmin=0, vmax=display_max, alpha=0.45, extent=extent)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="local detectability (0 = lesions missed)")
     _label_edges(ax, edge_letters(volume), extent[1], extent[2])
-    ax.set_title(f"{_shown(result.name)}, slice {k}: {result.method} {_score_text(result.slice_scores[k])}\n"
+    ax.set_title(f"{_shown(result.name)}, slice {k}: {result.method} {score_text(result.slice_scores[k])}\n"
                  f"volume score {volume_score_text(result)}")
     ax.set_xlabel("mm")
     ax.set_ylabel("mm")
@@ -332,7 +333,7 @@ class ComparedInput:
 def compared_input(result: QualityResult, volume: Volume, source: str | Path) -> ComparedInput:
     """What :func:`comparison_figure` and :func:`write_comparison` need of an assessed ``volume``, read from
     ``source``."""
-    k = worst_slice(result)
+    k = worst_slice(result.slice_scores)
     image, heat, spacing = display_slice(volume, k, result.heatmap, result.modality)  # views, which would hold the whole volumes
     return ComparedInput(result=result.to_json(), source=str(source), slice=k, image=image.copy(), heat=heat.copy(), spacing=spacing,
                          letters=edge_letters(volume), display_max=heatmap_display_max([result]))
@@ -351,7 +352,7 @@ def comparison_figure(inputs: list[ComparedInput]) -> Figure:
         scores.legend(fontsize=8)
     else:
         bars = scores.bar(range(n), [c.score if np.isfinite(c.score) else 0.0 for c in inputs], color="tab:blue")
-        scores.bar_label(bars, [_score_text(c.score) for c in inputs], fontsize=8)
+        scores.bar_label(bars, [score_text(c.score) for c in inputs], fontsize=8)
         scores.set_xticks(range(n), [_shown(c.name) for c in inputs], fontsize=8)
         scores.set_ylabel(f"{inputs[0].method} score")
     top = max(c.display_max for c in inputs)
@@ -363,7 +364,7 @@ def comparison_figure(inputs: list[ComparedInput]) -> Figure:
         extent = (0, c.image.shape[1] * c.spacing[0], c.image.shape[0] * c.spacing[1], 0)
         ax.imshow(c.image, cmap="gray", vmin=0, vmax=1, extent=extent)
         im = ax.imshow(np.ma.masked_invalid(c.heat), cmap=HEATMAP_CMAP, vmin=0, vmax=top, alpha=0.45, extent=extent)
-        ax.set_title(f"{_shown(c.name)}, slice {c.slice}: {_score_text(c.slice_scores[c.slice])}", fontsize=9)
+        ax.set_title(f"{_shown(c.name)}, slice {c.slice}: {score_text(c.slice_scores[c.slice])}", fontsize=9)
         ax.set_xlim(0, width)
         ax.set_ylim(height, 0)
         _label_edges(ax, c.letters, extent[1], extent[2])

@@ -314,6 +314,22 @@ def add_results_table(scene, result: QualityResult, input_node):
     return table
 
 
+def saved_slice_scores(scene, input_node) -> tuple[str, list[float | None]] | None:
+    """The per-slice scores (``None``: not assessable) of a result of ``input_node`` that the scene holds in a
+    table (:func:`add_results_table`; of this session, or of a saved scene loaded), and what made them
+    (e.g. ``EDIQA student-lite``); the first such table's, or ``None`` without one."""
+    for table in _nodes(scene, "vtkMRMLTableNode"):
+        key = table.GetAttribute(RESULT_ATTRIBUTE) or ""
+        if (key.startswith("slice scores by ") and table.GetNodeReferenceID(RESULT_SELF_ROLE) == table.GetID()
+                and _result_inputs(table) == [input_node.GetID()]):
+            scores, assessable = (table.GetTable().GetColumnByName(c) for c in ("score", "assessable"))
+            if scores is None or assessable is None:  # emptied by hand
+                continue
+            return key.removeprefix("slice scores by "), [float(scores.GetValue(k)) if assessable.GetValue(k) else None
+                                                          for k in range(table.GetNumberOfRows())]
+    return None
+
+
 def add_score_plot(scene, tables: list, names: list[str]):
     """A plot chart (:func:`result_node`, one per set of ``tables``) with one line (score vs slice) per
     table, called by ``names``, each in its own colour (those of ``compare.png``); returns the chart node."""

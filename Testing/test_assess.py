@@ -743,7 +743,7 @@ def test_the_overlay_of_a_volume_plots_its_slice_scores_and_marks_the_shown_slic
     (curve,) = [ax for ax in fig.axes if ax.get_xlabel() == "slice"]
     scores, marker = curve.get_lines()
     np.testing.assert_allclose(scores.get_ydata(), [result.slice_scores[0], np.nan, result.slice_scores[2]])
-    assert list(marker.get_xdata()) == [worst_slice(result)] * 2
+    assert list(marker.get_xdata()) == [worst_slice(result.slice_scores)] * 2
     bottom, top = curve.get_ylim()  # from 0, and the highest point inside the frame, not on it
     assert bottom == 0 and top >= 1.05 * max(result.slice_scores[0], result.slice_scores[2])
 

@@ -162,6 +162,28 @@ def test_assessing_again_with_the_same_model_fills_the_same_nodes():
     assert bridge.add_results_table(scene, again, twin).GetID() != nodes[1].GetID()
 
 
+def test_a_saved_scene_s_slice_scores_are_found_for_their_volume(tmp_path):
+    """The panel shows a loaded scene's score and worst slice from the result table saved with it."""
+    first, _ = _scene()
+    ct = _node_from_image(first, ct_image(slices=3, size=80), name="ct")
+    other = _node_from_image(first, ct_image(slices=3, size=80), name="other")
+    result = _result("ct", np.full((3, 80, 80), 0.2, np.float32), [0.3, None, 0.1])
+    table = bridge.add_results_table(first, result, ct)
+    table.AddDefaultStorageNode()  # saved with the scene as Slicer saves it: a TSV file and its schema
+    table.GetStorageNode().SetFileName(str(tmp_path / "scores.tsv"))
+    assert table.GetStorageNode().WriteData(table)
+    first.SetURL(str(tmp_path / "saved.mrml"))
+    assert first.Commit()
+    scene, _ = _scene()
+    scene.SetURL(str(tmp_path / "saved.mrml"))
+    assert scene.Import()
+    loaded = scene.GetFirstNodeByName("ct")
+    label, scores = bridge.saved_slice_scores(scene, loaded)
+    assert label == "EDIQA" and scores == pytest.approx([0.3, None, 0.1])
+    assert bridge.saved_slice_scores(scene, scene.GetFirstNodeByName("other")) is None
+    assert other.GetID() and bridge.saved_slice_scores(first, other) is None
+
+
 def test_a_scene_imported_into_another_keeps_its_results_apart(tmp_path):
     """An import renumbers the nodes whose IDs the scene already holds: a result found by its input's ID
     was the imported volume's when another volume took that ID."""
