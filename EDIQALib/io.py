@@ -169,15 +169,15 @@ def _check_nrrd_header(path: Path) -> None:
             head = f.read(1 << 16).split(b"\n\n", 1)[0].decode("latin-1")
     except OSError:
         return  # ITK's reader says what is wrong
-    fields = {key.strip().lower(): value.strip() for key, sep, value in (ln.partition(":") for ln in head.splitlines()[1:])
-              if sep and not key.startswith("#")}
+    lines = (ln.partition(":") for ln in head.splitlines()[1:])
+    fields = {key.strip().lower(): value.strip() for key, sep, value in lines if sep and not key.startswith("#")}
     sizes, kinds = fields.get("sizes", "").split(), fields.get("kinds", "").lower().split()
-    spatial = [sizes[k] != "1" and (k >= len(kinds) or kinds[k] in ("domain", "space")) for k in range(len(sizes))]  # the axes an image's voxels are spaced along
-    directions = re.findall(r"\(([^)]*)\)", fields.get("space directions", ""))
-    spacings = [v for v, keep in zip(fields.get("spacings", "").split(), spatial) if keep]
-    if any(_NOT_A_NUMBER.search(v) for v in [*directions, *spacings]):
-        key = "space directions" if any(_NOT_A_NUMBER.search(v) for v in directions) else "spacings"
-        raise InputError(f"{path.name}: its {key} ({fields[key]}) are not all numbers")
+    # the axes an image's voxels are spaced along (a NaN spacing is what NRRD writes for the others)
+    spatial = [sizes[k] != "1" and (k >= len(kinds) or kinds[k] in ("domain", "space")) for k in range(len(sizes))]
+    for key, values in (("space directions", re.findall(r"\(([^)]*)\)", fields.get("space directions", ""))),
+                        ("spacings", [v for v, keep in zip(fields.get("spacings", "").split(), spatial) if keep])):
+        if any(_NOT_A_NUMBER.search(v) for v in values):
+            raise InputError(f"{path.name}: its {key} ({fields[key]}) are not all numbers")
     data = fields.get("data file", fields.get("datafile"))
     if data and not data.upper().startswith("LIST") and len(data.split()) == 1 and "%" not in data:
         _check_data_file(path, path.parent / data)

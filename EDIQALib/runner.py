@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 WARNING_PREFIX = "ediqa: warning: "
 ERROR_PREFIX = "ediqa: error: "
+PROGRESS_START = '{"stage"'  # how a progress event's line (``--progress jsonl``) begins
 PARENT_ENV = "EDIQA_PARENT_PID"  # the process that started the child: the child ends when it is gone
 
 
@@ -152,7 +153,7 @@ class Runner:
 
 def _progress_event(line: str) -> ProgressEvent | None:
     """The progress event a line of the child's stdout is, or ``None`` (a result, or a stray message)."""
-    if not line.startswith('{"stage"'):
+    if not line.startswith(PROGRESS_START):
         return None
     try:
         e = json.loads(line)
@@ -166,7 +167,7 @@ def _last_json(lines: list[str]) -> object | None:
     line) and no progress event (a malformed one); a library's stray message before or after it is not part
     of it."""
     for line in reversed(lines):
-        if line.startswith('{"stage"'):
+        if line.startswith(PROGRESS_START):
             continue
         try:
             return json.loads(line)

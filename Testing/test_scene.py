@@ -181,7 +181,7 @@ def test_a_saved_scene_s_slice_scores_are_found_for_their_volume(tmp_path):
     label, scores = bridge.saved_slice_scores(scene, loaded)
     assert label == "EDIQA" and scores == pytest.approx([0.3, None, 0.1])
     assert bridge.saved_slice_scores(scene, scene.GetFirstNodeByName("other")) is None
-    assert other.GetID() and bridge.saved_slice_scores(first, other) is None
+    assert bridge.saved_slice_scores(first, other) is None
 
 
 def test_a_scene_imported_into_another_keeps_its_results_apart(tmp_path):
