@@ -71,7 +71,7 @@ def _restoreCompareLayout(caller, event) -> None:
         return
     from EDIQALib.scene import restore_compare_layout  # imports no PyTorch
 
-    restore_compare_layout(slicer.mrmlScene, layout_manager.layoutLogic().GetLayoutNode())
+    restore_compare_layout(layout_manager.layoutLogic().GetLayoutNode())
 
 
 def registerSampleData():
@@ -96,7 +96,7 @@ class EDIQAParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     modality: Annotated[str, Choice(["auto", "ct", "mr"])] = "auto"  # auto: the DICOM tag, or CT's HU range
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
-    opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.45
+    opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.45  # EDIQALib.choices.OVERLAY_OPACITY (not imported at load)
     realizations: Annotated[int, WithinRange(1, 1000)] = 100
     repeats: Annotated[int, WithinRange(1, 50)] = 5
     seed: Annotated[int, WithinRange(0, 1_000_000)] = 0  # the CLI takes no negative seed
@@ -597,7 +597,7 @@ class EDIQALogic(ScriptedLoadableModuleLogic):
             paths.append(str(export_node(node, folder / f"{name}.nrrd")))
         return paths
 
-    def load_result(self, node, out_dir: Path, opacity: float):
+    def load_result(self, node: vtkMRMLScalarVolumeNode, out_dir: Path, opacity: float) -> tuple:
         """Heatmap, table and plot nodes for one result; the heatmap shown over the input in every view."""
         from EDIQALib import scene as bridge
         from EDIQALib.report import read_outputs
@@ -617,8 +617,7 @@ class EDIQALogic(ScriptedLoadableModuleLogic):
         """Each volume with its heatmap (from its result ``folders``) side by side in linked views, curves in
         one chart; returns the heatmap nodes. Headless, the result nodes only (there are no views)."""
         from EDIQALib import scene as bridge
-        from EDIQALib.assessment import heatmap_display_max
-        from EDIQALib.report import read_outputs
+        from EDIQALib.report import heatmap_display_max, read_outputs
 
         results = [read_outputs(folder) for folder in folders]
         for result, node in zip(results, nodes):  # all of them before any is shown
@@ -669,6 +668,7 @@ class EDIQATest(ScriptedLoadableModuleTest):
         import SampleData
 
         from EDIQALib import scene as bridge
+        from EDIQALib.choices import OVERLAY_OPACITY
         from EDIQALib.runner import Runner
 
         registerSampleData()
@@ -690,7 +690,7 @@ class EDIQATest(ScriptedLoadableModuleTest):
             finally:
                 runner.cancel()  # a no-op once the child has ended
             self.assertEqual(outcome.returncode, 0, outcome.error)
-            result, heat = logic.load_result(node, work / "out", 0.45)
+            result, heat = logic.load_result(node, work / "out", OVERLAY_OPACITY)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         self.assertTrue(0.0 <= result.score <= 1.0)

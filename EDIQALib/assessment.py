@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import SimpleITK as sitk
@@ -24,8 +25,11 @@ from .io import (MAX_CANONICAL_PIXELS, MODALITY_TAG, Volume, check_same_geometry
 from .models import load_model, resolve_device
 from .preprocess import canonical_range, canonical_shape, from_canonical, to_canonical
 from .progress import Progress
-from .scoring import ScoredSlice, SliceScorer, standard_error
+from .scoring import ScoredSlice, SliceScorer, paired_standard_error, standard_error
 from .signals import InsertionConfig, is_assessable
+
+if TYPE_CHECKING:
+    from .student import Student
 
 
 BATCH_SLICES = 32  # slices per student forward pass: at 320² the lite network costs 1.9 ms a slice, 2.8 ms at 8
@@ -95,27 +99,6 @@ def caveats(volume: Volume, result: QualityResult) -> list[str]:
         notes.append(f"{result.name}: no slice is assessable (too little body for a lesion); it has no score "
                      "(null in result.json, NaN in Python)")
     return notes
-
-
-def heatmap_display_max(results: list[QualityResult]) -> float:
-    """The top of the heatmap's colour scale (its bottom is 0): the 99th percentile of a result's local
-    detectability, rounded up to 0.05, within [0.05, 1]; for results shown side by side, one scale, the
-    highest of theirs, so that no map saturates more than in its own overlay. Local detectability seldom
-    nears 1 (a full-dose head CT slice runs 0.02-0.25), so on a fixed 0-1 scale a whole slice shows in one
-    colour."""
-    return max(_display_max(r.heatmap) for r in results)
-
-
-def _display_max(heatmap: np.ndarray) -> float:
-    """:func:`heatmap_display_max` of one map; its values gathered slice by slice, one copy in all."""
-    values = np.empty(sum(int(np.count_nonzero(np.isfinite(h))) for h in heatmap), np.float32)
-    filled = 0
-    for h in heatmap:
-        finite = h[np.isfinite(h)]
-        values[filled:filled + finite.size] = finite
-        filled += finite.size
-    top = float(np.percentile(values, 99, overwrite_input=True)) if values.size else 1.0
-    return float(np.clip(np.ceil(top / 0.05 - 1e-9) * 0.05, 0.05, 1.0))
 
 
 def usable_cpus() -> int:
@@ -197,11 +180,10 @@ def paired_difference(result: QualityResult, reference: QualityResult) -> tuple[
     repeats, paired: the versions of one series are scored on the same insertion maps in each repeat, so
     the maps' share of the scatter cancels (``None`` with one repeat or without repeat scores)."""
     a, b = result.details.get("repeat_scores"), reference.details.get("repeat_scores")
-    se = standard_error(np.subtract(a, b)) if a and b and len(a) == len(b) else None
-    return result.score - reference.score, se
+    return result.score - reference.score, paired_standard_error(a, b)
 
 
-def student_scorer(model, config: InsertionConfig, device: str = "cpu",
+def student_scorer(model: Student, config: InsertionConfig, device: str = "cpu",
                    batch_size: int = BATCH_SLICES) -> SliceScorer:
     """The student as a slice scorer: batched forward passes on slices mirrored out as in training
     (``field_batch``); its map upsampled and cut back to the slice, NaN outside the body and, as the
@@ -248,7 +230,7 @@ def student_assessor(model: str = DEFAULT_STUDENT, device: str = "auto") -> Call
     device = resolve_device(device)
     net.to(device)
     scorer = student_scorer(net, InsertionConfig(), device)
-    record = {"name": entry.name, "sha256": entry.sha256}
+    record = entry.record()
 
     def assess_one(volume: Volume, progress: Progress | None = None) -> QualityResult:
         # no shared insertion maps are needed: each volume on its own
@@ -258,22 +240,25 @@ def student_assessor(model: str = DEFAULT_STUDENT, device: str = "auto") -> Call
     return assess_one
 
 
-def assess(image: str | os.PathLike | sitk.Image | Volume, model: str = DEFAULT_STUDENT, device: str = "auto",
-           modality: str | None = None, progress: Progress | None = None) -> QualityResult:
+def assess(image: str | os.PathLike | sitk.Image | Volume, model: str | os.PathLike | None = DEFAULT_STUDENT,
+           device: str | None = "auto", modality: str | None = None, progress: Progress | None = None) -> QualityResult:
     """The Python API of ``ediqa assess``: one image → its :class:`QualityResult` (scores, per-slice scores,
     heatmap on the input grid).
 
     Args:
         image: a path (NRRD, NIfTI, MHA/MHD, a DICOM file or series folder), a SimpleITK image (CT in HU),
             or a :class:`~EDIQALib.io.Volume` from :func:`~EDIQALib.io.read_volume`.
-        model: a student's name in the registry or the path of its ``.safetensors`` (with its card).
-        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (the GPU of index N).
+        model: a student's name in the registry or the path of its ``.safetensors`` (with its card); ``None``:
+            the bundled default.
+        device: ``"auto"`` (CUDA when available; also ``None``), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (the GPU
+            of index N).
         modality: ``"ct"`` or ``"mr"``, over what the file says (or, for CT, its Hounsfield units tell).
         progress: called as ``progress("slices", done, total)`` as slices are scored; an exception raised
             in it stops the assessment (a way to cancel).
 
     Raises:
         EDIQALib.errors.InputError: (a ``ValueError``) for input the engine refuses, with a one-line reason.
+        TypeError: an argument of another type than the above.
 
     What ``ediqa assess`` prints as warnings (an MR input, no assessable slice) comes as Python warnings.
     To write ``result.json``, ``heatmap.nrrd`` and ``overlay.png``, pass the result and the volume it
@@ -288,6 +273,12 @@ def assess(image: str | os.PathLike | sitk.Image | Volume, model: str = DEFAULT_
         print(result.score, result.slice_scores)
         write_outputs(result, volume, "out/scan")
     """
+    model = DEFAULT_STUDENT if model is None else model
+    device = "auto" if device is None else device
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError(f"model is a student's name or the path of its .safetensors, not {type(model).__name__}")
+    if not isinstance(device, str):
+        raise TypeError(f"device is 'auto', 'cpu', 'cuda' or 'cuda:N', not {type(device).__name__}")
     if isinstance(image, Volume):  # checked as a file's voxels are (one made by hand may hold NaN)
         volume = volume_from_image(image_like(image.array, image.geometry), image.name,
                                    modality=modality or image.modality)

@@ -19,6 +19,7 @@ from scipy import ndimage as ndi
 
 from .errors import InputError
 from .io import CANONICAL_SPACING_MM, interrupts_held, read_volume
+from .progress import Progress
 from .preprocess import body_mask, estimate_psf_sigma, normalise, to_canonical
 from .signals import InsertionConfig, saliency_mask
 from .simulate import FILTERS, Acquisition, correlated_noise, phantom, simulate_series
@@ -130,7 +131,7 @@ def _in_workers(fn: Callable[[Job], Outcome], jobs: list[Job], workers: int,
 
 
 def build_bank(bases: dict[str, np.ndarray], n_projections: int, seed: int = 0, workers: int = 2,
-               progress=None) -> dict[str, np.ndarray]:
+               progress: Progress | None = None) -> dict[str, np.ndarray]:
     """Simulate ``n_projections`` degradations (3 nested doses each) of the given canonical HU slices.
 
     Returns arrays ready for ``np.savez``: ``images`` (n, H, W) padded with air, ``shapes``, ``psf``,
@@ -177,15 +178,18 @@ def load_bank(path: str | Path, config: InsertionConfig = InsertionConfig()) -> 
     return out
 
 
-def training_bases(n_phantoms: int, n_backs: int, first_seed: int = 1000) -> dict[str, np.ndarray]:
+TRAINING_FIRST_SEED = 1000  # the detector's phantoms' seeds start here, clear of the evaluation phantoms'
+
+
+def training_bases(n_phantoms: int, n_backs: int) -> dict[str, np.ndarray]:
     """Canonical HU slices for detector training: seeded body and head phantoms, small-field back
     phantoms (seeds never used for evaluation) and the pydicom head CT slice ``693_J2KI.dcm`` (the two
     other real CT slices are held out)."""
     from pydicom.data import get_testdata_file
 
-    bases = {f"phantom-{s}": phantom(s) for s in range(first_seed, first_seed + n_phantoms)}
-    bases.update({f"back-{s}": phantom(s, kind="back") for s in range(first_seed + n_phantoms,
-                                                                       first_seed + n_phantoms + n_backs)})
+    first = TRAINING_FIRST_SEED
+    bases = {f"phantom-{s}": phantom(s) for s in range(first, first + n_phantoms)}
+    bases.update({f"back-{s}": phantom(s, kind="back") for s in range(first + n_phantoms, first + n_phantoms + n_backs)})
     real = read_volume(get_testdata_file("693_J2KI.dcm"))
     canon = to_canonical(real)
     bases["pydicom-693_J2KI"] = np.maximum(canon[0], -1000.0)

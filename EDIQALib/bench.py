@@ -24,12 +24,13 @@ import torch
 
 from .assessment import student_scorer, usable_cpus
 from .backgrounds import make_background, slice_background
-from .choices import ENGINE_ROOT
+from .choices import ENGINE_ROOT, KINDS, MIN_FIELD_PX
 from .detector import detect
-from .distill import Sample, agreement, scores_of
+from .distill import Sample, scores_of
 from .errors import InputError
+from .io import CANONICAL_SPACING_MM
 from .progress import Progress
-from .scoring import SliceScorer
+from .scoring import SliceScorer, agreement
 from .series import Series
 from .signals import InsertionConfig
 from .simulate import phantom
@@ -107,7 +108,8 @@ def volume_seconds(model: str, shape: tuple[int, int, int], workdir: Path, devic
     volume = np.repeat(base[None], slices, axis=0)
     volume += np.random.default_rng(0).normal(0, 20, volume.shape).astype(np.float32)
     image = sitk.GetImageFromArray(volume.astype(np.int16))
-    image.SetSpacing((0.7 * 320 / max(rows, cols), 0.7 * 320 / max(rows, cols), 1.0))
+    pitch = CANONICAL_SPACING_MM * MIN_FIELD_PX / side  # the student's field along the longer side
+    image.SetSpacing((pitch, pitch, 1.0))
     workdir = workdir.resolve()  # the child runs elsewhere
     src = workdir / "volume.nrrd"
     sitk.WriteImage(image, str(src), True)
@@ -131,7 +133,7 @@ def volume_seconds(model: str, shape: tuple[int, int, int], workdir: Path, devic
     return statistics.median(seconds), peak_gb
 
 
-def student_validity(student: Student, kinds: tuple[str, ...] = ("dose", "views", "texture", "blur"),
+def student_validity(student: Student, kinds: tuple[str, ...] = KINDS,
                      device: str = "cpu") -> dict:
     """The student's Spearman ρ per evaluation series, beside the noise-SD baseline's."""
     scorer = student_scorer(student, InsertionConfig(), device)
@@ -196,7 +198,7 @@ def held_out_agreement(student: Student, held_out: list[Sample]) -> dict:
 
 
 def run_bench(student: torch.nn.Module, student_name: str, detector: torch.nn.Module, config: TeacherConfig,
-              volume_shape: tuple[int, int, int], kinds: tuple[str, ...] = ("dose", "views", "texture", "blur"),
+              volume_shape: tuple[int, int, int], kinds: tuple[str, ...] = KINDS,
               teacher_runs: int = 1, volume_runs: int = 3, device: str = "cpu",
               held_out: list[Sample] | None = None, dose_draws: int = 8, progress: Progress | None = None) -> dict:
     """All figures, measured in this one run (see the module doc); with ``held_out`` teacher labels,

@@ -11,12 +11,14 @@ ENGINE_ROOT = Path(__file__).resolve().parent.parent  # the folder that holds ED
 MODELS_DIR = ENGINE_ROOT / "Resources" / "Models"  # the bundled models' registry
 DEFAULT_DETECTOR = "detector-lite"  # the teacher's detector
 DEFAULT_STUDENT = "student-lite"  # the student of `assess`
+OVERLAY_OPACITY = 0.45  # of the heatmap over its image: overlay.png, compare.png and Slicer's views
 
 PRESETS = ("lite", "paper")  # of the detector and of the student: ``lite`` for CPUs, ``paper`` for GPUs
 READOUTS = ("agnostic", "paper")  # the teacher's mAP: class-agnostic (the default), or the paper's 4-class
 KINDS = ("dose", "views", "texture", "blur")  # of the evaluation series (``EDIQALib.series``)
 MIN_SIZE = 64  # pixels a side of an image, as read and as resampled to the canonical spacing
 MAP_STRIDE = 4  # of the teacher's label maps (``ediqa label``), as of the heatmap the student returns
+MIN_FIELD_PX = 320  # the student's training phantoms' field (pixels); a smaller slice is mirrored out to it
 FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")  # the simulator's FBP filters
 MAX_PHOTONS = 1e12  # per ray at dose 1: far above any scanner's, and below where Poisson sampling overflows
 MIN_VIEWS = 8  # projections per rotation: fewer leave FBP nothing but streaks

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from .choices import (DEFAULT_DETECTOR, DEFAULT_STUDENT, DEVICES, ENGINE_ROOT, FILTERS, KINDS, MAX_PHOTONS, MAX_VIEWS,
-                      MIN_SIZE, MIN_VIEWS, MODELS_DIR, PRESETS, READOUTS, is_device_name)
+                      MIN_FIELD_PX, MIN_SIZE, MIN_VIEWS, MODELS_DIR, PRESETS, READOUTS, is_device_name)
 from .errors import InputError
 from .progress import end_line
 
@@ -139,9 +139,9 @@ def _volume_shape(text: str) -> list[int]:
     if math.prod(shape) > MAX_BENCH_VOXELS:
         raise argparse.ArgumentTypeError(f"{text!r} is {math.prod(shape):,} voxels; at most {MAX_BENCH_VOXELS:,} "
                                          "(the bench builds the volume in memory, some 16 bytes a voxel)")
-    if min(shape[1:]) * 320 < MIN_SIZE * max(shape[1:]):
+    if min(shape[1:]) * MIN_FIELD_PX < MIN_SIZE * max(shape[1:]):
         raise argparse.ArgumentTypeError(f"{text!r}: rows and columns differ more than 5 times (the slice is "
-                                         "resampled to 320 pixels along its longer side)")
+                                         f"resampled to {MIN_FIELD_PX} pixels along its longer side)")
     return shape
 
 
@@ -243,7 +243,7 @@ def cmd_teacher(args: argparse.Namespace) -> None:
     config = _teacher_config(args)
     scorer = teacher_scorer(model, config, device, progress, slices=volumes[0].array.shape[0])
     settings = {"method": "mD2IQA", **config.settings()}
-    results = assess_series(volumes, scorer, "mD2IQA", {"name": entry.name, "sha256": entry.sha256},
+    results = assess_series(volumes, scorer, "mD2IQA", entry.record(),
                             config.insertion, progress)
     _warn(volumes, results)
     for res in results:
@@ -476,7 +476,7 @@ def cmd_validate(args: argparse.Namespace) -> None:
     config = _teacher_config(args)
     start = time.perf_counter()
     report = validity_report(model, config, tuple(args.kinds), device=device, progress=_progress(args))
-    settings = {"model": {"name": entry.name, "sha256": entry.sha256}, **config.settings(),
+    settings = {"model": entry.record(), **config.settings(),
                 "seconds": round(time.perf_counter() - start, 1)}
     write_validity(report, args.out, settings)
     _print_result(args, report["summary"])
@@ -508,8 +508,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     figures = run_bench(student, str(entry.weights), detector, config, shape, tuple(args.kinds),
                         teacher_runs=args.teacher_runs, volume_runs=args.volume_runs, device=device,
                         held_out=held_out, dose_draws=args.dose_draws, progress=_progress(args))
-    figures["model"] = {"name": entry.name, "sha256": entry.sha256}
-    figures["teacher_model"] = {"name": teacher.name, "sha256": teacher.sha256}  # the detector timed
+    figures["model"] = entry.record()
+    figures["teacher_model"] = teacher.record()  # the detector timed
     write_bench(figures, args.out)
     if args.progress == "jsonl":  # every stdout line one JSON object: the figures, not the table
         _print_result(args, figures)
@@ -730,7 +730,7 @@ def _check_run_state(out: Path) -> None:
     """Before a run is resumed (and its ``run.json`` written again): every resume state and training log in
     it can be read; else one line."""
     from . import training_log
-    from .detector import load_resume_state
+    from .models import load_resume_state
 
     def kept(name: str) -> list[Path]:  # not the files of a write that was cut off (a hidden staging folder)
         return sorted(p for p in out.glob(f"**/{name}") if not any(part.startswith(".") for part in p.relative_to(out).parts))
@@ -948,7 +948,7 @@ def cmd_label(args: argparse.Namespace) -> None:
     scorer = teacher_scorer(model, config, device) if kind == "detector" else student_scorer(model, config.insertion, device)
     with distributed_context(device) as (rank, world):
         progress = _progress(args) if rank == 0 else None
-        labeller = {"model": {"name": entry.name, "sha256": entry.sha256}}
+        labeller = {"model": entry.record()}
         if args.modality:  # how the images were read (a file labelled without it: as their tags or values say)
             labeller["modality"] = args.modality
         if kind == "detector":  # the teacher's settings; a student's verdict has none
@@ -968,7 +968,7 @@ def _initial_model(name_or_path: str, kind: str, preset: str) -> tuple[nn.Module
     model, entry = load_model(name_or_path, kind)
     if entry.card["preset"] != preset:
         raise InputError(f"--init {entry.name} is a {entry.card['preset']!r} {kind}; this run trains {preset!r}")
-    return model, {"name": entry.name, "sha256": entry.sha256,
+    return model, {**entry.record(),
                    "training": {k: v for k, v in entry.card.get("training", {}).items() if k != "snapshots"}}
 
 
@@ -1102,9 +1102,11 @@ def build_parser() -> argparse.ArgumentParser:
     def teacher_options(p: argparse.ArgumentParser, realizations: int, repeats: int,
                         model_help: str = "bundled detector name or .safetensors path") -> None:
         p.add_argument("--model", type=_path, default=DEFAULT_DETECTOR, help=model_help)
-        p.add_argument("--realizations", type=_realizations, default=realizations)
-        p.add_argument("--repeats", type=_repeats, default=repeats)
-        p.add_argument("--seed", type=_seed, default=0)
+        p.add_argument("--realizations", type=_realizations, default=realizations,
+                       help="insertion maps per repeat, each scored by the detector")
+        p.add_argument("--repeats", type=_repeats, default=repeats,
+                       help="repeats of the realisations, each on new maps; the score is their mean")
+        p.add_argument("--seed", type=_seed, default=0, help="seed of the insertion maps (the same seed: the same score)")
         p.add_argument("--readout", choices=READOUTS, default="agnostic",
                        help="class-agnostic mAP (default) or the paper's 4-class mAP")
         p.add_argument("--no-psf", action="store_true", help="blur inserted objects by 1 px only (the paper)")
@@ -1125,18 +1127,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--progress", choices=("bar", "jsonl", "none"), default="bar",
-                       help="terminal bar on stderr (default) or one JSON object per line on stdout")
+                       help="bar: a terminal bar on stderr; jsonl: one JSON object per line on stdout; none: "
+                            "no progress output")
 
     p = sub.add_parser("simulate", help="simulate a CT dose / sparse-view / filter series of an image")
     p.add_argument("input", type=_path, metavar="INPUT", help=image_help)
-    p.add_argument("--doses", type=_float_list, default=[1.0, 0.5, 0.25, 0.1, 0.05])
-    p.add_argument("--views", type=_views, default=360)
-    p.add_argument("--filter", choices=FILTERS, default="ramp")
+    p.add_argument("--doses", type=_float_list, default=[1.0, 0.5, 0.25, 0.1, 0.05],
+                   help="fractions of full dose")
+    p.add_argument("--views", type=_views, default=360, help="projections over 180°")
+    p.add_argument("--filter", choices=FILTERS, default="ramp", help="FBP reconstruction filter")
     p.add_argument("--i0", type=_photons, default=2.0e5, help="photons per ray at dose 1")
     p.add_argument("--noiseless", action="store_true",
                    help="the input carries no noise of its own (a digital phantom); by default an acquired "
                         "image's own noise is measured per slice and grows as the dose falls")
-    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the photon-count noise")
     modality_option(p, ("ct",))  # a CT simulator: an image without a DICOM tag may be declared CT, never MR
     p.add_argument("--out", type=_path, default="simulated")
     common(p)
@@ -1169,7 +1173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--volume-shape", default=[300, 512, 512], type=_volume_shape,
                    help="slices,rows,cols of the synthetic volume timed end to end")
     p.add_argument("--volume-runs", type=_positive_int, default=3, help="volume timings to take the median of")
-    p.add_argument("--kinds", type=_kind_list, default=["dose", "views", "texture", "blur"],
+    p.add_argument("--kinds", type=_kind_list, default=list(KINDS),
                    help="evaluation series for the validity figures")
     p.add_argument("--dose-draws", type=_positive_int, default=8,
                    help="noise draws of each evaluation slice's dose series for the dose-order figure")
@@ -1183,13 +1187,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-detector", help="train the teacher's detector on inserted lesions")
     p.add_argument("--out", type=_path, required=True,
                    help="run folder (resumes the run it holds, given the same settings)")
-    p.add_argument("--preset", choices=PRESETS, default="lite")
-    p.add_argument("--iterations", type=_positive_int, default=4000)
-    p.add_argument("--batch-size", type=_batch, default=8)
+    p.add_argument("--preset", choices=PRESETS, default="lite", help="lite (for CPUs) or paper (GPUs)")
+    p.add_argument("--iterations", type=_positive_int, default=4000, help="training steps")
+    p.add_argument("--batch-size", type=_batch, default=8, help="crops per step")
     p.add_argument("--crop", default=160, help=f"training crop side in pixels, {MIN_SIZE} to 1,024",
                    type=_up_to(1_024, lowest=MIN_SIZE))
-    p.add_argument("--lr", type=_positive_float, default=1e-3)
-    p.add_argument("--snapshot-every", type=_positive_int, default=250)
+    p.add_argument("--lr", type=_positive_float, default=1e-3, help="peak learning rate")
+    p.add_argument("--snapshot-every", type=_positive_int, default=250,
+                   help="steps between snapshots, each a candidate for the most valid")
     p.add_argument("--phantoms", type=_up_to(10_000), default=40, help="training body and head phantoms in the bank")
     p.add_argument("--back-phantoms", type=_bases, default=20,
                    help="training back phantoms (small field of view, thick fat) in the bank")
@@ -1198,26 +1203,29 @@ def build_parser() -> argparse.ArgumentParser:
                                   "training from random weights")
     p.add_argument("--bank-projections", type=_up_to(10_000), default=200,
                    help="simulated acquisitions in the bank (3 doses each)")
-    p.add_argument("--workers", type=_up_to(256), default=2)
+    p.add_argument("--workers", type=_up_to(256), default=2, help="processes simulating the bank")
     p.add_argument("--no-validate", dest="validate", action="store_false",
                    help="keep the last checkpoint instead of the most valid one")
-    p.add_argument("--val-realizations", type=_realizations, default=10)
+    p.add_argument("--val-realizations", type=_realizations, default=10,
+                   help="teacher realisations per validation image when a snapshot is judged")
     accumulate_option(p)
-    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the bank and of the training draws")
     device_option(p)
     common(p)
     p.set_defaults(func=cmd_train_detector)
 
     p = sub.add_parser("validate", help="teacher validity on dose / views / texture / blur series")
     teacher_options(p, realizations=20, repeats=2)
-    p.add_argument("--kinds", type=_kind_list, default=["dose", "views", "texture", "blur"])
+    p.add_argument("--kinds", type=_kind_list, default=list(KINDS),
+                   help="evaluation series, comma-separated")
     p.add_argument("--out", type=_path, default="out/validity")
     common(p)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("make-dataset", help="write simulated series (dose, views, texture, blur) as NRRD")
-    p.add_argument("--out", type=_path, required=True)
-    p.add_argument("--phantoms", type=_bases, default=30)
+    p.add_argument("--out", type=_path, required=True,
+                   help="folder to write into: one folder <base>-<kind> per series, its images as NRRD")
+    p.add_argument("--phantoms", type=_bases, default=30, help="body and head phantoms")
     p.add_argument("--back-phantoms", type=_bases, default=0,
                    help="back phantoms (small field, thick fat), seeded after the other phantoms")
     p.add_argument("--first-seed", type=_count, default=2000, help="seed of the first phantom")
@@ -1248,7 +1256,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("select-detector", help="pick a run's most valid snapshot (validation series)")
     p.add_argument("run", type=_path, help="train-detector run folder")
-    p.add_argument("--realizations", type=_realizations, default=20)
+    p.add_argument("--realizations", type=_realizations, default=20,
+                   help="teacher realisations per validation image")
     device_option(p)
     common(p)
     p.set_defaults(func=cmd_select_detector)
@@ -1257,7 +1266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", type=_path, required=True, nargs="+", help="labels CSVs from `ediqa label`")
     p.add_argument("--out", type=_path, required=True,
                    help="run folder (resumes the run it holds, given the same settings)")
-    p.add_argument("--preset", choices=PRESETS, default="lite")
+    p.add_argument("--preset", choices=PRESETS, default="lite", help="lite (for CPUs) or paper (GPUs)")
     p.add_argument("--bank", type=_path, help="bank.npz of a train-detector run, for stage 1")
     p.add_argument("--stage1-iterations", type=_count, default=1000, help="0 skips stage 1")
     p.add_argument("--init", type=_path, help="start stage 2 from this trained student (bundled name or .safetensors): "
@@ -1265,21 +1274,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-member", type=_count, metavar="I",
                    help="fine-tune member I (from 0) of the --init ensemble alone, e.g. to distil the ensemble "
                         "into one network on its own labels (`ediqa label --model`)")
-    p.add_argument("--epochs", type=_positive_int, default=30)
+    p.add_argument("--epochs", type=_positive_int, default=30, help="stage-2 epochs")
     p.add_argument("--batch-size", type=_batch,
                    help="slices per step (default: 8, or on fewer training slices the most they fill, a multiple "
                         "of 2 × ranks × accumulate)")
-    p.add_argument("--lr", type=_positive_float, default=1e-3)
+    p.add_argument("--lr", type=_positive_float, default=1e-3, help="stage-2 learning rate")
     p.add_argument("--rank-weight", type=_weight, default=0.0,
                    help="weight of a pairwise ranking term between two versions of one slice (0: measured best)")
-    p.add_argument("--map-weight", type=_weight, default=1.0)
+    p.add_argument("--map-weight", type=_weight, default=1.0,
+                   help="weight of the heatmap loss against the score loss")
     p.add_argument("--mix", type=_fraction, default=0.0,
                    help="chance per slice and epoch of training on a mixed-quality composite of two versions "
                         "of the slice (map label only), so that the map follows quality within a slice")
     p.add_argument("--held-out", type=_fraction, default=0.2,
                    help="fraction of base slices whose series (all kinds) are held out for validation")
     accumulate_option(p)
-    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the initial weights and the training draws")
     device_option(p)
     common(p)
     p.set_defaults(func=cmd_train)
@@ -1290,8 +1300,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="registry folder to publish into (default: the bundled models)")
         common(p)
 
-    p = sub.add_parser("publish-student", help="copy a train run's best student (several runs: their ensemble) "
-                                                "into Resources/Models with its card")
+    p = sub.add_parser("publish-student", help="publish a train run's best student (several runs: their ensemble) "
+                                                "into the model registry (default Resources/Models) with its card")
     p.add_argument("runs", type=_path, nargs="+", metavar="run", help="`ediqa train` run folder(s)")
     publish_options(p, DEFAULT_STUDENT)
     p.add_argument("--blend-init", type=_fraction, default=0.0, metavar="W",
@@ -1302,7 +1312,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JSON file of notes (training data, how it was made) to record in the card")
     p.set_defaults(func=cmd_publish_student)
 
-    p = sub.add_parser("publish-detector", help="copy a run's best detector into Resources/Models with its card")
+    p = sub.add_parser("publish-detector", help="publish a run's best detector into the model registry (default Resources/Models) with its card")
     p.add_argument("run", type=_path, help="train-detector run folder")
     publish_options(p, DEFAULT_DETECTOR)
     p.add_argument("--validity", type=_path, help="validity.json from `ediqa validate` to record as the card's metrics")

@@ -9,7 +9,6 @@ Presets:
 from __future__ import annotations
 
 import math
-from io import BytesIO
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -17,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save
 from torch import nn
 from torchvision.models import resnet18
 from torchvision.models.detection import FasterRCNN, MaskRCNN
@@ -34,9 +32,9 @@ from .distributed import barrier, data_parallel, mean_over_ranks, split_parts, s
 from . import training_log
 from .choices import PRESETS
 from .errors import InputError
-from .io import write_bytes
+from .models import load_resume_state, save_resume_state, save_weights
 from .progress import Progress
-from .signals import SHAPES, InsertionConfig, object_blur, plan_insertion, render
+from .signals import SHAPES, InsertionConfig, mask_boxes, object_blur, plan_insertion, render
 
 LITE_FPN_CHANNELS = 64
 ARCHITECTURES = {"lite": "Faster R-CNN, ResNet-18 trunk to stride 8, 64-channel FPN",
@@ -63,37 +61,40 @@ class StagesFPN(nn.Module):
         return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(self.stages(x))))
 
 
-def build_stage1_detector(stages: nn.Module, fpn_channels: int, num_classes: int = len(SHAPES) + 1) -> nn.Module:
-    """A Faster R-CNN on a student's backbone stages: trained on insertions, its stages seed the student."""
-    anchors = AnchorGenerator(((12, 20), (28, 40), (56, 80), (112, 160), (224, 320)), ((0.7, 1.0, 1.4),) * 5)
-    model = FasterRCNN(
-        StagesFPN(stages, fpn_channels), num_classes=None, rpn_anchor_generator=anchors,
+NUM_CLASSES = len(SHAPES) + 1  # the object shapes and the background
+
+
+def _faster_rcnn(backbone: nn.Module, channels: int, anchors: AnchorGenerator) -> nn.Module:
+    """The lite Faster R-CNN on ``backbone`` (an FPN of ``channels`` channels): RoIs pooled from its two
+    finest levels, a small box head, and proposal counts sized for a few objects per image."""
+    return FasterRCNN(
+        backbone, num_classes=None, rpn_anchor_generator=anchors,
         box_roi_pool=MultiScaleRoIAlign(["0", "1"], 7, 2),
-        box_head=TwoMLPHead(fpn_channels * 7 * 7, 256), box_predictor=FastRCNNPredictor(256, num_classes),
+        box_head=TwoMLPHead(channels * 7 * 7, 256), box_predictor=FastRCNNPredictor(256, NUM_CLASSES),
         rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=150, rpn_pre_nms_top_n_test=300,
         rpn_post_nms_top_n_test=100, rpn_batch_size_per_image=128, box_batch_size_per_image=64,
         box_detections_per_img=20)
+
+
+def build_stage1_detector(stages: nn.Module, fpn_channels: int) -> nn.Module:
+    """A Faster R-CNN on a student's backbone stages: trained on insertions, its stages seed the student."""
+    anchors = AnchorGenerator(((12, 20), (28, 40), (56, 80), (112, 160), (224, 320)), ((0.7, 1.0, 1.4),) * 5)
+    model = _faster_rcnn(StagesFPN(stages, fpn_channels), fpn_channels, anchors)
     model.transform = NativeSizeTransform(1, 1, [IMAGE_MEAN] * 3, [IMAGE_STD] * 3)
     return model
 
 
-def build_detector(preset: str = "lite", num_classes: int = len(SHAPES) + 1) -> nn.Module:
-    """A detector for the inserted objects (``num_classes`` includes the background)."""
+def build_detector(preset: str = "lite") -> nn.Module:
+    """A detector for the inserted objects (:data:`NUM_CLASSES` classes, the background included)."""
     if preset == "lite":
         trunk = resnet18(weights=None)
         backbone = BackboneWithFPN(trunk, {"layer1": "0", "layer2": "1"}, [64, 128], LITE_FPN_CHANNELS,
                                    extra_blocks=LastLevelMaxPool())
         anchors = AnchorGenerator(((12, 20), (28, 40), (56, 80)), ((0.7, 1.0, 1.4),) * 3)
-        model = FasterRCNN(
-            backbone, num_classes=None, rpn_anchor_generator=anchors,
-            box_roi_pool=MultiScaleRoIAlign(["0", "1"], 7, 2),
-            box_head=TwoMLPHead(LITE_FPN_CHANNELS * 7 * 7, 256), box_predictor=FastRCNNPredictor(256, num_classes),
-            rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=150,
-            rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100,
-            rpn_batch_size_per_image=128, box_batch_size_per_image=64, box_detections_per_img=20)
+        model = _faster_rcnn(backbone, LITE_FPN_CHANNELS, anchors)
     elif preset == "paper":
         anchors = AnchorGenerator(((16,), (32,), (64,), (128,), (256,)), ((0.5, 1.0, 2.0),) * 5)
-        model = MaskRCNN(StagesFPN(SwinTStages(), 256), num_classes=num_classes, rpn_anchor_generator=anchors)
+        model = MaskRCNN(StagesFPN(SwinTStages(), 256), num_classes=NUM_CLASSES, rpn_anchor_generator=anchors)
     else:
         raise ValueError(f"unknown detector preset {preset!r}; choose from {', '.join(PRESETS)}")
     model.transform = NativeSizeTransform(1, 1, [IMAGE_MEAN] * 3, [IMAGE_STD] * 3)
@@ -107,16 +108,16 @@ def to_tensor(image01: np.ndarray, device: torch.device | str = "cpu") -> torch.
 
 
 @torch.inference_mode()
-def detect(model: nn.Module, images01: list[np.ndarray], batch_size: int | None = None,
-           device: torch.device | str = "cpu") -> list[dict[str, np.ndarray]]:
+def detect(model: nn.Module, images01: list[np.ndarray], device: torch.device | str = "cpu"
+           ) -> list[dict[str, np.ndarray]]:
     """Run the detector on normalised slices; returns boxes (x0, y0, x1, y1), scores, labels per image.
 
     Images (the teacher's realisations) go through in batches of 64 on a GPU, 8 on a CPU, in float32 on
     both, so that the teacher's scores compare across devices: on an H100, bfloat16 autocast lowered them
-    by 2-10 % on a dose series (mAP@[.5:.95] rewards box precision). ``batch_size`` overrides the batch.
+    by 2-10 % on a dose series (mAP@[.5:.95] rewards box precision).
     """
     cuda = torch.device(device).type == "cuda"
-    batch_size = batch_size or (64 if cuda else 8)
+    batch_size = 64 if cuda else 8
     model.eval()
     out = []
     for start in range(0, len(images01), batch_size):
@@ -178,15 +179,10 @@ def training_sample(bg: Background, schedule: DetectorTraining, config: Insertio
     image, masks = np.rot90(image, k), np.rot90(masks, k, axes=(1, 2))
     if flip:
         image, masks = image[:, ::-1], masks[:, :, ::-1]
-    boxes = np.array([_mask_box(m) for m in masks], np.float32).reshape(-1, 4)
+    boxes = mask_boxes(masks)
     target = {"boxes": torch.from_numpy(boxes), "labels": torch.as_tensor(local.labels + 1, dtype=torch.int64),
               "masks": torch.from_numpy(np.ascontiguousarray(masks).astype(np.uint8))}
     return np.ascontiguousarray(image, dtype=np.float32), target
-
-
-def _mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    rows, cols = np.nonzero(mask)
-    return cols.min(), rows.min(), cols.max() + 1, rows.max() + 1
 
 
 def _lr_factor(step: int, total: int, warmup: int = 200) -> float:
@@ -298,30 +294,3 @@ def _snapshot(model: nn.Module, opt: torch.optim.Optimizer, out: Path, step: int
     training_log.append(out, entry)  # before the state (training_log.keep_until)
     save_resume_state({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                        "best": max(best, entry.get("validity", best))}, out / "state.pt")
-
-
-def save_weights(model: nn.Module, path: str | Path) -> None:
-    """Save a model's state as safetensors, atomically."""
-    write_bytes(save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}), path)
-
-
-def save_resume_state(state: dict, path: Path) -> None:
-    """Write a run's resume state (what :func:`load_resume_state` reads) atomically."""
-    buffer = BytesIO()
-    torch.save(state, buffer)
-    write_bytes(buffer.getvalue(), path)
-
-
-def load_resume_state(path: Path, device: torch.device | str) -> dict:
-    """A run's resume state (``state.pt``, written by the run itself: weights, optimizer, progress); an
-    unreadable one, or one without these, is an input error."""
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # unpickling a damaged file fails in many ways (KeyError, ValueError, EOFError...)
-        why = (str(exc).splitlines() or [type(exc).__name__])[0][:80]
-        raise InputError(f"{path}: the run's resume state is unreadable ({why}); "
-                         "give another --out to start a new run") from None
-    if not isinstance(state, dict) or not {"model", "optimizer", "best"} <= state.keys():
-        raise InputError(f"{path}: not a run's resume state (no weights, optimizer and progress); "
-                         "give another --out to start a new run")
-    return state

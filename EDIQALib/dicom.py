@@ -198,6 +198,13 @@ def _check_series_slices(reader: sitk.ImageSeriesReader, image: sitk.Image, name
     _check_positions(positions, [f"slice {f}" for f in files], image, name, "slice")
 
 
+def perpendicular_directions(u: list[float], v: list[float]) -> bool:
+    """Whether ``u`` and ``v`` are two perpendicular unit directions, loosely (to 0.05: headers often write
+    them with few digits)."""
+    u, v = np.asarray(u, np.float64), np.asarray(v, np.float64)
+    return bool(abs(np.linalg.norm(u) - 1) < 0.05 and abs(np.linalg.norm(v) - 1) < 0.05 and abs(u @ v) < 0.05)
+
+
 def _check_orientation(orientation: list[float], name: str) -> None:
     """A DICOM Image Orientation Patient must be two perpendicular unit directions (GDCM reads zeros, or two
     directions along one line, as axial, without a word).
@@ -205,9 +212,7 @@ def _check_orientation(orientation: list[float], name: str) -> None:
     Raises:
         InputError: it is not.
     """
-    rows, columns = np.array(orientation[:3]), np.array(orientation[3:])
-    if not (abs(np.linalg.norm(rows) - 1) < 0.05 and abs(np.linalg.norm(columns) - 1) < 0.05
-            and abs(rows @ columns) < 0.05):  # loose: values are often written with few digits
+    if not perpendicular_directions(orientation[:3], orientation[3:]):
         raise InputError(f"{name}: its orientation ({', '.join(f'{v:g}' for v in orientation)}, DICOM Image "
                          "Orientation Patient) is not two perpendicular directions; the volume cannot be placed")
 

@@ -16,25 +16,26 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import pearsonr, spearmanr
 from torch import nn
 from torch.utils.data import DistributedSampler
 
-from .detector import build_stage1_detector, load_resume_state, save_resume_state, save_weights
+from .detector import build_stage1_detector
 from .distributed import barrier, data_parallel, mean_over_ranks, split_parts, step_gradients
 from . import training_log
 from .errors import InputError
 from .io import read_volume
 from .labels import labelled_modality, maps_folder, read_labels
+from .models import load_resume_state, save_resume_state, save_weights
 from .progress import Progress
 from .preprocess import normalise, to_canonical
+from .scoring import agreement
 from .series import base_of
-from .student import MAP_STRIDE, PRESETS, Student, field_batch
+from .student import MAP_STRIDE, STUDENT_SPECS, Student, field_batch
 
 
 def stage1_detectors(preset: str) -> list[nn.Module]:
     """One insertion-task detector per backbone of the student preset (fresh weights)."""
-    spec = PRESETS[preset]
+    spec = STUDENT_SPECS[preset]
     return [build_stage1_detector(cls(), spec["fpn"]) for cls in spec["backbones"]]
 
 
@@ -268,17 +269,9 @@ def predict(student: Student, samples: list[Sample], batch_size: int = 8) -> np.
     return np.concatenate(out)
 
 
-def agreement(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """PLCC and SROCC between predicted and true scores (:func:`check_rankable` ones); 0 for predictions
-    that do not vary (a collapsed student ranks nothing)."""
-    if np.ptp(pred) == 0:
-        return {"plcc": 0.0, "srocc": 0.0}
-    return {"plcc": float(pearsonr(pred, truth).statistic), "srocc": float(spearmanr(pred, truth).statistic)}
-
-
 def check_rankable(samples: list[Sample], what: str, remedy: str) -> None:
     """Raises InputError (``what`` and ``remedy`` in its line) unless the teacher's scores of ``samples``
-    can measure a student's agreement with it (:func:`agreement`): two slices or more, whose scores differ."""
+    can measure a student's agreement with it (:func:`~EDIQALib.scoring.agreement`): two slices or more, whose scores differ."""
     if len(samples) < 2 or np.ptp([s.score for s in samples]) == 0:
         raise InputError(f"{what} hold {len(samples)} slice{'s' * (len(samples) != 1)}"
                          f"{' whose teacher scores are all equal' if len(samples) > 1 else ''}: too few to "

@@ -24,14 +24,14 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import SimpleITK as sitk
 
 from . import dicom
 from .choices import MIN_SIZE
-from .dicom import MODALITY_TAG
+from .dicom import MODALITY_TAG, perpendicular_directions
 from .errors import InputError
 
 MODALITIES = ("ct", "mr")
@@ -41,6 +41,9 @@ MAX_CANONICAL_SIDE = 2896  # pixels a side of a slice at CANONICAL_SPACING_MM: 2
 MAX_CANONICAL_PIXELS = 32 * 512 * 512  # the most that one batch of the student holds (the pixels of 32 slices of
 # 512²), and at least a slice of MAX_CANONICAL_SIDE², the largest there is
 _DICOM_MODALITY = {"CT": "ct", "MR": "mr"}
+# the suffixes of the image files read: a volume is named after its file without it
+FILE_SUFFIXES = (".nii.gz", ".hdr.gz", ".img.gz", ".nrrd", ".nhdr", ".nii", ".hdr", ".img", ".mha", ".mhd", ".dcm",
+                 ".dicom", ".ima")
 
 
 @dataclass(frozen=True)
@@ -446,13 +449,15 @@ def read_volume(path: str | os.PathLike, modality: str | None = None) -> Volume:
             log.seek(0)
             detail = _read_error_detail(exc, log.read().decode("utf-8", errors="replace"))
             raise InputError(f"cannot read {p.name}: not a readable image, or truncated ({detail})") from None
-    name = Path(os.path.abspath(p)).name  # "." and ".." are their folders'
-    for ext in (".nii.gz", ".hdr.gz", ".img.gz", ".nrrd", ".nhdr", ".nii", ".hdr", ".img", ".mha", ".mhd", ".dcm",
-                ".dicom", ".ima"):
-        if name.lower().endswith(ext):
-            name = name[: -len(ext)]
-            break
+    name = image_stem(Path(os.path.abspath(p)).name)  # "." and ".." are their folders'
     return volume_from_image(image, name, raw_modality, modality)
+
+
+def image_stem(file_name: str) -> str:
+    """A file's name without its image suffix (``a_dose0.5.nii.gz`` → ``a_dose0.5``): the volume's name."""
+    lower = file_name.lower()
+    suffix = next((s for s in FILE_SUFFIXES if lower.endswith(s)), "")
+    return file_name[: len(file_name) - len(suffix)]
 
 
 def volume_from_image(image: sitk.Image, name: str, raw_modality: str | None = None,
@@ -488,6 +493,7 @@ def volume_from_image(image: sitk.Image, name: str, raw_modality: str | None = N
     _check_canonical_size(geometry, name)
     if not np.all(np.isfinite([*geometry.spacing, *geometry.origin, *geometry.direction])):  # past the slice's
         raise InputError(f"{name}: its spacing, origin or direction holds NaN or infinite values")
+    _check_grid(geometry, name)
     with np.errstate(over="ignore"):  # float64 beyond float32's range: refused below, in one line
         array = sitk.GetArrayViewFromImage(image).astype(np.float32)  # one copy, in float32
     if array.ndim == 2:
@@ -503,6 +509,28 @@ def volume_from_image(image: sitk.Image, name: str, raw_modality: str | None = N
         raise InputError(f"{name}: values from {low:.4g} to {high:.4g} are not Hounsfield units (CT lies within "
                          f"±{MAX_ABS_HU:g})")
     return Volume(array=array, geometry=geometry, modality=modality, name=name)
+
+
+SLICE_SPACING_RANGE_MM = (1e-6, 1e6)  # beyond it, a broken header's (and NRRD cannot keep it)
+
+
+def _check_grid(geometry: Geometry, name: str) -> None:
+    """The voxel grid must be one an image can have: its rows and columns two perpendicular unit directions
+    (a sheared grid would be assessed as a square one), its slices a unit direction apart by a spacing of
+    1e-6 to 1e6 mm (``heatmap.nrrd`` would read back at another spacing, or not at all).
+
+    Raises:
+        InputError: it is not.
+    """
+    dim = len(geometry.size)
+    axes = np.reshape(geometry.direction, (dim, dim)).T  # the directions of the image's axes
+    if not perpendicular_directions(axes[0], axes[1]):
+        raise InputError(f"{name}: its rows and columns are not two perpendicular directions (direction "
+                         f"{', '.join(f'{v:g}' for v in geometry.direction)}); a sheared grid cannot be assessed")
+    if dim == 3 and not (abs(np.linalg.norm(axes[2]) - 1) < 0.05
+                         and SLICE_SPACING_RANGE_MM[0] <= geometry.spacing[2] <= SLICE_SPACING_RANGE_MM[1]):
+        raise InputError(f"{name}: its slice spacing ({geometry.spacing[2]:g} mm, direction "
+                         f"{', '.join(f'{v:g}' for v in axes[2])}) is no image's")
 
 
 def looks_stored_across(spacing: tuple[float, ...], slices: int) -> bool:
@@ -801,7 +829,7 @@ def write_text(text: str, path: str | os.PathLike) -> None:
     write_bytes(text.encode("utf-8"), path)
 
 
-def read_json(path: str | Path, what: str):
+def read_json(path: str | Path, what: str) -> Any:
     """A JSON file's content; a missing, unreadable or malformed file is an input error naming ``what`` it is."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -15,17 +15,19 @@ import glob
 import json
 import os
 import re
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
 
 import numpy as np
+from skimage.measure import block_reduce
 
 from .backgrounds import slice_background
 from .choices import MAP_STRIDE
 from .errors import InputError
-from .io import Volume, check_same_geometry, exclusive, read_json, read_volume, write_text
+from .io import Volume, check_same_geometry, exclusive, image_stem, read_json, read_volume, write_text
 from .preprocess import to_canonical, volume_range
 from .progress import Progress
 from .scoring import ScoredSlice, SliceScorer
@@ -47,7 +49,7 @@ def discover_series(paths: list[str | Path]) -> list[tuple[str, list[Path]]]:
         if not name:
             raise InputError(f"{p} is no series folder (a series is named after its folder)")
         files = sorted(f for f in p.iterdir() if f.name.lower().endswith(IMAGE_SUFFIXES)) if p.is_dir() else []
-        stems = [_map_stem(f.name) for f in files]
+        stems = [image_stem(f.name) for f in files]
         twice = next((stem for stem in stems if stems.count(stem) > 1), None)
         if twice is not None:  # their maps would be one file, the last written over the first
             raise InputError(f"{p} holds two images named {twice} (with different suffixes); rename one, as "
@@ -114,14 +116,13 @@ def maps_folder(labels_csv: str | Path) -> Path:
     return labels_csv.parent / f"{labels_csv.stem}_maps"
 
 
-def pool_map(heatmap: np.ndarray, stride: int = MAP_STRIDE) -> np.ndarray:
-    """Average a map over ``stride`` × ``stride`` blocks, ignoring NaN (NaN where a block has no value)."""
-    h, w = (heatmap.shape[0] // stride) * stride, (heatmap.shape[1] // stride) * stride
-    blocks = heatmap[:h, :w].reshape(h // stride, stride, w // stride, stride)
-    valid = np.isfinite(blocks)
-    total = np.where(valid, blocks, 0).sum(axis=(1, 3))
-    count = valid.sum(axis=(1, 3))
-    return np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float16)
+def pool_map(heatmap: np.ndarray) -> np.ndarray:
+    """Average a map over :data:`MAP_STRIDE` × :data:`MAP_STRIDE` blocks (a partial block at the end of a row or
+    column dropped), ignoring NaN (NaN where a block has no value), as float16."""
+    h, w = (heatmap.shape[0] // MAP_STRIDE) * MAP_STRIDE, (heatmap.shape[1] // MAP_STRIDE) * MAP_STRIDE
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "mean of empty slice": a block without a value is NaN
+        return block_reduce(heatmap[:h, :w], (MAP_STRIDE, MAP_STRIDE), np.nanmean).astype(np.float16)
 
 
 def read_labels(csv_path: str | Path) -> list[dict]:
@@ -187,13 +188,6 @@ def _csv_text(rows: list[dict]) -> str:
     writer.writeheader()
     writer.writerows({k: r.get(k, "") for k in FIELDS} for r in rows)
     return text.getvalue()
-
-
-def _map_stem(file_name: str) -> str:
-    """The file's name without its image suffix (``a_dose0.5.nrrd`` → ``a_dose0.5``): its maps' name."""
-    lower = file_name.lower()
-    suffix = next((s for s in sorted(IMAGE_SUFFIXES, key=len, reverse=True) if lower.endswith(s)), "")
-    return file_name[: len(file_name) - len(suffix)] if suffix else file_name
 
 
 def _part_path(out_csv: Path, rank: int, world: int) -> Path:
@@ -311,7 +305,7 @@ def label_series(series: list[SeriesImages], scorer: SliceScorer, insertion: Ins
                         score, heatmap, assessable, _ = ScoredSlice(*verdict)
                         if (series_name, fname, sl) in done:  # a unit cut short: its scores are recomputed identically
                             continue
-                        map_name = f"{series_name}/{_map_stem(Path(fname).name)}_s{sl:04d}.npy"
+                        map_name = f"{series_name}/{image_stem(Path(fname).name)}_s{sl:04d}.npy"
                         (maps_dir / series_name).mkdir(parents=True, exist_ok=True)
                         np.save(maps_dir / map_name, pool_map(heatmap))
                         rows.append({"series": series_name, "file": fname, "slice": sl,

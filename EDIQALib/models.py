@@ -13,18 +13,19 @@ import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .choices import DEVICES, MODELS_DIR, PRESETS, is_device_name
 from .errors import InputError
-from .io import check_outputs, read_json, staged_in
+from .io import check_outputs, read_json, staged_in, write_bytes
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-KINDS = ("detector", "student")
+MODEL_KINDS = ("detector", "student")
 
 
 @dataclass
@@ -37,7 +38,12 @@ class ModelCard:
 
     @property
     def sha256(self) -> str:
+        """The weights' sha256, as the card gives it (checked against the file when loaded)."""
         return self.card["sha256"]
+
+    def record(self) -> dict:
+        """Which model made a result, as results, labels and benchmarks record it: name and sha256."""
+        return {"name": self.name, "sha256": self.sha256}
 
 
 def sha256_of(path: str | Path) -> str:
@@ -67,10 +73,10 @@ def resolve_device(name: str = "auto") -> str:
     return name
 
 
-def find_model(name_or_path: str, models_dir: Path = MODELS_DIR) -> ModelCard:
+def find_model(name_or_path: str) -> ModelCard:
     """Resolve a bundled model name or a path to a ``.safetensors`` file (its card beside it, same stem)."""
     p = Path(name_or_path)
-    weights = p if p.suffix == ".safetensors" else models_dir / f"{name_or_path}.safetensors"
+    weights = p if p.suffix == ".safetensors" else MODELS_DIR / f"{name_or_path}.safetensors"
     card_path = weights.with_suffix(".json")
     if not weights.exists():
         raise InputError(f"model not found: {name_or_path}")
@@ -94,8 +100,8 @@ def _card_problem(card: dict) -> str | None:
     for key in ("name", "kind", "preset"):
         if not isinstance(card[key], str):
             return f"{key!r} is not a string"
-    if card["kind"] not in KINDS:
-        return f"'kind' is {card['kind']!r}, not {' or '.join(map(repr, KINDS))}"
+    if card["kind"] not in MODEL_KINDS:
+        return f"'kind' is {card['kind']!r}, not {' or '.join(map(repr, MODEL_KINDS))}"
     if card["preset"] not in PRESETS:
         return f"unknown {card['kind']} preset {card['preset']!r} (known: {', '.join(PRESETS)})"
     if not isinstance(card["sha256"], str) or not re.fullmatch(r"[0-9a-f]{64}", card["sha256"]):
@@ -181,6 +187,39 @@ def fit_weights(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> 
     return model
 
 
+def save_weights(model: nn.Module, path: str | Path) -> None:
+    """Save a model's state as safetensors, atomically."""
+    from safetensors.torch import save
+
+    write_bytes(save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}), path)
+
+
+def save_resume_state(state: dict, path: Path) -> None:
+    """Write a run's resume state (what :func:`load_resume_state` reads) atomically."""
+    import torch
+
+    buffer = BytesIO()
+    torch.save(state, buffer)
+    write_bytes(buffer.getvalue(), path)
+
+
+def load_resume_state(path: Path, device: torch.device | str) -> dict:
+    """A run's resume state (``state.pt``, written by the run itself: weights, optimizer, progress); an
+    unreadable one, or one without these, is an input error."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # unpickling a damaged file fails in many ways (KeyError, ValueError, EOFError...)
+        why = (str(exc).splitlines() or [type(exc).__name__])[0][:80]
+        raise InputError(f"{path}: the run's resume state is unreadable ({why}); "
+                         "give another --out to start a new run") from None
+    if not isinstance(state, dict) or not {"model", "optimizer", "best"} <= state.keys():
+        raise InputError(f"{path}: not a run's resume state (no weights, optimizer and progress); "
+                         "give another --out to start a new run")
+    return state
+
+
 def package_model(weights: str | Path, name: str, kind: str, preset: str, card: dict,
                   models_dir: Path = MODELS_DIR, sources: Sequence[str | Path] = ()) -> Path:
     """Copy trained weights into the registry as ``<name>.safetensors`` with a card (sha256 filled in).
@@ -198,7 +237,7 @@ def package_model(weights: str | Path, name: str, kind: str, preset: str, card: 
         replaced = read_json(card_path, "model card") if card_path.is_file() else {}
     except InputError:  # a broken card: it may be replaced, whatever it was
         replaced = {}
-    if isinstance(replaced, dict) and replaced.get("kind") in KINDS and replaced["kind"] != kind:
+    if isinstance(replaced, dict) and replaced.get("kind") in MODEL_KINDS and replaced["kind"] != kind:
         raise InputError(f"{name} in {models_dir} is a {replaced['kind']} model, which a {kind} would replace: "
                          "choose another --name")
     with staged_in(models_dir) as tmp:  # the card sorts before the weights: it is renamed into place first

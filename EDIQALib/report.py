@@ -16,7 +16,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure  # figures of their own: no pyplot, so a notebook's backend is left alone
 from matplotlib.ticker import MaxNLocator
 
-from .assessment import QualityResult, heatmap_display_max, paired_difference
+from .assessment import QualityResult, paired_difference
+from .choices import OVERLAY_OPACITY
 from .io import Volume, image_like, staged_in, write_image
 from .preprocess import display_axes, display_grid, normalise, to_display, volume_range, window_ct
 
@@ -31,6 +32,27 @@ VALIDITY_FILES = ("validity.json", "validity.csv", "validity.png")
 BENCH_FILES = ("bench.json", "bench.png")
 SERIES_AXIS = {"dose": "relative dose", "views": "views", "texture": "noise correlation length (px)",
                "blur": "blur before noise (px)"}
+
+
+def heatmap_display_max(results: list[QualityResult]) -> float:
+    """The top of the heatmap's colour scale (its bottom is 0): the 99th percentile of a result's local
+    detectability, rounded up to 0.05, within [0.05, 1]; for results shown side by side, one scale, the
+    highest of theirs, so that no map saturates more than in its own overlay. Local detectability seldom
+    nears 1 (a full-dose head CT slice runs 0.02-0.25), so on a fixed 0-1 scale a whole slice shows in one
+    colour."""
+    return max(_display_max(r.heatmap) for r in results)
+
+
+def _display_max(heatmap: np.ndarray) -> float:
+    """:func:`heatmap_display_max` of one map; its values gathered slice by slice, one copy in all."""
+    values = np.empty(sum(int(np.count_nonzero(np.isfinite(h))) for h in heatmap), np.float32)
+    filled = 0
+    for h in heatmap:
+        finite = h[np.isfinite(h)]
+        values[filled:filled + finite.size] = finite
+        filled += finite.size
+    top = float(np.percentile(values, 99, overwrite_input=True)) if values.size else 1.0
+    return float(np.clip(np.ceil(top / 0.05 - 1e-9) * 0.05, 0.05, 1.0))
 
 
 def edge_letters(volume: Volume) -> dict[str, str]:
@@ -118,7 +140,7 @@ def plot_slice_scores(ax: Axes, results: list[QualityResult] | list[ComparedInpu
 def overlay_figure(volume: Volume, result: QualityResult, k: int | None = None,
                    display_max: float | None = None) -> Figure:
     """The image slice (by default the worst, :func:`worst_slice`) with the local-quality heatmap over it
-    and a colour legend, its scale 0 to ``display_max`` (by default :func:`~EDIQALib.assessment.heatmap_display_max`
+    and a colour legend, its scale 0 to ``display_max`` (by default :func:`heatmap_display_max`
     of this result); for a volume, the per-slice scores below it, with that slice marked."""
     k = worst_slice(result.slice_scores) if k is None else k
     display_max = heatmap_display_max([result]) if display_max is None else display_max
@@ -135,7 +157,7 @@ def overlay_figure(volume: Volume, result: QualityResult, k: int | None = None,
         fig = Figure(figsize=(6, image_height))
         ax = fig.subplots()
     ax.imshow(image, cmap="gray", vmin=0, vmax=1, extent=extent)
-    im = ax.imshow(heat, cmap=HEATMAP_CMAP, vmin=0, vmax=display_max, alpha=0.45, extent=extent)
+    im = ax.imshow(heat, cmap=HEATMAP_CMAP, vmin=0, vmax=display_max, alpha=OVERLAY_OPACITY, extent=extent)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="local detectability (0 = lesions missed)")
     _label_edges(ax, edge_letters(volume), extent[1], extent[2])
     ax.set_title(f"{_shown(result.name)}, slice {k}: {result.method} {score_text(result.slice_scores[k])}\n"
@@ -301,7 +323,7 @@ class ComparedInput:
         slice: the slice shown, its worst (:func:`worst_slice`).
         image, heat: that slice and its map as :func:`display_slice` turns them, with their ``spacing`` (x, y).
         letters: the patient directions at the image's edges (:func:`edge_letters`).
-        display_max: its own heatmap colour scale (:func:`~EDIQALib.assessment.heatmap_display_max`).
+        display_max: its own heatmap colour scale (:func:`heatmap_display_max`).
     """
 
     result: dict
@@ -363,7 +385,7 @@ def comparison_figure(inputs: list[ComparedInput]) -> Figure:
         ax = fig.add_subplot(grid[1, i])
         extent = (0, c.image.shape[1] * c.spacing[0], c.image.shape[0] * c.spacing[1], 0)
         ax.imshow(c.image, cmap="gray", vmin=0, vmax=1, extent=extent)
-        im = ax.imshow(np.ma.masked_invalid(c.heat), cmap=HEATMAP_CMAP, vmin=0, vmax=top, alpha=0.45, extent=extent)
+        im = ax.imshow(np.ma.masked_invalid(c.heat), cmap=HEATMAP_CMAP, vmin=0, vmax=top, alpha=OVERLAY_OPACITY, extent=extent)
         ax.set_title(f"{_shown(c.name)}, slice {c.slice}: {score_text(c.slice_scores[c.slice])}", fontsize=9)
         ax.set_xlim(0, width)
         ax.set_ylim(height, 0)

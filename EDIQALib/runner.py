@@ -94,6 +94,7 @@ class Runner:
 
     @property
     def running(self) -> bool:
+        """Whether the command is still running."""
         return self._proc is not None and self._proc.poll() is None
 
     def _read_stdout(self) -> None:

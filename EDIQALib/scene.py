@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import SimpleITK as sitk
 import slicer
+import slicer.util
 import vtk
-from vtk.util import numpy_support
 
-from .choices import DEFAULT_STUDENT
+from .choices import DEFAULT_STUDENT, OVERLAY_OPACITY
 from .errors import InputError
 from .io import MODALITY_TAG, Volume, volume_from_image
 
@@ -37,26 +37,24 @@ RESULT_SELF_ROLE = "EDIQAResultNode"
 DICOM_MODALITY = "DICOM.Modality"  # the attribute of Slicer's DICOM import, on the series' subject hierarchy item
 COMPARE_PLOT_VIEW = "EDIQAPlot"  # the compare layout's plot view (its singleton tag and layout name)
 COMPARE_VIEW_PREFIX = "EDIQA"  # the compare layout's slice views: EDIQA1, EDIQA2, ...
+Scene = slicer.vtkMRMLScene  # the types of the functions' scene and volume nodes
+VolumeNode = slicer.vtkMRMLScalarVolumeNode
 COMPARE_LAYOUT_ID = 7501
 COMPARE_VIEWS_ATTRIBUTE = "EDIQA.CompareViews"  # on the layout node (saved with the scene): the comparison's views
 
 
-def ijk_to_ras(node) -> np.ndarray:
+def ijk_to_ras(node: VolumeNode) -> np.ndarray:
     """The node's 4×4 IJK→RAS matrix."""
     m = vtk.vtkMatrix4x4()
     node.GetIJKToRASMatrix(m)
-    return np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])
+    return slicer.util.arrayFromVTKMatrix(m)
 
 
-def _set_ijk_to_ras(node, matrix: np.ndarray) -> None:
-    m = vtk.vtkMatrix4x4()
-    for r in range(4):
-        for c in range(4):
-            m.SetElement(r, c, float(matrix[r, c]))
-    node.SetIJKToRASMatrix(m)
+def _set_ijk_to_ras(node: VolumeNode, matrix: np.ndarray) -> None:
+    node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(matrix))
 
 
-def node_shape(node) -> tuple[int, int, int]:
+def node_shape(node: VolumeNode) -> tuple[int, int, int]:
     """The node's voxel grid as ``(slices, rows, columns)``, without copying its voxels.
 
     Raises:
@@ -72,17 +70,17 @@ def node_shape(node) -> tuple[int, int, int]:
     return nz, ny, nx
 
 
-def array_from_node(node) -> np.ndarray:
+def array_from_node(node: VolumeNode) -> np.ndarray:
     """A copy of the node's voxels as ``(slices, rows, columns)``.
 
     Raises:
         InputError: as :func:`node_shape`.
     """
-    shape = node_shape(node)
-    return numpy_support.vtk_to_numpy(node.GetImageData().GetPointData().GetScalars()).reshape(shape).copy()
+    node_shape(node)
+    return slicer.util.arrayFromVolume(node).copy()
 
 
-def image_from_node(node) -> sitk.Image:
+def image_from_node(node: VolumeNode) -> sitk.Image:
     """The node as a 3-D SimpleITK image (LPS physical space, the same voxels).
 
     Raises:
@@ -108,7 +106,7 @@ def image_from_node(node) -> sitk.Image:
     return image
 
 
-def dicom_modality(node) -> str | None:
+def dicom_modality(node: VolumeNode) -> str | None:
     """The DICOM modality of a volume node (``CT``, ``MR``…), where it has one: the ``DICOM.Modality``
     attribute of its subject hierarchy item, where Slicer's DICOM import puts it, or of the node itself."""
     scene = node.GetScene()
@@ -117,7 +115,7 @@ def dicom_modality(node) -> str | None:
     return (hierarchy.GetItemAttribute(item, DICOM_MODALITY) if item else "") or node.GetAttribute(DICOM_MODALITY)
 
 
-def export_node(node, path: str | Path) -> Path:
+def export_node(node: VolumeNode, path: str | Path) -> Path:
     """Write the node's voxels and geometry to ``path`` (NRRD) for the engine's child process, with its
     DICOM modality (:func:`dicom_modality`) as the file's modality tag, which the engine reads as it reads
     a DICOM file's. Uncompressed: the file is read once, and compressing a 512 × 512 × 300 volume took
@@ -134,7 +132,7 @@ def export_node(node, path: str | Path) -> Path:
     return Path(path)
 
 
-def volume_from_node(node, modality: str | None = None) -> Volume:
+def volume_from_node(node: VolumeNode, modality: str | None = None) -> Volume:
     """An engine :class:`Volume` of a scalar volume node (checked like a file; the node is not touched)."""
     return volume_from_image(image_from_node(node), node.GetName() or "volume", dicom_modality(node), modality)
 
@@ -143,7 +141,7 @@ def _result_inputs(node) -> list[str | None]:
     return [node.GetNthNodeReferenceID(RESULT_INPUT_ROLE, i) for i in range(node.GetNumberOfNodeReferences(RESULT_INPUT_ROLE))]
 
 
-def result_node(scene, class_name: str, name: str, key: str, inputs: list):
+def result_node(scene: Scene, class_name: str, name: str, key: str, inputs: list) -> slicer.vtkMRMLNode:
     """The node of ``class_name`` that an earlier result filled with ``key`` (what it holds) of ``inputs``
     (the nodes it is of, referenced by the node, since two volumes may share a name and a scene imported
     into another renumbers its nodes), to be filled again, or else a new one called ``name`` (made
@@ -167,15 +165,10 @@ def result_node(scene, class_name: str, name: str, key: str, inputs: list):
     return node
 
 
-def fill_volume_node(node, array: np.ndarray, like):
+def fill_volume_node(node: VolumeNode, array: np.ndarray, like: VolumeNode) -> VolumeNode:
     """Make ``node`` (a scalar volume node) hold ``array`` (``(slices, rows, cols)``) on ``like``'s exact
     grid, under ``like``'s transform; returns ``node``."""
-    arr = np.ascontiguousarray(np.asarray(array, np.float32).reshape(node_shape(like)))
-    image = vtk.vtkImageData()
-    image.SetDimensions(arr.shape[2], arr.shape[1], arr.shape[0])
-    image.AllocateScalars(vtk.VTK_FLOAT, 1)
-    numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = arr.ravel()
-    node.SetAndObserveImageData(image)
+    slicer.util.updateVolumeFromArray(node, np.asarray(array, np.float32).reshape(node_shape(like)))
     _set_ijk_to_ras(node, ijk_to_ras(like))
     node.SetAndObserveTransformNodeID(like.GetTransformNodeID())  # where ``like`` sits, under its transform
     return node
@@ -186,7 +179,7 @@ def _label(result: QualityResult) -> str:
     return f"{result.method} {result.model.get('name', '')}".strip()
 
 
-def quality_color_node(scene):
+def quality_color_node(scene: Scene) -> slicer.vtkMRMLColorTableNode:
     """The heatmap's colour table (red = lesions missed → yellow → green = found), created once per scene
     (a node of another kind that bears its name is not it)."""
     existing = scene.GetNodesByClassByName("vtkMRMLColorTableNode", COLOR_NODE_NAME)
@@ -204,7 +197,7 @@ def quality_color_node(scene):
     return node
 
 
-def check_result_fits(result: QualityResult, input_node) -> None:
+def check_result_fits(result: QualityResult, input_node: VolumeNode) -> None:
     """Raises InputError unless ``result`` is of ``input_node``'s present voxel grid (a volume whose
     voxels were replaced while it was assessed has another)."""
     now = node_shape(input_node)
@@ -214,16 +207,17 @@ def check_result_fits(result: QualityResult, input_node) -> None:
                          f"{' × '.join(map(str, now))} now); assess it again")
 
 
-def add_heatmap_node(scene, result: QualityResult, input_node, display_max: float | None = None):
+def add_heatmap_node(scene: Scene, result: QualityResult, input_node: VolumeNode,
+                     display_max: float | None = None) -> VolumeNode:
     """The result's heatmap as a volume node on the input's grid (:func:`result_node`: the one an earlier
     result of this model on this volume filled, or a new one), shown red→green from 0 to ``display_max``
-    (by default :func:`~EDIQALib.assessment.heatmap_display_max` of this result, as in ``overlay.png``; a
+    (by default :func:`~EDIQALib.report.heatmap_display_max` of this result, as in ``overlay.png``; a
     comparison passes its common one); voxels without a value are hidden.
 
     Raises:
         InputError: as :func:`check_result_fits` (nothing is added to the scene).
     """
-    from .assessment import heatmap_display_max
+    from .report import heatmap_display_max
 
     check_result_fits(result, input_node)
     heat = np.where(np.isfinite(result.heatmap), result.heatmap, HIDDEN)
@@ -242,8 +236,8 @@ def add_heatmap_node(scene, result: QualityResult, input_node, display_max: floa
     return node
 
 
-def assess_node(scene, node, model: str = DEFAULT_STUDENT, device: str = "auto",
-                modality: str | None = None) -> tuple[QualityResult, object, object]:
+def assess_node(scene: Scene, node: VolumeNode, model: str = DEFAULT_STUDENT, device: str = "auto",
+                modality: str | None = None) -> tuple[QualityResult, VolumeNode, slicer.vtkMRMLTableNode]:
     """Assess a volume node in this process, as ``ediqa assess`` does a file, and show the result in the
     scene: for scripts and headless Slicer (the module's panel runs the engine in a child process instead,
     so that it stays responsive). Returns ``(result, heatmap node, table node)``; the heatmap and table are
@@ -260,7 +254,8 @@ def assess_node(scene, node, model: str = DEFAULT_STUDENT, device: str = "auto",
     return result, add_heatmap_node(scene, result, node), add_results_table(scene, result, node)
 
 
-def show_overlay(composite_node, background_node, heatmap_node, opacity: float = 0.45) -> None:
+def show_overlay(composite_node: slicer.vtkMRMLSliceCompositeNode, background_node: VolumeNode,
+                 heatmap_node: VolumeNode, opacity: float = OVERLAY_OPACITY) -> None:
     """Background = the image, foreground = its heatmap at ``opacity``."""
     composite_node.SetBackgroundVolumeID(background_node.GetID())
     composite_node.SetForegroundVolumeID(heatmap_node.GetID())
@@ -272,21 +267,22 @@ def _nodes(scene, class_name: str) -> list:
     return [nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems())]
 
 
-def show_overlay_in_all_views(scene, background_node, heatmap_node, opacity: float = 0.45) -> None:
+def show_overlay_in_all_views(scene: Scene, background_node: VolumeNode, heatmap_node: VolumeNode,
+                              opacity: float = OVERLAY_OPACITY) -> None:
     """:func:`show_overlay` in every slice view of the scene (through their composite nodes, so that it
     works without the application's layout manager, as in headless Slicer)."""
     for composite in _nodes(scene, "vtkMRMLSliceCompositeNode"):
         show_overlay(composite, background_node, heatmap_node, opacity)
 
 
-def set_heatmap_opacity(scene, heatmap_ids: set[str], opacity: float) -> None:
+def set_heatmap_opacity(scene: Scene, heatmap_ids: set[str], opacity: float) -> None:
     """The overlay's opacity in every slice view whose foreground is one of the heatmaps ``heatmap_ids``."""
     for composite in _nodes(scene, "vtkMRMLSliceCompositeNode"):
         if composite.GetForegroundVolumeID() in heatmap_ids:
             composite.SetForegroundOpacity(float(opacity))
 
 
-def slice_center_ras(node, k: int) -> tuple[float, float, float]:
+def slice_center_ras(node: VolumeNode, k: int) -> tuple[float, float, float]:
     """The world (RAS) position of the centre of slice ``k`` of a volume node, under its transforms: where
     to jump the views to show that slice."""
     nx, ny, _ = node.GetImageData().GetDimensions()
@@ -296,7 +292,7 @@ def slice_center_ras(node, k: int) -> tuple[float, float, float]:
     return tuple(float(v) for v in to_world.TransformPoint(local[:3]))
 
 
-def add_results_table(scene, result: QualityResult, input_node):
+def add_results_table(scene: Scene, result: QualityResult, input_node: VolumeNode) -> slicer.vtkMRMLTableNode:
     """A table node (:func:`result_node`) with one row per slice of ``input_node``'s result: slice index,
     score (NaN when not assessable), assessable."""
     table = result_node(scene, "vtkMRMLTableNode", f"{input_node.GetName()} slice scores ({_label(result)})",
@@ -314,7 +310,7 @@ def add_results_table(scene, result: QualityResult, input_node):
     return table
 
 
-def saved_slice_scores(scene, input_node) -> tuple[str, list[float | None]] | None:
+def saved_slice_scores(scene: Scene, input_node: VolumeNode) -> tuple[str, list[float | None]] | None:
     """The per-slice scores (``None``: not assessable) of a result of ``input_node`` that the scene holds in a
     table (:func:`add_results_table`; of this session, or of a saved scene loaded), and what made them
     (e.g. ``EDIQA student-lite``); the first such table's, or ``None`` without one."""
@@ -330,7 +326,8 @@ def saved_slice_scores(scene, input_node) -> tuple[str, list[float | None]] | No
     return None
 
 
-def add_score_plot(scene, tables: list, names: list[str]):
+def add_score_plot(scene: Scene, tables: list[slicer.vtkMRMLTableNode], names: list[str]
+                   ) -> slicer.vtkMRMLPlotChartNode:
     """A plot chart (:func:`result_node`, one per set of ``tables``) with one line (score vs slice) per
     table, called by ``names``, each in its own colour (those of ``compare.png``); returns the chart node."""
     from matplotlib import colormaps
@@ -372,38 +369,39 @@ def compare_view_names(count: int) -> list[str]:
     return [f"{COMPARE_VIEW_PREFIX}{i + 1}" for i in range(count)]
 
 
-def show_compare_layout(layout_node, view_names: list[str], layout_id: int = COMPARE_LAYOUT_ID) -> None:
+def show_compare_layout(layout_node: slicer.vtkMRMLLayoutNode, view_names: list[str]) -> None:
     """Register the side-by-side layout of ``view_names`` (or update it, when an earlier comparison had
     other views) and select it, so that its views exist before :func:`setup_compare` fills them."""
-    if not layout_node.IsLayoutDescription(layout_id):
-        layout_node.AddLayoutDescription(layout_id, compare_layout_xml(view_names))
+    if not layout_node.IsLayoutDescription(COMPARE_LAYOUT_ID):
+        layout_node.AddLayoutDescription(COMPARE_LAYOUT_ID, compare_layout_xml(view_names))
     else:
-        layout_node.SetLayoutDescription(layout_id, compare_layout_xml(view_names))
+        layout_node.SetLayoutDescription(COMPARE_LAYOUT_ID, compare_layout_xml(view_names))
     layout_node.SetAttribute(COMPARE_VIEWS_ATTRIBUTE, " ".join(view_names))
-    layout_node.SetViewArrangement(layout_id)
+    layout_node.SetViewArrangement(COMPARE_LAYOUT_ID)
 
 
-def restore_compare_layout(scene, layout_node, layout_id: int = COMPARE_LAYOUT_ID) -> bool:
+def restore_compare_layout(layout_node: slicer.vtkMRMLLayoutNode) -> bool:
     """After a scene saved while a comparison was shown is loaded: register the compare layout again, with
     that comparison's views, and show it. A scene file keeps the layout's number but not its description,
     so that the views were empty (or those of this session's last comparison). Returns whether it
     restored the layout."""
     names = (layout_node.GetAttribute(COMPARE_VIEWS_ATTRIBUTE) or "").split()
-    if layout_node.GetViewArrangement() != layout_id or not names:
+    if layout_node.GetViewArrangement() != COMPARE_LAYOUT_ID or not names:
         return False
-    if layout_node.IsLayoutDescription(layout_id) and layout_node.GetLayoutDescription(layout_id) == compare_layout_xml(names):
+    if layout_node.IsLayoutDescription(COMPARE_LAYOUT_ID) and layout_node.GetLayoutDescription(COMPARE_LAYOUT_ID) == compare_layout_xml(names):
         return False
-    show_compare_layout(layout_node, names, layout_id)
+    show_compare_layout(layout_node, names)
     return True
 
 
-def result_heatmaps(scene) -> list:
+def result_heatmaps(scene: Scene) -> list[VolumeNode]:
     """The heatmap nodes of the EDIQA results in the scene (those of a loaded scene among them)."""
     return [node for node in _nodes(scene, "vtkMRMLScalarVolumeNode")
             if (node.GetAttribute(RESULT_ATTRIBUTE) or "").startswith("heatmap by ")]
 
 
-def setup_compare(slice_logics: list, volumes: list, heatmaps: list, opacity: float = 0.45) -> list:
+def setup_compare(slice_logics: list[slicer.vtkMRMLSliceLogic], volumes: list[VolumeNode],
+                  heatmaps: list[VolumeNode], opacity: float = OVERLAY_OPACITY) -> list[slicer.vtkMRMLSliceCompositeNode]:
     """Put each volume with its heatmap in its own view of the compare layout (:func:`show_compare_layout`),
     fitted to it, all views linked. ``slice_logics`` are the views' logics (Slicer's layout manager makes
     them in the application; tests make them with ``vtkMRMLSliceLogic.AddSliceNode``). Returns the
@@ -418,7 +416,7 @@ def setup_compare(slice_logics: list, volumes: list, heatmaps: list, opacity: fl
     return composites
 
 
-def show_compare_chart(scene, chart) -> None:
+def show_compare_chart(scene: Scene, chart: slicer.vtkMRMLPlotChartNode) -> None:
     """Show ``chart`` in the compare layout's plot view (:data:`COMPARE_PLOT_VIEW`), which
     :func:`show_compare_layout` made. (Slicer's ``ShowChartInLayout`` would switch to a layout of its own,
     away from the compare views.)"""

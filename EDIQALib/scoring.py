@@ -1,12 +1,13 @@
 """What the engine's slice scorers (the teacher, the student) give, shared by the modules that score and
-those that read the scores: one verdict per slice, the scorer's signature, and the standard error of a
-verdict over the teacher's repeats."""
+those that read the scores: one verdict per slice, the scorer's signature, the standard error of a
+verdict over the teacher's repeats, and the agreement of one set of scores with another."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
+from scipy.stats import pearsonr, spearmanr
 
 from .backgrounds import Background
 
@@ -31,3 +32,17 @@ def standard_error(values: np.ndarray) -> float | None:
     values = np.asarray(values, np.float64)
     values = values[np.isfinite(values)]
     return round(float(np.std(values, ddof=1) / np.sqrt(values.size)), 6) if values.size > 1 else None
+
+
+def paired_standard_error(a: Sequence[float] | None, b: Sequence[float] | None) -> float | None:
+    """The standard error of ``a - b`` where the two are scores of the same repeats (paired: the insertion
+    maps' share of the scatter cancels); ``None`` without repeat scores on both sides, or unequal counts."""
+    return standard_error(np.subtract(a, b)) if a and b and len(a) == len(b) else None
+
+
+def agreement(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """PLCC and SROCC between predicted and true scores; 0 for predictions that do not vary (a collapsed
+    student, or a flat series, ranks nothing)."""
+    if np.ptp(pred) == 0:
+        return {"plcc": 0.0, "srocc": 0.0}
+    return {"plcc": float(pearsonr(pred, truth).statistic), "srocc": float(spearmanr(pred, truth).statistic)}

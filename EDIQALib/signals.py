@@ -165,7 +165,6 @@ def render(insertion: Insertion, out_shape: tuple[int, int], blur_sigma_px: floa
     boxes ``(n, 4)`` as (x0, y0, x1, y1) in pixels (exclusive upper edge)."""
     signal = np.zeros(out_shape, np.float32)
     masks = np.zeros((len(insertion),) + tuple(out_shape), bool)
-    boxes = np.zeros((len(insertion), 4), np.float32)
     pad = 3
     for i in range(len(insertion)):
         r = insertion.radii[i]
@@ -184,10 +183,17 @@ def render(insertion: Insertion, out_shape: tuple[int, int], blur_sigma_px: floa
         patch = (slice(rs - r0, re - r0), slice(cs - c0, ce - c0))
         signal[rs:re, cs:ce] += insertion.contrasts[i] * blob[patch]
         masks[i, rs:re, cs:ce] = cov[patch] >= 0.5
-        rows, cols = np.nonzero(masks[i])
-        if rows.size:
-            boxes[i] = (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
-    return signal, masks, boxes
+    return signal, masks, mask_boxes(masks)
+
+
+def mask_boxes(masks: np.ndarray) -> np.ndarray:
+    """Each binary mask's box ``(n, 4)`` as (x0, y0, x1, y1) in pixels (exclusive upper edge); (0, 0, 0, 0)
+    for an empty mask (an object clipped away at the image's edge)."""
+    rows, cols = masks.any(axis=2), masks.any(axis=1)
+    boxes = np.stack([cols.argmax(1), rows.argmax(1), cols.shape[1] - cols[:, ::-1].argmax(1),
+                      rows.shape[1] - rows[:, ::-1].argmax(1)], axis=1).astype(np.float32)
+    boxes[~rows.any(axis=1)] = 0
+    return boxes.reshape(-1, 4)
 
 
 def object_blur(config: InsertionConfig, psf_sigma_px: float | None) -> float:

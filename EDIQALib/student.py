@@ -26,13 +26,12 @@ from torchvision.ops import FeaturePyramidNetwork
 
 from .backbones import (IMAGE_MEAN, IMAGE_STD, CompactStages, ConvNeXtTStages, SwinTStages, fold_batchnorm,
                         fold_input_affine)
-from .choices import MAP_STRIDE
+from .choices import MAP_STRIDE, MIN_FIELD_PX
 
-PRESETS = {
+STUDENT_SPECS = {
     "paper": {"backbones": (SwinTStages, ConvNeXtTStages), "fpn": 256, "hidden": 1024, "map": 32},
     "lite": {"backbones": (CompactStages,), "fpn": 24, "hidden": 64, "map": 8},
 }
-MIN_FIELD_PX = 320  # the training phantoms' field; a smaller slice is mirrored out to it
 
 
 def field_batch(images: list[np.ndarray]) -> np.ndarray:
@@ -82,9 +81,9 @@ class Student(nn.Module):
 
     def __init__(self, preset: str = "lite") -> None:
         super().__init__()
-        if preset not in PRESETS:
-            raise ValueError(f"unknown student preset {preset!r}; choose from {', '.join(PRESETS)}")
-        spec = PRESETS[preset]
+        if preset not in STUDENT_SPECS:
+            raise ValueError(f"unknown student preset {preset!r}; choose from {', '.join(STUDENT_SPECS)}")
+        spec = STUDENT_SPECS[preset]
         self.preset = preset
         self.backbones = nn.ModuleList(b() for b in spec["backbones"])
         channels = self.backbones[0].channels

@@ -5,18 +5,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import spearmanr
 from skimage.restoration import estimate_sigma
 from torch import nn
 
 from .backgrounds import make_background
+from .choices import KINDS
 from .detector import build_detector
 from .errors import InputError
 from .io import read_volume
 from .models import NonFiniteWeights, fit_weights, read_weights
 from .preprocess import to_canonical
 from .progress import Progress
-from .scoring import ScoredSlice, standard_error
+from .scoring import ScoredSlice, agreement, paired_standard_error, standard_error
 from .series import Series, make_series
 from .simulate import NO_GRAIN, estimate_noise_grain, phantom
 from .teacher import TeacherConfig, score_series
@@ -40,7 +40,7 @@ def step_uncertainty(verdicts: list[ScoredSlice]) -> dict:
     Errors are ``None`` with one repeat or on an image not assessable, and the count ``None`` where a step's
     error is, or where there is no step."""
     steps = list(zip(verdicts, verdicts[1:]))
-    step_se = [standard_error(np.subtract(b.repeat_scores, a.repeat_scores)) for a, b in steps]
+    step_se = [paired_standard_error(b.repeat_scores, a.repeat_scores) for a, b in steps]
     return {"score_se": [standard_error(v.repeat_scores) for v in verdicts], "step_se": step_se,
             "significant_swaps": None if not steps or None in step_se else
             sum(b.score - a.score > 2 * se for (a, b), se in zip(steps, step_se))}
@@ -49,9 +49,7 @@ def step_uncertainty(verdicts: list[ScoredSlice]) -> dict:
 def rank_agreement(scores: list[float]) -> float:
     """Spearman ρ between scores and quality order (series are ordered best → worst); 1 = perfect,
     0 when the scores do not vary."""
-    if np.ptp(scores) == 0:
-        return 0.0
-    return float(spearmanr(scores, -np.arange(len(scores))).statistic)
+    return agreement(np.asarray(scores, np.float64), -np.arange(len(scores)))["srocc"]
 
 
 def noise_sd_baseline(series: Series) -> list[float]:
@@ -149,7 +147,7 @@ def acceptance_series(kind: str, name: str, hu: np.ndarray, seed: int = 7) -> Se
     return make_series(kind, name, hu, seed=seed, grain=grain)
 
 
-def validity_report(model: nn.Module, config: TeacherConfig, kinds: tuple[str, ...] = ("dose", "views", "texture", "blur"),
+def validity_report(model: nn.Module, config: TeacherConfig, kinds: tuple[str, ...] = KINDS,
                     bases: dict[str, np.ndarray] | None = None, device: str = "cpu",
                     progress: Progress | None = None) -> dict:
     """Teacher scores, Spearman ρ and the noise-SD baseline for every (base slice, series kind).

@@ -729,7 +729,7 @@ def test_a_run_folder_is_resumed_only_by_its_own_command_and_preset(tmp_path):
 def test_a_run_is_checked_for_resuming_without_the_files_of_a_write_that_was_cut_off(tmp_path):
     """A write killed outright (SIGKILL, a power cut) leaves its hidden staging folder: not the run's state."""
     from EDIQALib.cli import _check_run_state
-    from EDIQALib.detector import save_resume_state
+    from EDIQALib.models import save_resume_state
 
     run = tmp_path / "run"
     (run / "stage2" / ".tmp-x").mkdir(parents=True)
@@ -925,7 +925,8 @@ def test_detector_runs_with_unusable_weights_or_records_are_refused_before_writi
     import torch
 
     from EDIQALib import validation
-    from EDIQALib.detector import build_detector, save_weights
+    from EDIQALib.detector import build_detector
+    from EDIQALib.models import save_weights
     from EDIQALib.series import make_series
     from EDIQALib.student import Student
 
@@ -987,7 +988,8 @@ def test_publish_detector_refuses_an_unfinished_run_and_a_selection_of_other_wei
     run's card names the paper's detector."""
     import torch
 
-    from EDIQALib.detector import build_detector, save_weights
+    from EDIQALib.detector import build_detector
+    from EDIQALib.models import save_weights
 
     run, registry = tmp_path / "run", tmp_path / "reg"
     (run / "snapshots").mkdir(parents=True)

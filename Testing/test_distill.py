@@ -379,7 +379,8 @@ def test_a_training_set_that_fills_no_default_batch_says_so_without_a_batch_size
 def test_agreement_needs_two_held_out_slices_of_differing_scores_and_is_0_for_a_collapsed_student():
     """One held-out slice was a traceback of scipy's after the first epoch, equal teacher scores NaN
     figures and at the end "training diverged"; a student that predicts one score for all is NaN too."""
-    from EDIQALib.distill import agreement, check_rankable
+    from EDIQALib.distill import check_rankable
+    from EDIQALib.scoring import agreement
 
     def samples(*scores: float) -> list[Sample]:
         return [Sample(np.zeros((8, 8), np.float32), v, np.zeros((2, 2), np.float32), f"s/{k}") for k, v in enumerate(scores)]

@@ -928,3 +928,27 @@ def test_a_nrrd_spacing_of_nan_is_refused_along_the_image_s_axes_only(tmp_path, 
     else:
         with pytest.raises(InputError, match=says):
             read_volume(tmp_path / "vec.nrrd")
+
+
+def test_a_sheared_grid_and_a_slice_spacing_no_image_has_are_refused(tmp_path):
+    """Rows and columns 60° apart were assessed as a square grid (DICOM refused the same); a slice spacing of
+    1e160 mm wrote a heatmap.nrrd that read back at 1 mm, one of 1e-300 mm one that could not be read."""
+    flat = ct_image(slices=1)[:, :, 0]
+    flat.SetDirection((1, 0.5, 0, 0.8660254))  # columns (1, 0) and (0.5, 0.87)
+    with pytest.raises(InputError, match=r"^ct: its rows and columns are not two perpendicular directions \(direction "
+                                         r"1, 0\.5, 0, 0\.866025\); a sheared grid cannot be assessed$"):
+        volume_from_image(flat, "ct")
+    sitk.WriteImage(ct_image(slices=2), str(tmp_path / "ct.nrrd"), False)
+    head, body = (tmp_path / "ct.nrrd").read_bytes().split(b"\n\n", 1)
+    head = re.sub(rb"space directions: .*", b"space directions: (0.8,0,0) (0.4,0.8,0) (0,0,2)", head)
+    (tmp_path / "sheared.nrrd").write_bytes(head + b"\n\n" + body)
+    with pytest.raises(InputError, match=r"^sheared: its rows and columns are not two perpendicular directions"):
+        read_volume(tmp_path / "sheared.nrrd")
+    for spacing in (1e160, 1e-300):
+        image = ct_image(slices=2, spacing=(0.8, 0.8, spacing))
+        sitk.WriteImage(image, str(tmp_path / "far.mha"))
+        with pytest.raises(InputError, match=rf"^far: its slice spacing \({re.escape(f'{spacing:g}')} mm, direction .*\) is no image's$"):
+            read_volume(tmp_path / "far.mha")
+    tilted = ct_image(slices=2, direction=(1, 0, 0, 0, 1, 0.3, 0, 0, 0.954))  # slices stacked aslant (a gantry tilt)
+    sitk.WriteImage(tilted, str(tmp_path / "tilted.nrrd"))
+    assert read_volume(tmp_path / "tilted.nrrd").geometry.direction == pytest.approx((1, 0, 0, 0, 1, 0.3, 0, 0, 0.954), abs=1e-3)

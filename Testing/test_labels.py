@@ -229,7 +229,7 @@ def test_pool_map_ignores_nan():
     heat[:4, :4] = 0.5
     heat[0, 0] = 1.0
     heat[3, 3] = np.nan  # a block with a hole: the mean of the rest
-    pooled = pool_map(heat, 4)
+    pooled = pool_map(heat)
     assert pooled.shape == (2, 2)
     assert abs(float(pooled[0, 0]) - (1.0 + 14 * 0.5) / 15) < 1e-3
     assert np.isnan(pooled[1, 1])

@@ -12,10 +12,9 @@ import SimpleITK as sitk
 import torch
 from safetensors.torch import load_file, save_file
 
-from EDIQALib.detector import save_weights
 from EDIQALib.distributed import distributed_context
 from EDIQALib.errors import InputError
-from EDIQALib.models import find_model, load_model, package_model, read_weights, resolve_device
+from EDIQALib.models import find_model, load_model, package_model, read_weights, resolve_device, save_weights
 from EDIQALib.student import Student
 from conftest import ct_image, ediqa
 

@@ -6,7 +6,7 @@ import torch
 
 from EDIQALib.backbones import CompactStages, ConvNeXtTStages, SwinTStages
 from EDIQALib.choices import PRESETS
-from EDIQALib.student import PRESETS as STUDENT_PRESETS
+from EDIQALib.student import STUDENT_SPECS
 from EDIQALib.student import Student, StudentEnsemble, ensemble_state, student_for
 
 
@@ -39,7 +39,7 @@ def test_the_inference_path_keeps_the_outputs(preset):
 
 
 def test_the_student_has_exactly_the_presets_that_the_command_line_offers():
-    assert set(STUDENT_PRESETS) == set(PRESETS)
+    assert set(STUDENT_SPECS) == set(PRESETS)
 
 
 @pytest.mark.parametrize("preset", PRESETS)

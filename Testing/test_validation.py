@@ -95,7 +95,8 @@ def test_a_series_validity_lies_within_rho_plus_minus_one():
 def test_every_snapshot_is_read_before_the_selection_s_metric_is_made(tmp_path):
     """The metric's validation series take a while to simulate: a snapshot that cannot be used is refused
     before they are made, and the metric is made once for all snapshots."""
-    from EDIQALib.detector import build_detector, save_weights
+    from EDIQALib.detector import build_detector
+    from EDIQALib.models import save_weights
     from EDIQALib.errors import InputError
     from EDIQALib.validation import select_checkpoint
 
