@@ -246,8 +246,11 @@ def cmd_teacher(args: argparse.Namespace) -> None:
     results = assess_series(volumes, scorer, "mD2IQA", entry.record(),
                             config.insertion, progress)
     _warn(volumes, results)
-    for res in results:
-        res.details.update(settings)
+    if len(volumes) > 1 and any(not any(r.assessable) for r in results):
+        _warn_lines(["the images of a series are scored where all of them show body: an image without any "
+                     "leaves no slice of the others assessable; score it apart"])
+    for res in results:  # without one assessable slice, no repeat scores: empty, as in series.json
+        res.details.update({"repeat_scores": [], "score_se": None, **res.details, **settings})
     _write_results(volumes, results, folders, progress, Path(args.out),
                    (lambda out: write_series_summary(results, args.inputs, out, settings)) if len(volumes) > 1 else None)
     summary = [{"name": r.name, "score": r.to_json()["score"], "out": str(f)} for r, f in zip(results, folders)]

@@ -130,18 +130,48 @@ def _read_dicom_series(folder: Path) -> tuple[sitk.Image, str | None]:
     return dicom.read_series(files, Path(os.path.abspath(folder)).name)  # "." is its folder's
 
 
-def _check_meta_data_file(header: Path) -> None:
-    """A MetaImage header (``.mhd``) names its data file: say so when that file is missing (MetaIO itself
-    would print its own complaint on stderr before SimpleITK's error). The name is bytes as the header
-    holds them, as MetaIO takes it; ``LOCAL``, ``LIST`` (with or without its dimension) and ``%d`` patterns
-    name no one file."""
+def _meta_data_file(header: Path) -> Path | None:
+    """The data file a MetaImage header (``.mhd``) names, if one: the name is bytes as the header holds them,
+    as MetaIO takes it; ``LOCAL``, ``LIST`` (with or without its dimension) and ``%d`` patterns name no one
+    file, nor does an unreadable header."""
     try:
         lines = header.read_bytes().splitlines()
     except OSError:
-        return
+        return None
     names = [ln.split(b"=", 1)[1].strip() for ln in lines if ln.split(b"=", 1)[0].strip() == b"ElementDataFile"]
     if names and names[0].split()[:1] not in ([b"LOCAL"], [b"LIST"]) and b"%" not in names[0]:
-        _check_data_file(header, header.parent / os.fsdecode(names[0]))
+        return header.parent / os.fsdecode(names[0])
+    return None
+
+
+def _nrrd_fields(path: Path) -> dict[str, str]:
+    """A NRRD header's fields (keys in lower case), as its text gives them; none for an unreadable file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16).split(b"\n\n", 1)[0].decode("latin-1")
+    except OSError:
+        return {}
+    lines = (ln.partition(":") for ln in head.splitlines()[1:])
+    return {key.strip().lower(): value.strip() for key, sep, value in lines if sep and not key.startswith("#")}
+
+
+def _nrrd_data_file(path: Path, fields: dict[str, str]) -> Path | None:
+    """The one data file a detached NRRD header names, if one (``LIST`` and ``%d`` patterns name none)."""
+    data = fields.get("data file", fields.get("datafile"))
+    if data and not data.upper().startswith("LIST") and len(data.split()) == 1 and "%" not in data:
+        return path.parent / data
+    return None
+
+
+def header_data_file(path: Path) -> Path | None:
+    """The separate file that holds the voxels of a header file (MetaImage ``.mhd``, detached NRRD), if it
+    names one: an input too, that outputs must not replace."""
+    lower = path.name.lower()
+    if lower.endswith(".mhd"):
+        return _meta_data_file(path)
+    if lower.endswith((".nhdr", ".nrrd")):
+        return _nrrd_data_file(path, _nrrd_fields(path))
+    return None
 
 
 def _check_data_file(header: Path, data: Path) -> None:
@@ -167,13 +197,7 @@ def _check_nrrd_header(path: Path) -> None:
     Raises:
         InputError: either is not so.
     """
-    try:
-        with open(path, "rb") as f:
-            head = f.read(1 << 16).split(b"\n\n", 1)[0].decode("latin-1")
-    except OSError:
-        return  # ITK's reader says what is wrong
-    lines = (ln.partition(":") for ln in head.splitlines()[1:])
-    fields = {key.strip().lower(): value.strip() for key, sep, value in lines if sep and not key.startswith("#")}
+    fields = _nrrd_fields(path)  # none for an unreadable file: ITK's reader says what is wrong
     sizes, kinds = fields.get("sizes", "").split(), fields.get("kinds", "").lower().split()
     # the axes an image's voxels are spaced along (a NaN spacing is what NRRD writes for the others)
     spatial = [sizes[k] != "1" and (k >= len(kinds) or kinds[k] in ("domain", "space")) for k in range(len(sizes))]
@@ -181,9 +205,9 @@ def _check_nrrd_header(path: Path) -> None:
                         ("spacings", [v for v, keep in zip(fields.get("spacings", "").split(), spatial) if keep])):
         if any(_NOT_A_NUMBER.search(v) for v in values):
             raise InputError(f"{path.name}: its {key} ({fields[key]}) are not all numbers")
-    data = fields.get("data file", fields.get("datafile"))
-    if data and not data.upper().startswith("LIST") and len(data.split()) == 1 and "%" not in data:
-        _check_data_file(path, path.parent / data)
+    data = _nrrd_data_file(path, fields)
+    if data is not None:
+        _check_data_file(path, data)
 
 
 _NIFTI_FIELDS = {  # header size: offset and format of dim, datatype, bitpix, vox_offset and pixdim (NIfTI-1, -2)
@@ -329,7 +353,9 @@ def _read_file(path: Path) -> tuple[sitk.Image, str | None]:
         raise InputError(f"{path.name}: a picture file, with no pixel spacing in mm or patient geometry; give the "
                          "image as NRRD, NIfTI, MHA/MHD or DICOM")
     if path.suffix.lower() == ".mhd":
-        _check_meta_data_file(path)
+        data = _meta_data_file(path)
+        if data is not None:  # MetaIO would print its own complaint on stderr before SimpleITK's error
+            _check_data_file(path, data)
     if path.suffix.lower() in (".nrrd", ".nhdr"):
         _check_nrrd_header(path)
     if path.name.lower().endswith((".nii", ".nii.gz")):
@@ -628,6 +654,7 @@ def check_outputs(outputs: list[Path], inputs: list[str | os.PathLike]) -> None:
             another: a link) or go into an input folder.
     """
     sources = [resolved(i) for i in inputs]
+    sources += [resolved(d) for i in inputs if (d := header_data_file(Path(i))) is not None]
     for out in outputs:
         _check_linked_folders(Path(out))
         target = resolved(out)

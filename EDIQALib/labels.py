@@ -190,6 +190,21 @@ def _csv_text(rows: list[dict]) -> str:
     return text.getvalue()
 
 
+def _check_same_images(done_rows: list[dict], path_of: dict[tuple[str, str], str], out_csv: Path) -> None:
+    """A resumed run labels the images its rows were labelled from: a series and file of the same names from
+    elsewhere (another patient's ``dose/`` folder, or ``scan.nrrd``) would be taken as done, or its
+    slices mixed into theirs.
+
+    Raises:
+        InputError: a row of ``out_csv`` names a series and file that ``path_of`` finds at another path.
+    """
+    for row in done_rows:
+        now = path_of.get((row["series"], row["file"]))
+        if now is not None and os.path.normpath(row["path"]) != os.path.normpath(now):
+            raise InputError(f"{out_csv} holds series {row['series']} labelled from {row['path']}, not from {now}; "
+                             "label those images into another --out")
+
+
 def _part_path(out_csv: Path, rank: int, world: int) -> Path:
     return out_csv if world == 1 else out_csv.with_name(f"{out_csv.stem}.part{rank}.csv")
 
@@ -278,13 +293,14 @@ def label_series(series: list[SeriesImages], scorer: SliceScorer, insertion: Ins
             merge_parts(inputs, out_csv)
         barrier(world)
         done_rows = read_labels(out_csv) if out_csv.exists() else []  # with the parts of a run cut short
+        home = Path(out_csv).resolve().parent  # image paths are written relative to the labels file
+        path_of = {(s.name, f.name): os.path.relpath(Path(f).resolve(), home) for s in series for f in s.files}
+        _check_same_images(done_rows, path_of, out_csv)
         done = {(r["series"], r["file"], int(r["slice"])) for r in done_rows}
         maps_dir.mkdir(parents=True, exist_ok=True)
         if rank == 0:
             write_text(json.dumps(labeller, indent=2), maps_dir / LABELLER_NAME)
         write_text(_csv_text(done_rows if world == 1 else []), part)  # the complete rows again, then appended to
-        home = Path(out_csv).resolve().parent  # image paths are written relative to the labels file
-        path_of = {(s.name, f.name): os.path.relpath(Path(f).resolve(), home) for s in series for f in s.files}
         total = sum(s.volumes[0].array.shape[0] for s in series)
         written, position, reported = 0, -1, 0
         with open(part, "a", newline="") as f:

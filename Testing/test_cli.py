@@ -314,6 +314,22 @@ def test_outputs_that_cannot_be_written_or_would_replace_the_input_are_refused_b
     assert named.read_bytes() == before and not (tmp_path / "result.json").exists()
 
 
+@pytest.mark.parametrize("header, field", [("ct.nhdr", "data file: "), ("ct.mhd", "ElementDataFile = ")])
+def test_the_data_file_of_a_header_input_is_not_replaced_by_an_output(tmp_path, header, field):
+    """A detached NRRD's or MetaImage's data file is an input too: one named result.json, in --out, was
+    replaced by the result (the header input alone was protected)."""
+    sitk.WriteImage(ct_image(slices=1, size=128), str(tmp_path / header))
+    raw = tmp_path / "ct.raw"
+    raw.rename(tmp_path / "result.json")
+    text = (tmp_path / header).read_text(encoding="latin-1")
+    (tmp_path / header).write_text(text.replace(f"{field}ct.raw", f"{field}result.json"), encoding="latin-1")
+    before = (tmp_path / "result.json").read_bytes()
+    proc = ediqa("assess", tmp_path / header, "--out", tmp_path)
+    assert_one_line_error(proc)
+    assert "would overwrite the input result.json" in proc.stderr
+    assert (tmp_path / "result.json").read_bytes() == before and not (tmp_path / "heatmap.nrrd").exists()
+
+
 def test_an_unforeseen_os_error_is_one_line_and_exit_2(tmp_path, ct_volume_file, monkeypatch):
     """What no check foresees (a disk that fills up while the outputs are written) ends as every error
     does: exit 2, one line naming the file, no traceback."""
@@ -644,6 +660,22 @@ def test_an_input_without_an_assessable_slice_scores_null_with_a_warning(tmp_pat
                                                 "lesion); it has no score (null in result.json, NaN in Python)"]
     heat = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "heatmap.nrrd")))
     assert np.isnan(heat).all()
+
+
+def test_a_teacher_series_with_an_image_without_body_says_why_and_keeps_its_result_keys(tmp_path):
+    """The versions of a series are scored where all of them show body: an image that scores alone was
+    called "no slice is assessable" without a word of the air beside it; and its result.json lacked the
+    teacher's repeat_scores and score_se (KeyError for a script that reads them)."""
+    body = _write(tmp_path / "body.nrrd", sitk.GetArrayFromImage(ct_image(slices=1, size=160)))
+    air = _write(tmp_path / "air.nrrd", np.random.default_rng(2).normal(-1000, 5, (1, 160, 160)).astype(np.float32))
+    proc = ediqa("teacher", body, air, *TINY, "--modality", "ct", "--out", tmp_path / "out", "--progress", "none")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "ediqa: warning: the images of a series are scored where all of them show body: an image without any "
+        "leaves no slice of the others assessable; score it apart")
+    for name in ("body", "air"):
+        result = json.loads((tmp_path / "out" / name / "result.json").read_text(encoding="utf-8"))
+        assert result["score"] is None and result["repeat_scores"] == [] and result["score_se"] is None
 
 
 def test_the_teacher_s_progress_reaches_its_total_past_a_slice_that_is_not_assessable(tmp_path):

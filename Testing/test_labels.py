@@ -163,6 +163,28 @@ def test_a_resume_under_torchrun_keeps_the_rows_of_other_inputs(tmp_path, monkey
     assert not list(tmp_path.glob("labels.part*.csv"))
 
 
+def test_a_resume_refuses_another_image_of_a_labelled_series_s_name(tmp_path):
+    """Rows were matched by series, file and slice: another patient's ``single.nrrd`` (or a folder of the same
+    name) was taken as labelled, or its later slices mixed into the first one's series, exit 0."""
+    import EDIQALib.labels as labels
+    from EDIQALib.signals import InsertionConfig
+
+    (tmp_path / "p1").mkdir()
+    _, single = read_series(discover_series(_dataset(tmp_path / "p1")))
+    out = tmp_path / "labels.csv"
+    labels.label_series([single], _constant_scorer, InsertionConfig(), out, {"model": "test"}, with_psf=False)
+    before = out.read_bytes()
+    (tmp_path / "p2").mkdir()
+    _, other = read_series(discover_series(_dataset(tmp_path / "p2")))
+    with pytest.raises(InputError, match=r"labels\.csv holds series single\.nrrd labelled from p1/single\.nrrd, not "
+                                         r"from p2/single\.nrrd; label those images into another --out$"):
+        labels.label_series([other], _constant_scorer, InsertionConfig(), out, {"model": "test"}, resume=True,
+                            with_psf=False)
+    assert out.read_bytes() == before
+    assert labels.label_series([single], _constant_scorer, InsertionConfig(), out, {"model": "test"}, resume=True,
+                               with_psf=False) == 0  # the same images: nothing left to label
+
+
 def test_one_process_resumes_a_run_of_two_ranks_cut_short(tmp_path, monkeypatch):
     """The part files of a run under ``torchrun`` were neither read nor removed by a resume in one process,
     which labelled everything again."""
