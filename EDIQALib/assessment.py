@@ -29,7 +29,7 @@ from .scoring import ScoredSlice, SliceScorer, paired_standard_error, standard_e
 from .signals import InsertionConfig, is_assessable
 
 if TYPE_CHECKING:
-    from .student import Student
+    from .student import Student, StudentEnsemble
 
 
 BATCH_SLICES = 32  # slices per student forward pass: at 320² the lite network costs 1.9 ms a slice, 2.8 ms at 8
@@ -183,7 +183,7 @@ def paired_difference(result: QualityResult, reference: QualityResult) -> tuple[
     return result.score - reference.score, paired_standard_error(a, b)
 
 
-def student_scorer(model: Student, config: InsertionConfig, device: str = "cpu",
+def student_scorer(model: Student | StudentEnsemble, config: InsertionConfig, device: str = "cpu",
                    batch_size: int = BATCH_SLICES) -> SliceScorer:
     """The student as a slice scorer: batched forward passes on slices mirrored out as in training
     (``field_batch``); its map upsampled and cut back to the slice, NaN outside the body and, as the

@@ -247,8 +247,8 @@ def cmd_teacher(args: argparse.Namespace) -> None:
                             config.insertion, progress)
     _warn(volumes, results)
     if len(volumes) > 1 and any(not any(r.assessable) for r in results):
-        _warn_lines(["the images of a series are scored where all of them show body: an image without any "
-                     "leaves no slice of the others assessable; score it apart"])
+        _warn_lines(["the images of a series are scored where all of them show body: where one shows none, "
+                     "the others have no assessable slice either; score them apart"])
     for res in results:  # without one assessable slice, no repeat scores: empty, as in series.json
         res.details.update({"repeat_scores": [], "score_se": None, **res.details, **settings})
     _write_results(volumes, results, folders, progress, Path(args.out),

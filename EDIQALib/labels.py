@@ -190,17 +190,19 @@ def _csv_text(rows: list[dict]) -> str:
     return text.getvalue()
 
 
-def _check_same_images(done_rows: list[dict], path_of: dict[tuple[str, str], str], out_csv: Path) -> None:
+def _check_same_images(done_rows: list[dict], path_of: dict[tuple[str, str], str], home: Path, out_csv: Path) -> None:
     """A resumed run labels the images its rows were labelled from: a series and file of the same names from
     elsewhere (another patient's ``dose/`` folder, or ``scan.nrrd``) would be taken as done, or its
     slices mixed into theirs.
+
+    Paths are relative to ``home``, the labels file's folder (or absolute, as earlier releases wrote them).
 
     Raises:
         InputError: a row of ``out_csv`` names a series and file that ``path_of`` finds at another path.
     """
     for row in done_rows:
         now = path_of.get((row["series"], row["file"]))
-        if now is not None and os.path.normpath(row["path"]) != os.path.normpath(now):
+        if now is not None and os.path.normpath(home / row["path"]) != os.path.normpath(home / now):
             raise InputError(f"{out_csv} holds series {row['series']} labelled from {row['path']}, not from {now}; "
                              "label those images into another --out")
 
@@ -295,7 +297,7 @@ def label_series(series: list[SeriesImages], scorer: SliceScorer, insertion: Ins
         done_rows = read_labels(out_csv) if out_csv.exists() else []  # with the parts of a run cut short
         home = Path(out_csv).resolve().parent  # image paths are written relative to the labels file
         path_of = {(s.name, f.name): os.path.relpath(Path(f).resolve(), home) for s in series for f in s.files}
-        _check_same_images(done_rows, path_of, out_csv)
+        _check_same_images(done_rows, path_of, home, out_csv)
         done = {(r["series"], r["file"], int(r["slice"])) for r in done_rows}
         maps_dir.mkdir(parents=True, exist_ok=True)
         if rank == 0:

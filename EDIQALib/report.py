@@ -11,9 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import textwrap
+
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure  # figures of their own: no pyplot, so a notebook's backend is left alone
+from matplotlib.patheffects import withStroke
 from matplotlib.ticker import MaxNLocator
 
 from .assessment import QualityResult, paired_difference
@@ -51,7 +55,7 @@ def _display_max(heatmap: np.ndarray) -> float:
         finite = h[np.isfinite(h)]
         values[filled:filled + finite.size] = finite
         filled += finite.size
-    top = float(np.percentile(values, 99, overwrite_input=True)) if values.size else 1.0
+    top = float(np.percentile(values, 99, overwrite_input=True)) if values.size else 0.0  # no map: the lowest scale
     return float(np.clip(np.ceil(top / 0.05 - 1e-9) * 0.05, 0.05, 1.0))
 
 
@@ -77,7 +81,8 @@ def _label_edges(ax: Axes, letters: dict[str, str], width: float, height: float)
     comparison's smaller input), not on the blank beyond them."""
     for where, (x, y, ha, va) in {"left": (0.01, 0.5, "left", "center"), "right": (0.99, 0.5, "right", "center"),
                                   "top": (0.5, 0.01, "center", "top"), "bottom": (0.5, 0.99, "center", "bottom")}.items():
-        ax.text(x * width, y * height, letters[where], ha=ha, va=va, color="white", fontweight="bold")
+        ax.text(x * width, y * height, letters[where], ha=ha, va=va, color="white", fontweight="bold",
+                path_effects=[withStroke(linewidth=2.5, foreground="black")])  # legible over bone as over air
 
 
 def display_slice(volume: Volume, k: int, heatmap: np.ndarray,
@@ -96,6 +101,15 @@ def _shown(name: str) -> str:
     """An input's name as a plot shows it: as written, its ``$`` signs not read as matplotlib's math
     (``a$x^2$b`` drew as "ax²b", and ``p$\\frac$`` stopped the plot with a traceback)."""
     return name.replace("$", r"\$")
+
+
+def _title_name(name: str, modality: str, width: int) -> str:
+    """An input's name as a figure's title gives it: wrapped to lines of ``width`` characters (a long file
+    name ran off both ends), and for MR the caveat that its scores are not validated."""
+    lines = textwrap.wrap(name, width, break_on_hyphens=False) or [""]
+    if modality == "mr":
+        lines.append("MR: scores not validated")
+    return "\n".join(_shown(line) for line in lines)
 
 
 def score_text(score: float | None) -> str:
@@ -121,9 +135,14 @@ def worst_slice(slice_scores: list[float | None]) -> int:
 def plot_slice_scores(ax: Axes, results: list[QualityResult] | list[ComparedInput], marked: int | None = None) -> None:
     """Each result's per-slice scores as a curve on ``ax`` (gaps where a slice is not assessable), with
     slice ``marked`` drawn as a dashed line."""
-    for r in results:
+    palette = colormaps["tab20"] if len(results) > 10 else None  # beyond the default cycle's 10 colours
+    for i, r in enumerate(results):
         ys = [np.nan if s is None else s for s in r.slice_scores]
-        ax.plot(range(len(ys)), ys, marker="o" if len(ys) < 30 else None, label=f"{_shown(r.name)}: {score_text(r.score)}")
+        ax.plot(range(len(ys)), ys, marker="o", markersize=5 if len(ys) < 30 else 2,  # a point between gaps shows
+                color=palette(i % 20) if palette else None, linestyle=("-", "--", ":")[i // 20 % 3],
+                label=f"{_shown(r.name)}: {score_text(r.score)}")
+    if not any(s is not None for r in results for s in r.slice_scores):
+        ax.text(0.5, 0.5, "no slice assessable", transform=ax.transAxes, ha="center", va="center", color="0.4")
     if marked is not None:
         ax.axvline(marked, color="0.4", linestyle="--", linewidth=1)
     depth = max(len(r.slice_scores) for r in results)
@@ -152,7 +171,7 @@ def overlay_figure(volume: Volume, result: QualityResult, k: int | None = None,
     if len(result.slice_scores) > 1:
         fig = Figure(figsize=(6, image_height + 2))
         ax, curve = fig.subplots(2, 1, gridspec_kw={"height_ratios": (image_height, 2)})
-        plot_slice_scores(curve, [result], marked=k)
+        plot_slice_scores(curve, [result], marked=k if any(result.assessable) else None)
     else:
         fig = Figure(figsize=(6, image_height))
         ax = fig.subplots()
@@ -160,8 +179,8 @@ def overlay_figure(volume: Volume, result: QualityResult, k: int | None = None,
     im = ax.imshow(heat, cmap=HEATMAP_CMAP, vmin=0, vmax=display_max, alpha=OVERLAY_OPACITY, extent=extent)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="local detectability (0 = lesions missed)")
     _label_edges(ax, edge_letters(volume), extent[1], extent[2])
-    ax.set_title(f"{_shown(result.name)}, slice {k}: {result.method} {score_text(result.slice_scores[k])}\n"
-                 f"volume score {volume_score_text(result)}")
+    ax.set_title(f"{_title_name(result.name, result.modality, 50)}\nslice {k}: {result.method} "
+                 f"{score_text(result.slice_scores[k])}, volume score {volume_score_text(result)}")
     ax.set_xlabel("mm")
     ax.set_ylabel("mm")
     fig.tight_layout()
@@ -203,8 +222,9 @@ def write_series_summary(results: list[QualityResult], sources: list[str | Path]
     longest = max(len(r.name) for r in results)  # names run down-left, slanted: room for the first one's
     fig = Figure(figsize=(max(4, 1.2 * len(results) + 0.07 * longest), 3.5 + 0.05 * longest))
     ax = fig.subplots()
-    ax.bar(range(len(results)), [r.score for r in results], color="tab:blue",
-           yerr=[row["score_se"] or 0.0 for row in rows], capsize=4)
+    errors = [np.nan if row["score_se"] is None else row["score_se"] for row in rows]  # none drawn where none is known
+    ax.bar(range(len(results)), [r.score if np.isfinite(r.score) else 0.0 for r in results], color="tab:blue",
+           yerr=None if np.isnan(errors).all() else errors, capsize=4)
     for x, row in enumerate(rows[1:], start=1):  # each difference from the first, ± its paired standard error
         if row["difference"] is not None:
             se = "" if row["difference_se"] is None else f" ± {row['difference_se']:.3f}"
@@ -212,7 +232,8 @@ def write_series_summary(results: list[QualityResult], sources: list[str | Path]
                         xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=8)
     tops = [row["score"] + (row["score_se"] or 0.0) for row in rows if row["score"] is not None]
     ax.set_ylim(0, 1.15 * max(tops, default=0.0) or 1.0)  # room for the differences above the bars
-    ax.set_xticks(range(len(results)), [_shown(r.name) for r in results], rotation=30, ha="right")
+    ax.set_xticks(range(len(results)), [f"{_shown(r.name)}\n{score_text(r.score)}" for r in results], rotation=30,
+                  ha="right")  # the score under each name: "not assessable" is no bar at all
     ax.set_ylabel(f"{results[0].method} score")
     ax.set_title("Series, on shared insertion maps", fontsize=10)
     fig.tight_layout()
@@ -241,13 +262,13 @@ def plot_validity(ax: Axes, report: dict, kind: str, ylabel: str) -> None:
     ax.set_title(f"{kind}: mean ρ {s['mean_rho']:.2f} (noise-SD ρ {s['mean_rho_noise_sd']:.2f})", fontsize=9)
     ax.set_xlabel(SERIES_AXIS.get(kind, kind))
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)  # off the points
 
 
 def write_validity(report: dict, out_dir: str | Path, settings: dict) -> None:
     """``validity.json``, ``validity.csv`` and ``validity.png`` (score vs level, one panel per series kind)."""
     kinds = list(report["summary"])
-    fig = Figure(figsize=(PANEL_INCHES * len(kinds), 3.6))
+    fig = Figure(figsize=(PANEL_INCHES * len(kinds), 4.6))
     axes = fig.subplots(1, len(kinds), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
         plot_validity(ax, report, kind, "teacher score")
@@ -282,7 +303,7 @@ def bench_figure(figures: dict) -> Figure:
     kinds = list(figures["validity"]["summary"])
     agreed = figures["fidelity"]
     panels = len(kinds) + bool(agreed)
-    fig = Figure(figsize=(PANEL_INCHES * panels, 3.9))
+    fig = Figure(figsize=(PANEL_INCHES * panels, 4.9))
     axes = fig.subplots(1, panels, squeeze=False)
     for ax, kind in zip(axes[0], kinds):
         plot_validity(ax, figures["validity"], kind, "student score")
@@ -296,8 +317,9 @@ def bench_figure(figures: dict) -> Figure:
         ax.set_title(f"{agreed['slices']} held-out slices: PLCC {agreed['plcc']:.3f}, SROCC {agreed['srocc']:.3f}",
                      fontsize=9)
     phrases = [f"student {figures['student_ms_per_slice']} ms per slice,",
-               f"teacher ({figures['teacher_realizations']} × {figures['teacher_repeats']}) {figures['teacher_s_per_slice']} s:",
-               f"speedup {figures['speedup']:.0f}×;", f"volume {figures['volume_s']} s, {figures['peak_mem_gb']} GB",
+               f"teacher ({figures['teacher_realizations']} × {figures['teacher_repeats']}) {figures['teacher_s_per_slice']} s per slice:",
+               f"speedup {figures['speedup']:.0f}×;",
+               f"volume {' × '.join(map(str, figures['volume_shape']))} in {figures['volume_s']} s, {figures['peak_mem_gb']} GB",
                f"({figures.get('gpu') or figures.get('cpu') or figures['device']})"]
     fig.suptitle(_wrapped(phrases, int(12 * PANEL_INCHES * panels)), fontsize=10)  # about 12 characters an inch at 10 pt
     fig.tight_layout()
@@ -375,7 +397,7 @@ def comparison_figure(inputs: list[ComparedInput]) -> Figure:
     else:
         bars = scores.bar(range(n), [c.score if np.isfinite(c.score) else 0.0 for c in inputs], color="tab:blue")
         scores.bar_label(bars, [score_text(c.score) for c in inputs], fontsize=8)
-        scores.set_xticks(range(n), [_shown(c.name) for c in inputs], fontsize=8)
+        scores.set_xticks(range(n), [_title_name(c.name, c.result["modality"], 28) for c in inputs], fontsize=8)
         scores.set_ylabel(f"{inputs[0].method} score")
     top = max(c.display_max for c in inputs)
     width = max(c.image.shape[1] * c.spacing[0] for c in inputs)
@@ -386,7 +408,8 @@ def comparison_figure(inputs: list[ComparedInput]) -> Figure:
         extent = (0, c.image.shape[1] * c.spacing[0], c.image.shape[0] * c.spacing[1], 0)
         ax.imshow(c.image, cmap="gray", vmin=0, vmax=1, extent=extent)
         im = ax.imshow(np.ma.masked_invalid(c.heat), cmap=HEATMAP_CMAP, vmin=0, vmax=top, alpha=OVERLAY_OPACITY, extent=extent)
-        ax.set_title(f"{_shown(c.name)}, slice {c.slice}: {score_text(c.slice_scores[c.slice])}", fontsize=9)
+        ax.set_title(f"{_title_name(c.name, c.result['modality'], 32)}\nslice {c.slice}: "
+                     f"{score_text(c.slice_scores[c.slice])}", fontsize=9)
         ax.set_xlim(0, width)
         ax.set_ylim(height, 0)
         _label_edges(ax, c.letters, extent[1], extent[2])

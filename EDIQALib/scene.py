@@ -18,6 +18,7 @@ import SimpleITK as sitk
 import slicer
 import slicer.util
 import vtk
+from vtk.util import numpy_support
 
 from .choices import DEFAULT_STUDENT, OVERLAY_OPACITY
 from .errors import InputError
@@ -76,8 +77,8 @@ def array_from_node(node: VolumeNode) -> np.ndarray:
     Raises:
         InputError: as :func:`node_shape`.
     """
-    node_shape(node)
-    return slicer.util.arrayFromVolume(node).copy()
+    shape = node_shape(node)  # of any scalar volume node (slicer.util.arrayFromVolume refuses a streaming one)
+    return numpy_support.vtk_to_numpy(node.GetImageData().GetPointData().GetScalars()).reshape(shape).copy()
 
 
 def image_from_node(node: VolumeNode) -> sitk.Image:

@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
-from scipy.stats import pearsonr, spearmanr
 
 from .backgrounds import Background
 
@@ -43,6 +42,8 @@ def paired_standard_error(a: Sequence[float] | None, b: Sequence[float] | None) 
 def agreement(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """PLCC and SROCC between predicted and true scores; 0 for predictions that do not vary (a collapsed
     student, or a flat series, ranks nothing)."""
+    from scipy.stats import pearsonr, spearmanr  # here: the modules that score need no SciPy stats to start
+
     if np.ptp(pred) == 0:
         return {"plcc": 0.0, "srocc": 0.0}
     return {"plcc": float(pearsonr(pred, truth).statistic), "srocc": float(spearmanr(pred, truth).statistic)}

@@ -262,6 +262,7 @@ def test_bench_plots_student_against_teacher_on_held_out_slices():
                 "summary": {"dose": {"mean_rho": 1.0, "mean_rho_noise_sd": 1.0}}}
     figures = {"validity": validity, "fidelity": agreed, "student_ms_per_slice": 4.3, "teacher_s_per_slice": 41.0,
                "teacher_realizations": 100, "teacher_repeats": 5, "speedup": 9534.9, "volume_s": 8.5,
+               "volume_shape": [300, 512, 512],
                "peak_mem_gb": 2.9, "device": "cpu", "cpu": "AMD EPYC"}
     fig = bench_figure(figures)
     assert fig._suptitle.get_text().endswith("(AMD EPYC)")
@@ -757,6 +758,41 @@ def test_the_overlay_of_a_volume_plots_its_slice_scores_and_marks_the_shown_slic
     assert not [ax for ax in single.axes if ax.get_xlabel() == "slice"]  # one slice: the image alone
 
 
+def test_figures_stay_readable_with_long_names_many_inputs_isolated_slices_and_mr(tmp_path, student_file):
+    """A long name ran off the overlay's title (its slice and score lost); an assessable slice between two that
+    are not was not drawn in a curve of 30 slices or more; the 11th input's curve took the 1st's colour; an
+    MR figure said nothing of MR; a volume without an assessable slice marked a worst slice."""
+    from dataclasses import replace
+
+    import EDIQALib
+    from EDIQALib.io import read_volume
+    from EDIQALib.report import overlay_figure, plot_slice_scores
+    from matplotlib.figure import Figure
+
+    path = tmp_path / ("Patient_Müller_contrast-enhanced_head_CT_axial_series_0001_reconstruction_soft_tissue.nrrd")
+    sitk.WriteImage(ct_image(slices=1, size=128, seed=4), str(path))
+    volume = read_volume(path)
+    result = EDIQALib.assess(volume, model=str(student_file), device="cpu")
+    title = overlay_figure(volume, result).axes[0].get_title()
+    assert max(len(line) for line in title.splitlines()) <= 60 and f"EDIQA {result.slice_scores[0]:.3f}" in title
+    assert "MR" not in title
+    as_mr = replace(result, modality="mr")
+    assert "MR: scores not validated" in overlay_figure(volume, as_mr).axes[0].get_title()
+
+    scores = [None] * 40
+    scores[10], scores[20], scores[30] = 0.3, 0.2, 0.25
+    isolated = replace(result, slice_scores=scores, assessable=[s is not None for s in scores])
+    ax = Figure().subplots()
+    plot_slice_scores(ax, [isolated] + [replace(isolated, name=f"v{i}") for i in range(10)])
+    lines = ax.get_lines()
+    assert lines[0].get_marker() == "o"  # points with gaps on both sides are drawn
+    assert len({line.get_color() for line in lines}) == 11  # eleven inputs, eleven colours
+    air = replace(isolated, slice_scores=[None] * 40, assessable=[False] * 40, score=float("nan"))
+    ax = Figure().subplots()
+    plot_slice_scores(ax, [air], marked=None)
+    assert [t.get_text() for t in ax.texts] == ["no slice assessable"]
+
+
 def test_the_heatmap_colour_scale_spans_the_maps_values_on_one_scale_for_compared_results(tmp_path, student_file):
     from dataclasses import replace
 
@@ -785,6 +821,9 @@ def test_the_heatmap_colour_scale_spans_the_maps_values_on_one_scale_for_compare
     small.flat[:50] = np.linspace(0.3, 0.6, 50)
     assert inside.sum() > 50 * 100
     assert heatmap_display_max([low, replace(low, heatmap=small)]) == pytest.approx(0.6)
+    # an input without a map (no slice assessable) keeps the others' scale: it set it to 0-1 before
+    empty = replace(low, heatmap=np.full(low.heatmap.shape, np.nan, np.float32))
+    assert heatmap_display_max([low, empty]) == pytest.approx(0.25) and heatmap_display_max([empty]) == 0.05
     (heat,) = [im for im in overlay_figure(read_volume(path), low).axes[0].get_images() if im.get_cmap().name == "RdYlGn"]
     assert heat.get_clim() == pytest.approx((0.0, 0.25))
 

@@ -671,8 +671,8 @@ def test_a_teacher_series_with_an_image_without_body_says_why_and_keeps_its_resu
     proc = ediqa("teacher", body, air, *TINY, "--modality", "ct", "--out", tmp_path / "out", "--progress", "none")
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
-        "ediqa: warning: the images of a series are scored where all of them show body: an image without any "
-        "leaves no slice of the others assessable; score it apart")
+        "ediqa: warning: the images of a series are scored where all of them show body: where one shows none, "
+        "the others have no assessable slice either; score them apart")
     for name in ("body", "air"):
         result = json.loads((tmp_path / "out" / name / "result.json").read_text(encoding="utf-8"))
         assert result["score"] is None and result["repeat_scores"] == [] and result["score_se"] is None

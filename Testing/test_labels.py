@@ -181,8 +181,11 @@ def test_a_resume_refuses_another_image_of_a_labelled_series_s_name(tmp_path):
         labels.label_series([other], _constant_scorer, InsertionConfig(), out, {"model": "test"}, resume=True,
                             with_psf=False)
     assert out.read_bytes() == before
+    # the same images, their rows' paths absolute (as earlier releases wrote them): nothing left to label
+    out.write_text(before.decode().replace(",p1/single.nrrd", f",{tmp_path / 'p1' / 'single.nrrd'}"))
+    assert f",{tmp_path}/p1/single.nrrd" in out.read_text()
     assert labels.label_series([single], _constant_scorer, InsertionConfig(), out, {"model": "test"}, resume=True,
-                               with_psf=False) == 0  # the same images: nothing left to label
+                               with_psf=False) == 0
 
 
 def test_one_process_resumes_a_run_of_two_ranks_cut_short(tmp_path, monkeypatch):
