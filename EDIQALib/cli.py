@@ -416,8 +416,6 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
     check_outputs([out / "run.json"], [])
     inputs = {"init": model_of_kind(args.init, "detector").sha256 if args.init else None}
     _check_resume(out, _read_run_record(out), "ediqa train-detector", args, inputs)
-    if (out / "bank.npz").exists() and not (out / "run.json").exists():  # no record says what the bank was made with
-        raise InputError(f"{out} holds a bank.npz without the run.json of its run; give another --out")
     from io import BytesIO
 
     import numpy as np
@@ -552,7 +550,7 @@ def cmd_publish_detector(args: argparse.Namespace) -> None:
         raise InputError(f"no best.safetensors in {run}; train with validation first")
     run_info, log = _read_run(run, run)
     settings = run_info.get("args", {})
-    _check_finished(run, "step", log[-1].get("step", 0) if log else 0, settings.get("iterations"), "train-detector")
+    _check_finished(run, run_info, "step", log[-1].get("step", 0) if log else 0, "train-detector")
     selection = read_json(run / "selection.json", "selection record") if (run / "selection.json").exists() else None
     if selection is not None:
         _check_selected(run, weights, selection)
@@ -608,26 +606,42 @@ def _check_selected(run: Path, weights: Path, selection: object) -> None:
                          "`ediqa select-detector` again, or remove selection.json to publish the best of training")
 
 
-def _check_finished(run: Path, unit: str, done: object, planned: int | None, command: str) -> None:
-    """A run is published once it has run its ``planned`` steps or epochs (``unit``); ``done`` is from its log."""
+def _check_finished(run: Path, run_info: dict, unit: str, done: object, command: str) -> None:
+    """A run is published once it has run the steps or epochs (``unit``) that its ``run.json`` (``run_info``,
+    of ``ediqa {command}``) planned; ``done`` is from its log. A run without that record cannot be checked."""
+    planned = run_info.get("args", {}).get("iterations" if unit == "step" else "epochs")
+    if run_info.get("command") != f"ediqa {command}" or not isinstance(planned, int) or isinstance(planned, bool):
+        raise InputError(f"{run} has no run.json of `ediqa {command}` that gives its length: it cannot be checked "
+                         "as finished")
     if not isinstance(done, int):
         raise InputError(f"{run}: its training log's last {unit} {done!r} is not a count")
-    if planned is not None and done < planned:
+    if done < planned:
         raise InputError(f"{run} stopped after {unit} {done} of {planned}; finish it first (the same "
                          f"`ediqa {command}` command resumes it)")
 
 
+def _whose_scores(training: dict) -> str:
+    """Whose scores and maps a ``train`` run (its ``run.json``) learnt, as its labels files' labeller records
+    say: the teacher's (a record with the teacher's settings, or none: a run of an earlier release), or a
+    student's, by its name (`ediqa label --model` of a student, to distil it into one network)."""
+    labellers = training.get("labellers") or [None]
+    students = sorted({r["model"].get("name", "?") for r in labellers
+                       if isinstance(r, dict) and "realizations" not in r and isinstance(r.get("model"), dict)})
+    teacher = any(not isinstance(r, dict) or "realizations" in r for r in labellers)
+    return " and ".join((["the teacher's"] if teacher else []) + [f"{name}'s" for name in students])
+
+
 def _how_trained(training: dict) -> str:
     """How a ``train`` run (its ``run.json``) made its student, as its card says it."""
-    settings, init = training.get("args", {}), training.get("init")
+    settings, init, whose = training.get("args", {}), training.get("init"), _whose_scores(training)
     if init:
         member = settings.get("init_member")
-        return (f"stage-2 regression of the teacher's scores and maps, fine-tuned from {init['name']}"
+        return (f"stage-2 regression of {whose} scores and maps, fine-tuned from {init['name']}"
                 f"{'' if member is None else f' (its member {member})'} (sha256 {init['sha256'][:12]}…)")
     if settings.get("stage1_iterations"):
         return ("two-stage distillation (stage-1 insertion detector on the student's backbone, stage-2 "
-                "regression of the teacher's scores and maps)")
-    return "stage-2 regression of the teacher's scores and maps from random weights (no stage 1)"
+                f"regression of {whose} scores and maps)")
+    return f"stage-2 regression of {whose} scores and maps from random weights (no stage 1)"
 
 
 def _check_measured(records: dict, weights: Path, report: str) -> None:
@@ -659,6 +673,8 @@ def _card_records(metrics: str | None, notes: str | None, metrics_what: str) -> 
     return records
 
 
+# what a training run writes besides its run.json (stage1-N, stage2: the folders of `train`'s stages)
+_RUN_FILES = ("state.pt", "log.jsonl", "bank.npz", "snapshots", "stage1-*", "stage2")
 # where and how a run is carried on, not what it trains (micro-batches: the same steps on fewer or more ranks)
 _RESUME_FREE = ("out", "device", "workers", "accumulate")
 
@@ -670,8 +686,13 @@ def _check_resume(out: Path, info: dict, command: str, args: argparse.Namespace,
     schedule planned for another length; else one line, before anything is written. The files a run reads
     (``inputs``: the sha256 of its labels, bank and start, by option) are compared by their contents, by
     whatever path they are given, where the record has their sha256 (a run of an earlier release: by the
-    paths it recorded); a setting the record lacks is not compared."""
+    paths it recorded); a setting the record lacks is not compared. A folder that holds a run's files but
+    no ``run.json`` (a copy without it, or a stage of another run) is refused: what made them is unknown."""
     if not info:
+        found = next((p for pattern in _RUN_FILES for p in sorted(out.glob(pattern))), None)
+        if found is not None:
+            raise InputError(f"{out} holds {found.name} without the run.json of its run (what it was trained with "
+                             "is unknown); give another --out")
         return
     if info.get("command") != command:
         raise InputError(f"{out} holds a run of {info.get('command')!r}, not of {command!r}; give another --out")
@@ -692,12 +713,13 @@ def _check_resume(out: Path, info: dict, command: str, args: argparse.Namespace,
 
 
 def _write_run_record(out: Path, command: str, args: argparse.Namespace, inputs: dict, ranks: int,
-                      provenance: dict | None, **counts: int) -> None:
+                      provenance: dict | None, **extra: object) -> None:
     """A run's ``run.json`` (written atomically: a run killed while writing it still resumes): its command,
-    settings (:func:`_run_settings`), inputs' sha256, ranks, its start where it has one and ``counts``."""
+    settings (:func:`_run_settings`), inputs' sha256, ranks, its start where it has one and ``extra``
+    (counts, the labellers of its data)."""
     from .io import write_text
 
-    record = {"command": command, "args": _run_settings(args), "inputs_sha256": inputs, "ranks": ranks, **counts}
+    record = {"command": command, "args": _run_settings(args), "inputs_sha256": inputs, "ranks": ranks, **extra}
     if provenance is not None:
         record["init"] = provenance
     write_text(json.dumps(record, indent=2), out / "run.json")
@@ -828,7 +850,7 @@ def cmd_publish_student(args: argparse.Namespace) -> None:
         if not best.exists():
             raise InputError(f"no stage2/best.safetensors in {run}; run `ediqa train` first")
         run_info, log = _read_run(run, run / "stage2")
-        _check_finished(run, "epoch", len(log), run_info.get("args", {}).get("epochs"), "train")
+        _check_finished(run, run_info, "epoch", len(log), "train")
         presets.add(run_info.get("args", {}).get("preset", "lite"))
         trainings.append({**run_info, "epochs": log})
     if len(presets) > 1:
@@ -992,7 +1014,7 @@ def _initial_student(name_or_path: str, member: int | None, preset: str) -> tupl
 
 def cmd_train(args: argparse.Namespace) -> None:
     from .io import check_outputs
-    from .labels import read_labels
+    from .labels import labeller_record, maps_folder, read_labels
     from .models import model_of_kind, sha256_of
 
     out = Path(args.out)
@@ -1014,7 +1036,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.batch_size is None:  # a resumed run keeps the batch it recorded; a new one's fits its data (below)
         args.batch_size = recorded.get("args", {}).get("batch_size")
     _check_resume(out, recorded, "ediqa train", args, inputs)
-    check_outputs([out / "run.json"], args.labels)
+    check_outputs([out / "run.json"], [*args.labels, *map(maps_folder, args.labels)])  # nor into the labels' maps
     import torch
 
     from .backgrounds import load_bank
@@ -1052,7 +1074,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         progress = _progress(args) if rank == 0 else None
         if rank == 0:
             _write_run_record(out, "ediqa train", args, inputs, world, provenance,
-                              train_slices=len(train), held_out_slices=len(val))
+                              train_slices=len(train), held_out_slices=len(val),
+                              labellers=[labeller_record(p) for p in args.labels])  # whose scores it learns
         torch.manual_seed(args.seed)
         student = initial if initial is not None else Student(args.preset)
         if bank is not None:

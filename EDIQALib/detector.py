@@ -32,7 +32,7 @@ from .distributed import barrier, data_parallel, mean_over_ranks, split_parts, s
 from . import training_log
 from .choices import PRESETS
 from .errors import InputError
-from .models import load_resume_state, save_resume_state, save_weights
+from .models import restore_resume_state, save_resume_state, save_weights
 from .progress import Progress
 from .signals import SHAPES, InsertionConfig, mask_boxes, object_blur, plan_insertion, render
 
@@ -227,9 +227,7 @@ def train_detector(model: nn.Module, bank: list[Background], out_dir: str | Path
     step, best = 0, -math.inf
     state_path = out / "state.pt"
     if state_path.exists():
-        state = load_resume_state(state_path, device)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        state = restore_resume_state(state_path, device, model, opt)
         step, best = int(state["step"]), float(state["best"])
         if rank == 0:
             training_log.keep_until(out, "step", step)

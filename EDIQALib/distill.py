@@ -25,7 +25,7 @@ from . import training_log
 from .errors import InputError
 from .io import read_volume
 from .labels import labelled_modality, maps_folder, read_labels
-from .models import load_resume_state, save_resume_state, save_weights
+from .models import restore_resume_state, save_resume_state, save_weights
 from .progress import Progress
 from .preprocess import normalise, to_canonical
 from .scoring import agreement
@@ -70,6 +70,9 @@ def load_samples(labels_csv: str | Path) -> list[Sample]:
     for line, row in enumerate(read_labels(labels_csv), start=2):
         if row["assessable"] != "1":
             continue
+        if not maps_dir.is_dir():
+            raise InputError(f"{labels_csv}: its maps folder {maps_dir.name} is missing (`ediqa label` writes it "
+                             "beside the labels file: move the two together)")
         try:
             path = labels_csv.parent / row["path"]  # relative to the labels file, or absolute
             if path not in cache:
@@ -335,10 +338,7 @@ def train_student(student: Student, train: list[Sample], val: list[Sample], out_
     device = next(student.parameters()).device
     epoch, best = 0, -math.inf
     if (out / "state.pt").exists():
-        state = load_resume_state(out / "state.pt", device)
-        student.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+        state = restore_resume_state(out / "state.pt", device, student, opt, sched)
         epoch, best = int(state["epoch"]), float(state["best"])
         if rank == 0:
             training_log.keep_until(out, "epoch", epoch)

@@ -71,7 +71,7 @@ def check_new_or_resumed(out_csv: str | Path, resume: bool) -> None:
     """
     out_csv = Path(out_csv)
     maps = maps_folder(out_csv)
-    owner = (_labeller_record(out_csv) or {}).get("labels_file")  # None: no record
+    owner = (labeller_record(out_csv) or {}).get("labels_file")  # None: no record
     if owner not in (None, out_csv.name):
         raise InputError(f"{maps} holds the maps of {owner}, not of {out_csv.name}: choose another --out")
     if resume:
@@ -223,7 +223,7 @@ def _leftover_parts(out_csv: Path) -> list[Path]:
 LABELLER_NAME = "labeller.json"  # in the maps folder: what labelled the file (model and settings)
 
 
-def _labeller_record(labels_csv: str | Path) -> dict | None:
+def labeller_record(labels_csv: str | Path) -> dict | None:
     """What labelled a labels file, as its maps folder's :data:`LABELLER_NAME` records it (a record that is no
     JSON object: an empty one), in today's names: earlier releases named ``psf_aware`` ``psf`` and no labels
     file (their record is their own file's). None where there is no record."""
@@ -242,7 +242,7 @@ def _check_labeller(out_csv: Path, labeller: dict) -> None:
     """A labels file (to be resumed) is continued only by what labelled it (its model and settings, as
     :data:`LABELLER_NAME` records them): else its rows would mix two labellers' scores, unmarked. A file
     without a record (of an earlier release, whose maps may lie in another orientation) is not continued."""
-    recorded = _labeller_record(out_csv)
+    recorded = labeller_record(out_csv)
     if recorded is None:
         raise InputError(f"{out_csv} has no record of what labelled it (an earlier release made it); label into "
                          "another --out")
@@ -256,7 +256,7 @@ def _check_labeller(out_csv: Path, labeller: dict) -> None:
 def labelled_modality(labels_csv: str | Path) -> str | None:
     """The modality that ``ediqa label --modality`` read a labels file's images as (its labeller record
     holds it), so that training reads them alike; None where each image tells its own."""
-    return (_labeller_record(labels_csv) or {}).get("modality")
+    return (labeller_record(labels_csv) or {}).get("modality")
 
 
 def label_series(series: list[SeriesImages], scorer: SliceScorer, insertion: InsertionConfig,

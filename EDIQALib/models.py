@@ -220,6 +220,26 @@ def load_resume_state(path: Path, device: torch.device | str) -> dict:
     return state
 
 
+def restore_resume_state(path: Path, device: torch.device | str, model: nn.Module,
+                         optimizer: torch.optim.Optimizer, scheduler: object | None = None) -> dict:
+    """Load a run's resume state (:func:`load_resume_state`) into its model, optimizer and scheduler (if
+    any); returns the state for its progress.
+
+    Raises:
+        InputError: the state is unreadable, or of another network (a copy of another run's ``state.pt``).
+    """
+    state = load_resume_state(path, device)
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+    except (KeyError, RuntimeError, ValueError) as exc:  # torch says which weights do not fit, at length
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:80]
+        raise InputError(f"{path}: not a resume state of this network ({why}); give another --out") from None
+    return state
+
+
 def package_model(weights: str | Path, name: str, kind: str, preset: str, card: dict,
                   models_dir: Path = MODELS_DIR, sources: Sequence[str | Path] = ()) -> Path:
     """Copy trained weights into the registry as ``<name>.safetensors`` with a card (sha256 filled in).

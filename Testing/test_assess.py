@@ -501,7 +501,8 @@ def _train_run(folder: Path, seed: int) -> Path:
     torch.manual_seed(seed)
     (folder / "stage2").mkdir(parents=True)
     save_weights(Student("lite"), folder / "stage2" / "best.safetensors")
-    (folder / "run.json").write_text(json.dumps({"command": "ediqa train", "args": {"preset": "lite", "seed": seed}}))
+    (folder / "run.json").write_text(json.dumps({"command": "ediqa train", "args": {"preset": "lite", "seed": seed,
+                                                                                     "epochs": 1}}))
     (folder / "stage2" / "log.jsonl").write_text(json.dumps({"epoch": 1, "loss": 0.1}) + "\n")
     return folder
 
@@ -510,8 +511,10 @@ def test_published_ensemble_scores_the_mean_of_its_members(tmp_path):
     from EDIQALib import assess
 
     runs = [_train_run(tmp_path / f"run{seed}", seed) for seed in (1, 2)]
-    (runs[1] / "run.json").write_text(json.dumps({"command": "ediqa train", "held_out_slices": 0,
-                                                  "args": {"preset": "lite", "seed": 2, "stage1_iterations": 9}}))
+    (runs[1] / "run.json").write_text(json.dumps({  # trained on labels a student made (`ediqa label --model`)
+        "command": "ediqa train", "held_out_slices": 0, "args": {"preset": "lite", "seed": 2, "stage1_iterations": 9,
+                                                                 "epochs": 1},
+        "labellers": [{"labels_file": "ens.csv", "model": {"name": "student-lite", "sha256": "0" * 64}}]}))
     image = tmp_path / "ct.nrrd"
     sitk.WriteImage(ct_image(slices=2, size=160, spacing=(0.7, 0.7, 2.0)), str(image))
     singles = []
@@ -524,7 +527,7 @@ def test_published_ensemble_scores_the_mean_of_its_members(tmp_path):
     assert [m["args"]["seed"] for m in card["training"]["members"]] == [1, 2]
     assert card["description"].endswith(  # each run as it was trained and kept its best epoch
         "heatmap; stage-2 regression of the teacher's scores and maps from random weights (no stage 1); two-stage "
-        "distillation (stage-1 insertion detector on the student's backbone, stage-2 regression of the teacher's "
+        "distillation (stage-1 insertion detector on the student's backbone, stage-2 regression of student-lite's "
         "scores and maps); an ensemble of 2 students, their probabilities averaged.")
     assert card["selection"] == ("epoch of the lowest training loss (no series held out); epoch with the highest "
                                  "PLCC + SROCC against the teacher on held-out series")
@@ -535,7 +538,7 @@ def test_published_ensemble_scores_the_mean_of_its_members(tmp_path):
     assert singles[0].slice_scores != singles[1].slice_scores
 
     paper = _train_run(tmp_path / "paper", 3)
-    (paper / "run.json").write_text(json.dumps({"command": "ediqa train", "args": {"preset": "paper"}}))
+    (paper / "run.json").write_text(json.dumps({"command": "ediqa train", "args": {"preset": "paper", "epochs": 1}}))
     proc = ediqa("publish-student", runs[0], paper, "--name", "mixed", "--models-dir", tmp_path / "registry")
     assert proc.returncode == 2 and "must share their preset" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "registry" / "mixed.safetensors").exists()

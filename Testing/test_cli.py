@@ -824,6 +824,13 @@ def test_a_detector_run_records_its_settings_before_it_builds_its_bank(tmp_path,
     proc = ediqa(*run)
     assert_one_line_error(proc)
     assert "bank.npz without the run.json of its run" in proc.stderr and not (tmp_path / "run" / "run.json").exists()
+    (tmp_path / "run" / "bank.npz").unlink()  # a resume state without its record (a stage of a `train` run, a copy)
+    (tmp_path / "run" / "stage2").mkdir()
+    (tmp_path / "run" / "stage2" / "state.pt").write_bytes(b"")
+    proc = ediqa(*run[:2], tmp_path / "run" / "stage2", *run[3:])
+    assert_one_line_error(proc)
+    assert "stage2 holds state.pt without the run.json of its run" in proc.stderr
+    assert not (tmp_path / "run" / "stage2" / "run.json").exists()
 
 
 def test_label_names_each_image_s_map_after_its_whole_name_and_resumes_only_a_labels_file(tmp_path):
@@ -967,19 +974,21 @@ def test_detector_runs_with_unusable_weights_or_records_are_refused_before_writi
 
     run = tmp_path / "run"
     (run / "snapshots").mkdir(parents=True)
-    (run / "run.json").write_text(json.dumps({"command": "ediqa train-detector", "args": {"preset": "lite"}}))
+    (run / "run.json").write_text(json.dumps({"command": "ediqa train-detector", "args": {"preset": "lite",
+                                                                                         "iterations": 2}}))
+    (run / "log.jsonl").write_text(json.dumps({"step": 2, "loss": 1.0}) + "\n")  # finished
     save_weights(build_detector("lite"), run / "snapshots" / "step000010.safetensors")
     (run / "snapshots" / "step000020.safetensors").write_bytes(b"\0" * 32)  # cut short
     proc = ediqa("select-detector", run, "--realizations", "1", "--progress", "none")
     assert_one_line_error(proc)
     assert "step000020.safetensors: not readable" in proc.stderr
-    assert sorted(p.name for p in run.iterdir()) == ["run.json", "snapshots"]
+    assert sorted(p.name for p in run.iterdir()) == ["log.jsonl", "run.json", "snapshots"]
     (run / "snapshots" / "step000020.safetensors").unlink()
     (run / "best.safetensors").mkdir()  # in the way: refused before the snapshots are evaluated
     proc = ediqa("select-detector", run, "--realizations", "1", "--progress", "none")
     assert_one_line_error(proc)
     assert "a folder of that name is in the way" in proc.stderr
-    assert sorted(p.name for p in run.iterdir()) == ["best.safetensors", "run.json", "snapshots"]
+    assert sorted(p.name for p in run.iterdir()) == ["best.safetensors", "log.jsonl", "run.json", "snapshots"]
     (run / "best.safetensors").rmdir()
     diverged = build_detector("lite")  # a snapshot of a run that diverged: no candidate, the others are
     torch.nn.init.constant_(next(diverged.parameters()), float("nan"))
@@ -1054,7 +1063,19 @@ def test_publish_detector_refuses_an_unfinished_run_and_a_selection_of_other_wei
     assert card["training"]["data"].startswith("3 seeded body and head phantoms and 0 back phantoms (seeds 1000+) "
                                                "and pydicom's 693_J2KI.dcm head CT slice, in 5 simulated acquisitions")
     (run / "selection.json").unlink()
-    (run / "run.json").write_text(json.dumps({"command": "ediqa train-detector", "args": {"preset": "paper"}}))
+    # a run without its record, or a record of another command or of no length, cannot be checked as finished
+    # (each was published, an unfinished run among them)
+    for record in (None, {"command": "ediqa train", "args": {"preset": "lite", "iterations": 4}},
+                   {"command": "ediqa train-detector", "args": {"preset": "lite"}}):
+        (run / "run.json").unlink(missing_ok=True)
+        if record is not None:
+            (run / "run.json").write_text(json.dumps(record))
+        proc = ediqa("publish-detector", run, "--models-dir", registry, "--name", "unchecked")
+        assert_one_line_error(proc)
+        assert "has no run.json of `ediqa train-detector` that gives its length" in proc.stderr
+        assert not (registry / "unchecked.json").exists()
+    (run / "run.json").write_text(json.dumps({"command": "ediqa train-detector", "args": {"preset": "paper",
+                                                                                         "iterations": 4}}))
     save_weights(build_detector("paper"), run / "best.safetensors")
     proc = ediqa("publish-detector", run, "--models-dir", registry, "--name", "paper-det")
     assert proc.returncode == 0, proc.stderr
@@ -1189,6 +1210,7 @@ def test_training_benching_and_publishing_answer_bad_input_without_loading_torch
     run, blocked, labels = tmp_path / "nosuchrun", tmp_path / "file", tmp_path / "labels.csv"
     blocked.write_text("")
     labels.write_text("series,file,slice,score,assessable,map,path\n")
+    (tmp_path / "labels_maps").mkdir()
     stderr = _main_without_torch(["bench", "--model", "nope", "--out", tmp_path / "b"],
                                  ["bench", "--labels", tmp_path / "missing.csv", "--out", tmp_path / "b"],
                                  ["publish-student", run, "--models-dir", tmp_path / "reg"],
@@ -1199,15 +1221,18 @@ def test_training_benching_and_publishing_answer_bad_input_without_loading_torch
                                  ["train", "--labels", labels, "--out", tmp_path / "r", "--stage1-iterations", "0",
                                   "--init", "nope"],
                                  ["train-detector", "--out", tmp_path / "t", "--init", "nope"],
-                                 ["train-detector", "--out", blocked / "run"])
+                                 ["train-detector", "--out", blocked / "run"],
+                                 ["train", "--labels", labels, "--out", tmp_path / "labels_maps" / "run",
+                                  "--stage1-iterations", "0"])  # into the labels' own maps (accepted before)
     lines = stderr.splitlines()
-    assert len(lines) == 9 and all(line.startswith("ediqa: error: ") for line in lines), stderr
+    assert len(lines) == 10 and all(line.startswith("ediqa: error: ") for line in lines), stderr
     for line, says in zip(lines, ["model not found: nope", "missing.csv", f"no stage2/best.safetensors in {run}",
                                   f"no best.safetensors in {run}", f"run folder not found: {run}",
                                   "missing.csv", "model not found: nope", "model not found: nope",
-                                  f"{blocked} is a file, not a folder"]):
+                                  f"{blocked} is a file, not a folder", "would go into the input folder"]):
         assert says in line
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "labels.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "labels.csv", "labels_maps"]
+    assert not any((tmp_path / "labels_maps").iterdir())
 
 
 def test_an_error_after_a_bar_cut_short_starts_its_own_line(monkeypatch):

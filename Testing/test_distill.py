@@ -172,6 +172,10 @@ def test_labels_rows_that_do_not_fit_their_slice_are_refused(tmp_path):
     labels.write_bytes(b"\xff\xfe\x00\x01")
     with pytest.raises(InputError, match="not text"):
         load_samples(labels)
+    row()  # a labels file moved without its maps: said so (a FileNotFoundError of the first map, cut short, before)
+    (tmp_path / "labels_maps").rename(tmp_path / "elsewhere")
+    with pytest.raises(InputError, match=r"labels\.csv: its maps folder labels_maps is missing \(`ediqa label` writes"):
+        load_samples(labels)
 
 
 def test_a_diverged_training_says_so_instead_of_naming_weights_it_never_wrote(tmp_path):

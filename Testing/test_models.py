@@ -224,7 +224,9 @@ def test_publish_detector_that_fails_leaves_the_published_model_usable(tmp_path)
 
     run = tmp_path / "run"
     run.mkdir()
-    (run / "run.json").write_text(json.dumps({"command": "ediqa train-detector", "args": {"preset": "lite"}}))
+    (run / "run.json").write_text(json.dumps({"command": "ediqa train-detector", "args": {"preset": "lite",
+                                                                                         "iterations": 2}}))
+    (run / "log.jsonl").write_text(json.dumps({"step": 2, "loss": 1.0}) + "\n")  # finished
     torch.manual_seed(0)
     save_weights(build_detector("lite"), run / "best.safetensors")
     registry = tmp_path / "reg"
