@@ -852,12 +852,16 @@ def test_a_nifti_or_nrrd_spacing_of_zero_or_no_number_and_a_damaged_nifti_offset
         read_volume(tmp_path / "pixdimnan.nii")
     with pytest.raises(InputError, match=r"offset\.nii: its NIfTI header is damaged \(the image data start at byte -100\)"):
         read_volume(tmp_path / "offset.nii")
-    sitk.WriteImage(ct_image(slices=2), str(tmp_path / "ct.nrrd"), False)
-    head, body = (tmp_path / "ct.nrrd").read_bytes().split(b"\n\n", 1)
-    head = re.sub(rb"space directions: .*", b"space directions: (nan,0,0) (0,0.7,0) (0,0,2)", head)
-    (tmp_path / "nan.nrrd").write_bytes(head + b"\n\n" + body)
     with pytest.raises(InputError, match=r"nan\.nrrd: its space directions \(\(nan,0,0\) .*\) are not all numbers"):
-        read_volume(tmp_path / "nan.nrrd")
+        read_volume(_nrrd_with_directions(tmp_path / "nan.nrrd", b"(nan,0,0) (0,0.7,0) (0,0,2)"))
+
+
+def _nrrd_with_directions(path: Path, directions: bytes) -> Path:
+    """A small CT volume written to NRRD at ``path``, its header's space directions replaced by ``directions``."""
+    sitk.WriteImage(ct_image(slices=2), str(path), False)
+    head, body = path.read_bytes().split(b"\n\n", 1)
+    path.write_bytes(re.sub(rb"space directions: .*", b"space directions: " + directions, head) + b"\n\n" + body)
+    return path
 
 
 def test_a_label_map_image_is_refused_not_the_end_of_the_process():
@@ -938,12 +942,8 @@ def test_a_sheared_grid_and_a_slice_spacing_no_image_has_are_refused(tmp_path):
     with pytest.raises(InputError, match=r"^ct: its rows and columns are not two perpendicular directions \(direction "
                                          r"1, 0\.5, 0, 0\.866025\); a sheared grid cannot be assessed$"):
         volume_from_image(flat, "ct")
-    sitk.WriteImage(ct_image(slices=2), str(tmp_path / "ct.nrrd"), False)
-    head, body = (tmp_path / "ct.nrrd").read_bytes().split(b"\n\n", 1)
-    head = re.sub(rb"space directions: .*", b"space directions: (0.8,0,0) (0.4,0.8,0) (0,0,2)", head)
-    (tmp_path / "sheared.nrrd").write_bytes(head + b"\n\n" + body)
     with pytest.raises(InputError, match=r"^sheared: its rows and columns are not two perpendicular directions"):
-        read_volume(tmp_path / "sheared.nrrd")
+        read_volume(_nrrd_with_directions(tmp_path / "sheared.nrrd", b"(0.8,0,0) (0.4,0.8,0) (0,0,2)"))
     for spacing in (1e160, 1e-300):
         image = ct_image(slices=2, spacing=(0.8, 0.8, spacing))
         sitk.WriteImage(image, str(tmp_path / "far.mha"))
