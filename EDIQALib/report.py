@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import re
 import textwrap
 
 import numpy as np
@@ -104,9 +105,15 @@ def _shown(name: str) -> str:
 
 
 def _title_name(name: str, modality: str, width: int) -> str:
-    """An input's name as a figure's title gives it: wrapped to lines of ``width`` characters (a long file
-    name ran off both ends), and for MR the caveat that its scores are not validated."""
-    lines = textwrap.wrap(name, width, break_on_hyphens=False) or [""]
+    """An input's name as a figure's title gives it: wrapped to lines of ``width`` characters after an
+    underscore, a hyphen, a dot or a space where it can be (a long file name ran off both ends), and for MR
+    the caveat that its scores are not validated."""
+    lines = [""]
+    for piece in re.split(r"(?<=[_\-. ])", name):
+        if lines[-1] and len(lines[-1]) + len(piece) > width:
+            lines.append("")
+        lines[-1] += piece
+    lines = [chunk for line in lines for chunk in textwrap.wrap(line, width, break_on_hyphens=False) or [line]]
     if modality == "mr":
         lines.append("MR: scores not validated")
     return "\n".join(_shown(line) for line in lines)

@@ -778,6 +778,7 @@ def test_figures_stay_readable_with_long_names_many_inputs_isolated_slices_and_m
     result = EDIQALib.assess(volume, model=str(student_file), device="cpu")
     title = overlay_figure(volume, result).axes[0].get_title()
     assert max(len(line) for line in title.splitlines()) <= 60 and f"EDIQA {result.slice_scores[0]:.3f}" in title
+    assert all(line[-1] in "_-" for line in title.splitlines()[:-2])  # the name broken between its words
     assert "MR" not in title
     as_mr = replace(result, modality="mr")
     assert "MR: scores not validated" in overlay_figure(volume, as_mr).axes[0].get_title()
