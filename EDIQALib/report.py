@@ -22,11 +22,10 @@ from matplotlib.patheffects import withStroke
 from matplotlib.ticker import MaxNLocator
 
 from .assessment import QualityResult, paired_difference
-from .choices import OVERLAY_OPACITY
+from .choices import HEATMAP_CMAP, OVERLAY_OPACITY
 from .io import Volume, image_like, staged_in, write_image
 from .preprocess import display_axes, display_grid, normalise, to_display, volume_range, window_ct
 
-HEATMAP_CMAP = "RdYlGn"
 PANEL_INCHES = 4.2  # the width of one plot in the validity and bench figures
 LPS_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))  # the ends of the physical x, y, z axes (LPS)
 CT_DISPLAY_WINDOW = (-160.0, 240.0)  # HU: the soft-tissue window (level 40, width 400) a reader knows

@@ -20,7 +20,7 @@ import slicer.util
 import vtk
 from vtk.util import numpy_support
 
-from .choices import DEFAULT_STUDENT, OVERLAY_OPACITY
+from .choices import DEFAULT_STUDENT, HEATMAP_CMAP, OVERLAY_OPACITY
 from .errors import InputError
 from .io import MODALITY_TAG, Volume, volume_from_image
 
@@ -181,8 +181,9 @@ def _label(result: QualityResult) -> str:
 
 
 def quality_color_node(scene: Scene) -> slicer.vtkMRMLColorTableNode:
-    """The heatmap's colour table (red = lesions missed → yellow → green = found), created once per scene
-    (a node of another kind that bears its name is not it)."""
+    """The heatmap's colour table (red = lesions missed → yellow → green = found), the colours of the figures
+    (:data:`~EDIQALib.choices.HEATMAP_CMAP`), created once per scene (a node of another kind that bears its
+    name is not it)."""
     existing = scene.GetNodesByClassByName("vtkMRMLColorTableNode", COLOR_NODE_NAME)
     if existing.GetNumberOfItems():
         return existing.GetItemAsObject(0)
@@ -190,10 +191,10 @@ def quality_color_node(scene: Scene) -> slicer.vtkMRMLColorTableNode:
     node.SetName(COLOR_NODE_NAME)
     node.SetTypeToUser()
     node.SetNumberOfColors(256)
-    for i in range(256):
-        t = i / 255.0
-        r, g = (1.0, 2 * t) if t < 0.5 else (2 * (1 - t), 1.0)
-        node.SetColor(i, f"q{i}", r, g, 0.1, 1.0)
+    from matplotlib import colormaps  # here: a scene's other work needs no plotting library
+
+    for i, (r, g, b, _) in enumerate(colormaps[HEATMAP_CMAP](np.linspace(0.0, 1.0, 256))):
+        node.SetColor(i, f"q{i}", float(r), float(g), float(b), 1.0)
     scene.AddNode(node)
     return node
 

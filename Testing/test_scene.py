@@ -464,7 +464,7 @@ def test_overlay_renders_colours_where_the_map_is_high_and_grey_where_hidden(tmp
     bridge.show_overlay(logic.GetSliceCompositeNode(), node, heat_node, opacity=0.5)
     rgba = _render_slice(logic, 512, 512).astype(int)  # 4 view pixels a voxel: between voxels shows
     r, g, b = rgba[..., 0], rgba[..., 1], rgba[..., 2]
-    coloured = (g - b > 40)  # green-tinted: the heatmap's high end
+    coloured = (g - r > 30) & (g - b > 12)  # green-tinted: the heatmap's high end
     grey = (np.abs(r - g) <= 2) & (np.abs(g - b) <= 2)
     assert not (r - g > 40).any()  # no red rim where the map meets hidden voxels (as interpolated, it had one)
     # an axial view is radiological, as overlay.png (report.edge_letters): anterior up, the patient's right
@@ -472,6 +472,15 @@ def test_overlay_renders_colours_where_the_map_is_high_and_grey_where_hidden(tmp
     halves = {"top": slice(0, 256), "bottom": slice(256, 512), "left": slice(0, 256), "right": slice(256, 512)}
     quadrants = {(v, h): (halves[v], halves[h]) for v in ("top", "bottom") for h in ("left", "right")}
     assert coloured[quadrants["top", "left"]].mean() > 0.8
+    # the colour of overlay.png's map at its top, half over the grey image: Slicer shows the figures' colours
+    from matplotlib import colormaps
+
+    from EDIQALib.choices import HEATMAP_CMAP
+
+    top = 255 * np.array(colormaps[HEATMAP_CMAP](1.0)[:3])
+    inside = quadrants["top", "left"]
+    assert np.median((g - r)[inside][coloured[inside]]) == pytest.approx(0.5 * (top[1] - top[0]), abs=4)
+    assert np.median((g - b)[inside][coloured[inside]]) == pytest.approx(0.5 * (top[1] - top[2]), abs=4)
     for where in [q for q in quadrants if q != ("top", "left")]:
         assert coloured[quadrants[where]].mean() < 0.02 and grey[quadrants[where]].mean() > 0.95, where
     import matplotlib.pyplot as plt
