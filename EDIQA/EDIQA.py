@@ -186,12 +186,12 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if saved is None or not _importable("torch"):  # the engine's figures import PyTorch
             return
         from EDIQALib.report import score_text
+        from EDIQALib.scoring import volume_score
 
         made_by, scores = saved
-        assessable = [s for s in scores if s is not None]
-        score = sum(assessable) / len(assessable) if assessable else None  # the volume score: their mean
         self._slice_scores, self._assessed = scores, node
-        self.ui.scoreLabel.text = f"{node.GetName()}: {score_text(score)} ({made_by}, saved with the scene)"
+        score = score_text(volume_score(scores))
+        self.ui.scoreLabel.text = f"{node.GetName()}: {score} ({made_by}, saved with the scene)"
         self._update_buttons()
 
     @vtk.calldata_type(vtk.VTK_OBJECT)

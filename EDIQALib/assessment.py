@@ -25,7 +25,7 @@ from .io import (MAX_CANONICAL_PIXELS, MODALITY_TAG, Volume, check_same_geometry
 from .models import load_model, resolve_device
 from .preprocess import canonical_range, canonical_shape, from_canonical, to_canonical
 from .progress import Progress
-from .scoring import ScoredSlice, SliceScorer, paired_standard_error, standard_error
+from .scoring import ScoredSlice, SliceScorer, paired_standard_error, standard_error, volume_score
 from .signals import InsertionConfig, is_assessable
 
 if TYPE_CHECKING:
@@ -154,9 +154,8 @@ def assess_series(volumes: list[Volume], scorer: SliceScorer, method: str, model
     seconds = time.perf_counter() - start
     results = []
     for v, s, ok, hmap, reps in zip(volumes, scores, flags, maps, repeats):
-        valid = [x for x in s if x is not None]
         results.append(QualityResult(
-            name=v.name, score=float(np.mean(valid)) if valid else float("nan"), slice_scores=s,
+            name=v.name, score=volume_score(s), slice_scores=s,
             assessable=ok, heatmap=hmap, method=method, model=model, seconds=seconds / len(volumes),
             shape=v.shape, spacing=v.spacing, modality=v.modality, details=repeat_summary(reps)))
     return results

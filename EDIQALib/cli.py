@@ -1150,6 +1150,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the input's modality (default: its DICOM tag, or CT when its values are in HU)")
 
     image_help = "an image file (NRRD, NIfTI, MHA/MHD, DICOM) or a folder of one DICOM series"
+    preset_help = "lite (for CPUs) or paper (GPUs)"
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--progress", choices=("bar", "jsonl", "none"), default="bar",
@@ -1213,7 +1214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-detector", help="train the teacher's detector on inserted lesions")
     p.add_argument("--out", type=_path, required=True,
                    help="run folder (resumes the run it holds, given the same settings)")
-    p.add_argument("--preset", choices=PRESETS, default="lite", help="lite (for CPUs) or paper (GPUs)")
+    p.add_argument("--preset", choices=PRESETS, default="lite", help=preset_help)
     p.add_argument("--iterations", type=_positive_int, default=4000, help="training steps")
     p.add_argument("--batch-size", type=_batch, default=8, help="crops per step")
     p.add_argument("--crop", default=160, help=f"training crop side in pixels, {MIN_SIZE} to 1,024",
@@ -1292,7 +1293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", type=_path, required=True, nargs="+", help="labels CSVs from `ediqa label`")
     p.add_argument("--out", type=_path, required=True,
                    help="run folder (resumes the run it holds, given the same settings)")
-    p.add_argument("--preset", choices=PRESETS, default="lite", help="lite (for CPUs) or paper (GPUs)")
+    p.add_argument("--preset", choices=PRESETS, default="lite", help=preset_help)
     p.add_argument("--bank", type=_path, help="bank.npz of a train-detector run, for stage 1")
     p.add_argument("--stage1-iterations", type=_count, default=1000, help="0 skips stage 1")
     p.add_argument("--init", type=_path, help="start stage 2 from this trained student (bundled name or .safetensors): "
@@ -1338,7 +1339,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JSON file of notes (training data, how it was made) to record in the card")
     p.set_defaults(func=cmd_publish_student)
 
-    p = sub.add_parser("publish-detector", help="publish a run's best detector into the model registry (default Resources/Models) with its card")
+    p = sub.add_parser("publish-detector", help="publish a run's best detector into the model registry (default "
+                                                 "Resources/Models) with its card")
     p.add_argument("run", type=_path, help="train-detector run folder")
     publish_options(p, DEFAULT_DETECTOR)
     p.add_argument("--validity", type=_path, help="validity.json from `ediqa validate` to record as the card's metrics")

@@ -67,12 +67,11 @@ def load_samples(labels_csv: str | Path) -> list[Sample]:
     modality = labelled_modality(labels_csv)
     cache: dict[Path, np.ndarray] = {}
     samples = []
-    for line, row in enumerate(read_labels(labels_csv), start=2):
-        if row["assessable"] != "1":
-            continue
-        if not maps_dir.is_dir():
-            raise InputError(f"{labels_csv}: its maps folder {maps_dir.name} is missing (`ediqa label` writes it "
-                             "beside the labels file: move the two together)")
+    rows = [(line, row) for line, row in enumerate(read_labels(labels_csv), start=2) if row["assessable"] == "1"]
+    if rows and not maps_dir.is_dir():
+        raise InputError(f"{labels_csv}: its maps folder {maps_dir.name} is missing (`ediqa label` writes it "
+                         "beside the labels file: move the two together)")
+    for line, row in rows:
         try:
             path = labels_csv.parent / row["path"]  # relative to the labels file, or absolute
             if path not in cache:

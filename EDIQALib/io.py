@@ -191,11 +191,10 @@ _NOT_A_NUMBER = re.compile(r"(?<![a-z])[-+]?(nan|inf)", re.I)
 
 
 def _check_nrrd_header(path: Path) -> None:
-    """A NRRD header's spacing fields must hold numbers (ITK reads a NaN spacing as 1 mm), and a detached
-    header's data file must be a file (:func:`_check_data_file`).
+    """A NRRD header's spacing fields must hold numbers (ITK reads a NaN spacing as 1 mm).
 
     Raises:
-        InputError: either is not so.
+        InputError: they do not.
     """
     fields = _nrrd_fields(path)  # none for an unreadable file: ITK's reader says what is wrong
     sizes, kinds = fields.get("sizes", "").split(), fields.get("kinds", "").lower().split()
@@ -205,9 +204,6 @@ def _check_nrrd_header(path: Path) -> None:
                         ("spacings", [v for v, keep in zip(fields.get("spacings", "").split(), spatial) if keep])):
         if any(_NOT_A_NUMBER.search(v) for v in values):
             raise InputError(f"{path.name}: its {key} ({fields[key]}) are not all numbers")
-    data = _nrrd_data_file(path, fields)
-    if data is not None:
-        _check_data_file(path, data)
 
 
 _NIFTI_FIELDS = {  # header size: offset and format of dim, datatype, bitpix, vox_offset and pixdim (NIfTI-1, -2)
@@ -352,12 +348,11 @@ def _read_file(path: Path) -> tuple[sitk.Image, str | None]:
     if not is_dicom and sitk.ImageFileReader.GetImageIOFromFileName(str(path)) in _PICTURE_READERS:
         raise InputError(f"{path.name}: a picture file, with no pixel spacing in mm or patient geometry; give the "
                          "image as NRRD, NIfTI, MHA/MHD or DICOM")
-    if path.suffix.lower() == ".mhd":
-        data = _meta_data_file(path)
-        if data is not None:  # MetaIO would print its own complaint on stderr before SimpleITK's error
-            _check_data_file(path, data)
     if path.suffix.lower() in (".nrrd", ".nhdr"):
         _check_nrrd_header(path)
+    data = header_data_file(path)
+    if data is not None:  # MetaIO would print its own complaint on stderr before SimpleITK's error
+        _check_data_file(path, data)
     if path.name.lower().endswith((".nii", ".nii.gz")):
         _check_nifti_data(path)
     elif _nifti_pair_base(path) is not None and (header := _nifti_pair_file(path, (".hdr", ".hdr.gz"))):

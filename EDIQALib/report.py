@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import re
-import textwrap
 
 import numpy as np
 from matplotlib import colormaps
@@ -108,11 +107,11 @@ def _title_name(name: str, modality: str, width: int) -> str:
     underscore, a hyphen, a dot or a space where it can be (a long file name ran off both ends), and for MR
     the caveat that its scores are not validated."""
     lines = [""]
-    for piece in re.split(r"(?<=[_\-. ])", name):
-        if lines[-1] and len(lines[-1]) + len(piece) > width:
-            lines.append("")
-        lines[-1] += piece
-    lines = [chunk for line in lines for chunk in textwrap.wrap(line, width, break_on_hyphens=False) or [line]]
+    for word in re.split(r"(?<=[_\-. ])", name):
+        for piece in (word[i:i + width] for i in range(0, len(word), width)):  # a word longer than a line: cut
+            if lines[-1] and len(lines[-1]) + len(piece) > width:
+                lines.append("")
+            lines[-1] += piece
     if modality == "mr":
         lines.append("MR: scores not validated")
     return "\n".join(_shown(line) for line in lines)

@@ -33,6 +33,12 @@ def standard_error(values: np.ndarray) -> float | None:
     return round(float(np.std(values, ddof=1) / np.sqrt(values.size)), 6) if values.size > 1 else None
 
 
+def volume_score(slice_scores: Sequence[float | None]) -> float:
+    """A volume's score: the mean of its assessable slices' scores (``None``: not assessable); NaN without one."""
+    scored = [s for s in slice_scores if s is not None]
+    return float(np.mean(scored)) if scored else float("nan")
+
+
 def paired_standard_error(a: Sequence[float] | None, b: Sequence[float] | None) -> float | None:
     """The standard error of ``a - b`` where the two are scores of the same repeats (paired: the insertion
     maps' share of the scatter cancels); ``None`` without repeat scores on both sides, or unequal counts."""
