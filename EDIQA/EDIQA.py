@@ -31,6 +31,8 @@ if str(ENGINE_ROOT) not in sys.path:
 # open before PyTorch is installed, so that "Assess quality" can offer to install it
 BUNDLED_MODELS = ENGINE_ROOT / "Resources" / "Models"
 
+# scalar volume nodes that hold no image to assess, hidden by the volume selectors (as in the .ui)
+NOT_IMAGES = ("vtkMRMLLabelMapVolumeNode", "vtkMRMLTensorVolumeNode", "vtkMRMLDiffusionWeightedVolumeNode")
 TEACHER_CHOICE = "Teacher (mD2IQA, slow)"
 USER_MODELS = Path(qt.QStandardPaths.writableLocation(qt.QStandardPaths.AppDataLocation) or tempfile.gettempdir()) / "EDIQA" / "Models"
 PACKAGES = {"SimpleITK": "SimpleITK", "scikit-image": "skimage", "PyWavelets": "pywt", "pycocotools": "pycocotools",
@@ -176,18 +178,20 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.initializeParameterNode()
 
     def onSceneEndImport(self, caller, event) -> None:
+        self._restore_saved_result()
+
+    def _restore_saved_result(self) -> None:
         """A loaded scene's heatmaps answer the opacity slider, as those of this session do; where no result
-        is shown, the input volume's result saved with the scene gives its score and worst slice."""
-        from EDIQALib.scene import result_heatmaps, saved_slice_scores  # imports no PyTorch
+        is shown, the input volume's result saved with the scene gives its score and worst slice. On a scene
+        loaded while the panel is open, and when the panel opens (on a scene loaded before)."""
+        from EDIQALib.scene import result_heatmaps, saved_slice_scores  # neither imports PyTorch, nor a
+        from EDIQALib.scoring import score_text, volume_score  # package that Slicer lacks
 
         self._heatmap_ids.update(h.GetID() for h in result_heatmaps(slicer.mrmlScene))
         node = self._parameterNode.inputVolume if self._parameterNode else None
         saved = saved_slice_scores(slicer.mrmlScene, node) if node is not None and self._assessed is None else None
-        if saved is None or not _importable("torch"):  # the engine's figures import PyTorch
+        if saved is None:
             return
-        from EDIQALib.report import score_text
-        from EDIQALib.scoring import volume_score
-
         made_by, scores = saved
         self._slice_scores, self._assessed = scores, node
         score = score_text(volume_score(scores))
@@ -206,11 +210,12 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
-            # the first volume the selector offers: it hides label maps (scalar volume nodes too) and hidden nodes
+            # the first volume the selector offers: it hides hidden nodes and these scalar volume nodes' kinds
             first = next((n for n in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
-                          if not n.IsA("vtkMRMLLabelMapVolumeNode") and not n.GetHideFromEditors()), None)
+                          if not any(n.IsA(kind) for kind in NOT_IMAGES) and not n.GetHideFromEditors()), None)
             if first:
                 self._parameterNode.inputVolume = first
+        self._restore_saved_result()
 
     def setParameterNode(self, node) -> None:
         if self._parameterNode:
@@ -331,8 +336,11 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _in_user_terms(self, text: str) -> str:
         """``text`` with the files exported for the job (by path, or by file name) named as the volumes the
         user chose."""
+        from EDIQALib.io import MODALITY_OPTIONS
+
         for path, name in self._names.items():
             text = text.replace(path, name).replace(Path(path).name, name)
+        text = text.replace(MODALITY_OPTIONS, "the panel's Modality")
         return text
 
     def _finish(self) -> None:
@@ -427,14 +435,13 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         set_heatmap_opacity(slicer.mrmlScene, self._heatmap_ids, value)
 
     def onWorstSlice(self) -> None:
-        from EDIQALib.report import worst_slice
-        from EDIQALib.scene import slice_center_ras
+        from EDIQALib.scene import show_slice
+        from EDIQALib.scoring import worst_slice
 
         node = self._assessed  # the volume the result is of, whatever the input selector shows now
         if node is None or self._slice_scores is None:  # removed from the scene meanwhile
             return
-        ras = slice_center_ras(node, worst_slice(self._slice_scores))
-        slicer.modules.markups.logic().JumpSlicesToLocation(*ras, True)
+        show_slice(slicer.mrmlScene, node, worst_slice(self._slice_scores))
 
     def onCompare(self) -> None:
         if not self._ready(self.ui.compareButton):

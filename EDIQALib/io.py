@@ -35,6 +35,7 @@ from .dicom import MODALITY_TAG, perpendicular_directions
 from .errors import InputError
 
 MODALITIES = ("ct", "mr")
+MODALITY_OPTIONS = "--modality, or modality= in Python"  # how a caller gives the modality (the panel says its own)
 CANONICAL_SPACING_MM = 0.7  # the in-plane spacing every slice is assessed at
 MAX_ABS_HU = 1e5  # CT values beyond it are no Hounsfield units (extended CT scales reach some 30 000)
 MAX_CANONICAL_SIDE = 2896  # pixels a side of a slice at CANONICAL_SPACING_MM: 2.03 m, beyond any body
@@ -385,7 +386,7 @@ def _resolve_modality(raw: str | None, requested: str | None, array: np.ndarray,
     sample = array.ravel()[:: max(1, array.size // 1_000_000)]  # a million voxels tell HU from MR units
     if float(np.percentile(sample, 1)) <= -900.0:
         return "ct"  # air at about -1000: Hounsfield units
-    raise InputError(f"{name}: cannot tell the modality; give it as ct or mr (--modality, or modality= in Python)")
+    raise InputError(f"{name}: cannot tell the modality; give it as ct or mr ({MODALITY_OPTIONS})")
 
 
 _STDERR_LOCK = threading.Lock()  # file descriptor 2 is the process's: one redirection at a time

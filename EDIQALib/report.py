@@ -24,6 +24,7 @@ from .assessment import QualityResult, paired_difference
 from .choices import HEATMAP_CMAP, OVERLAY_OPACITY
 from .io import Volume, image_like, staged_in, write_image
 from .preprocess import display_axes, display_grid, normalise, to_display, volume_range, window_ct
+from .scoring import score_text, worst_slice
 
 PANEL_INCHES = 4.2  # the width of one plot in the validity and bench figures
 LPS_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))  # the ends of the physical x, y, z axes (LPS)
@@ -117,24 +118,12 @@ def _title_name(name: str, modality: str, width: int) -> str:
     return "\n".join(_shown(line) for line in lines)
 
 
-def score_text(score: float | None) -> str:
-    """A score as the figures print it: three decimals, or "not assessable" (``None`` or NaN)."""
-    return "not assessable" if score is None or not np.isfinite(score) else f"{score:.3f}"
-
-
 def volume_score_text(result: QualityResult) -> str:
     """The volume's score as the figures and the Slicer panel print it, with the teacher's standard error
     over its repeats where it has one (``0.161 ± 0.007 SE``)."""
     se = result.details.get("score_se")
     text = score_text(result.score)
     return f"{text} ± {se:.3f} SE" if se is not None and np.isfinite(result.score) else text
-
-
-def worst_slice(slice_scores: list[float | None]) -> int:
-    """Index of the lowest-scoring assessable slice of a result's ``slice_scores`` (``None``: not assessable;
-    the middle slice when none is)."""
-    scored = [(s, k) for k, s in enumerate(slice_scores) if s is not None]
-    return min(scored)[1] if scored else len(slice_scores) // 2
 
 
 def plot_slice_scores(ax: Axes, results: list[QualityResult] | list[ComparedInput], marked: int | None = None) -> None:

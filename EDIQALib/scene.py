@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 COLOR_NODE_NAME = "EDIQA local quality"
-HIDDEN = -1.0  # heatmap voxels without a value (outside the body) are stored as this and thresholded away
 RESULT_ATTRIBUTE = "EDIQA.Result"  # on the nodes a result fills: what they hold, for the next result to find them
 # and, as node references (which a scene import renumbers with the nodes, where IDs written in attributes stay
 # as they were): the nodes they are of, and themselves (a copy a user makes of one still refers to the original)
@@ -63,6 +62,8 @@ def node_shape(node: VolumeNode) -> tuple[int, int, int]:
     """
     image = node.GetImageData()
     name = node.GetName() or "the volume"
+    if image is not None and image.GetPointData().GetTensors() is not None:
+        raise InputError(f"{name}: a tensor per voxel; one value (a scalar volume) is needed")
     if image is None or image.GetPointData().GetScalars() is None:
         raise InputError(f"{name}: the volume node holds no image data")
     if image.GetNumberOfScalarComponents() != 1:
@@ -85,12 +86,23 @@ def image_from_node(node: VolumeNode) -> sitk.Image:
     """The node as a 3-D SimpleITK image (LPS physical space, the same voxels).
 
     Raises:
-        InputError: the node is a heatmap of an EDIQA result (no image to assess), or its IJK-to-RAS matrix
-            has a zero or non-finite spacing, or two of its axes point the same way (no image has either).
+        InputError: the node is a heatmap of an EDIQA result or a label map (no image to assess), or the frame
+            a sequence browser shows (its voxels change with the frame, its result's would not), or its
+            IJK-to-RAS matrix has a zero or non-finite spacing, or two of its axes point the same way (no
+            image has either).
     """
     if node.GetAttribute(RESULT_ATTRIBUTE):
         raise InputError(f"{node.GetName()} is a quality heatmap made by EDIQA, not an image to assess; "
                          "choose the volume it is of")
+    if node.IsA("vtkMRMLLabelMapVolumeNode"):
+        raise InputError(f"{node.GetName()} is a label map (segment numbers), not an image to assess; "
+                         "choose the image it labels")
+    scene = node.GetScene()
+    browsers = [b.GetName() for b in (_nodes(scene, "vtkMRMLSequenceBrowserNode") if scene is not None else [])
+                if b.IsProxyNodeID(node.GetID())]
+    if browsers:
+        raise InputError(f"{node.GetName()} is the frame that the sequence browser {browsers[0]} shows, which "
+                         "changes with the frame; clone it (Data module, right-click > Clone) and assess the clone")
     matrix = ijk_to_ras(node)
     spacing = np.linalg.norm(matrix[:3, :3], axis=0)
     if not (np.all(np.isfinite(matrix)) and np.all(spacing > 0)):
@@ -214,7 +226,8 @@ def add_heatmap_node(scene: Scene, result: QualityResult, input_node: VolumeNode
     """The result's heatmap as a volume node on the input's grid (:func:`result_node`: the one an earlier
     result of this model on this volume filled, or a new one), shown red→green from 0 to ``display_max``
     (by default :func:`~EDIQALib.report.heatmap_display_max` of this result, as in ``overlay.png``; a
-    comparison passes its common one); voxels without a value are hidden.
+    comparison passes its common one); voxels without a value hold NaN, as in ``heatmap.nrrd``, and are
+    hidden.
 
     Raises:
         InputError: as :func:`check_result_fits` (nothing is added to the scene).
@@ -222,17 +235,16 @@ def add_heatmap_node(scene: Scene, result: QualityResult, input_node: VolumeNode
     from .report import heatmap_display_max
 
     check_result_fits(result, input_node)
-    heat = np.where(np.isfinite(result.heatmap), result.heatmap, HIDDEN)
     node = result_node(scene, "vtkMRMLScalarVolumeNode", f"{input_node.GetName()} quality ({_label(result)})",
                        f"heatmap by {_label(result)}", [input_node])
-    fill_volume_node(node, heat, input_node)
+    fill_volume_node(node, result.heatmap, input_node)
     display = node.GetDisplayNode() or scene.AddNewNodeByClass("vtkMRMLScalarVolumeDisplayNode")
     display.SetAndObserveColorNodeID(quality_color_node(scene).GetID())
     display.AutoWindowLevelOff()
     display.SetWindowLevelMinMax(0.0, heatmap_display_max([result]) if display_max is None else display_max)
     display.AutoThresholdOff()
     display.SetThreshold(0.0, 1.0)
-    display.ApplyThresholdOn()
+    display.ApplyThresholdOn()  # NaN lies outside any threshold: hidden
     display.SetInterpolate(False)  # interpolated, a hidden voxel's value drew a red rim along the map's edges
     node.SetAndObserveDisplayNodeID(display.GetID())
     return node
@@ -292,6 +304,29 @@ def slice_center_ras(node: VolumeNode, k: int) -> tuple[float, float, float]:
     to_world = vtk.vtkGeneralTransform()
     slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(node.GetParentTransformNode(), None, to_world)
     return tuple(float(v) for v in to_world.TransformPoint(local[:3]))
+
+
+def _slice_normal_ras(node: VolumeNode) -> np.ndarray:
+    """The unit direction, in world (RAS) space under the node's transforms, from one of its slices to the next."""
+    step = np.subtract(slice_center_ras(node, 1), slice_center_ras(node, 0))
+    return step / np.linalg.norm(step)
+
+
+def _normal(view: slicer.vtkMRMLSliceNode) -> np.ndarray:
+    return slicer.util.arrayFromVTKMatrix(view.GetSliceToRAS())[:3, 2]
+
+
+def show_slice(scene: Scene, node: VolumeNode, k: int) -> None:
+    """Centre every slice view of the scene on slice ``k`` of ``node`` (:func:`slice_center_ras`). The views
+    that face the volume's slices most nearly are turned onto them where they are aslant (an oblique or tilted
+    stack), so that one shows that slice itself, not a cut through its neighbours."""
+    views = _nodes(scene, "vtkMRMLSliceNode")
+    normal = _slice_normal_ras(node)
+    facing = [abs(float(normal @ _normal(view))) for view in views]
+    for view, f in zip(views, facing):
+        if f == max(facing) and f < 1 - 1e-6:
+            view.RotateToVolumePlane(node)
+    slicer.vtkMRMLSliceNode.JumpAllSlices(scene, *slice_center_ras(node, k), slicer.vtkMRMLSliceNode.CenteredJumpSlice)
 
 
 def add_results_table(scene: Scene, result: QualityResult, input_node: VolumeNode) -> slicer.vtkMRMLTableNode:
@@ -405,7 +440,8 @@ def result_heatmaps(scene: Scene) -> list[VolumeNode]:
 def setup_compare(slice_logics: list[slicer.vtkMRMLSliceLogic], volumes: list[VolumeNode],
                   heatmaps: list[VolumeNode], opacity: float = OVERLAY_OPACITY) -> list[slicer.vtkMRMLSliceCompositeNode]:
     """Put each volume with its heatmap in its own view of the compare layout (:func:`show_compare_layout`),
-    fitted to it, all views linked. ``slice_logics`` are the views' logics (Slicer's layout manager makes
+    turned onto the volume's slices (those that were scored: sagittal ones for a sagittal stack) and fitted to
+    it, all views linked. ``slice_logics`` are the views' logics (Slicer's layout manager makes
     them in the application; tests make them with ``vtkMRMLSliceLogic.AddSliceNode``). Returns the
     composite nodes."""
     composites = []
@@ -413,6 +449,9 @@ def setup_compare(slice_logics: list[slicer.vtkMRMLSliceLogic], volumes: list[Vo
         composite = logic.GetSliceCompositeNode()
         show_overlay(composite, volume, heat, opacity)
         composite.SetLinkedControl(True)
+        view = logic.GetSliceNode()
+        view.SetOrientation(("Sagittal", "Coronal", "Axial")[int(np.argmax(np.abs(_slice_normal_ras(volume))))])
+        view.RotateToVolumePlane(volume)  # onto the slices themselves, where they are aslant
         logic.FitSliceToAll()  # a new view looks at the origin, where the volume may not be
         composites.append(composite)
     return composites

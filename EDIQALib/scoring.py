@@ -1,14 +1,16 @@
 """What the engine's slice scorers (the teacher, the student) give, shared by the modules that score and
-those that read the scores: one verdict per slice, the scorer's signature, the standard error of a
-verdict over the teacher's repeats, and the agreement of one set of scores with another."""
+those that read the scores: one verdict per slice, the scorer's signature, a volume's score and its worst
+slice, a score as printed, the standard error of a verdict over the teacher's repeats, and the agreement of
+one set of scores with another. It loads NumPy alone (SciPy where agreement is measured)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypeAlias
 
 import numpy as np
 
-from .backgrounds import Background
+if TYPE_CHECKING:  # the Slicer panel reads a saved scene's scores with this module, where SciPy may be missing
+    from .backgrounds import Background
 
 
 class ScoredSlice(NamedTuple):
@@ -23,7 +25,7 @@ class ScoredSlice(NamedTuple):
 
 
 # scorer(positions, slice indices): for each slice position, the versions of that slice (one per input)
-SliceScorer = Callable[[list[list[Background]], list[int]], list[list[ScoredSlice]]]
+SliceScorer: TypeAlias = "Callable[[list[list[Background]], list[int]], list[list[ScoredSlice]]]"
 
 
 def standard_error(values: np.ndarray) -> float | None:
@@ -37,6 +39,19 @@ def volume_score(slice_scores: Sequence[float | None]) -> float:
     """A volume's score: the mean of its assessable slices' scores (``None``: not assessable); NaN without one."""
     scored = [s for s in slice_scores if s is not None]
     return float(np.mean(scored)) if scored else float("nan")
+
+
+def worst_slice(slice_scores: Sequence[float | None]) -> int:
+    """Index of the lowest-scoring assessable slice of a result's ``slice_scores`` (``None``: not assessable;
+    the middle slice when none is)."""
+    scored = [(s, k) for k, s in enumerate(slice_scores) if s is not None]
+    return min(scored)[1] if scored else len(slice_scores) // 2
+
+
+def score_text(score: float | None) -> str:
+    """A score as the figures and the Slicer panel print it: three decimals, or "not assessable" (``None``
+    or NaN)."""
+    return "not assessable" if score is None or not np.isfinite(score) else f"{score:.3f}"
 
 
 def paired_standard_error(a: Sequence[float] | None, b: Sequence[float] | None) -> float | None:

@@ -736,7 +736,8 @@ def test_a_volume_s_repeat_scores_average_its_slices_per_repeat_and_give_its_sta
 def test_the_overlay_of_a_volume_plots_its_slice_scores_and_marks_the_shown_slice(tmp_path, student_file):
     import EDIQALib
     from EDIQALib.io import read_volume
-    from EDIQALib.report import overlay_figure, worst_slice
+    from EDIQALib.report import overlay_figure
+    from EDIQALib.scoring import worst_slice
 
     arr = sitk.GetArrayFromImage(ct_image(slices=3, size=128, seed=4))
     arr[1] = -1000.0  # air only: not assessable

@@ -91,7 +91,7 @@ def test_heatmap_node_table_and_plot():
     heat_node = bridge.add_heatmap_node(scene, result, node)
     np.testing.assert_allclose(bridge.ijk_to_ras(heat_node), bridge.ijk_to_ras(node))
     stored = bridge.array_from_node(heat_node)
-    assert stored.shape == (3, 80, 80) and stored[0, 0, 0] == bridge.HIDDEN and stored[0, 30, 30] == pytest.approx(0.7)
+    assert stored.shape == (3, 80, 80) and np.isnan(stored[0, 0, 0]) and stored[0, 30, 30] == pytest.approx(0.7)
     display = heat_node.GetDisplayNode()
     assert display.GetColorNode().GetName() == bridge.COLOR_NODE_NAME and display.GetApplyThreshold()
     assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == pytest.approx((0.0, 0.7))  # its own 99th pct
@@ -238,7 +238,7 @@ def test_a_node_assessed_in_process_gets_the_file_s_scores_and_its_result_nodes(
     stored = bridge.array_from_node(heat_node)
     inside = np.isfinite(result.heatmap)
     assert inside.any() and np.allclose(stored[inside], result.heatmap[inside], atol=1e-6)
-    assert (stored[~inside] == bridge.HIDDEN).all()
+    assert np.isnan(stored[~inside]).all()  # as in heatmap.nrrd: no value, no number
     np.testing.assert_allclose(bridge.ijk_to_ras(heat_node), bridge.ijk_to_ras(node))
     assert table.GetNumberOfRows() == 2
     assert table.GetTable().GetColumnByName("score").GetValue(0) == pytest.approx(result.slice_scores[0])
@@ -485,3 +485,95 @@ def test_overlay_renders_colours_where_the_map_is_high_and_grey_where_hidden(tmp
         assert coloured[quadrants[where]].mean() < 0.02 and grey[quadrants[where]].mean() > 0.95, where
     import matplotlib.pyplot as plt
     plt.imsave(tmp_path / "overlay-slicer.png", rgba[..., :3].astype(np.uint8))  # what a user would see
+
+
+def _tilted(degrees: float) -> tuple:
+    """The direction of an axial stack tilted about the left-right axis (a tilted gantry, an oblique MR)."""
+    t = np.radians(degrees)
+    return (1, 0, 0, 0, np.cos(t), -np.sin(t), 0, np.sin(t), np.cos(t))
+
+
+def _share_on_slice(view, node, k: int) -> float:
+    """The share of an 80 mm field around the view's centre that lies on slice ``k`` of ``node``."""
+    to_ijk = np.linalg.inv(bridge.ijk_to_ras(node))
+    slice_to_ras = slicer.util.arrayFromVTKMatrix(view.GetSliceToRAS())
+    ks = [round((to_ijk @ slice_to_ras @ [x, y, 0, 1])[2]) for x in np.linspace(-40, 40, 9) for y in np.linspace(-40, 40, 9)]
+    return float(np.mean(np.array(ks) == k))
+
+
+def test_the_worst_slice_of_an_oblique_stack_is_shown_whole_and_an_axial_one_turns_no_view():
+    """The views jumped to the slice's centre but stayed axial: on a stack tilted 20°, the red view cut
+    through five slices and showed 11 % of the one it was sent to."""
+    scene, _ = _scene()
+    slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)
+    views = {}
+    for name, orientation in (("Red", "Axial"), ("Yellow", "Sagittal"), ("Green", "Coronal")):
+        [logic] = _slice_logics(scene, [name])
+        assert logic.GetSliceNode().SetOrientation(orientation)
+        views[name] = logic.GetSliceNode()
+    straight = _node_from_image(scene, ct_image(slices=10, size=80, spacing=(0.8, 0.8, 3.0)), "straight")
+    bridge.show_slice(scene, straight, 7)
+    assert views["Red"].GetOrientation() == "Axial" and _share_on_slice(views["Red"], straight, 7) == 1.0
+    tilted = _node_from_image(scene, ct_image(slices=10, size=80, spacing=(0.8, 0.8, 3.0), direction=_tilted(20)),
+                              "tilted")
+    bridge.show_slice(scene, tilted, 7)
+    assert _share_on_slice(views["Red"], tilted, 7) == 1.0
+    centre = slicer.util.arrayFromVTKMatrix(views["Red"].GetSliceToRAS())[:3, 3]
+    assert np.allclose(centre, bridge.slice_center_ras(tilted, 7), atol=1e-4)
+    assert [views[n].GetOrientation() for n in ("Yellow", "Green")] == ["Sagittal", "Coronal"]  # the others untouched
+
+
+def test_compare_views_show_the_slices_that_were_scored():
+    """Every compare view was axial: two sagittal series were shown across the slices that were scored."""
+    scene, _ = _scene()
+    slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)
+    sagittal = (0, 0, 1, 1, 0, 0, 0, 1, 0)  # LPS: columns along P, rows along S, slices along L
+    vols = [_node_from_image(scene, ct_image(slices=4, size=80, seed=s, direction=d), f"v{s}")
+            for s, d in ((3, sagittal), (4, _tilted(15)))]
+    heats = [bridge.add_heatmap_node(scene, _result("v", np.full((4, 80, 80), 0.5, np.float32), [0.5] * 4), v)
+             for v in vols]
+    logics = _slice_logics(scene, ("EDIQA1", "EDIQA2"))
+    bridge.setup_compare(logics, vols, heats)
+    for logic, volume in zip(logics, vols):
+        k_axis = bridge.ijk_to_ras(volume)[:3, 2] / np.linalg.norm(bridge.ijk_to_ras(volume)[:3, 2])
+        view_normal = slicer.util.arrayFromVTKMatrix(logic.GetSliceNode().GetSliceToRAS())[:3, 2]
+        assert abs(k_axis @ view_normal) == pytest.approx(1.0, abs=1e-6), volume.GetName()
+    assert logics[0].GetSliceNode().GetOrientation() != "Axial"
+
+
+def test_label_maps_tensors_and_a_sequence_s_frame_are_refused_in_one_line():
+    import vtk
+
+    from EDIQALib.errors import InputError
+
+    scene, _ = _scene()
+    image = ct_image(slices=2, size=80)
+    labels = _node_from_image(scene, image, "labels")
+    as_label_map = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "segments")
+    as_label_map.SetAndObserveImageData(labels.GetImageData())
+    with pytest.raises(InputError, match=r"segments is a label map \(segment numbers\), not an image to assess"):
+        bridge.volume_from_node(as_label_map, modality="ct")  # scored 0.45 as a CT before
+    tensors = scene.AddNewNodeByClass("vtkMRMLDiffusionTensorVolumeNode", "dti")
+    data = vtk.vtkImageData()
+    data.SetDimensions(80, 80, 2)
+    values = vtk.vtkFloatArray()
+    values.SetNumberOfComponents(9)
+    values.SetNumberOfTuples(80 * 80 * 2)
+    data.GetPointData().SetTensors(values)
+    tensors.SetAndObserveImageData(data)
+    with pytest.raises(InputError, match="dti: a tensor per voxel; one value"):
+        bridge.volume_from_node(tensors)
+    sequences = slicer.vtkSlicerSequencesLogic()
+    sequences.SetMRMLScene(scene)
+    phases = scene.AddNewNodeByClass("vtkMRMLSequenceNode", "phases")
+    for k in range(2):
+        frame = _node_from_image(scene, ct_image(slices=1, size=80, seed=k), f"f{k}")
+        phases.SetDataNodeAtValue(frame, str(k))
+        scene.RemoveNode(frame)
+    browser = scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", "cardiac")
+    browser.SetAndObserveMasterSequenceNodeID(phases.GetID())
+    browser.SetSelectedItemNumber(0)
+    sequences.UpdateAllProxyNodes()
+    with pytest.raises(InputError, match="is the frame that the sequence browser cardiac shows"):
+        bridge.volume_from_node(browser.GetProxyNode(phases), modality="ct")
+    assert bridge.volume_from_node(labels, modality="ct").array.shape == (2, 80, 80)  # a plain volume still reads

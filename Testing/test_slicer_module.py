@@ -24,6 +24,20 @@ def test_every_widget_the_code_uses_exists_in_the_ui():
     assert used <= names, f"missing in the .ui: {sorted(used - names)}"
 
 
+def test_the_volume_selectors_hide_the_volumes_that_hold_no_image():
+    """They offered colour, tensor and diffusion volumes, which the bridge then refused."""
+    tree = ast.parse(MODULE.read_text(encoding="utf-8"))
+    [kinds] = [ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+               and getattr(node.targets[0], "id", "") == "NOT_IMAGES"]
+    selectors = {w.get("name"): w for w in ET.parse(UI).iter("widget")
+                 if w.get("name") in ("inputVolumeSelector", "compareSelector")}
+    assert len(selectors) == 2
+    for name, widget in selectors.items():
+        hidden = [p for p in widget.findall("property") if p.get("name") == "hideChildNodeTypes"]
+        assert hidden and {e.text for e in hidden[0].iter("string")} == set(kinds), name
+    assert {"vtkMRMLLabelMapVolumeNode", "vtkMRMLTensorVolumeNode"} <= set(kinds)  # colour volumes are tensor ones
+
+
 def test_parameter_names_in_the_ui_exist_in_the_parameter_node():
     tree = ET.parse(UI)
     bound = {p.findtext("string") for p in tree.iter("property") if p.get("name") == "SlicerParameterName"}
@@ -101,15 +115,35 @@ def _reached_at_open(tree: ast.Module) -> list[ast.AST]:
     return [*top_level, *(methods[k] for k in sorted(reached))]
 
 
+# the engine's modules that the panel may import as it opens (a saved result's score, restored): they import
+# neither PyTorch nor a package that the panel installs on first use where Slicer lacks it (checked below)
+LIGHT_MODULES = ("EDIQALib.scene", "EDIQALib.scoring")
+
+
+def test_the_engine_s_light_modules_import_no_package_that_slicer_lacks():
+    import subprocess
+    import sys
+
+    tree = ast.parse(MODULE.read_text(encoding="utf-8"))
+    [packages] = [ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+                  and getattr(node.targets[0], "id", "") == "PACKAGES"]
+    heavy = sorted({"torch", "torchvision", *packages.values()} - {"SimpleITK"})  # Slicer ships SimpleITK
+    code = (f"import sys, {', '.join(LIGHT_MODULES)}; "
+            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
 def test_opening_the_panel_imports_nothing_of_the_engine():
     """The panel opens before PyTorch may be installed (its actions then offer to install it): nothing
-    the module runs at load or while the panel opens imports EDIQALib, whose modules import torch."""
+    the module runs at load or while the panel opens imports EDIQALib (whose modules import torch), but
+    its light modules."""
     at_open = _reached_at_open(ast.parse(MODULE.read_text(encoding="utf-8")))
     imported = {alias.name for part in at_open for node in ast.walk(part) if isinstance(node, ast.Import)
                 for alias in node.names}
     imported |= {node.module for part in at_open for node in ast.walk(part)
                  if isinstance(node, ast.ImportFrom) and node.module}
-    assert not {name for name in imported if name.split(".")[0] in ("EDIQALib", "torch")}, imported
+    assert not {name for name in imported if name.split(".")[0] in ("EDIQALib", "torch")} - set(LIGHT_MODULES), imported
 
 
 def test_each_bound_spin_box_and_slider_offers_its_parameter_s_range():
