@@ -21,7 +21,7 @@ from .backgrounds import Background, slice_background
 from .choices import DEFAULT_STUDENT, MAP_STRIDE
 from .errors import InputError
 from .io import (MAX_CANONICAL_PIXELS, MODALITY_TAG, Volume, check_same_geometry, image_like, looks_stored_across,
-                 read_volume, volume_from_image)
+                 read_volume, shows_air_in_hu, volume_from_image)
 from .models import load_model, resolve_device
 from .preprocess import canonical_range, canonical_shape, from_canonical, to_canonical
 from .progress import Progress
@@ -86,10 +86,18 @@ def mr_caveat(name: str) -> str:
 
 def caveats(volume: Volume, result: QualityResult) -> list[str]:
     """What a user must know to read ``result`` (the CLI prints each as a warning line): a result assessed as
-    MR (the shipped models learnt from CT only, and their MR scores are not validated), a volume that looks stored
+    MR (the shipped models learnt from CT only, and their MR scores are not validated), values that do not look
+    like the modality assessed (a CT without a value below 0 HU, an MR with a CT's air), a volume that looks stored
     across its acquired slices (its slices are scored as stored), and a result without one assessable slice
     (it has no score: null in ``result.json``, NaN in Python)."""
     notes = [mr_caveat(result.name)] if result.modality == "mr" else []
+    if result.modality == "ct" and volume.array.min() >= 0:
+        notes.append(f"{result.name}: assessed as CT, but no value lies below 0 HU (no air, no fat): if its values "
+                     "are not Hounsfield units (a rescale left out, a windowed export, an MR image), its scores "
+                     "mean nothing")
+    if result.modality == "mr" and shows_air_in_hu(volume.array):
+        notes.append(f"{result.name}: assessed as MR, but its values reach −1000 as a CT's air does: if it is a CT, "
+                     "assess it as CT")
     if looks_stored_across(volume.spacing, volume.array.shape[0]):
         (sx, sy), sz = volume.spacing_xy, volume.spacing[2]
         notes.append(f"{result.name}: its pixels are {sx:g} × {sy:g} mm and its slices {sz:g} mm apart, as in a "

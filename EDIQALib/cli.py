@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from .progress import Progress
-    from .io import Volume
+    from .io import Geometry, Volume
 
 DEMO_SAMPLE = ENGINE_ROOT / "Resources" / "SampleData" / "head-ct-slice.nrrd"
 NOISY_FIRST_SEED = 100  # series seeds of the noisy real variants, apart from the plain ones (0, 1, ...)
@@ -336,10 +336,11 @@ def cmd_compare(args: argparse.Namespace) -> None:
     from .report import COMPARISON_FILES, compared_input, write_comparison, write_outputs
 
     progress = _progress(args)
-    depths, names = _read_inputs(args, progress, COMPARISON_FILES, keep=lambda v: v.array.shape[0])
+    grids, names = _read_inputs(args, progress, COMPARISON_FILES, keep=lambda v: v.geometry)
     folders = _result_folders(args, names, COMPARISON_FILES)
     assess_one = student_assessor(args.model, args.device)
-    total, compared, notes = sum(depths), [], []  # progress counts the slices of all inputs
+    depths = [len(g.slice_positions()[1]) for g in grids]
+    total, compared, notes = sum(depths), [], _unpaired_slices(args.inputs, grids)  # progress: all inputs' slices
     with staged_together() as stage_in:  # every input's files and the comparison renamed into place at the end
         summary_dir = stage_in(Path(args.out))  # renamed last
         for i, (path, name, folder) in enumerate(zip(args.inputs, names, folders)):
@@ -355,6 +356,24 @@ def cmd_compare(args: argparse.Namespace) -> None:
         progress("writing", len(names) + 1, len(names) + 1)
     _warn_lines(notes)
     _print_result(args, [{"name": c.name, "score": c.result["score"]} for c in compared])
+
+
+def _unpaired_slices(inputs: list[str], grids: list[Geometry]) -> list[str]:
+    """A note where ``compare`` pairs slices that lie apart: ``compare.csv``'s rows and the curves put the
+    inputs' slices side by side by number, which pairs like with like only where their slices lie at the
+    same positions (inputs of one scan, reconstructed alike)."""
+    import numpy as np
+
+    first_normal, first = grids[0].slice_positions()
+    for path, grid in zip(inputs[1:], grids[1:]):
+        normal, positions = grid.slice_positions()
+        if max(len(first), len(positions)) == 1:  # single slices: nothing to pair
+            continue
+        if (len(positions) != len(first) or abs(float(np.dot(normal, first_normal))) < 0.9999
+                or np.abs(positions - first).max() > 0.25 * grids[0].spacing[2]):
+            return [f"{inputs[0]} and {path} have their slices at different positions ({len(first)} and "
+                    f"{len(positions)} slices): compare.csv and the curves pair slices by number, not by position"]
+    return []
 
 
 def _teacher_config(args: argparse.Namespace):

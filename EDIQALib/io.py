@@ -68,6 +68,14 @@ class Geometry:
     def dimension(self) -> int:
         return len(self.size)
 
+    def slice_positions(self) -> tuple[np.ndarray, np.ndarray]:
+        """The direction of the slice axis (LPS, a unit vector) and each slice's position along it in mm (a
+        2-D image: one slice, in the plane z = 0)."""
+        if self.dimension == 2:
+            return np.array([0.0, 0.0, 1.0]), np.zeros(1)
+        normal = np.reshape(self.direction, (3, 3))[:, 2]
+        return normal, float(np.dot(self.origin, normal)) + self.spacing[2] * np.arange(self.size[2])
+
     def apply_to(self, image: sitk.Image) -> sitk.Image:
         """Give ``image``, of this size, this spacing, origin and direction exactly; returns it."""
         if image.GetSize() != self.size:
@@ -296,9 +304,10 @@ def _check_nifti_data(path: Path) -> None:
             return
         if not 0 <= layout.start < math.inf:
             raise InputError(f"{path.name}: its NIfTI header is damaged (the image data start at byte {layout.start:g})")
-        if not all(math.isfinite(d) and d != 0 for d in layout.pixdim):  # ITK reads them as 1 mm
+        if not all(math.isfinite(d) and d > 0 for d in layout.pixdim):  # ITK reads 0 or NaN as 1 mm, and a
+            # negative size (the standard has none) mirrored, where it drops the sform for the qform
             raise InputError(f"{path.name}: its voxel size ({' × '.join(f'{d:g}' for d in layout.pixdim)} mm, the "
-                             "header's pixdim) is zero or not a number")
+                             "header's pixdim) is zero, negative or not a number")
         start = int(layout.start) if data == path else 0  # a pair's data start its own file
         with open(data, "rb") as f:
             zipped = f.read(2) == b"\x1f\x8b"
@@ -374,6 +383,13 @@ def _read_file(path: Path) -> tuple[sitk.Image, str | None]:
     return image, modality
 
 
+def shows_air_in_hu(array: np.ndarray) -> bool:
+    """Whether ``array``'s values look like a CT's Hounsfield units: air at about −1000 (1 % of a million
+    voxels sampled at or below −900), where MR units are not negative."""
+    sample = array.ravel()[:: max(1, array.size // 1_000_000)]
+    return float(np.percentile(sample, 1)) <= -900.0
+
+
 def _resolve_modality(raw: str | None, requested: str | None, array: np.ndarray, name: str) -> str:
     if requested is not None:
         if requested not in MODALITIES:
@@ -383,9 +399,8 @@ def _resolve_modality(raw: str | None, requested: str | None, array: np.ndarray,
         if raw.upper() not in _DICOM_MODALITY:
             raise InputError(f"{name}: modality {raw!r} is not supported (CT or MR only)")
         return _DICOM_MODALITY[raw.upper()]
-    sample = array.ravel()[:: max(1, array.size // 1_000_000)]  # a million voxels tell HU from MR units
-    if float(np.percentile(sample, 1)) <= -900.0:
-        return "ct"  # air at about -1000: Hounsfield units
+    if shows_air_in_hu(array):
+        return "ct"
     raise InputError(f"{name}: cannot tell the modality; give it as ct or mr ({MODALITY_OPTIONS})")
 
 

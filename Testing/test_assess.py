@@ -76,7 +76,7 @@ def test_compare_writes_side_by_side_outputs(tmp_path, student_file):
         sitk.WriteImage(ct_image(slices=2, size=128, seed=seed), str(p))
         paths.append(p)
     proc = ediqa("compare", *paths, "--model", student_file, "--out", tmp_path / "cmp", "--progress", "jsonl")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0 and "pair slices by number" not in proc.stderr, proc.stderr  # one grid
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [(e["done"], e["total"]) for e in records[:-1] if e["stage"] == "slices"] == [(2, 4), (4, 4)]
     # reading and writing show too (seconds for a DICOM series or a large heatmap): every input read, then
@@ -101,6 +101,32 @@ def test_compare_writes_side_by_side_outputs(tmp_path, student_file):
         own = json.loads((tmp_path / "cmp" / entry["name"] / "result.json").read_text(encoding="utf-8"))
         assert own["score"] == pytest.approx(entry["score"]) and own["slice_scores"] == entry["slice_scores"]
         assert (tmp_path / "cmp" / entry["name"] / "heatmap.nrrd").exists()
+
+
+def test_compare_says_where_it_pairs_slices_that_lie_apart(tmp_path, student_file):
+    """compare.csv and the curves pair the inputs' slices by number: inputs of 3 mm and 2.5 mm slices, or
+    from different heights, were paired row by row without a word."""
+    from EDIQALib.cli import _unpaired_slices
+    from EDIQALib.io import Geometry
+
+    def grid(slices=3, z=0.0, spacing=2.5, direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)):
+        return Geometry((128, 128, slices), (0.7, 0.7, spacing), (-40.0, 10.0, z), direction)
+
+    names = ["a.nrrd", "b.nrrd"]
+    assert _unpaired_slices(names, [grid(), grid(z=0.2)]) == []  # positions rounded to 0.1 mm, or nearly
+    shifted = Geometry((128, 128, 3), (0.9, 0.9, 2.5), (-60.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    assert _unpaired_slices(names, [grid(), shifted]) == []  # another field of view, the same slices
+    assert _unpaired_slices(names, [Geometry((128, 128), (0.7, 0.7), (0.0, 0.0), (1, 0, 0, 1))] * 2) == []
+    for other in (grid(z=2.5), grid(spacing=3.0), grid(slices=4), grid(direction=(1, 0, 0, 0, 0, 1, 0, -1, 0))):
+        [note] = _unpaired_slices(names, [grid(), other])
+        assert note.startswith("a.nrrd and b.nrrd have their slices at different positions")
+    paths = []
+    for name, slices in (("thick", 2), ("thin", 3)):
+        paths.append(tmp_path / f"{name}.nrrd")
+        sitk.WriteImage(ct_image(slices=slices, size=128), str(paths[-1]))
+    proc = ediqa("compare", *paths, "--model", student_file, "--out", tmp_path / "cmp")
+    assert proc.returncode == 0 and "warning:" in proc.stderr
+    assert "(2 and 3 slices): compare.csv and the curves pair slices by number, not by position" in proc.stderr
 
 
 def test_compare_holds_one_input_and_its_heatmap_at_a_time(tmp_path, student_file, monkeypatch):
@@ -366,6 +392,25 @@ def test_a_volume_stored_across_its_acquired_slices_is_named(spacing, across):
 
     assert looks_stored_across(volume_from_image(ct_image(slices=3, size=128, spacing=spacing), "ct").spacing, 3) == across
     assert not looks_stored_across(volume_from_image(ct_image(slices=1, size=128, spacing=spacing), "ct").spacing, 1)
+
+
+def test_values_unlike_the_modality_assessed_are_named(student_file):
+    """A CT converted without its rescale (HU + 1024), or an MR given as CT, scored better than the CT itself
+    without a word; a CT given as MR said only that MR is not validated."""
+    import warnings
+
+    import EDIQALib
+
+    image = ct_image(slices=1, size=128)
+    with pytest.warns(UserWarning, match=r"image: assessed as CT, but no value lies below 0 HU \(no air, no fat\)"):
+        EDIQALib.assess(image + 1024, model=str(student_file), device="cpu", modality="ct")
+    with pytest.warns(UserWarning, match=r"image: assessed as MR, but its values reach −1000 as a CT's air does"):
+        EDIQALib.assess(image, model=str(student_file), device="cpu", modality="mr")
+    for as_read, modality in ((image, "ct"), (image + 1024, "mr")):  # a CT as CT; MR-like units as MR
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            EDIQALib.assess(as_read, model=str(student_file), device="cpu", modality=modality)
+        assert not [w for w in caught if "but" in str(w.message)], [str(w.message) for w in caught]
 
 
 def test_the_python_api_warns_of_a_volume_stored_across_its_acquired_slices(student_file):

@@ -838,11 +838,12 @@ def test_a_dicom_pixel_spacing_of_zero_or_no_number_is_refused(tmp_path, spacing
 
 
 def test_a_nifti_or_nrrd_spacing_of_zero_or_no_number_and_a_damaged_nifti_offset_are_refused(tmp_path):
-    """ITK read a pixdim of 0 or NaN, and a NRRD spacing of NaN, as 1 mm; a negative vox_offset read the
-    header's bytes as voxels."""
+    """ITK read a pixdim of 0 or NaN, and a NRRD spacing of NaN, as 1 mm, and a negative pixdim mirrored (its
+    sform dropped for its qform); a negative vox_offset read the header's bytes as voxels."""
     sitk.WriteImage(ct_image(slices=2), str(tmp_path / "ct.nii"))
     data = bytearray((tmp_path / "ct.nii").read_bytes())
-    for name, offset, value in (("pixdim0", 80, 0.0), ("pixdimnan", 84, float("nan")), ("offset", 108, -100.0)):
+    for name, offset, value in (("pixdim0", 80, 0.0), ("pixdimnan", 84, float("nan")), ("offset", 108, -100.0),
+                                ("negative", 80, -0.8)):
         spoilt = bytearray(data)
         spoilt[offset:offset + 4] = np.float32(value).tobytes()
         (tmp_path / f"{name}.nii").write_bytes(spoilt)
@@ -850,6 +851,9 @@ def test_a_nifti_or_nrrd_spacing_of_zero_or_no_number_and_a_damaged_nifti_offset
         read_volume(tmp_path / "pixdim0.nii")
     with pytest.raises(InputError, match=r"pixdimnan\.nii: its voxel size \(0\.8 × nan × 2\.5 mm"):
         read_volume(tmp_path / "pixdimnan.nii")
+    with pytest.raises(InputError, match=r"negative\.nii: its voxel size \(-0\.8 × 0\.8 × 2\.5 mm, the header's pixdim\) is "
+                                         "zero, negative"):
+        read_volume(tmp_path / "negative.nii")
     with pytest.raises(InputError, match=r"offset\.nii: its NIfTI header is damaged \(the image data start at byte -100\)"):
         read_volume(tmp_path / "offset.nii")
     with pytest.raises(InputError, match=r"nan\.nrrd: its space directions \(\(nan,0,0\) .*\) are not all numbers"):
