@@ -97,7 +97,11 @@ def read_series(files: list[str], name: str) -> tuple[sitk.Image, str | None]:
     if len(set(tags)) > 1:
         raise InputError(f"{name}: its slices are of several modalities ({', '.join(sorted(map(str, set(tags))))})")
     _check_series_slices(reader, image, name)
-    return image, tags[0]
+    _check_photometric(reader.GetMetaData(0, _PHOTOMETRIC) if reader.HasMetaDataKey(0, _PHOTOMETRIC) else None, name)
+    ranges = [_padding_range(_slice_values(reader, k, _PADDING, 1), _slice_values(reader, k, _PADDING_LIMIT, 1),
+                             _tag_number(reader, k, "0028|1053", 1.0), _tag_number(reader, k, "0028|1052", 0.0))
+              for k in range(len(files))]
+    return unpad(image, ranges), tags[0]
 
 
 def _execute_series(reader: sitk.ImageSeriesReader, name: str) -> sitk.Image:
@@ -262,22 +266,27 @@ def _check_positions(positions: list[list[float] | None], labels: list[str], ima
                          f"apart): a {kind} is missing, or the {whole} mixes spacings")
 
 
-def check_file(path: Path, image: sitk.Image) -> None:
-    """A DICOM file must give its pixel spacing (GDCM reads a file without one at 1 mm), and a multi-frame
-    file's frames must be placed as :func:`_check_positions` asks (GDCM reads frames that are not evenly
-    spaced at 1 mm on every axis, in-plane too, and stacks them as stored).
+def checked_file(path: Path, image: sitk.Image) -> sitk.Image:
+    """The image GDCM read of DICOM file ``path``, checked and its padding set aside (:func:`unpad`). The file
+    must give its pixel spacing (GDCM reads a file without one at 1 mm), its pixels must not be MONOCHROME1
+    (:func:`_check_photometric`), and a multi-frame file's frames must share their pixel spacing, orientation
+    and rescale (GDCM reads all with the first frame's) and be placed as :func:`_check_positions` asks (GDCM
+    reads frames that are not evenly spaced at 1 mm on every axis, in-plane too, and stacks them as stored).
 
     Raises:
-        InputError: either is not so.
+        InputError: any of these is not so.
     """
     import pydicom
 
     try:
         header = pydicom.dcmread(path, defer_size=1024)  # large values (the pixels) are not read
     except Exception:  # pydicom fails in many ways on a damaged header, which ITK has read: its reading stands
-        return
+        return image
+    _check_photometric(header.get("PhotometricInterpretation"), path.name)
     frames = list(header.get("PerFrameFunctionalGroupsSequence") or [])
-    groups = [*(header.get("SharedFunctionalGroupsSequence") or []), *frames]
+    shared = list(header.get("SharedFunctionalGroupsSequence") or [])
+    _check_frames_agree(frames, path.name)
+    groups = [*shared, *frames]
     measured = [g.PixelMeasuresSequence[0] for g in groups if g.get("PixelMeasuresSequence")]
     keywords = ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing")  # _SPACING_TAGS
     if not any(_positive(_numbers(m.get(key), 2)) for m in (header, *measured) for key in keywords):
@@ -292,6 +301,107 @@ def check_file(path: Path, image: sitk.Image) -> None:
         placed = [f.PlanePositionSequence[0] if f.get("PlanePositionSequence") else None for f in frames]
         positions = [_numbers(p.get("ImagePositionPatient"), 3) if p is not None else None for p in placed]
         _check_positions(positions, [f"frame {k + 1}" for k in range(len(frames))], image, path.name, "frame")
+    rescaled = [g.PixelValueTransformationSequence[0] for g in (*shared, *frames[:1])
+                if g.get("PixelValueTransformationSequence")]
+    slope, intercept = next(((_number(r.get("RescaleSlope"), 1.0), _number(r.get("RescaleIntercept"), 0.0))
+                             for r in (header, *rescaled) if r.get("RescaleSlope") is not None), (1.0, 0.0))
+    padding = _padding_range(_numbers([header.get("PixelPaddingValue")], 1),
+                             _numbers([header.get("PixelPaddingRangeLimit")], 1), slope, intercept)
+    return unpad(image, [padding] * (image.GetDepth() or 1))
+
+
+_PHOTOMETRIC, _PADDING, _PADDING_LIMIT = "0028|0004", "0028|0120", "0028|0121"
+
+
+def _check_photometric(interpretation: str | None, name: str) -> None:
+    """Pixels must not be MONOCHROME1 (the lowest value shown white): GDCM inverts them, and a CT so stored
+    read at +61 600 to +64 500 HU.
+
+    Raises:
+        InputError: they are.
+    """
+    if interpretation is not None and str(interpretation).strip().upper() == "MONOCHROME1":
+        raise InputError(f"{name}: MONOCHROME1 pixels (the lowest value shown white), which the image library "
+                         "reads inverted, off their units; give the image as MONOCHROME2, as CT and MR are stored")
+
+
+def _check_frames_agree(frames: list, name: str) -> None:
+    """A multi-frame file's frames must share their pixel spacing, orientation and rescale: GDCM reads every
+    frame with the first one's (a frame of 0.8 mm pixels among 0.43 mm ones at 0.43 mm; a frame rescaled
+    otherwise 1 000 HU off).
+
+    Raises:
+        InputError: two frames differ.
+    """
+    for sequence, keywords, what in (("PixelMeasuresSequence", ("PixelSpacing",), "pixel spacing"),
+                                     ("PlaneOrientationSequence", ("ImageOrientationPatient",), "orientation"),
+                                     ("PixelValueTransformationSequence", ("RescaleSlope", "RescaleIntercept"),
+                                      "rescale (slope and intercept)")):
+        values = {}
+        for k, frame in enumerate(frames):
+            if not frame.get(sequence):
+                continue
+            found = [_listed(frame[sequence][0].get(key)) for key in keywords]
+            numbers = [_numbers(v, len(v)) for v in found]
+            if all(numbers):  # each given, and numbers
+                values[k] = np.concatenate(numbers)
+        first = next(iter(values), None)
+        odd = next((k for k, v in values.items() if v.shape != values[first].shape
+                    or not np.allclose(v, values[first], rtol=1e-3, atol=1e-6)), None)
+        if odd is not None:
+            raise InputError(f"{name}: its frames differ in {what} (frame {first + 1} and frame {odd + 1}), and "
+                             "would all be read with the first frame's; export the frames as single slices")
+
+
+def _listed(value) -> list:
+    """A DICOM value as a list: none, one value, or several."""
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes)):
+        return [value]
+    try:
+        return list(value)
+    except TypeError:  # one number
+        return [value]
+
+
+def _number(value, default: float) -> float:
+    numbers = _numbers(_listed(value), 1)
+    return numbers[0] if numbers else default
+
+
+def _padding_range(padding: list[float] | None, limit: list[float] | None, slope: float,
+                   intercept: float) -> tuple[float, float] | None:
+    """The values, as read (rescaled), of a slice's padding: its Pixel Padding Value to its Pixel Padding Range
+    Limit where it has one, widened by half a stored step; ``None`` without padding."""
+    if padding is None:
+        return None
+    ends = [slope * v + intercept for v in (padding[0], (limit or padding)[0])]
+    return min(ends) - 0.5 * abs(slope), max(ends) + 0.5 * abs(slope)
+
+
+def unpad(image: sitk.Image, padded: list[tuple[float, float] | None]) -> sitk.Image:
+    """``image`` with the voxels of each slice whose value lies in that slice's padding range (``padded``:
+    :func:`_padding_range`; what a scanner stores outside its field of view) set to the lowest of its other
+    values, where it lies above all of them. GDCM reads padding as values: in unsigned pixels, a padding of
+    63 536 (−2000 written unsigned) read as +62 512 HU, and the field's outside as dense body. Padding below
+    (−2000 in signed pixels: −3024 HU) or among the image's values (air's) reads as what it looks like, and is
+    left as it is."""
+    if not any(padded):
+        return image
+    array = sitk.GetArrayViewFromImage(image).reshape((-1,) + tuple(reversed(image.GetSize()[:2])))
+    mask = np.zeros(array.shape, bool)
+    for k, band in enumerate(padded):
+        if band is not None:
+            mask[k] = (array[k] >= band[0]) & (array[k] <= band[1])
+    if not mask.any() or mask.all():
+        return image
+    if array[mask].min() <= array[~mask].max():
+        return image
+    out = sitk.GetImageFromArray(np.where(mask, array[~mask].min(), array).astype(array.dtype).reshape(
+        sitk.GetArrayViewFromImage(image).shape))
+    out.CopyInformation(image)
+    return out
 
 
 def _numbers(values, count: int) -> list[float] | None:

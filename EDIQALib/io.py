@@ -376,7 +376,7 @@ def _read_file(path: Path) -> tuple[sitk.Image, str | None]:
         reader.SetImageIO("GDCMImageIO")
     image = reader.Execute()
     if is_dicom and image.GetNumberOfComponentsPerPixel() == 1:
-        dicom.check_file(path, image)
+        image = dicom.checked_file(path, image)
     modality = None
     if reader.HasMetaDataKey(MODALITY_TAG):
         modality = reader.GetMetaData(MODALITY_TAG).strip()

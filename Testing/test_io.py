@@ -382,6 +382,72 @@ def test_a_series_whose_slices_are_rescaled_differently_reads_in_hounsfield_unit
     np.testing.assert_array_equal(read_volume(tmp_path / "series").array, expected)
 
 
+def test_padding_above_the_image_s_values_is_read_as_its_lowest_value(tmp_path):
+    """GDCM reads DICOM pixel padding (what a scanner stores outside its field of view) as values: in unsigned
+    pixels, a padding of 63536 (-2000 written unsigned) read as +62 512 HU, and the outside as dense body."""
+    image = ct_image(slices=2, size=128, spacing=(0.7, 0.7, 2.0))
+    hu = np.round(sitk.GetArrayFromImage(image))
+    outside = np.hypot(*np.mgrid[-64:64, -64:64]) > 60
+    _write_dicom_series(tmp_path / "series", image)
+    for k, f in enumerate(sorted((tmp_path / "series").iterdir())):
+        stored = np.where(outside, 63536, np.clip(hu[k] + 1024, 0, None)).astype(np.uint16)
+        _retag(f, PixelRepresentation=0, BitsStored=16, HighBit=15, RescaleIntercept=-1024,
+               PixelData=stored.tobytes())
+        ds = pydicom.dcmread(f)
+        ds.add_new(0x00280120, "US", 63536)  # Pixel Padding Value
+        ds.save_as(f)
+    lowest = np.clip(hu, -1024, None)[:, ~outside].min()
+    for path in (tmp_path / "series", tmp_path / "series" / "slice001.dcm"):
+        array = read_volume(path).array
+        assert (array[:, outside] == lowest).all() and array.max() < 5000, path
+        np.testing.assert_array_equal(array[:, ~outside], np.clip(hu[-array.shape[0]:], -1024, None)[:, ~outside])
+    signed = read_volume(get_testdata_file("CT_small.dcm")).array  # padding -2000 (-3024 HU): below air, kept
+    assert signed.min() == float(pydicom.dcmread(get_testdata_file("CT_small.dcm")).pixel_array.min() - 1024)
+
+
+def test_monochrome1_pixels_are_refused(tmp_path):
+    """GDCM inverts MONOCHROME1 pixels: a CT stored so read at +61 600 to +64 500 HU, "too little body"."""
+    _write_dicom_series(tmp_path / "series", ct_image(slices=2, spacing=(0.7, 0.7, 2.0)))
+    for f in (tmp_path / "series").iterdir():
+        _retag(f, PhotometricInterpretation="MONOCHROME1")
+    for path, name in ((tmp_path / "series", "series"), (tmp_path / "series" / "slice000.dcm", "slice000.dcm")):
+        with pytest.raises(InputError, match=rf"{name}: MONOCHROME1 pixels \(the lowest value shown white\)"):
+            read_volume(path)
+
+
+@pytest.mark.parametrize("sequence, keyword, values, what", [
+    ("PixelMeasuresSequence", "PixelSpacing", ([0.661468, 0.661468], [0.8, 0.8]), "pixel spacing"),
+    ("PlaneOrientationSequence", "ImageOrientationPatient", ([1, 0, 0, 0, 1, 0], [0, 1, 0, 1, 0, 0]), "orientation"),
+    ("PixelValueTransformationSequence", "RescaleIntercept", (-1024, 0), r"rescale \(slope and intercept\)"),
+], ids=["spacing", "orientation", "rescale"])
+def test_a_multi_frame_file_whose_frames_differ_in_spacing_orientation_or_rescale_is_refused(
+        tmp_path, sequence, keyword, values, what):
+    """GDCM reads every frame with the first one's pixel spacing, orientation and rescale: a frame of 0.8 mm
+    pixels among 0.66 mm ones was read at 0.66 mm, one rescaled otherwise 1 024 HU off."""
+    import copy
+
+    from pydicom.sequence import Sequence
+
+    stored = pydicom.dcmread(get_testdata_file("CT_small.dcm")).pixel_array
+    _write_enhanced_ct(tmp_path / "ct.dcm", np.stack([stored] * 3), 3.0)
+    ds = pydicom.dcmread(tmp_path / "ct.dcm")
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    template = shared[sequence][0]
+    delattr(shared, sequence)
+    for k, frame in enumerate(ds.PerFrameFunctionalGroupsSequence):
+        item = copy.deepcopy(template)
+        setattr(item, keyword, values[k == 1])
+        setattr(frame, sequence, Sequence([item]))
+    ds.save_as(tmp_path / "ct.dcm")
+    with pytest.raises(InputError, match=rf"ct\.dcm: its frames differ in {what} \(frame 1 and frame 2\), and would "
+                                         "all be read with the first frame's"):
+        read_volume(tmp_path / "ct.dcm")
+    for frame in ds.PerFrameFunctionalGroupsSequence:  # the same in every frame: read
+        setattr(frame[sequence][0], keyword, values[0])
+    ds.save_as(tmp_path / "ct.dcm")
+    assert read_volume(tmp_path / "ct.dcm").array.shape == (3, 128, 128)
+
+
 def test_a_short_stack_stored_across_its_acquired_slices_is_told_to_reorient(tmp_path):
     """Twenty sagittal slices stored slice axis first: refused as an image under 64 pixels, as if its acquired
     256 × 256 slices were not there."""
