@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from .io import Geometry, Volume
 
 DEMO_SAMPLE = ENGINE_ROOT / "Resources" / "SampleData" / "head-ct-slice.nrrd"
+STAGE1_ITERATIONS = 1000  # stage 1's detector steps, where a `train` run trains its own
 NOISY_FIRST_SEED = 100  # series seeds of the noisy real variants, apart from the plain ones (0, 1, ...)
 
 
@@ -657,8 +658,9 @@ def _how_trained(training: dict) -> str:
         member = settings.get("init_member")
         return (f"stage-2 regression of {whose} scores and maps, fine-tuned from {init['name']}"
                 f"{'' if member is None else f' (its member {member})'} (sha256 {init['sha256'][:12]}…)")
-    if settings.get("stage1_iterations"):
-        return ("two-stage distillation (stage-1 insertion detector on the student's backbone, stage-2 "
+    if settings.get("stage1_iterations") or settings.get("stage1_from"):
+        source = f", that of the run {settings['stage1_from']}" if settings.get("stage1_from") else ""
+        return (f"two-stage distillation (stage-1 insertion detector on the student's backbone{source}, stage-2 "
                 f"regression of {whose} scores and maps)")
     return f"stage-2 regression of {whose} scores and maps from random weights (no stage 1)"
 
@@ -1040,7 +1042,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.init_member is not None and not args.init:
         raise InputError("--init-member picks a member of the --init ensemble; pass --init with it")
     if args.init and args.stage1_iterations:
-        raise InputError("--init starts stage 2 from a trained student; pass --stage1-iterations 0 with it")
+        raise InputError("--init starts stage 2 from a trained student: it trains no stage 1 (--stage1-iterations 0)")
+    if args.stage1_from and (args.init or args.bank or args.stage1_iterations):
+        raise InputError("--stage1-from takes stage 1 from another run: give it without --init, --bank or "
+                         "--stage1-iterations")
+    stage1 = _finished_stage1(Path(args.stage1_from), args.preset) if args.stage1_from else []
+    if args.stage1_iterations is None:  # stage 1 trained here: by default, unless another start is given
+        args.stage1_iterations = 0 if args.init or args.stage1_from else STAGE1_ITERATIONS
     if args.stage1_iterations and not args.bank:
         raise InputError("stage 1 needs --bank (a train-detector run's bank.npz), or --stage1-iterations 0")
     _refuse_twice([Path(p) for p in args.labels], "labels file")
@@ -1050,7 +1058,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise InputError(f"--bank {args.bank}: no such file")
     inputs = {"labels": [sha256_of(p) for p in args.labels],
               "bank": sha256_of(args.bank) if args.stage1_iterations else None,
-              "init": model_of_kind(args.init, "student").sha256 if args.init else None}
+              "init": model_of_kind(args.init, "student").sha256 if args.init else None,
+              "stage1_from": [sha256_of(p) for p in stage1] if stage1 else None}
     recorded = _read_run_record(out)
     if args.batch_size is None:  # a resumed run keeps the batch it recorded; a new one's fits its data (below)
         args.batch_size = recorded.get("args", {}).get("batch_size")
@@ -1064,6 +1073,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .distill import (StudentTraining, check_batch, check_rankable, check_series_apart, fitting_batch,
                           load_samples, split_by_series, stage1_detectors, train_student, transfer_backbones)
     from .distributed import distributed_context, world_from_environment
+    from .models import read_weights
     from .student import Student
 
     device = _device(args.device)
@@ -1105,6 +1115,11 @@ def cmd_train(args: argparse.Namespace) -> None:
                                                 seed=args.seed), progress=progress, device=device,
                                rank=rank, world=world)
             transfer_backbones(student, detectors)
+        elif stage1:
+            detectors = stage1_detectors(args.preset)
+            for det, weights in zip(detectors, stage1):
+                det.load_state_dict(read_weights(weights))
+            transfer_backbones(student, detectors)
         best = train_student(student.to(device), train, val, out / "stage2", cfg, progress, rank, world)
     if rank == 0:
         if not val:
@@ -1112,6 +1127,32 @@ def cmd_train(args: argparse.Namespace) -> None:
                             "kept is the one of the lowest training loss, not the closest to the teacher")
         print(json.dumps({"best": str(best), "train_slices": len(train), "held_out_slices": len(val),
                           "ranks": world}))
+
+
+def _finished_stage1(run: Path, preset: str) -> list[Path]:
+    """The stage-1 detectors' final weights of the `train` run ``run``, one per backbone of ``preset``
+    (``stage1-N/snapshots``, at its last step), for ``train --stage1-from``: students of other seeds on the
+    stage 1 of one.
+
+    Raises:
+        InputError: ``run`` is no `train` run of that preset that trained a stage 1, or its stage 1 is unfinished.
+    """
+    from .student import STUDENT_SPECS
+
+    info = _read_run_record(run)
+    settings = info.get("args", {})
+    iterations = settings.get("stage1_iterations")
+    if info.get("command") != "ediqa train" or settings.get("preset", "lite") != preset:
+        raise InputError(f"--stage1-from {run}: no run.json of `ediqa train` of the {preset} preset")
+    if not isinstance(iterations, int) or iterations <= 0:
+        raise InputError(f"--stage1-from {run}: that run trained no stage 1 of its own; give the run that did")
+    weights = [run / f"stage1-{i}" / "snapshots" / f"step{iterations:06d}.safetensors"
+               for i in range(len(STUDENT_SPECS[preset]["backbones"]))]
+    missing = next((w for w in weights if not w.is_file()), None)
+    if missing is not None:
+        raise InputError(f"--stage1-from {run}: its stage 1 is unfinished ({missing.relative_to(run)} missing); "
+                         "finish that run first (its command resumes it)")
+    return weights
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -1314,9 +1355,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run folder (resumes the run it holds, given the same settings)")
     p.add_argument("--preset", choices=PRESETS, default="lite", help=preset_help)
     p.add_argument("--bank", type=_path, help="bank.npz of a train-detector run, for stage 1")
-    p.add_argument("--stage1-iterations", type=_count, default=1000, help="0 skips stage 1")
+    p.add_argument("--stage1-iterations", type=_count,
+                   help=f"stage-1 detector steps (default: {STAGE1_ITERATIONS}; none with --init or --stage1-from); "
+                        "0 skips stage 1")
+    p.add_argument("--stage1-from", type=_path, metavar="RUN",
+                   help="take stage 1 from the finished `train` run RUN instead of training it (students of several "
+                        "seeds on one stage 1); RUN is recorded in run.json")
     p.add_argument("--init", type=_path, help="start stage 2 from this trained student (bundled name or .safetensors): "
-                                  "fine-tuning on new labels, with --stage1-iterations 0")
+                                  "fine-tuning on new labels, without stage 1")
     p.add_argument("--init-member", type=_count, metavar="I",
                    help="fine-tune member I (from 0) of the --init ensemble alone, e.g. to distil the ensemble "
                         "into one network on its own labels (`ediqa label --model`)")

@@ -162,3 +162,25 @@ def test_two_rank_training_equals_one_process_accumulating_two_micro_batches(tmp
     # stage 2 started from the transferred stage-1 backbone and moved it
     stage1, stage2 = _trained(one, "stage1-0"), _trained(one, "stage2")
     assert not torch.allclose(stage2["backbones.0.stem.0.weight"], stage1["backbone.stages.stem.0.weight"])
+
+    # students of other seeds on that stage 1 (the documented recipe copied its folder, which the run then
+    # refused as a run's files without their run.json): the run records where its stage 1 came from
+    again = ["train", "--labels", str(labels), "--epochs", "1", "--batch-size", "4", "--held-out", "0",
+             "--lr", "1e-9", "--device", "cpu", "--progress", "none"]  # stage 2 all but still: stage 1's backbone stays
+    proc = subprocess.run([sys.executable, "-m", "EDIQALib", *again, "--stage1-from", str(one), "--seed", "1",
+                           "--accumulate", "2", "--out", str(tmp_path / "seed1")], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    seeded = tmp_path / "seed1"
+    assert not list(seeded.glob("stage1-*"))
+    assert torch.allclose(_trained(seeded, "stage2")["backbones.0.stem.0.weight"], stage1["backbone.stages.stem.0.weight"],
+                          atol=1e-6)
+    record = json.loads((seeded / "run.json").read_text(encoding="utf-8"))
+    assert record["args"]["stage1_from"] == str(one) and len(record["inputs_sha256"]["stage1_from"]) == 1
+    (one / "stage1-0" / "snapshots" / "step000002.safetensors").unlink()  # as if stopped before its end
+    for extra, message in ((["--stage1-from", str(one)], "its stage 1 is unfinished (stage1-0/snapshots/step000002"),
+                           (["--stage1-from", str(seeded)], "that run trained no stage 1 of its own"),
+                           (["--stage1-from", str(one), "--stage1-iterations", "2"], "without --init, --bank or")):
+        proc = subprocess.run([sys.executable, "-m", "EDIQALib", *again, *extra, "--out", str(tmp_path / "bad")],
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 2 and message in proc.stderr and not (tmp_path / "bad").exists(), proc.stderr
