@@ -23,4 +23,4 @@ test: install
 	$(PY) -m pytest -q Testing
 
 clean:
-	rm -rf out .pytest_cache
+	rm -rf out simulated .pytest_cache

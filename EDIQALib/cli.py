@@ -1178,7 +1178,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``ediqa`` subcommand (built without torch: see ``choices``)."""
+    from . import __version__
+
     parser = _Parser(prog="ediqa", description="Task-based, no-reference image quality for CT and MR.")
+    parser.add_argument("--version", action="version", version=f"ediqa {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def device_option(p: argparse.ArgumentParser) -> None:
@@ -1229,7 +1232,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "image's own noise is measured per slice and grows as the dose falls")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the photon-count noise")
     modality_option(p, ("ct",))  # a CT simulator: an image without a DICOM tag may be declared CT, never MR
-    p.add_argument("--out", type=_path, default="simulated")
+    p.add_argument("--out", type=_path, default="simulated",
+                   help="folder for the simulated images, one per dose (NAME_doseD_viewsV_FILTER.nrrd)")
     common(p)
     p.set_defaults(func=cmd_simulate)
 
@@ -1238,7 +1242,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"{image_help}; several: versions of one image, scored on the same insertion maps")
     teacher_options(p, realizations=100, repeats=5)
     modality_option(p)
-    p.add_argument("--out", type=_path, default="out")
+    p.add_argument("--out", type=_path, default="out",
+                   help="folder for result.json, heatmap.nrrd and overlay.png; with several inputs, a folder of "
+                        "these per input and the series' series.json, series.csv and series.png")
     common(p)
     p.set_defaults(func=cmd_teacher)
 
@@ -1249,7 +1255,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", type=_path, default=DEFAULT_STUDENT, help="bundled student name or .safetensors path")
         modality_option(p)
         device_option(p)
-        p.add_argument("--out", type=_path, default="out")
+        p.add_argument("--out", type=_path, default="out",
+                       help="folder for result.json, heatmap.nrrd and overlay.png" if name == "assess" else
+                       "folder for compare.json, compare.csv, compare.png and a folder of results per input")
         common(p)
         p.set_defaults(func=cmd_assess if name == "assess" else cmd_compare)
 
@@ -1267,7 +1275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", type=_path, nargs="+",
                    help="held-out teacher labels (`ediqa label` CSV) for the fidelity "
                    "figures; several labellings of the same slices (other --seed) are pooled")
-    p.add_argument("--out", type=_path, default="out/bench")
+    p.add_argument("--out", type=_path, default="out/bench", help="folder for bench.json and bench.png")
     common(p)
     p.set_defaults(func=cmd_bench)
 
@@ -1305,7 +1313,7 @@ def build_parser() -> argparse.ArgumentParser:
     teacher_options(p, realizations=20, repeats=2)
     p.add_argument("--kinds", type=_kind_list, default=list(KINDS),
                    help="evaluation series, comma-separated")
-    p.add_argument("--out", type=_path, default="out/validity")
+    p.add_argument("--out", type=_path, default="out/validity", help="folder for validity.json, validity.csv and validity.png")
     common(p)
     p.set_defaults(func=cmd_validate)
 
@@ -1413,7 +1421,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_publish_detector)
 
     p = sub.add_parser("demo", help="the student on the bundled sample and on a dose series simulated from it")
-    p.add_argument("--out", type=_path, default="out/demo")
+    p.add_argument("--out", type=_path, default="out/demo",
+                   help="folder for assess/ (the sample's results), dose-series/ and compare/")
     common(p)
     p.set_defaults(func=cmd_demo)
     return parser

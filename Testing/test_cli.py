@@ -435,6 +435,13 @@ def test_help_and_usage_errors_answer_without_loading_torch_or_the_image_librari
     assert re.search(r"choose from '?lite'?, '?paper'?", stderr)  # argparse quotes choices in some versions
 
 
+def test_the_version_is_the_package_s():
+    from EDIQALib import __version__
+
+    proc = ediqa("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"ediqa {__version__}", proc.stderr
+
+
 def test_a_device_that_is_no_device_name_is_a_usage_error_without_torch(tmp_path, ct_volume_file):
     devices = ["gpu", "cuda:x", "cuda:-1", "cuda1", "CPU"]
     stderr = _main_without_torch(*(["assess", ct_volume_file, "--device", d, "--out", tmp_path / "out"] for d in devices),
