@@ -9,8 +9,8 @@ noise draws; its heatmap on half-degraded slices; its fidelity to the teacher on
 from __future__ import annotations
 
 import json
+import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -93,7 +93,8 @@ def teacher_s_per_slice(detector: torch.nn.Module, hu: np.ndarray, config: Teach
 def volume_seconds(model: str, shape: tuple[int, int, int], workdir: Path, device: str = "cpu",
                    runs: int = 3) -> tuple[float, float]:
     """Assess a synthetic ``(slices, rows, cols)`` CT volume with ``ediqa assess`` in a child process,
-    ``runs`` times: (median wall seconds, peak resident memory in GB). The child runs in the engine's own
+    ``runs`` times: (median wall seconds, the children's peak resident memory in GB: theirs alone, not that of
+    the bench's other child processes, which a pool of simulation workers may be). The child runs in the engine's own
     folder (``python -m`` puts its working folder first on the module path: a user's ``random.py`` there
     stopped it).
 
@@ -115,22 +116,26 @@ def volume_seconds(model: str, shape: tuple[int, int, int], workdir: Path, devic
     sitk.WriteImage(image, str(src), True)
     if Path(model).is_file():
         model = str(Path(model).resolve())
-    seconds = []
+    seconds, peaks = [], []
     for _ in range(runs):
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "EDIQALib", "assess", str(src), "--model", model, "--device",
-                               device, "--out", str(workdir / "out"), "--progress", "none"], capture_output=True, text=True,
-                              cwd=ENGINE_ROOT)
-        seconds.append(time.perf_counter() - start)
-        if proc.returncode != 0:  # the child's own one line, or its last
-            why = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
+        with tempfile.TemporaryFile() as err:
+            child = subprocess.Popen([sys.executable, "-m", "EDIQALib", "assess", str(src), "--model", model, "--device",
+                                      device, "--out", str(workdir / "out"), "--progress", "none"],
+                                     stdout=subprocess.DEVNULL, stderr=err, cwd=ENGINE_ROOT)
+            _, status, usage = os.wait4(child.pid, 0)  # this child's own resource use
+            child.returncode = os.waitstatus_to_exitcode(status)
+            seconds.append(time.perf_counter() - start)
+            peaks.append(usage.ru_maxrss)  # kB on Linux, bytes on macOS
+            err.seek(0)
+            stderr = err.read().decode("utf-8", errors="replace").strip()
+        if child.returncode != 0:  # the child's own one line, or its last
+            why = stderr.splitlines()[-1] if stderr else f"exit {child.returncode}"
             raise InputError(f"assessing the bench's volume failed: {why.removeprefix('ediqa: error: ')}")
     if json.loads((workdir / "out" / "result.json").read_text(encoding="utf-8"))["score"] is None:
         raise InputError(f"no slice of the bench's volume of {rows} × {cols} pixels is assessable: its time would be "
                          "of no assessment; choose a --volume-shape nearer square")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # kB on Linux, bytes on macOS
-    peak_gb = peak / 1024 ** (3 if sys.platform == "darwin" else 2)
-    return statistics.median(seconds), peak_gb
+    return statistics.median(seconds), max(peaks) / 1024 ** (3 if sys.platform == "darwin" else 2)
 
 
 def student_validity(student: Student, kinds: tuple[str, ...] = KINDS,

@@ -1226,7 +1226,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fractions of full dose")
     p.add_argument("--views", type=_views, default=360, help="projections over 180°")
     p.add_argument("--filter", choices=FILTERS, default="ramp", help="FBP reconstruction filter")
-    p.add_argument("--i0", type=_photons, default=2.0e5, help="photons per ray at dose 1")
+    p.add_argument("--i0", type=_photons, default=2.0e5, help="photons per ray at dose 1 (default: 2e5)")
     p.add_argument("--noiseless", action="store_true",
                    help="the input carries no noise of its own (a digital phantom); by default an acquired "
                         "image's own noise is measured per slice and grows as the dose falls")

@@ -229,7 +229,8 @@ def write_series_summary(results: list[QualityResult], sources: list[str | Path]
     ax.set_xticks(range(len(results)), [f"{_shown(r.name)}\n{score_text(r.score)}" for r in results], rotation=30,
                   ha="right")  # the score under each name: "not assessable" is no bar at all
     ax.set_ylabel(f"{results[0].method} score")
-    ax.set_title("Series, on shared insertion maps", fontsize=10)
+    ax.set_title("Series, on shared insertion maps" + (f"\nΔ: the difference from {_shown(results[0].name)}"
+                                                        if len(results) > 1 else ""), fontsize=10)
     fig.tight_layout()
     png = _png_bytes(fig)
     csv_buf = _io.StringIO()

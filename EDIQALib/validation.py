@@ -200,7 +200,7 @@ def rho_summary(entries: list[dict], kinds: tuple[str, ...]) -> dict[str, dict]:
     summary = {}
     for kind in kinds:
         rows = [e for e in entries if e["kind"] == kind]
-        summary[kind] = {"mean_rho": float(np.mean([e["rho"] for e in rows])),
+        summary[kind] = {"mean_rho": round(float(np.mean([e["rho"] for e in rows])), 6),  # not 0.9799999999999999
                          "min_rho": float(np.min([e["rho"] for e in rows])),
-                         "mean_rho_noise_sd": float(np.mean([e["rho_noise_sd"] for e in rows]))}
+                         "mean_rho_noise_sd": round(float(np.mean([e["rho_noise_sd"] for e in rows])), 6)}
     return summary

@@ -261,10 +261,13 @@ def test_bench_volume_figure_is_of_a_real_assessment_in_a_child_process(tmp_path
     (tmp_path / "random.py").write_text("raise SystemExit('a stray random.py was imported')\n", encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "work").mkdir()
-    seconds, _ = volume_seconds(str(student_file), (2, 64, 320), Path("work"), runs=1)  # relative, as --out may be
+    # an earlier child of 3 GB (a pool of simulation workers, in the bench) counted as the volume's peak
+    subprocess.run([sys.executable, "-c", "b = bytearray(3 * 1024 ** 3); b[::4096] = b'x' * len(b[::4096])"], check=True)
+    seconds, peak_gb = volume_seconds(str(student_file), (2, 64, 320), Path("work"), runs=1)  # relative, as --out may be
     result = json.loads((tmp_path / "work" / "out" / "result.json").read_text(encoding="utf-8"))
     assert result["shape"] == [320, 64, 2] and len(result["slice_scores"]) == 2 and 0 < result["score"] < 1
     assert seconds >= result["seconds"] > 0  # the whole command, the assessment in it
+    assert 0.1 < peak_gb < 2.5  # the volume's own assessment: PyTorch and a small volume
     with pytest.raises(InputError, match="assessing the bench's volume failed: model not found"):
         volume_seconds("no-such-student", (2, 64, 320), Path("work"), runs=1)
 
