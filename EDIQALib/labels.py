@@ -16,6 +16,7 @@ import json
 import os
 import re
 import warnings
+from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import dataclass
 from io import StringIO
@@ -197,14 +198,31 @@ def _check_same_images(done_rows: list[dict], path_of: dict[tuple[str, str], str
 
     Paths are relative to ``home``, the labels file's folder (or absolute, as earlier releases wrote them).
 
+    A series labelled in part must also hold the images it was labelled with, no more, no fewer: its
+    images share insertion maps and masks, which another set of images changes, so that its rows to come
+    would not be scored on the maps of the rows it has.
+
     Raises:
-        InputError: a row of ``out_csv`` names a series and file that ``path_of`` finds at another path.
+        InputError: a row of ``out_csv`` names a series and file that ``path_of`` finds at another path, or a
+            series that ``out_csv`` holds rows of now holds other images.
     """
     for row in done_rows:
         now = path_of.get((row["series"], row["file"]))
         if now is not None and os.path.normpath(home / row["path"]) != os.path.normpath(home / now):
             raise InputError(f"{out_csv} holds series {row['series']} labelled from {row['path']}, not from {now}; "
                              "label those images into another --out")
+    labelled, present = defaultdict(set), defaultdict(set)
+    for row in done_rows:
+        labelled[row["series"]].add(row["file"])
+    for series_name, file_name in path_of:
+        present[series_name].add(file_name)
+    for series_name in sorted(labelled.keys() & present.keys()):
+        if labelled[series_name] != present[series_name]:
+            added, gone = sorted(present[series_name] - labelled[series_name]), sorted(labelled[series_name] - present[series_name])
+            change = "; ".join(([f"it now holds {', '.join(added)} too"] if added else [])
+                               + ([f"it no longer holds {', '.join(gone)}"] if gone else []))
+            raise InputError(f"{out_csv} holds series {series_name} labelled in part from other images ({change}), "
+                             "whose insertion maps the rest would not share; label it again into another --out")
 
 
 def _part_path(out_csv: Path, rank: int, world: int) -> Path:

@@ -188,6 +188,32 @@ def test_a_resume_refuses_another_image_of_a_labelled_series_s_name(tmp_path):
                                with_psf=False) == 0
 
 
+def test_a_resume_refuses_a_series_that_holds_other_images_than_its_rows(tmp_path):
+    """An image added to (or removed from) a series labelled in part was labelled on insertion maps drawn for
+    the new set, its other images' rows on those of the old, exit 0: the series' versions no longer shared
+    their maps."""
+    import shutil
+
+    import EDIQALib.labels as labels
+    from EDIQALib.signals import InsertionConfig
+
+    folder, _ = _dataset(tmp_path)
+    out = tmp_path / "labels.csv"
+    labels.label_series(read_series(discover_series([folder])), _constant_scorer, InsertionConfig(), out,
+                        {"model": "test"}, with_psf=False)
+    before = out.read_bytes()
+    shutil.copy(folder / "1.nrrd", folder / "2.nrrd")
+    with pytest.raises(InputError, match=r"labels\.csv holds series series-a labelled in part from other images \(it "
+                                         r"now holds 2\.nrrd too\), whose insertion maps"):
+        labels.label_series(read_series(discover_series([folder])), _constant_scorer, InsertionConfig(), out,
+                            {"model": "test"}, resume=True, with_psf=False)
+    (folder / "1.nrrd").unlink()
+    with pytest.raises(InputError, match=r"\(it now holds 2\.nrrd too; it no longer holds 1\.nrrd\)"):
+        labels.label_series(read_series(discover_series([folder])), _constant_scorer, InsertionConfig(), out,
+                            {"model": "test"}, resume=True, with_psf=False)
+    assert out.read_bytes() == before
+
+
 def test_one_process_resumes_a_run_of_two_ranks_cut_short(tmp_path, monkeypatch):
     """The part files of a run under ``torchrun`` were neither read nor removed by a resume in one process,
     which labelled everything again."""
