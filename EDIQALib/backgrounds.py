@@ -5,8 +5,11 @@ teacher and the detector need: normalised image, body and saliency masks, and th
 """
 from __future__ import annotations
 
+import ctypes
 import json
+import os
 import signal
+import sys
 import zipfile
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -95,12 +98,18 @@ def _degrade(args: tuple[np.ndarray, Degradation, int]) -> list[tuple[np.ndarray
     return out
 
 
-def _quiet_on_interrupt() -> None:
+def _start_worker(parent: int) -> None:
     """In a worker: Ctrl-C and SIGTERM, which reach the whole process group, are left to the parent, which
     cancels the work not yet started and waits for the projections under way (a worker that died of them
-    printed a traceback, and the pool's own thread another)."""
+    printed a traceback, and the pool's own thread another). On Linux the worker ends with the parent
+    (process ``parent``): a second Ctrl-C while the parent waited ended it, and its workers, deaf to signals,
+    ran on without it, holding the run's lock and the terminal's pipes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # it ended before that was set
+            os._exit(1)
 
 
 def _in_workers(fn: Callable[[Job], Outcome], jobs: list[Job], workers: int,
@@ -113,7 +122,7 @@ def _in_workers(fn: Callable[[Job], Outcome], jobs: list[Job], workers: int,
     results: dict[int, Outcome] = {}
     waiting = list(enumerate(jobs))[::-1]
     running: dict[Future, int] = {}
-    pool = ProcessPoolExecutor(workers, initializer=_quiet_on_interrupt)
+    pool = ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(os.getpid(),))
     try:
         while waiting or running:
             while waiting and len(running) < workers:

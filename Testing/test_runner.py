@@ -374,6 +374,36 @@ def test_an_interrupted_bank_waits_for_the_projections_under_way_only(monkeypatc
     assert len(futures) == 2 and all(f.done() for f in futures)
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="workers end with their parent on Linux")
+def test_the_bank_s_workers_end_with_the_process_that_started_them():
+    """A second Ctrl-C while the bank waited for its projections ended the command at once (``os._exit``),
+    and its workers, which ignore signals, ran on without it, holding the run's lock and the pipes."""
+    code = ("import os, sys, time\nfrom EDIQALib import backgrounds\nprint(os.getpid(), flush=True)\n"
+            "backgrounds._in_workers(time.sleep, [60, 60], 2)")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    pid = int(parent.stdout.readline())
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    deadline = time.monotonic() + 60
+    while len(children.read_text().split()) < 2 and time.monotonic() < deadline:  # both workers started
+        time.sleep(0.1)
+    workers = [int(w) for w in children.read_text().split()]
+    assert len(workers) >= 2
+    time.sleep(1.0)  # their start (the end-with-parent setting among it) done
+    parent.kill()
+    parent.wait()
+
+    def alive(worker: int) -> bool:
+        try:
+            return Path(f"/proc/{worker}/stat").read_text().split(") ")[-1][0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 10
+    while any(alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(w) for w in workers)
+
+
 def test_an_interrupt_while_a_worker_is_started_is_delivered_once_it_is(ctrl_c_interrupts):
     """A worker forked while Ctrl-C arrived could die of it before it ignored it, with a traceback: while a
     job is handed out (and a worker perhaps forked), the interrupt is held, then delivered as it was."""
