@@ -227,7 +227,7 @@ def _simulate(args: argparse.Namespace) -> list[str]:
 
 def cmd_teacher(args: argparse.Namespace) -> None:
     from .io import check_same_geometry
-    from .report import SERIES_FILES, write_series_summary
+    from .report import RESULT_FILES, SERIES_FILES, write_series_summary
 
     progress = _progress(args)
     volumes, folders = _inputs_and_folders(args, progress, SERIES_FILES if len(args.inputs) > 1 else ())
@@ -252,8 +252,9 @@ def cmd_teacher(args: argparse.Namespace) -> None:
                      "the others have no assessable slice either; score them apart"])
     for res in results:  # without one assessable slice, no repeat scores: empty, as in series.json
         res.details.update({"repeat_scores": [], "score_se": None, **res.details, **settings})
-    _write_results(volumes, results, folders, progress, Path(args.out),
-                   (lambda out: write_series_summary(results, args.inputs, out, settings)) if len(volumes) > 1 else None)
+    series = (lambda out: write_series_summary(results, args.inputs, out, settings)) if len(volumes) > 1 else None
+    _write_results(volumes, results, folders, progress, Path(args.out), series)
+    _remove_other_layout(Path(args.out), SERIES_FILES if series else RESULT_FILES, args.inputs)
     summary = [{"name": r.name, "score": r.to_json()["score"], "out": str(f)} for r, f in zip(results, folders)]
     _print_result(args, summary if len(summary) > 1 else summary[0])
 
@@ -278,6 +279,22 @@ def _write_results(volumes: list, results: list, folders: list[Path], progress: 
         if summary is not None:
             summary(summary_dir)
             progress("writing", total, total)
+
+
+def _remove_other_layout(out: Path, kept: tuple[str, ...], inputs: list[str]) -> None:
+    """Once a run's files are in place in ``out``: the result or summary files (those of ``write_outputs``,
+    a teacher series and ``compare``) but ``kept`` that an earlier run of another layout left at its top (a
+    single input's ``result.json`` beside a series' ``series.json``, or the reverse), which would be read as
+    this run's. An input is never removed. The earlier run's folders of its inputs are left as they are."""
+    from .io import input_files, resolved, same_file
+    from .report import COMPARISON_FILES, RESULT_FILES, SERIES_FILES
+
+    sources = input_files(inputs)
+    for name in (*RESULT_FILES, *SERIES_FILES, *COMPARISON_FILES):
+        path = out / name
+        if (name not in kept and path.is_file() and not path.is_symlink()
+                and not any(resolved(path) == s or same_file(path, s) for s in sources)):
+            path.unlink()
 
 
 def _warn(volumes: list, results: list) -> None:
@@ -318,12 +335,14 @@ def _result_folders(args: argparse.Namespace, names: list[str], summary_files: t
 
 def cmd_assess(args: argparse.Namespace) -> None:
     from .assessment import student_assessor
+    from .report import RESULT_FILES
 
     progress = _progress(args)
     volumes, folders = _inputs_and_folders(args, progress)  # one input
     results = [student_assessor(args.model, args.device)(volumes[0], progress)]
     _warn(volumes, results)
     _write_results(volumes, results, folders, progress, Path(args.out))
+    _remove_other_layout(Path(args.out), RESULT_FILES, args.inputs)
     _print_result(args, {"name": results[0].name, "score": results[0].to_json()["score"], "out": args.out})
 
 
@@ -355,6 +374,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
             del volume, result  # before the next input is read
         write_comparison(compared, summary_dir)
         progress("writing", len(names) + 1, len(names) + 1)
+    _remove_other_layout(Path(args.out), COMPARISON_FILES, args.inputs)
     _warn_lines(notes)
     _print_result(args, [{"name": c.name, "score": c.result["score"]} for c in compared])
 

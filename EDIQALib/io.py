@@ -654,6 +654,12 @@ def check_utf8(path: Path) -> None:
                          "library cannot take; rename it") from None
 
 
+def input_files(inputs: list[str | os.PathLike]) -> list[Path]:
+    """The files (and folders) that ``inputs`` read, resolved: each input, and a header input's data file."""
+    return [*(resolved(i) for i in inputs),
+            *(resolved(d) for i in inputs if (d := header_data_file(Path(i))) is not None)]
+
+
 def check_outputs(outputs: list[Path], inputs: list[str | os.PathLike]) -> None:
     """Before any work: every output path can be written, and none of them is an input.
 
@@ -664,8 +670,7 @@ def check_outputs(outputs: list[Path], inputs: list[str | os.PathLike]) -> None:
             folders leads nowhere (or round in a loop), or an output would replace an input file (by its name or
             another: a link) or go into an input folder.
     """
-    sources = [resolved(i) for i in inputs]
-    sources += [resolved(d) for i in inputs if (d := header_data_file(Path(i))) is not None]
+    sources = input_files(inputs)
     for out in outputs:
         _check_linked_folders(Path(out))
         target = resolved(out)

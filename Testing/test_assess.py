@@ -129,6 +129,32 @@ def test_compare_says_where_it_pairs_slices_that_lie_apart(tmp_path, student_fil
     assert "(2 and 3 slices): compare.csv and the curves pair slices by number, not by position" in proc.stderr
 
 
+def test_an_earlier_run_s_files_of_another_layout_go_but_an_input_stays(tmp_path, student_file):
+    """Written into one --out, a single result's result.json and overlay.png stayed beside a later
+    comparison's compare.json (and the reverse), and read as this run's."""
+    out = tmp_path / "out"
+    out.mkdir()
+    a, b = out / "result.json", tmp_path / "b.nrrd"  # an input that bears an output's name stays
+    sitk.WriteImage(ct_image(slices=1, size=128), str(b))
+    proc = ediqa("assess", b, "--model", student_file, "--out", out, "--progress", "none")
+    assert proc.returncode == 0, proc.stderr
+    proc = ediqa("compare", b, tmp_path / "b.nrrd", "--model", student_file, "--out", out, "--progress", "none")
+    assert proc.returncode == 2  # the same input twice: refused, nothing changed
+    assert (out / "overlay.png").exists()
+    c = tmp_path / "c.nrrd"
+    sitk.WriteImage(ct_image(slices=1, size=128, seed=4), str(c))
+    proc = ediqa("compare", b, c, "--model", student_file, "--out", out, "--progress", "none")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == ["compare.csv", "compare.json", "compare.png"]
+    proc = ediqa("assess", b, "--model", student_file, "--out", out, "--progress", "none")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == ["heatmap.nrrd", "overlay.png", "result.json"]
+    sitk.WriteImage(ct_image(slices=1, size=128, seed=5), str(out / "heatmap.nrrd"))  # now an input, in --out
+    proc = ediqa("compare", out / "heatmap.nrrd", c, "--model", student_file, "--out", out, "--progress", "none")
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "heatmap.nrrd").exists() and not a.exists()
+
+
 def test_compare_holds_one_input_and_its_heatmap_at_a_time(tmp_path, student_file, monkeypatch):
     """Memory holds the input being assessed, not every input and heatmap of the comparison: the inputs
     read to be checked are let go, and each one with its result once they are written."""

@@ -113,6 +113,11 @@ def test_teacher_series_shares_maps_and_summarises(tmp_path):
     assert [(r["name"], r["input"], float(r["score"])) for r in rows] == [
         (n, str(path), pytest.approx(r["score"])) for n, r, path in zip("abc", own, (a, b, c))]
     assert (tmp_path / "out" / "series.png").read_bytes()[:4] == b"\x89PNG"
+    # one input into the same folder: the series' summary, no longer of this run, goes (it named the three)
+    proc = ediqa("teacher", a, *TINY, "--out", tmp_path / "out", "--progress", "none")
+    assert proc.returncode == 0, proc.stderr
+    top = sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_file())
+    assert top == ["heatmap.nrrd", "overlay.png", "result.json"]
 
 
 def test_simulate_writes_a_dose_series_in_input_geometry(tmp_path):
