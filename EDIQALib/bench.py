@@ -52,11 +52,13 @@ def _cpu_model() -> str:
 
 
 def host(device: str) -> dict:
-    """What the times are of: the CPU's model, the logical CPUs this process may use, torch's threads,
-    and the GPU's name when the bench runs on one."""
+    """What the times are of: the CPU's model and the widest vector instructions PyTorch uses on it (a
+    network's time halves from AVX2 to AVX-512 and one model name covers both), the logical CPUs this
+    process may use, torch's threads, and the GPU's name when the bench runs on one."""
     cpus = usable_cpus()
     gpu = {"gpu": torch.cuda.get_device_name(device)} if device.startswith("cuda") else {}
-    return {"cpu": _cpu_model(), "cpus": cpus, "threads": torch.get_num_threads(), **gpu}
+    return {"cpu": _cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpus": cpus,
+            "threads": torch.get_num_threads(), **gpu}
 
 
 def student_ms_per_slice(student: Student, size: int = 512, batch: int = 8, runs: int = 20,
@@ -242,7 +244,8 @@ def summary_table(figures: dict) -> str:
     rhos = "\n".join(f"{k:>22}  student rho {v['mean_rho']:.2f}   noise-SD rho {v['mean_rho_noise_sd']:.2f}"
                       for k, v in figures["validity"]["summary"].items())
     half = figures["heatmap_half_noise"]
-    host = (f"{'host':>22}  {figures.get('gpu', figures['cpu'])}, {figures['cpus']} CPUs, "
+    host = (f"{'host':>22}  {figures.get('gpu', figures['cpu'])} ({figures.get('cpu_capability', '?')}), "
+            f"{figures['cpus']} CPUs, "
             f"{figures['threads']} threads, {figures['device']}")
     order = figures["dose_order"]
     lines = [host, table, rhos,

@@ -211,6 +211,9 @@ def _simulate(args: argparse.Namespace) -> list[str]:
         raise InputError(f"--doses {','.join(f'{d:g}' for d in args.doses)}: two doses give one output name "
                          "(equal to 6 significant digits)")
     check_outputs(paths, [args.input])
+    settings = json.dumps({"input": str(Path(args.input).resolve()), "i0": args.i0, "seed": args.seed,
+                           "noiseless": args.noiseless})  # what the noise of a series' doses depends on
+    _check_one_simulation(Path(args.out), vol.name, paths, settings)
     progress = _progress(args)
     out_slices = [[] for _ in acqs]
     for k, hu in enumerate(vol.array):
@@ -221,8 +224,53 @@ def _simulate(args: argparse.Namespace) -> list[str]:
     with staged_in(Path(args.out)) as staging:  # the series whole, or none of it
         for path, slices in zip(paths, out_slices):
             # tagged: read back as CT, whether or not its values reach air's
-            write_image(image_like(slices, vol.geometry), staging / path.name, "CT")
+            image = image_like(slices, vol.geometry)
+            image.SetMetaData(SIMULATION_TAG, settings)
+            write_image(image, staging / path.name, "CT")
     return [str(p) for p in paths]
+
+
+SIMULATION_TAG = "EDIQA_simulation"  # in each simulated image's header: its source and noise settings (JSON)
+
+
+def _check_one_simulation(out: Path, name: str, paths: list[Path], settings: str) -> None:
+    """A folder holds one simulation of an input's name: its doses, views and filters share the source and
+    noise settings (``settings``: photons, seed, noiseless) that nest its doses. Another ``simulate`` into it
+    with other settings (another --i0 or --seed, or another image of the same name) replaced some of its
+    images and left the others: a series that looked like one and was not.
+
+    Raises:
+        InputError: ``out`` holds an image of ``name`` that this run does not write again, simulated with
+            other settings, or with none recorded (by an earlier release).
+    """
+    import glob
+
+    import SimpleITK as sitk
+
+    for other in sorted(out.glob(f"{glob.escape(name)}_dose*_views*_*.nrrd")):
+        if other in paths:
+            continue
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(other))
+        try:
+            reader.ReadImageInformation()
+            recorded = reader.GetMetaData(SIMULATION_TAG) if reader.HasMetaDataKey(SIMULATION_TAG) else None
+        except RuntimeError:
+            recorded = None
+        if recorded == settings:
+            continue
+        if recorded is None:
+            why = "by an earlier release, its settings unrecorded"
+        else:
+            try:
+                was = json.loads(recorded)
+            except ValueError:
+                was = {}
+            now = json.loads(settings)
+            options = {"input": "source image", "i0": "--i0", "seed": "--seed", "noiseless": "--noiseless"}
+            why = "with another " + ", ".join(options[k] for k in now if not isinstance(was, dict) or was.get(k) != now[k])
+        raise InputError(f"{out} holds {other.name}, simulated {why}: this run's images would sit beside it as "
+                         "one series; give another --out")
 
 
 def cmd_teacher(args: argparse.Namespace) -> None:
