@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import multiprocessing
 import os
 import signal
 import sys
@@ -98,17 +99,19 @@ def _degrade(args: tuple[np.ndarray, Degradation, int]) -> list[tuple[np.ndarray
     return out
 
 
-def _start_worker(parent: int) -> None:
+def _start_worker(parent: int | None) -> None:
     """In a worker: Ctrl-C and SIGTERM, which reach the whole process group, are left to the parent, which
     cancels the work not yet started and waits for the projections under way (a worker that died of them
-    printed a traceback, and the pool's own thread another). On Linux the worker ends with the parent
-    (process ``parent``): a second Ctrl-C while the parent waited ended it, and its workers, deaf to signals,
-    ran on without it, holding the run's lock and the terminal's pipes."""
+    printed a traceback, and the pool's own thread another). On Linux the worker ends with the process that
+    started it: a second Ctrl-C while the parent waited ended it, and its workers, deaf to signals, ran on
+    without it, holding the run's lock and the terminal's pipes. Forked by ``parent`` (the pool's process,
+    under the fork start method), a worker whose parent ended before that was set ends at once; started by
+    a fork server, it ends with the server, which ends with the pool's process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if sys.platform == "linux":
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # it ended before that was set
+        if parent is not None and os.getppid() != parent:  # it ended before that was set
             os._exit(1)
 
 
@@ -122,7 +125,8 @@ def _in_workers(fn: Callable[[Job], Outcome], jobs: list[Job], workers: int,
     results: dict[int, Outcome] = {}
     waiting = list(enumerate(jobs))[::-1]
     running: dict[Future, int] = {}
-    pool = ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(os.getpid(),))
+    forked = multiprocessing.get_start_method() == "fork"  # the pool's start method, the default one
+    pool = ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(os.getpid() if forked else None,))
     try:
         while waiting or running:
             while waiting and len(running) < workers:

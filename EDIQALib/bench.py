@@ -95,8 +95,8 @@ def teacher_s_per_slice(detector: torch.nn.Module, hu: np.ndarray, config: Teach
 def volume_seconds(model: str, shape: tuple[int, int, int], workdir: Path, device: str = "cpu",
                    runs: int = 3) -> tuple[float, float]:
     """Assess a synthetic ``(slices, rows, cols)`` CT volume with ``ediqa assess`` in a child process,
-    ``runs`` times: (median wall seconds, the children's peak resident memory in GB: theirs alone, not that of
-    the bench's other child processes, which a pool of simulation workers may be). The child runs in the engine's own
+    ``runs`` times: (median wall seconds, the children's peak resident memory in GB, :func:`_measured_run`).
+    The child runs in the engine's own
     folder (``python -m`` puts its working folder first on the module path: a user's ``random.py`` there
     stopped it).
 
@@ -120,24 +120,54 @@ def volume_seconds(model: str, shape: tuple[int, int, int], workdir: Path, devic
         model = str(Path(model).resolve())
     seconds, peaks = [], []
     for _ in range(runs):
-        start = time.perf_counter()
-        with tempfile.TemporaryFile() as err:
-            child = subprocess.Popen([sys.executable, "-m", "EDIQALib", "assess", str(src), "--model", model, "--device",
-                                      device, "--out", str(workdir / "out"), "--progress", "none"],
-                                     stdout=subprocess.DEVNULL, stderr=err, cwd=ENGINE_ROOT)
-            _, status, usage = os.wait4(child.pid, 0)  # this child's own resource use
-            child.returncode = os.waitstatus_to_exitcode(status)
-            seconds.append(time.perf_counter() - start)
-            peaks.append(usage.ru_maxrss)  # kB on Linux, bytes on macOS
-            err.seek(0)
-            stderr = err.read().decode("utf-8", errors="replace").strip()
-        if child.returncode != 0:  # the child's own one line, or its last
-            why = stderr.splitlines()[-1] if stderr else f"exit {child.returncode}"
+        code, stderr, wall, peak = _measured_run([sys.executable, "-m", "EDIQALib", "assess", str(src), "--model",
+                                                  model, "--device", device, "--out", str(workdir / "out"),
+                                                  "--progress", "none"])
+        seconds.append(wall)
+        peaks.append(peak)
+        if code != 0:  # the child's own one line, or its last
+            why = stderr.splitlines()[-1] if stderr else f"exit {code}"
             raise InputError(f"assessing the bench's volume failed: {why.removeprefix('ediqa: error: ')}")
     if json.loads((workdir / "out" / "result.json").read_text(encoding="utf-8"))["score"] is None:
         raise InputError(f"no slice of the bench's volume of {rows} × {cols} pixels is assessable: its time would be "
                          "of no assessment; choose a --volume-shape nearer square")
-    return statistics.median(seconds), max(peaks) / 1024 ** (3 if sys.platform == "darwin" else 2)
+    return statistics.median(seconds), max(peaks)
+
+
+def _measured_run(command: list[str]) -> tuple[int, str, float, float]:
+    """Run ``command`` in the engine's folder: its exit code, stderr, wall seconds, and peak resident memory
+    in GB, its own. On Linux that is its VmHWM, read every 20 ms while it runs: a child's ``ru_maxrss``
+    starts from the parent it was forked from (the bench's, PyTorch and the teacher loaded); elsewhere,
+    ``ru_maxrss``. Interrupted, the child is ended too."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile() as err:
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, cwd=ENGINE_ROOT)
+        high_kb = 0
+        try:
+            while not (ended := os.wait4(child.pid, os.WNOHANG))[0]:
+                high_kb = max(high_kb, _high_water_kb(child.pid))
+                time.sleep(0.02)
+        except BaseException:
+            child.kill()
+            child.wait()
+            raise
+        seconds = time.perf_counter() - start
+        child.returncode = os.waitstatus_to_exitcode(ended[1])
+        err.seek(0)
+        stderr = err.read().decode("utf-8", errors="replace").strip()
+    if high_kb:  # Linux, read at least once
+        return child.returncode, stderr, seconds, high_kb / 1024 ** 2
+    return child.returncode, stderr, seconds, ended[2].ru_maxrss / 1024 ** (3 if sys.platform == "darwin" else 2)
+
+
+def _high_water_kb(pid: int) -> int:
+    """A Linux process's peak resident memory so far (VmHWM, kB); 0 where it cannot be read (ended, or no
+    Linux)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8") as f:
+            return next((int(line.split()[1]) for line in f if line.startswith("VmHWM:")), 0)
+    except (OSError, ValueError):
+        return 0
 
 
 def student_validity(student: Student, kinds: tuple[str, ...] = KINDS,
@@ -244,8 +274,8 @@ def summary_table(figures: dict) -> str:
     rhos = "\n".join(f"{k:>22}  student rho {v['mean_rho']:.2f}   noise-SD rho {v['mean_rho_noise_sd']:.2f}"
                       for k, v in figures["validity"]["summary"].items())
     half = figures["heatmap_half_noise"]
-    host = (f"{'host':>22}  {figures.get('gpu', figures['cpu'])} ({figures.get('cpu_capability', '?')}), "
-            f"{figures['cpus']} CPUs, "
+    processor = figures.get("gpu") or f"{figures['cpu']} ({figures.get('cpu_capability', '?')})"
+    host = (f"{'host':>22}  {processor}, {figures['cpus']} CPUs, "
             f"{figures['threads']} threads, {figures['device']}")
     order = figures["dose_order"]
     lines = [host, table, rhos,

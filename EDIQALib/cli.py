@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 DEMO_SAMPLE = ENGINE_ROOT / "Resources" / "SampleData" / "head-ct-slice.nrrd"
 STAGE1_ITERATIONS = 1000  # stage 1's detector steps, where a `train` run trains its own
+SIMULATION_TAG = "EDIQA_simulation"  # in each simulated image's header: its source and noise settings (JSON)
 NOISY_FIRST_SEED = 100  # series seeds of the noisy real variants, apart from the plain ones (0, 1, ...)
 
 
@@ -211,8 +212,10 @@ def _simulate(args: argparse.Namespace) -> list[str]:
         raise InputError(f"--doses {','.join(f'{d:g}' for d in args.doses)}: two doses give one output name "
                          "(equal to 6 significant digits)")
     check_outputs(paths, [args.input])
-    settings = json.dumps({"input": str(Path(args.input).resolve()), "i0": args.i0, "seed": args.seed,
-                           "noiseless": args.noiseless})  # what the noise of a series' doses depends on
+    import hashlib
+
+    settings = {"source_sha256": hashlib.sha256(vol.array.tobytes()).hexdigest(),  # its voxels, not its path
+                "i0": args.i0, "seed": args.seed, "noiseless": args.noiseless}  # what a series' noise depends on
     _check_one_simulation(Path(args.out), vol.name, paths, settings)
     progress = _progress(args)
     out_slices = [[] for _ in acqs]
@@ -225,23 +228,23 @@ def _simulate(args: argparse.Namespace) -> list[str]:
         for path, slices in zip(paths, out_slices):
             # tagged: read back as CT, whether or not its values reach air's
             image = image_like(slices, vol.geometry)
-            image.SetMetaData(SIMULATION_TAG, settings)
+            image.SetMetaData(SIMULATION_TAG, json.dumps(settings))
             write_image(image, staging / path.name, "CT")
     return [str(p) for p in paths]
 
 
-SIMULATION_TAG = "EDIQA_simulation"  # in each simulated image's header: its source and noise settings (JSON)
+_SIMULATION_OPTIONS = {"source_sha256": "source image", "i0": "--i0", "seed": "--seed", "noiseless": "--noiseless"}
 
 
-def _check_one_simulation(out: Path, name: str, paths: list[Path], settings: str) -> None:
+def _check_one_simulation(out: Path, name: str, paths: list[Path], settings: dict) -> None:
     """A folder holds one simulation of an input's name: its doses, views and filters share the source and
-    noise settings (``settings``: photons, seed, noiseless) that nest its doses. Another ``simulate`` into it
-    with other settings (another --i0 or --seed, or another image of the same name) replaced some of its
-    images and left the others: a series that looked like one and was not.
+    noise settings (``settings``: the source's voxels, photons, seed, noiseless) that nest its doses. Another
+    ``simulate`` into it with other settings (another --i0 or --seed, or another image of the same name)
+    replaced some of its images and left the others: a series that looked like one and was not.
 
     Raises:
         InputError: ``out`` holds an image of ``name`` that this run does not write again, simulated with
-            other settings, or with none recorded (by an earlier release).
+            other settings, with none recorded (by an earlier release), or that cannot be read.
     """
     import glob
 
@@ -254,21 +257,19 @@ def _check_one_simulation(out: Path, name: str, paths: list[Path], settings: str
         reader.SetFileName(str(other))
         try:
             reader.ReadImageInformation()
-            recorded = reader.GetMetaData(SIMULATION_TAG) if reader.HasMetaDataKey(SIMULATION_TAG) else None
         except RuntimeError:
-            recorded = None
-        if recorded == settings:
-            continue
-        if recorded is None:
+            raise InputError(f"{out} holds {other.name}, which cannot be read to tell how it was simulated; "
+                             "give another --out") from None
+        try:
+            was = json.loads(reader.GetMetaData(SIMULATION_TAG)) if reader.HasMetaDataKey(SIMULATION_TAG) else None
+        except ValueError:
+            was = None
+        if not isinstance(was, dict):
             why = "by an earlier release, its settings unrecorded"
+        elif differ := [option for key, option in _SIMULATION_OPTIONS.items() if was.get(key) != settings[key]]:
+            why = f"with another {', '.join(differ)}"
         else:
-            try:
-                was = json.loads(recorded)
-            except ValueError:
-                was = {}
-            now = json.loads(settings)
-            options = {"input": "source image", "i0": "--i0", "seed": "--seed", "noiseless": "--noiseless"}
-            why = "with another " + ", ".join(options[k] for k in now if not isinstance(was, dict) or was.get(k) != now[k])
+            continue
         raise InputError(f"{out} holds {other.name}, simulated {why}: this run's images would sit beside it as "
                          "one series; give another --out")
 
@@ -300,9 +301,10 @@ def cmd_teacher(args: argparse.Namespace) -> None:
                      "the others have no assessable slice either; score them apart"])
     for res in results:  # without one assessable slice, no repeat scores: empty, as in series.json
         res.details.update({"repeat_scores": [], "score_se": None, **res.details, **settings})
-    series = (lambda out: write_series_summary(results, args.inputs, out, settings)) if len(volumes) > 1 else None
+    series = ((lambda out: write_series_summary(results, args.inputs, out, {**settings, "model": entry.record()}))
+              if len(volumes) > 1 else None)  # the summary names its detector, as each result.json does
     _write_results(volumes, results, folders, progress, Path(args.out), series)
-    _remove_other_layout(Path(args.out), SERIES_FILES if series else RESULT_FILES, args.inputs)
+    _warn_lines(_other_layout_files(Path(args.out), SERIES_FILES if series else RESULT_FILES, args.inputs))
     summary = [{"name": r.name, "score": r.to_json()["score"], "out": str(f)} for r, f in zip(results, folders)]
     _print_result(args, summary if len(summary) > 1 else summary[0])
 
@@ -329,20 +331,19 @@ def _write_results(volumes: list, results: list, folders: list[Path], progress: 
             progress("writing", total, total)
 
 
-def _remove_other_layout(out: Path, kept: tuple[str, ...], inputs: list[str]) -> None:
-    """Once a run's files are in place in ``out``: the result or summary files (those of ``write_outputs``,
-    a teacher series and ``compare``) but ``kept`` that an earlier run of another layout left at its top (a
-    single input's ``result.json`` beside a series' ``series.json``, or the reverse), which would be read as
-    this run's. An input is never removed. The earlier run's folders of its inputs are left as they are."""
+def _other_layout_files(out: Path, kept: tuple[str, ...], inputs: list[str]) -> list[str]:
+    """A warning line where ``out`` holds, beside this run's files, result or summary files of another layout
+    than ``kept`` (a single input's ``result.json`` beside a series' ``series.json``, or the reverse: an
+    earlier run's, which would be read as this run's, or files of the user's own); none is removed."""
     from .io import input_files, resolved, same_file
     from .report import COMPARISON_FILES, RESULT_FILES, SERIES_FILES
 
     sources = input_files(inputs)
-    for name in (*RESULT_FILES, *SERIES_FILES, *COMPARISON_FILES):
-        path = out / name
-        if (name not in kept and path.is_file() and not path.is_symlink()
-                and not any(resolved(path) == s or same_file(path, s) for s in sources)):
-            path.unlink()
+    other = [name for name in (*RESULT_FILES, *SERIES_FILES, *COMPARISON_FILES)
+             if name not in kept and (out / name).is_file()
+             and not any(resolved(out / name) == s or same_file(out / name, s) for s in sources)]
+    return [f"{out} also holds {', '.join(other)}, which this run did not write (an earlier run's of another kind, "
+            "or files of your own): they are not of these inputs"] if other else []
 
 
 def _warn(volumes: list, results: list) -> None:
@@ -390,7 +391,7 @@ def cmd_assess(args: argparse.Namespace) -> None:
     results = [student_assessor(args.model, args.device)(volumes[0], progress)]
     _warn(volumes, results)
     _write_results(volumes, results, folders, progress, Path(args.out))
-    _remove_other_layout(Path(args.out), RESULT_FILES, args.inputs)
+    _warn_lines(_other_layout_files(Path(args.out), RESULT_FILES, args.inputs))
     _print_result(args, {"name": results[0].name, "score": results[0].to_json()["score"], "out": args.out})
 
 
@@ -422,7 +423,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
             del volume, result  # before the next input is read
         write_comparison(compared, summary_dir)
         progress("writing", len(names) + 1, len(names) + 1)
-    _remove_other_layout(Path(args.out), COMPARISON_FILES, args.inputs)
+    notes += _other_layout_files(Path(args.out), COMPARISON_FILES, args.inputs)
     _warn_lines(notes)
     _print_result(args, [{"name": c.name, "score": c.result["score"]} for c in compared])
 
@@ -438,10 +439,18 @@ def _unpaired_slices(inputs: list[str], grids: list[Geometry]) -> list[str]:
         normal, positions = grid.slice_positions()
         if max(len(first), len(positions)) == 1:  # single slices: nothing to pair
             continue
-        if (len(positions) != len(first) or abs(float(np.dot(normal, first_normal))) < 0.9999
-                or np.abs(positions - first).max() > 0.25 * grids[0].spacing[2]):
-            return [f"{inputs[0]} and {path} have their slices at different positions ({len(first)} and "
-                    f"{len(positions)} slices): compare.csv and the curves pair slices by number, not by position"]
+        if len(positions) != len(first):
+            why = f"{len(first)} and {len(positions)} slices"
+        elif abs(float(np.dot(normal, first_normal))) < 0.9999:
+            why = "slices in other planes"
+        elif np.abs(positions - first).max() > 0.25 * grids[0].spacing[2]:
+            steps = (grids[0].spacing[2], grid.spacing[2])
+            why = (f"slices {steps[0]:g} and {steps[1]:g} mm apart" if abs(steps[0] - steps[1]) > 1e-3 * steps[0]
+                   else f"first slices {abs(positions[0] - first[0]):.3g} mm apart")
+        else:
+            continue
+        return [f"{inputs[0]} and {path} have their slices at different positions ({why}): compare.csv and "
+                "the curves pair slices by number, not by position"]
     return []
 
 
@@ -1109,8 +1118,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if args.init_member is not None and not args.init:
         raise InputError("--init-member picks a member of the --init ensemble; pass --init with it")
-    if args.init and args.stage1_iterations:
-        raise InputError("--init starts stage 2 from a trained student: it trains no stage 1 (--stage1-iterations 0)")
+    if args.init and (args.stage1_iterations or args.bank):
+        raise InputError("--init starts stage 2 from a trained student: it trains no stage 1; give it without --bank "
+                         "(and with no --stage1-iterations, or 0)")
     if args.stage1_from and (args.init or args.bank or args.stage1_iterations):
         raise InputError("--stage1-from takes stage 1 from another run: give it without --init, --bank or "
                          "--stage1-iterations")
@@ -1224,8 +1234,8 @@ def _finished_stage1(run: Path, preset: str) -> list[Path]:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    """The student on the bundled sample (scores, heatmap, overlay), then on a dose series simulated from
-    it (side-by-side comparison)."""
+    """A dose series simulated from the bundled sample, the student on the sample (scores, heatmap, overlay),
+    then on the series (side-by-side comparison)."""
     from .io import check_outputs
     from .report import COMPARISON_FILES, RESULT_FILES
     from .simulate import Acquisition
@@ -1239,8 +1249,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
     check_outputs([*(out / "assess" / name for name in RESULT_FILES), *planned,
                    *(out / "compare" / folder / name for folder in compared for name in RESULT_FILES),
                    *(out / "compare" / name for name in COMPARISON_FILES)], [])  # every step's outputs, before the first
+    series = _simulate(simulation)  # first: it refuses a folder of another simulation, before anything is written
     cmd_assess(parse(["assess", str(DEMO_SAMPLE), "--out", str(out / "assess"), "--progress", args.progress]))
-    series = _simulate(simulation)
     cmd_compare(parse(["compare", *series, "--out", str(out / "compare"), "--progress", args.progress]))
 
 

@@ -390,18 +390,26 @@ def unpad(image: sitk.Image, padded: list[tuple[float, float] | None]) -> sitk.I
     if not any(padded):
         return image
     array = sitk.GetArrayViewFromImage(image).reshape((-1,) + tuple(reversed(image.GetSize()[:2])))
-    mask = np.zeros(array.shape, bool)
-    for k, band in enumerate(padded):
-        if band is not None:
-            mask[k] = (array[k] >= band[0]) & (array[k] <= band[1])
-    if not mask.any() or mask.all():
+    masks = [None if band is None else (array[k] >= band[0]) & (array[k] <= band[1]) for k, band in enumerate(padded)]
+    # slice by slice, so that a volume whose padding lies below its values (most) is not copied: the padding's
+    # lowest value, and the range of the others
+    padding, others = [], []
+    for k, mask in enumerate(masks):
+        kept = array[k] if mask is None else array[k][~mask]
+        if mask is not None and mask.any():
+            padding.append(array[k][mask].min())
+        if kept.size:
+            others.append((kept.min(), kept.max()))
+    if not padding or not others or min(padding) <= max(high for _, high in others):
         return image
-    if array[mask].min() <= array[~mask].max():
-        return image
-    out = sitk.GetImageFromArray(np.where(mask, array[~mask].min(), array).astype(array.dtype).reshape(
-        sitk.GetArrayViewFromImage(image).shape))
-    out.CopyInformation(image)
-    return out
+    lowest = min(low for low, _ in others)
+    out = np.array(array)
+    for k, mask in enumerate(masks):
+        if mask is not None:
+            out[k][mask] = lowest
+    result = sitk.GetImageFromArray(out.reshape(sitk.GetArrayViewFromImage(image).shape))
+    result.CopyInformation(image)
+    return result
 
 
 def _numbers(values, count: int) -> list[float] | None:

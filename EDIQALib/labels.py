@@ -198,9 +198,10 @@ def _check_same_images(done_rows: list[dict], path_of: dict[tuple[str, str], str
 
     Paths are relative to ``home``, the labels file's folder (or absolute, as earlier releases wrote them).
 
-    A series labelled in part must also hold the images it was labelled with, no more, no fewer: its
-    images share insertion maps and masks, which another set of images changes, so that its rows to come
-    would not be scored on the maps of the rows it has.
+    A series with rows must also hold the images it was labelled with, no more, no fewer: its images share
+    insertion maps and masks, which another set of images changes, so that its rows to come would not be
+    scored on the maps of the rows it has. (Of a series with rows of one slice position, which a run stopped
+    while writing them may have left short, only images gone are told.)
 
     Raises:
         InputError: a row of ``out_csv`` names a series and file that ``path_of`` finds at another path, or a
@@ -211,17 +212,20 @@ def _check_same_images(done_rows: list[dict], path_of: dict[tuple[str, str], str
         if now is not None and os.path.normpath(home / row["path"]) != os.path.normpath(home / now):
             raise InputError(f"{out_csv} holds series {row['series']} labelled from {row['path']}, not from {now}; "
                              "label those images into another --out")
-    labelled, present = defaultdict(set), defaultdict(set)
+    labelled, present = defaultdict(lambda: defaultdict(set)), defaultdict(set)
     for row in done_rows:
-        labelled[row["series"]].add(row["file"])
+        labelled[row["series"]][int(row["slice"])].add(row["file"])
     for series_name, file_name in path_of:
         present[series_name].add(file_name)
     for series_name in sorted(labelled.keys() & present.keys()):
-        if labelled[series_name] != present[series_name]:
-            added, gone = sorted(present[series_name] - labelled[series_name]), sorted(labelled[series_name] - present[series_name])
+        positions = labelled[series_name]
+        files = set().union(*positions.values())  # a run stopped while writing a position wrote some of its rows:
+        added = sorted(present[series_name] - files) if len(positions) > 1 else []  # with one, it may lack some
+        gone = sorted(files - present[series_name])
+        if added or gone:
             change = "; ".join(([f"it now holds {', '.join(added)} too"] if added else [])
                                + ([f"it no longer holds {', '.join(gone)}"] if gone else []))
-            raise InputError(f"{out_csv} holds series {series_name} labelled in part from other images ({change}), "
+            raise InputError(f"{out_csv} holds rows of series {series_name} labelled from other images ({change}), "
                              "whose insertion maps the rest would not share; label it again into another --out")
 
 

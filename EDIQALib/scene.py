@@ -317,14 +317,12 @@ def _normal(view: slicer.vtkMRMLSliceNode) -> np.ndarray:
 
 
 def show_slice(scene: Scene, node: VolumeNode, k: int) -> None:
-    """Centre every slice view of the scene on slice ``k`` of ``node`` (:func:`slice_center_ras`). The views
-    that face the volume's slices most nearly are turned onto them where they are aslant (an oblique or tilted
-    stack), so that one shows that slice itself, not a cut through its neighbours."""
-    views = _nodes(scene, "vtkMRMLSliceNode")
+    """Centre every slice view of the scene on slice ``k`` of ``node`` (:func:`slice_center_ras`). A view
+    that faces the volume's slices (within 45°) but aslant (an oblique or tilted stack) is turned onto them,
+    so that it shows that slice itself, not a cut through its neighbours; the others keep their planes."""
     normal = _slice_normal_ras(node)
-    facing = [abs(float(normal @ _normal(view))) for view in views]
-    for view, f in zip(views, facing):
-        if f == max(facing) and f < 1 - 1e-6:
+    for view in _nodes(scene, "vtkMRMLSliceNode"):
+        if np.sqrt(0.5) < abs(float(normal @ _normal(view))) < 1 - 1e-6:
             view.RotateToVolumePlane(node)
     slicer.vtkMRMLSliceNode.JumpAllSlices(scene, *slice_center_ras(node, k), slicer.vtkMRMLSliceNode.CenteredJumpSlice)
 

@@ -108,16 +108,15 @@ def test_teacher_series_shares_maps_and_summarises(tmp_path):
     assert other["difference"] == pytest.approx(own[2]["score"] - own[0]["score"], abs=2e-6)
     assert other["difference_se"] == pytest.approx(np.std(paired, ddof=1) / np.sqrt(2), abs=1e-6)
     assert summary["realizations"] == 2 and summary["repeats"] == 2
+    assert summary["model"] == own[0]["model"] and summary["model"]["sha256"]  # which detector scored them
     with open(tmp_path / "out" / "series.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert [(r["name"], r["input"], float(r["score"])) for r in rows] == [
         (n, str(path), pytest.approx(r["score"])) for n, r, path in zip("abc", own, (a, b, c))]
     assert (tmp_path / "out" / "series.png").read_bytes()[:4] == b"\x89PNG"
-    # one input into the same folder: the series' summary, no longer of this run, goes (it named the three)
+    # one input into the same folder: the series' summary, not of this run (it names the three), is named
     proc = ediqa("teacher", a, *TINY, "--out", tmp_path / "out", "--progress", "none")
-    assert proc.returncode == 0, proc.stderr
-    top = sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_file())
-    assert top == ["heatmap.nrrd", "overlay.png", "result.json"]
+    assert proc.returncode == 0 and "also holds series.json, series.csv, series.png, which this run" in proc.stderr
 
 
 def test_simulate_writes_a_dose_series_in_input_geometry(tmp_path):
@@ -146,7 +145,7 @@ def test_simulate_writes_a_dose_series_in_input_geometry(tmp_path):
     proc = ediqa(*sim[:1], src, *sim[1:], "--doses", "0.5", "--i0", "2000")
     assert proc.returncode == 2 and "ramp.nrrd, simulated with another --i0: this run's images" in proc.stderr
     (tmp_path / "other").mkdir()
-    sitk.WriteImage(ct_image(slices=1, size=96, spacing=(0.7, 0.7, 1.0), seed=3), str(tmp_path / "other" / "ct.nrrd"))
+    sitk.WriteImage(ct_image(slices=1, size=96, spacing=(0.7, 0.7, 1.0), seed=5), str(tmp_path / "other" / "ct.nrrd"))
     proc = ediqa(*sim[:1], tmp_path / "other" / "ct.nrrd", *sim[1:], "--doses", "0.5")
     assert proc.returncode == 2 and "simulated with another source image" in proc.stderr
     assert sorted(p.name for p in (tmp_path / "sim").iterdir()) == sorted(Path(f).name for f in files)
@@ -600,6 +599,16 @@ def test_demo_assesses_the_sample_and_compares_a_dose_series_with_the_shipped_st
     (blocked / "compare" / inputs[0].name / "result.json").mkdir(parents=True)
     assert_one_line_error(ediqa("demo", "--out", blocked, "--progress", "none"))
     assert sorted(p.name for p in blocked.iterdir()) == ["compare"]
+    # and a dose-series folder holding another simulation of the sample, before anything is written
+    blocked = tmp_path / "blocked-series"
+    (blocked / "dose-series").mkdir(parents=True)
+    earlier = sitk.ReadImage(str(next((tmp_path / "dose-series").iterdir())))
+    earlier.EraseMetaData("EDIQA_simulation")  # as an earlier release wrote it
+    sitk.WriteImage(earlier, str(blocked / "dose-series" / "head-ct-slice_dose1_views180_ramp.nrrd"))
+    proc = ediqa("demo", "--out", blocked, "--progress", "none")
+    assert_one_line_error(proc)
+    assert "head-ct-slice_dose1_views180_ramp.nrrd, simulated by an earlier release" in proc.stderr
+    assert sorted(p.name for p in blocked.iterdir()) == ["dose-series"]
 
 
 @pytest.mark.parametrize("command", [["train", "--stage1-iterations", "0", "--out", "run"], ["bench"]])

@@ -273,7 +273,8 @@ def test_training_can_start_from_a_trained_student(tmp_path):
     labels.write_bytes(content)
 
     one = package_model(tmp_path / "fresh" / "stage2" / "best.safetensors", "one", "student", "lite", {}, tmp_path)
-    for extra, message in ((["--init", "student-lite", "--stage1-iterations", "5"], "--stage1-iterations 0"),
+    for extra, message in ((["--init", "student-lite", "--stage1-iterations", "5"], "it trains no stage 1"),
+                           (["--init", "student-lite", "--bank", str(labels)], "give it without --bank"),
                            (["--init", "detector-lite"], "not a student"),
                            (["--init-member", "0"], "pass --init with it"),
                            (["--init", "student-lite", "--init-member", "9"], "has members 0-"),

@@ -203,7 +203,7 @@ def test_a_resume_refuses_a_series_that_holds_other_images_than_its_rows(tmp_pat
                         {"model": "test"}, with_psf=False)
     before = out.read_bytes()
     shutil.copy(folder / "1.nrrd", folder / "2.nrrd")
-    with pytest.raises(InputError, match=r"labels\.csv holds series series-a labelled in part from other images \(it "
+    with pytest.raises(InputError, match=r"labels\.csv holds rows of series series-a labelled from other images \(it "
                                          r"now holds 2\.nrrd too\), whose insertion maps"):
         labels.label_series(read_series(discover_series([folder])), _constant_scorer, InsertionConfig(), out,
                             {"model": "test"}, resume=True, with_psf=False)

@@ -402,6 +402,12 @@ def test_the_bank_s_workers_end_with_the_process_that_started_them():
     while any(alive(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(alive(w) for w in workers)
+    # under a fork server (Python 3.14's default on Linux) a worker's parent is the server, not the pool's
+    # process: the workers run (the check that the parent still lived ended every one, and the pool broke)
+    code = ("import multiprocessing\nfrom EDIQALib import backgrounds\nif __name__ == '__main__':\n"
+            "    multiprocessing.set_start_method('forkserver')\n    print(backgrounds._in_workers(abs, [-1, -2], 2))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[1, 2]", proc.stderr[-2000:]
 
 
 def test_an_interrupt_while_a_worker_is_started_is_delivered_once_it_is(ctrl_c_interrupts):

@@ -516,7 +516,9 @@ def test_the_worst_slice_of_an_oblique_stack_is_shown_whole_and_an_axial_one_tur
     assert views["Red"].GetOrientation() == "Axial" and _share_on_slice(views["Red"], straight, 7) == 1.0
     tilted = _node_from_image(scene, ct_image(slices=10, size=80, spacing=(0.8, 0.8, 3.0), direction=_tilted(20)),
                               "tilted")
-    bridge.show_slice(scene, tilted, 7)
+    heat = bridge.add_heatmap_node(scene, _result("v", np.full((10, 80, 80), 0.5, np.float32), [0.5] * 10), tilted)
+    bridge.setup_compare(_slice_logics(scene, ["EDIQA1"]), [tilted], [heat])  # a compare view, out of the layout
+    bridge.show_slice(scene, tilted, 7)  # (once turned onto the slices, it took the turn from the red view)
     assert _share_on_slice(views["Red"], tilted, 7) == 1.0
     centre = slicer.util.arrayFromVTKMatrix(views["Red"].GetSliceToRAS())[:3, 3]
     assert np.allclose(centre, bridge.slice_center_ras(tilted, 7), atol=1e-4)
