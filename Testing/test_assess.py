@@ -291,17 +291,18 @@ def test_bench_volume_figure_is_of_a_real_assessment_in_a_child_process(tmp_path
     (tmp_path / "random.py").write_text("raise SystemExit('a stray random.py was imported')\n", encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "work").mkdir()
-    # the peak of a bench that held 2 GB (PyTorch, the teacher) counted as the volume's (a child's ru_maxrss
-    # starts from its parent's), and so did the peak of any earlier child (a pool of simulation workers)
-    held = bytearray(2 * 1024 ** 3)
-    held[::4096] = b"x" * len(held[::4096])  # resident, page by page
-    subprocess.run([sys.executable, "-c", "b = bytearray(3 * 1024 ** 3); b[::4096] = b'x' * len(b[::4096])"], check=True)
     seconds, peak_gb = volume_seconds(str(student_file), (2, 64, 320), Path("work"), runs=1)  # relative, as --out may be
-    del held
     result = json.loads((tmp_path / "work" / "out" / "result.json").read_text(encoding="utf-8"))
     assert result["shape"] == [320, 64, 2] and len(result["slice_scores"]) == 2 and 0 < result["score"] < 1
     assert seconds >= result["seconds"] > 0  # the whole command, the assessment in it
-    assert 0.1 < peak_gb < 1.8  # the volume's own assessment: PyTorch and a small volume
+    # the volume's own peak: the same beside a bench that holds 1 GB more (PyTorch, the teacher), whose peak
+    # counted as the volume's (a child's ru_maxrss starts from its parent's), as did any earlier child's
+    held = bytearray(1024 ** 3)
+    held[::4096] = b"x" * len(held[::4096])  # resident, page by page
+    subprocess.run([sys.executable, "-c", "b = bytearray(1024 ** 3); b[::4096] = b'x' * len(b[::4096])"], check=True)
+    _, beside = volume_seconds(str(student_file), (2, 64, 320), Path("work"), runs=1)
+    del held
+    assert peak_gb > 0.1 and abs(beside - peak_gb) < 0.3, (peak_gb, beside)
     with pytest.raises(InputError, match="assessing the bench's volume failed: model not found"):
         volume_seconds("no-such-student", (2, 64, 320), Path("work"), runs=1)
 
@@ -355,7 +356,8 @@ def test_python_api_assesses_a_file_and_matches_the_cli(tmp_path, student_file):
     result = EDIQALib.assess(path, model=str(student_file), device="cpu")
     assert isinstance(result, EDIQALib.QualityResult) and result.method == "EDIQA"
     assert len(result.slice_scores) == 2 and result.heatmap.shape == (2, 128, 128)
-    proc = ediqa("assess", path, "--model", student_file, "--out", tmp_path / "out", "--progress", "none")
+    proc = ediqa("assess", path, "--model", student_file, "--device", "cpu", "--out", tmp_path / "out", "--progress",
+                 "none")  # on the API's device: a GPU's scores differ from the CPU's beyond the tolerance
     assert proc.returncode == 0, proc.stderr
     cli = json.loads((tmp_path / "out" / "result.json").read_text(encoding="utf-8"))
     assert cli["slice_scores"] == pytest.approx(result.slice_scores, abs=1e-5)
@@ -387,7 +389,8 @@ def test_python_api_takes_an_image_in_memory_or_a_volume_with_its_modality(tmp_p
     with pytest.raises(TypeError, match="a path, a SimpleITK image or an EDIQALib.io.Volume"):
         EDIQALib.assess(sitk.GetArrayFromImage(sitk.ReadImage(str(path))))
     # None is the default model and device, as it is the default modality (a TypeError from deep inside before)
-    assert EDIQALib.assess(path, model=None, device=None).slice_scores == pytest.approx(by_path.slice_scores, abs=1e-4)
+    assert EDIQALib.assess(path, model=None, device=None).slice_scores == pytest.approx(
+        EDIQALib.assess(path, model="student-lite", device="auto").slice_scores, abs=1e-6)
     with pytest.raises(TypeError, match="^device is 'auto', 'cpu', 'cuda' or 'cuda:N', not int$"):
         EDIQALib.assess(path, device=0)
     with pytest.raises(TypeError, match="^model is a student's name or the path of its .safetensors, not int$"):

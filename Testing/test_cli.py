@@ -433,7 +433,9 @@ def test_label_of_an_unreadable_input_writes_no_labels(tmp_path):
 def test_four_d_input_is_rejected(tmp_path):
     src = tmp_path / "four.nrrd"
     sitk.WriteImage(sitk.JoinSeries([ct_image(), ct_image()]), str(src))
-    assert_one_line_error(ediqa("teacher", src, *TINY, "--out", tmp_path / "out"))
+    proc = ediqa("teacher", src, *TINY, "--out", tmp_path / "out")
+    assert_one_line_error(proc)
+    assert "4-D image of 2 time points" in proc.stderr
 
 
 def _main_without_torch(*argvs: list[str], nor: tuple[str, ...] = ()) -> str:
@@ -993,6 +995,7 @@ def test_a_labels_file_or_a_run_given_twice_is_refused(tmp_path):
 def test_train_detector_checks_its_batch_before_building_a_bank(tmp_path):
     proc = ediqa("train-detector", "--batch-size", "3", "--accumulate", "2", "--out", tmp_path / "run")
     assert_one_line_error(proc)
+    assert "batch size 3 must be a multiple of ranks × accumulate (2)" in proc.stderr
     assert not (tmp_path / "run").exists()
 
 

@@ -21,7 +21,7 @@ from EDIQALib.backgrounds import build_bank
 from EDIQALib.simulate import phantom
 from conftest import ediqa
 
-LABEL = ["label", "--realizations", "3", "--repeats", "1", "--progress", "none"]
+LABEL = ["label", "--realizations", "3", "--repeats", "1", "--device", "cpu", "--progress", "none"]  # torchrun: one GPU is not two
 
 
 def _dataset(tmp_path: Path) -> list[Path]:

@@ -151,7 +151,7 @@ def _save(tmp_path, arr, name="bad.nrrd"):
     (lambda t: _save(t, np.random.default_rng(0).normal(-500, 300, size=(96, 1, 96)).astype(np.float32)),
      "a single slice lying along the third axis"),
     (lambda t: _save(t, np.random.default_rng(0).normal(-500, 300, size=(96, 1, 40)).astype(np.float32)), "under 64"),
-    (lambda t: _save(t, np.random.default_rng(0).normal(100, 10, size=(1, 80, 80)).astype(np.float32)), "modality"),
+    (lambda t: _save(t, np.random.default_rng(0).normal(100, 10, size=(1, 80, 80)).astype(np.float32)), "cannot tell the modality"),
     (lambda t: _write_bytes(t / "none.mha", b"ObjectType = Image\nNDims = 3\nDimSize = 96 96 0\nElementType = MET_SHORT"
                             b"\nElementDataFile = LOCAL\n"), "96 × 96 × 0 holds no voxels"),
     (lambda t: _save(t, np.full((1, 80, 80), -1000 + 1j, np.complex64)), "complex pixels"),

@@ -85,12 +85,12 @@ def test_label_then_resume_after_interruption(tmp_path):
 def test_a_student_labels_each_slice_with_its_own_verdict(tmp_path):
     data = _dataset(tmp_path)
     out = tmp_path / "soft.csv"
-    proc = _label(data, out, "--model", "student-lite")
+    proc = _label(data, out, "--model", "student-lite", "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     rows = _rows(out)
     assert len(rows) == 6 and all(r["assessable"] == "1" for r in rows)
     for r in rows:  # the row is what `assess` says of that slice (the images are at the canonical spacing)
-        result = EDIQALib.assess(tmp_path / r["path"])
+        result = EDIQALib.assess(tmp_path / r["path"], device="cpu")
         k = int(r["slice"])
         assert abs(float(r["score"]) - result.slice_scores[k]) < 1e-5
         label_map = np.load(tmp_path / "soft_maps" / r["map"]).astype(np.float32)
@@ -413,6 +413,6 @@ def test_label_takes_the_modality_of_images_that_do_not_tell_it_and_warns_of_mr(
     assert "warning: mr.nrrd: MR; the shipped detector and student were trained on CT only" in proc.stderr
     assert len(_rows(out)) == 1
     proc = _label([tmp_path / "mr.nrrd"], out, "--modality", "ct", "--resume")
-    assert proc.returncode == 2 and "modality" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "was labelled with" in proc.stderr and "modality" in proc.stderr, proc.stderr
     # training reads the images as they were labelled ("cannot tell the modality" before)
     assert len(load_samples(out)) == sum(r["assessable"] == "1" for r in _rows(out)) == 1

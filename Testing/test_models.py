@@ -3,6 +3,7 @@
 The networks here are freshly initialised tiny students (the values mean nothing)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -214,8 +215,12 @@ def test_publish_refuses_to_replace_a_model_of_another_kind(tmp_path):
     with pytest.raises(InputError, match="det in .* is a detector model, which a student would replace"):
         package_model(_registered(tmp_path / "src", "s"), "det", "student", "lite", {}, registry)
     assert _contents(registry) == before
-    package_model(_registered(tmp_path / "src", "s"), "s2", "student", "lite", {}, registry)
-    package_model(_registered(tmp_path / "src", "s"), "s2", "student", "lite", {}, registry)  # the same kind: replaced
+    first = package_model(_registered(tmp_path / "src", "s"), "s2", "student", "lite", {}, registry)
+    sha = json.loads(first.with_suffix(".json").read_text(encoding="utf-8"))["sha256"]
+    other = _registered(tmp_path / "other", "s", edit=lambda state: state["head.0.weight"].add_(1.0))
+    package_model(other, "s2", "student", "lite", {}, registry)  # the same kind: replaced
+    replaced = json.loads(first.with_suffix(".json").read_text(encoding="utf-8"))["sha256"]
+    assert replaced != sha and replaced == hashlib.sha256(first.read_bytes()).hexdigest()
 
 
 def test_publish_detector_that_fails_leaves_the_published_model_usable(tmp_path):

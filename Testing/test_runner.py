@@ -75,10 +75,8 @@ def test_a_child_that_leaves_a_process_behind_does_not_hold_up_its_result(tmp_pa
     python.chmod(0o755)
     runner = Runner(["teacher", tmp_path / "missing.nrrd", "--out", tmp_path / "o"], python=str(python))
     runner.start()
-    start = time.monotonic()
-    outcome = runner.wait(timeout=120)
+    outcome = runner.wait(timeout=120)  # a hang (the leftover lives 600 s) would end in TimeoutExpired
     assert outcome.returncode == 2 and outcome.error.startswith("input not found")
-    assert time.monotonic() - start < 60  # a hang bound (the leftover lives 600 s), not a speed goal
     left = int((tmp_path / "left.pid").read_text(encoding="utf-8"))
     deadline = time.monotonic() + 5
     while _alive(left) and time.monotonic() < deadline:
