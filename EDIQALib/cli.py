@@ -335,13 +335,12 @@ def _other_layout_files(out: Path, kept: tuple[str, ...], inputs: list[str]) -> 
     """A warning line where ``out`` holds, beside this run's files, result or summary files of another layout
     than ``kept`` (a single input's ``result.json`` beside a series' ``series.json``, or the reverse: an
     earlier run's, which would be read as this run's, or files of the user's own); none is removed."""
-    from .io import input_files, resolved, same_file
+    from .io import input_files, is_input
     from .report import COMPARISON_FILES, RESULT_FILES, SERIES_FILES
 
     sources = input_files(inputs)
     other = [name for name in (*RESULT_FILES, *SERIES_FILES, *COMPARISON_FILES)
-             if name not in kept and (out / name).is_file()
-             and not any(resolved(out / name) == s or same_file(out / name, s) for s in sources)]
+             if name not in kept and (out / name).is_file() and not is_input(out / name, sources)]
     return [f"{out} also holds {', '.join(other)}, which this run did not write (an earlier run's of another kind, "
             "or files of your own): they are not of these inputs"] if other else []
 
@@ -1185,18 +1184,16 @@ def cmd_train(args: argparse.Namespace) -> None:
                               labellers=[labeller_record(p) for p in args.labels])  # whose scores it learns
         torch.manual_seed(args.seed)
         student = initial if initial is not None else Student(args.preset)
-        if bank is not None:
+        if bank is not None or stage1:  # stage 1 trained here, or taken from another run (--stage1-from)
             detectors = stage1_detectors(args.preset)
             for i, det in enumerate(detectors):
-                train_detector(det, bank, out / f"stage1-{i}",
-                               DetectorTraining(iterations=args.stage1_iterations, accumulate=args.accumulate,
-                                                seed=args.seed), progress=progress, device=device,
-                               rank=rank, world=world)
-            transfer_backbones(student, detectors)
-        elif stage1:
-            detectors = stage1_detectors(args.preset)
-            for det, weights in zip(detectors, stage1):
-                det.load_state_dict(read_weights(weights))
+                if stage1:
+                    det.load_state_dict(read_weights(stage1[i]))
+                else:
+                    train_detector(det, bank, out / f"stage1-{i}",
+                                   DetectorTraining(iterations=args.stage1_iterations, accumulate=args.accumulate,
+                                                    seed=args.seed), progress=progress, device=device,
+                                   rank=rank, world=world)
             transfer_backbones(student, detectors)
         best = train_student(student.to(device), train, val, out / "stage2", cfg, progress, rank, world)
     if rank == 0:
@@ -1216,6 +1213,7 @@ def _finished_stage1(run: Path, preset: str) -> list[Path]:
         InputError: ``run`` is no `train` run of that preset that trained a stage 1, or its stage 1 is unfinished.
     """
     from .student import STUDENT_SPECS
+    from .training_log import snapshot_path
 
     info = _read_run_record(run)
     settings = info.get("args", {})
@@ -1224,8 +1222,7 @@ def _finished_stage1(run: Path, preset: str) -> list[Path]:
         raise InputError(f"--stage1-from {run}: no run.json of `ediqa train` of the {preset} preset")
     if not isinstance(iterations, int) or iterations <= 0:
         raise InputError(f"--stage1-from {run}: that run trained no stage 1 of its own; give the run that did")
-    weights = [run / f"stage1-{i}" / "snapshots" / f"step{iterations:06d}.safetensors"
-               for i in range(len(STUDENT_SPECS[preset]["backbones"]))]
+    weights = [snapshot_path(run / f"stage1-{i}", iterations) for i in range(len(STUDENT_SPECS[preset]["backbones"]))]
     missing = next((w for w in weights if not w.is_file()), None)
     if missing is not None:
         raise InputError(f"--stage1-from {run}: its stage 1 is unfinished ({missing.relative_to(run)} missing); "

@@ -282,8 +282,9 @@ def _snapshot(model: nn.Module, opt: torch.optim.Optimizer, out: Path, step: int
               validate: Callable[[nn.Module], float] | None, best: float) -> None:
     """Write the weights (last, snapshot, best when more valid), the resume state and the log line."""
     save_weights(model, out / "last.safetensors")
-    (out / "snapshots").mkdir(exist_ok=True)
-    save_weights(model, out / "snapshots" / f"step{step:06d}.safetensors")
+    snapshot = training_log.snapshot_path(out, step)
+    snapshot.parent.mkdir(exist_ok=True)
+    save_weights(model, snapshot)
     if validate is not None:
         entry["validity"] = float(validate(model))
         model.train()

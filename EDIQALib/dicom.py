@@ -17,6 +17,8 @@ import SimpleITK as sitk
 from .errors import InputError
 
 MODALITY_TAG = "0008|0060"  # DICOM's Modality, read from DICOM files and from NRRD/MHA metadata alike
+# Photometric Interpretation, Pixel Padding Value and Range Limit, Rescale Slope and Intercept
+_PHOTOMETRIC, _PADDING, _PADDING_LIMIT, _SLOPE, _INTERCEPT = "0028|0004", "0028|0120", "0028|0121", "0028|1053", "0028|1052"
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -85,9 +87,9 @@ def read_series(files: list[str], name: str) -> tuple[sitk.Image, str | None]:
     if image.GetDimension() != 3 or image.GetDepth() != len(files):
         raise InputError(f"{name}: its {len(files)} files hold several frames each (multi-frame files), which do not "
                          "stack as the slices of one series; give each file on its own")
-    rescales = {(_tag_number(reader, k, "0028|1052", 0.0), _tag_number(reader, k, "0028|1053", 1.0))
-                for k in range(len(files))}
-    if len(rescales) > 1 and image.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
+    rescales = [(_tag_number(reader, k, _SLOPE, 1.0), _tag_number(reader, k, _INTERCEPT, 0.0))
+                for k in range(len(files))]  # each slice's
+    if len(set(rescales)) > 1 and image.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
         # ITK takes the pixel type from the first slice's rescale (an integer type for integer rescales): with
         # slices rescaled otherwise, a negative value of theirs wrapped round to +64 500 in an unsigned type
         reader.SetOutputPixelType(sitk.sitkFloat32)
@@ -99,8 +101,7 @@ def read_series(files: list[str], name: str) -> tuple[sitk.Image, str | None]:
     _check_series_slices(reader, image, name)
     _check_photometric(reader.GetMetaData(0, _PHOTOMETRIC) if reader.HasMetaDataKey(0, _PHOTOMETRIC) else None, name)
     ranges = [_padding_range(_slice_values(reader, k, _PADDING, 1), _slice_values(reader, k, _PADDING_LIMIT, 1),
-                             _tag_number(reader, k, "0028|1053", 1.0), _tag_number(reader, k, "0028|1052", 0.0))
-              for k in range(len(files))]
+                             *rescales[k]) for k in range(len(files))]
     return unpad(image, ranges), tags[0]
 
 
@@ -309,8 +310,6 @@ def checked_file(path: Path, image: sitk.Image) -> sitk.Image:
                              _numbers([header.get("PixelPaddingRangeLimit")], 1), slope, intercept)
     return unpad(image, [padding] * (image.GetDepth() or 1))
 
-
-_PHOTOMETRIC, _PADDING, _PADDING_LIMIT = "0028|0004", "0028|0120", "0028|0121"
 
 
 def _check_photometric(interpretation: str | None, name: str) -> None:

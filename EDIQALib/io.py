@@ -660,6 +660,12 @@ def input_files(inputs: list[str | os.PathLike]) -> list[Path]:
             *(resolved(d) for i in inputs if (d := header_data_file(Path(i))) is not None)]
 
 
+def is_input(path: Path, sources: list[Path]) -> bool:
+    """Whether ``path`` is one of ``sources`` (:func:`input_files`), by its name or another (a link)."""
+    target = resolved(path)
+    return target in sources or (target.is_file() and any(same_file(target, s) for s in sources))
+
+
 def check_outputs(outputs: list[Path], inputs: list[str | os.PathLike]) -> None:
     """Before any work: every output path can be written, and none of them is an input.
 
@@ -675,7 +681,7 @@ def check_outputs(outputs: list[Path], inputs: list[str | os.PathLike]) -> None:
         _check_linked_folders(Path(out))
         target = resolved(out)
         check_utf8(target)
-        if target in sources or (target.is_file() and any(same_file(target, s) for s in sources)):
+        if is_input(target, sources):
             raise InputError(f"{out} would overwrite the input {target.name}; choose another --out")
         inside = next((s for s in sources if s in target.parents), None)
         if inside is not None:

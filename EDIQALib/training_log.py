@@ -18,6 +18,11 @@ VALIDATION_KEYS = ("plcc", "srocc", "validity")  # higher is better; every other
 X_KEYS = ("epoch", "step")
 
 
+def snapshot_path(out: Path, step: int) -> Path:
+    """Where a detector's training run ``out`` keeps its weights of ``step`` (one snapshot per log line)."""
+    return out / "snapshots" / f"step{step:06d}.safetensors"
+
+
 def append(out: Path, entry: dict) -> None:
     """Add ``entry`` to ``out/log.jsonl`` and draw ``out/training.png`` again from the whole log."""
     with open(out / LOG_NAME, "a") as f:
