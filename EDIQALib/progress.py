@@ -1,4 +1,5 @@
-"""Progress reporting for the CLI: a terminal bar on stderr, or JSON lines on stdout."""
+"""What the CLI shows while it works: progress as a terminal bar on stderr or JSON lines on stdout, and
+one-line messages on stderr."""
 from __future__ import annotations
 
 import json
@@ -17,6 +18,16 @@ def end_line() -> None:
     if _open_line:
         sys.stderr.write("\n")
         _open_line = False
+
+
+_ONE_LINE = str.maketrans({"\n": "\\n", "\r": "\\r"})
+
+
+def say(kind: str, text: str) -> None:
+    """``ediqa: <kind>: <text>`` as one line on stderr: a line break in ``text`` (a file's name may hold one)
+    is written as ``\\n``; a progress bar's line cut short is ended first."""
+    end_line()
+    sys.stderr.write(f"ediqa: {kind}: {text.translate(_ONE_LINE)}\n")
 
 
 class ProgressReporter:

@@ -106,7 +106,7 @@ def test_compare_writes_side_by_side_outputs(tmp_path, student_file):
 def test_compare_says_where_it_pairs_slices_that_lie_apart(tmp_path, student_file):
     """compare.csv and the curves pair the inputs' slices by number: inputs of 3 mm and 2.5 mm slices, or
     from different heights, were paired row by row without a word."""
-    from EDIQALib.cli import _unpaired_slices
+    from EDIQALib.commands.images import _unpaired_slices
     from EDIQALib.io import Geometry
 
     def grid(slices=3, z=0.0, spacing=2.5, direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)):
@@ -635,7 +635,7 @@ def test_publishing_can_blend_a_fine_tuned_student_with_its_start(tmp_path):
     blended with that member."""
     from safetensors.torch import load_file
 
-    from EDIQALib.cli import _initial_student
+    from EDIQALib.commands.runs import initial_student
     from EDIQALib.student import StudentEnsemble
 
     torch.manual_seed(5)
@@ -643,7 +643,7 @@ def test_publishing_can_blend_a_fine_tuned_student_with_its_start(tmp_path):
     run = _train_run(tmp_path / "tuned", 6)
     info = json.loads((run / "run.json").read_text(encoding="utf-8"))
     info["args"].update(init=str(start), init_member=1)
-    info["init"] = _initial_student(str(start), 1, "lite")[1]  # as train records it
+    info["init"] = initial_student(str(start), 1, "lite")[1]  # as train records it
     (run / "run.json").write_text(json.dumps(info))
     proc = ediqa("publish-student", run, "--blend-init", "0.25", "--name", "blend", "--models-dir", tmp_path / "reg")
     assert proc.returncode == 0, proc.stderr

@@ -15,7 +15,7 @@ import pytest
 import SimpleITK as sitk
 from scipy.ndimage import binary_fill_holes
 
-from EDIQALib.cli import folder_names
+from EDIQALib.commands.images import folder_names
 from EDIQALib.errors import InputError
 from EDIQALib.io import check_outputs, read_volume
 from EDIQALib.simulate import ACQUIRED_NOISE_SD_HU, correlated_noise, phantom
@@ -801,7 +801,7 @@ def test_a_run_folder_is_resumed_only_by_its_own_command_and_preset(tmp_path):
 
 def test_a_run_is_checked_for_resuming_without_the_files_of_a_write_that_was_cut_off(tmp_path):
     """A write killed outright (SIGKILL, a power cut) leaves its hidden staging folder: not the run's state."""
-    from EDIQALib.cli import _check_run_state
+    from EDIQALib.commands.runs import check_run_state
     from EDIQALib.models import save_resume_state
 
     run = tmp_path / "run"
@@ -810,10 +810,10 @@ def test_a_run_is_checked_for_resuming_without_the_files_of_a_write_that_was_cut
     (run / "stage2" / "log.jsonl").write_text('{"epoch": 1, "loss": 0.5}\n', encoding="utf-8")
     (run / "stage2" / ".tmp-x" / "state.pt").write_bytes(b"\x80\x02half a sta")
     (run / "stage2" / ".tmp-x" / "log.jsonl").write_text('{"epoch": 2, "lo', encoding="utf-8")
-    _check_run_state(run)  # it was refused as "unreadable": the run could never be resumed
+    check_run_state(run)  # it was refused as "unreadable": the run could never be resumed
     (run / "stage2" / "state.pt").write_bytes(b"\x80\x02half a sta")
     with pytest.raises(InputError, match="resume state is unreadable"):
-        _check_run_state(run)
+        check_run_state(run)
 
 
 def test_a_run_folder_or_labels_file_is_written_by_one_run_at_a_time(tmp_path):
@@ -1225,7 +1225,7 @@ def test_links_that_lead_nowhere_or_round_and_an_input_that_cannot_be_read_are_r
 
 
 def test_a_one_file_series_folder_and_its_file_are_one_input(tmp_path):
-    from EDIQALib.cli import _refuse_twice
+    from EDIQALib.commands.common import refuse_twice
 
     (tmp_path / "one").mkdir()
     sitk.WriteImage(sitk.Cast(ct_image(slices=1, size=128), sitk.sitkInt16), str(tmp_path / "one" / "s000.dcm"))
@@ -1235,7 +1235,7 @@ def test_a_one_file_series_folder_and_its_file_are_one_input(tmp_path):
     assert f"the input {tmp_path / 'one' / 's000.dcm'} is given twice (also as {tmp_path / 'one'})" in proc.stderr
     (tmp_path / "other").mkdir()  # label's series folders may share an image: two series of one image each
     os.link(tmp_path / "one" / "s000.dcm", tmp_path / "other" / "s000.dcm")
-    _refuse_twice([tmp_path / "one", tmp_path / "other"], "input")
+    refuse_twice([tmp_path / "one", tmp_path / "other"], "input")
 
 
 def test_bench_does_not_write_over_the_labels_it_reads(tmp_path):
@@ -1281,8 +1281,7 @@ def test_an_error_after_a_bar_cut_short_starts_its_own_line(monkeypatch):
     """On a terminal the error was written on the bar's line: ``reading [....] 0/2ediqa: error: ...``."""
     import io as stdio
 
-    from EDIQALib import cli
-    from EDIQALib.progress import ProgressReporter
+    from EDIQALib.progress import ProgressReporter, say
 
     class Terminal(stdio.StringIO):
         def isatty(self) -> bool:
@@ -1291,9 +1290,9 @@ def test_an_error_after_a_bar_cut_short_starts_its_own_line(monkeypatch):
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     ProgressReporter("bar")("reading", 0, 2)
-    cli._say("error", "nan: image contains NaN or infinite values")
+    say("error", "nan: image contains NaN or infinite values")
     ProgressReporter("bar")("reading", 2, 2)  # a bar that ends its own line is not ended twice
-    cli._say("warning", "done")
+    say("warning", "done")
     lines = terminal.getvalue().split("\n")
     assert lines[0].endswith("] 0/2") and lines[1] == "ediqa: error: nan: image contains NaN or infinite values"
     assert lines[2].endswith("] 2/2") and lines[3:] == ["ediqa: warning: done", ""]

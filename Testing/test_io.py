@@ -948,10 +948,10 @@ def test_an_interrupt_during_a_read_does_not_lose_the_line_that_says_so():
     import subprocess
     import sys
 
-    code = ("import tempfile\nfrom EDIQALib import cli\nfrom EDIQALib.io import _native_stderr_to\n"
+    code = ("import tempfile\nfrom EDIQALib.commands import process\nfrom EDIQALib.io import _native_stderr_to\n"
             "log = tempfile.TemporaryFile()\nredirection = _native_stderr_to(log)\n"
             "redirection.__enter__()  # as an interrupt leaves it: not yet exited\n"
-            "code = cli._interrupted()\nredirection.__exit__(None, None, None)\nraise SystemExit(code)\n")
+            "code = process.interrupted()\nredirection.__exit__(None, None, None)\nraise SystemExit(code)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.returncode == 130 and out.stderr == "ediqa: interrupted\n", out.stderr

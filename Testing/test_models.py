@@ -93,11 +93,11 @@ def test_weights_that_do_not_fit_say_what_does_not_fit(tmp_path):
 
 
 def test_init_weights_that_are_not_finite_are_refused(tmp_path):
-    from EDIQALib.cli import _initial_student
+    from EDIQALib.commands.runs import initial_student
 
     weights = _registered(tmp_path, "nan-start", _nan_first_weight)
     with pytest.raises(InputError, match=r"nan-start\.safetensors.*NaN or infinite"):
-        _initial_student(str(weights), None, "lite")
+        initial_student(str(weights), None, "lite")
 
 
 def test_assess_with_nan_weights_is_one_line_and_writes_nothing(tmp_path):

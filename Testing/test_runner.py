@@ -290,7 +290,7 @@ def test_the_child_s_own_ediqa_processes_do_not_watch_its_parent():
     parent on: that process's parent is the command, and it would end at once, its group with it."""
     from EDIQALib.runner import PARENT_ENV
 
-    code = ("import os\nfrom EDIQALib.cli import _end_with_parent\n_end_with_parent()\n"
+    code = ("import os\nfrom EDIQALib.commands.process import end_with_parent\nend_with_parent()\n"
             f"print(os.environ.get({PARENT_ENV!r}))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           env={**os.environ, PARENT_ENV: str(os.getpid())})
@@ -348,7 +348,7 @@ def test_an_interrupt_before_the_command_starts_is_one_line():
     the starting process is set up), printed a traceback."""
     code = ("import EDIQALib.cli as cli\n"
             "def interrupted():\n    raise KeyboardInterrupt\n"
-            "cli._end_with_parent = interrupted\ncli.run()\n")
+            "cli.end_with_parent = interrupted\ncli.run()\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 130 and proc.stderr == "ediqa: interrupted\n", proc.stderr
 

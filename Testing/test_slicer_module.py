@@ -61,7 +61,7 @@ def test_cmake_files_list_every_installed_file_that_exists():
     for path in top + module:
         assert path.exists(), f"CMake installs a missing file: {path.relative_to(ROOT)}"
     engine = {p.relative_to(ROOT) for p in top if p.suffix == ".py"}
-    assert engine == {p.relative_to(ROOT) for p in (ROOT / "EDIQALib").glob("*.py")}, "EDIQALib files not all installed"
+    assert engine == {p.relative_to(ROOT) for p in (ROOT / "EDIQALib").rglob("*.py")}, "EDIQALib files not all installed"
     assert MODULE in module and UI in module
     models = {p.relative_to(ROOT) for p in top if "Models" in p.parts}
     assert models == {p.relative_to(ROOT) for p in (ROOT / "Resources" / "Models").iterdir()}
