@@ -458,7 +458,7 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 "--out", str(work / "out")]
         # compare's result names each input's results folder (its file name, made distinct where need be)
         self._start(self.ui.compareButton, args,
-                    lambda result: self._show_comparison(nodes, [work / "out" / entry["name"] for entry in result]),
+                    lambda result: self._show_comparison(nodes, [Path(entry["out"]) for entry in result["inputs"]]),
                     names={src: node.GetName() for src, node in zip(sources, nodes)})
 
     def _show_comparison(self, nodes: list, folders: list[Path]) -> None:

@@ -23,3 +23,8 @@ def __getattr__(name: str) -> Any:
         from . import assessment
         return getattr(assessment, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The module's names with the public API's, which load on first use (for ``dir`` and tab completion)."""
+    return sorted({*globals(), *__all__})

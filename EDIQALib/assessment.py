@@ -286,6 +286,10 @@ def assess(image: str | os.PathLike | sitk.Image | Volume, model: str | os.PathL
         raise TypeError(f"model is a student's name or the path of its .safetensors, not {type(model).__name__}")
     if not isinstance(device, str):
         raise TypeError(f"device is 'auto', 'cpu', 'cuda' or 'cuda:N', not {type(device).__name__}")
+    if modality is not None and not isinstance(modality, str):
+        raise TypeError(f"modality is 'ct', 'mr' or None, not {type(modality).__name__}")
+    if progress is not None and not callable(progress):  # found only after the first batch of slices
+        raise TypeError(f"progress is a function of (stage, done, total) or None, not {type(progress).__name__}")
     if isinstance(image, Volume):  # checked as a file's voxels are (one made by hand may hold NaN)
         volume = volume_from_image(image_like(image.array, image.geometry), image.name,
                                    modality=modality or image.modality)

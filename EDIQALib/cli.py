@@ -162,7 +162,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     """A dose series simulated from the bundled sample, the student on the sample (scores, heatmap, overlay),
     then on the series (side-by-side comparison)."""
     from .io import check_outputs
-    from .report import COMPARISON_FILES, RESULT_FILES
+    from .report import COMPARISON_FILES, RESULT_FILES, SLICE_COLUMN
     from .simulate import Acquisition
 
     out = Path(args.out)
@@ -170,7 +170,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     simulation = parse(["simulate", str(DEMO_SAMPLE), "--out", str(out / "dose-series"), "--progress", args.progress])
     planned = [simulated_path(out / "dose-series", DEMO_SAMPLE.stem, Acquisition(d, simulation.views, simulation.filter))
                for d in simulation.doses]
-    compared = folder_names([p.stem for p in planned], COMPARISON_FILES)
+    compared = folder_names([p.stem for p in planned], (*COMPARISON_FILES, SLICE_COLUMN))
     check_outputs([*(out / "assess" / name for name in RESULT_FILES), *planned,
                    *(out / "compare" / folder / name for folder in compared for name in RESULT_FILES),
                    *(out / "compare" / name for name in COMPARISON_FILES)], [])  # every step's outputs, before the first

@@ -327,7 +327,7 @@ def label_series(series: list[SeriesImages], scorer: SliceScorer, insertion: Ins
         write_text(_csv_text(done_rows if world == 1 else []), part)  # the complete rows again, then appended to
         total = sum(s.volumes[0].array.shape[0] for s in series)
         written, position, reported = 0, -1, 0
-        with open(part, "a", newline="") as f:
+        with open(part, "a", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=FIELDS)
             for unit in series:
                 canon = [to_canonical(v) for v in unit.volumes]

@@ -32,6 +32,7 @@ CT_DISPLAY_WINDOW = (-160.0, 240.0)  # HU: the soft-tissue window (level 40, wid
 RESULT_FILES = ("result.json", "heatmap.nrrd", "overlay.png")  # per input (write_outputs)
 SERIES_FILES = ("series.json", "series.csv", "series.png")  # a teacher series' summary
 COMPARISON_FILES = ("compare.json", "compare.csv", "compare.png")
+SLICE_COLUMN = "slice"  # compare.csv's first column, before one column per input (named as its folder)
 VALIDITY_FILES = ("validity.json", "validity.csv", "validity.png")
 BENCH_FILES = ("bench.json", "bench.png")
 SERIES_AXIS = {"dose": "relative dose", "views": "views", "texture": "noise correlation length (px)",
@@ -188,7 +189,19 @@ def _png_bytes(fig: Figure) -> bytes:
 
 
 def write_outputs(result: QualityResult, volume: Volume, out_dir: str | Path) -> Path:
-    """Write ``result.json``, ``heatmap.nrrd`` (float32, the input's geometry) and ``overlay.png``."""
+    """Write ``result.json``, ``heatmap.nrrd`` (float32, the input's geometry) and ``overlay.png``.
+
+    Raises:
+        TypeError: ``volume`` is no :class:`~EDIQALib.io.Volume` (a SimpleITK image assessed: wrap it with
+            :func:`EDIQALib.io.volume_from_image` and assess that).
+        ValueError: ``result`` is of an image of another size than ``volume``.
+    """
+    if not isinstance(volume, Volume):
+        raise TypeError(f"write_outputs takes the EDIQALib.io.Volume that was assessed, not {type(volume).__name__} "
+                        "(wrap a SimpleITK image with EDIQALib.io.volume_from_image(image, name), and assess that)")
+    if result.heatmap.shape != volume.array.shape:
+        raise ValueError(f"the result is of an image of {result.heatmap.shape} voxels, the volume of "
+                         f"{volume.array.shape}: pass the volume that was assessed")
     display_max = heatmap_display_max([result])  # before the heatmap's copy for writing: one copy at a time
     with staged_in(Path(out_dir)) as t, ThreadPoolExecutor(1) as pool:
         # SimpleITK compresses the heatmap without holding the GIL, while matplotlib draws the overlay
@@ -421,7 +434,7 @@ def write_comparison(inputs: list[ComparedInput], out_dir: str | Path) -> None:
     depth = max(len(c.slice_scores) for c in inputs)
     table = _io.StringIO()
     writer = csv.writer(table, lineterminator="\n")  # quotes a name that holds a comma or a quote
-    writer.writerow(["slice", *(c.name for c in inputs)])
+    writer.writerow([SLICE_COLUMN, *(c.name for c in inputs)])
     for k in range(depth):
         cells = [c.slice_scores[k] if k < len(c.slice_scores) else None for c in inputs]
         writer.writerow([k, *("" if x is None else f"{x:.6f}" for x in cells)])

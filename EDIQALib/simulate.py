@@ -35,6 +35,8 @@ class Acquisition:
     filter: str = "ramp"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.views, int) or isinstance(self.views, bool):
+            raise ValueError(f"views {self.views!r} is not a whole number")
         if self.filter not in FILTERS:
             raise ValueError(f"unknown FBP filter {self.filter!r}; choose from {', '.join(FILTERS)}")
         if not 0.0 < self.dose <= 1.0:
@@ -146,7 +148,16 @@ def simulate_series(hu: np.ndarray, spacing_mm: float, acquisitions: list[Acquis
     acquisition's exposure relative to that is e = dose × views / finest views, and its own noise grows
     by nested increments to variance SD² / e, as quantum noise does. ``seed``: an integer, or integers
     (the seed and a slice's index: :func:`slice_seed`) that name a stream of their own.
+
+    Raises:
+        ValueError: ``hu`` is not one finite 2-D slice, or ``spacing_mm`` or ``i0`` is not a positive number.
     """
+    if np.ndim(hu) != 2 or not np.isfinite(hu).all():
+        raise ValueError(f"hu must be one 2-D slice of finite values; got {np.ndim(hu)}-D"
+                         + ("" if np.ndim(hu) != 2 else " with NaN or infinite values"))
+    for name, value in (("spacing_mm", spacing_mm), ("i0", i0)):
+        if not 0.0 < value < np.inf:
+            raise ValueError(f"{name} {value!r} is not a positive number")
     rng = np.random.default_rng(seed)
     canvas, crop = _pad_to_circle(np.maximum(hu.astype(np.float64), AIR_HU))
     mu = np.maximum(MU_WATER_PER_MM * spacing_mm * (1.0 + canvas / 1000.0), 0.0)

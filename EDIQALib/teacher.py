@@ -21,6 +21,7 @@ from torch import nn
 from torchvision.ops import box_iou
 
 from .backgrounds import Background
+from .choices import READOUTS
 from .detector import detect
 from .progress import Progress
 from .scoring import ScoredSlice, SliceScorer
@@ -52,6 +53,16 @@ class TeacherConfig:
     confidence: float = 0.5
     splat_sigma_px: float = 12.0
     insertion: InsertionConfig = field(default_factory=InsertionConfig)
+
+    def __post_init__(self) -> None:
+        """Settings that would score something else than asked are refused (ValueError): a misspelt read-out
+        counted as the paper's, no realisation or repeat left every slice unassessable."""
+        for name in ("realizations", "repeats", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "seed" else 1):
+                raise ValueError(f"{name} {value!r} is not a whole number of {'0' if name == 'seed' else '1'} or more")
+        if self.readout not in READOUTS:
+            raise ValueError(f"unknown readout {self.readout!r}; choose from {', '.join(READOUTS)}")
 
     def settings(self) -> dict:
         """The settings a user chooses, as ``result.json``, ``validity.json`` and a labels file's record give

@@ -25,7 +25,7 @@ def snapshot_path(out: Path, step: int) -> Path:
 
 def append(out: Path, entry: dict) -> None:
     """Add ``entry`` to ``out/log.jsonl`` and draw ``out/training.png`` again from the whole log."""
-    with open(out / LOG_NAME, "a") as f:
+    with open(out / LOG_NAME, "a", encoding="utf-8") as f:
         f.write(json.dumps(entry) + "\n")
     entries = read(out / LOG_NAME)
     png = BytesIO()

@@ -71,7 +71,8 @@ def test_assess_volume_outputs_in_input_geometry(tmp_path, student_file):
 
 def test_compare_writes_side_by_side_outputs(tmp_path, student_file):
     paths = []
-    for name, seed in (("recon-a", 3), ("recon,b", 5)):  # a comma in a name: quoted in the CSV
+    # a comma in a name: quoted in the CSV; an input named as its first column, "slice": a column of its own
+    for name, seed in (("slice", 3), ("recon,b", 5)):
         p = tmp_path / f"{name}.nrrd"
         sitk.WriteImage(ct_image(slices=2, size=128, seed=seed), str(p))
         paths.append(p)
@@ -84,13 +85,15 @@ def test_compare_writes_side_by_side_outputs(tmp_path, student_file):
     assert [e["stage"] for e in records[:-1]] == ["reading"] * 3 + ["slices", "writing"] * 2 + ["writing"]
     assert [(e["done"], e["total"]) for e in records[:-1] if e["stage"] != "slices"] == [
         (0, 2), (1, 2), (2, 2), (1, 3), (2, 3), (3, 3)]
-    assert [r["name"] for r in records[-1]] == ["recon-a", "recon,b"]
+    assert records[-1]["out"] == str(tmp_path / "cmp")  # one JSON object, as every line
+    assert [(r["name"], r["out"]) for r in records[-1]["inputs"]] == [
+        ("slice-1", str(tmp_path / "cmp" / "slice-1")), ("recon,b", str(tmp_path / "cmp" / "recon,b"))]
     text = (tmp_path / "cmp" / "compare.csv").read_text(encoding="utf-8")
-    assert text.splitlines()[0] == 'slice,recon-a,"recon,b"'
+    assert text.splitlines()[0] == 'slice,slice-1,"recon,b"'
     rows = list(csv.reader(text.splitlines()))
-    assert rows[0] == ["slice", "recon-a", "recon,b"] and len(rows) == 3 and all(len(r) == 3 for r in rows)
+    assert rows[0] == ["slice", "slice-1", "recon,b"] and len(rows) == 3 and all(len(r) == 3 for r in rows)
     summary = json.loads((tmp_path / "cmp" / "compare.json").read_text(encoding="utf-8"))
-    assert [r["name"] for r in summary] == ["recon-a", "recon,b"]
+    assert [r["name"] for r in summary] == ["slice-1", "recon,b"]
     assert [r["input"] for r in summary] == [str(p) for p in paths]  # which file each result is of
     cells = [row[1:] for row in rows[1:]]  # one row per slice, one column per input
     for column, entry in enumerate(summary):
@@ -119,7 +122,10 @@ def test_compare_says_where_it_pairs_slices_that_lie_apart(tmp_path, student_fil
     assert _unpaired_slices(names, [Geometry((128, 128), (0.7, 0.7), (0.0, 0.0), (1, 0, 0, 1))] * 2) == []
     for other, why in ((grid(z=2.5), "first slices 2.5 mm apart"), (grid(spacing=3.0), "slices 2.5 and 3 mm apart"),
                        (grid(slices=4), "3 and 4 slices"),
-                       (grid(direction=(1, 0, 0, 0, 0, 1, 0, -1, 0)), "slices in other planes")):
+                       (grid(direction=(1, 0, 0, 0, 0, 1, 0, -1, 0)), "slices in other planes"),
+                       # stacked downwards from the same first slice (z = 0, -2.5, -5), or from the last one
+                       (grid(direction=(1, 0, 0, 0, 1, 0, 0, 0, -1)), "slices stacked in opposite directions"),
+                       (grid(z=5.0, direction=(1, 0, 0, 0, 1, 0, 0, 0, -1)), "the same positions in reverse order")):
         [note] = _unpaired_slices(names, [grid(), other])
         assert note.startswith(f"a.nrrd and b.nrrd have their slices at different positions ({why}): "), note
     paths = []
@@ -395,6 +401,21 @@ def test_python_api_takes_an_image_in_memory_or_a_volume_with_its_modality(tmp_p
         EDIQALib.assess(path, device=0)
     with pytest.raises(TypeError, match="^model is a student's name or the path of its .safetensors, not int$"):
         EDIQALib.assess(path, model=1)
+    # before any work (a progress that is no function failed after the first batch of slices: all of them here)
+    with pytest.raises(TypeError, match="^progress is a function of \\(stage, done, total\\) or None, not bool$"):
+        EDIQALib.assess(path, progress=True)
+    with pytest.raises(TypeError, match="^modality is 'ct', 'mr' or None, not int$"):
+        EDIQALib.assess(path, modality=1)
+    assert {"assess", "QualityResult"} <= set(dir(EDIQALib))  # loaded on first use, listed before it (completion)
+    from EDIQALib.report import write_outputs
+    with pytest.raises(TypeError, match="EDIQALib.io.volume_from_image"):  # an image assessed in memory: no .geometry
+        write_outputs(in_memory, sitk.ReadImage(str(path)), tmp_path / "out")
+    whole = read_volume(path)
+    g = whole.geometry
+    other = Volume(whole.array[:, :64], type(g)((128, 64, *g.size[2:]), g.spacing, g.origin, g.direction), "ct", "half")
+    with pytest.raises(ValueError, match="pass the volume that was assessed"):  # wrote another image's map
+        write_outputs(in_memory, other, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
     volume = read_volume(path)
     with pytest.raises(InputError, match="modality 'CT'"):  # scored as MR before, without the MR warning
         Volume(volume.array, volume.geometry, "CT", "ct")

@@ -85,6 +85,9 @@ def test_teacher_series_shares_maps_and_summarises(tmp_path):
     proc = ediqa("teacher", a, b, c, "--realizations", "2", "--repeats", "2", "--out", tmp_path / "out",
                  "--progress", "none")
     assert proc.returncode == 0, proc.stderr
+    printed = json.loads(proc.stdout)  # one JSON object, as a single input's: the folder and each input's
+    assert printed["out"] == str(tmp_path / "out")
+    assert [(e["name"], e["out"]) for e in printed["inputs"]] == [(n, str(tmp_path / "out" / n)) for n in "abc"]
     ra, rb = (json.loads((tmp_path / "out" / n / "result.json").read_text(encoding="utf-8")) for n in "ab")
     assert ra["score"] == rb["score"]  # identical images, identical insertion maps
     assert len(ra["repeat_scores"]) == 2 and ra["score"] == pytest.approx(np.mean(ra["repeat_scores"]), abs=1e-6)

@@ -58,9 +58,18 @@ def test_bad_acquisitions_are_rejected():
         simulate_series(water_cylinder(), 0.7, [Acquisition(filter="bogus")])
     with pytest.raises(ValueError, match="dose"):
         simulate_series(water_cylinder(), 0.7, [Acquisition(dose=0.0)])
-    for views, says in ((7, "too few"), (MAX_VIEWS + 1, "too many")):
+    for views, says in ((7, "too few"), (MAX_VIEWS + 1, "too many"), (90.5, "not a whole number")):
         with pytest.raises(ValueError, match=says):
             Acquisition(views=views)
+    # a slice and settings no scan has: refused, not NaN images (spacing or photons 0) or NumPy's errors
+    hu = water_cylinder()
+    with_nan = hu.copy()
+    with_nan[5, 5] = np.nan
+    for bad, says in (({"spacing_mm": 0.0}, "spacing_mm 0.0 is not a positive number"),
+                      ({"spacing_mm": -0.7}, "spacing_mm -0.7 is not"), ({"i0": 0.0}, "i0 0.0 is not"),
+                      ({"hu": np.stack([hu, hu])}, "got 3-D"), ({"hu": with_nan}, "NaN")):
+        with pytest.raises(ValueError, match=says):
+            simulate_series(**{"hu": hu, "spacing_mm": 0.7, "acquisitions": [Acquisition(views=90)], **bad})
 
 
 def test_phantoms_are_seeded_and_varied():

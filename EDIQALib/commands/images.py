@@ -144,7 +144,7 @@ def cmd_teacher(args: argparse.Namespace) -> None:
     _write_results(volumes, results, folders, progress, Path(args.out), series)
     warn_lines(_other_layout_files(Path(args.out), SERIES_FILES if series else RESULT_FILES, args.inputs))
     summary = [{"name": r.name, "score": r.to_json()["score"], "out": str(f)} for r, f in zip(results, folders)]
-    print_result(args, summary if len(summary) > 1 else summary[0])
+    print_result(args, summary[0] if len(summary) == 1 else {"out": args.out, "inputs": summary})
 
 
 def _write_results(volumes: list, results: list, folders: list[Path], progress: Progress, out: Path,
@@ -234,10 +234,10 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
     from ..assessment import caveats, student_assessor
     from ..io import read_volume, staged_together
-    from ..report import COMPARISON_FILES, compared_input, write_comparison, write_outputs
+    from ..report import COMPARISON_FILES, SLICE_COLUMN, compared_input, write_comparison, write_outputs
 
     progress = progress_for(args)
-    grids, names = _read_inputs(args, progress, COMPARISON_FILES, keep=lambda v: v.geometry)
+    grids, names = _read_inputs(args, progress, COMPARISON_FILES, keep=lambda v: v.geometry, reserved=(SLICE_COLUMN,))
     folders = _result_folders(args, names, COMPARISON_FILES)
     assess_one = student_assessor(args.model, args.device)
     depths = [len(g.slice_positions()[1]) for g in grids]
@@ -257,7 +257,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
         progress("writing", len(names) + 1, len(names) + 1)
     notes += _other_layout_files(Path(args.out), COMPARISON_FILES, args.inputs)
     warn_lines(notes)
-    print_result(args, [{"name": c.name, "score": c.result["score"]} for c in compared])
+    print_result(args, {"out": args.out, "inputs": [{"name": c.name, "score": c.result["score"], "out": str(f)}
+                                                     for c, f in zip(compared, folders)]})
 
 
 def _unpaired_slices(inputs: list[str], grids: list[Geometry]) -> list[str]:
@@ -271,16 +272,23 @@ def _unpaired_slices(inputs: list[str], grids: list[Geometry]) -> list[str]:
         normal, positions = grid.slice_positions()
         if max(len(first), len(positions)) == 1:  # single slices: nothing to pair
             continue
+        along = float(np.dot(normal, first_normal))
+        positions = positions * np.sign(along)  # along the first input's slice axis: stacked either way
+        steps = (grids[0].spacing[2], grid.spacing[2])
         if len(positions) != len(first):
             why = f"{len(first)} and {len(positions)} slices"
-        elif abs(float(np.dot(normal, first_normal))) < 0.9999:
+        elif abs(along) < 0.9999:
             why = "slices in other planes"
-        elif np.abs(positions - first).max() > 0.25 * grids[0].spacing[2]:
-            steps = (grids[0].spacing[2], grid.spacing[2])
-            why = (f"slices {steps[0]:g} and {steps[1]:g} mm apart" if abs(steps[0] - steps[1]) > 1e-3 * steps[0]
-                   else f"first slices {abs(positions[0] - first[0]):.3g} mm apart")
-        else:
+        elif np.abs(positions - first).max() <= 0.25 * steps[0]:
             continue
+        elif np.abs(positions[::-1] - first).max() <= 0.25 * steps[0]:
+            why = "the same positions in reverse order"
+        elif abs(steps[0] - steps[1]) > 1e-3 * steps[0]:
+            why = f"slices {steps[0]:g} and {steps[1]:g} mm apart"
+        elif along < 0:
+            why = "slices stacked in opposite directions"
+        else:
+            why = f"first slices {abs(positions[0] - first[0]):.3g} mm apart"
         return [f"{inputs[0]} and {path} have their slices at different positions ({why}): compare.csv and "
                 "the curves pair slices by number, not by position"]
     return []
@@ -290,10 +298,10 @@ Kept = TypeVar("Kept")
 
 
 def _read_inputs(args: argparse.Namespace, progress: Progress, summary_files: tuple[str, ...],
-                 keep: Callable[[Volume], Kept]) -> tuple[list[Kept], list[str]]:
+                 keep: Callable[[Volume], Kept], reserved: tuple[str, ...] = ()) -> tuple[list[Kept], list[str]]:
     """Each input read in turn as progress stage ``reading`` (a DICOM series of hundreds of files takes
     seconds): what ``keep`` takes of its volume, and the name its results' folder will have
-    (:func:`folder_names`)."""
+    (:func:`folder_names`: none is a summary file's name, nor one of ``reserved``)."""
     from ..io import input_file, read_volume
 
     refuse_twice([Path(p) for p in args.inputs], "input", input_file)  # its results would be compared with themselves
@@ -304,7 +312,7 @@ def _read_inputs(args: argparse.Namespace, progress: Progress, summary_files: tu
         kept.append(keep(volume))
         names.append(volume.name)
     progress("reading", len(args.inputs), len(args.inputs))
-    return kept, folder_names(names, summary_files)
+    return kept, folder_names(names, (*summary_files, *reserved))
 
 
 def folder_names(names: list[str], reserved: tuple[str, ...] = ()) -> list[str]:
