@@ -136,7 +136,7 @@ def cmd_teacher(args: argparse.Namespace) -> None:
     _warn(volumes, results)
     if len(volumes) > 1 and any(not any(r.assessable) for r in results):
         warn_lines(["the images of a series are scored where all of them show body: where one shows none, "
-                     "the others have no assessable slice either; score them apart"])
+                    "the others have no assessable slice either; score them apart"])
     for res in results:  # without one assessable slice, no repeat scores: empty, as in series.json
         res.details.update({"repeat_scores": [], "score_se": None, **res.details, **settings})
     series = ((lambda out: write_series_summary(results, args.inputs, out, {**settings, "model": entry.record()}))
@@ -257,8 +257,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
         progress("writing", len(names) + 1, len(names) + 1)
     notes += _other_layout_files(Path(args.out), COMPARISON_FILES, args.inputs)
     warn_lines(notes)
-    print_result(args, {"out": args.out, "inputs": [{"name": c.name, "score": c.result["score"], "out": str(f)}
-                                                     for c, f in zip(compared, folders)]})
+    inputs = [{"name": c.name, "score": c.result["score"], "out": str(f)} for c, f in zip(compared, folders)]
+    print_result(args, {"out": args.out, "inputs": inputs})
 
 
 def _unpaired_slices(inputs: list[str], grids: list[Geometry]) -> list[str]:

@@ -55,7 +55,7 @@ def check_resume(out: Path, info: dict, command: str, args: argparse.Namespace, 
 
 
 def write_run_record(out: Path, command: str, args: argparse.Namespace, inputs: dict, ranks: int,
-                      provenance: dict | None, **extra: object) -> None:
+                     provenance: dict | None, **extra: object) -> None:
     """A run's ``run.json`` (written atomically: a run killed while writing it still resumes): its command,
     settings (:func:`_run_settings`), inputs' sha256, ranks, its start where it has one and ``extra``
     (counts, the labellers of its data)."""

@@ -228,7 +228,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from ..detector import DetectorTraining, train_detector
     from ..detector import check_batch as check_detector_batch  # stage 1's; stage 2's is distill's
     from ..distill import (StudentTraining, check_batch, check_rankable, check_series_apart, fitting_batch,
-                          load_samples, split_by_series, stage1_detectors, train_student, transfer_backbones)
+                           load_samples, split_by_series, stage1_detectors, train_student, transfer_backbones)
     from ..distributed import distributed_context, world_from_environment
     from ..models import read_weights
     from ..student import Student
@@ -260,8 +260,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         progress = progress_for(args) if rank == 0 else None
         if rank == 0:
             write_run_record(out, "ediqa train", args, inputs, world, provenance,
-                              train_slices=len(train), held_out_slices=len(val),
-                              labellers=[labeller_record(p) for p in args.labels])  # whose scores it learns
+                             train_slices=len(train), held_out_slices=len(val),
+                             labellers=[labeller_record(p) for p in args.labels])  # whose scores it learns
         torch.manual_seed(args.seed)
         student = initial if initial is not None else Student(args.preset)
         if bank is not None or stage1:  # stage 1 trained here, or taken from another run (--stage1-from)
@@ -279,6 +279,6 @@ def cmd_train(args: argparse.Namespace) -> None:
     if rank == 0:
         if not val:
             say("warning", f"--held-out {args.held_out:g} held out no series of these labels; the best epoch "
-                            "kept is the one of the lowest training loss, not the closest to the teacher")
+                           "kept is the one of the lowest training loss, not the closest to the teacher")
         print(json.dumps({"best": str(best), "train_slices": len(train), "held_out_slices": len(val),
                           "ranks": world}))
