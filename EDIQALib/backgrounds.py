@@ -30,6 +30,7 @@ from .simulate import FILTERS, Acquisition, correlated_noise, phantom, simulate_
 
 Job = TypeVar("Job")
 Outcome = TypeVar("Outcome")
+WINDOWS_MAX_WORKERS = 61  # the most processes a pool takes on Windows (it waits on at most 63 handles)
 
 
 @dataclass
@@ -126,6 +127,7 @@ def _in_workers(fn: Callable[[Job], Outcome], jobs: list[Job], workers: int,
     waiting = list(enumerate(jobs))[::-1]
     running: dict[Future, int] = {}
     forked = multiprocessing.get_start_method() == "fork"  # the pool's start method, the default one
+    workers = min(workers, WINDOWS_MAX_WORKERS) if os.name == "nt" else workers
     pool = ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(os.getpid() if forked else None,))
     try:
         while waiting or running:

@@ -93,9 +93,10 @@ def teacher_s_per_slice(detector: torch.nn.Module, hu: np.ndarray, config: Teach
 
 
 def volume_seconds(model: str, shape: tuple[int, int, int], workdir: Path, device: str = "cpu",
-                   runs: int = 3) -> tuple[float, float]:
+                   runs: int = 3) -> tuple[float, float | None]:
     """Assess a synthetic ``(slices, rows, cols)`` CT volume with ``ediqa assess`` in a child process,
-    ``runs`` times: (median wall seconds, the children's peak resident memory in GB, :func:`_measured_run`).
+    ``runs`` times: (median wall seconds, the children's peak resident memory in GB, :func:`_measured_run`;
+    ``None`` where the system does not report it).
     The child runs in the engine's own
     folder (``python -m`` puts its working folder first on the module path: a user's ``random.py`` there
     stopped it).
@@ -131,33 +132,38 @@ def volume_seconds(model: str, shape: tuple[int, int, int], workdir: Path, devic
     if json.loads((workdir / "out" / "result.json").read_text(encoding="utf-8"))["score"] is None:
         raise InputError(f"no slice of the bench's volume of {rows} × {cols} pixels is assessable: its time would be "
                          "of no assessment; choose a --volume-shape nearer square")
-    return statistics.median(seconds), max(peaks)
+    return statistics.median(seconds), None if None in peaks else max(peaks)
 
 
-def _measured_run(command: list[str]) -> tuple[int, str, float, float]:
+def _measured_run(command: list[str]) -> tuple[int, str, float, float | None]:
     """Run ``command`` in the engine's folder: its exit code, stderr, wall seconds, and peak resident memory
     in GB, its own. On Linux that is its VmHWM, read every 20 ms while it runs: a child's ``ru_maxrss``
-    starts from the parent it was forked from (the bench's, PyTorch and the teacher loaded); elsewhere,
-    ``ru_maxrss``. Interrupted, the child is ended too."""
+    starts from the parent it was forked from (the bench's, PyTorch and the teacher loaded); on macOS,
+    ``ru_maxrss``; on Windows, which reports neither, ``None``. Interrupted, the child is ended too."""
     start = time.perf_counter()
     with tempfile.TemporaryFile() as err:
         child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, cwd=ENGINE_ROOT)
-        high_kb = 0
+        high_kb, usage = 0, None
         try:
-            while not (ended := os.wait4(child.pid, os.WNOHANG))[0]:
-                high_kb = max(high_kb, _high_water_kb(child.pid))
-                time.sleep(0.02)
+            if hasattr(os, "wait4"):
+                while not (ended := os.wait4(child.pid, os.WNOHANG))[0]:
+                    high_kb = max(high_kb, _high_water_kb(child.pid))
+                    time.sleep(0.02)
+                child.returncode, usage = os.waitstatus_to_exitcode(ended[1]), ended[2]
+            else:
+                child.wait()
         except BaseException:
             child.kill()
             child.wait()
             raise
         seconds = time.perf_counter() - start
-        child.returncode = os.waitstatus_to_exitcode(ended[1])
         err.seek(0)
         stderr = err.read().decode("utf-8", errors="replace").strip()
     if high_kb:  # Linux, read at least once
         return child.returncode, stderr, seconds, high_kb / 1024 ** 2
-    return child.returncode, stderr, seconds, ended[2].ru_maxrss / 1024 ** (3 if sys.platform == "darwin" else 2)
+    if usage is None:
+        return child.returncode, stderr, seconds, None
+    return child.returncode, stderr, seconds, usage.ru_maxrss / 1024 ** (3 if sys.platform == "darwin" else 2)
 
 
 def _high_water_kb(pid: int) -> int:
@@ -262,7 +268,7 @@ def run_bench(student: torch.nn.Module, student_name: str, detector: torch.nn.Mo
             "teacher_realizations": config.realizations, "teacher_repeats": config.repeats,
             "teacher_settings": config.settings(),  # all of them: seed, read-out, contrasts, PSF-aware
             "speedup": round(teacher_s / (student_ms / 1000.0), 1), "volume_shape": list(volume_shape),
-            "volume_runs": volume_runs, "volume_s": round(volume_s, 2), "peak_mem_gb": round(peak_gb, 3),
+            "volume_runs": volume_runs, "volume_s": round(volume_s, 2), "peak_mem_gb": None if peak_gb is None else round(peak_gb, 3),
             "device": device, **host(device),
             "validity": validity, "dose_order": order, "heatmap_half_noise": half_noise, "fidelity": agreed}
 

@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
         common(p)
         p.set_defaults(func=cmd_assess if name == "assess" else cmd_compare)
 
-    p = sub.add_parser("bench", help="student vs teacher speed, volume time, memory, validity → bench.json, bench.png")
+    p = sub.add_parser("bench", help="student vs teacher speed, volume time, memory, validity: bench.json, bench.png")
     p.add_argument("--student", type=_path, default=DEFAULT_STUDENT, help="student to benchmark")
     teacher_options(p, realizations=100, repeats=5)
     p.add_argument("--teacher-runs", type=_positive_int, default=1, help="teacher timings to take the median of")

@@ -42,6 +42,8 @@ MAX_CANONICAL_SIDE = 2896  # pixels a side of a slice at CANONICAL_SPACING_MM: 2
 MAX_CANONICAL_PIXELS = 32 * 512 * 512  # the most that one batch of the student holds (the pixels of 32 slices of
 # 512²), and at least a slice of MAX_CANONICAL_SIDE², the largest there is
 _DICOM_MODALITY = {"CT": "ct", "MR": "mr"}
+# Windows renames no file over one that another program holds open (a CSV in a spreadsheet)
+_OPEN_FILES_BLOCK_REPLACE = os.name == "nt"
 # the suffixes of the image files read: a volume is named after its file without it
 FILE_SUFFIXES = (".nii.gz", ".hdr.gz", ".img.gz", ".nrrd", ".nhdr", ".nii", ".hdr", ".img", ".mha", ".mhd", ".dcm",
                  ".dicom", ".ima")
@@ -795,6 +797,7 @@ def staged_in(folder: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder))
     try:
         yield tmp
+        _check_replaceable(tmp, folder)
         with interrupts_held():
             for written in sorted(tmp.iterdir()):
                 os.replace(written, folder / written.name)
@@ -810,14 +813,38 @@ def staged_in(folder: Path) -> Iterator[Path]:
         raise
 
 
+def _check_replaceable(staged: Path, folder: Path) -> None:
+    """Where open files cannot be replaced (Windows), each file of ``folder`` that a file ``staged`` would
+    replace can be opened for writing, before the first is renamed: else one line naming it, nothing moved."""
+    if not _OPEN_FILES_BLOCK_REPLACE:
+        return
+    for written in staged.iterdir():
+        if (folder / written.name).is_file():
+            try:
+                with open(folder / written.name, "r+b"):
+                    pass
+            except PermissionError:
+                raise InputError(f"{folder / written.name} is open in another program; close it, then run again "
+                                 "(nothing was replaced)") from None
+
+
 @contextmanager
 def staged_together() -> Iterator[Callable[[Path], Path]]:
     """Folders staged as one set: ``stage_in(folder)`` gives a :func:`staged_in` folder in ``folder``. When the
     block ends without error, every one is renamed into place, the one staged first last, with Ctrl-C and
     SIGTERM held until the last is (an interrupt between two left a set half old, half new); else all are
-    discarded."""
+    discarded. Files another program holds open, where they cannot be replaced, are found in every folder
+    before the first is renamed (:func:`_check_replaceable`)."""
+    staged: list[tuple[Path, Path]] = []
+
+    def stage_in(folder: Path) -> Path:
+        staged.append((stack.enter_context(staged_in(folder)), folder))
+        return staged[-1][0]
+
     with ExitStack() as stack:
-        yield lambda folder: stack.enter_context(staged_in(folder))
+        yield stage_in
+        for tmp, folder in staged:
+            _check_replaceable(tmp, folder)
         with interrupts_held():
             stack.close()
 

@@ -126,6 +126,17 @@ def pool_map(heatmap: np.ndarray) -> np.ndarray:
         return block_reduce(heatmap[:h, :w], (MAP_STRIDE, MAP_STRIDE), np.nanmean).astype(np.float16)
 
 
+def _path_from(home: Path, image: Path) -> str:
+    """``image``'s path as a labels file in ``home`` records it: relative to ``home``, with ``/`` between
+    folders on every system (a file written on Windows is read on Linux), or absolute where no relative
+    path leads there (another drive)."""
+    target = Path(image).resolve()
+    try:
+        return Path(os.path.relpath(target, home)).as_posix()
+    except ValueError:  # another drive than the labels file's
+        return target.as_posix()
+
+
 def read_labels(csv_path: str | Path) -> list[dict]:
     """The rows of a labels CSV of ``ediqa label``, checked; a last line cut short (an interrupted run) is
     dropped.
@@ -318,7 +329,7 @@ def label_series(series: list[SeriesImages], scorer: SliceScorer, insertion: Ins
         barrier(world)
         done_rows = read_labels(out_csv) if out_csv.exists() else []  # with the parts of a run cut short
         home = Path(out_csv).resolve().parent  # image paths are written relative to the labels file
-        path_of = {(s.name, f.name): os.path.relpath(Path(f).resolve(), home) for s in series for f in s.files}
+        path_of = {(s.name, f.name): _path_from(home, f) for s in series for f in s.files}
         _check_same_images(done_rows, path_of, home, out_csv)
         done = {(r["series"], r["file"], int(r["slice"])) for r in done_rows}
         maps_dir.mkdir(parents=True, exist_ok=True)

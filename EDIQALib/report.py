@@ -327,7 +327,8 @@ def bench_figure(figures: dict) -> Figure:
     phrases = [f"student {figures['student_ms_per_slice']} ms per slice,",
                f"teacher ({figures['teacher_realizations']} × {figures['teacher_repeats']}) {figures['teacher_s_per_slice']} s per slice:",
                f"speedup {figures['speedup']:.0f}×;",
-               f"volume {' × '.join(map(str, figures['volume_shape']))} in {figures['volume_s']} s, {figures['peak_mem_gb']} GB",
+               f"volume {' × '.join(map(str, figures['volume_shape']))} in {figures['volume_s']} s, "
+               + ("peak memory not reported" if figures["peak_mem_gb"] is None else f"{figures['peak_mem_gb']} GB"),
                f"({figures.get('gpu') or figures.get('cpu') or figures['device']})"]
     fig.suptitle(_wrapped(phrases, int(12 * PANEL_INCHES * panels)), fontsize=10)  # about 12 characters an inch at 10 pt
     fig.tight_layout()

@@ -136,7 +136,8 @@ class Runner:
         """End the child and its whole process group: a polite signal first, then, once the group is gone or
         after ``grace`` seconds, a kill. The group is waited for, not the child alone: Slicer's child is a
         launcher (``PythonSlicer``) that ends at once and leaves its own child, Python, ending the command as
-        on Ctrl-C (discarding a write under way)."""
+        on Ctrl-C (discarding a write under way). On Windows, which has no such signal, the group is killed at
+        once: a write under way leaves its hidden ``.tmp-*`` folder in the output folder."""
         if not self.running:
             return
         self._cancelled = True
@@ -148,7 +149,8 @@ class Runner:
                 time.sleep(0.05)
             _signal_group(self._proc.pid, signal.SIGKILL)  # leftovers of the group, if any
         else:
-            subprocess.run(["taskkill", "/F", "/T", "/PID", str(self._proc.pid)], capture_output=True)
+            subprocess.run(["taskkill", "/F", "/T", "/PID", str(self._proc.pid)], capture_output=True,
+                           creationflags=subprocess.CREATE_NO_WINDOW)  # no console flashed over Slicer
         self._proc.wait()
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -311,6 +312,15 @@ def test_bench_volume_figure_is_of_a_real_assessment_in_a_child_process(tmp_path
     assert peak_gb > 0.1 and abs(beside - peak_gb) < 0.3, (peak_gb, beside)
     with pytest.raises(InputError, match="assessing the bench's volume failed: model not found"):
         volume_seconds("no-such-student", (2, 64, 320), Path("work"), runs=1)
+
+
+def test_bench_times_a_child_where_the_system_reports_no_memory(monkeypatch):
+    """Windows has no ``os.wait4``: the bench stopped there with a traceback, minutes into its run."""
+    from EDIQALib.bench import _measured_run
+
+    monkeypatch.delattr(os, "wait4")
+    code, stderr, seconds, peak = _measured_run([sys.executable, "-c", "import sys; sys.exit(3)"])
+    assert (code, stderr, peak) == (3, "", None) and seconds > 0
 
 
 def test_bench_plots_student_against_teacher_on_held_out_slices():

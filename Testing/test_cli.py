@@ -1137,6 +1137,15 @@ def test_help_states_each_default_as_the_option_is_written():
     assert "(default: True)" not in detector and "(default: False)" not in detector  # flags state no default
 
 
+def test_help_prints_on_a_windows_console():
+    """A Windows console or redirected output (code page 1252) could not print ``ediqa --help`` (a '→')."""
+    from EDIQALib.cli import build_parser
+
+    parser = build_parser()
+    for text in (parser.format_help(), *(p.format_help() for p in parser._subparsers._group_actions[0].choices.values())):
+        text.encode("cp1252")
+
+
 def test_every_command_takes_the_progress_option():
     """The CLI contract: every command takes ``--progress jsonl`` (publish-detector refused it)."""
     from EDIQALib.cli import build_parser

@@ -688,6 +688,38 @@ def test_an_interrupt_between_the_folders_of_one_set_leaves_the_set_whole(tmp_pa
             raise RuntimeError("failed")
     assert (out / "a" / "result.json").read_text(encoding="utf-8") == "new" and not list(out.rglob(".tmp*"))
 
+def test_a_file_open_elsewhere_where_that_blocks_its_replacement_leaves_the_set_whole(tmp_path, monkeypatch):
+    """On Windows a file another program holds open (compare.csv in a spreadsheet) cannot be renamed over:
+    the inputs' folders were replaced and the summary not, and the error named a temporary file just removed.
+    Here the system's refusal is played by a lock on the summary's file."""
+    import builtins
+
+    from EDIQALib import io as engine_io
+    from EDIQALib.io import staged_together
+
+    out = tmp_path / "out"
+    for folder in (out, out / "a"):
+        _earlier_set(folder, ["compare.csv" if folder == out else "result.json"])
+    held = out / "compare.csv"
+    opened = builtins.open
+
+    def spreadsheet(file, mode="r", *args, **kwargs):
+        if Path(file) == held and mode != "r":
+            raise PermissionError(13, "The process cannot access the file", str(file))
+        return opened(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(engine_io, "_OPEN_FILES_BLOCK_REPLACE", True)
+    monkeypatch.setattr(builtins, "open", spreadsheet)
+    with pytest.raises(InputError, match=f"^{re.escape(str(held))} is open in another program; close it"):
+        with staged_together() as stage:
+            summary = stage(out)  # staged first, renamed last
+            (stage(out / "a") / "result.json").write_text("new", encoding="utf-8")
+            (summary / "compare.csv").write_text("new", encoding="utf-8")
+    monkeypatch.undo()
+    assert {(f / n).read_text(encoding="utf-8") for f, n in ((out, "compare.csv"), (out / "a", "result.json"))} == {
+        "old"} and not list(out.rglob(".tmp*"))
+
+
 def test_a_nifti_in_two_gzip_members_is_counted_not_refused(tmp_path):
     # gzip's trailer states only the last member's length: such a stream is decompressed and counted
     plain = tmp_path / "ct.nii"

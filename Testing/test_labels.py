@@ -416,3 +416,21 @@ def test_label_takes_the_modality_of_images_that_do_not_tell_it_and_warns_of_mr(
     assert proc.returncode == 2 and "was labelled with" in proc.stderr and "modality" in proc.stderr, proc.stderr
     # training reads the images as they were labelled ("cannot tell the modality" before)
     assert len(load_samples(out)) == sum(r["assessable"] == "1" for r in _rows(out)) == 1
+
+
+def test_a_labels_file_names_its_images_alike_on_every_system(tmp_path, monkeypatch):
+    """Image paths are relative to the labels file with '/' between folders (written on Windows with '\\', a
+    file relabelled there was no file on Linux), or absolute where no relative path leads (another drive:
+    Windows' relpath raised ValueError, a traceback)."""
+    import os
+
+    from EDIQALib import labels
+
+    image = tmp_path / "scans" / "s1" / "a.nrrd"
+    assert labels._path_from(tmp_path / "labels", image) == "../scans/s1/a.nrrd"
+
+    def other_drive(path, start):
+        raise ValueError("path is on mount 'D:', start on mount 'C:'")
+
+    monkeypatch.setattr(os.path, "relpath", other_drive)
+    assert labels._path_from(tmp_path / "labels", image) == image.resolve().as_posix()
