@@ -125,7 +125,8 @@ def _labelled_slice(row: dict, volume01: np.ndarray, heatmap: np.ndarray) -> Sam
 
 def pool_labellings(labellings: list[list[Sample]]) -> list[Sample]:
     """One label set from several labellings of the same slices (e.g. ``ediqa label --seed`` 0 and 1):
-    scores and maps averaged, as if the teacher had used all their realisations.
+    scores averaged, as if the teacher had used all their realisations; maps averaged where each is defined
+    (a cell that one labelling's lesions reached and another's did not keeps the value it has).
 
     Raises:
         InputError: when the labellings do not cover the same slices (in any order).
@@ -135,7 +136,16 @@ def pool_labellings(labellings: list[list[Sample]]) -> list[Sample]:
         raise InputError("labels files to pool must label the same slices (the same data, another --seed)")
     by_key = [{s.key: s for s in labelling} for labelling in labellings]
     return [Sample(s.image01, float(np.mean([b[s.key].score for b in by_key])),
-                   np.mean([b[s.key].heatmap for b in by_key], axis=0), s.group, s.key) for s in labellings[0]]
+                   _defined_mean([b[s.key].heatmap for b in by_key]), s.group, s.key) for s in labellings[0]]
+
+
+def _defined_mean(maps: list[np.ndarray]) -> np.ndarray:
+    """The mean of ``maps`` over those defined at each cell; NaN where none is."""
+    stacked = np.stack(maps)
+    defined = np.isfinite(stacked)
+    count = defined.sum(axis=0)
+    total = np.where(defined, stacked, 0.0).sum(axis=0)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
 
 
 def split_by_series(samples: list[Sample], held_out_fraction: float = 0.2) -> tuple[list[Sample], list[Sample]]:

@@ -202,6 +202,10 @@ def test_pooled_labellings_average_each_slice_and_refuse_other_slices():
     np.testing.assert_allclose([s.score for s in pooled], [0.1, 0.5])  # each slice with its own, not its row's
     np.testing.assert_allclose(pooled[0].heatmap, 0.1)
     np.testing.assert_allclose(pooled[1].heatmap, 0.5)
+    # a cell that one seed's lesions reached and the other's did not keeps its value (was NaN: lost)
+    reached = [Sample(image, 0.2, np.array([[0.2, np.nan], [np.nan, 0.4]], np.float32), "s/0", "s/a/0"),
+               Sample(image, 0.4, np.array([[0.4, 0.6], [np.nan, np.nan]], np.float32), "s/0", "s/a/0")]
+    np.testing.assert_allclose(pool_labellings([[r] for r in reached])[0].heatmap, [[0.3, 0.6], [np.nan, 0.4]])
     with pytest.raises(InputError, match="same slices"):
         pool_labellings([first, labelling({"s/a/0": 0.2, "s/c/0": 0.1})])
 
