@@ -16,8 +16,8 @@ from pathlib import Path
 
 from .choices import (DEFAULT_DETECTOR, DEFAULT_STUDENT, DEVICES, ENGINE_ROOT, FILTERS, KINDS, MAX_PHOTONS, MAX_VIEWS,
                       MIN_FIELD_PX, MIN_SIZE, MIN_VIEWS, MODELS_DIR, PRESETS, READOUTS, is_device_name)
-from .commands.images import (cmd_assess, cmd_compare, cmd_simulate, cmd_teacher, folder_names, simulated_path,
-                              write_simulation)
+from .commands.images import (cmd_assess, cmd_compare, cmd_simulate, cmd_split_series, cmd_teacher, folder_names,
+                              simulated_path, write_simulation)
 from .commands.measuring import cmd_bench, cmd_validate
 from .commands.process import end_with_parent, interrupt_on_signal, interrupted, keep_freed_memory, matplotlib_folder
 from .commands.publishing import cmd_publish_detector, cmd_publish_student
@@ -239,6 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder for the simulated images, one per dose (NAME_doseD_viewsV_FILTER.nrrd)")
     common(p)
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("split-series", help="copy each DICOM series of a folder into a folder of its own")
+    p.add_argument("folder", type=_path, metavar="FOLDER", help="a folder holding the files of several DICOM series")
+    p.add_argument("--out", type=_path, default="series",
+                   help="folder for one new folder per series, named NUMBER-DESCRIPTION (or its UID)")
+    common(p)
+    p.set_defaults(func=cmd_split_series)
 
     p = sub.add_parser("teacher", help="score images with the task-based teacher (mD2IQA)")
     p.add_argument("inputs", type=_path, nargs="+", metavar="INPUT",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,8 @@ import SimpleITK as sitk
 from .errors import InputError
 
 MODALITY_TAG = "0008|0060"  # DICOM's Modality, read from DICOM files and from NRRD/MHA metadata alike
+_SERIES_NUMBER, _SERIES_DESCRIPTION = "0020|0011", "0008|103e"
+SERIES_NAMED = 5  # the series a message about a folder of several names, at most
 # Photometric Interpretation, Pixel Padding Value and Range Limit, Rescale Slope and Intercept
 _PHOTOMETRIC, _PADDING, _PADDING_LIMIT, _SLOPE, _INTERCEPT = "0028|0004", "0028|0120", "0028|0121", "0028|1053", "0028|1052"
 
@@ -38,6 +41,53 @@ def _has_dicom_preamble(path: Path) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class SeriesListing:
+    """One DICOM series of a folder: its Series Instance UID, Series Number and Description and Modality (as
+    its first file gives them; empty where absent), and its files in GDCM's order (by position)."""
+
+    uid: str
+    number: str
+    description: str
+    modality: str
+    files: tuple[str, ...]
+
+    def label(self) -> str:
+        """How a message names it: ``#3 'ABD 5mm' (CT, 120 files)``."""
+        named = " ".join(filter(None, (f"#{self.number}" if self.number else "", repr(self.description)
+                                       if self.description else ""))) or self.uid
+        return f"{named} ({', '.join(filter(None, (self.modality, f'{len(self.files)} files')))})"
+
+
+def series_in(folder: Path) -> list[SeriesListing]:
+    """Every DICOM series that GDCM finds in ``folder`` (not in its sub-folders), by Series Instance UID."""
+    reader = sitk.ImageSeriesReader()
+    warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK warns on stderr of a folder with no series
+    try:
+        ids = reader.GetGDCMSeriesIDs(str(folder))
+        listed = []
+        for uid in ids:
+            files = tuple(reader.GetGDCMSeriesFileNames(str(folder), uid))
+            listed.append(SeriesListing(uid, *_header_tags(files[0], (_SERIES_NUMBER, _SERIES_DESCRIPTION,
+                                                                       MODALITY_TAG)), files))
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings)
+    return listed
+
+
+def _header_tags(path: str, keys: tuple[str, ...]) -> list[str]:
+    """The values of ``keys`` in the header of the DICOM file ``path``, stripped; empty where absent, or where
+    the header cannot be read (the file is then named where it is read as a slice)."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return [""] * len(keys)
+    return [reader.GetMetaData(k).strip() if reader.HasMetaDataKey(k) else "" for k in keys]
+
+
 def series_files(folder: Path) -> list[str]:
     """The files of the one DICOM series in ``folder``, in GDCM's order (by position).
 
@@ -50,22 +100,19 @@ def series_files(folder: Path) -> list[str]:
     if odd is not None:  # GDCM's scan then leaves a slice of the series out, or waits for a pipe's writer
         raise InputError(f"{name}: {odd.name} is not a file (a pipe or a device); move "
                          "it out of the series folder")
-    reader = sitk.ImageSeriesReader()
-    warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK warns on stderr of a folder with no series
-    try:
-        ids = reader.GetGDCMSeriesIDs(str(folder))
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(warnings)
-    if not ids:
+    listed = series_in(folder)
+    if not listed:
         inside = _folders_with_dicom(folder)
         where = (f"; its sub-folder {inside[0]} holds DICOM files" if len(inside) == 1 else
                  f"; {len(inside)} of its sub-folders, such as {inside[0]}, hold DICOM files" if inside else "")
         raise InputError(f"no DICOM series found in folder {folder}{where}" + (": point to a series folder" if inside else ""))
-    if len(ids) > 1:
-        raise InputError(f"folder {folder} holds {len(ids)} DICOM series; point to one series folder")
-    files = reader.GetGDCMSeriesFileNames(str(folder), ids[0])
-    left_out = _slices_left_out(folder, files, ids[0])
+    if len(listed) > 1:
+        shown = "; ".join(s.label() for s in listed[:SERIES_NAMED]) + (
+            f"; and {len(listed) - SERIES_NAMED} more" if len(listed) > SERIES_NAMED else "")
+        raise InputError(f"folder {folder} holds {len(listed)} DICOM series: {shown}. Point to one series folder "
+                         f"(`ediqa split-series {folder} --out DIR` copies each series into a folder of its own)")
+    files = listed[0].files
+    left_out = _slices_left_out(folder, files, listed[0].uid)
     if left_out:
         raise InputError(f"{name}: {left_out[0]} is a slice of the series that cannot be read (damaged or cut "
                          "short?); the volume would miss it")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import locale
 import math
 import os
@@ -17,7 +18,7 @@ from pydicom.data import get_testdata_file
 
 from EDIQALib.errors import InputError
 from EDIQALib.io import check_outputs, check_same_geometry, image_like, read_volume, volume_from_image, write_image
-from conftest import OBLIQUE, ct_image
+from conftest import OBLIQUE, ct_image, ediqa
 
 
 def assert_same_geometry(a: sitk.Image, b: sitk.Image) -> None:
@@ -67,27 +68,29 @@ def test_dicom_file_is_read_in_hounsfield_units():
     np.testing.assert_allclose(vol.spacing_xy, (0.661468, 0.661468), rtol=1e-5)
 
 
-def _write_dicom_series(folder, image: sitk.Image) -> None:
+def _write_dicom_series(folder, image: sitk.Image, **series: str) -> None:
+    """``image`` as a DICOM series in the new ``folder``; ``series``: its UID, number and description."""
     ctype = locale.setlocale(locale.LC_CTYPE)
     try:
-        _write_slices(folder, image)
+        _write_slices(folder, image, **series)
     finally:  # GDCM's writer sets the C locale for the whole process: later tests would decode text as ASCII
         locale.setlocale(locale.LC_CTYPE, ctype)
 
 
-def _write_slices(folder, image: sitk.Image) -> None:
+def _write_slices(folder, image: sitk.Image, uid: str = "1.2.826.0.1.3680043.2.1125.1.42", number: str = "",
+                  description: str = "") -> None:
     folder.mkdir()
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     direction = image.GetDirection()
     arr = np.round(sitk.GetArrayFromImage(image)).astype(np.int16)
-    series_uid = "1.2.826.0.1.3680043.2.1125.1.42"
     for k in range(image.GetDepth()):
         sl = sitk.GetImageFromArray(arr[k:k + 1])
         sl.SetSpacing(image.GetSpacing())
         sl.SetDirection(direction)
         sl.SetOrigin(image.TransformIndexToPhysicalPoint((0, 0, k)))
-        tags = {"0008|0060": "CT", "0020|000e": series_uid, "0020|0013": str(k + 1),
+        tags = {"0008|0060": "CT", "0020|000e": uid, "0020|0013": str(k + 1), "0020|0011": number,
+                "0008|103e": description, "0008|0018": f"{uid}.{k + 1}",
                 "0020|0032": "\\".join(f"{x:.6f}" for x in sl.GetOrigin()),
                 "0020|0037": "\\".join(f"{x:.7f}" for x in direction[0:9:3] + direction[1:9:3]),
                 "0018|0050": str(image.GetSpacing()[2]), "0028|1052": "0", "0028|1053": "1"}
@@ -95,6 +98,34 @@ def _write_slices(folder, image: sitk.Image) -> None:
             sl.SetMetaData(key, value)
         writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
         writer.Execute(sl)
+
+
+def test_a_folder_of_several_dicom_series_names_them_and_split_series_parts_them(tmp_path):
+    """A PACS export puts every series of a study in one folder: it was refused with "point to one series
+    folder", which such a folder has none of."""
+    study = tmp_path / "study"
+    study.mkdir()
+    thick, thin = ct_image(slices=3, size=96, seed=1), ct_image(slices=4, size=96, seed=2)
+    for image, uid, number, description in ((thick, "1.2.3.4.5", "2", "ABD 5mm"), (thin, "1.2.3.4.6", "3", "ABD 1mm")):
+        _write_dicom_series(tmp_path / number, image, uid=uid, number=number, description=description)
+        for f in (tmp_path / number).iterdir():
+            f.rename(study / f"s{number}-{f.name}")
+    before = sorted((f.name, f.read_bytes()) for f in study.iterdir())
+    with pytest.raises(InputError, match=r"holds 2 DICOM series: #2 'ABD 5mm' \(CT, 3 files\); #3 'ABD 1mm' \(CT, 4 "
+                                         r"files\)\. Point to one series folder \(`ediqa split-series .*study --out DIR`"):
+        read_volume(study)
+    proc = ediqa("split-series", study, "--out", tmp_path / "series", "--progress", "none")
+    assert proc.returncode == 0, proc.stderr
+    printed = json.loads(proc.stdout)
+    assert [(s["folder"], s["files"]) for s in printed["series"]] == [
+        (str(tmp_path / "series" / "2-ABD_5mm"), 3), (str(tmp_path / "series" / "3-ABD_1mm"), 4)]
+    for name, image in (("2-ABD_5mm", thick), ("3-ABD_1mm", thin)):
+        parted = read_volume(tmp_path / "series" / name)
+        assert np.array_equal(parted.array, np.round(sitk.GetArrayFromImage(image)))
+        assert parted.geometry.spacing == pytest.approx(image.GetSpacing())
+    assert sorted((f.name, f.read_bytes()) for f in study.iterdir()) == before  # the input untouched
+    again = ediqa("split-series", study, "--out", tmp_path / "series")  # never among other files
+    assert again.returncode == 2 and again.stderr.count("\n") == 1 and "already exists" in again.stderr
 
 
 @pytest.mark.parametrize("direction", [OBLIQUE, (1, 0, 0, 0, 0.7071068, -0.7071068, 0, 0.7071068, 0.7071068)],

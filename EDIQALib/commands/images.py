@@ -1,8 +1,10 @@
-"""The commands on images: ``simulate``, ``assess``, ``teacher`` and ``compare`` (read, score, write)."""
+"""The commands on images: ``simulate``, ``assess``, ``teacher`` and ``compare`` (read, score, write), and
+``split-series`` (a folder of several DICOM series made into one folder per series)."""
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -11,6 +13,7 @@ from ..errors import InputError
 from .common import chosen_device, print_result, progress_for, refuse_twice, teacher_config, warn_lines
 
 if TYPE_CHECKING:
+    from ..dicom import SeriesListing
     from ..io import Geometry, Volume
     from ..progress import Progress
 
@@ -334,3 +337,44 @@ def folder_names(names: list[str], reserved: tuple[str, ...] = ()) -> list[str]:
             taken.add(name.casefold())
         out.append(name)
     return out
+
+
+def cmd_split_series(args: argparse.Namespace) -> None:
+    """Copy each DICOM series of ``args.folder`` (as exported from a PACS: every series' files in one folder)
+    into a folder of its own under ``args.out``, named by its Series Number and Description (or its UID),
+    for the commands that take one series folder per input. The files are copied unchanged, all series
+    together or none (interrupted), into folders that do not exist yet."""
+    import shutil
+
+    from ..dicom import series_in
+    from ..io import check_outputs, staged_together
+
+    folder, out = Path(args.folder), Path(args.out)
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder")
+    listed = series_in(folder)
+    if not listed:
+        raise InputError(f"no DICOM series found in folder {folder}")
+    names = folder_names([_series_folder_name(s) for s in listed])
+    taken = next((out / n for n in names if (out / n).exists()), None)
+    if taken is not None:
+        raise InputError(f"{taken} already exists: give another --out (a series is copied into a new folder, "
+                         "not among other files)")
+    check_outputs([out / n / Path(f).name for n, s in zip(names, listed) for f in s.files], [str(folder)])
+    progress = progress_for(args)
+    with staged_together() as stage_in:
+        for done, (name, series) in enumerate(zip(names, listed), start=1):
+            staging = stage_in(out / name)
+            for f in series.files:
+                shutil.copyfile(f, staging / Path(f).name)
+            progress("copying", done, len(listed))
+    print_result(args, {"out": str(out), "series": [
+        {"folder": str(out / n), "number": s.number, "description": s.description, "modality": s.modality,
+         "files": len(s.files)} for n, s in zip(names, listed)]})
+
+
+def _series_folder_name(series: SeriesListing) -> str:
+    """``3-ABD_5mm``: a series' number and description, in letters, digits, '.', '_' and '-' (its UID where
+    it has neither)."""
+    named = "-".join(filter(None, (series.number, series.description)))
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", named).strip("._") or series.uid
