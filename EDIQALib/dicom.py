@@ -78,7 +78,12 @@ def series_in(folder: Path) -> list[SeriesListing]:
 
 def _header_tags(path: str, keys: tuple[str, ...]) -> list[str]:
     """The values of ``keys`` in the header of the DICOM file ``path``, stripped; empty where absent, or where
-    the header cannot be read (the file is then named where it is read as a slice)."""
+    the header cannot be read or its name is no UTF-8 text, on which ITK aborts the process (the file is then
+    named where it is read as a slice)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return [""] * len(keys)
     reader = sitk.ImageFileReader()
     reader.SetFileName(path)
     try:
