@@ -106,6 +106,7 @@ class EDIQAParameterNode:
     seed: Annotated[int, WithinRange(0, 1_000_000)] = 0  # the CLI takes no negative seed
     epochs: Annotated[int, WithinRange(1, 1000)] = 30
     learningRate: Annotated[float, WithinRange(1e-6, 0.1)] = 1e-3  # nor a learning rate of 0
+    model: str = ""  # the model list's choice, its weights' path ("": the teacher, or none chosen yet)
 
 
 class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -128,6 +129,7 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer = qt.QTimer()
         self._timer.setInterval(200)
         self._timer.timeout.connect(self._poll)
+        self._polled = False  # the running job was polled once: its button cancels it from then on
         self._heatmap_ids: set[str] = set()  # of the heatmap nodes this panel shows (for the opacity slider)
         self._slice_scores = None  # of the result shown (its worst slice is where the button goes)
         self._assessed = None  # the volume it is of
@@ -151,7 +153,7 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.worstSliceButton.connect("clicked(bool)", self.onWorstSlice)
         self.ui.opacitySlider.connect("valueChanged(double)", self.onOpacity)
         self.ui.compareSelector.connect("checkedNodesChanged()", self._update_buttons)
-        self.ui.modelSelector.connect("currentIndexChanged(int)", self._update_buttons)
+        self.ui.modelSelector.connect("currentIndexChanged(int)", self.onModelChosen)
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -168,11 +170,16 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._update_buttons)
 
     def onSceneStartClose(self, caller, event) -> None:
-        self._cancel()
+        """Assessing and comparing end with the scene whose volumes they read; relabelling and retraining,
+        which read folders, go on."""
+        if self._running_button in (self.ui.assessButton, self.ui.compareButton):
+            self._cancel()
+            self.ui.statusLabel.text = "Cancelled: the scene was closed."
+        elif self._runner is None:
+            self.ui.statusLabel.text = ""
         self._slice_scores = self._assessed = None  # their nodes leave with the scene
         self._heatmap_ids.clear()
         self.ui.scoreLabel.text = "—"
-        self.ui.statusLabel.text = ""
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -197,7 +204,7 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         made_by, scores = saved
         self._slice_scores, self._assessed = scores, node
         score = score_text(volume_score(scores))
-        self.ui.scoreLabel.text = f"{node.GetName()}: {score} ({made_by}, saved with the scene)"
+        self.ui.scoreLabel.text = f"{node.GetName()}: {score} ({made_by}, an earlier result)"
         self._update_buttons()
 
     @vtk.calldata_type(vtk.VTK_OBJECT)
@@ -210,11 +217,15 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._update_buttons()
 
     def initializeParameterNode(self) -> None:
+        from EDIQALib.scene import RESULT_ATTRIBUTE  # imports no PyTorch
+
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
-            # the first volume the selector offers: it hides hidden nodes and these scalar volume nodes' kinds
+            # the first volume the selector offers (it hides hidden nodes and these scalar volume nodes' kinds)
+            # that is no result's heatmap
             first = next((n for n in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
-                          if not any(n.IsA(kind) for kind in NOT_IMAGES) and not n.GetHideFromEditors()), None)
+                          if not any(n.IsA(kind) for kind in NOT_IMAGES) and not n.GetHideFromEditors()
+                          and not n.GetAttribute(RESULT_ATTRIBUTE)), None)
             if first:
                 self._parameterNode.inputVolume = first
         self._restore_saved_result()
@@ -225,6 +236,9 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._update_buttons)
         self._parameterNode = node
         if self._parameterNode:
+            saved = self.ui.modelSelector.findData(self._parameterNode.model) if self._parameterNode.model else -1
+            if saved >= 0:  # the model chosen when the scene was saved, where this Slicer has it
+                self.ui.modelSelector.setCurrentIndex(saved)
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._update_buttons)
             self._update_buttons()
@@ -240,13 +254,20 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         index = self.ui.modelSelector.findData(chosen) if chosen is not None else -1
         self.ui.modelSelector.setCurrentIndex(max(index, 0))
 
+    def onModelChosen(self, index: int) -> None:
+        """The model chosen is kept in the parameter node, saved with the scene (the list is filled by the
+        panel, not bound to it)."""
+        if self._parameterNode is not None:
+            self._parameterNode.model = self.ui.modelSelector.currentData or ""
+        self._update_buttons()
+
     def _update_buttons(self, *args) -> None:
         """While a job runs, its button (now Cancel) is the only one enabled; otherwise each action is
         enabled when it has its input."""
         self.ui.worstSliceButton.enabled = self._slice_scores is not None
-        if self._runner is not None:
+        if self._runner is not None:  # its Cancel from the first poll on: not a second click queued meanwhile
             for button in (self.ui.assessButton, self.ui.compareButton, self.ui.relabelButton, self.ui.retrainButton):
-                button.enabled = button is self._running_button
+                button.enabled = button is self._running_button and self._polled
             return
         self.ui.assessButton.enabled = bool(self._parameterNode and self._parameterNode.inputVolume)
         # compare runs a student: not the teacher entry of the model list
@@ -259,7 +280,10 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Whether a job runs or the dependencies install; a running job's own button (its Cancel) cancels it."""
         if self._runner is not None:
             if button is self._running_button:
-                self._cancel()
+                if self._runner.running:
+                    self._cancel()
+                else:  # it ended before the click was handled: its results are kept, not thrown away
+                    self._poll()
             return True
         return self._installing
 
@@ -298,15 +322,20 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._running_button, self._on_done = button, on_done
         self._label = button.text
         button.text = "Cancel"
-        if button is self.ui.assessButton:
-            self.ui.scoreLabel.text = "—"  # not the previous volume's score beside this one's job
+        if button is self.ui.assessButton:  # not the previous result's score and worst slice beside this job
+            self._slice_scores = self._assessed = None
+            self.ui.scoreLabel.text = "—"
         self.ui.progressBar.visible = True
         self.ui.progressBar.value = 0
         self.ui.statusLabel.text = "Starting…"
+        self._polled = False
         self._timer.start()
         self._update_buttons()
 
     def _poll(self) -> None:
+        if not self._polled:
+            self._polled = True
+            self._update_buttons()
         for event in self._runner.events():
             self.ui.progressBar.maximum = max(event.total, 1)
             self.ui.progressBar.value = event.done
@@ -330,6 +359,7 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             try:  # one dialog, not a traceback: the warnings and the clean-up below still follow
                 self._on_done(outcome.result)
             except Exception as exc:  # a result that does not load (a file, a node removed meanwhile)
+                self.ui.statusLabel.text = "Done, but the results could not be loaded."
                 slicer.util.errorDisplay(f"Could not load the results: {exc}")
         if outcome.warnings and not outcome.cancelled:  # e.g. an MR volume (not validated), or no slice assessable
             slicer.util.warningDisplay("\n".join(self._in_user_terms(w) for w in outcome.warnings))
@@ -448,6 +478,9 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onCompare(self) -> None:
         if not self._ready(self.ui.compareButton):
             return
+        self._update_buttons()  # volumes unticked, or the teacher chosen, while the dependencies installed
+        if not self.ui.compareButton.enabled:
+            return
         model = self.ui.modelSelector.currentData  # a student: the button is disabled for the teacher
         nodes = list(self.ui.compareSelector.checkedNodes())
         work = self._new_workdir("EDIQA-compare-")
@@ -509,7 +542,11 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         # the teacher entry: the bundled student
         start = self.ui.modelSelector.currentData or str(BUNDLED_MODELS / "student-lite.safetensors")
-        preset = self.logic.student_preset(start)
+        try:
+            preset = self.logic.student_preset(start)
+        except (OSError, ValueError) as exc:  # its card removed or damaged since the list was filled
+            slicer.util.errorDisplay(f"The model's card ({Path(start).with_suffix('.json')}) cannot be read: {exc}")
+            return
         # fine-tune the chosen student on the new labels (stage 2); a student from scratch needs the
         # detector's training bank and hours: `ediqa train` in a terminal
         args = ["train", "--labels", str(labels), "--out", str(run), "--epochs", str(p.epochs), "--lr", str(p.learningRate),
@@ -558,7 +595,12 @@ class EDIQALogic(ScriptedLoadableModuleLogic):
             except ImportError:
                 slicer.util.errorDisplay("EDIQA needs the PyTorch extension: install it from the Extensions Manager.")
                 return False
-            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True) is None:
+            try:
+                installed = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True)
+            except Exception as exc:  # no network, a proxy, pip failing: one message, not a traceback
+                slicer.util.errorDisplay(f"Installing PyTorch failed: {exc}")
+                return False
+            if installed is None:
                 slicer.util.errorDisplay("PyTorch was not installed; EDIQA cannot run without it.")
                 return False
         missing = self.missing_packages()
