@@ -106,7 +106,7 @@ class EDIQAParameterNode:
     seed: Annotated[int, WithinRange(0, 1_000_000)] = 0  # the CLI takes no negative seed
     epochs: Annotated[int, WithinRange(1, 1000)] = 30
     learningRate: Annotated[float, WithinRange(1e-6, 0.1)] = 1e-3  # nor a learning rate of 0
-    model: str = ""  # the model list's choice, its weights' path ("": the teacher, or none chosen yet)
+    model: str = ""  # the model list's choice, as the list names it (the teacher too; "": none chosen yet)
 
 
 class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -187,6 +187,8 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.initializeParameterNode()
 
     def onSceneEndImport(self, caller, event) -> None:
+        if self._parameterNode is not None:  # a scene loaded into the parameter node shown
+            self._choose_saved_model()
         self._restore_saved_result()
 
     def _restore_saved_result(self) -> None:
@@ -236,9 +238,7 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._update_buttons)
         self._parameterNode = node
         if self._parameterNode:
-            saved = self.ui.modelSelector.findData(self._parameterNode.model) if self._parameterNode.model else -1
-            if saved >= 0:  # the model chosen when the scene was saved, where this Slicer has it
-                self.ui.modelSelector.setCurrentIndex(saved)
+            self._choose_saved_model()
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._update_buttons)
             self._update_buttons()
@@ -255,11 +255,17 @@ class EDIQAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.modelSelector.setCurrentIndex(max(index, 0))
 
     def onModelChosen(self, index: int) -> None:
-        """The model chosen is kept in the parameter node, saved with the scene (the list is filled by the
-        panel, not bound to it)."""
+        """The model chosen is kept in the parameter node, saved with the scene, by its name in the list (the
+        list is filled by the panel, not bound to it; a path would change with the extension's folder)."""
         if self._parameterNode is not None:
-            self._parameterNode.model = self.ui.modelSelector.currentData or ""
+            self._parameterNode.model = self.ui.modelSelector.currentText
         self._update_buttons()
+
+    def _choose_saved_model(self) -> None:
+        """The model the parameter node names, chosen in the list where this Slicer has it."""
+        saved = self.ui.modelSelector.findText(self._parameterNode.model) if self._parameterNode.model else -1
+        if saved >= 0:
+            self.ui.modelSelector.setCurrentIndex(saved)
 
     def _update_buttons(self, *args) -> None:
         """While a job runs, its button (now Cancel) is the only one enabled; otherwise each action is

@@ -276,7 +276,7 @@ def run_bench(student: torch.nn.Module, student_name: str, detector: torch.nn.Mo
 def summary_table(figures: dict) -> str:
     """The bench's figures (as in ``bench.json``) as a short table for a reader."""
     keys = ("student_ms_per_slice", "teacher_s_per_slice", "speedup", "volume_s", "peak_mem_gb")
-    table = "\n".join(f"{k:>22}  {figures[k]}" for k in keys)
+    table = "\n".join(f"{k:>22}  {'not reported' if figures[k] is None else figures[k]}" for k in keys)
     rhos = "\n".join(f"{k:>22}  student rho {v['mean_rho']:.2f}   noise-SD rho {v['mean_rho_noise_sd']:.2f}"
                       for k, v in figures["validity"]["summary"].items())
     half = figures["heatmap_half_noise"]

@@ -19,7 +19,7 @@ from .errors import InputError
 
 MODALITY_TAG = "0008|0060"  # DICOM's Modality, read from DICOM files and from NRRD/MHA metadata alike
 _SERIES_NUMBER, _SERIES_DESCRIPTION = "0020|0011", "0008|103e"
-SERIES_NAMED = 5  # the series a message about a folder of several names, at most
+_SERIES_NAMED = 5  # the most series that the message about a folder of several lists
 # Photometric Interpretation, Pixel Padding Value and Range Limit, Rescale Slope and Intercept
 _PHOTOMETRIC, _PADDING, _PADDING_LIMIT, _SLOPE, _INTERCEPT = "0028|0004", "0028|0120", "0028|0121", "0028|1053", "0028|1052"
 
@@ -60,7 +60,18 @@ class SeriesListing:
 
 
 def series_in(folder: Path) -> list[SeriesListing]:
-    """Every DICOM series that GDCM finds in ``folder`` (not in its sub-folders), by Series Instance UID."""
+    """Every DICOM series that GDCM finds in ``folder`` (not in its sub-folders), by Series Instance UID,
+    each whole.
+
+    Raises:
+        InputError: the folder holds a pipe or a device, or an image slice of a series that GDCM left out
+            (damaged or cut short): the series would miss it.
+    """
+    name = Path(os.path.abspath(folder)).name  # "." is its folder's
+    odd = next((f for f in sorted(folder.iterdir()) if f.exists() and not (f.is_file() or f.is_dir())), None)
+    if odd is not None:  # GDCM's scan then leaves a slice of the series out, or waits for a pipe's writer
+        raise InputError(f"{name}: {odd.name} is not a file (a pipe or a device); move "
+                         "it out of the series folder")
     reader = sitk.ImageSeriesReader()
     warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK warns on stderr of a folder with no series
@@ -73,6 +84,11 @@ def series_in(folder: Path) -> list[SeriesListing]:
                                                                        MODALITY_TAG)), files))
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(warnings)
+    left_out = _slices_left_out(folder, listed) if listed else []  # none: the caller says no series is there
+    if left_out:
+        whose = "the series" if len(listed) == 1 else "one of its series"
+        raise InputError(f"{name}: {left_out[0]} is a slice of {whose} that cannot be read (damaged or cut "
+                         "short?); the volume would miss it")
     return listed
 
 
@@ -97,14 +113,8 @@ def series_files(folder: Path) -> list[str]:
     """The files of the one DICOM series in ``folder``, in GDCM's order (by position).
 
     Raises:
-        InputError: the folder holds no series or several, a pipe or a device, or an image slice of the
-            series that GDCM left out (damaged or cut short).
+        InputError: the folder holds no series or several, or is refused by :func:`series_in`.
     """
-    name = Path(os.path.abspath(folder)).name  # "." is its folder's
-    odd = next((f for f in sorted(folder.iterdir()) if f.exists() and not (f.is_file() or f.is_dir())), None)
-    if odd is not None:  # GDCM's scan then leaves a slice of the series out, or waits for a pipe's writer
-        raise InputError(f"{name}: {odd.name} is not a file (a pipe or a device); move "
-                         "it out of the series folder")
     listed = series_in(folder)
     if not listed:
         inside = _folders_with_dicom(folder)
@@ -112,16 +122,11 @@ def series_files(folder: Path) -> list[str]:
                  f"; {len(inside)} of its sub-folders, such as {inside[0]}, hold DICOM files" if inside else "")
         raise InputError(f"no DICOM series found in folder {folder}{where}" + (": point to a series folder" if inside else ""))
     if len(listed) > 1:
-        shown = "; ".join(s.label() for s in listed[:SERIES_NAMED]) + (
-            f"; and {len(listed) - SERIES_NAMED} more" if len(listed) > SERIES_NAMED else "")
+        shown = "; ".join(s.label() for s in listed[:_SERIES_NAMED]) + (
+            f"; and {len(listed) - _SERIES_NAMED} more" if len(listed) > _SERIES_NAMED else "")
         raise InputError(f"folder {folder} holds {len(listed)} DICOM series: {shown}. Point to one series folder "
                          f"(`ediqa split-series {folder} --out DIR` copies each series into a folder of its own)")
-    files = listed[0].files
-    left_out = _slices_left_out(folder, files, listed[0].uid)
-    if left_out:
-        raise InputError(f"{name}: {left_out[0]} is a slice of the series that cannot be read (damaged or cut "
-                         "short?); the volume would miss it")
-    return list(files)
+    return list(listed[0].files)
 
 
 def read_series(files: list[str], name: str) -> tuple[sitk.Image, str | None]:
@@ -195,15 +200,16 @@ def is_dicomdir(path: Path) -> bool:
         return False
 
 
-def _slices_left_out(folder: Path, files: tuple[str, ...], series_uid: str) -> list[str]:
-    """The files of ``folder`` that GDCM left out of its series although they are image slices of it (a file
-    cut short in its pixel data), or DICOM files whose header cannot be read at all or ends before it names
-    its series (cut short in the header). Files without the DICOM
-    preamble, hidden files (a copy's ``._`` resource forks) and DICOM objects that are no image of this
+def _slices_left_out(folder: Path, listed: list[SeriesListing]) -> list[str]:
+    """The files of ``folder`` that GDCM left out of the series ``listed`` although they are image slices of
+    one (a file cut short in its pixel data), or DICOM files whose header cannot be read at all or ends
+    before it names its series (cut short in the header). Files without the DICOM
+    preamble, hidden files (a copy's ``._`` resource forks) and DICOM objects that are no image of these
     series (a DICOMDIR, a dose report, a presentation state) are not slices."""
     import pydicom
 
-    taken = {os.path.realpath(f) for f in files}
+    taken = {os.path.realpath(f) for series in listed for f in series.files}
+    uids = {series.uid for series in listed}
     left_out = []
     for f in sorted(folder.iterdir()):
         if f.name.startswith(".") or not f.is_file() or os.path.realpath(f) in taken or not _has_dicom_preamble(f):
@@ -213,7 +219,7 @@ def _slices_left_out(folder: Path, files: tuple[str, ...], series_uid: str) -> l
         except Exception:  # pydicom fails in many ways on a damaged header
             left_out.append(f.name)
             continue
-        if (header.get("SeriesInstanceUID") == series_uid and "Rows" in header) or not (
+        if (header.get("SeriesInstanceUID") in uids and "Rows" in header) or not (
                 "SeriesInstanceUID" in header or _is_directory(header)):  # every object but a DICOMDIR names its series
             left_out.append(f.name)
     return left_out

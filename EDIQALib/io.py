@@ -824,8 +824,9 @@ def _check_replaceable(staged: Path, folder: Path) -> None:
                 with open(folder / written.name, "r+b"):
                     pass
             except PermissionError:
-                raise InputError(f"{folder / written.name} is open in another program; close it, then run again "
-                                 "(nothing was replaced)") from None
+                raise InputError(f"{folder / written.name} cannot be replaced: it is open in another program, or "
+                                 "read-only; close it (or make it writable), then run again (nothing was replaced)"
+                                 ) from None
 
 
 @contextmanager

@@ -126,6 +126,12 @@ def test_a_folder_of_several_dicom_series_names_them_and_split_series_parts_them
     assert sorted((f.name, f.read_bytes()) for f in study.iterdir()) == before  # the input untouched
     again = ediqa("split-series", study, "--out", tmp_path / "series")  # never among other files
     assert again.returncode == 2 and again.stderr.count("\n") == 1 and "already exists" in again.stderr
+    cut = study / "s3-slice001.dcm"  # a slice cut short in its pixel data: GDCM leaves it out of its series
+    cut.write_bytes(cut.read_bytes()[:3000])
+    damaged = ediqa("split-series", study, "--out", tmp_path / "other")  # not copied as a series without it
+    assert damaged.returncode == 2 and not (tmp_path / "other").exists()
+    assert damaged.stderr == "ediqa: error: study: s3-slice001.dcm is a slice of one of its series that cannot be read " \
+                             "(damaged or cut short?); the volume would miss it\n"
 
 
 @pytest.mark.parametrize("direction", [OBLIQUE, (1, 0, 0, 0, 0.7071068, -0.7071068, 0, 0.7071068, 0.7071068)],
@@ -741,7 +747,7 @@ def test_a_file_open_elsewhere_where_that_blocks_its_replacement_leaves_the_set_
 
     monkeypatch.setattr(engine_io, "_OPEN_FILES_BLOCK_REPLACE", True)
     monkeypatch.setattr(builtins, "open", spreadsheet)
-    with pytest.raises(InputError, match=f"^{re.escape(str(held))} is open in another program; close it"):
+    with pytest.raises(InputError, match=f"^{re.escape(str(held))} cannot be replaced: it is open in another program"):
         with staged_together() as stage:
             summary = stage(out)  # staged first, renamed last
             (stage(out / "a") / "result.json").write_text("new", encoding="utf-8")

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ..dicom import SeriesListing
     from ..io import Geometry, Volume
     from ..progress import Progress
+    from ..simulate import Acquisition
 
 SIMULATION_TAG = "EDIQA_simulation"  # in each simulated image's header: its source and noise settings (JSON)
 
@@ -24,7 +25,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     print_result(args, {"outputs": write_simulation(args)})
 
 
-def simulated_path(out: Path, name: str, acquisition) -> Path:
+def simulated_path(out: Path, name: str, acquisition: Acquisition) -> Path:
     """Where ``simulate`` writes the image ``name`` acquired with ``acquisition`` (an :class:`Acquisition`)."""
     return out / f"{name}_dose{acquisition.dose:g}_views{acquisition.views}_{acquisition.filter}.nrrd"
 
@@ -147,7 +148,7 @@ def cmd_teacher(args: argparse.Namespace) -> None:
     _write_results(volumes, results, folders, progress, Path(args.out), series)
     warn_lines(_other_layout_files(Path(args.out), SERIES_FILES if series else RESULT_FILES, args.inputs))
     summary = [{"name": r.name, "score": r.to_json()["score"], "out": str(f)} for r, f in zip(results, folders)]
-    print_result(args, summary[0] if len(summary) == 1 else {"out": args.out, "inputs": summary})
+    print_result(args, summary[0] if len(summary) == 1 else {"out": str(Path(args.out)), "inputs": summary})
 
 
 def _write_results(volumes: list, results: list, folders: list[Path], progress: Progress, out: Path,
@@ -261,7 +262,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
     notes += _other_layout_files(Path(args.out), COMPARISON_FILES, args.inputs)
     warn_lines(notes)
     inputs = [{"name": c.name, "score": c.result["score"], "out": str(f)} for c, f in zip(compared, folders)]
-    print_result(args, {"out": args.out, "inputs": inputs})
+    print_result(args, {"out": str(Path(args.out)), "inputs": inputs})
 
 
 def _unpaired_slices(inputs: list[str], grids: list[Geometry]) -> list[str]:

@@ -40,7 +40,8 @@ def keep_freed_memory() -> None:
     libc.mallopt(-3, 1 << 25)  # M_MMAP_THRESHOLD: blocks up to 32 MiB come from the heap, not fresh maps
 
 
-def interrupt_on_signal(signum: int, frame) -> None:
+def interrupt_on_signal(signum: int, frame: object) -> None:
+    """A signal handler that interrupts as Ctrl-C does (SIGTERM: ``kill``, the Slicer panel's Cancel)."""
     raise KeyboardInterrupt
 
 

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 from ..errors import InputError
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from torch import nn
 
 
@@ -83,7 +85,7 @@ def _option(key: str, value: object) -> str:
     return f"--{name} {' '.join(map(str, value)) if isinstance(value, list) else value}"
 
 
-def run_lock(out: Path, rank: int):
+def run_lock(out: Path, rank: int) -> AbstractContextManager[None]:
     """A run folder is written by one run at a time (its rank 0: the others write nothing of it);
     :func:`~EDIQALib.io.exclusive` on ``out/.lock``, which makes the folder."""
     from contextlib import nullcontext
