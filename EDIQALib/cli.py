@@ -243,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("split-series", help="copy each DICOM series of a folder into a folder of its own")
     p.add_argument("folder", type=_path, metavar="FOLDER", help="a folder holding the files of several DICOM series")
     p.add_argument("--out", type=_path, default="series",
-                   help="folder for one new folder per series, named NUMBER-DESCRIPTION (or its UID)")
+                   help="folder for one new folder per series, named NUMBER-DESCRIPTION (either alone where the other is "
+                        "missing, its UID where both are; -1, -2 after a name that repeats)")
     common(p)
     p.set_defaults(func=cmd_split_series)
 
