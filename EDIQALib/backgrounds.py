@@ -183,8 +183,8 @@ def load_bank(path: str | Path, config: InsertionConfig = InsertionConfig()) -> 
     try:
         with np.load(path) as data:
             images, shapes, psf = data["images"], data["shapes"], data["psf"]
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-        raise InputError(f"{path}: not a bank of `ediqa train-detector` ({exc.__class__.__name__})") from None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        raise InputError(f"{path}: not a bank of `ediqa train-detector` (its RUN/bank.npz)") from None
     out = []
     for im, (h, w), sigma in zip(images, shapes, psf):
         image01 = im[:h, :w]

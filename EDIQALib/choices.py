@@ -24,6 +24,8 @@ FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")  # the simulator'
 MAX_PHOTONS = 1e12  # per ray at dose 1: far above any scanner's, and below where Poisson sampling overflows
 MIN_VIEWS = 8  # projections per rotation: fewer leave FBP nothing but streaks
 MAX_VIEWS = 10_000  # a scanner takes about 1 000-3 000
+# image files other than DICOM, by suffix (NRRD, NIfTI and its pairs, MetaImage), as the reader takes them
+IMAGE_SUFFIXES = (".nii.gz", ".hdr.gz", ".img.gz", ".nrrd", ".nhdr", ".nii", ".hdr", ".img", ".mha", ".mhd")
 DEVICES = "auto|cpu|cuda|cuda:N"  # auto: a CUDA GPU when there is one; cuda: the first GPU; cuda:N: the GPU of index N
 
 

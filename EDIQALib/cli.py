@@ -154,6 +154,8 @@ def _float_list(text: str) -> list[float]:
     return values
 
 
+_doses = _option_type(_float_list, lambda v: all(0 < d <= 1 for d in v),
+                      "{}: each dose is a fraction of the full dose, above 0 and at most 1 (0.5 for 50 %)")
 _contrasts = _option_type(_float_list, lambda v: all(0 < c < 1 for c in v),
                           "contrasts {} do not all lie in (0, 1) (window-normalised units)")
 
@@ -212,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "takes the gradient steps of N torchrun ranks)")
 
     def modality_option(p: argparse.ArgumentParser, modalities: tuple[str, ...] = ("ct", "mr")) -> None:
-        p.add_argument("--modality", choices=modalities,
+        p.add_argument("--modality", choices=modalities, type=str.lower,
                        help="the input's modality (default: its DICOM tag, or CT when its values are in HU)")
 
     image_help = "an image file (NRRD, NIfTI, MHA/MHD, DICOM) or a folder of one DICOM series"
@@ -225,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="simulate a CT dose / sparse-view / filter series of an image")
     p.add_argument("input", type=_path, metavar="INPUT", help=image_help)
-    p.add_argument("--doses", type=_float_list, default=[1.0, 0.5, 0.25, 0.1, 0.05],
+    p.add_argument("--doses", type=_doses, default=[1.0, 0.5, 0.25, 0.1, 0.05],
                    help="fractions of full dose")
     p.add_argument("--views", type=_views, default=360, help="projections over 180°")
     p.add_argument("--filter", choices=FILTERS, default="ramp", help="FBP reconstruction filter")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from .choices import IMAGE_SUFFIXES
 from .errors import InputError
 
 MODALITY_TAG = "0008|0060"  # DICOM's Modality, read from DICOM files and from NRRD/MHA metadata alike
@@ -120,6 +121,10 @@ def series_files(folder: Path) -> list[str]:
         inside = _folders_with_dicom(folder)
         where = (f"; its sub-folder {inside[0]} holds DICOM files" if len(inside) == 1 else
                  f"; {len(inside)} of its sub-folders, such as {inside[0]}, hold DICOM files" if inside else "")
+        images = sorted(f.name for f in folder.iterdir() if f.is_file() and f.name.lower().endswith(IMAGE_SUFFIXES))
+        if images and not inside:
+            where = (f"; it holds {len(images)} image file{'s' * (len(images) > 1)} ({images[0]}"
+                     f"{', …' * (len(images) > 1)}): give an image file itself (compare takes several)")
         raise InputError(f"no DICOM series found in folder {folder}{where}" + (": point to a series folder" if inside else ""))
     if len(listed) > 1:
         shown = "; ".join(s.label() for s in listed[:_SERIES_NAMED]) + (

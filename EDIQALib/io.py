@@ -30,7 +30,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import dicom
-from .choices import MIN_SIZE
+from .choices import IMAGE_SUFFIXES, MIN_SIZE
 from .dicom import MODALITY_TAG, perpendicular_directions
 from .errors import InputError
 
@@ -45,8 +45,7 @@ _DICOM_MODALITY = {"CT": "ct", "MR": "mr"}
 # Windows renames no file over one that another program holds open (a CSV in a spreadsheet)
 _OPEN_FILES_BLOCK_REPLACE = os.name == "nt"
 # the suffixes of the image files read: a volume is named after its file without it
-FILE_SUFFIXES = (".nii.gz", ".hdr.gz", ".img.gz", ".nrrd", ".nhdr", ".nii", ".hdr", ".img", ".mha", ".mhd", ".dcm",
-                 ".dicom", ".ima")
+FILE_SUFFIXES = (*IMAGE_SUFFIXES, ".dcm", ".dicom", ".ima")
 
 
 @dataclass(frozen=True)
@@ -487,7 +486,8 @@ def read_volume(path: str | os.PathLike, modality: str | None = None) -> Volume:
         except RuntimeError as exc:
             log.seek(0)
             detail = _read_error_detail(exc, log.read().decode("utf-8", errors="replace"))
-            raise InputError(f"cannot read {p.name}: not a readable image, or truncated ({detail})") from None
+            raise InputError(f"cannot read {p.name}: not an image EDIQA reads (NRRD, NIfTI, MHA/MHD, DICOM), or "
+                             f"damaged or cut short (the image library says: {detail})") from None
     name = image_stem(Path(os.path.abspath(p)).name)  # "." and ".." are their folders'
     return volume_from_image(image, name, raw_modality, modality)
 
@@ -631,11 +631,13 @@ def check_same_geometry(volumes: list[Volume], what: str) -> None:
                                 ("direction", first.direction, other.direction, 1e-4)):
             if len(a) != len(b) or any(abs(x - y) > tol for x, y in zip(a, b)):
                 raise InputError(f"{what} must share one grid, but {volumes[0].name} and {v.name} differ in {name}: "
-                                 f"{_rounded(a)} vs {_rounded(b)}")
+                                 f"{_shown(a)} vs {_shown(b)}" + (" (put images of other grids in series of their "
+                                                                    "own)" if name == "size" else ""))
 
 
-def _rounded(values: tuple) -> tuple:
-    return tuple(x if isinstance(x, int) else round(float(x), 4) for x in values)
+def _shown(values: tuple) -> str:
+    """A size, spacing, origin or direction as a message gives it: ``512 × 512``, ``0.7 × 0.7 × 2.5``."""
+    return " × ".join(str(x) if isinstance(x, int) else f"{float(x):.4g}" for x in values)
 
 
 def image_like(array: np.ndarray, geometry: Geometry) -> sitk.Image:

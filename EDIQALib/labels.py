@@ -57,8 +57,10 @@ def discover_series(paths: list[str | Path]) -> list[tuple[str, list[Path]]]:
                              "their maps are named after the image without its suffix")
         out.append((name, files) if files else (name, [Path(os.path.abspath(p))]))  # "." has a name so
     names = [n for n, _ in out]
-    if len(set(names)) != len(names):
-        raise InputError("series names must be unique (two inputs share a folder or file name)")
+    twice = next((i for i, n in enumerate(names) if n in names[:i]), None)
+    if twice is not None:
+        raise InputError(f"{paths[names.index(names[twice])]} and {paths[twice]} are both series {names[twice]} (a series "
+                         "is named after its folder or file): rename one")
     return out
 
 
@@ -147,6 +149,8 @@ def read_labels(csv_path: str | Path) -> list[dict]:
             or labels a slice that an earlier row labels.
     """
     csv_path = Path(csv_path)
+    if csv_path.is_dir():
+        raise InputError(f"{csv_path} is a folder; give the labels CSV file in it (as `ediqa label --out` wrote it)")
     if not csv_path.is_file():
         raise InputError(f"labels file not found: {csv_path}")
     try:

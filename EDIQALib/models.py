@@ -17,7 +17,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .choices import DEVICES, MODELS_DIR, PRESETS, is_device_name
+from .choices import DEFAULT_DETECTOR, DEFAULT_STUDENT, DEVICES, MODELS_DIR, PRESETS, is_device_name
 from .errors import InputError
 from .io import check_outputs, read_json, staged_in, write_bytes
 
@@ -78,8 +78,11 @@ def find_model(name_or_path: str) -> ModelCard:
     p = Path(name_or_path)
     weights = p if p.suffix == ".safetensors" else MODELS_DIR / f"{name_or_path}.safetensors"
     card_path = weights.with_suffix(".json")
-    if not weights.exists():
-        raise InputError(f"model not found: {name_or_path}")
+    if not weights.is_file():
+        bundled = ", ".join(sorted(w.stem for w in MODELS_DIR.glob("*.safetensors")))
+        what = "model not found" if not p.exists() else "not a model's .safetensors file"
+        raise InputError(f"{what}: {name_or_path} (a bundled model, {bundled}, or the path of a .safetensors file "
+                         "with its .json card beside it)")
     if not card_path.exists():
         raise InputError(f"model card missing for {weights.name} (expected {card_path.name})")
     card = read_json(card_path, "model card")
@@ -116,7 +119,8 @@ def model_of_kind(name_or_path: str, kind: str | None) -> ModelCard:
     what the command line checks before it loads torch."""
     entry = find_model(name_or_path)
     if kind is not None and entry.card["kind"] != kind:
-        raise InputError(f"{entry.name} is not a {kind} model (kind={entry.card['kind']!r})")
+        example = DEFAULT_STUDENT if kind == "student" else DEFAULT_DETECTOR
+        raise InputError(f"{entry.name} is a {entry.card['kind']} model; a {kind} model is needed here, such as {example}")
     return entry
 
 

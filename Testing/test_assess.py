@@ -252,7 +252,7 @@ def test_compare_writes_into_an_input_s_folder_that_links_to_another_file_system
 def test_assess_refuses_a_detector_as_student(tmp_path):
     sample = Path(__file__).resolve().parent.parent / "Resources" / "SampleData" / "head-ct-slice.nrrd"
     proc = ediqa("assess", sample, "--model", "detector-lite", "--out", tmp_path)
-    assert proc.returncode == 2 and "not a student model" in proc.stderr
+    assert proc.returncode == 2 and "a student model is needed here" in proc.stderr
 
 
 def test_bench_measures_every_figure_in_one_run(tmp_path, student_file):

@@ -298,10 +298,10 @@ def _cut(data: bytes) -> bytes:
     (lambda t: (t / "header.mhd").write_text("ObjectType = Image\nNDims = 2\nDimSize = 80 80\n"
                                               "ElementType = MET_SHORT\nElementDataFile = header.raw\n") and t / "header.mhd",
      "data file header.raw is missing"),
-    (lambda t: _metaimage(t / "cut.mha", edit=_cut), "truncated"),
-    (lambda t: _metaimage(t / "cut-compressed.mha", True, _cut), "truncated"),
-    (lambda t: _metaimage(t / "cut-raw.mhd", edit=_cut), "truncated"),
-    (lambda t: _metaimage(t / "header-only.mha", edit=lambda d: d[: d.index(b"= LOCAL\n") + 8]), "truncated"),
+    (lambda t: _metaimage(t / "cut.mha", edit=_cut), "damaged or cut short"),
+    (lambda t: _metaimage(t / "cut-compressed.mha", True, _cut), "damaged or cut short"),
+    (lambda t: _metaimage(t / "cut-raw.mhd", edit=_cut), "damaged or cut short"),
+    (lambda t: _metaimage(t / "header-only.mha", edit=lambda d: d[: d.index(b"= LOCAL\n") + 8]), "damaged or cut short"),
     (lambda t: _metaimage(t / "seven-d.mha", edit=lambda d: d.replace(b"NDims = 3", b"NDims = 7")), "cannot read seven-d"),
 ], ids=["missing", "empty-folder", "corrupt-dicom", "constant", "nan", "small", "unknown-modality", "no-data-file",
         "cut-mha", "cut-compressed-mha", "cut-mhd", "header-only", "seven-d"])
@@ -406,7 +406,7 @@ def test_simulate_s_bad_options_are_one_line_and_write_nothing(tmp_path, ct_volu
 def test_simulate_names_a_dose_it_refuses_unrounded(tmp_path, ct_volume_file):
     proc = ediqa("simulate", ct_volume_file, "--doses", "1.0000001", "--out", tmp_path / "sim")
     assert_one_line_error(proc)
-    assert "dose 1.0000001 must lie in (0, 1]" in proc.stderr  # not "dose 1", which lies in it
+    assert "1.0000001: each dose is a fraction of the full dose, above 0 and at most 1" in proc.stderr  # not "dose 1", which lies in it
 
 
 def test_simulate_s_views_range_is_the_one_it_takes(tmp_path, ct_volume_file):
@@ -462,6 +462,54 @@ def test_help_and_usage_errors_answer_without_loading_torch_or_the_image_librari
     assert re.search(r"choose from '?lite'?, '?paper'?", stderr)  # argparse quotes choices in some versions
 
 
+def test_common_mistakes_are_told_what_to_do(tmp_path, ct_volume_file):
+    """Messages that blamed the wrong thing or said nothing of what to do: a folder of NRRD files given as a
+    DICOM series folder, label's --out given as a folder, a missing labels file answered as a missing --bank,
+    a file given as a model, two label inputs of one series name, a labels "file" that is a folder, a file
+    given as a run or a study folder, a bank that is none (with a Python type name)."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("a.nrrd", "b.nrrd"):
+        shutil.copy(ct_volume_file, images / name)
+    (tmp_path / "x" / "ct").mkdir(parents=True)
+    (tmp_path / "y" / "ct").mkdir(parents=True)
+    for folder in ("x", "y"):
+        shutil.copy(ct_volume_file, tmp_path / folder / "ct" / "a.nrrd")
+    (tmp_path / "labels").mkdir()
+    stderr = _main_without_torch(
+        ["assess", images, "--out", tmp_path / "o1"],
+        ["label", images, "--out", tmp_path / "labels"],
+        ["train", "--labels", tmp_path / "missing.csv", "--out", tmp_path / "run"],
+        ["assess", ct_volume_file, "--model", ct_volume_file, "--out", tmp_path / "o2"],
+        ["label", tmp_path / "x" / "ct", tmp_path / "y" / "ct", "--out", tmp_path / "l.csv"],
+        ["train", "--labels", tmp_path / "labels", "--out", tmp_path / "run"],
+        ["select-detector", ct_volume_file],
+        ["split-series", ct_volume_file])
+    assert stderr.splitlines() == [
+        f"ediqa: error: no DICOM series found in folder {images}; it holds 2 image files (a.nrrd, …): give an image "
+        "file itself (compare takes several)",
+        f"ediqa: error: --out {tmp_path / 'labels'} is a folder: label writes one CSV file (and its maps beside it), "
+        f"e.g. --out {tmp_path / 'labels' / 'labels.csv'}",
+        f"ediqa: error: labels file not found: {tmp_path / 'missing.csv'}",
+        f"ediqa: error: not a model's .safetensors file: {ct_volume_file} (a bundled model, detector-lite, student-lite, "
+        "or the path of a .safetensors file with its .json card beside it)",
+        f"ediqa: error: {tmp_path / 'x' / 'ct'} and {tmp_path / 'y' / 'ct'} are both series ct (a series is named after "
+        "its folder or file): rename one",
+        f"ediqa: error: {tmp_path / 'labels'} is a folder; give the labels CSV file in it (as `ediqa label --out` wrote it)",
+        f"ediqa: error: {ct_volume_file} is a file, not a run folder",
+        f"ediqa: error: {ct_volume_file} is a file, not a folder of DICOM series"]
+
+
+def test_a_bank_that_is_none_and_the_modality_in_capitals(tmp_path, ct_volume_file):
+    from EDIQALib.backgrounds import load_bank
+
+    with pytest.raises(InputError, match=r"^.*: not a bank of `ediqa train-detector` \(its RUN/bank.npz\)$"):
+        load_bank(ct_volume_file)
+    proc = ediqa("simulate", ct_volume_file, "--modality", "CT", "--doses", "1", "--views", "60", "--out", tmp_path / "s",
+                 "--progress", "none")  # as DICOM writes it
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_the_version_is_the_package_s():
     from EDIQALib import __version__
 
@@ -501,8 +549,9 @@ def test_an_unknown_model_or_one_of_the_wrong_kind_answers_without_loading_torch
                                  ["assess", ct_volume_file, "--model", "detector-lite", "--out", out],
                                  ["bench", "--student", "detector-lite", "--out", out],
                                  ["label", tmp_path / "missing", "--out", out / "labels.csv"])
-    assert stderr.splitlines() == ["ediqa: error: model not found: nope"] * 5 + [
-        "ediqa: error: detector-lite is not a student model (kind='detector')"] * 2 + [
+    bundled = "(a bundled model, detector-lite, student-lite, or the path of a .safetensors file with its .json card"
+    assert stderr.splitlines() == [f"ediqa: error: model not found: nope {bundled} beside it)"] * 5 + [
+        "ediqa: error: detector-lite is a detector model; a student model is needed here, such as student-lite"] * 2 + [
         f"ediqa: error: input not found: {tmp_path / 'missing'}"]
     assert not out.exists()
 

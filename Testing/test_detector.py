@@ -169,5 +169,5 @@ def test_train_detector_can_fine_tune_the_shipped_detector(tmp_path):
     assert any(json.loads(m)["base"].startswith("back-") for m in bank["meta"])
 
     proc = ediqa(*run, "--init", "student-lite", "--out", tmp_path / "bad")
-    assert proc.returncode == 2 and "not a detector" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "a detector model is needed here" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "bad").exists()

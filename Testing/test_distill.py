@@ -279,7 +279,7 @@ def test_training_can_start_from_a_trained_student(tmp_path):
     one = package_model(tmp_path / "fresh" / "stage2" / "best.safetensors", "one", "student", "lite", {}, tmp_path)
     for extra, message in ((["--init", "student-lite", "--stage1-iterations", "5"], "it trains no stage 1"),
                            (["--init", "student-lite", "--bank", str(labels)], "give it without --bank"),
-                           (["--init", "detector-lite"], "not a student"),
+                           (["--init", "detector-lite"], "a student model is needed here"),
                            (["--init-member", "0"], "pass --init with it"),
                            (["--init", "student-lite", "--init-member", "9"], "has members 0-"),
                            (["--init", str(one), "--init-member", "0"], "is one student, not an ensemble"),

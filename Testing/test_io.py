@@ -775,7 +775,7 @@ def test_a_malformed_metaimage_prints_nothing_and_stderr_stays_usable(tmp_path, 
     good = _save_image(tmp_path, ct_image(), "good.mha")
     data = good.read_bytes()
     cut = _write_bytes(tmp_path / "cut.mha", data[: int(0.6 * len(data))])
-    with pytest.raises(InputError, match=r"cut\.mha: .*\(MetaImage: M_ReadElementsData: data not read completely\)"):
+    with pytest.raises(InputError, match=r"cut\.mha: .*\(the image library says: MetaImage: M_ReadElementsData: data not read completely\)"):
         read_volume(cut)
     assert read_volume(good).array.shape == (2, 96, 96)
     os.write(2, b"after\n")

@@ -352,7 +352,8 @@ def cmd_split_series(args: argparse.Namespace) -> None:
 
     folder, out = Path(args.folder), Path(args.out)
     if not folder.is_dir():
-        raise InputError(f"{folder} is not a folder")
+        raise InputError(f"{folder} is a file, not a folder of DICOM series" if folder.exists() else
+                         f"input not found: {folder}")
     listed = series_in(folder)
     if not listed:
         raise InputError(f"no DICOM series found in folder {folder}")

@@ -78,6 +78,9 @@ def cmd_label(args: argparse.Namespace) -> None:
     from ..labels import check_new_or_resumed, discover_series, label_series, maps_folder, read_series
     from ..models import find_model, load_model
 
+    if Path(args.out).is_dir():
+        raise InputError(f"--out {args.out} is a folder: label writes one CSV file (and its maps beside it), e.g. "
+                         f"--out {Path(args.out) / 'labels.csv'}")
     inputs = discover_series(args.data)
     refuse_twice([Path(d) for d in args.data], "input")  # its slices would be labelled twice
     for _, files in inputs:  # likewise in one series (an image a series shares with another is fine)
@@ -171,7 +174,7 @@ def cmd_select_detector(args: argparse.Namespace) -> None:
 
     run = Path(args.run)
     if not run.is_dir():
-        raise InputError(f"run folder not found: {run}")
+        raise InputError(f"{run} is a file, not a run folder" if run.exists() else f"run folder not found: {run}")
     check_outputs([run / "best.safetensors", run / "selection.json"], [])  # before the snapshots are evaluated
     snapshots = sorted((run / "snapshots").glob("step*.safetensors"))
     if not snapshots:
@@ -195,6 +198,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     from ..models import model_of_kind, sha256_of
 
     out = Path(args.out)
+    refuse_twice([Path(p) for p in args.labels], "labels file")
+    for labels in args.labels:  # the data first: a missing or foreign labels file, before what trains on it
+        read_labels(labels)
     if args.init_member is not None and not args.init:
         raise InputError("--init-member picks a member of the --init ensemble; pass --init with it")
     if args.init and (args.stage1_iterations or args.bank):
@@ -208,9 +214,6 @@ def cmd_train(args: argparse.Namespace) -> None:
         args.stage1_iterations = 0 if args.init or args.stage1_from else STAGE1_ITERATIONS
     if args.stage1_iterations and not args.bank:
         raise InputError("stage 1 needs --bank (a train-detector run's bank.npz), or --stage1-iterations 0")
-    refuse_twice([Path(p) for p in args.labels], "labels file")
-    for labels in args.labels:  # bad labels, a run folder that cannot be written, an unknown --init: before torch
-        read_labels(labels)
     if args.stage1_iterations and not Path(args.bank).is_file():
         raise InputError(f"--bank {args.bank}: no such file")
     inputs = {"labels": [sha256_of(p) for p in args.labels],
