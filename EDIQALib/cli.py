@@ -449,7 +449,11 @@ _LAYOUT_WARNINGS = (r"Glyph \d+ .* missing from", r"Tight layout not applied")
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # argparse's own words, and what assess given several inputs is for
+            parser.error(f"unrecognized arguments: {' '.join(extra)}"
+                         + (" (assess takes one input; ediqa compare takes several)" if args.command == "assess" else ""))
         with warnings.catch_warnings():
             for layout in _LAYOUT_WARNINGS:
                 warnings.filterwarnings("ignore", message=layout, category=UserWarning)

@@ -32,7 +32,7 @@ import SimpleITK as sitk
 from . import dicom
 from .choices import IMAGE_SUFFIXES, MIN_SIZE
 from .dicom import MODALITY_TAG, perpendicular_directions
-from .errors import InputError
+from .errors import InputError, UnknownModality
 
 MODALITIES = ("ct", "mr")
 MODALITY_OPTIONS = "--modality, or modality= in Python"  # how a caller gives the modality (the panel says its own)
@@ -402,7 +402,7 @@ def _resolve_modality(raw: str | None, requested: str | None, array: np.ndarray,
         return _DICOM_MODALITY[raw.upper()]
     if shows_air_in_hu(array):
         return "ct"
-    raise InputError(f"{name}: cannot tell the modality; give it as ct or mr ({MODALITY_OPTIONS})")
+    raise UnknownModality(f"{name}: cannot tell the modality; give it as ct or mr ({MODALITY_OPTIONS})")
 
 
 _STDERR_LOCK = threading.Lock()  # file descriptor 2 is the process's: one redirection at a time

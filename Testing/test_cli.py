@@ -466,7 +466,8 @@ def test_common_mistakes_are_told_what_to_do(tmp_path, ct_volume_file):
     """Messages that blamed the wrong thing or said nothing of what to do: a folder of NRRD files given as a
     DICOM series folder, label's --out given as a folder, a missing labels file answered as a missing --bank,
     a file given as a model, two label inputs of one series name, a labels "file" that is a folder, a file
-    given as a run or a study folder, a bank that is none (with a Python type name)."""
+    given as a run or a study folder, a bank that is none (with a Python type name), several inputs to assess,
+    an image of unknown modality to simulate (told to give --modality mr, which simulate refuses)."""
     images = tmp_path / "images"
     images.mkdir()
     for name in ("a.nrrd", "b.nrrd"):
@@ -476,6 +477,8 @@ def test_common_mistakes_are_told_what_to_do(tmp_path, ct_volume_file):
     for folder in ("x", "y"):
         shutil.copy(ct_volume_file, tmp_path / folder / "ct" / "a.nrrd")
     (tmp_path / "labels").mkdir()
+    mr = tmp_path / "mr.nrrd"  # no tag, no air: the modality cannot be told
+    sitk.WriteImage(sitk.GetImageFromArray(np.random.default_rng(0).normal(100, 10, (1, 80, 80)).astype(np.float32)), str(mr))
     stderr = _main_without_torch(
         ["assess", images, "--out", tmp_path / "o1"],
         ["label", images, "--out", tmp_path / "labels"],
@@ -484,7 +487,9 @@ def test_common_mistakes_are_told_what_to_do(tmp_path, ct_volume_file):
         ["label", tmp_path / "x" / "ct", tmp_path / "y" / "ct", "--out", tmp_path / "l.csv"],
         ["train", "--labels", tmp_path / "labels", "--out", tmp_path / "run"],
         ["select-detector", ct_volume_file],
-        ["split-series", ct_volume_file])
+        ["split-series", ct_volume_file],
+        ["assess", ct_volume_file, ct_volume_file],
+        ["simulate", mr, "--out", tmp_path / "sim"])
     assert stderr.splitlines() == [
         f"ediqa: error: no DICOM series found in folder {images}; it holds 2 image files (a.nrrd, …): give an image "
         "file itself (compare takes several)",
@@ -497,7 +502,10 @@ def test_common_mistakes_are_told_what_to_do(tmp_path, ct_volume_file):
         "its folder or file): rename one",
         f"ediqa: error: {tmp_path / 'labels'} is a folder; give the labels CSV file in it (as `ediqa label --out` wrote it)",
         f"ediqa: error: {ct_volume_file} is a file, not a run folder",
-        f"ediqa: error: {ct_volume_file} is a file, not a folder of DICOM series"]
+        f"ediqa: error: {ct_volume_file} is a file, not a folder of DICOM series",
+        f"ediqa: error: unrecognized arguments: {ct_volume_file} (assess takes one input; ediqa compare takes several)",
+        f"ediqa: error: {mr}: simulate needs a CT image in HU, and this one's tags and values do not say it is one; "
+        "if it is, give --modality ct"]
 
 
 def test_a_bank_that_is_none_and_the_modality_in_capitals(tmp_path, ct_volume_file):

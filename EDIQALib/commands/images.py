@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from ..errors import InputError
+from ..errors import InputError, UnknownModality
 from .common import chosen_device, print_result, progress_for, refuse_twice, teacher_config, warn_lines
 
 if TYPE_CHECKING:
@@ -39,7 +39,11 @@ def write_simulation(args: argparse.Namespace) -> list[str]:
         acqs = [Acquisition(dose=d, views=args.views, filter=args.filter) for d in args.doses]
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    vol = read_volume(args.input, args.modality)
+    try:
+        vol = read_volume(args.input, args.modality)
+    except UnknownModality:
+        raise InputError(f"{args.input}: simulate needs a CT image in HU, and this one's tags and values do not "
+                         "say it is one; if it is, give --modality ct") from None
     if vol.modality != "ct":
         raise InputError(f"{vol.name}: simulate needs a CT image (HU); got {vol.modality.upper()}")
     sx, sy = vol.spacing_xy
