@@ -453,7 +453,8 @@ def main(argv: list[str] | None = None) -> int:
         args, extra = parser.parse_known_args(argv)
         if extra:  # argparse's own words, and what assess given several inputs is for
             parser.error(f"unrecognized arguments: {' '.join(extra)}"
-                         + (" (assess takes one input; ediqa compare takes several)" if args.command == "assess" else ""))
+                         + (" (assess takes one input; ediqa compare takes several)"
+                            if args.command == "assess" and not any(x.startswith("-") for x in extra) else ""))
         with warnings.catch_warnings():
             for layout in _LAYOUT_WARNINGS:
                 warnings.filterwarnings("ignore", message=layout, category=UserWarning)

@@ -636,8 +636,9 @@ def check_same_geometry(volumes: list[Volume], what: str) -> None:
 
 
 def _shown(values: tuple) -> str:
-    """A size, spacing, origin or direction as a message gives it: ``512 × 512``, ``0.7 × 0.7 × 2.5``."""
-    return " × ".join(str(x) if isinstance(x, int) else f"{float(x):.4g}" for x in values)
+    """A size, spacing, origin or direction as a message gives it, to the 4 decimals that tell values apart at
+    the tolerances compared: ``512 × 512``, ``-250.1234 × 10.0 × 0.0``."""
+    return " × ".join(str(x) if isinstance(x, int) else str(round(float(x), 4)) for x in values)
 
 
 def image_like(array: np.ndarray, geometry: Geometry) -> sitk.Image:

@@ -489,6 +489,7 @@ def test_common_mistakes_are_told_what_to_do(tmp_path, ct_volume_file):
         ["select-detector", ct_volume_file],
         ["split-series", ct_volume_file],
         ["assess", ct_volume_file, ct_volume_file],
+        ["assess", ct_volume_file, "--modaliy", "ct"],  # a misspelt option: no word of compare
         ["simulate", mr, "--out", tmp_path / "sim"])
     assert stderr.splitlines() == [
         f"ediqa: error: no DICOM series found in folder {images}; it holds 2 image files (a.nrrd, …): give an image "
@@ -504,6 +505,7 @@ def test_common_mistakes_are_told_what_to_do(tmp_path, ct_volume_file):
         f"ediqa: error: {ct_volume_file} is a file, not a run folder",
         f"ediqa: error: {ct_volume_file} is a file, not a folder of DICOM series",
         f"ediqa: error: unrecognized arguments: {ct_volume_file} (assess takes one input; ediqa compare takes several)",
+        "ediqa: error: unrecognized arguments: --modaliy ct",
         f"ediqa: error: {mr}: simulate needs a CT image in HU, and this one's tags and values do not say it is one; "
         "if it is, give --modality ct"]
 
@@ -808,8 +810,13 @@ def test_a_series_must_share_one_grid(tmp_path):
     sitk.WriteImage(image, str(tmp_path / "a.nrrd"))
     image.SetOrigin(tuple(np.add(image.GetOrigin(), (50.0, 0.0, 0.0))))  # the same voxels, 50 mm away
     sitk.WriteImage(image, str(tmp_path / "b.nrrd"))
-    stderr = _main_without_torch(["teacher", tmp_path / "a.nrrd", tmp_path / "b.nrrd", *TINY, "--out", tmp_path / "out"])
-    assert len(stderr.splitlines()) == 1 and "differ in origin" in stderr  # before torch is loaded
+    image.SetOrigin(tuple(np.add(image.GetOrigin(), (-49.998, 0.0, 0.0))))  # 0.002 mm off: past the tolerance
+    sitk.WriteImage(image, str(tmp_path / "c.nrrd"))
+    stderr = _main_without_torch(["teacher", tmp_path / "a.nrrd", tmp_path / "b.nrrd", *TINY, "--out", tmp_path / "out"],
+                                 ["teacher", tmp_path / "a.nrrd", tmp_path / "c.nrrd", *TINY, "--out", tmp_path / "out"])
+    assert len(stderr.splitlines()) == 2 and "differ in origin" in stderr  # before torch is loaded
+    shown = [line.split("differ in origin: ")[1].split(" vs ") for line in stderr.splitlines()]
+    assert all(a != b for a, b in shown), shown  # the values tell the two apart (4 significant digits did not)
     assert not (tmp_path / "out").exists()
 
 
