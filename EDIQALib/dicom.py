@@ -110,6 +110,19 @@ def _header_tags(path: str, keys: tuple[str, ...]) -> list[str]:
     return [reader.GetMetaData(k).strip() if reader.HasMetaDataKey(k) else "" for k in keys]
 
 
+def no_series_error(folder: Path) -> InputError:
+    """The error for a folder in which GDCM finds no DICOM series, saying where one may be instead: in its
+    sub-folders, or not at all where it holds image files of other formats."""
+    inside = _folders_with_dicom(folder)
+    where = (f"; its sub-folder {inside[0]} holds DICOM files" if len(inside) == 1 else
+             f"; {len(inside)} of its sub-folders, such as {inside[0]}, hold DICOM files" if inside else "")
+    images = sorted(f.name for f in folder.iterdir() if f.is_file() and f.name.lower().endswith(IMAGE_SUFFIXES))
+    if images and not inside:
+        where = (f"; it holds {len(images)} image file{'s' * (len(images) > 1)} ({images[0]}"
+                 f"{', …' * (len(images) > 1)}): give an image file itself (compare takes several)")
+    return InputError(f"no DICOM series found in folder {folder}{where}" + (": point to a series folder" if inside else ""))
+
+
 def series_files(folder: Path) -> list[str]:
     """The files of the one DICOM series in ``folder``, in GDCM's order (by position).
 
@@ -118,14 +131,7 @@ def series_files(folder: Path) -> list[str]:
     """
     listed = series_in(folder)
     if not listed:
-        inside = _folders_with_dicom(folder)
-        where = (f"; its sub-folder {inside[0]} holds DICOM files" if len(inside) == 1 else
-                 f"; {len(inside)} of its sub-folders, such as {inside[0]}, hold DICOM files" if inside else "")
-        images = sorted(f.name for f in folder.iterdir() if f.is_file() and f.name.lower().endswith(IMAGE_SUFFIXES))
-        if images and not inside:
-            where = (f"; it holds {len(images)} image file{'s' * (len(images) > 1)} ({images[0]}"
-                     f"{', …' * (len(images) > 1)}): give an image file itself (compare takes several)")
-        raise InputError(f"no DICOM series found in folder {folder}{where}" + (": point to a series folder" if inside else ""))
+        raise no_series_error(folder)
     if len(listed) > 1:
         shown = "; ".join(s.label() for s in listed[:_SERIES_NAMED]) + (
             f"; and {len(listed) - _SERIES_NAMED} more" if len(listed) > _SERIES_NAMED else "")

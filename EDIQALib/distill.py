@@ -9,6 +9,7 @@ an optional pairwise ranking term within a series) and its local map (MSE inside
 from __future__ import annotations
 
 import math
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,11 +142,9 @@ def pool_labellings(labellings: list[list[Sample]]) -> list[Sample]:
 
 def _defined_mean(maps: list[np.ndarray]) -> np.ndarray:
     """The mean of ``maps`` over those defined at each cell; NaN where none is."""
-    stacked = np.stack(maps)
-    defined = np.isfinite(stacked)
-    count = defined.sum(axis=0)
-    total = np.where(defined, stacked, 0.0).sum(axis=0)
-    return np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "mean of empty slice": a cell no map defines is NaN
+        return np.nanmean(np.stack(maps), axis=0).astype(np.float32)
 
 
 def split_by_series(samples: list[Sample], held_out_fraction: float = 0.2) -> tuple[list[Sample], list[Sample]]:

@@ -794,13 +794,21 @@ def staged_in(folder: Path) -> Iterator[Path]:
     discarded, with the folders made for them. Ctrl-C and SIGTERM wait for the renames and the clean-up to
     end (:func:`interrupts_held`): an interrupt there left a set of files half old, half new, or a
     temporary folder behind. Files get the permissions the user's umask gives a new file (a ``mkstemp``
-    file, or safetensors' own, is the owner's alone: no one else could read a shared run's results)."""
+    file, or safetensors' own, is the owner's alone: no one else could read a shared run's results).
+    A set of one folder (:func:`staged_together`)."""
+    with staged_together() as stage_in:
+        yield stage_in(folder)
+
+
+@contextmanager
+def _staging(folder: Path) -> Iterator[Path]:
+    """:func:`staged_in`'s temporary folder in ``folder``, renamed into it as the block ends without error
+    (the files another program holds open looked for before: :func:`staged_together`), else removed."""
     made = [p for p in (folder, *folder.parents) if not p.exists()]  # the leaf first
     folder.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder))
     try:
         yield tmp
-        _check_replaceable(tmp, folder)
         with interrupts_held():
             for written in sorted(tmp.iterdir()):
                 os.replace(written, folder / written.name)
@@ -842,7 +850,7 @@ def staged_together() -> Iterator[Callable[[Path], Path]]:
     staged: list[tuple[Path, Path]] = []
 
     def stage_in(folder: Path) -> Path:
-        staged.append((stack.enter_context(staged_in(folder)), folder))
+        staged.append((stack.enter_context(_staging(folder)), folder))
         return staged[-1][0]
 
     with ExitStack() as stack:

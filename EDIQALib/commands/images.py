@@ -351,7 +351,7 @@ def cmd_split_series(args: argparse.Namespace) -> None:
     together or none (interrupted), into folders that do not exist yet."""
     import shutil
 
-    from ..dicom import series_in
+    from ..dicom import no_series_error, series_in
     from ..io import check_outputs, staged_together
 
     folder, out = Path(args.folder), Path(args.out)
@@ -360,7 +360,7 @@ def cmd_split_series(args: argparse.Namespace) -> None:
                          f"input not found: {folder}")
     listed = series_in(folder)
     if not listed:
-        raise InputError(f"no DICOM series found in folder {folder}")
+        raise no_series_error(folder)
     names = folder_names([_series_folder_name(s) for s in listed])
     taken = next((out / n for n in names if (out / n).exists()), None)
     if taken is not None:
