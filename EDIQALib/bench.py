@@ -54,11 +54,19 @@ def _cpu_model() -> str:
 def host(device: str) -> dict:
     """What the times are of: the CPU's model and the widest vector instructions PyTorch uses on it (a
     network's time halves from AVX2 to AVX-512 and one model name covers both), the logical CPUs this
-    process may use, torch's threads, and the GPU's name when the bench runs on one."""
+    process may use, torch's threads, the GPU's name when the bench runs on one, and the versions of the
+    libraries the figures depend on: PyTorch's kernels set the times, and NumPy's random draws are what a
+    seed names (NumPy 2.5.2 draws the simulator's lower-dose photon counts of one seed otherwise than 2.4.6,
+    so that the validity series' images differ)."""
+    import skimage
+    import torchvision
+
     cpus = usable_cpus()
     gpu = {"gpu": torch.cuda.get_device_name(device)} if device.startswith("cuda") else {}
+    versions = {"python": platform.python_version(), "numpy": np.__version__, "scikit-image": skimage.__version__,
+                "torch": torch.__version__, "torchvision": torchvision.__version__}
     return {"cpu": _cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpus": cpus,
-            "threads": torch.get_num_threads(), **gpu}
+            "threads": torch.get_num_threads(), **gpu, "versions": versions}
 
 
 def student_ms_per_slice(student: Student, size: int = 512, batch: int = 8, runs: int = 20,
@@ -283,6 +291,9 @@ def summary_table(figures: dict) -> str:
     processor = figures.get("gpu") or f"{figures['cpu']} ({figures.get('cpu_capability', '?')})"
     host = (f"{'host':>22}  {processor}, {figures['cpus']} CPUs, "
             f"{figures['threads']} threads, {figures['device']}")
+    versions = figures.get("versions")  # a bench.json of an earlier release has none
+    if versions:
+        host += "\n" + f"{'versions':>22}  " + ", ".join(f"{k} {v}" for k, v in versions.items())
     order = figures["dose_order"]
     lines = [host, table, rhos,
              f"{'dose order':>22}  exact in {100 * order['in_order']:.0f} % of {order['series']} dose series "

@@ -285,9 +285,11 @@ def test_bench_measures_every_figure_in_one_run(tmp_path, student_file):
     assert not list(tmp_path.glob(".tmp-*"))
     assert figures["cpu"] and figures["cpus"] >= 1 and figures["threads"] >= 1  # which host the times are of
     assert figures["cpu_capability"] == torch.backends.cpu.get_cpu_capability()  # AVX2, AVX512...
+    # the versions the figures depend on: a seed's noise draws are NumPy's, the times PyTorch's kernels
+    assert figures["versions"]["numpy"] == np.__version__ and figures["versions"]["torch"] == torch.__version__
     table = summary_table(figures)  # what the bench prints without --progress jsonl
     assert "noise-SD rho" in table and "half-noise" in table and "CPUs" in table and "dose order" in table
-    assert f"({figures['cpu_capability']})" in table
+    assert f"({figures['cpu_capability']})" in table and f"numpy {np.__version__}, " in table
     assert f"{figures['speedup']}" in table
 
 
