@@ -12,7 +12,8 @@ MODELS_DIR = ENGINE_ROOT / "Resources" / "Models"  # the bundled models' registr
 DEFAULT_DETECTOR = "detector-lite"  # the teacher's detector
 DEFAULT_STUDENT = "student-lite"  # the student of `assess`
 OVERLAY_OPACITY = 0.45  # of the heatmap over its image: overlay.png, compare.png and Slicer's views
-HEATMAP_CMAP = "RdYlGn"  # matplotlib's colour map of the heatmap, in the figures and in Slicer's views
+HEATMAP_CMAP = "RdYlBu"  # matplotlib's colour map of the heatmap, in the figures and in Slicer's views: red = lesions
+# missed, blue = found; its ends stay apart for a red-green colour-blind reader, as RdYlGn's do not
 
 PRESETS = ("lite", "paper")  # of the detector and of the student: ``lite`` for CPUs, ``paper`` for GPUs
 READOUTS = ("agnostic", "paper")  # the teacher's mAP: class-agnostic (the default), or the paper's 4-class

@@ -193,7 +193,7 @@ def _label(result: QualityResult) -> str:
 
 
 def quality_color_node(scene: Scene) -> slicer.vtkMRMLColorTableNode:
-    """The heatmap's colour table (red = lesions missed → yellow → green = found), the colours of the figures
+    """The heatmap's colour table (red = lesions missed → yellow → blue = found), the colours of the figures
     (:data:`~EDIQALib.choices.HEATMAP_CMAP`), created once per scene (a node of another kind that bears its
     name is not it)."""
     existing = scene.GetNodesByClassByName("vtkMRMLColorTableNode", COLOR_NODE_NAME)
@@ -224,7 +224,7 @@ def check_result_fits(result: QualityResult, input_node: VolumeNode) -> None:
 def add_heatmap_node(scene: Scene, result: QualityResult, input_node: VolumeNode,
                      display_max: float | None = None) -> VolumeNode:
     """The result's heatmap as a volume node on the input's grid (:func:`result_node`: the one an earlier
-    result of this model on this volume filled, or a new one), shown red→green from 0 to ``display_max``
+    result of this model on this volume filled, or a new one), shown red→blue from 0 to ``display_max``
     (by default :func:`~EDIQALib.report.heatmap_display_max` of this result, as in ``overlay.png``; a
     comparison passes its common one); voxels without a value hold NaN, as in ``heatmap.nrrd``, and are
     hidden.

@@ -23,6 +23,7 @@ from scipy import ndimage as ndi
 
 from EDIQALib import assessment
 from EDIQALib.bench import held_out_agreement, summary_table, volume_seconds
+from EDIQALib.choices import HEATMAP_CMAP
 from EDIQALib.errors import InputError
 from EDIQALib.distill import Sample
 from EDIQALib.models import package_model, save_weights
@@ -948,8 +949,29 @@ def test_the_heatmap_colour_scale_spans_the_maps_values_on_one_scale_for_compare
     # an input without a map (no slice assessable) keeps the others' scale: it set it to 0-1 before
     empty = replace(low, heatmap=np.full(low.heatmap.shape, np.nan, np.float32))
     assert heatmap_display_max([low, empty]) == pytest.approx(0.25) and heatmap_display_max([empty]) == 0.05
-    (heat,) = [im for im in overlay_figure(read_volume(path), low).axes[0].get_images() if im.get_cmap().name == "RdYlGn"]
+    (heat,) = [im for im in overlay_figure(read_volume(path), low).axes[0].get_images() if im.get_cmap().name == HEATMAP_CMAP]
     assert heat.get_clim() == pytest.approx((0.0, 0.25))
+
+
+def test_the_heatmap_s_ends_stay_apart_for_a_red_green_colour_blind_reader():
+    """"Lesions missed" and "found" must not look alike to the one reader in twelve or so who cannot tell red
+    from green: RdYlGn's ends, seen through a full deuteranopia or protanopia (Machado, Oliveira and Fernandes
+    2009, in linear RGB), lie about 18 CIELAB units apart, as two shades of one olive, against 98 for normal
+    vision."""
+    from matplotlib import colormaps
+    from skimage.color import rgb2lab
+
+    seen_as = {"deuteranopia": [[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413],
+                                [-0.011820, 0.042940, 0.968881]],
+               "protanopia": [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216],
+                              [-0.003882, -0.048116, 1.051998]]}
+    ends = colormaps[HEATMAP_CMAP]([0.0, 1.0])[:, :3]
+    linear = np.where(ends <= 0.04045, ends / 12.92, ((ends + 0.055) / 1.055) ** 2.4)
+    for name, matrix in seen_as.items():
+        seen = np.clip(linear @ np.array(matrix).T, 0.0, 1.0)
+        srgb = np.where(seen <= 0.0031308, 12.92 * seen, 1.055 * seen ** (1 / 2.4) - 0.055)
+        low, high = rgb2lab(srgb[None])[0]
+        assert np.linalg.norm(low - high) > 50, name
 
 
 def test_the_comparison_figure_shows_bars_for_single_slices_and_curves_for_volumes_on_one_heatmap_scale(
@@ -974,7 +996,7 @@ def test_the_comparison_figure_shows_bars_for_single_slices_and_curves_for_volum
     bars = fig.axes[0].patches
     assert [b.get_height() for b in bars] == pytest.approx([c.score for c in singles] + [0.0])
     assert [t.get_text() for t in fig.axes[0].texts][-1] == "not assessable"
-    tops = {im.get_clim() for ax in fig.axes[1:] for im in ax.get_images() if im.get_cmap().name == "RdYlGn"}
+    tops = {im.get_clim() for ax in fig.axes[1:] for im in ax.get_images() if im.get_cmap().name == HEATMAP_CMAP}
     assert len(tops) == 1  # one colour scale for both panels
     with pytest.warns(UserWarning, match="no slice is assessable"):  # too small for a lesion; shown all the same
         small = assessed("small", 1, 7, size=96)

@@ -464,7 +464,7 @@ def test_overlay_renders_colours_where_the_map_is_high_and_grey_where_hidden(tmp
     bridge.show_overlay(logic.GetSliceCompositeNode(), node, heat_node, opacity=0.5)
     rgba = _render_slice(logic, 512, 512).astype(int)  # 4 view pixels a voxel: between voxels shows
     r, g, b = rgba[..., 0], rgba[..., 1], rgba[..., 2]
-    coloured = (g - r > 30) & (g - b > 12)  # green-tinted: the heatmap's high end
+    coloured = (b - r > 30) & (b - g > 30)  # blue-tinted: the heatmap's high end
     grey = (np.abs(r - g) <= 2) & (np.abs(g - b) <= 2)
     assert not (r - g > 40).any()  # no red rim where the map meets hidden voxels (as interpolated, it had one)
     # an axial view is radiological, as overlay.png (report.edge_letters): anterior up, the patient's right
