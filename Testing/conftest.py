@@ -49,6 +49,17 @@ def ct_volume_file(tmp_path):
 
 
 @contextlib.contextmanager
+def _working_folder(path: Path | str) -> Iterator[None]:
+    """The current folder ``path`` for the block (``contextlib.chdir`` is Python 3.11's; EDIQA runs on 3.10)."""
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+@contextlib.contextmanager
 def _output_to(out: TextIO, err: TextIO) -> Iterator[None]:
     """Send this process's stdout and stderr to ``out`` and ``err``: Python's streams and the file
     descriptors beneath them, which C libraries (ITK, torch) write to."""
@@ -74,8 +85,7 @@ def ediqa(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
     would be. A child would spend seconds importing torch on each call; what only a process of its own
     shows (SIGTERM and Ctrl-C, the console entry) is tested with one (``test_runner``)."""
     argv = [str(a) for a in args]
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, \
-            contextlib.chdir(cwd or os.getcwd()):
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, _working_folder(cwd or os.getcwd()):
         with _output_to(out, err):
             try:
                 code = main(argv)
