@@ -140,48 +140,73 @@ def _read_dicom_series(folder: Path) -> tuple[sitk.Image, str | None]:
     return dicom.read_series(files, Path(os.path.abspath(folder)).name)  # "." is its folder's
 
 
-def _meta_data_file(header: Path) -> Path | None:
-    """The data file a MetaImage header (``.mhd``) names, if one: the name is bytes as the header holds them,
-    as MetaIO takes it; ``LOCAL``, ``LIST`` (with or without its dimension) and ``%d`` patterns name no one
-    file, nor does an unreadable header."""
+def _listed_or_patterned(folder: Path, name: bytes, following: list[bytes]) -> list[Path]:
+    """The data files a header's data-file field ``name`` names (MetaImage's ``ElementDataFile``, NRRD's
+    ``data file``), ``following`` being the header's lines after that field: one file; ``LIST`` (with or
+    without its dimension): the names on those lines; a ``%d`` pattern ``FORMAT MIN MAX STEP``: the names it
+    formats. ``LOCAL`` and a field that cannot be made out name none (ITK then judges the header)."""
+    words = name.split()
+    if not words or words[0] == b"LOCAL":
+        return []
+    if words[0].upper() == b"LIST":
+        return [folder / os.fsdecode(line.strip()) for line in following if line.strip()]
+    if b"%" not in name:
+        return [folder / os.fsdecode(name.strip())]
+    try:
+        first, last, step = (int(w) for w in words[1:4])
+        return [folder / os.fsdecode(words[0].decode("latin-1") % k) for k in range(first, last + 1, step)]
+    except (ValueError, TypeError):  # no three numbers, a step of 0, or a format of something else than one number
+        return []
+
+
+def _meta_data_files(header: Path) -> list[Path]:
+    """The data files a MetaImage header (``.mhd``) names (:func:`_listed_or_patterned`), the names bytes as
+    the header holds them, as MetaIO takes them; none for an unreadable header."""
     try:
         lines = header.read_bytes().splitlines()
     except OSError:
-        return None
-    names = [ln.split(b"=", 1)[1].strip() for ln in lines if ln.split(b"=", 1)[0].strip() == b"ElementDataFile"]
-    if names and names[0].split()[:1] not in ([b"LOCAL"], [b"LIST"]) and b"%" not in names[0]:
-        return header.parent / os.fsdecode(names[0])
-    return None
+        return []
+    at = next((i for i, ln in enumerate(lines) if ln.split(b"=", 1)[0].strip() == b"ElementDataFile"), None)
+    if at is None or b"=" not in lines[at]:
+        return []
+    return _listed_or_patterned(header.parent, lines[at].split(b"=", 1)[1].strip(), lines[at + 1:])
+
+
+def _nrrd_header_lines(path: Path) -> list[bytes]:
+    """A NRRD file's header lines (to its blank line, or the end of a detached header); none for an
+    unreadable file."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(1 << 16).split(b"\n\n", 1)[0].splitlines()
+    except OSError:
+        return []
 
 
 def _nrrd_fields(path: Path) -> dict[str, str]:
     """A NRRD header's fields (keys in lower case), as its text gives them; none for an unreadable file."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(1 << 16).split(b"\n\n", 1)[0].decode("latin-1")
-    except OSError:
-        return {}
-    lines = (ln.partition(":") for ln in head.splitlines()[1:])
+    lines = (ln.decode("latin-1").partition(":") for ln in _nrrd_header_lines(path)[1:])
     return {key.strip().lower(): value.strip() for key, sep, value in lines if sep and not key.startswith("#")}
 
 
-def _nrrd_data_file(path: Path, fields: dict[str, str]) -> Path | None:
-    """The one data file a detached NRRD header names, if one (``LIST`` and ``%d`` patterns name none)."""
-    data = fields.get("data file", fields.get("datafile"))
-    if data and not data.upper().startswith("LIST") and len(data.split()) == 1 and "%" not in data:
-        return path.parent / data
-    return None
+def _nrrd_data_files(path: Path) -> list[Path]:
+    """The data files a detached NRRD header names (:func:`_listed_or_patterned`)."""
+    lines = _nrrd_header_lines(path)
+    for i, line in enumerate(lines):
+        key, sep, value = line.partition(b":")
+        if sep and key.strip().lower() in (b"data file", b"datafile"):
+            return _listed_or_patterned(path.parent, value.strip(), lines[i + 1:])
+    return []
 
 
-def header_data_file(path: Path) -> Path | None:
-    """The separate file that holds the voxels of a header file (MetaImage ``.mhd``, detached NRRD), if it
-    names one: an input too, that outputs must not replace."""
+def header_data_files(path: Path) -> list[Path]:
+    """The separate files that hold the voxels of a header file (MetaImage ``.mhd``, detached NRRD), if it
+    names any: inputs too, that outputs must not replace."""
     lower = path.name.lower()
     if lower.endswith(".mhd"):
-        return _meta_data_file(path)
+        return _meta_data_files(path)
     if lower.endswith((".nhdr", ".nrrd")):
-        return _nrrd_data_file(path, _nrrd_fields(path))
-    return None
+        return _nrrd_data_files(path)
+    return []
 
 
 def _check_data_file(header: Path, data: Path) -> None:
@@ -361,8 +386,7 @@ def _read_file(path: Path) -> tuple[sitk.Image, str | None]:
                          "image as NRRD, NIfTI, MHA/MHD or DICOM")
     if path.suffix.lower() in (".nrrd", ".nhdr"):
         _check_nrrd_header(path)
-    data = header_data_file(path)
-    if data is not None:  # MetaIO would print its own complaint on stderr before SimpleITK's error
+    for data in header_data_files(path):  # MetaIO would print its own complaint on stderr before SimpleITK's error
         _check_data_file(path, data)
     if path.name.lower().endswith((".nii", ".nii.gz")):
         _check_nifti_data(path)
@@ -662,7 +686,7 @@ def check_utf8(path: Path) -> None:
 def input_files(inputs: list[str | os.PathLike]) -> list[Path]:
     """The files (and folders) that ``inputs`` read, resolved: each input, and a header input's data file."""
     return [*(resolved(i) for i in inputs),
-            *(resolved(d) for i in inputs if (d := header_data_file(Path(i))) is not None)]
+            *(resolved(d) for i in inputs for d in header_data_files(Path(i)))]
 
 
 def is_input(path: Path, sources: list[Path]) -> bool:

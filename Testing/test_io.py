@@ -17,7 +17,8 @@ import SimpleITK as sitk
 from pydicom.data import get_testdata_file
 
 from EDIQALib.errors import InputError
-from EDIQALib.io import check_outputs, check_same_geometry, image_like, read_volume, volume_from_image, write_image
+from EDIQALib.io import (check_outputs, check_same_geometry, image_like, input_files, read_volume, resolved,
+                          volume_from_image, write_image)
 from conftest import OBLIQUE, ct_image, ediqa
 
 
@@ -581,7 +582,7 @@ def test_a_metaimage_reads_whatever_its_data_file_is_named(tmp_path, data_file):
     np.testing.assert_array_equal(read_volume(tmp_path / "ct.mhd").array, array)
     for f in files:
         (tmp_path / f).unlink()
-    says = f"its data file {data_file} is missing" if data_file != "LIST 2D" else "cannot read ct.mhd"
+    says = f"its data file {files[0]} is missing"  # a LIST's too (ITK's "cannot read ct.mhd" before)
     with pytest.raises(InputError, match=re.escape(says)):
         read_volume(tmp_path / "ct.mhd")
 
@@ -907,6 +908,34 @@ def test_a_header_whose_data_file_is_a_pipe_is_refused(tmp_path, kind):
     header = _header_pointing_to_a_pipe(tmp_path, kind)
     with pytest.raises(InputError, match=rf"cannot read {header.name}: its data file ct\.(img|raw) is not a file"):
         read_volume(header)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+@pytest.mark.parametrize("header, field", [
+    ("ct.mhd", "ElementDataFile = LIST\nslab0.raw\nslab1.raw\n"),
+    ("ct.mhd", "ElementDataFile = slab%d.raw 0 1 1\n"),
+    ("ct.nhdr", "data file: LIST\nslab0.raw\nslab1.raw\n"),
+    ("ct.nhdr", "data file: slab%d.raw 0 1 1\n")])
+def test_a_pipe_among_the_data_files_a_header_lists_or_patterns_is_refused(tmp_path, header, field):
+    """A header's data files given as a LIST or a %d pattern were not looked at: ITK waited for a pipe
+    among them forever. Listed files are inputs too, that no output may replace."""
+    array = sitk.GetArrayFromImage(ct_image()).astype(np.int16)
+    for k, part in enumerate(array):
+        (tmp_path / f"slab{k}.raw").write_bytes(np.ascontiguousarray(part).astype("<i2").tobytes())
+    if header.endswith(".mhd"):
+        text = ("ObjectType = Image\nNDims = 3\nDimSize = 96 96 2\nElementSpacing = 0.7 0.7 2\n"
+                "ElementType = MET_SHORT\nElementByteOrderMSB = False\n" + field)
+    else:
+        text = ("NRRD0004\ntype: short\ndimension: 3\nspace: left-posterior-superior\nsizes: 96 96 2\n"
+                "space directions: (0.7,0,0) (0,0.7,0) (0,0,2)\nendian: little\nencoding: raw\n"
+                "space origin: (0,0,0)\n" + field)
+    (tmp_path / header).write_text(text, encoding="utf-8")
+    np.testing.assert_array_equal(read_volume(tmp_path / header).array, array)
+    assert {resolved(tmp_path / "slab0.raw"), resolved(tmp_path / "slab1.raw")} <= set(input_files([tmp_path / header]))
+    (tmp_path / "slab1.raw").unlink()
+    os.mkfifo(tmp_path / "slab1.raw")
+    with pytest.raises(InputError, match=rf"cannot read {header}: its data file slab1\.raw is not a file"):
+        read_volume(tmp_path / header)
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
