@@ -155,6 +155,9 @@ def read_series(files: list[str], name: str) -> tuple[sitk.Image, str | None]:
     if image.GetDimension() != 3 or image.GetDepth() != len(files):
         raise InputError(f"{name}: its {len(files)} files hold several frames each (multi-frame files), which do not "
                          "stack as the slices of one series; give each file on its own")
+    for k, file in enumerate(files):
+        _check_rescale(*(reader.GetMetaData(k, t) if reader.HasMetaDataKey(k, t) else None for t in (_SLOPE, _INTERCEPT)),
+                       f"{name}: slice {Path(file).name}")
     rescales = [(_tag_number(reader, k, _SLOPE, 1.0), _tag_number(reader, k, _INTERCEPT, 0.0))
                 for k in range(len(files))]  # each slice's
     if len(set(rescales)) > 1 and image.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
@@ -373,6 +376,8 @@ def checked_file(path: Path, image: sitk.Image) -> sitk.Image:
         _check_positions(positions, [f"frame {k + 1}" for k in range(len(frames))], image, path.name, "frame")
     rescaled = [g.PixelValueTransformationSequence[0] for g in (*shared, *frames[:1])
                 if g.get("PixelValueTransformationSequence")]
+    for r in (header, *rescaled):
+        _check_rescale(_text(r.get("RescaleSlope")), _text(r.get("RescaleIntercept")), path.name)
     slope, intercept = next(((_number(r.get("RescaleSlope"), 1.0), _number(r.get("RescaleIntercept"), 0.0))
                              for r in (header, *rescaled) if r.get("RescaleSlope") is not None), (1.0, 0.0))
     padding = _padding_range(_numbers([header.get("PixelPaddingValue")], 1),
@@ -436,6 +441,33 @@ def _listed(value) -> list:
 def _number(value, default: float) -> float:
     numbers = _numbers(_listed(value), 1)
     return numbers[0] if numbers else default
+
+
+def _check_rescale(slope: str | None, intercept: str | None, name: str) -> None:
+    """A rescale slope and intercept that a header gives (as text, several values parted by ``\\``) must be
+    one number each, the slope not 0: GDCM reads any other as slope 1 or intercept 0, so that the values
+    read are no Hounsfield units (a CT's intercept of -1024 lost raises every value by 1024 HU). A blank
+    value is none given.
+
+    Raises:
+        InputError: naming the tag and its value.
+    """
+    for tag, text in (("rescale slope (0028,1053)", slope), ("rescale intercept (0028,1052)", intercept)):
+        text = (text or "").strip()
+        if not text:
+            continue
+        try:
+            value = float(text)
+        except ValueError:  # not a number, or several
+            value = math.nan
+        if not math.isfinite(value) or (value == 0 and tag.startswith("rescale slope")):
+            raise InputError(f"{name}: its {tag} is '{text}', not {'a number other than 0' if 'slope' in tag else 'a number'}: "
+                             "its pixel values cannot be turned into their units (HU for a CT): the header is damaged")
+
+
+def _text(value) -> str | None:
+    """A pydicom value as the header's text gives it (several values parted by ``\\``)."""
+    return None if value is None else "\\".join(map(str, _listed(value)))
 
 
 def _padding_range(padding: list[float] | None, limit: list[float] | None, slope: float,

@@ -602,6 +602,39 @@ def _retag(path, **tags) -> None:
     ds.save_as(path)
 
 
+def _raw_tag(path, tag: int, text: bytes) -> None:
+    """Write ``text`` as the value of DS tag ``tag`` of the DICOM file ``path``, as a damaged header holds it
+    (pydicom refuses to set a value that is no number)."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    ds = pydicom.dcmread(path)
+    ds._dict[Tag(tag)] = RawDataElement(Tag(tag), "DS", len(text), text, 0, False, True)
+    ds.save_as(path)
+
+
+@pytest.mark.parametrize("tag, text, says", [
+    (0x00281052, b"abc ", "rescale intercept (0028,1052) is 'abc', not a number"),
+    (0x00281053, b"0 ", "rescale slope (0028,1053) is '0', not a number other than 0"),
+    (0x00281053, b"NaN ", "rescale slope (0028,1053) is 'NaN'"),
+    (0x00281053, b"1\\2 ", "rescale slope (0028,1053) is '1\\2'")])
+def test_a_rescale_that_is_no_number_is_refused_in_a_file_and_in_a_series(tmp_path, tag, text, says):
+    """GDCM read a rescale slope of 0, NaN or two values as 1, and an intercept of text as 0: CT_small's
+    intercept of -1024 lost, every value was 1024 HU too high, and scored without a word."""
+    path = tmp_path / "ct.dcm"
+    shutil.copy(get_testdata_file("CT_small.dcm"), path)
+    _raw_tag(path, tag, text)
+    with pytest.raises(InputError, match=re.escape(f"ct.dcm: its {says}")):
+        read_volume(path)
+    _raw_tag(path, tag, b"")  # a blank value is none given: the default
+    assert read_volume(path).array.min() == pytest.approx(
+        read_volume(get_testdata_file("CT_small.dcm")).array.min() + (1024 if tag == 0x00281052 else 0))
+    _write_dicom_series(tmp_path / "series", ct_image(slices=4))
+    _raw_tag(tmp_path / "series" / "slice002.dcm", tag, text)
+    with pytest.raises(InputError, match=re.escape(f"series: slice slice002.dcm: its {says}")):
+        read_volume(tmp_path / "series")
+
+
 def _untag(path, key: str) -> None:
     ds = pydicom.dcmread(path)
     delattr(ds, key)
