@@ -60,8 +60,8 @@ class Geometry:
     direction: tuple[float, ...]
 
     @classmethod
-    def of(cls, image: sitk.Image) -> Geometry:
-        """The geometry of ``image``."""
+    def of(cls, image: sitk.Image | sitk.ImageFileReader) -> Geometry:
+        """The geometry of ``image``, or of the image whose header a reader has read (``ReadImageInformation``)."""
         return cls(tuple(image.GetSize()), tuple(image.GetSpacing()), tuple(image.GetOrigin()),
                    tuple(image.GetDirection()))
 
@@ -399,6 +399,10 @@ def _read_file(path: Path) -> tuple[sitk.Image, str | None]:
             raise InputError(f"{path.name} is a DICOMDIR, the index of a DICOM disc, with no image: point to a "
                              "series folder")
         reader.SetImageIO("GDCMImageIO")
+    reader.ReadImageInformation()
+    promised = Geometry.of(reader)
+    if min(promised.size[:2]) >= MIN_SIZE:  # judged before the voxels are allocated (a header's 40000² of a few
+        _check_canonical_size(promised, image_stem(path.name))  # gzip bytes); a smaller one has its own words
     image = reader.Execute()
     if is_dicom and image.GetNumberOfComponentsPerPixel() == 1:
         image = dicom.checked_file(path, image)

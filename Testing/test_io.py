@@ -602,6 +602,24 @@ def _retag(path, **tags) -> None:
     ds.save_as(path)
 
 
+@pytest.mark.parametrize("name", ["huge.nrrd", "huge.dcm"])
+def test_a_header_that_promises_a_huge_slice_is_refused_before_its_voxels_are_allocated(tmp_path, name):
+    """A header's 20000 × 20000 pixels (of a few compressed bytes, or a DICOM's rows and columns) were allocated,
+    800 MB, before the slice's size was judged: a compressed file of a few megabytes made the reader take
+    gigabytes."""
+    path = tmp_path / name
+    if name.endswith(".nrrd"):
+        path.write_bytes(b"NRRD0004\ntype: short\ndimension: 3\nspace: left-posterior-superior\nsizes: 20000 20000 1\n"
+                         b"space directions: (1,0,0) (0,1,0) (0,0,1)\nendian: little\nencoding: gzip\n"
+                         b"space origin: (0,0,0)\n\n" + gzip.compress(bytes(4096)))
+    else:
+        shutil.copy(get_testdata_file("CT_small.dcm"), path)
+        _retag(path, Rows=20000, Columns=20000, PixelSpacing=[1, 1])
+    with pytest.raises(InputError, match=re.escape("20000 × 20000 pixels of 1 × 1 mm: resampled to 0.7 mm the slice "
+                                                   "would be 28571 × 28571 pixels (at most")):
+        read_volume(path)
+
+
 def _raw_tag(path, tag: int, text: bytes) -> None:
     """Write ``text`` as the value of DS tag ``tag`` of the DICOM file ``path``, as a damaged header holds it
     (pydicom refuses to set a value that is no number)."""
