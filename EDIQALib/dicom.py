@@ -297,7 +297,7 @@ def _check_orientation(orientation: list[float], name: str) -> None:
 # where GDCM finds the pixel spacing (by the kind of image): Pixel Spacing, Imager Pixel Spacing (projection
 # images), Nominal Scanned Pixel Spacing (secondary captures); without any, it reads 1 mm
 _SPACING_TAGS = ("0028|0030", "0018|1164", "0018|2010")
-_NO_PIXEL_SPACING = ("{name}: no pixel spacing (DICOM Pixel Spacing missing, zero or not a number), so the size of a "
+_NO_PIXEL_SPACING = ("{name}: no pixel spacing (DICOM Pixel Spacing missing, not above zero, or not a number), so the size of a "
                      "lesion in mm is unknown; give the image with its spacing (e.g. as NRRD or NIfTI)")
 
 

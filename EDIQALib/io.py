@@ -400,9 +400,7 @@ def _read_file(path: Path) -> tuple[sitk.Image, str | None]:
                              "series folder")
         reader.SetImageIO("GDCMImageIO")
     reader.ReadImageInformation()
-    promised = Geometry.of(reader)
-    if min(promised.size[:2]) >= MIN_SIZE:  # judged before the voxels are allocated (a header's 40000² of a few
-        _check_canonical_size(promised, image_stem(path.name))  # gzip bytes); a smaller one has its own words
+    _check_allocatable(Geometry.of(reader), image_stem(path.name))
     image = reader.Execute()
     if is_dicom and image.GetNumberOfComponentsPerPixel() == 1:
         image = dicom.checked_file(path, image)
@@ -615,6 +613,21 @@ def canonical_size(geometry: Geometry, spacing_mm: float = CANONICAL_SPACING_MM)
     """The in-plane size (columns, rows) of an image of ``geometry`` resampled to ``spacing_mm``, its extent kept."""
     columns, rows = (max(1, round(n * s / spacing_mm)) for n, s in zip(geometry.size[:2], geometry.spacing[:2]))
     return columns, rows
+
+
+def _check_allocatable(geometry: Geometry, name: str) -> None:
+    """Before an image's voxels are read: a header that promises a slice larger than any EDIQA assesses (a few
+    gzip bytes that claim 40000² pixels) is refused as :func:`_check_canonical_size` refuses it once read,
+    not allocated first. Other sizes and spacings are judged once the image is read, with the checks of its
+    format (a DICOM file's pixel spacing among them).
+
+    Raises:
+        InputError: the slice, resampled, would be over ``MAX_CANONICAL_SIDE`` pixels a side.
+    """
+    spacing = geometry.spacing[:2]
+    if (min(geometry.size[:2]) >= MIN_SIZE and all(math.isfinite(s) and s > 0 for s in spacing)
+            and max(canonical_size(geometry)) > MAX_CANONICAL_SIDE):
+        _check_canonical_size(geometry, name)
 
 
 def _check_canonical_size(geometry: Geometry, name: str) -> None:

@@ -382,7 +382,7 @@ def test_multi_frame_dicom_reads_as_a_volume_alone_or_in_its_folder(tmp_path):
     ([0, 3, 6, 15], True, r"ct\.dcm: its frames are unevenly spaced \(3 to 9 mm apart\): a frame is missing"),
     ([0, 6, 3, 9], True, r"ct\.dcm: its frames are not stored in the order of their positions"),
     ([0, 3, 3, 6], True, r"ct\.dcm: two frames of the file lie at one position"),
-    ([0, 3, 6, 9], False, r"ct\.dcm: no pixel spacing \(DICOM Pixel Spacing missing, zero or not a number\), so the size of a lesion in mm is unknown"),
+    ([0, 3, 6, 9], False, r"ct\.dcm: no pixel spacing \(DICOM Pixel Spacing missing, not above zero, or not a number\), so the size of a lesion in mm is unknown"),
 ], ids=["gap", "out-of-order", "twice", "no-pixel-spacing"])
 def test_a_multi_frame_file_whose_frames_cannot_stack_is_refused(tmp_path, offsets, pixel_spacing, says):
     """GDCM read frames that are not evenly spaced at 1 mm on every axis (0.66 mm pixels read as 1 mm), and
@@ -398,7 +398,7 @@ def test_a_dicom_slice_or_series_without_pixel_spacing_is_refused(tmp_path):
     _write_dicom_series(tmp_path / "series", ct_image(slices=2, spacing=(0.7, 0.7, 2.0)))
     for f in (tmp_path / "series").iterdir():
         _untag(f, "PixelSpacing")
-    with pytest.raises(InputError, match=r"series: no pixel spacing \(DICOM Pixel Spacing missing, zero or not a number\)"):
+    with pytest.raises(InputError, match=r"series: no pixel spacing \(DICOM Pixel Spacing missing, not above zero, or not a number\)"):
         read_volume(tmp_path / "series")
     with pytest.raises(InputError, match=r"slice000\.dcm: no pixel spacing"):
         read_volume(tmp_path / "series" / "slice000.dcm")
@@ -1041,14 +1041,15 @@ def test_a_multi_frame_file_with_fewer_frames_than_its_header_says_is_refused(tm
         read_volume(tmp_path / "ct.dcm")
 
 
-@pytest.mark.parametrize("spacing", [[0, 0], ["nan", "nan"]])
+@pytest.mark.parametrize("spacing", [[0, 0], ["nan", "nan"], [-1, -1]])
 def test_a_dicom_pixel_spacing_of_zero_or_no_number_is_refused(tmp_path, spacing):
-    """GDCM read it as 1 mm (a 0.66 mm slice's score went from 0.08 to 0.17)."""
+    """GDCM read it as 1 mm (a 0.66 mm slice's score went from 0.08 to 0.17). A negative one was called
+    "missing, zero or not a number"."""
     _write_dicom_series(tmp_path / "series", ct_image(slices=2, spacing=(0.7, 0.7, 2.0)))
     for f in (tmp_path / "series").iterdir():
         _retag(f, PixelSpacing=spacing)
     for given in (tmp_path / "series", tmp_path / "series" / "slice000.dcm"):
-        with pytest.raises(InputError, match=r"no pixel spacing \(DICOM Pixel Spacing missing, zero or not a number\)"):
+        with pytest.raises(InputError, match=r"no pixel spacing \(DICOM Pixel Spacing missing, not above zero, or not a number\)"):
             read_volume(given)
 
 
