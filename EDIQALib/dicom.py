@@ -7,6 +7,7 @@ image at the wrong size or place. :mod:`EDIQALib.io` reads the files with them.
 """
 from __future__ import annotations
 
+import errno
 import math
 import os
 from dataclasses import dataclass
@@ -73,6 +74,9 @@ def series_in(folder: Path) -> list[SeriesListing]:
     if odd is not None:  # GDCM's scan then leaves a slice of the series out, or waits for a pipe's writer
         raise InputError(f"{name}: {odd.name} is not a file (a pipe or a device); move "
                          "it out of the series folder")
+    looped = next((f for f in sorted(folder.iterdir()) if _links_in_a_loop(f)), None)
+    if looped is not None:  # GDCM's scan then gives up on the whole folder: "no DICOM series found"
+        raise InputError(f"{name}: {looped.name} is a link that leads round in a loop; remove it from the series folder")
     reader = sitk.ImageSeriesReader()
     warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK warns on stderr of a folder with no series
@@ -91,6 +95,15 @@ def series_in(folder: Path) -> list[SeriesListing]:
         raise InputError(f"{name}: {left_out[0]} is a slice of {whose} that cannot be read (damaged or cut "
                          "short?); the volume would miss it")
     return listed
+
+
+def _links_in_a_loop(path: Path) -> bool:
+    """Whether ``path`` is a symbolic link that leads, through links, back to itself (one to a missing file is not)."""
+    try:
+        path.stat()
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
 
 
 def _header_tags(path: str, keys: tuple[str, ...]) -> list[str]:
@@ -133,7 +146,9 @@ def series_files(folder: Path) -> list[str]:
     if not listed:
         raise no_series_error(folder)
     if len(listed) > 1:
-        shown = "; ".join(s.label() for s in listed[:_SERIES_NAMED]) + (
+        labels = [s.label() for s in listed]
+        labels = [f"{t} [UID {s.uid}]" if labels.count(t) > 1 else t for t, s in zip(labels, listed)]  # as alike
+        shown = "; ".join(labels[:_SERIES_NAMED]) + (
             f"; and {len(listed) - _SERIES_NAMED} more" if len(listed) > _SERIES_NAMED else "")
         raise InputError(f"folder {folder} holds {len(listed)} DICOM series: {shown}. Point to one series folder "
                          f"(`ediqa split-series {folder} --out DIR` copies each series into a folder of its own)")

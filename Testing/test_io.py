@@ -101,6 +101,27 @@ def _write_slices(folder, image: sitk.Image, uid: str = "1.2.826.0.1.3680043.2.1
         writer.Execute(sl)
 
 
+def test_series_alike_in_the_listing_are_told_apart_by_uid_and_a_link_loop_is_named(tmp_path):
+    """Two series of one number and no description were listed as "#1 (CT, 2 files); #1 (CT, 2 files)"; a
+    link leading round in a loop beside a series made GDCM find no series at all in the folder."""
+    study = tmp_path / "study"
+    study.mkdir()
+    for uid in ("1.2.3.4.7", "1.2.3.4.8"):
+        _write_dicom_series(tmp_path / uid, ct_image(slices=2, size=96, seed=1), uid=uid, number="1")
+        for f in (tmp_path / uid).iterdir():
+            f.rename(study / f"{uid}-{f.name}")
+    with pytest.raises(InputError, match=re.escape("holds 2 DICOM series: #1 (CT, 2 files) [UID 1.2.3.4.7]; "
+                                                   "#1 (CT, 2 files) [UID 1.2.3.4.8]. Point")):
+        read_volume(study)
+    _write_dicom_series(tmp_path / "series", ct_image(slices=3, size=96))
+    (tmp_path / "series" / "a").symlink_to("b")
+    (tmp_path / "series" / "b").symlink_to("a")
+    with pytest.raises(InputError, match="^series: a is a link that leads round in a loop; remove it from the series folder$"):
+        read_volume(tmp_path / "series")
+    (tmp_path / "series" / "b").unlink()  # a link to no file: GDCM passes over it
+    assert read_volume(tmp_path / "series").array.shape == (3, 96, 96)
+
+
 def test_a_folder_of_several_dicom_series_names_them_and_split_series_parts_them(tmp_path):
     """A PACS export puts every series of a study in one folder: it was refused with "point to one series
     folder", which such a folder has none of."""
