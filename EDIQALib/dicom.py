@@ -10,6 +10,8 @@ from __future__ import annotations
 import errno
 import math
 import os
+import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,13 +72,17 @@ def series_in(folder: Path) -> list[SeriesListing]:
             (damaged or cut short): the series would miss it.
     """
     name = Path(os.path.abspath(folder)).name  # "." is its folder's
-    odd = next((f for f in sorted(folder.iterdir()) if f.exists() and not (f.is_file() or f.is_dir())), None)
-    if odd is not None:  # GDCM's scan then leaves a slice of the series out, or waits for a pipe's writer
-        raise InputError(f"{name}: {odd.name} is not a file (a pipe or a device); move "
-                         "it out of the series folder")
-    looped = next((f for f in sorted(folder.iterdir()) if _links_in_a_loop(f)), None)
-    if looped is not None:  # GDCM's scan then gives up on the whole folder: "no DICOM series found"
-        raise InputError(f"{name}: {looped.name} is a link that leads round in a loop; remove it from the series folder")
+    for entry in sorted(folder.iterdir()):
+        try:
+            mode = entry.stat().st_mode
+        except OSError as exc:  # a link to no file, which GDCM passes over, or round in a loop, on which it gives
+            if exc.errno == errno.ELOOP:  # up: "no DICOM series found" in the whole folder
+                raise InputError(f"{name}: {entry.name} is a link that leads round in a loop; remove it from the "
+                                 "series folder") from None
+            continue
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # GDCM's scan then leaves a slice of the series out,
+            raise InputError(f"{name}: {entry.name} is not a file (a pipe or a device); move "  # or waits for a pipe
+                             "it out of the series folder")
     reader = sitk.ImageSeriesReader()
     warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK warns on stderr of a folder with no series
@@ -95,15 +101,6 @@ def series_in(folder: Path) -> list[SeriesListing]:
         raise InputError(f"{name}: {left_out[0]} is a slice of {whose} that cannot be read (damaged or cut "
                          "short?); the volume would miss it")
     return listed
-
-
-def _links_in_a_loop(path: Path) -> bool:
-    """Whether ``path`` is a symbolic link that leads, through links, back to itself (one to a missing file is not)."""
-    try:
-        path.stat()
-    except OSError as exc:
-        return exc.errno == errno.ELOOP
-    return False
 
 
 def _header_tags(path: str, keys: tuple[str, ...]) -> list[str]:
@@ -147,7 +144,7 @@ def series_files(folder: Path) -> list[str]:
         raise no_series_error(folder)
     if len(listed) > 1:
         labels = [s.label() for s in listed]
-        labels = [f"{t} [UID {s.uid}]" if labels.count(t) > 1 else t for t, s in zip(labels, listed)]  # as alike
+        labels = [f"{t} [UID {s.uid}]" if labels.count(t) > 1 else t for t, s in zip(labels, listed)]  # alike: by UID
         shown = "; ".join(labels[:_SERIES_NAMED]) + (
             f"; and {len(listed) - _SERIES_NAMED} more" if len(listed) > _SERIES_NAMED else "")
         raise InputError(f"folder {folder} holds {len(listed)} DICOM series: {shown}. Point to one series folder "
@@ -171,8 +168,9 @@ def read_series(files: list[str], name: str) -> tuple[sitk.Image, str | None]:
         raise InputError(f"{name}: its {len(files)} files hold several frames each (multi-frame files), which do not "
                          "stack as the slices of one series; give each file on its own")
     for k, file in enumerate(files):
-        _check_rescale(*(reader.GetMetaData(k, t) if reader.HasMetaDataKey(k, t) else None for t in (_SLOPE, _INTERCEPT)),
-                       f"{name}: slice {Path(file).name}")
+        slope, intercept = (reader.GetMetaData(k, t) if reader.HasMetaDataKey(k, t) else None
+                            for t in (_SLOPE, _INTERCEPT))
+        _check_rescale(slope, intercept, f"{name}: slice {Path(file).name}")
     rescales = [(_tag_number(reader, k, _SLOPE, 1.0), _tag_number(reader, k, _INTERCEPT, 0.0))
                 for k in range(len(files))]  # each slice's
     if len(set(rescales)) > 1 and image.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
@@ -312,8 +310,8 @@ def _check_orientation(orientation: list[float], name: str) -> None:
 # where GDCM finds the pixel spacing (by the kind of image): Pixel Spacing, Imager Pixel Spacing (projection
 # images), Nominal Scanned Pixel Spacing (secondary captures); without any, it reads 1 mm
 _SPACING_TAGS = ("0028|0030", "0018|1164", "0018|2010")
-_NO_PIXEL_SPACING = ("{name}: no pixel spacing (DICOM Pixel Spacing missing, not above zero, or not a number), so the size of a "
-                     "lesion in mm is unknown; give the image with its spacing (e.g. as NRRD or NIfTI)")
+_NO_PIXEL_SPACING = ("{name}: no pixel spacing (DICOM Pixel Spacing missing, not above zero, or not a number), so the "
+                     "size of a lesion in mm is unknown; give the image with its spacing (e.g. as NRRD or NIfTI)")
 
 
 def _positive(values: list[float] | None) -> bool:
@@ -389,10 +387,11 @@ def checked_file(path: Path, image: sitk.Image) -> sitk.Image:
         placed = [f.PlanePositionSequence[0] if f.get("PlanePositionSequence") else None for f in frames]
         positions = [_numbers(p.get("ImagePositionPatient"), 3) if p is not None else None for p in placed]
         _check_positions(positions, [f"frame {k + 1}" for k in range(len(frames))], image, path.name, "frame")
+    transformed = [g.PixelValueTransformationSequence[0] for g in groups if g.get("PixelValueTransformationSequence")]
+    for r in (header, *transformed):  # every frame's, though GDCM applies the first's (its frames must agree)
+        _check_rescale(_text(r.get("RescaleSlope")), _text(r.get("RescaleIntercept")), path.name)
     rescaled = [g.PixelValueTransformationSequence[0] for g in (*shared, *frames[:1])
                 if g.get("PixelValueTransformationSequence")]
-    for r in (header, *rescaled):
-        _check_rescale(_text(r.get("RescaleSlope")), _text(r.get("RescaleIntercept")), path.name)
     slope, intercept = next(((_number(r.get("RescaleSlope"), 1.0), _number(r.get("RescaleIntercept"), 0.0))
                              for r in (header, *rescaled) if r.get("RescaleSlope") is not None), (1.0, 0.0))
     padding = _padding_range(_numbers([header.get("PixelPaddingValue")], 1),
@@ -458,26 +457,26 @@ def _number(value, default: float) -> float:
     return numbers[0] if numbers else default
 
 
+_DECIMAL_STRING = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")  # DICOM's DS: one number
+
+
 def _check_rescale(slope: str | None, intercept: str | None, name: str) -> None:
     """A rescale slope and intercept that a header gives (as text, several values parted by ``\\``) must be
-    one number each, the slope not 0: GDCM reads any other as slope 1 or intercept 0, so that the values
-    read are no Hounsfield units (a CT's intercept of -1024 lost raises every value by 1024 HU). A blank
-    value is none given.
+    one decimal number each (DICOM's DS), the slope not 0: GDCM reads any other as slope 1 or intercept 0, so
+    that the values read are not in their units (a CT's intercept of -1024 lost raises every value by 1024
+    HU). A blank value is none given.
 
     Raises:
         InputError: naming the tag and its value.
     """
-    for tag, text in (("rescale slope (0028,1053)", slope), ("rescale intercept (0028,1052)", intercept)):
-        text = (text or "").strip()
-        if not text:
-            continue
-        try:
-            value = float(text)
-        except ValueError:  # not a number, or several
-            value = math.nan
-        if not math.isfinite(value) or (value == 0 and tag.startswith("rescale slope")):
-            raise InputError(f"{name}: its {tag} is '{text}', not {'a number other than 0' if 'slope' in tag else 'a number'}: "
-                             "its pixel values cannot be turned into their units (HU for a CT): the header is damaged")
+    for tag, text, not_zero in (("rescale slope (0028,1053)", slope, True),
+                                ("rescale intercept (0028,1052)", intercept, False)):
+        text = (text or "").strip(" \0")
+        number = float(text) if _DECIMAL_STRING.fullmatch(text) else math.nan
+        if text and not (math.isfinite(number) and (number != 0 or not not_zero)):
+            shown = text.encode("ascii", "backslashreplace").decode("ascii")  # a damaged value may be no text
+            raise InputError(f"{name}: its {tag} is '{shown}', not a number{' other than 0' * not_zero}: its pixel "
+                             "values cannot be turned into their units (HU for a CT): the header is damaged")
 
 
 def _text(value) -> str | None:

@@ -140,23 +140,41 @@ def _read_dicom_series(folder: Path) -> tuple[sitk.Image, str | None]:
     return dicom.read_series(files, Path(os.path.abspath(folder)).name)  # "." is its folder's
 
 
-def _listed_or_patterned(folder: Path, name: bytes, following: list[bytes]) -> list[Path]:
+_PATTERN = re.compile(rb"[^%]*%[-+ 0#]*[0-9]*[diouxX][^%]*")  # a file name with one C integer conversion
+_MOST_DATA_FILES = 100_000  # of a LIST or a pattern, looked at: more than any scan's slices
+
+
+def _listed_or_patterned(folder: Path, name: bytes, following: list[bytes], slices: int) -> list[Path]:
     """The data files a header's data-file field ``name`` names (MetaImage's ``ElementDataFile``, NRRD's
-    ``data file``), ``following`` being the header's lines after that field: one file; ``LIST`` (with or
-    without its dimension): the names on those lines; a ``%d`` pattern ``FORMAT MIN MAX STEP``: the names it
-    formats. ``LOCAL`` and a field that cannot be made out name none (ITK then judges the header)."""
+    ``data file``), as ITK reads them, ``following`` being the header's lines after that field and ``slices``
+    the size of the image's last axis: one file; ``LIST`` (with or without its dimension): the names on
+    those lines, ``slices`` of them; a pattern ``FORMAT [MIN [MAX [STEP]]]`` of one integer conversion
+    (``%03d``): the names it formats, MIN 1, MAX ``slices`` and STEP 1 where not given, as MetaIO takes them,
+    ``slices`` at most. ``LOCAL`` and a field that cannot be made out name none (ITK then judges the header)."""
     words = name.split()
+    most = min(slices, _MOST_DATA_FILES)
     if not words or words[0] == b"LOCAL":
         return []
     if words[0].upper() == b"LIST":
-        return [folder / os.fsdecode(line.strip()) for line in following if line.strip()]
+        return [folder / os.fsdecode(line.strip()) for line in following if line.strip()][:most]
     if b"%" not in name:
         return [folder / os.fsdecode(name.strip())]
     try:
-        first, last, step = (int(w) for w in words[1:4])
-        return [folder / os.fsdecode(words[0].decode("latin-1") % k) for k in range(first, last + 1, step)]
-    except (ValueError, TypeError):  # no three numbers, a step of 0, or a format of something else than one number
+        first, last, step = ([int(w) for w in words[1:4]] + [1, slices, 1][len(words) - 1:])[:3]
+    except ValueError:
         return []
+    if not _PATTERN.fullmatch(words[0]) or step == 0:
+        return []
+    numbers = itertools.islice(range(first, last + (1 if step > 0 else -1), step), most)
+    return [folder / os.fsdecode(words[0].decode("latin-1") % k) for k in numbers]
+
+
+def _last_size(sizes: str) -> int:
+    """The size of an image's last axis, as a header's list of sizes gives it; 0 where it gives none."""
+    try:
+        return max(0, int(sizes.split()[-1]))
+    except (IndexError, ValueError):
+        return 0
 
 
 def _meta_data_files(header: Path) -> list[Path]:
@@ -166,35 +184,45 @@ def _meta_data_files(header: Path) -> list[Path]:
         lines = header.read_bytes().splitlines()
     except OSError:
         return []
-    at = next((i for i, ln in enumerate(lines) if ln.split(b"=", 1)[0].strip() == b"ElementDataFile"), None)
-    if at is None or b"=" not in lines[at]:
+    fields = [[part.strip() for part in ln.split(b"=", 1)] for ln in lines]
+    at = next((i for i, f in enumerate(fields) if len(f) == 2 and f[0] == b"ElementDataFile"), None)  # the last field
+    if at is None:
         return []
-    return _listed_or_patterned(header.parent, lines[at].split(b"=", 1)[1].strip(), lines[at + 1:])
+    sizes = next((f[1] for f in fields[:at] if len(f) == 2 and f[0] == b"DimSize"), b"")
+    return _listed_or_patterned(header.parent, fields[at][1], lines[at + 1:], _last_size(sizes.decode("latin-1")))
+
+
+_NRRD_HEADER_MOST = 1 << 24  # bytes of a NRRD header read, at most (a detached one's LIST may be long)
 
 
 def _nrrd_header_lines(path: Path) -> list[bytes]:
     """A NRRD file's header lines (to its blank line, or the end of a detached header); none for an
     unreadable file."""
+    head = b""
     try:
         with open(path, "rb") as f:
-            return f.read(1 << 16).split(b"\n\n", 1)[0].splitlines()
+            while b"\n\n" not in head and len(head) < _NRRD_HEADER_MOST and (block := f.read(1 << 16)):
+                head += block
     except OSError:
         return []
+    return head.split(b"\n\n", 1)[0].splitlines()
 
 
-def _nrrd_fields(path: Path) -> dict[str, str]:
-    """A NRRD header's fields (keys in lower case), as its text gives them; none for an unreadable file."""
-    lines = (ln.decode("latin-1").partition(":") for ln in _nrrd_header_lines(path)[1:])
-    return {key.strip().lower(): value.strip() for key, sep, value in lines if sep and not key.startswith("#")}
+def _nrrd_fields(path: Path, lines: list[bytes] | None = None) -> dict[str, str]:
+    """A NRRD header's fields (keys in lower case), as its text (or its ``lines``, read before) gives them;
+    none for an unreadable file."""
+    parts = (ln.decode("latin-1").partition(":") for ln in (_nrrd_header_lines(path) if lines is None else lines)[1:])
+    return {key.strip().lower(): value.strip() for key, sep, value in parts if sep and not key.startswith("#")}
 
 
 def _nrrd_data_files(path: Path) -> list[Path]:
     """The data files a detached NRRD header names (:func:`_listed_or_patterned`)."""
     lines = _nrrd_header_lines(path)
+    fields = _nrrd_fields(path, lines)
     for i, line in enumerate(lines):
         key, sep, value = line.partition(b":")
         if sep and key.strip().lower() in (b"data file", b"datafile"):
-            return _listed_or_patterned(path.parent, value.strip(), lines[i + 1:])
+            return _listed_or_patterned(path.parent, value.strip(), lines[i + 1:], _last_size(fields.get("sizes", "")))
     return []
 
 
@@ -216,10 +244,11 @@ def _check_data_file(header: Path, data: Path) -> None:
     Raises:
         InputError: it is missing, or it is no file (a pipe, a device or a folder).
     """
+    named = os.path.relpath(data, header.parent)  # as the header names it, with its sub-folders
     if not data.exists():
-        raise InputError(f"cannot read {header.name}: its data file {data.name} is missing")
+        raise InputError(f"cannot read {header.name}: its data file {named} is missing")
     if not data.is_file():
-        raise InputError(f"cannot read {header.name}: its data file {data.name} is not a file (a pipe or a device)")
+        raise InputError(f"cannot read {header.name}: its data file {named} is not a file (a pipe or a device)")
 
 
 _NOT_A_NUMBER = re.compile(r"(?<![a-z])[-+]?(nan|inf)", re.I)
@@ -400,7 +429,7 @@ def _read_file(path: Path) -> tuple[sitk.Image, str | None]:
                              "series folder")
         reader.SetImageIO("GDCMImageIO")
     reader.ReadImageInformation()
-    _check_allocatable(Geometry.of(reader), image_stem(path.name))
+    _check_allocatable(Geometry.of(reader), reader.GetNumberOfComponents(), image_stem(path.name))
     image = reader.Execute()
     if is_dicom and image.GetNumberOfComponentsPerPixel() == 1:
         image = dicom.checked_file(path, image)
@@ -615,19 +644,33 @@ def canonical_size(geometry: Geometry, spacing_mm: float = CANONICAL_SPACING_MM)
     return columns, rows
 
 
-def _check_allocatable(geometry: Geometry, name: str) -> None:
+def _memory_bytes() -> int | None:
+    """This machine's memory in bytes, where the system tells it (not on Windows)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_allocatable(geometry: Geometry, components: int, name: str) -> None:
     """Before an image's voxels are read: a header that promises a slice larger than any EDIQA assesses (a few
-    gzip bytes that claim 40000² pixels) is refused as :func:`_check_canonical_size` refuses it once read,
-    not allocated first. Other sizes and spacings are judged once the image is read, with the checks of its
-    format (a DICOM file's pixel spacing among them).
+    gzip bytes that claim 40000² pixels) is refused as :func:`_check_canonical_size` refuses it once read, and
+    one whose voxels (``components`` values each) would not fit in this machine's memory as the float32 copy
+    EDIQA assesses, not allocated first. Other sizes and spacings are judged once the image is read, with the
+    checks of its format (a DICOM file's pixel spacing among them).
 
     Raises:
-        InputError: the slice, resampled, would be over ``MAX_CANONICAL_SIDE`` pixels a side.
+        InputError: the slice, resampled, would be over ``MAX_CANONICAL_SIDE`` pixels a side, or the voxels
+            would take more than the machine's memory.
     """
     spacing = geometry.spacing[:2]
     if (min(geometry.size[:2]) >= MIN_SIZE and all(math.isfinite(s) and s > 0 for s in spacing)
             and max(canonical_size(geometry)) > MAX_CANONICAL_SIDE):
         _check_canonical_size(geometry, name)
+    needed, memory = 4 * components * math.prod(geometry.size), _memory_bytes()
+    if memory is not None and needed > memory:
+        raise InputError(f"{name}: {' × '.join(map(str, geometry.size))} voxels would take {needed / 1e9:.3g} GB as "
+                         f"float32, more than this machine's {memory / 1e9:.3g} GB of memory (a damaged header?)")
 
 
 def _check_canonical_size(geometry: Geometry, name: str) -> None:

@@ -641,6 +641,22 @@ def test_a_header_that_promises_a_huge_slice_is_refused_before_its_voxels_are_al
         read_volume(path)
 
 
+def test_a_header_that_promises_more_voxels_than_memory_holds_is_refused_before_they_are_allocated(tmp_path):
+    """A strip of 63 × 12 000 000 pixels, or slices of an assessable size but a million of them, were allocated
+    (gigabytes, or until the system killed the process) before they were refused."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
+    if memory is None:
+        pytest.skip("the system does not tell its memory")
+    slices = memory // (512 * 512 * 4) + 1  # one slice more than memory holds as float32
+    path = tmp_path / "deep.nrrd"
+    path.write_bytes(f"NRRD0004\ntype: short\ndimension: 3\nspace: left-posterior-superior\nsizes: 512 512 {slices}\n"
+                     "space directions: (0.7,0,0) (0,0.7,0) (0,0,1)\nendian: little\nencoding: gzip\n"
+                     "space origin: (0,0,0)\n\n".encode() + gzip.compress(bytes(4096)))
+    with pytest.raises(InputError, match=rf"deep: 512 × 512 × {slices} voxels would take [\d.]+ GB as float32, more "
+                                         r"than this machine's [\d.]+ GB of memory"):
+        read_volume(path)
+
+
 def _raw_tag(path, tag: int, text: bytes) -> None:
     """Write ``text`` as the value of DS tag ``tag`` of the DICOM file ``path``, as a damaged header holds it
     (pydicom refuses to set a value that is no number)."""
@@ -656,7 +672,10 @@ def _raw_tag(path, tag: int, text: bytes) -> None:
     (0x00281052, b"abc ", "rescale intercept (0028,1052) is 'abc', not a number"),
     (0x00281053, b"0 ", "rescale slope (0028,1053) is '0', not a number other than 0"),
     (0x00281053, b"NaN ", "rescale slope (0028,1053) is 'NaN'"),
-    (0x00281053, b"1\\2 ", "rescale slope (0028,1053) is '1\\2'")])
+    (0x00281053, b"1\\2 ", "rescale slope (0028,1053) is '1\\2'"),
+    (0x00281053, b"1_0 ", "rescale slope (0028,1053) is '1_0'"),  # Python's float() took it for 10; GDCM reads 1
+    (0x00281053, b"infinity", "rescale slope (0028,1053) is 'infinity'"),
+    (0x00281053, b"1e999 ", "rescale slope (0028,1053) is '1e999'")])
 def test_a_rescale_that_is_no_number_is_refused_in_a_file_and_in_a_series(tmp_path, tag, text, says):
     """GDCM read a rescale slope of 0, NaN or two values as 1, and an intercept of text as 0: CT_small's
     intercept of -1024 lost, every value was 1024 HU too high, and scored without a word."""
@@ -672,6 +691,15 @@ def test_a_rescale_that_is_no_number_is_refused_in_a_file_and_in_a_series(tmp_pa
     _raw_tag(tmp_path / "series" / "slice002.dcm", tag, text)
     with pytest.raises(InputError, match=re.escape(f"series: slice slice002.dcm: its {says}")):
         read_volume(tmp_path / "series")
+
+
+@pytest.mark.parametrize("slope, intercept", [(b"+1 ", b"-1024.0 "), (b"1E0 ", b"-1.024e3"), (b"1\0", b"-1024\0\0")])
+def test_a_rescale_written_in_any_decimal_form_dicom_allows_is_read(tmp_path, slope, intercept):
+    path = tmp_path / "ct.dcm"
+    shutil.copy(get_testdata_file("CT_small.dcm"), path)
+    _raw_tag(path, 0x00281053, slope)
+    _raw_tag(path, 0x00281052, intercept)
+    np.testing.assert_array_equal(read_volume(path).array, read_volume(get_testdata_file("CT_small.dcm")).array)
 
 
 def _untag(path, key: str) -> None:
@@ -983,17 +1011,24 @@ def test_a_header_whose_data_file_is_a_pipe_is_refused(tmp_path, kind):
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
-@pytest.mark.parametrize("header, field", [
-    ("ct.mhd", "ElementDataFile = LIST\nslab0.raw\nslab1.raw\n"),
-    ("ct.mhd", "ElementDataFile = slab%d.raw 0 1 1\n"),
-    ("ct.nhdr", "data file: LIST\nslab0.raw\nslab1.raw\n"),
-    ("ct.nhdr", "data file: slab%d.raw 0 1 1\n")])
-def test_a_pipe_among_the_data_files_a_header_lists_or_patterns_is_refused(tmp_path, header, field):
-    """A header's data files given as a LIST or a %d pattern were not looked at: ITK waited for a pipe
-    among them forever. Listed files are inputs too, that no output may replace."""
+@pytest.mark.parametrize("header, field, files", [
+    ("ct.mhd", "ElementDataFile = LIST\nslab0.raw\nslab1.raw\n\nnotes.txt\n", ["slab0.raw", "slab1.raw"]),
+    ("ct.mhd", "ElementDataFile = slab%d.raw 0 1 1\n", ["slab0.raw", "slab1.raw"]),
+    ("ct.mhd", "ElementDataFile = slab%d.raw\n", ["slab1.raw", "slab2.raw"]),  # MetaIO's MIN 1, MAX its slices
+    ("ct.mhd", "ElementDataFile = slab%d.raw 0 1000000000 1\n", ["slab0.raw", "slab1.raw"]),  # its slices only
+    ("ct.nhdr", "data file: LIST\nslab0.raw\nslab1.raw\n", ["slab0.raw", "slab1.raw"]),
+    ("ct.nhdr", "data file: slab%02d.raw 0 1 1\n", ["slab00.raw", "slab01.raw"]),
+    ("ct.nhdr", "data file: slab%d.raw 1 0 -1\n", ["slab1.raw", "slab0.raw"]),
+    ("ct.nhdr", "data file: LIST\n" + "".join(f"sub/{'x' * 200}{k}.raw\n" for k in range(2)),
+     [f"sub/{'x' * 200}{k}.raw" for k in range(2)])])
+def test_a_pipe_among_the_data_files_a_header_lists_or_patterns_is_refused(tmp_path, header, field, files):
+    """A header's data files given as a LIST or a pattern were not looked at: ITK waited for a pipe among
+    them forever. They are read as ITK reads them (MetaIO's LIST: as many names as slices; a pattern's
+    defaults and steps down), and are inputs too, that no output may replace."""
     array = sitk.GetArrayFromImage(ct_image()).astype(np.int16)
-    for k, part in enumerate(array):
-        (tmp_path / f"slab{k}.raw").write_bytes(np.ascontiguousarray(part).astype("<i2").tobytes())
+    (tmp_path / "sub").mkdir()
+    for name, part in zip(files, array):
+        (tmp_path / name).write_bytes(np.ascontiguousarray(part).astype("<i2").tobytes())
     if header.endswith(".mhd"):
         text = ("ObjectType = Image\nNDims = 3\nDimSize = 96 96 2\nElementSpacing = 0.7 0.7 2\n"
                 "ElementType = MET_SHORT\nElementByteOrderMSB = False\n" + field)
@@ -1003,11 +1038,19 @@ def test_a_pipe_among_the_data_files_a_header_lists_or_patterns_is_refused(tmp_p
                 "space origin: (0,0,0)\n" + field)
     (tmp_path / header).write_text(text, encoding="utf-8")
     np.testing.assert_array_equal(read_volume(tmp_path / header).array, array)
-    assert {resolved(tmp_path / "slab0.raw"), resolved(tmp_path / "slab1.raw")} <= set(input_files([tmp_path / header]))
-    (tmp_path / "slab1.raw").unlink()
-    os.mkfifo(tmp_path / "slab1.raw")
-    with pytest.raises(InputError, match=rf"cannot read {header}: its data file slab1\.raw is not a file"):
+    assert set(input_files([tmp_path / header])) == {resolved(tmp_path / n) for n in [header, *files]}
+    (tmp_path / files[1]).unlink()
+    os.mkfifo(tmp_path / files[1])
+    with pytest.raises(InputError, match=re.escape(f"cannot read {header}: its data file {files[1]} is not a file")):
         read_volume(tmp_path / header)
+
+
+def test_a_data_file_pattern_of_no_integer_conversion_is_left_to_the_image_library(tmp_path):
+    """A ``%c`` pattern of -1 ended in a traceback (Python's formatting refused it)."""
+    (tmp_path / "ct.mhd").write_text("ObjectType = Image\nNDims = 3\nDimSize = 96 96 2\nElementType = MET_SHORT\n"
+                                     "ElementDataFile = slab%c.raw -1 0 1\n", encoding="utf-8")
+    with pytest.raises(InputError, match="^cannot read ct.mhd: "):
+        read_volume(tmp_path / "ct.mhd")
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
