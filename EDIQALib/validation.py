@@ -61,10 +61,12 @@ def noise_sd_baseline(series: Series) -> list[float]:
 def validity_metric(series_list: list[Series], config: TeacherConfig, device: str = "cpu",
                     progress: Progress | None = None) -> Callable[[nn.Module], float]:
     """A checkpoint-selection metric: mean over series of Spearman ρ plus the relative score drop
-    from best to worst image (rewards a teacher that ranks correctly and does not saturate); ``progress``
-    is called as ``progress("validate", done, total)`` over the series of each evaluation."""
+    from best to worst image (rewards a teacher that ranks correctly and does not saturate), of a model
+    moved to ``device`` (a snapshot is read onto the CPU); ``progress`` is called as
+    ``progress("validate", done, total)`` over the series of each evaluation."""
 
     def metric(model: nn.Module) -> float:
+        model.to(device)  # select-detector on a GPU fed a snapshot read onto the CPU with images on the GPU
         shares = []
         for s in series_list:
             shares.append(series_validity(series_scores(model, s, config, device)))
