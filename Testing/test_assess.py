@@ -121,7 +121,11 @@ def test_compare_says_where_it_pairs_slices_that_lie_apart(tmp_path, student_fil
     assert _unpaired_slices(names, [grid(), grid(z=0.2)]) == []  # positions rounded to 0.1 mm, or nearly
     shifted = Geometry((128, 128, 3), (0.9, 0.9, 2.5), (-60.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
     assert _unpaired_slices(names, [grid(), shifted]) == []  # another field of view, the same slices
-    assert _unpaired_slices(names, [Geometry((128, 128), (0.7, 0.7), (0.0, 0.0), (1, 0, 0, 1))] * 2) == []
+    flat = Geometry((128, 128), (0.7, 0.7), (0.0, 0.0), (1, 0, 0, 1))  # a 2-D image
+    assert _unpaired_slices(names, [flat] * 2) == []
+    for pair, counts in (([flat, grid()], "1 and 3"), ([grid(), flat], "3 and 1")):  # beside a volume: an
+        [note] = _unpaired_slices(names, pair)  # IndexError before (a 2-D grid has no third spacing)
+        assert f"different positions ({counts} slices)" in note
     for other, why in ((grid(z=2.5), "first slices 2.5 mm apart"), (grid(spacing=3.0), "slices 2.5 and 3 mm apart"),
                        (grid(slices=4), "3 and 4 slices"),
                        (grid(direction=(1, 0, 0, 0, 0, 1, 0, -1, 0)), "slices in other planes"),

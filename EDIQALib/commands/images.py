@@ -282,7 +282,7 @@ def _unpaired_slices(inputs: list[str], grids: list[Geometry]) -> list[str]:
             continue
         along = float(np.dot(normal, first_normal))
         positions = positions * np.sign(along)  # along the first input's slice axis: stacked either way
-        steps = (grids[0].spacing[2], grid.spacing[2])
+        steps = tuple(g.spacing[2] if g.dimension == 3 else 0.0 for g in (grids[0], grid))  # a 2-D image: one slice
         if len(positions) != len(first):
             why = f"{len(first)} and {len(positions)} slices"
         elif abs(along) < 0.9999:
