@@ -91,10 +91,11 @@ def caveats(volume: Volume, result: QualityResult) -> list[str]:
     across its acquired slices (its slices are scored as stored), and a result without one assessable slice
     (it has no score: null in ``result.json``, NaN in Python)."""
     notes = [mr_caveat(result.name)] if result.modality == "mr" else []
-    if result.modality == "ct" and volume.array.min() >= 0:
-        notes.append(f"{result.name}: assessed as CT, but no value lies below 0 HU (no air, no fat): if its values "
-                     "are not Hounsfield units (a rescale left out, a windowed export, an MR image), its scores "
-                     "mean nothing")
+    # a padding value below air's (-2000, -3024 outside the field of view) is no value of the body
+    if result.modality == "ct" and np.min(volume.array, where=volume.array >= -1024, initial=np.inf) >= 0:
+        notes.append(f"{result.name}: assessed as CT, but no value lies below 0 HU (no air, no fat; padding aside): "
+                     "if its values are not Hounsfield units (a rescale left out, a windowed export, an MR image), "
+                     "its scores mean nothing")
     if result.modality == "mr" and shows_air_in_hu(volume.array):
         notes.append(f"{result.name}: assessed as MR, but its values reach −1000 as a CT's air does: if it is a CT, "
                      "assess it as CT")

@@ -480,12 +480,17 @@ def test_values_unlike_the_modality_assessed_are_named(student_file):
     import EDIQALib
 
     image = ct_image(slices=1, size=128)
-    with pytest.warns(UserWarning, match=r"image: assessed as CT, but no value lies below 0 HU \(no air, no fat\)"):
-        EDIQALib.assess(image + 1024, model=str(student_file), device="cpu", modality="ct")
+    padded = sitk.GetArrayFromImage(image + 1024)  # as stored, with a scanner's padding outside its field of view
+    padded[:, :8, :] = -2000  # (a padding below air's made it pass for HU)
+    for stored in (image + 1024, sitk.GetImageFromArray(padded)):
+        with pytest.warns(UserWarning, match=r"image: assessed as CT, but no value lies below 0 HU \(no air, no fat; "):
+            EDIQALib.assess(stored, model=str(student_file), device="cpu", modality="ct")
     with pytest.warns(UserWarning) as caught:  # beside MR's own caveat
         EDIQALib.assess(image, model=str(student_file), device="cpu", modality="mr")
     assert any("image: assessed as MR, but its values reach −1000 as a CT's air does" in str(w.message) for w in caught)
-    for as_read, modality in ((image, "ct"), (image + 1024, "mr")):  # a CT as CT; MR-like units as MR
+    in_hu = sitk.GetArrayFromImage(image)
+    in_hu[:, :8, :] = -3024  # a CT in HU with its padding: no warning
+    for as_read, modality in ((image, "ct"), (sitk.GetImageFromArray(in_hu), "ct"), (image + 1024, "mr")):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             EDIQALib.assess(as_read, model=str(student_file), device="cpu", modality=modality)
