@@ -86,11 +86,15 @@ def mr_caveat(name: str) -> str:
 
 def caveats(volume: Volume, result: QualityResult) -> list[str]:
     """What a user must know to read ``result`` (the CLI prints each as a warning line): a result assessed as
-    MR (the shipped models learnt from CT only, and their MR scores are not validated), values that do not look
+    MR (the shipped models learnt from CT only, and their MR scores are not validated), or as another modality
+    than the file's Modality tag names (``--modality`` chose it), values that do not look
     like the modality assessed (a CT without a value below 0 HU, an MR with a CT's air), a volume that looks stored
     across its acquired slices (its slices are scored as stored), and a result without one assessable slice
     (it has no score: null in ``result.json``, NaN in Python)."""
     notes = [mr_caveat(result.name)] if result.modality == "mr" else []
+    if volume.tagged and volume.tagged != result.modality:
+        notes.append(f"{result.name}: its Modality tag says {volume.tagged.upper()}; assessed as "
+                     f"{result.modality.upper()}, as asked")
     # a padding value below air's (-2000, -3024 outside the field of view) is no value of the body
     if result.modality == "ct" and np.min(volume.array, where=volume.array >= -1024, initial=np.inf) >= 0:
         notes.append(f"{result.name}: assessed as CT, but no value lies below 0 HU (no air, no fat; padding aside): "

@@ -96,12 +96,16 @@ class Volume:
         geometry: the image's as read: size, spacing, origin and direction, for writers.
         modality: ``"ct"`` or ``"mr"``.
         name: a short name for reports (file stem).
+        tagged: the modality the image's Modality tag (0008,0060; DICOM's, or kept in NRRD or MHA metadata)
+            names, ``"ct"``, ``"mr"`` or the tag's text for another, when it names one: what ``modality`` was
+            chosen over where they differ.
     """
 
     array: np.ndarray
     geometry: Geometry
     modality: str
     name: str
+    tagged: str | None = None
 
     def __post_init__(self) -> None:
         """Raises InputError for a modality other than ``"ct"``/``"mr"``, an array off its image's grid, or a
@@ -602,7 +606,8 @@ def volume_from_image(image: sitk.Image, name: str, raw_modality: str | None = N
     if modality == "ct" and max(-low, high) > MAX_ABS_HU:
         raise InputError(f"{name}: values from {low:.4g} to {high:.4g} are not Hounsfield units (CT lies within "
                          f"±{MAX_ABS_HU:g})")
-    return Volume(array=array, geometry=geometry, modality=modality, name=name)
+    tagged = _DICOM_MODALITY.get(raw_modality.strip().upper(), raw_modality.strip()) if raw_modality else None
+    return Volume(array=array, geometry=geometry, modality=modality, name=name, tagged=tagged or None)
 
 
 SLICE_SPACING_RANGE_MM = (1e-6, 1e6)  # beyond it, a broken header's (and NRRD cannot keep it)

@@ -19,6 +19,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from pydicom.data import get_testdata_file
 from scipy import ndimage as ndi
 
 from EDIQALib import assessment
@@ -488,6 +489,9 @@ def test_values_unlike_the_modality_assessed_are_named(student_file):
     with pytest.warns(UserWarning) as caught:  # beside MR's own caveat
         EDIQALib.assess(image, model=str(student_file), device="cpu", modality="mr")
     assert any("image: assessed as MR, but its values reach −1000 as a CT's air does" in str(w.message) for w in caught)
+    with pytest.warns(UserWarning) as caught:  # a CT whose padding is set aside shows no air: its tag says it
+        EDIQALib.assess(get_testdata_file("CT_small.dcm"), model=str(student_file), device="cpu", modality="mr")
+    assert any("CT_small: its Modality tag says CT; assessed as MR, as asked" in str(w.message) for w in caught)
     in_hu = sitk.GetArrayFromImage(image)
     in_hu[:, :8, :] = -3024  # a CT in HU with its padding: no warning
     for as_read, modality in ((image, "ct"), (sitk.GetImageFromArray(in_hu), "ct"), (image + 1024, "mr")):
