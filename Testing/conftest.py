@@ -3,6 +3,7 @@ this process."""
 from __future__ import annotations
 
 import contextlib
+import locale
 import os
 import signal
 import subprocess
@@ -103,3 +104,35 @@ def ctrl_c_interrupts():
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, previous)
+
+
+def write_dicom_series(folder, image: sitk.Image, **series: str) -> None:
+    """``image`` as a DICOM series in the new ``folder``; ``series``: its UID, number and description."""
+    ctype = locale.setlocale(locale.LC_CTYPE)
+    try:
+        _write_slices(folder, image, **series)
+    finally:  # GDCM's writer sets the C locale for the whole process: later tests would decode text as ASCII
+        locale.setlocale(locale.LC_CTYPE, ctype)
+
+
+def _write_slices(folder, image: sitk.Image, uid: str = "1.2.826.0.1.3680043.2.1125.1.42", number: str = "",
+                  description: str = "") -> None:
+    folder.mkdir()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    direction = image.GetDirection()
+    arr = np.round(sitk.GetArrayFromImage(image)).astype(np.int16)
+    for k in range(image.GetDepth()):
+        sl = sitk.GetImageFromArray(arr[k:k + 1])
+        sl.SetSpacing(image.GetSpacing())
+        sl.SetDirection(direction)
+        sl.SetOrigin(image.TransformIndexToPhysicalPoint((0, 0, k)))
+        tags = {"0008|0060": "CT", "0020|000e": uid, "0020|0013": str(k + 1), "0020|0011": number,
+                "0008|103e": description, "0008|0018": f"{uid}.{k + 1}",
+                "0020|0032": "\\".join(f"{x:.6f}" for x in sl.GetOrigin()),
+                "0020|0037": "\\".join(f"{x:.7f}" for x in direction[0:9:3] + direction[1:9:3]),
+                "0018|0050": str(image.GetSpacing()[2]), "0028|1052": "0", "0028|1053": "1"}
+        for key, value in tags.items():
+            sl.SetMetaData(key, value)
+        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
+        writer.Execute(sl)

@@ -19,7 +19,7 @@ from EDIQALib.commands.images import folder_names
 from EDIQALib.errors import InputError
 from EDIQALib.io import check_outputs, read_volume
 from EDIQALib.simulate import ACQUIRED_NOISE_SD_HU, correlated_noise, phantom
-from conftest import ct_image, ediqa, water_cylinder
+from conftest import ct_image, ediqa, water_cylinder, write_dicom_series
 
 TINY = ["--realizations", "2", "--repeats", "1"]
 
@@ -181,6 +181,43 @@ def test_an_interrupted_simulate_leaves_no_part_of_its_series(tmp_path, monkeypa
     assert cli.main(["simulate", str(src), "--doses", "1,0.1", "--views", "60", "--out", str(out),
                      "--progress", "none"]) == 130
     assert len(written) == 1 and not out.exists()
+
+
+def test_a_simulation_or_split_written_meanwhile_into_the_same_folder_is_found_before_the_images_go_in(
+        tmp_path, monkeypatch):
+    """Two simulate runs of other seeds into one folder, or two split-series into one --out, each passed the
+    check at its start and both went in: one series of two simulations, two exports' series in one folder.
+    The other run is played here by writing its output while this one computes."""
+    from EDIQALib import simulate
+
+    src = tmp_path / "ct.nrrd"
+    sitk.WriteImage(ct_image(slices=1, size=96, spacing=(0.7, 0.7, 1.0)), str(src))
+    real = simulate.simulate_series
+
+    def meanwhile(*args, **kwargs):  # another simulate of another seed ends first
+        monkeypatch.setattr(simulate, "simulate_series", real)
+        other = ediqa("simulate", src, "--doses", "0.25", "--views", "90", "--seed", "2", "--out", tmp_path / "sim",
+                      "--progress", "none")
+        assert other.returncode == 0, other.stderr
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(simulate, "simulate_series", meanwhile)
+    proc = ediqa("simulate", src, "--doses", "0.5", "--views", "90", "--out", tmp_path / "sim", "--progress", "none")
+    assert proc.returncode == 2 and "dose0.25_views90_ramp.nrrd, simulated with another --seed" in proc.stderr
+    assert [p.name for p in (tmp_path / "sim").iterdir()] == ["ct_dose0.25_views90_ramp.nrrd"]  # the other's alone
+
+    series = tmp_path / "series"
+    write_dicom_series(series, ct_image(slices=2, size=96), number="3", description="HEAD")
+    copy = shutil.copyfile
+
+    def other_split(src_file, dst):  # another split-series put its series into the same folder first
+        (tmp_path / "split" / "3-HEAD" / "b-slice000.dcm").write_bytes(b"its slice")
+        return copy(src_file, dst)
+
+    monkeypatch.setattr(shutil, "copyfile", other_split)
+    proc = ediqa("split-series", series, "--out", tmp_path / "split", "--progress", "none")
+    assert proc.returncode == 2 and "3-HEAD already exists: give another --out" in proc.stderr
+    assert sorted(p.name for p in (tmp_path / "split" / "3-HEAD").iterdir()) == ["b-slice000.dcm"]
 
 
 def test_simulate_noise_follows_its_seed_and_differs_between_slices(tmp_path):

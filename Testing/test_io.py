@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import locale
 import math
 import os
 import re
@@ -19,7 +18,7 @@ from pydicom.data import get_testdata_file
 from EDIQALib.errors import InputError
 from EDIQALib.io import (check_outputs, check_same_geometry, image_like, input_files, read_volume, resolved,
                           volume_from_image, write_image)
-from conftest import OBLIQUE, ct_image, ediqa
+from conftest import OBLIQUE, ct_image, ediqa, write_dicom_series
 
 
 def assert_same_geometry(a: sitk.Image, b: sitk.Image) -> None:
@@ -69,51 +68,19 @@ def test_dicom_file_is_read_in_hounsfield_units():
     np.testing.assert_allclose(vol.spacing_xy, (0.661468, 0.661468), rtol=1e-5)
 
 
-def _write_dicom_series(folder, image: sitk.Image, **series: str) -> None:
-    """``image`` as a DICOM series in the new ``folder``; ``series``: its UID, number and description."""
-    ctype = locale.setlocale(locale.LC_CTYPE)
-    try:
-        _write_slices(folder, image, **series)
-    finally:  # GDCM's writer sets the C locale for the whole process: later tests would decode text as ASCII
-        locale.setlocale(locale.LC_CTYPE, ctype)
-
-
-def _write_slices(folder, image: sitk.Image, uid: str = "1.2.826.0.1.3680043.2.1125.1.42", number: str = "",
-                  description: str = "") -> None:
-    folder.mkdir()
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    direction = image.GetDirection()
-    arr = np.round(sitk.GetArrayFromImage(image)).astype(np.int16)
-    for k in range(image.GetDepth()):
-        sl = sitk.GetImageFromArray(arr[k:k + 1])
-        sl.SetSpacing(image.GetSpacing())
-        sl.SetDirection(direction)
-        sl.SetOrigin(image.TransformIndexToPhysicalPoint((0, 0, k)))
-        tags = {"0008|0060": "CT", "0020|000e": uid, "0020|0013": str(k + 1), "0020|0011": number,
-                "0008|103e": description, "0008|0018": f"{uid}.{k + 1}",
-                "0020|0032": "\\".join(f"{x:.6f}" for x in sl.GetOrigin()),
-                "0020|0037": "\\".join(f"{x:.7f}" for x in direction[0:9:3] + direction[1:9:3]),
-                "0018|0050": str(image.GetSpacing()[2]), "0028|1052": "0", "0028|1053": "1"}
-        for key, value in tags.items():
-            sl.SetMetaData(key, value)
-        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
-        writer.Execute(sl)
-
-
 def test_series_alike_in_the_listing_are_told_apart_by_uid_and_a_link_loop_is_named(tmp_path):
     """Two series of one number and no description were listed as "#1 (CT, 2 files); #1 (CT, 2 files)"; a
     link leading round in a loop beside a series made GDCM find no series at all in the folder."""
     study = tmp_path / "study"
     study.mkdir()
     for uid in ("1.2.3.4.7", "1.2.3.4.8"):
-        _write_dicom_series(tmp_path / uid, ct_image(slices=2, size=96, seed=1), uid=uid, number="1")
+        write_dicom_series(tmp_path / uid, ct_image(slices=2, size=96, seed=1), uid=uid, number="1")
         for f in (tmp_path / uid).iterdir():
             f.rename(study / f"{uid}-{f.name}")
     with pytest.raises(InputError, match=re.escape("holds 2 DICOM series: #1 (CT, 2 files) [UID 1.2.3.4.7]; "
                                                    "#1 (CT, 2 files) [UID 1.2.3.4.8]. Point")):
         read_volume(study)
-    _write_dicom_series(tmp_path / "series", ct_image(slices=3, size=96))
+    write_dicom_series(tmp_path / "series", ct_image(slices=3, size=96))
     (tmp_path / "series" / "a").symlink_to("b")
     (tmp_path / "series" / "b").symlink_to("a")
     with pytest.raises(InputError, match="^series: a is a link that leads round in a loop; remove it from the series folder$"):
@@ -129,7 +96,7 @@ def test_a_folder_of_several_dicom_series_names_them_and_split_series_parts_them
     study.mkdir()
     thick, thin = ct_image(slices=3, size=96, seed=1), ct_image(slices=4, size=96, seed=2)
     for image, uid, number, description in ((thick, "1.2.3.4.5", "2", "ABD 5mm"), (thin, "1.2.3.4.6", "3", "ABD 1mm")):
-        _write_dicom_series(tmp_path / number, image, uid=uid, number=number, description=description)
+        write_dicom_series(tmp_path / number, image, uid=uid, number=number, description=description)
         for f in (tmp_path / number).iterdir():
             f.rename(study / f"s{number}-{f.name}")
     before = sorted((f.name, f.read_bytes()) for f in study.iterdir())
@@ -162,7 +129,7 @@ def test_dicom_series_folder_keeps_geometry(tmp_path, direction):
     """A series turned in its plane, and one tilted out of it (its slices step along y and z): slice positions
     are judged along the slice normal."""
     original = ct_image(slices=3, direction=direction)
-    _write_dicom_series(tmp_path / "series", original)
+    write_dicom_series(tmp_path / "series", original)
     vol = read_volume(tmp_path / "series")
     assert vol.modality == "ct"
     assert_same_geometry(image_like(vol.array, vol.geometry), original)
@@ -172,7 +139,7 @@ def test_dicom_series_folder_keeps_geometry(tmp_path, direction):
 def test_an_oblique_series_of_small_pixels_with_rounded_positions_is_read(tmp_path):
     """Positions rounded to 0.1 mm put the slices of an oblique series up to 0.17 mm off one line, which
     the sheared-stack check must take, also where half a pixel is less."""
-    _write_dicom_series(tmp_path / "series", ct_image(slices=4, size=200, spacing=(0.25, 0.25, 1.3),
+    write_dicom_series(tmp_path / "series", ct_image(slices=4, size=200, spacing=(0.25, 0.25, 1.3),
                                                       direction=(1, 0, 0, 0, 0.7071068, -0.7071068, 0, 0.7071068, 0.7071068)))
     for path in (tmp_path / "series").iterdir():
         _retag(path, ImagePositionPatient=[round(float(v), 1) for v in pydicom.dcmread(path).ImagePositionPatient])
@@ -228,7 +195,7 @@ def test_bad_input_raises_one_clear_error(tmp_path, make, message):
 
 def test_an_empty_path_is_no_input_not_the_current_folder(tmp_path, monkeypatch):
     """``EDIQALib.assess("")`` read the current folder, a DICOM series where it was one."""
-    _write_dicom_series(tmp_path / "series", ct_image(slices=2, spacing=(0.7, 0.7, 2.0)))
+    write_dicom_series(tmp_path / "series", ct_image(slices=2, spacing=(0.7, 0.7, 2.0)))
     monkeypatch.chdir(tmp_path / "series")
     for empty in ("", " "):
         with pytest.raises(InputError, match="an empty path names no input"):
@@ -317,7 +284,7 @@ def test_a_dicom_series_with_a_slice_damaged_twice_missing_or_unlike_the_others_
     """ITK stacks what it can read at one spacing: a damaged file was left out, a copy, a gap or a slice
     without a position (stacked last) put every later slice at a wrong place, and the first slice's modality,
     pixel spacing and orientation stood for all, each without a word."""
-    _write_dicom_series(tmp_path / "series", ct_image(slices=4, spacing=(0.7, 0.7, 2.0)))
+    write_dicom_series(tmp_path / "series", ct_image(slices=4, spacing=(0.7, 0.7, 2.0)))
     assert read_volume(tmp_path / "series").array.shape[0] == 4
     spoil({f.name: f for f in (tmp_path / "series").iterdir()})
     with pytest.raises(InputError, match=says):
@@ -328,7 +295,7 @@ def test_a_dicom_series_reads_beside_files_that_are_no_slices_of_it_and_from_ins
     """A DICOMDIR, a report of the same series (no pixels), a copy's ``._`` resource fork, an empty ``.dcm``
     note, positions rounded to 0.1 mm: none of them is a damaged or missing slice. Read from inside the
     folder (``.``), GDCM names its files ``./...``."""
-    _write_dicom_series(tmp_path / "series", ct_image(slices=4, spacing=(0.7, 0.7, 0.625)))
+    write_dicom_series(tmp_path / "series", ct_image(slices=4, spacing=(0.7, 0.7, 0.625)))
     folder = tmp_path / "series"
     for k, f in enumerate(sorted(folder.iterdir())):  # z positions 0.6, 1.2, 1.9: steps of 0.6 and 0.7 mm
         _retag(f, ImagePositionPatient=[*pydicom.dcmread(f).ImagePositionPatient[:2], round(0.625 * k, 1)])
@@ -416,7 +383,7 @@ def test_a_multi_frame_file_whose_frames_cannot_stack_is_refused(tmp_path, offse
 
 def test_a_dicom_slice_or_series_without_pixel_spacing_is_refused(tmp_path):
     """Read at 1 mm pixels, its lesions were inserted at the wrong size and its score was another."""
-    _write_dicom_series(tmp_path / "series", ct_image(slices=2, spacing=(0.7, 0.7, 2.0)))
+    write_dicom_series(tmp_path / "series", ct_image(slices=2, spacing=(0.7, 0.7, 2.0)))
     for f in (tmp_path / "series").iterdir():
         _untag(f, "PixelSpacing")
     with pytest.raises(InputError, match=r"series: no pixel spacing \(DICOM Pixel Spacing missing, not above zero, or not a number\)"):
@@ -430,7 +397,7 @@ def test_a_series_whose_slices_are_rescaled_differently_reads_in_hounsfield_unit
     negative values wrapped round to about +64 500 "HU", and air was read as body."""
     image = ct_image(slices=3, spacing=(0.7, 0.7, 2.0))
     hu = np.round(sitk.GetArrayFromImage(image))
-    _write_dicom_series(tmp_path / "series", image)
+    write_dicom_series(tmp_path / "series", image)
     expected = hu.copy()
     expected[0] = np.clip(hu[0], 0, None)  # the first slice stored unsigned as it is: no negative values
     for k, f in enumerate(sorted((tmp_path / "series").iterdir())):
@@ -447,7 +414,7 @@ def test_padding_above_the_image_s_values_is_read_as_its_lowest_value(tmp_path):
     image = ct_image(slices=2, size=128, spacing=(0.7, 0.7, 2.0))
     hu = np.round(sitk.GetArrayFromImage(image))
     outside = np.hypot(*np.mgrid[-64:64, -64:64]) > 60
-    _write_dicom_series(tmp_path / "series", image)
+    write_dicom_series(tmp_path / "series", image)
     for k, f in enumerate(sorted((tmp_path / "series").iterdir())):
         stored = np.where(outside, 63536, np.clip(hu[k] + 1024, 0, None)).astype(np.uint16)
         _retag(f, PixelRepresentation=0, BitsStored=16, HighBit=15, RescaleIntercept=-1024,
@@ -466,7 +433,7 @@ def test_padding_above_the_image_s_values_is_read_as_its_lowest_value(tmp_path):
 
 def test_monochrome1_pixels_are_refused(tmp_path):
     """GDCM inverts MONOCHROME1 pixels: a CT stored so read at +61 600 to +64 500 HU, "too little body"."""
-    _write_dicom_series(tmp_path / "series", ct_image(slices=2, spacing=(0.7, 0.7, 2.0)))
+    write_dicom_series(tmp_path / "series", ct_image(slices=2, spacing=(0.7, 0.7, 2.0)))
     for f in (tmp_path / "series").iterdir():
         _retag(f, PhotometricInterpretation="MONOCHROME1")
     for path, name in ((tmp_path / "series", "series"), (tmp_path / "series" / "slice000.dcm", "slice000.dcm")):
@@ -538,7 +505,7 @@ def test_a_dicom_disc_points_to_its_series_folders(tmp_path):
 
 
 def test_two_slices_at_one_position_are_refused(tmp_path):
-    _write_dicom_series(tmp_path / "series", ct_image(slices=1))
+    write_dicom_series(tmp_path / "series", ct_image(slices=1))
     shutil.copy(tmp_path / "series" / "slice000.dcm", tmp_path / "series" / "again.dcm")
     with pytest.raises(InputError, match="two slices of the series lie at one position"):
         read_volume(tmp_path / "series")
@@ -687,7 +654,7 @@ def test_a_rescale_that_is_no_number_is_refused_in_a_file_and_in_a_series(tmp_pa
     _raw_tag(path, tag, b"")  # a blank value is none given: the default
     assert read_volume(path).array.min() == pytest.approx(
         read_volume(get_testdata_file("CT_small.dcm")).array.min() + (1024 if tag == 0x00281052 else 0))
-    _write_dicom_series(tmp_path / "series", ct_image(slices=4))
+    write_dicom_series(tmp_path / "series", ct_image(slices=4))
     _raw_tag(tmp_path / "series" / "slice002.dcm", tag, text)
     with pytest.raises(InputError, match=re.escape(f"series: slice slice002.dcm: its {says}")):
         read_volume(tmp_path / "series")
@@ -976,7 +943,7 @@ def test_an_output_is_no_input_by_a_hard_link_and_no_longer_a_name_than_its_fold
 
 def test_a_series_file_whose_name_is_not_utf8_is_one_line(tmp_path):
     """The folder's name was checked, but not its files': ITK was given them by name, a TypeError."""
-    _write_dicom_series(tmp_path / "series", ct_image(slices=2, spacing=(0.7, 0.7, 2.0)))
+    write_dicom_series(tmp_path / "series", ct_image(slices=2, spacing=(0.7, 0.7, 2.0)))
     first = sorted((tmp_path / "series").iterdir())[0]
     first.rename(first.with_name(os.fsdecode(b"s\xe9.dcm")))
     with pytest.raises(InputError, match="a name in this path is not UTF-8 text"):
@@ -1057,7 +1024,7 @@ def test_a_data_file_pattern_of_no_integer_conversion_is_left_to_the_image_libra
 def test_a_pipe_in_or_below_a_series_folder_is_named_not_waited_for(tmp_path):
     """GDCM's scan left a good slice out beside a pipe (and the slice was blamed); a pipe in a sub-folder of a
     folder without a series was opened to look for DICOM files, and waited for forever."""
-    _write_dicom_series(tmp_path / "series", ct_image(slices=3, spacing=(0.7, 0.7, 2.0)))
+    write_dicom_series(tmp_path / "series", ct_image(slices=3, spacing=(0.7, 0.7, 2.0)))
     os.mkfifo(tmp_path / "series" / "zz.dcm")
     with pytest.raises(InputError, match=r"series: zz\.dcm is not a file \(a pipe or a device\); move it out"):
         read_volume(tmp_path / "series")
@@ -1109,7 +1076,7 @@ def test_a_multi_frame_file_with_fewer_frames_than_its_header_says_is_refused(tm
 def test_a_dicom_pixel_spacing_of_zero_or_no_number_is_refused(tmp_path, spacing):
     """GDCM read it as 1 mm (a 0.66 mm slice's score went from 0.08 to 0.17). A negative one was called
     "missing, zero or not a number"."""
-    _write_dicom_series(tmp_path / "series", ct_image(slices=2, spacing=(0.7, 0.7, 2.0)))
+    write_dicom_series(tmp_path / "series", ct_image(slices=2, spacing=(0.7, 0.7, 2.0)))
     for f in (tmp_path / "series").iterdir():
         _retag(f, PixelSpacing=spacing)
     for given in (tmp_path / "series", tmp_path / "series" / "slice000.dcm"):
@@ -1174,7 +1141,7 @@ def test_an_interrupt_during_a_read_does_not_lose_the_line_that_says_so():
 @pytest.mark.parametrize("orientation", [[0, 0, 0, 0, 0, 0], [1, 0, 0, 1, 0, 0]], ids=["zeros", "one-line"])
 def test_a_dicom_orientation_that_is_no_pair_of_directions_is_refused(tmp_path, orientation):
     """GDCM read it as axial without a word."""
-    _write_dicom_series(tmp_path / "series", ct_image(slices=2, spacing=(0.7, 0.7, 2.0)))
+    write_dicom_series(tmp_path / "series", ct_image(slices=2, spacing=(0.7, 0.7, 2.0)))
     for f in (tmp_path / "series").iterdir():
         _retag(f, ImageOrientationPatient=orientation)
     for given, name in ((tmp_path / "series", "series"), (tmp_path / "series" / "slice000.dcm", r"slice000\.dcm")):

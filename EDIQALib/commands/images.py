@@ -76,6 +76,9 @@ def write_simulation(args: argparse.Namespace) -> list[str]:
             image = image_like(slices, vol.geometry)
             image.SetMetaData(SIMULATION_TAG, json.dumps(settings))
             write_image(image, staging / path.name, "CT")
+        # again, as the images go in: another simulate into the folder may have ended meanwhile (two at once,
+        # of other seeds, both passed the check at their start and left one series of two simulations)
+        _check_one_simulation(Path(args.out), vol.name, paths, settings)
     return [str(p) for p in paths]
 
 
@@ -362,21 +365,36 @@ def cmd_split_series(args: argparse.Namespace) -> None:
     if not listed:
         raise no_series_error(folder)
     names = folder_names([_series_folder_name(s) for s in listed])
-    taken = next((out / n for n in names if (out / n).exists()), None)
-    if taken is not None:
-        raise InputError(f"{taken} already exists: give another --out (a series is copied into a new folder, "
-                         "not among other files)")
+    _check_new_folders([out / n for n in names], set())
     check_outputs([out / n / Path(f).name for n, s in zip(names, listed) for f in s.files], [str(folder)])
     progress = progress_for(args)
     with staged_together() as stage_in:
+        stagings = set()
         for done, (name, series) in enumerate(zip(names, listed), start=1):
             staging = stage_in(out / name)
+            stagings.add(staging)
             for f in series.files:
                 shutil.copyfile(f, staging / Path(f).name)
             progress("copying", done, len(listed))
+        # again, as the series go in: another split-series into --out may have ended meanwhile (two at once
+        # both found the folders new at their start, and put two exports' series into one folder)
+        _check_new_folders([out / n for n in names], stagings)
     print_result(args, {"out": str(out), "series": [
         {"folder": str(out / n), "number": s.number, "description": s.description, "modality": s.modality,
          "files": len(s.files)} for n, s in zip(names, listed)]})
+
+
+def _check_new_folders(folders: list[Path], stagings: set[Path]) -> None:
+    """A series is copied into a folder of its own: each of ``folders`` must not exist, or hold nothing but
+    this run's ``stagings``.
+
+    Raises:
+        InputError: naming the first that holds something else.
+    """
+    taken = next((f for f in folders if f.exists() and any(p not in stagings for p in f.iterdir())), None)
+    if taken is not None:
+        raise InputError(f"{taken} already exists: give another --out (a series is copied into a new folder, "
+                         "not among other files)")
 
 
 def _series_folder_name(series: SeriesListing) -> str:
