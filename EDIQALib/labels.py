@@ -119,6 +119,13 @@ def maps_folder(labels_csv: str | Path) -> Path:
     return labels_csv.parent / f"{labels_csv.stem}_maps"
 
 
+def labels_lock(labels_csv: str | Path) -> Path:
+    """The lock file a labelling run into ``labels_csv`` holds: named for its maps folder, which ``L.csv``
+    and ``L.txt`` share (a lock of each file's own let two runs write one folder of maps)."""
+    maps = maps_folder(labels_csv)
+    return maps.with_name(f".{maps.name}.lock")
+
+
 def pool_map(heatmap: np.ndarray) -> np.ndarray:
     """Average a map over :data:`MAP_STRIDE` × :data:`MAP_STRIDE` blocks (a partial block at the end of a row or
     column dropped), ignoring NaN (NaN where a block has no value), as float16."""
@@ -327,7 +334,7 @@ def label_series(series: list[SeriesImages], scorer: SliceScorer, insertion: Ins
     inputs = [(s.name, s.files) for s in series]
     # one run at a time writes this file (two appended to files that replaced each other, and one run's rows
     # were lost): rank 0 holds the lock before any rank writes
-    with exclusive(out_csv.with_name(f".{out_csv.name}.lock"), str(out_csv)) if rank == 0 else nullcontext():
+    with exclusive(labels_lock(out_csv), str(out_csv)) if rank == 0 else nullcontext():
         if rank == 0 and _leftover_parts(out_csv):  # a run under torchrun cut short, of any number of ranks
             merge_parts(inputs, out_csv)
         barrier(world)

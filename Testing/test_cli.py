@@ -933,12 +933,13 @@ def test_a_run_folder_or_labels_file_is_written_by_one_run_at_a_time(tmp_path):
         assert_one_line_error(proc)
         assert "run is being written by another run" in proc.stderr
         assert [p.name for p in (tmp_path / "run").iterdir()] == [".lock"]  # no bank, no run.json
-    with exclusive(tmp_path / ".labels.csv.lock", "the first run"):
-        proc = ediqa("label", src, "--out", tmp_path / "labels.csv", "--realizations", "2", "--repeats", "1",
-                     "--progress", "none")
-        assert_one_line_error(proc)
-        assert "labels.csv is being written by another run" in proc.stderr
-        assert not (tmp_path / "labels.csv").exists()
+    with exclusive(tmp_path / ".labels_maps.lock", "the first run"):
+        for name in ("labels.csv", "labels.txt"):  # a file of another suffix shares the maps folder labels_maps
+            proc = ediqa("label", src, "--out", tmp_path / name, "--realizations", "2", "--repeats", "1",
+                         "--progress", "none")
+            assert_one_line_error(proc)
+            assert f"{name} is being written by another run" in proc.stderr
+            assert not (tmp_path / name).exists()
     proc = ediqa("label", src, "--out", tmp_path / "labels.csv", "--realizations", "2", "--repeats", "1",
                  "--progress", "none")  # once the first has ended
     assert proc.returncode == 0, proc.stderr

@@ -128,7 +128,7 @@ def test_the_ranks_parts_are_merged_before_the_labels_file_is_unlocked(tmp_path,
 
     def merge(inputs, out_csv):
         with pytest.raises(InputError, match="is being written by another run"):
-            with exclusive(out_csv.with_name(f".{out_csv.name}.lock"), str(out_csv)):
+            with exclusive(labels.labels_lock(out_csv), str(out_csv)):
                 pass
         merged.append(out_csv)
         return merge_parts(inputs, out_csv)
