@@ -515,6 +515,19 @@ def _read_error_detail(exc: RuntimeError, printed: str) -> str:
     return re.sub(r"\(0x[0-9a-fA-F]+\)", "", detail).strip().rstrip(":").strip()[:120]
 
 
+def input_not_found(path: Path) -> InputError:
+    """The error for an input that does not exist, or is a link that leads to no file or round in a loop
+    (which "not found" would hide: the link itself is there)."""
+    if not path.is_symlink():
+        return InputError(f"input not found: {path}")
+    try:
+        path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return InputError(f"input {path} is a link that leads round in a loop")
+    return InputError(f"input {path} is a link to {os.readlink(path)}, which does not exist")
+
+
 def read_volume(path: str | os.PathLike, modality: str | None = None) -> Volume:
     """Read NRRD, NIfTI, MHA/MHD, one DICOM file or a DICOM series folder.
 
@@ -532,7 +545,7 @@ def read_volume(path: str | os.PathLike, modality: str | None = None) -> Volume:
         raise InputError("an empty path names no input file or folder")
     p = Path(path)
     if not p.exists():
-        raise InputError(f"input not found: {p}")
+        raise input_not_found(p)
     if not (p.is_file() or p.is_dir()):  # the image library would wait for a pipe's writer forever
         raise InputError(f"cannot read {p}: neither a file nor a folder (a pipe or a device)")
     check_utf8(p)

@@ -28,7 +28,8 @@ from skimage.measure import block_reduce
 from .backgrounds import slice_background
 from .choices import MAP_STRIDE
 from .errors import InputError
-from .io import Volume, check_same_geometry, exclusive, image_stem, read_json, read_volume, write_text
+from .io import (Volume, check_same_geometry, exclusive, image_stem, input_not_found, read_json, read_volume,
+                 write_text)
 from .preprocess import to_canonical, volume_range
 from .progress import Progress
 from .scoring import ScoredSlice, SliceScorer
@@ -45,7 +46,7 @@ def discover_series(paths: list[str | Path]) -> list[tuple[str, list[Path]]]:
     out = []
     for p in map(Path, paths):
         if not p.exists():
-            raise InputError(f"input not found: {p}")
+            raise input_not_found(p)
         name = Path(os.path.abspath(p)).name  # names its maps' folder: "." is the folder's, a link keeps its own
         if not name:
             raise InputError(f"{p} is no series folder (a series is named after its folder)")

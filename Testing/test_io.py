@@ -68,6 +68,21 @@ def test_dicom_file_is_read_in_hounsfield_units():
     np.testing.assert_allclose(vol.spacing_xy, (0.661468, 0.661468), rtol=1e-5)
 
 
+def test_an_input_that_is_a_link_to_nothing_says_so(tmp_path):
+    """A link leading round in a loop, or to a file since removed, was "input not found", though it is there."""
+    (tmp_path / "a.nrrd").symlink_to("b.nrrd")
+    (tmp_path / "b.nrrd").symlink_to("a.nrrd")
+    (tmp_path / "gone.nrrd").symlink_to("removed.nrrd")
+    with pytest.raises(InputError, match="^input .*a.nrrd is a link that leads round in a loop$"):
+        read_volume(tmp_path / "a.nrrd")
+    with pytest.raises(InputError, match="^input .*gone.nrrd is a link to removed.nrrd, which does not exist$"):
+        read_volume(tmp_path / "gone.nrrd")
+    proc = ediqa("split-series", tmp_path / "a.nrrd", "--out", tmp_path / "out")
+    assert proc.returncode == 2 and "a.nrrd is a link that leads round in a loop" in proc.stderr
+    with pytest.raises(InputError, match="^input not found: .*missing.nrrd$"):
+        read_volume(tmp_path / "missing.nrrd")
+
+
 def test_series_alike_in_the_listing_are_told_apart_by_uid_and_a_link_loop_is_named(tmp_path):
     """Two series of one number and no description were listed as "#1 (CT, 2 files); #1 (CT, 2 files)"; a
     link leading round in a loop beside a series made GDCM find no series at all in the folder."""

@@ -355,12 +355,13 @@ def cmd_split_series(args: argparse.Namespace) -> None:
     import shutil
 
     from ..dicom import no_series_error, series_in
-    from ..io import check_outputs, staged_together
+    from ..io import check_outputs, input_not_found, staged_together
 
     folder, out = Path(args.folder), Path(args.out)
     if not folder.is_dir():
-        raise InputError(f"{folder} is a file, not a folder of DICOM series" if folder.exists() else
-                         f"input not found: {folder}")
+        if folder.exists():
+            raise InputError(f"{folder} is a file, not a folder of DICOM series")
+        raise input_not_found(folder)
     listed = series_in(folder)
     if not listed:
         raise no_series_error(folder)
