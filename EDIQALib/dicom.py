@@ -167,12 +167,9 @@ def read_series(files: list[str], name: str) -> tuple[sitk.Image, str | None]:
     if image.GetDimension() != 3 or image.GetDepth() != len(files):
         raise InputError(f"{name}: its {len(files)} files hold several frames each (multi-frame files), which do not "
                          "stack as the slices of one series; give each file on its own")
-    for k, file in enumerate(files):
-        slope, intercept = (reader.GetMetaData(k, t) if reader.HasMetaDataKey(k, t) else None
-                            for t in (_SLOPE, _INTERCEPT))
-        _check_rescale(slope, intercept, f"{name}: slice {Path(file).name}")
-    rescales = [(_tag_number(reader, k, _SLOPE, 1.0), _tag_number(reader, k, _INTERCEPT, 0.0))
-                for k in range(len(files))]  # each slice's
+    rescales = [_rescale(*(reader.GetMetaData(k, t) if reader.HasMetaDataKey(k, t) else None
+                           for t in (_SLOPE, _INTERCEPT)), f"{name}: slice {Path(file).name}")
+                for k, file in enumerate(files)]  # each slice's, checked
     if len(set(rescales)) > 1 and image.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
         # ITK takes the pixel type from the first slice's rescale (an integer type for integer rescales): with
         # slices rescaled otherwise, a negative value of theirs wrapped round to +64 500 in an unsigned type
@@ -255,12 +252,6 @@ def _slices_left_out(folder: Path, listed: list[SeriesListing]) -> list[str]:
 def _slice_values(reader: sitk.ImageSeriesReader, k: int, tag: str, count: int) -> list[float] | None:
     """Slice ``k``'s ``count`` numbers of a multi-valued DICOM tag (``a\\b\\c``); ``None`` without them."""
     return _numbers(reader.GetMetaData(k, tag).split("\\"), count) if reader.HasMetaDataKey(k, tag) else None
-
-
-def _tag_number(reader: sitk.ImageSeriesReader, k: int, tag: str, default: float) -> float:
-    """Slice ``k``'s number in a one-valued DICOM tag; ``default`` without one."""
-    value = _slice_values(reader, k, tag, 1)
-    return value[0] if value is not None else default
 
 
 def _check_series_slices(reader: sitk.ImageSeriesReader, image: sitk.Image, name: str) -> None:
@@ -389,7 +380,7 @@ def checked_file(path: Path, image: sitk.Image) -> sitk.Image:
         _check_positions(positions, [f"frame {k + 1}" for k in range(len(frames))], image, path.name, "frame")
     transformed = [g.PixelValueTransformationSequence[0] for g in groups if g.get("PixelValueTransformationSequence")]
     for r in (header, *transformed):  # every frame's, though GDCM applies the first's (its frames must agree)
-        _check_rescale(_text(r.get("RescaleSlope")), _text(r.get("RescaleIntercept")), path.name)
+        _rescale(_text(r.get("RescaleSlope")), _text(r.get("RescaleIntercept")), path.name)
     rescaled = [g.PixelValueTransformationSequence[0] for g in (*shared, *frames[:1])
                 if g.get("PixelValueTransformationSequence")]
     slope, intercept = next(((_number(r.get("RescaleSlope"), 1.0), _number(r.get("RescaleIntercept"), 0.0))
@@ -460,23 +451,27 @@ def _number(value, default: float) -> float:
 _DECIMAL_STRING = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")  # DICOM's DS: one number
 
 
-def _check_rescale(slope: str | None, intercept: str | None, name: str) -> None:
-    """A rescale slope and intercept that a header gives (as text, several values parted by ``\\``) must be
-    one decimal number each (DICOM's DS), the slope not 0: GDCM reads any other as slope 1 or intercept 0, so
-    that the values read are not in their units (a CT's intercept of -1024 lost raises every value by 1024
-    HU). A blank value is none given.
+def _rescale(slope: str | None, intercept: str | None, name: str) -> tuple[float, float]:
+    """The rescale slope and intercept that a header gives (as text, several values parted by ``\\``), 1 and
+    0 where it gives none (a blank value): each must be one decimal number (DICOM's DS), the slope not 0.
+    GDCM reads any other as slope 1 or intercept 0, so that the values read are not in their units (a CT's
+    intercept of -1024 lost raises every value by 1024 HU).
 
     Raises:
         InputError: naming the tag and its value.
     """
-    for tag, text, not_zero in (("rescale slope (0028,1053)", slope, True),
-                                ("rescale intercept (0028,1052)", intercept, False)):
+    numbers = []
+    for tag, text, default in (("rescale slope (0028,1053)", slope, 1.0),
+                               ("rescale intercept (0028,1052)", intercept, 0.0)):
         text = (text or "").strip(" \0")
         number = float(text) if _DECIMAL_STRING.fullmatch(text) else math.nan
+        not_zero = tag.startswith("rescale slope")
         if text and not (math.isfinite(number) and (number != 0 or not not_zero)):
             shown = text.encode("ascii", "backslashreplace").decode("ascii")  # a damaged value may be no text
             raise InputError(f"{name}: its {tag} is '{shown}', not a number{' other than 0' * not_zero}: its pixel "
                              "values cannot be turned into their units (HU for a CT): the header is damaged")
+        numbers.append(number if text else default)
+    return numbers[0], numbers[1]
 
 
 def _text(value) -> str | None:

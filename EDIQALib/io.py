@@ -212,17 +212,16 @@ def _nrrd_header_lines(path: Path) -> list[bytes]:
     return head.split(b"\n\n", 1)[0].splitlines()
 
 
-def _nrrd_fields(path: Path, lines: list[bytes] | None = None) -> dict[str, str]:
-    """A NRRD header's fields (keys in lower case), as its text (or its ``lines``, read before) gives them;
-    none for an unreadable file."""
-    parts = (ln.decode("latin-1").partition(":") for ln in (_nrrd_header_lines(path) if lines is None else lines)[1:])
+def _nrrd_fields(lines: list[bytes]) -> dict[str, str]:
+    """A NRRD header's fields (keys in lower case), as its lines (:func:`_nrrd_header_lines`) give them."""
+    parts = (ln.decode("latin-1").partition(":") for ln in lines[1:])
     return {key.strip().lower(): value.strip() for key, sep, value in parts if sep and not key.startswith("#")}
 
 
 def _nrrd_data_files(path: Path) -> list[Path]:
     """The data files a detached NRRD header names (:func:`_listed_or_patterned`)."""
     lines = _nrrd_header_lines(path)
-    fields = _nrrd_fields(path, lines)
+    fields = _nrrd_fields(lines)
     for i, line in enumerate(lines):
         key, sep, value = line.partition(b":")
         if sep and key.strip().lower() in (b"data file", b"datafile"):
@@ -264,7 +263,7 @@ def _check_nrrd_header(path: Path) -> None:
     Raises:
         InputError: they do not.
     """
-    fields = _nrrd_fields(path)  # none for an unreadable file: ITK's reader says what is wrong
+    fields = _nrrd_fields(_nrrd_header_lines(path))  # none for an unreadable file: ITK's reader says what's wrong
     sizes, kinds = fields.get("sizes", "").split(), fields.get("kinds", "").lower().split()
     # the axes an image's voxels are spaced along (a NaN spacing is what NRRD writes for the others)
     spatial = [sizes[k] != "1" and (k >= len(kinds) or kinds[k] in ("domain", "space")) for k in range(len(sizes))]
