@@ -146,7 +146,8 @@ def simulate_series(hu: np.ndarray, spacing_mm: float, acquisitions: list[Acquis
     is the slice's own noise (``estimate_noise_grain`` of an acquired slice), taken as that of dose 1 at
     the finest view count asked for. Every view carries the same photons per ray at one dose, so an
     acquisition's exposure relative to that is e = dose × views / finest views, and its own noise grows
-    by nested increments to variance SD² / e, as quantum noise does. ``seed``: an integer, or integers
+    by nested increments to variance SD² / e, as quantum noise does: the increments are projected and
+    reconstructed with the slice, so that they pass through what its own noise passes through. ``seed``: an integer, or integers
     (the seed and a slice's index: :func:`slice_seed`) that name a stream of their own.
 
     Raises:
@@ -160,32 +161,43 @@ def simulate_series(hu: np.ndarray, spacing_mm: float, acquisitions: list[Acquis
             raise ValueError(f"{name} {value!r} is not a positive number")
     rng = np.random.default_rng(seed)
     canvas, crop = _pad_to_circle(np.maximum(hu.astype(np.float64), AIR_HU))
-    mu = np.maximum(MU_WATER_PER_MM * spacing_mm * (1.0 + canvas / 1000.0), 0.0)
-    out: list[np.ndarray | None] = [None] * len(acquisitions)
-    for views in sorted({a.views for a in acquisitions}, reverse=True):
-        theta = np.linspace(0.0, 180.0, views, endpoint=False)
-        sino = radon(mu, theta=theta, circle=True)
-        counts = rng.poisson(i0 * np.exp(-sino))
+    mu_water = MU_WATER_PER_MM * spacing_mm  # attenuation per pixel
+    mu = np.maximum(mu_water * (1.0 + canvas / 1000.0), 0.0)
+    thetas = {v: np.linspace(0.0, 180.0, v, endpoint=False) for v in {a.views for a in acquisitions}}
+    lines: list[np.ndarray | None] = [None] * len(acquisitions)
+    for views in sorted(thetas, reverse=True):
+        counts = rng.poisson(i0 * np.exp(-radon(mu, theta=thetas[views], circle=True)))
         level = 1.0
         for idx in sorted((i for i, a in enumerate(acquisitions) if a.views == views),
                           key=lambda i: -acquisitions[i].dose):
-            acq = acquisitions[idx]
-            counts = rng.binomial(counts, acq.dose / level)
-            level = acq.dose
-            line = -np.log(np.maximum(counts, 0.5) / (i0 * acq.dose))
-            rec = iradon(line, theta=theta, filter_name=acq.filter, circle=True, output_size=canvas.shape[0])
-            out[idx] = ((rec / (MU_WATER_PER_MM * spacing_mm) - 1.0) * 1000.0)[crop].astype(np.float32)
-    if grain.sd_hu > 0:
-        finest = max(a.views for a in acquisitions)
-        exposure = [a.dose * a.views / finest for a in acquisitions]
-        added, variance = np.zeros(hu.shape, np.float32), 0.0
-        for level in sorted({e for e in exposure if e < 1.0}, reverse=True):
-            target = grain.sd_hu ** 2 * (1.0 / level - 1.0)
-            added = added + correlated_noise(hu.shape, np.sqrt(target - variance), grain.lengths_px, rng)
-            variance = target
-            for idx in (i for i, e in enumerate(exposure) if e == level):
-                out[idx] = out[idx] + added
-    return out  # type: ignore[return-value]
+            counts = rng.binomial(counts, acquisitions[idx].dose / level)
+            level = acquisitions[idx].dose
+            lines[idx] = -np.log(np.maximum(counts, 0.5) / (i0 * level))
+    for idx, noise in _grain_increments(hu.shape, acquisitions, grain, rng):
+        padded = np.zeros(canvas.shape)
+        padded[crop] = noise * (mu_water / 1000.0)
+        lines[idx] = lines[idx] + radon(padded, theta=thetas[acquisitions[idx].views], circle=True)
+    return [((iradon(line, theta=thetas[a.views], filter_name=a.filter, circle=True, output_size=canvas.shape[0])
+              / mu_water - 1.0) * 1000.0)[crop].astype(np.float32)
+            for line, a in zip(lines, acquisitions)]
+
+
+def _grain_increments(shape: tuple[int, int], acquisitions: list[Acquisition], grain: NoiseGrain,
+                      rng: np.random.Generator) -> list[tuple[int, np.ndarray]]:
+    """(acquisition index, its own noise added in HU) for each acquisition of exposure e < 1: nested
+    increments of the grain, variance SD² (1/e - 1) in all, as an image-domain field that the caller
+    projects and reconstructs with the acquisition, as the slice's own noise is."""
+    if grain.sd_hu <= 0:
+        return []
+    finest = max(a.views for a in acquisitions)
+    exposure = [a.dose * a.views / finest for a in acquisitions]
+    added, variance, out = np.zeros(shape, np.float32), 0.0, []
+    for level in sorted({e for e in exposure if e < 1.0}, reverse=True):
+        target = grain.sd_hu ** 2 * (1.0 / level - 1.0)
+        added = added + correlated_noise(shape, np.sqrt(target - variance), grain.lengths_px, rng)
+        variance = target
+        out += [(i, added) for i, e in enumerate(exposure) if e == level]
+    return out
 
 
 def correlated_noise(shape: tuple[int, int], sd: float, length_px: float | tuple[float, float],
