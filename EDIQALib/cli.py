@@ -47,9 +47,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _model_name(text: str) -> str:
-    """A registry name: letters, digits, '.', '_' and '-', not starting with '.' (no paths)."""
+    """A registry name: letters, digits, '.', '_' and '-', not starting with '.' (no paths), nor ending in
+    '.safetensors' or '.json' (``--model x.safetensors`` is read as a file's path, not as the name ``x.safetensors``)."""
     if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a model name (letters, digits, '.', '_', '-')")
+    if text.endswith((".safetensors", ".json")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a model name: give it without its "
+                                         f"{text[text.rindex('.'):]!r}")
     return text
 
 
@@ -463,7 +467,8 @@ def main(argv: list[str] | None = None) -> int:
         say("error", str(exc))
         return 2
     except OSError as exc:  # what no check foresaw: a full disk, a folder that vanished
-        where = f" ({exc.filename})" if exc.filename else ""
+        path = exc.filename2 or exc.filename  # a rename's destination: the user's path, not a temporary one
+        where = f" ({path})" if path else ""
         say("error", f"{exc.strerror or exc}{where}")
         return 2
     except KeyboardInterrupt:

@@ -911,8 +911,7 @@ def _staging(folder: Path) -> Iterator[Path]:
     try:
         yield tmp
         with interrupts_held():
-            for written in sorted(tmp.iterdir()):
-                os.replace(written, folder / written.name)
+            _move_all(tmp, folder)
             tmp.rmdir()
     except BaseException:  # an error or an interrupt: the files and the folders made for them go
         with interrupts_held():
@@ -923,6 +922,37 @@ def _staging(folder: Path) -> Iterator[Path]:
                 except OSError:
                     break
         raise
+
+
+def _move_all(tmp: Path, folder: Path) -> None:
+    """Rename every file of ``tmp`` into ``folder``, in name order. Should one rename fail (a file made
+    immutable, a folder put in the way meanwhile), those renamed before it are put back as they were, so
+    that the set is all new or all as before (a new model card beside the old weights was a broken model):
+    the files they replace are kept as hard links in ``tmp`` until the last rename (on a file system without
+    hard links, such a failure leaves the set half new)."""
+    files = sorted(tmp.iterdir())
+    kept_in = Path(tempfile.mkdtemp(prefix=".previous-", dir=tmp))
+    moved: list[tuple[Path, Path | None, bool]] = []  # (file renamed into place, the file it replaced, one there)
+    try:
+        for written in files:
+            target = folder / written.name
+            replaces = target.is_file() and not target.is_symlink()
+            kept: Path | None = kept_in / written.name if replaces else None
+            if kept is not None:
+                try:
+                    os.link(target, kept)
+                except OSError:
+                    kept = None
+            os.replace(written, target)
+            moved.append((target, kept, replaces))
+    except OSError:
+        for target, kept, replaces in reversed(moved):
+            if kept is not None:
+                os.replace(kept, target)
+            elif not replaces:
+                target.unlink(missing_ok=True)
+        raise
+    shutil.rmtree(kept_in)
 
 
 def _check_replaceable(staged: Path, folder: Path) -> None:
@@ -1019,7 +1049,10 @@ def write_text(text: str, path: str | os.PathLike) -> None:
 
 
 def read_json(path: str | Path, what: str) -> Any:
-    """A JSON file's content; a missing, unreadable or malformed file is an input error naming ``what`` it is."""
+    """A JSON file's content; a missing, unreadable or malformed file, or one that is no regular file (a
+    folder, or a pipe that would be waited on for ever), is an input error naming ``what`` it is."""
+    if Path(path).exists() and not Path(path).is_file():
+        raise InputError(f"{what} {path} is not a file")
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:

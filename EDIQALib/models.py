@@ -39,7 +39,7 @@ class ModelCard:
     @property
     def sha256(self) -> str:
         """The weights' sha256, as the card gives it (checked against the file when loaded)."""
-        return self.card["sha256"]
+        return self.card["sha256"].lower()
 
     def record(self) -> dict:
         """Which model made a result, as results, labels and benchmarks record it: name and sha256."""
@@ -107,7 +107,7 @@ def _card_problem(card: dict) -> str | None:
         return f"'kind' is {card['kind']!r}, not {' or '.join(map(repr, MODEL_KINDS))}"
     if card["preset"] not in PRESETS:
         return f"unknown {card['kind']} preset {card['preset']!r} (known: {', '.join(PRESETS)})"
-    if not isinstance(card["sha256"], str) or not re.fullmatch(r"[0-9a-f]{64}", card["sha256"]):
+    if not isinstance(card["sha256"], str) or not re.fullmatch(r"[0-9a-fA-F]{64}", card["sha256"]):
         return "'sha256' is not 64 hexadecimal digits"
     if not isinstance(card.get("training", {}), dict):
         return "'training' is not a JSON object"
@@ -148,7 +148,34 @@ def load_model(name_or_path: str, kind: str | None) -> tuple[nn.Module, ModelCar
 
             model = build_detector(preset)
     fit_weights(model, state, f"{entry.weights.name} (preset {preset!r})")
-    return model.eval(), entry
+    model.eval()
+    if not all(torch.isfinite(t).all() for t in _probe_outputs(model, kind)):
+        raise NonFiniteWeights(f"{entry.weights.name}: the {kind} gives NaN or infinite outputs (its weights overflow: "
+                               "a run that diverged, or broken weights)")
+    return model, entry
+
+
+def _probe_outputs(model: nn.Module, kind: str) -> list[torch.Tensor]:
+    """What a network in evaluation mode computes from a probe slice (a ramp with a bright disc, 128²): a
+    student's score and map; a detector's proposal and box logits and offsets, which torchvision drops
+    without a word where they are not finite (the teacher would score every image 0)."""
+    import torch
+
+    yy, xx = torch.meshgrid(torch.arange(128.0), torch.arange(128.0), indexing="ij")
+    probe = 0.3 + 0.002 * xx + 0.3 * (((yy - 64) ** 2 + (xx - 64) ** 2) < 400).float()
+    with torch.inference_mode():
+        if kind == "student":
+            return list(model(probe[None, None]))
+        seen: list[torch.Tensor] = []
+        record = lambda module, inputs, output: seen.extend(  # noqa: E731
+            t for part in output for t in (part if isinstance(part, list) else [part]))
+        hooks = [m.register_forward_hook(record) for m in (model.rpn.head, model.roi_heads.box_predictor)]
+        try:
+            model([probe.expand(3, -1, -1)])
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return seen
 
 
 class NonFiniteWeights(InputError):
@@ -180,10 +207,17 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def fit_weights(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> nn.Module:
-    """Load ``state`` into ``model`` (as float32); weights of another architecture are an input error that
-    names ``what`` they are. Returns ``model``."""
+    """Load ``state`` into ``model`` (its floats as float32); weights of another architecture, or a tensor
+    of integers where the network holds floats (or the reverse), are an input error that names ``what``
+    they are. Returns ``model``."""
+    held = model.state_dict()
+    odd = next((k for k, v in state.items() if k in held and v.is_floating_point() != held[k].is_floating_point()), None)
+    if odd is not None:
+        raise InputError(f"{what}: weights do not fit the network (tensor {odd!r} is of type "
+                         f"{str(state[odd].dtype).removeprefix('torch.')}, the network's "
+                         f"{str(held[odd].dtype).removeprefix('torch.')})")
     try:
-        model.load_state_dict({k: v.float() for k, v in state.items()})
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     except RuntimeError as exc:  # its first line names the network; the next ones say what does not fit
         lines = str(exc).splitlines()
         why = " ".join(line.strip() for line in lines[1:]) or lines[0]

@@ -154,9 +154,17 @@ class StudentEnsemble(nn.Module):
 
 def student_for(state: dict[str, torch.Tensor], preset: str) -> Student | StudentEnsemble:
     """The network that ``state`` (a saved state dict) belongs to: an ensemble when its keys are the
-    members' (``members.<i>.…``), else one student."""
+    members' (``members.<i>.…``), else one student. An ensemble is built only where ``state`` holds
+    members 0 to N - 1, each a whole student of ``preset`` (tensors of its shapes): else one student, which
+    the weights then do not fit (a small file of many members' names would build as many networks first).
+    """
+    single = Student(preset)
     members = {k.split(".")[1] for k in state if k.startswith("members.")}
-    return StudentEnsemble(preset, len(members)) if members else Student(preset)
+    shapes = {k: v.shape for k, v in single.state_dict().items()}
+    whole = {f"members.{i}.{k}": shape for i in range(len(members)) for k, shape in shapes.items()}
+    if members and whole.keys() == state.keys() and all(state[k].shape == shape for k, shape in whole.items()):
+        return StudentEnsemble(preset, len(members))
+    return single
 
 
 def ensemble_state(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -4,6 +4,7 @@ The networks here are freshly initialised tiny students (the values mean nothing
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 import re
 from pathlib import Path
@@ -288,3 +289,105 @@ def test_under_torchrun_a_gpu_index_is_refused_before_the_ranks_meet(monkeypatch
     with pytest.raises(InputError, match=r"--device cuda:1: under torchrun each rank takes the GPU of its local rank"):
         with distributed_context("cuda:1"):
             pytest.fail("the ranks met")
+
+
+def _overflowing(state: dict) -> None:
+    """Finite weights that overflow: every float scaled by 10^15 (float32's range is passed inside the net)."""
+    for k, v in state.items():
+        if v.is_floating_point():
+            state[k] = v * 1e15
+
+
+def test_a_student_whose_outputs_overflow_is_refused_when_loaded(tmp_path):
+    """Caught as the model loads, before a command writes anything (``label`` wrote its CSV and lock first)."""
+    weights = _registered(tmp_path, "huge", _overflowing)
+    read_weights(weights)  # finite as stored
+    with pytest.raises(InputError, match=r"huge\.safetensors: the student gives NaN or infinite outputs"):
+        load_model(str(weights), "student")
+
+
+def test_a_detector_whose_logits_overflow_is_refused_when_loaded(tmp_path):
+    """torchvision drops non-finite detections without a word: the teacher scored every image 0, exit 0."""
+    from EDIQALib.detector import build_detector
+
+    torch.manual_seed(0)
+    save_weights(build_detector("lite"), tmp_path / "det.safetensors")
+    state = load_file(str(tmp_path / "det.safetensors"))
+    _overflowing(state)
+    save_file(state, str(tmp_path / "det.safetensors"))
+    weights = package_model(tmp_path / "det.safetensors", "hugedet", "detector", "lite", {}, tmp_path / "reg")
+    with pytest.raises(InputError, match=r"hugedet\.safetensors: the detector gives NaN or infinite outputs"):
+        load_model(str(weights), "detector")
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.bool])
+def test_integers_where_the_network_holds_floats_are_refused(tmp_path, dtype):
+    """They were cast to float and scored, wrongly, with exit 0."""
+    def to_integers(state: dict) -> None:
+        state["head.0.weight"] = state["head.0.weight"].to(dtype)
+
+    weights = _registered(tmp_path, "ints", to_integers)
+    shown = str(dtype).removeprefix("torch.")
+    with pytest.raises(InputError, match=rf"'head\.0\.weight' is of type {shown}, the network's float32"):
+        load_model(str(weights), "student")
+
+
+def test_many_members_names_in_a_small_file_build_no_ensemble(tmp_path):
+    """A file of 200 members' names and no whole member fits no network, and says so at once: the ensemble
+    of 200 was built first (5 MB a member)."""
+    from EDIQALib.student import StudentEnsemble, student_for
+
+    state = {f"members.{i}.x": torch.zeros(1) for i in range(200)}
+    assert not isinstance(student_for(state, "lite"), StudentEnsemble)
+    save_file(state, str(tmp_path / "many.safetensors"))
+    weights = package_model(tmp_path / "many.safetensors", "many", "student", "lite", {}, tmp_path / "reg")
+    with pytest.raises(InputError, match="many.safetensors .* do not fit the network"):
+        load_model(str(weights), "student")
+    whole = {f"members.{i}.{k}": v for i in range(2) for k, v in Student("lite").state_dict().items()}
+    assert isinstance(student_for(whole, "lite"), StudentEnsemble)
+
+
+def test_a_card_written_with_an_uppercase_sha256_is_read(tmp_path):
+    weights = _registered(tmp_path, "upper")
+    card = json.loads(weights.with_suffix(".json").read_text(encoding="utf-8"))
+    weights.with_suffix(".json").write_text(json.dumps({**card, "sha256": card["sha256"].upper()}), encoding="utf-8")
+    assert load_model(str(weights), "student")[1].sha256 == card["sha256"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX's")
+def test_a_card_that_is_a_pipe_is_refused_not_waited_on(tmp_path):
+    weights = _registered(tmp_path, "piped")
+    weights.with_suffix(".json").unlink()
+    os.mkfifo(weights.with_suffix(".json"))
+    with pytest.raises(InputError, match=r"model card .*piped\.json is not a file"):
+        find_model(str(weights))
+
+
+def test_a_publish_whose_second_rename_fails_leaves_the_registry_as_it_was(tmp_path, monkeypatch):
+    """The card is renamed into place before the weights: a failure between the two left the new card
+    beside the old weights, a model that no longer loaded (sha256 mismatch). The first is put back."""
+    registry = tmp_path / "reg"
+    _registered(registry, "m")
+    torch.manual_seed(1)
+    save_weights(Student("lite"), tmp_path / "other.safetensors")
+    before = _contents(registry)
+    replace = os.replace
+
+    def fail_on_the_weights(src, dst):
+        if str(dst).endswith("m.safetensors"):
+            raise PermissionError(1, "Operation not permitted", str(src), None, str(dst))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", fail_on_the_weights)
+    with pytest.raises(PermissionError):
+        package_model(tmp_path / "other.safetensors", "m", "student", "lite", {}, registry)
+    monkeypatch.setattr(os, "replace", replace)
+    assert _contents(registry) == before
+    load_model(str(registry / "m.safetensors"), "student")
+
+
+def test_a_name_that_ends_as_a_file_is_refused(tmp_path):
+    """``--name x.safetensors`` published x.safetensors.safetensors, which ``--model x.safetensors`` (a path) missed."""
+    proc = ediqa("publish-student", tmp_path, "--name", "x.safetensors", "--models-dir", tmp_path / "reg")
+    assert proc.returncode == 2 and "give it without its '.safetensors'" in proc.stderr, proc.stderr
+    assert not (tmp_path / "reg").exists()
