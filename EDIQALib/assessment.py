@@ -134,6 +134,7 @@ def assess_series(volumes: list[Volume], scorer: SliceScorer, method: str, model
     check_same_geometry(volumes, "inputs of one series")
     fills = [float(v.array.min()) for v in volumes]  # of canonical pixels past a volume's edge
     ranges = [canonical_range(v, f) for v, f in zip(volumes, fills)]
+    ranks = volumes[0].geometry.slice_ranks()
     n_slices = volumes[0].array.shape[0]
     rows, cols = canonical_shape(volumes[0])
     chunk = max(1, min(chunk, BATCH_PIXELS // (rows * cols * len(volumes))))
@@ -153,7 +154,7 @@ def assess_series(volumes: list[Volume], scorer: SliceScorer, method: str, model
             indices = list(range(block.start, block.stop))
             positions = list(pool.map(lambda j: position(slabs, j), range(len(indices))))
             heat = [np.full(s.shape, np.nan, np.float32) for s in slabs]
-            for j, verdicts in enumerate(scorer(positions, indices)):
+            for j, verdicts in enumerate(scorer(positions, [ranks[k] for k in indices])):
                 for i, verdict in enumerate(verdicts):
                     score, hmap, ok, repeat_scores = ScoredSlice(*verdict)
                     scores[i].append(float(score) if ok else None)
@@ -210,7 +211,7 @@ def student_scorer(model: Student | StudentEnsemble, config: InsertionConfig, de
     model = model.for_inference()
 
     @torch.inference_mode()
-    def scorer(positions: list[list[Background]], indices: list[int]) -> list[list[ScoredSlice]]:
+    def scorer(positions: list[list[Background]], ranks: list[int]) -> list[list[ScoredSlice]]:
         flat = [bg for pos in positions for bg in pos]
         verdicts: list[ScoredSlice | None] = [None] * len(flat)
         scored = [i for i, b in enumerate(flat) if is_assessable(b.body, b.salient, config)]  # no air in the network

@@ -77,6 +77,13 @@ class Geometry:
         normal = np.reshape(self.direction, (3, 3))[:, 2]
         return normal, float(np.dot(self.origin, normal)) + self.spacing[2] * np.arange(self.size[2])
 
+    def slice_ranks(self) -> list[int]:
+        """Each stored slice's rank in physical order, along the world axis (LPS) nearest to the slice
+        normal, from its low end: the same for a volume stored in either order along that axis."""
+        normal, positions = self.slice_positions()
+        ascending = positions * np.sign(normal[np.argmax(np.abs(normal))])
+        return np.argsort(np.argsort(ascending, kind="stable"), kind="stable").tolist()
+
     def apply_to(self, image: sitk.Image) -> sitk.Image:
         """Give ``image``, of this size, this spacing, origin and direction exactly; returns it."""
         if image.GetSize() != self.size:

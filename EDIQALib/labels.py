@@ -354,6 +354,7 @@ def label_series(series: list[SeriesImages], scorer: SliceScorer, insertion: Ins
             writer = csv.DictWriter(f, fieldnames=FIELDS)
             for unit in series:
                 canon = [to_canonical(v) for v in unit.volumes]
+                ranks = unit.volumes[0].geometry.slice_ranks()
                 ranges = [volume_range(c, v.modality) for c, v in zip(canon, unit.volumes)]
                 for k in range(canon[0].shape[0]):
                     position += 1
@@ -362,7 +363,7 @@ def label_series(series: list[SeriesImages], scorer: SliceScorer, insertion: Ins
                         continue
                     backgrounds = [slice_background(c[k], v.modality, insertion, with_psf, r)
                                    for c, v, r in zip(canon, unit.volumes, ranges)]
-                    verdicts = scorer([backgrounds], [k])[0]
+                    verdicts = scorer([backgrounds], [ranks[k]])[0]
                     rows = []
                     for (series_name, fname, sl), verdict in zip(keys, verdicts):
                         score, heatmap, assessable, _ = ScoredSlice(*verdict)

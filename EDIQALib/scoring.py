@@ -24,7 +24,8 @@ class ScoredSlice(NamedTuple):
     repeat_scores: tuple[float, ...] = ()
 
 
-# scorer(positions, slice indices): for each slice position, the versions of that slice (one per input)
+# scorer(positions, slice ranks): for each slice position, the versions of that slice (one per input), and
+# the position's rank in physical order (Geometry.slice_ranks), which seeds the teacher's insertion maps
 SliceScorer: TypeAlias = "Callable[[list[list[Background]], list[int]], list[list[ScoredSlice]]]"
 
 

@@ -71,11 +71,11 @@ class TeacherConfig:
                 "readout": self.readout, "psf_aware": self.psf_aware, "contrasts": list(self.insertion.contrasts)}
 
 
-def plans_for_slice(body: np.ndarray, salient: np.ndarray, config: TeacherConfig, slice_index: int
+def plans_for_slice(body: np.ndarray, salient: np.ndarray, config: TeacherConfig, slice_rank: int
                     ) -> list[list[Insertion]]:
     """``repeats`` lists of ``realizations`` insertion plans for one slice position (seeded)."""
     return [[plan_insertion(body, salient, config.insertion,
-                            np.random.default_rng([config.seed, slice_index, rep, real]))
+                            np.random.default_rng([config.seed, slice_rank, rep, real]))
              for real in range(config.realizations)] for rep in range(config.repeats)]
 
 
@@ -137,13 +137,13 @@ def series_masks(backgrounds: list[Background]) -> tuple[np.ndarray, np.ndarray]
     return body, salient
 
 
-def score_series(model: nn.Module, backgrounds: list[Background], config: TeacherConfig, slice_index: int = 0,
+def score_series(model: nn.Module, backgrounds: list[Background], config: TeacherConfig, slice_rank: int = 0,
                  device: torch.device | str = "cpu", progress: Progress | None = None) -> list[ScoredSlice]:
     """Score co-registered versions of one slice on shared insertion maps.
 
     Args:
         backgrounds: the versions (same shape), normalised, each with its PSF estimate.
-        slice_index: the slice position (part of the seed).
+        slice_rank: the slice's rank in physical order (:meth:`~EDIQALib.io.Geometry.slice_ranks`; part of the seed).
     """
     shape = backgrounds[0].image01.shape
     body, salient = series_masks(backgrounds)
@@ -153,7 +153,7 @@ def score_series(model: nn.Module, backgrounds: list[Background], config: Teache
             progress("teacher", total, total)
         nan_map = np.full(shape, np.nan, np.float32)
         return [ScoredSlice(float("nan"), nan_map.copy(), False) for _ in backgrounds]
-    plans = plans_for_slice(body, salient, config, slice_index)
+    plans = plans_for_slice(body, salient, config, slice_rank)
     verdicts = []
     for v, bg in enumerate(backgrounds):
         blur = object_blur(config.insertion, bg.psf_sigma_px if config.psf_aware else None)
@@ -195,13 +195,19 @@ def teacher_scorer(model: nn.Module, config: TeacherConfig, device: torch.device
                    progress: Progress | None = None, slices: int | None = None) -> SliceScorer:
     """The teacher as a slice scorer for :func:`EDIQALib.assessment.assess_series` (one slice position a call),
     its verdicts with their scores in each repeat. ``progress`` (stage ``teacher``) counts the repeats of
-    every version at each of the volume's ``slices`` positions (required with it), once from 0 to its total."""
+    every version at each of the volume's ``slices`` positions (required with it), once from 0 to its total,
+    in the order the positions come."""
     if progress is not None and slices is None:
         raise ValueError("teacher_scorer: progress counts over the volume's slices; give slices")
+    scored = 0  # positions scored so far: the progress count's
 
-    def scorer(positions: list[list[Background]], indices: list[int]) -> list[list[ScoredSlice]]:
-        return [score_series(model, bgs, config, k, device, _over_volume(progress, k, slices))
-                for bgs, k in zip(positions, indices)]
+    def scorer(positions: list[list[Background]], ranks: list[int]) -> list[list[ScoredSlice]]:
+        nonlocal scored
+        verdicts = []
+        for bgs, rank in zip(positions, ranks):
+            verdicts.append(score_series(model, bgs, config, rank, device, _over_volume(progress, scored, slices)))
+            scored += 1
+        return verdicts
 
     return scorer
 

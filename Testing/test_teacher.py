@@ -1,15 +1,20 @@
 """The teacher: COCO read-out, seeding, dose monotonicity with the shipped detector, local map."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from scipy import ndimage as ndi
 
 from EDIQALib.backgrounds import make_background
+from EDIQALib.io import Geometry
 from EDIQALib.models import load_model
 from EDIQALib.signals import Insertion, render
 from EDIQALib.simulate import Acquisition, phantom, simulate_series
 from EDIQALib.teacher import TeacherConfig, coco_map, plans_for_slice, score_series, series_masks
+from conftest import ct_image, ediqa
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +91,7 @@ def test_same_seed_same_score_other_seed_other_maps(detector, dose_series):
 
 
 def test_each_slice_position_has_its_own_insertion_maps(dose_series):
-    """The plans are seeded by the slice index as well as the seed: one slice position always gets the
+    """The plans are seeded by the slice's rank as well as the seed: one slice position always gets the
     same insertion maps, its neighbour other ones."""
     body, salient = series_masks(dose_series)
     config = TeacherConfig(realizations=3, repeats=2, seed=11)
@@ -134,3 +139,33 @@ def test_the_paper_s_read_out_also_asks_for_the_right_shape(detector, dose_serie
     agnostic = score_series(detector, dose_series[:1], TeacherConfig(realizations=4, repeats=1))[0]
     paper = score_series(detector, dose_series[:1], TeacherConfig(realizations=4, repeats=1, readout="paper"))[0]
     assert paper.score < agnostic.score
+
+
+def _stored_the_other_way(image: sitk.Image) -> sitk.Image:
+    """The same voxels at the same places, the slices stored in reverse order (the slice axis negated)."""
+    flipped = sitk.GetImageFromArray(sitk.GetArrayFromImage(image)[::-1].copy())
+    direction = np.reshape(image.GetDirection(), (3, 3)).copy()
+    last = image.TransformIndexToPhysicalPoint((0, 0, image.GetSize()[2] - 1))
+    direction[:, 2] *= -1
+    flipped.SetSpacing(image.GetSpacing())
+    flipped.SetOrigin(last)
+    flipped.SetDirection(direction.ravel().tolist())
+    return flipped
+
+
+def test_a_volume_stored_in_either_slice_order_gets_the_same_teacher_scores(tmp_path):
+    """The insertion maps are seeded by each slice's rank in physical order, not by where the file stores it:
+    a volume stored feet first scored otherwise than stored head first, by 10 times the scores' own error."""
+    image = ct_image(slices=3, size=224, spacing=(0.7, 0.7, 2.0))
+    other = _stored_the_other_way(image)
+    assert Geometry.of(image).slice_ranks() == [0, 1, 2] and Geometry.of(other).slice_ranks() == [2, 1, 0]
+    results = []
+    for name, im in (("a", image), ("b", other)):
+        sitk.WriteImage(im, str(tmp_path / f"{name}.nrrd"))
+        proc = ediqa("teacher", tmp_path / f"{name}.nrrd", "--realizations", 2, "--repeats", 1,
+                     "--out", tmp_path / name, "--progress", "none")
+        assert proc.returncode == 0, proc.stderr
+        results.append(json.loads((tmp_path / name / "result.json").read_text(encoding="utf-8")))
+    assert None not in results[0]["slice_scores"]
+    assert results[0]["slice_scores"] == results[1]["slice_scores"][::-1]
+    assert results[0]["score"] == results[1]["score"]
