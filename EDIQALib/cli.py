@@ -466,6 +466,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         say("error", str(exc))
         return 2
+    except BrokenPipeError:  # stdout's reader has gone (`ediqa ... | head -1`)
+        say("error", "standard output was closed by the program reading it (a broken pipe)")
+        return 2
     except OSError as exc:  # what no check foresaw: a full disk, a folder that vanished
         path = exc.filename2 or exc.filename  # a rename's destination: the user's path, not a temporary one
         where = f" ({path})" if path else ""
@@ -484,8 +487,15 @@ def run() -> None:
     started with SIGTERM ignored, it leaves it so, as Python leaves an ignored SIGINT, unless started by
     :class:`~EDIQALib.runner.Runner`, whose Cancel is that signal (a job inherits Slicer's dispositions).
     An interrupt before :func:`main` takes over is the same one line. Without a writable home folder,
-    matplotlib is given a temporary one (:func:`matplotlib_folder`)."""
+    matplotlib is given a temporary one (:func:`matplotlib_folder`). Started with stdout or stderr closed
+    (Python's ``None``), each is the null device instead, which also takes its free descriptor: no file the
+    run opens becomes the stderr that native libraries write to."""
     from .runner import PARENT_ENV
+
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w")
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")
 
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN or os.environ.get(PARENT_ENV):
         signal.signal(signal.SIGTERM, interrupt_on_signal)
@@ -496,6 +506,9 @@ def run() -> None:
             code = main()
     except KeyboardInterrupt:  # before main's own handling began, or as it ended
         code = interrupted()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:  # a full device, a reader gone: what could be said was said
+            code = code or 2
     os._exit(code)

@@ -24,10 +24,19 @@ _ONE_LINE = str.maketrans({"\n": "\\n", "\r": "\\r"})
 
 
 def say(kind: str, text: str) -> None:
-    """``ediqa: <kind>: <text>`` as one line on stderr: a line break in ``text`` (a file's name may hold one)
-    is written as ``\\n``; a progress bar's line cut short is ended first."""
-    end_line()
-    sys.stderr.write(f"ediqa: {kind}: {text.translate(_ONE_LINE)}\n")
+    """``ediqa: <kind>: <text>`` as one line on stderr (:func:`tell`): a line break in ``text`` (a file's name
+    may hold one) is written as ``\\n``."""
+    tell(f"ediqa: {kind}: {text.translate(_ONE_LINE)}")
+
+
+def tell(line: str) -> None:
+    """``line`` on stderr, a progress bar's line cut short ended first. Where stderr cannot be written (a full
+    device, a pipe whose reader has gone), nothing: there is nowhere else to say it."""
+    try:
+        end_line()
+        sys.stderr.write(f"{line}\n")
+    except OSError:
+        pass
 
 
 class ProgressReporter:

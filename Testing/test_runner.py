@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -473,3 +474,50 @@ def test_cancel_kills_a_child_that_ignores_the_polite_signal(tmp_path):
         assert outcome.cancelled and outcome.returncode == -signal.SIGKILL
     finally:
         _end_group(runner.pid)
+
+
+def _assess_command(tmp_path: Path, *extra: str) -> list[str]:
+    src = tmp_path / "ct.nrrd"
+    sitk.WriteImage(ct_image(slices=1, size=160, spacing=(0.7, 0.7, 2.0)), str(src))
+    return [sys.executable, "-m", "EDIQALib", "assess", str(src), "--out", str(tmp_path / "out"), *extra]
+
+
+def test_a_closed_stdout_is_no_traceback(tmp_path):
+    """Started with stdout closed (``>&-``), the run ended in a traceback after its work (exit 1)."""
+    command = " ".join(shlex.quote(a) for a in _assess_command(tmp_path, "--progress", "none"))
+    proc = subprocess.run(["sh", "-c", f"exec {command} >&-"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert (tmp_path / "out" / "result.json").is_file()
+
+
+def test_a_reader_that_goes_away_is_one_line(tmp_path):
+    """``ediqa ... --progress jsonl | head -1``: the reader gone, a traceback and exit 120; now one line, and
+    nothing written."""
+    proc = subprocess.Popen(_assess_command(tmp_path, "--progress", "jsonl"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    stderr = proc.communicate(timeout=300)[1]
+    assert proc.returncode == 2 and stderr.strip().splitlines() == [
+        "ediqa: error: standard output was closed by the program reading it (a broken pipe)"], stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="/dev/full is Linux's")
+def test_an_error_with_stderr_on_a_full_device_keeps_its_exit_code(tmp_path):
+    """Saying the error failed too, inside its own handler: exit 1 or 120, not the error's 2."""
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "EDIQALib", "assess", str(tmp_path / "missing.nrrd"),
+                               "--out", str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=full, timeout=300)
+    assert proc.returncode == 2 and proc.stdout == b""
+
+
+def test_an_mplconfigdir_that_cannot_be_written_gets_a_temporary_folder(tmp_path):
+    """matplotlib printed two lines about it and left a folder in the temporary folder on every run."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    not_a_folder = tmp_path / "mpl"
+    not_a_folder.write_text("a file", encoding="utf-8")
+    proc = subprocess.run(_assess_command(tmp_path, "--progress", "none"), capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "MPLCONFIGDIR": str(not_a_folder), "TMPDIR": str(temporary)})
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert not [p for p in temporary.iterdir() if "matplotlib" in p.name]  # (torch leaves a cache folder of its own)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..progress import end_line
+from ..progress import tell
 
 
 def interrupted() -> int:
@@ -23,8 +23,7 @@ def interrupted() -> int:
     io = sys.modules.get("EDIQALib.io")  # not imported: no read has sent stderr elsewhere
     if io is not None:
         io.restore_native_stderr()
-    end_line()
-    sys.stderr.write("ediqa: interrupted\n")
+    tell("ediqa: interrupted")
     return 130
 
 
@@ -86,8 +85,9 @@ def matplotlib_folder() -> Iterator[None]:
     """Where matplotlib cannot write its configuration and cache folders (a home folder that is not writable
     or does not exist, as in a container run under another user ID), a temporary one of its own, removed at
     the end: matplotlib would make one, print two lines about it on stderr on every run, and leave it behind
-    (:func:`run` exits without the interpreter's clean-up). Elsewhere, where ``MPLCONFIGDIR`` is set, or where
-    no temporary folder can be made either (matplotlib then says why), a no-op. The folders are matplotlib's:
+    (:func:`run` exits without the interpreter's clean-up); so too where ``MPLCONFIGDIR`` names a folder that
+    cannot be written. Elsewhere, where ``MPLCONFIGDIR`` names one that can, or where no temporary folder can
+    be made either (matplotlib then says why), a no-op. The folders are matplotlib's:
     under ``XDG_CONFIG_HOME`` and ``XDG_CACHE_HOME`` on Linux and FreeBSD, ``~/.matplotlib`` elsewhere."""
     try:
         if sys.platform.startswith(("linux", "freebsd")):
@@ -98,7 +98,8 @@ def matplotlib_folder() -> Iterator[None]:
         writable = all(_can_write_folder(f) for f in folders)
     except RuntimeError:  # no home folder to be found
         writable = False
-    if os.environ.get("MPLCONFIGDIR") or writable:
+    chosen = os.environ.get("MPLCONFIGDIR")
+    if (_can_write_folder(Path(chosen)) if chosen else writable):
         yield
         return
     try:
