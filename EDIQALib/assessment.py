@@ -132,8 +132,7 @@ def assess_series(volumes: list[Volume], scorer: SliceScorer, method: str, model
     """
     start = time.perf_counter()
     check_same_geometry(volumes, "inputs of one series")
-    fills = [float(v.array.min()) for v in volumes]  # of canonical pixels past a volume's edge
-    ranges = [canonical_range(v, f) for v, f in zip(volumes, fills)]
+    ranges = [canonical_range(v) for v in volumes]
     ranks = volumes[0].geometry.slice_ranks()
     n_slices = volumes[0].array.shape[0]
     rows, cols = canonical_shape(volumes[0])
@@ -150,7 +149,7 @@ def assess_series(volumes: list[Volume], scorer: SliceScorer, method: str, model
     with ThreadPoolExecutor(usable_cpus()) as pool:
         for first in range(0, n_slices, chunk):
             block = slice(first, min(first + chunk, n_slices))
-            slabs = [to_canonical(v, slices=block, fill=f) for v, f in zip(volumes, fills)]
+            slabs = [to_canonical(v, slices=block) for v in volumes]
             indices = list(range(block.start, block.stop))
             positions = list(pool.map(lambda j: position(slabs, j), range(len(indices))))
             heat = [np.full(s.shape, np.nan, np.float32) for s in slabs]

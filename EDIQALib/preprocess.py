@@ -50,10 +50,10 @@ def volume_range(array: np.ndarray, modality: str) -> tuple[float, float] | None
     return mr_range(array) if modality == "mr" else None
 
 
-def canonical_range(volume: Volume, fill: float | None = None) -> tuple[float, float] | None:
-    """:func:`volume_range` of the volume at the canonical spacing (:func:`to_canonical`, with ``fill``),
-    without keeping that copy: for MR it is resampled whole once for the scale alone; CT needs none."""
-    return volume_range(to_canonical(volume, fill=fill), "mr") if volume.modality == "mr" else None
+def canonical_range(volume: Volume) -> tuple[float, float] | None:
+    """:func:`volume_range` of the volume at the canonical spacing (:func:`to_canonical`), without keeping
+    that copy: for MR it is resampled whole once for the scale alone; CT needs none."""
+    return volume_range(to_canonical(volume), "mr") if volume.modality == "mr" else None
 
 
 def normalise(array: np.ndarray, modality: str, value_range: tuple[float, float] | None = None) -> np.ndarray:
@@ -168,22 +168,24 @@ def canonical_shape(volume: Volume, spacing_mm: float = CANONICAL_SPACING_MM) ->
     return (columns, rows) if display_axes(volume)[0][0] else (rows, columns)
 
 
-def to_canonical(volume: Volume, spacing_mm: float = CANONICAL_SPACING_MM, slices: slice = slice(None),
-                 fill: float | None = None) -> np.ndarray:
+def to_canonical(volume: Volume, spacing_mm: float = CANONICAL_SPACING_MM, slices: slice = slice(None)
+                 ) -> np.ndarray:
     """Turn a volume's slices (all, or ``slices`` of them) to display orientation (:func:`display_turn`) and
     resample them in-plane to ``spacing_mm``, linear interpolation: the array ``(slices, rows, cols)``.
 
     Canonical pixels beyond the volume's extent (up to half a canonical pixel past its last column or row)
-    take ``fill``, by default the volume's minimum: give it when resampling a volume a few slices at a time,
-    to compute it once. As in :func:`from_canonical`, the resampling runs in index space with slices 1 apart,
-    so that each slice comes from its own alone, and a few slices resample as they do within the whole."""
+    take the value of the slice's edge next to them: a slice resamples alike alone and in any volume (they
+    took the volume's minimum, which another slice could set). As in :func:`from_canonical`, the resampling
+    runs in index space with slices 1 apart, so that each slice comes from its own alone, and a few slices
+    resample as they do within the whole."""
     turn, _, (sx, sy, _) = display_grid(volume)
-    image = sitk.GetImageFromArray(to_display(volume.array[slices], turn))  # origin 0, no direction
+    beyond = int(np.ceil(spacing_mm / min(sx, sy)))  # input pixels that half a canonical one can reach past
+    image = sitk.GetImageFromArray(np.pad(to_display(volume.array[slices], turn), ((0, 0), (0, beyond), (0, beyond)),
+                                          mode="edge"))  # origin 0, no direction
     image.SetSpacing((sx, sy, 1.0))
     rows, columns = canonical_shape(volume, spacing_mm)
-    fill = float(volume.array.min()) if fill is None else fill
     out = sitk.Resample(image, (columns, rows, image.GetSize()[2]), sitk.Transform(), sitk.sitkLinear,
-                        image.GetOrigin(), (spacing_mm, spacing_mm, 1.0), image.GetDirection(), fill,
+                        image.GetOrigin(), (spacing_mm, spacing_mm, 1.0), image.GetDirection(), 0.0,
                         sitk.sitkFloat32)
     del image  # a volume's copies are freed as soon as they are done with: at most two at a time
     return sitk.GetArrayFromImage(out)

@@ -181,11 +181,27 @@ def test_a_few_slices_resample_as_they_do_within_the_whole_volume(direction):
     vol = volume_from_image(image, "ct", modality="ct")
     whole = to_canonical(vol)
     assert whole.shape[1:] == canonical_shape(vol)
-    fill = float(vol.array.min())
     for block in (slice(0, 3), slice(3, 4), slice(4, 7)):
-        part = to_canonical(vol, slices=block, fill=fill)
+        part = to_canonical(vol, slices=block)
         assert np.array_equal(part, whole[block])
         assert np.array_equal(from_canonical(part, vol), from_canonical(whole, vol)[block], equal_nan=True)
+
+
+def test_a_slice_resamples_alike_alone_and_beside_others():
+    """Past a slice's edge (a 0.9 mm grid ends before the 0.7 mm one), the canonical pixels took the volume's
+    minimum: a slice without air scored 0.088 alone and 0.048 beside a slice with air. They take the edge's."""
+    tissue = np.full((1, 100, 100), 40.0, np.float32)
+    tissue[0, :, 50:] = -500.0  # no air: its minimum is -500 HU
+    with_air = np.concatenate([tissue, np.full_like(tissue, -1024.0)])
+    canonical = []
+    for array in (tissue, with_air):
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing((0.9, 0.9, 2.0))
+        canonical.append(to_canonical(volume_from_image(image, "ct", modality="ct"))[0])
+    alone, beside = canonical
+    assert (alone.shape[1] - 1) * 0.7 > 99 * 0.9 + 0.45  # its last column lies over half a pixel past the slice
+    assert np.array_equal(alone, beside)
+    assert alone.min() == -500.0 and alone[:, -1].max() == -500.0 and alone[-1, 0] == 40.0
 
 
 def test_a_spacing_that_is_not_a_number_is_refused():
