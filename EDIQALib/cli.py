@@ -232,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simulate", help="simulate a CT dose / sparse-view / filter series of an image")
     p.add_argument("input", type=_path, metavar="INPUT", help=image_help)
     p.add_argument("--doses", type=_doses, default=[1.0, 0.5, 0.25, 0.1, 0.05],
-                   help="fractions of full dose")
+                   help="fractions of dose 1, which is --i0 photons per ray (not the input's own dose, whose "
+                        "noise the simulation adds to); in one run, so that they are nested")
     p.add_argument("--views", type=_views, default=360, help="projections over 180°")
     p.add_argument("--filter", choices=FILTERS, default="ramp", help="FBP reconstruction filter")
     p.add_argument("--i0", type=_photons, default=2.0e5, help="photons per ray at dose 1 (default: 2e5)")

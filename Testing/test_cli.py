@@ -145,18 +145,22 @@ def test_simulate_writes_a_dose_series_in_input_geometry(tmp_path):
     # the same folder holds one simulation of an input: another --i0 left its one dose beside the others
     # (noise of 839 HU among doses of 57 and 113), another image of the same name likewise
     sim = ["simulate", "--views", "90", "--out", tmp_path / "sim", "--progress", "none"]
-    proc = ediqa(*sim[:1], src, *sim[1:], "--doses", "0.5", "--i0", "2000")
+    proc = ediqa(*sim[:1], src, *sim[1:], "--doses", "1,0.1", "--i0", "2000", "--filter", "hann")
     assert proc.returncode == 2 and "ramp.nrrd, simulated with another --i0: this run's images" in proc.stderr
     (tmp_path / "other").mkdir()
     sitk.WriteImage(ct_image(slices=1, size=96, spacing=(0.7, 0.7, 1.0), seed=5), str(tmp_path / "other" / "ct.nrrd"))
     proc = ediqa(*sim[:1], tmp_path / "other" / "ct.nrrd", *sim[1:], "--doses", "0.5")
     assert proc.returncode == 2 and "simulated with another source image" in proc.stderr
     assert sorted(p.name for p in (tmp_path / "sim").iterdir()) == sorted(Path(f).name for f in files)
-    proc = ediqa(*sim[:1], src, *sim[1:], "--doses", "0.5")  # the same settings: the series grows
+    # a dose added by a run of its own is drawn apart from the others, not nested in them
+    proc = ediqa(*sim[:1], src, *sim[1:], "--doses", "0.5")
+    assert proc.returncode == 2 and "ramp.nrrd, simulated with another --doses: this run's images" in proc.stderr
+    proc = ediqa(*sim[:1], src, *sim[1:], "--doses", "1,0.1", "--filter", "hann")  # the same draws, another filter
     assert proc.returncode == 0, proc.stderr
-    old = sitk.ReadImage(files[0])
-    old.EraseMetaData("EDIQA_simulation")  # as an earlier release wrote it
-    sitk.WriteImage(old, files[0])
+    for f in (tmp_path / "sim").glob("*.nrrd"):
+        old = sitk.ReadImage(f)
+        old.EraseMetaData("EDIQA_simulation")  # as an earlier release wrote it
+        sitk.WriteImage(old, f)
     proc = ediqa(*sim[:1], src, *sim[1:], "--doses", "0.25")
     assert proc.returncode == 2 and "simulated by an earlier release, its settings unrecorded" in proc.stderr
 

@@ -61,7 +61,8 @@ def write_simulation(args: argparse.Namespace) -> list[str]:
     import hashlib
 
     settings = {"source_sha256": hashlib.sha256(vol.array.tobytes()).hexdigest(),  # its voxels, not its path
-                "i0": args.i0, "seed": args.seed, "noiseless": args.noiseless}  # what a series' noise depends on
+                "i0": args.i0, "seed": args.seed, "noiseless": args.noiseless,  # what a series' noise depends on:
+                "doses": sorted(args.doses, reverse=True), "views": args.views}  # the draws follow the acquisitions
     _check_one_simulation(Path(args.out), vol.name, paths, settings)
     progress = progress_for(args)
     out_slices = [[] for _ in acqs]
@@ -82,14 +83,17 @@ def write_simulation(args: argparse.Namespace) -> list[str]:
     return [str(p) for p in paths]
 
 
-_SIMULATION_OPTIONS = {"source_sha256": "source image", "i0": "--i0", "seed": "--seed", "noiseless": "--noiseless"}
+_SIMULATION_OPTIONS = {"source_sha256": "source image", "i0": "--i0", "seed": "--seed", "noiseless": "--noiseless",
+                       "doses": "--doses", "views": "--views"}
 
 
 def _check_one_simulation(out: Path, name: str, paths: list[Path], settings: dict) -> None:
-    """A folder holds one simulation of an input's name: its doses, views and filters share the source and
-    noise settings (``settings``: the source's voxels, photons, seed, noiseless) that nest its doses. Another
-    ``simulate`` into it with other settings (another --i0 or --seed, or another image of the same name)
-    replaced some of its images and left the others: a series that looked like one and was not.
+    """A folder holds one simulation of an input's name: its images share the source and noise settings
+    (``settings``: the source's voxels, photons, seed, noiseless, and the doses and views, which set the noise
+    draws) that nest its doses; another filter may join them. Another ``simulate`` into it with other settings
+    (another --i0, --seed, --doses or --views, or another image of the same name) replaced some of its
+    images and left the others: a series that looked like one and was not (a dose added by a run of its own
+    was drawn apart from the others, not nested in them).
 
     Raises:
         InputError: ``out`` holds an image of ``name`` that this run does not write again, simulated with
