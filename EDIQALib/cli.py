@@ -489,14 +489,17 @@ def run() -> None:
     :class:`~EDIQALib.runner.Runner`, whose Cancel is that signal (a job inherits Slicer's dispositions).
     An interrupt before :func:`main` takes over is the same one line. Without a writable home folder,
     matplotlib is given a temporary one (:func:`matplotlib_folder`). Started with stdout or stderr closed
-    (Python's ``None``), each is the null device instead, which also takes its free descriptor: no file the
-    run opens becomes the stderr that native libraries write to."""
+    (Python's ``None``), each is the null device instead, on its own descriptor: no file the run opens
+    becomes the stderr that native libraries write to."""
     from .runner import PARENT_ENV
 
-    if sys.stdout is None:
-        sys.stdout = open(os.devnull, "w")
-    if sys.stderr is None:
-        sys.stderr = open(os.devnull, "w")
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        if getattr(sys, name) is None:
+            null = os.open(os.devnull, os.O_WRONLY)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            setattr(sys, name, open(fd, "w", closefd=False))
 
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN or os.environ.get(PARENT_ENV):
         signal.signal(signal.SIGTERM, interrupt_on_signal)

@@ -81,7 +81,8 @@ class Geometry:
         """Each stored slice's rank in physical order, along the world axis (LPS) nearest to the slice
         normal, from its low end: the same for a volume stored in either order along that axis."""
         normal, positions = self.slice_positions()
-        ascending = positions * np.sign(normal[np.argmax(np.abs(normal))])
+        axis = int(np.flatnonzero(np.abs(normal) >= np.abs(normal).max() - 1e-6)[0])  # a tie at 45°: the first
+        ascending = positions * np.sign(normal[axis])
         return np.argsort(np.argsort(ascending, kind="stable"), kind="stable").tolist()
 
     def apply_to(self, image: sitk.Image) -> sitk.Image:
@@ -910,17 +911,14 @@ def staged_in(folder: Path) -> Iterator[Path]:
 
 @contextmanager
 def _staging(folder: Path) -> Iterator[Path]:
-    """:func:`staged_in`'s temporary folder in ``folder``, renamed into it as the block ends without error
-    (the files another program holds open looked for before: :func:`staged_together`), else removed."""
+    """:func:`staged_in`'s temporary folder in ``folder``, removed as the block ends (its files renamed into
+    ``folder`` by then, or not), with the folders made for it where they are left empty."""
     made = [p for p in (folder, *folder.parents) if not p.exists()]  # the leaf first
     folder.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder))
     try:
         yield tmp
-        with interrupts_held():
-            _move_all(tmp, folder)
-            tmp.rmdir()
-    except BaseException:  # an error or an interrupt: the files and the folders made for them go
+    finally:  # an error or an interrupt too: the files and the folders made for them go
         with interrupts_held():
             shutil.rmtree(tmp, ignore_errors=True)
             for p in made:
@@ -928,38 +926,41 @@ def _staging(folder: Path) -> Iterator[Path]:
                     p.rmdir()  # only while empty
                 except OSError:
                     break
-        raise
 
 
-def _move_all(tmp: Path, folder: Path) -> None:
-    """Rename every file of ``tmp`` into ``folder``, in name order. Should one rename fail (a file made
-    immutable, a folder put in the way meanwhile), those renamed before it are put back as they were, so
-    that the set is all new or all as before (a new model card beside the old weights was a broken model):
-    the files they replace are kept as hard links in ``tmp`` until the last rename (on a file system without
-    hard links, such a failure leaves the set half new)."""
+def _move_all(tmp: Path, folder: Path) -> Callable[[], None]:
+    """Rename every file of ``tmp`` into ``folder``, in name order; returns what puts them back. Should one
+    rename fail (a file made immutable, one of another user's in a shared folder), those renamed before it
+    are put back as they were, and the error raised: the set is all new or all as before (a new model card
+    beside the old weights was a broken model). What they replace (a file, or a link as it is) is kept as a
+    hard link in ``tmp`` until ``tmp`` goes; on a file system without hard links, it is lost."""
     files = sorted(tmp.iterdir())
     kept_in = Path(tempfile.mkdtemp(prefix=".previous-", dir=tmp))
-    moved: list[tuple[Path, Path | None, bool]] = []  # (file renamed into place, the file it replaced, one there)
+    moved: list[tuple[Path, Path | None, bool]] = []  # (file renamed into place, what it replaced, anything there)
+
+    def put_back() -> None:
+        for target, kept, replaced in reversed(moved):
+            if kept is not None:
+                os.replace(kept, target)
+            elif not replaced:
+                target.unlink(missing_ok=True)
+
     try:
         for written in files:
             target = folder / written.name
-            replaces = target.is_file() and not target.is_symlink()
-            kept: Path | None = kept_in / written.name if replaces else None
+            replaced = os.path.lexists(target)
+            kept: Path | None = kept_in / written.name if replaced else None
             if kept is not None:
                 try:
-                    os.link(target, kept)
+                    os.link(target, kept, follow_symlinks=False)
                 except OSError:
                     kept = None
             os.replace(written, target)
-            moved.append((target, kept, replaces))
+            moved.append((target, kept, replaced))
     except OSError:
-        for target, kept, replaces in reversed(moved):
-            if kept is not None:
-                os.replace(kept, target)
-            elif not replaces:
-                target.unlink(missing_ok=True)
+        put_back()
         raise
-    shutil.rmtree(kept_in)
+    return put_back
 
 
 def _check_replaceable(staged: Path, folder: Path) -> None:
@@ -982,8 +983,8 @@ def _check_replaceable(staged: Path, folder: Path) -> None:
 def staged_together() -> Iterator[Callable[[Path], Path]]:
     """Folders staged as one set: ``stage_in(folder)`` gives a :func:`staged_in` folder in ``folder``. When the
     block ends without error, every one is renamed into place, the one staged first last, with Ctrl-C and
-    SIGTERM held until the last is (an interrupt between two left a set half old, half new); else all are
-    discarded. Files another program holds open, where they cannot be replaced, are found in every folder
+    SIGTERM held until the last is (an interrupt between two left a set half old, half new), and where a
+    rename fails, all are put back as they were (:func:`_move_all`); else all are discarded. Files another program holds open, where they cannot be replaced, are found in every folder
     before the first is renamed (:func:`_check_replaceable`)."""
     staged: list[tuple[Path, Path]] = []
 
@@ -996,6 +997,14 @@ def staged_together() -> Iterator[Callable[[Path], Path]]:
         for tmp, folder in staged:
             _check_replaceable(tmp, folder)
         with interrupts_held():
+            put_back: list[Callable[[], None]] = []
+            try:
+                for tmp, folder in reversed(staged):
+                    put_back.append(_move_all(tmp, folder))
+            except OSError:  # the folders renamed into place before it are put back too
+                for undo in reversed(put_back):
+                    undo()
+                raise
             stack.close()
 
 

@@ -167,15 +167,25 @@ def _probe_outputs(model: nn.Module, kind: str) -> list[torch.Tensor]:
         if kind == "student":
             return list(model(probe[None, None]))
         seen: list[torch.Tensor] = []
-        record = lambda module, inputs, output: seen.extend(  # noqa: E731
-            t for part in output for t in (part if isinstance(part, list) else [part]))
+
+        def record(module: nn.Module, inputs: tuple, output: tuple) -> None:
+            seen.extend(t for part in output for t in (part if isinstance(part, list) else [part]))
+            if module is model.roi_heads.box_predictor:
+                raise _Probed  # the rest (boxes decoded, a mask head) adds nothing to tell
+
         hooks = [m.register_forward_hook(record) for m in (model.rpn.head, model.roi_heads.box_predictor)]
         try:
             model([probe.expand(3, -1, -1)])
+        except _Probed:
+            pass
         finally:
             for hook in hooks:
                 hook.remove()
         return seen
+
+
+class _Probed(Exception):
+    """A probe's forward pass stopped once its outputs were seen."""
 
 
 class NonFiniteWeights(InputError):

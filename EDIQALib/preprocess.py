@@ -178,16 +178,22 @@ def to_canonical(volume: Volume, spacing_mm: float = CANONICAL_SPACING_MM, slice
     took the volume's minimum, which another slice could set). As in :func:`from_canonical`, the resampling
     runs in index space with slices 1 apart, so that each slice comes from its own alone, and a few slices
     resample as they do within the whole."""
-    turn, _, (sx, sy, _) = display_grid(volume)
-    beyond = int(np.ceil(spacing_mm / min(sx, sy)))  # input pixels that half a canonical one can reach past
-    image = sitk.GetImageFromArray(np.pad(to_display(volume.array[slices], turn), ((0, 0), (0, beyond), (0, beyond)),
-                                          mode="edge"))  # origin 0, no direction
-    image.SetSpacing((sx, sy, 1.0))
+    turn, (in_columns, in_rows, _), (sx, sy, _) = display_grid(volume)
     rows, columns = canonical_shape(volume, spacing_mm)
+    # input pixels to repeat past the edge: linear interpolation reaches half an input pixel past the last
+    # one, the canonical grid up to half a canonical pixel (none to repeat, no copy, where it reaches less)
+    beyond = [max(0, int(np.ceil((n - 1) * spacing_mm / s - (n_in - 0.5) + 1e-3)))
+              for n, n_in, s in ((rows, in_rows, sy), (columns, in_columns, sx))]
+    slab = to_display(volume.array[slices], turn)
+    if any(beyond):
+        slab = np.pad(slab, ((0, 0), (0, beyond[0]), (0, beyond[1])), mode="edge")
+    image = sitk.GetImageFromArray(slab)  # origin 0, no direction
+    del slab
+    image.SetSpacing((sx, sy, 1.0))
     out = sitk.Resample(image, (columns, rows, image.GetSize()[2]), sitk.Transform(), sitk.sitkLinear,
                         image.GetOrigin(), (spacing_mm, spacing_mm, 1.0), image.GetDirection(), 0.0,
                         sitk.sitkFloat32)
-    del image  # a volume's copies are freed as soon as they are done with: at most two at a time
+    del image  # a volume's copies are freed as soon as they are done with
     return sitk.GetArrayFromImage(out)
 
 

@@ -158,13 +158,14 @@ def student_for(state: dict[str, torch.Tensor], preset: str) -> Student | Studen
     members 0 to N - 1, each a whole student of ``preset`` (tensors of its shapes): else one student, which
     the weights then do not fit (a small file of many members' names would build as many networks first).
     """
-    single = Student(preset)
     members = {k.split(".")[1] for k in state if k.startswith("members.")}
-    shapes = {k: v.shape for k, v in single.state_dict().items()}
-    whole = {f"members.{i}.{k}": shape for i in range(len(members)) for k, shape in shapes.items()}
-    if members and whole.keys() == state.keys() and all(state[k].shape == shape for k, shape in whole.items()):
-        return StudentEnsemble(preset, len(members))
-    return single
+    if members:
+        with torch.device("meta"):  # shapes alone: no memory, no initialisation
+            shapes = {k: v.shape for k, v in Student(preset).state_dict().items()}
+        whole = {f"members.{i}.{k}": shape for i in range(len(members)) for k, shape in shapes.items()}
+        if whole.keys() == state.keys() and all(state[k].shape == shape for k, shape in whole.items()):
+            return StudentEnsemble(preset, len(members))
+    return Student(preset)
 
 
 def ensemble_state(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -157,6 +157,13 @@ def test_simulate_writes_a_dose_series_in_input_geometry(tmp_path):
     assert proc.returncode == 2 and "ramp.nrrd, simulated with another --doses: this run's images" in proc.stderr
     proc = ediqa(*sim[:1], src, *sim[1:], "--doses", "1,0.1", "--filter", "hann")  # the same draws, another filter
     assert proc.returncode == 0, proc.stderr
+    for f in (tmp_path / "sim").glob("*.nrrd"):  # as the release before wrote them: doses and views unrecorded
+        old = sitk.ReadImage(f)
+        settings = json.loads(old.GetMetaData("EDIQA_simulation"))
+        old.SetMetaData("EDIQA_simulation", json.dumps({k: v for k, v in settings.items() if k not in ("doses", "views")}))
+        sitk.WriteImage(old, f)
+    proc = ediqa(*sim[:1], src, *sim[1:], "--doses", "1,0.1", "--filter", "cosine")
+    assert proc.returncode == 2 and "by an earlier release, its --doses and --views unrecorded" in proc.stderr
     for f in (tmp_path / "sim").glob("*.nrrd"):
         old = sitk.ReadImage(f)
         old.EraseMetaData("EDIQA_simulation")  # as an earlier release wrote it

@@ -840,6 +840,38 @@ def test_a_file_open_elsewhere_where_that_blocks_its_replacement_leaves_the_set_
         "old"} and not list(out.rglob(".tmp*"))
 
 
+def test_a_rename_that_fails_puts_back_every_folder_of_the_set(tmp_path, monkeypatch):
+    """Where a rename fails (a file made immutable, another user's in a shared folder), the files and
+    folders of the set renamed before it are put back, a link among them as the link it was: a teacher
+    series left its summary new and an input's results old, and the link was deleted."""
+    from EDIQALib.io import staged_together
+
+    out = tmp_path / "out"
+    for folder in (out, out / "a"):
+        _earlier_set(folder, ["result.json", "z.txt"])
+    (tmp_path / "elsewhere.json").write_text("the user's", encoding="utf-8")
+    (out / "a" / "result.json").unlink()
+    (out / "a" / "result.json").symlink_to(tmp_path / "elsewhere.json")
+    replace = os.replace
+
+    def refused(src, dst):
+        if Path(dst) == out / "z.txt":  # the summary's folder, renamed last; its first file already in
+            raise PermissionError(1, "Operation not permitted", str(src), None, str(dst))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", refused)
+    with pytest.raises(PermissionError):
+        with staged_together() as stage:
+            summary = stage(out)
+            for folder, staging in ((out / "a", stage(out / "a")), (out, summary)):
+                for name in ("result.json", "z.txt"):
+                    (staging / name).write_text("new", encoding="utf-8")
+    monkeypatch.undo()
+    assert (out / "a" / "result.json").is_symlink() and (out / "a" / "result.json").read_text(encoding="utf-8") == "the user's"
+    assert {(f / n).read_text(encoding="utf-8") for f, n in ((out, "result.json"), (out, "z.txt"), (out / "a", "z.txt"))
+            } == {"old"} and not list(out.rglob(".tmp*"))
+
+
 def test_a_nifti_in_two_gzip_members_is_counted_not_refused(tmp_path):
     # gzip's trailer states only the last member's length: such a stream is decompressed and counted
     plain = tmp_path / "ct.nii"

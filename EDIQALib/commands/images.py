@@ -119,6 +119,8 @@ def _check_one_simulation(out: Path, name: str, paths: list[Path], settings: dic
             was = None
         if not isinstance(was, dict):
             why = "by an earlier release, its settings unrecorded"
+        elif "doses" not in was or "views" not in was:
+            why = "by an earlier release, its --doses and --views unrecorded"
         elif differ := [option for key, option in _SIMULATION_OPTIONS.items() if was.get(key) != settings[key]]:
             why = f"with another {', '.join(differ)}"
         else:
