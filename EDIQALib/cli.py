@@ -454,6 +454,11 @@ _LAYOUT_WARNINGS = (r"Glyph \d+ .* missing from", r"Tight layout not applied")
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     try:
+        os.getcwd()
+    except FileNotFoundError:  # torch would fail to load its libraries, relative paths would not resolve
+        say("error", "the current folder no longer exists (it was removed or moved): change to one that does")
+        return 2
+    try:
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)
         if extra:  # argparse's own words, and what assess given several inputs is for
@@ -471,8 +476,10 @@ def main(argv: list[str] | None = None) -> int:
         say("error", "standard output was closed by the program reading it (a broken pipe)")
         return 2
     except OSError as exc:  # what no check foresaw: a full disk, a folder that vanished
+        from .io import shown_path
+
         path = exc.filename2 or exc.filename  # a rename's destination: the user's path, not a temporary one
-        where = f" ({path})" if path else ""
+        where = f" ({shown_path(path)})" if path else ""
         say("error", f"{exc.strerror or exc}{where}")
         return 2
     except KeyboardInterrupt:

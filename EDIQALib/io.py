@@ -1048,8 +1048,19 @@ def write_image(image: sitk.Image, path: str | os.PathLike, modality: str | None
     with staged_in(dest.parent) as tmp:
         try:
             sitk.WriteImage(image, str(tmp / dest.name), True, 1)  # fast gzip: volumes run to hundreds of MB
-        except RuntimeError as exc:  # ITK's own error (a full disk: "couldn't write gzip data")
-            raise OSError(f"cannot write {dest}: {_read_error_detail(exc, '')}") from None
+        except RuntimeError as exc:  # ITK's own error, which names the temporary file
+            why = ("no space left on the device" if shutil.disk_usage(tmp).free < _FULL_BYTES
+                   else _read_error_detail(exc, "").split(str(tmp))[0].rstrip(" :"))
+            raise OSError(f"cannot write {shown_path(dest)}: {why}") from None
+
+
+_FULL_BYTES = 1 << 20  # free space under this after a failed write: the device was full
+
+
+def shown_path(path: str | os.PathLike) -> Path:
+    """``path`` as the user knows it: the staging folders (``.tmp-*``) that outputs are written in first
+    left out of it."""
+    return Path(*(part for part in Path(path).parts if not part.startswith(".tmp-")))
 
 
 def write_bytes(data: bytes, path: str | os.PathLike) -> None:

@@ -1250,3 +1250,19 @@ def test_a_sheared_grid_and_a_slice_spacing_no_image_has_are_refused(tmp_path):
     tilted = ct_image(slices=2, direction=(1, 0, 0, 0, 1, 0.3, 0, 0, 0.954))  # slices stacked aslant (a gantry tilt)
     sitk.WriteImage(tilted, str(tmp_path / "tilted.nrrd"))
     assert read_volume(tmp_path / "tilted.nrrd").geometry.direction == pytest.approx((1, 0, 0, 0, 1, 0.3, 0, 0, 0.954), abs=1e-3)
+
+
+def test_a_full_device_while_an_image_is_written_says_so_and_names_the_user_s_file(tmp_path, monkeypatch):
+    """ITK's error named the temporary file (cut at 120 characters) and never said the device was full."""
+    import shutil
+
+    from EDIQALib.io import write_image
+
+    def full(image, path, *args):
+        raise RuntimeError(f"ITK ERROR: NrrdImageIO: Write: Error writing {path}")
+
+    monkeypatch.setattr(sitk, "WriteImage", full)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 << 20, 10 << 20, 4096))
+    with pytest.raises(OSError, match=f"^cannot write {re.escape(str(tmp_path / 'out' / 'h.nrrd'))}: no space left on the device$"):
+        write_image(sitk.Image(8, 8, sitk.sitkFloat32), tmp_path / "out" / "h.nrrd")
+    assert not (tmp_path / "out").exists()

@@ -521,3 +521,13 @@ def test_an_mplconfigdir_that_cannot_be_written_gets_a_temporary_folder(tmp_path
                           timeout=300, env={**os.environ, "MPLCONFIGDIR": str(not_a_folder), "TMPDIR": str(temporary)})
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     assert not [p for p in temporary.iterdir() if "matplotlib" in p.name]  # (torch leaves a cache folder of its own)
+
+
+def test_a_current_folder_that_was_removed_is_one_line(tmp_path):
+    """torch failed to load its libraries there (a oneMKL fatal error), and a relative --out was a bare
+    'No such file or directory'."""
+    script = f"mkdir gone && cd gone && rmdir ../gone && exec {shlex.quote(sys.executable)} -m EDIQALib assess ct.nrrd"
+    proc = subprocess.run(["sh", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "ediqa: error: the current folder no longer exists (it was removed or moved): change to one that does"], proc.stderr
