@@ -786,7 +786,8 @@ def check_outputs(outputs: list[Path], inputs: list[str | os.PathLike]) -> None:
     Raises:
         InputError: an output path is not named in UTF-8 (:func:`check_utf8`), its folder lies under a
             file, cannot be created or written to, a name in
-            it is longer than its file system allows, an output is an existing folder, a link among its
+            it is longer than its file system allows, or its path too long to be staged, an output is an
+            existing folder, a link among its
             folders leads nowhere (or round in a loop), or an output would replace an input file (by its name or
             another: a link) or go into an input folder.
     """
@@ -813,6 +814,11 @@ def check_outputs(outputs: list[Path], inputs: list[str | os.PathLike]) -> None:
         if too_long is not None:
             raise InputError(f"cannot write into {folder}: the name {too_long[:40]}… is longer than the {longest} "
                              "bytes its file system allows")
+        path_max = _path_max(folder)
+        if path_max is not None and len(os.fsencode(str(target))) + _STAGING_BYTES >= path_max:
+            raise InputError(f"cannot write {str(out)[:60]}…: its path of {len(os.fsencode(str(target)))} bytes "
+                             f"leaves too few of the {path_max} its file system allows for the temporary folders "
+                             "outputs are written in first; choose a shorter --out")
         try:  # the writers stage every output in a temporary folder there
             tempfile.TemporaryDirectory(prefix=".tmp-", dir=folder).cleanup()
         except OSError as exc:
@@ -866,6 +872,17 @@ def same_file(a: Path, b: Path) -> bool:
         return os.path.samefile(a, b)
     except OSError:  # either is missing or cannot be looked at
         return False
+
+
+_STAGING_BYTES = 64  # what staging adds to an output's path: up to three .tmp-* folders, or one and .previous-*
+
+
+def _path_max(folder: Path) -> int | None:
+    """The longest path, in bytes, that ``folder``'s file system takes (``None`` where it does not say)."""
+    try:
+        return os.pathconf(folder, "PC_PATH_MAX")
+    except (AttributeError, OSError, ValueError):  # no pathconf (Windows), or no answer
+        return None
 
 
 def _name_max(folder: Path) -> int:

@@ -1266,3 +1266,20 @@ def test_a_full_device_while_an_image_is_written_says_so_and_names_the_user_s_fi
     with pytest.raises(OSError, match=f"^cannot write {re.escape(str(tmp_path / 'out' / 'h.nrrd'))}: no space left on the device$"):
         write_image(sitk.Image(8, 8, sitk.sitkFloat32), tmp_path / "out" / "h.nrrd")
     assert not (tmp_path / "out").exists()
+
+
+def test_an_output_path_too_long_to_be_staged_is_refused_before_any_work(tmp_path):
+    """A path a few bytes under the system's longest passed the check, and the run failed at its end: the
+    temporary folders an output is written in first add to its path."""
+    from EDIQALib.io import check_outputs
+
+    limit = os.pathconf(tmp_path, "PC_PATH_MAX") if hasattr(os, "pathconf") else None
+    if limit is None:
+        pytest.skip("the file system does not say its longest path")
+    folder = tmp_path
+    while len(os.fsencode(str(folder))) < limit - 60:
+        folder = folder / ("d" * min(200, limit - 60 - len(os.fsencode(str(folder)))))
+    with pytest.raises(InputError, match="leaves too few of the .* for the temporary folders"):
+        check_outputs([folder / "result.json"], [])
+    assert not any(tmp_path.iterdir())
+    check_outputs([tmp_path / "out" / "result.json"], [])
