@@ -379,12 +379,13 @@ def checked_file(path: Path, image: sitk.Image) -> sitk.Image:
         positions = [_numbers(p.get("ImagePositionPatient"), 3) if p is not None else None for p in placed]
         _check_positions(positions, [f"frame {k + 1}" for k in range(len(frames))], image, path.name, "frame")
     transformed = [g.PixelValueTransformationSequence[0] for g in groups if g.get("PixelValueTransformationSequence")]
-    for r in (header, *transformed):  # every frame's, though GDCM applies the first's (its frames must agree)
-        _rescale(_text(r.get("RescaleSlope")), _text(r.get("RescaleIntercept")), path.name)
+    # every frame's checked, though GDCM applies the first's (its frames must agree)
+    checked = {id(r): _rescale(_text(r.get("RescaleSlope")), _text(r.get("RescaleIntercept")), path.name)
+               for r in (header, *transformed)}
     rescaled = [g.PixelValueTransformationSequence[0] for g in (*shared, *frames[:1])
                 if g.get("PixelValueTransformationSequence")]
-    slope, intercept = next(((_number(r.get("RescaleSlope"), 1.0), _number(r.get("RescaleIntercept"), 0.0))
-                             for r in (header, *rescaled) if r.get("RescaleSlope") is not None), (1.0, 0.0))
+    slope, intercept = next((checked[id(r)] for r in (header, *rescaled) if r.get("RescaleSlope") is not None),
+                            (1.0, 0.0))
     padding = _padding_range(_numbers([header.get("PixelPaddingValue")], 1),
                              _numbers([header.get("PixelPaddingRangeLimit")], 1), slope, intercept)
     return unpad(image, [padding] * (image.GetDepth() or 1))
@@ -441,11 +442,6 @@ def _listed(value) -> list:
         return list(value)
     except TypeError:  # one number
         return [value]
-
-
-def _number(value, default: float) -> float:
-    numbers = _numbers(_listed(value), 1)
-    return numbers[0] if numbers else default
 
 
 _DECIMAL_STRING = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")  # DICOM's DS: one number
